@@ -1,0 +1,402 @@
+//! Tick codecs.
+//!
+//! - Wire (NATS): the full tick as a MessagePack map with string keys
+//!   ([`encode_wire`] / [`decode_wire`]). Decoding validates, because the bytes come
+//!   from the network.
+//! - Client: one tick object per (format, mode), optionally tagged `"type":"snapshot"`
+//!   ([`encode_client`]). The edge builds these once per tick and shares them; a `ticks`
+//!   frame is then assembled by concatenating shared bytes ([`ticks_frame`]).
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use crate::protocol::Format;
+use crate::symbol;
+use crate::tick::{Depth, MAX_SAFE_INTEGER, Mode, Right, Tick};
+
+/// Largest tick accepted from the wire, in bytes. A full-depth option tick is under 1 KiB.
+pub const MAX_WIRE_TICK: usize = 16 * 1024;
+
+/// Why wire bytes are not a tick.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("tick is {0} bytes; the limit is {MAX_WIRE_TICK}")]
+    TooLarge(usize),
+    #[error("malformed tick: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    #[error("invalid tick symbol {symbol:?}: {source}")]
+    Symbol {
+        symbol: String,
+        source: symbol::SymbolError,
+    },
+    #[error("tick {field} {value} is not below 2^53")]
+    Unsafe { field: &'static str, value: u64 },
+    #[error("tick field {0} is not a finite number")]
+    NotFinite(&'static str),
+}
+
+/// Encodes a tick for NATS and KV.
+pub fn encode_wire(tick: &Tick) -> Vec<u8> {
+    rmp_serde::to_vec_named(tick).expect("a tick always serializes: plain fields, string keys")
+}
+
+/// Decodes and validates a tick from NATS or KV bytes.
+pub fn decode_wire(bytes: &[u8]) -> Result<Tick, CodecError> {
+    if bytes.len() > MAX_WIRE_TICK {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let tick: Tick = rmp_serde::from_slice(bytes)?;
+    check(&tick)?;
+    Ok(tick)
+}
+
+/// The invariants every tick on the wire holds.
+pub fn check(tick: &Tick) -> Result<(), CodecError> {
+    symbol::validate(&tick.symbol).map_err(|source| CodecError::Symbol {
+        symbol: tick.symbol.chars().take(80).collect(),
+        source,
+    })?;
+    for (field, value) in [("seq", tick.seq), ("epoch", tick.epoch), ("ts", tick.ts)] {
+        if value > MAX_SAFE_INTEGER {
+            return Err(CodecError::Unsafe { field, value });
+        }
+    }
+    let mut bad = None;
+    visit(tick, Mode::Full, |name, v| {
+        if let Val::F64(x) = v
+            && !x.is_finite()
+        {
+            bad.get_or_insert(name);
+        }
+        Ok::<(), ()>(())
+    })
+    .ok();
+    match bad {
+        Some(name) => Err(CodecError::NotFinite(name)),
+        None => Ok(()),
+    }
+}
+
+/// Encodes one tick object for clients, with only the fields of `mode`. With `tag`, the
+/// object also carries `"type": tag` first (a `snapshot` message is a tagged tick).
+pub fn encode_client(tick: &Tick, format: Format, mode: Mode, tag: Option<&str>) -> Vec<u8> {
+    let view = TickView { tick, mode, tag };
+    match format {
+        Format::Json => serde_json::to_vec(&view).expect("a tick view always serializes to JSON"),
+        Format::MsgPack => {
+            rmp_serde::to_vec_named(&view).expect("a tick view always serializes to MessagePack")
+        }
+    }
+}
+
+/// Builds a `ticks` frame, `{"type":"ticks","ticks":[...]}`, from tick objects already
+/// encoded by [`encode_client`] in `format`. Only copies bytes.
+pub fn ticks_frame<'a, I>(format: Format, ticks: I) -> Vec<u8>
+where
+    I: ExactSizeIterator<Item = &'a [u8]>,
+{
+    let n = ticks.len();
+    match format {
+        Format::Json => {
+            let mut out = Vec::with_capacity(32 + n * 160);
+            out.extend_from_slice(br#"{"type":"ticks","ticks":["#);
+            for (i, t) in ticks.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(t);
+            }
+            out.extend_from_slice(b"]}");
+            out
+        }
+        Format::MsgPack => {
+            let mut out = Vec::with_capacity(32 + n * 128);
+            // fixmap(2) "type" "ticks" "ticks" [..]
+            out.extend_from_slice(b"\x82\xa4type\xa5ticks\xa5ticks");
+            if n < 16 {
+                out.push(0x90 | n as u8);
+            } else if n <= usize::from(u16::MAX) {
+                out.push(0xdc);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            } else {
+                out.push(0xdd);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            for t in ticks {
+                out.extend_from_slice(t);
+            }
+            out
+        }
+    }
+}
+
+/// A field value, borrowed from the tick.
+enum Val<'a> {
+    U64(u64),
+    F64(f64),
+    Str(&'a str),
+    Depth(&'a Depth),
+}
+
+impl Serialize for Val<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Val::U64(v) => s.serialize_u64(*v),
+            Val::F64(v) => s.serialize_f64(*v),
+            Val::Str(v) => s.serialize_str(v),
+            Val::Depth(d) => d.serialize(s),
+        }
+    }
+}
+
+/// Calls `f` for each field of `tick` that `mode` selects, in wire order.
+fn visit<'a, E>(
+    t: &'a Tick,
+    mode: Mode,
+    mut f: impl FnMut(&'static str, Val<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    f("symbol", Val::Str(&t.symbol))?;
+    f("seq", Val::U64(t.seq))?;
+    f("epoch", Val::U64(t.epoch))?;
+    f("ts", Val::U64(t.ts))?;
+    if let Some(v) = t.last {
+        f("last", Val::F64(v))?;
+    }
+    if mode == Mode::Ltp {
+        return Ok(());
+    }
+    if let Some(v) = t.src_ts {
+        f("src_ts", Val::U64(v))?;
+    }
+    f(
+        "kind",
+        Val::Str(match t.kind {
+            crate::Kind::Equity => "equity",
+            crate::Kind::Etf => "etf",
+            crate::Kind::Index => "index",
+            crate::Kind::Option => "option",
+        }),
+    )?;
+    let level1 = [
+        ("last_size", t.last_size.map(Val::U64)),
+        ("bid", t.bid.map(Val::F64)),
+        ("ask", t.ask.map(Val::F64)),
+        ("bid_size", t.bid_size.map(Val::U64)),
+        ("ask_size", t.ask_size.map(Val::U64)),
+        ("volume", t.volume.map(Val::U64)),
+        ("open", t.open.map(Val::F64)),
+        ("high", t.high.map(Val::F64)),
+        ("low", t.low.map(Val::F64)),
+        ("prev_close", t.prev_close.map(Val::F64)),
+    ];
+    for (name, v) in level1 {
+        if let Some(v) = v {
+            f(name, v)?;
+        }
+    }
+    if let Some(v) = &t.underlying {
+        f("underlying", Val::Str(v))?;
+    }
+    if let Some(v) = &t.expiry {
+        f("expiry", Val::Str(v))?;
+    }
+    if let Some(v) = t.right {
+        f("right", Val::Str(if v == Right::Call { "C" } else { "P" }))?;
+    }
+    let greeks = [
+        ("strike", t.strike),
+        ("iv", t.iv),
+        ("delta", t.delta),
+        ("gamma", t.gamma),
+        ("theta", t.theta),
+        ("vega", t.vega),
+    ];
+    for (name, v) in greeks {
+        if let Some(v) = v {
+            f(name, Val::F64(v))?;
+        }
+    }
+    if mode == Mode::Full
+        && let Some(d) = &t.depth
+    {
+        f("depth", Val::Depth(d))?;
+    }
+    Ok(())
+}
+
+struct TickView<'a> {
+    tick: &'a Tick,
+    mode: Mode,
+    tag: Option<&'a str>,
+}
+
+impl Serialize for TickView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut n = usize::from(self.tag.is_some());
+        visit(self.tick, self.mode, |_, _| {
+            n += 1;
+            Ok::<(), S::Error>(())
+        })?;
+        let mut map = s.serialize_map(Some(n))?;
+        if let Some(tag) = self.tag {
+            map.serialize_entry("type", tag)?;
+        }
+        visit(self.tick, self.mode, |k, v| map.serialize_entry(k, &v))?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kind;
+    use proptest::prelude::*;
+
+    fn aapl() -> Tick {
+        Tick {
+            symbol: "AAPL".into(),
+            seq: 1_700_000_000_000_001,
+            epoch: 1_700_000_000_000_000,
+            ts: 1_700_000_000_123_456,
+            kind: Kind::Equity,
+            last: Some(189.12),
+            last_size: Some(100),
+            bid: Some(189.11),
+            ask: Some(189.13),
+            bid_size: Some(300),
+            ask_size: Some(200),
+            volume: Some(1_234_500),
+            depth: Some(Depth {
+                bids: vec![(189.11, 300)],
+                asks: vec![(189.13, 200)],
+            }),
+            ..Tick::default()
+        }
+    }
+
+    #[test]
+    fn wire_round_trip() {
+        let t = aapl();
+        assert_eq!(decode_wire(&encode_wire(&t)).unwrap(), t);
+    }
+
+    #[test]
+    fn ltp_json_golden() {
+        let t = aapl();
+        let json = encode_client(&t, Format::Json, Mode::Ltp, None);
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"symbol":"AAPL","seq":1700000000000001,"epoch":1700000000000000,"ts":1700000000123456,"last":189.12}"#
+        );
+    }
+
+    #[test]
+    fn ltp_msgpack_golden() {
+        let t = Tick {
+            symbol: "A".into(),
+            seq: 2,
+            epoch: 1,
+            ts: 3,
+            last: Some(1.5),
+            ..Tick::default()
+        };
+        let bytes = encode_client(&t, Format::MsgPack, Mode::Ltp, None);
+        let mut want =
+            b"\x85\xa6symbol\xa1A\xa3seq\x02\xa5epoch\x01\xa2ts\x03\xa4last\xcb".to_vec();
+        want.extend_from_slice(&1.5f64.to_be_bytes());
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn modes_select_fields() {
+        let t = aapl();
+        let parse = |m| -> serde_json::Value {
+            serde_json::from_slice(&encode_client(&t, Format::Json, m, None)).unwrap()
+        };
+        let ltp = parse(Mode::Ltp);
+        assert!(ltp.get("bid").is_none() && ltp.get("kind").is_none());
+        let quote = parse(Mode::Quote);
+        assert_eq!(quote["bid"], 189.11);
+        assert_eq!(quote["kind"], "equity");
+        assert!(quote.get("depth").is_none());
+        let full = parse(Mode::Full);
+        assert_eq!(full["depth"]["bids"][0][0], 189.11);
+        assert!(full.as_object().unwrap().values().all(|v| !v.is_null()));
+    }
+
+    #[test]
+    fn snapshot_tag_is_inline() {
+        let t = aapl();
+        for format in [Format::Json, Format::MsgPack] {
+            let bytes = encode_client(&t, format, Mode::Quote, Some("snapshot"));
+            let v: serde_json::Value = match format {
+                Format::Json => serde_json::from_slice(&bytes).unwrap(),
+                Format::MsgPack => rmp_serde::from_slice(&bytes).unwrap(),
+            };
+            assert_eq!(v["type"], "snapshot");
+            assert_eq!(v["symbol"], "AAPL");
+            assert_eq!(v["last"], 189.12);
+        }
+    }
+
+    #[test]
+    fn ticks_frame_is_valid_in_both_formats() {
+        let t = aapl();
+        for format in [Format::Json, Format::MsgPack] {
+            for n in [0usize, 1, 15, 16, 70_000] {
+                let one = encode_client(&t, format, Mode::Ltp, None);
+                let parts = vec![one.as_slice(); n];
+                let frame = ticks_frame(format, parts.iter().copied());
+                let v: serde_json::Value = match format {
+                    Format::Json => serde_json::from_slice(&frame).unwrap(),
+                    Format::MsgPack => rmp_serde::from_slice(&frame).unwrap(),
+                };
+                assert_eq!(v["type"], "ticks");
+                assert_eq!(v["ticks"].as_array().unwrap().len(), n);
+            }
+        }
+    }
+
+    #[test]
+    fn decode_refuses_bad_ticks() {
+        let mut t = aapl();
+        t.symbol = "md.>".into();
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::Symbol { .. })
+        ));
+        let mut t = aapl();
+        t.seq = 1 << 53;
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::Unsafe { field: "seq", .. })
+        ));
+        let mut t = aapl();
+        t.bid = Some(f64::NAN);
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::NotFinite("bid"))
+        ));
+        assert!(matches!(
+            decode_wire(b"\xc1"),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_wire(&vec![0u8; MAX_WIRE_TICK + 1]),
+            Err(CodecError::TooLarge(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_wire_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_wire(&bytes);
+        }
+
+        #[test]
+        fn wire_round_trips(seq in 0u64..MAX_SAFE_INTEGER, last in 0.01f64..1e6, vol in any::<u64>()) {
+            let t = Tick { symbol: "X".into(), seq, last: Some(last), volume: Some(vol), ..Tick::default() };
+            prop_assert_eq!(decode_wire(&encode_wire(&t)).unwrap(), t);
+        }
+    }
+}

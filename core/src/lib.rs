@@ -1,0 +1,22 @@
+//! TickMesh's shared, I/O-free vocabulary. Every other crate speaks through it.
+//!
+//! - [`symbol`]: the one place symbols are validated (feed input and client requests).
+//! - [`subject`]: `md.<shard>.<symbol>` and the FNV-1a shard function.
+//! - [`tick`]: the tick model and its modes (`ltp`, `quote`, `full`).
+//! - [`codec`]: ticks as MessagePack on NATS, and the per-mode client encodings
+//!   that the edge builds once per tick and shares between sessions.
+//! - [`protocol`]: client protocol v1 messages, in JSON and MessagePack.
+//!
+//! Data flow: ingest builds a [`tick::Tick`], [`codec::encode_wire`] puts it on
+//! [`subject::tick_subject`]; the edge runs [`codec::decode_wire`] once and encodes it
+//! once per (format, mode) with [`codec::encode_client`].
+
+pub mod codec;
+pub mod protocol;
+pub mod subject;
+pub mod symbol;
+pub mod tick;
+
+pub use protocol::Format;
+pub use symbol::{Symbol, SymbolError};
+pub use tick::{Kind, Mode, Tick};

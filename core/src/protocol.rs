@@ -1,0 +1,407 @@
+//! Client protocol v1 (docs/protocol.md): messages from clients, decoded from JSON or
+//! MessagePack by the same serde types, and messages to clients.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::tick::Mode;
+
+/// `Sec-WebSocket-Protocol` for JSON in text frames (the default).
+pub const SUBPROTOCOL_JSON: &str = "tickmesh.v1.json";
+/// `Sec-WebSocket-Protocol` for MessagePack in binary frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "tickmesh.v1.msgpack";
+/// The protocol version in `welcome`.
+pub const VERSION: u8 = 1;
+/// Default `interval_ms` when a subscribe names none.
+pub const DEFAULT_INTERVAL_MS: u32 = 250;
+
+/// Wire encoding of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    MsgPack,
+}
+
+impl Format {
+    pub const ALL: [Format; 2] = [Format::Json, Format::MsgPack];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Format::Json => SUBPROTOCOL_JSON,
+            Format::MsgPack => SUBPROTOCOL_MSGPACK,
+        }
+    }
+
+    /// Picks the encoding from an offered `Sec-WebSocket-Protocol` list: the first one we
+    /// speak; JSON when none is offered. `None` if protocols were offered but none is ours.
+    pub fn negotiate(offered: Option<&str>) -> Option<Format> {
+        let Some(offered) = offered else {
+            return Some(Format::Json);
+        };
+        offered.split(',').map(str::trim).find_map(|p| match p {
+            SUBPROTOCOL_JSON => Some(Format::Json),
+            SUBPROTOCOL_MSGPACK => Some(Format::MsgPack),
+            _ => None,
+        })
+    }
+}
+
+/// `error.code` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidSymbol,
+    UnknownSymbol,
+    NotEntitled,
+    TooManySymbols,
+    RateLimited,
+    Unauthorized,
+    TokenExpired,
+    SlowConsumer,
+}
+
+/// WebSocket close codes of the protocol.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const TOO_LARGE: u16 = 1009;
+    pub const DRAINING: u16 = 4001;
+    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const RATE_LIMITED: u16 = 4029;
+    pub const PROTOCOL_VIOLATION: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+}
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Chains { underlying: String },
+    Auth { token: String },
+    Ping,
+    List,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Subscribe {
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    #[serde(default)]
+    pub chains: Vec<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub interval_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Unsubscribe {
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    #[serde(default)]
+    pub chains: Vec<String>,
+}
+
+/// A decoded client message: the request and the `id` to echo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientMsg {
+    pub id: Option<i64>,
+    pub request: Request,
+}
+
+/// A client message that could not be decoded: answered with `bad_request`, echoing the
+/// `id` when it could be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    pub id: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    op: Option<String>,
+    #[serde(default)]
+    id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ChainsReq {
+    underlying: String,
+}
+
+#[derive(Deserialize)]
+struct AuthReq {
+    token: String,
+}
+
+fn from_bytes<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, String> {
+    match format {
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+    }
+}
+
+/// Decodes one client message. Unknown fields are ignored; a missing or wrongly typed
+/// required field, an unknown op or malformed bytes are a [`DecodeError`].
+pub fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
+    let head: Head = from_bytes(format, bytes).map_err(|e| DecodeError {
+        id: None,
+        message: format!("malformed message: {e}"),
+    })?;
+    let id = head.id;
+    let fail = |message: String| DecodeError { id, message };
+    let op = head.op.ok_or_else(|| fail("missing field `op`".into()))?;
+    let request = match op.as_str() {
+        "subscribe" => {
+            let s: Subscribe =
+                from_bytes(format, bytes).map_err(|e| fail(format!("subscribe: {e}")))?;
+            if s.symbols.is_empty() && s.chains.is_empty() {
+                return Err(fail("subscribe needs `symbols` or `chains`".into()));
+            }
+            Request::Subscribe(s)
+        }
+        "unsubscribe" => {
+            let u: Unsubscribe =
+                from_bytes(format, bytes).map_err(|e| fail(format!("unsubscribe: {e}")))?;
+            Request::Unsubscribe(u)
+        }
+        "chains" => {
+            let c: ChainsReq =
+                from_bytes(format, bytes).map_err(|e| fail(format!("chains: {e}")))?;
+            Request::Chains {
+                underlying: c.underlying,
+            }
+        }
+        "auth" => {
+            let a: AuthReq = from_bytes(format, bytes).map_err(|e| fail(format!("auth: {e}")))?;
+            Request::Auth { token: a.token }
+        }
+        "ping" => Request::Ping,
+        "list" => Request::List,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(fail(format!("unknown op {shown:?}")));
+        }
+    };
+    Ok(ClientMsg { id, request })
+}
+
+/// `welcome.limits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_symbols: u32,
+    pub max_msgs_per_s: u32,
+    pub min_interval_ms: u32,
+}
+
+/// One entry of `subscriptions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    pub symbol: String,
+    pub mode: Mode,
+    pub interval_ms: u32,
+}
+
+/// Messages to clients, other than `ticks` and `snapshot`, which are assembled from
+/// shared tick bytes (see [`crate::codec`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Welcome {
+        protocol: u8,
+        session: String,
+        edge: String,
+        heartbeat_ms: u32,
+        limits: Limits,
+    },
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        symbols: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        chains: Vec<String>,
+        interval_ms: u32,
+        mode: Mode,
+    },
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        symbols: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        chains: Vec<String>,
+    },
+    Hb {
+        ts: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lag_ms: Option<u64>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        code: ErrorCode,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        symbol: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u32>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+    },
+    Subscriptions {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        subscriptions: Vec<SubscriptionInfo>,
+    },
+    Reconnect {
+        after_ms: u64,
+        reason: String,
+    },
+}
+
+impl ServerMsg {
+    /// An error reply or event.
+    pub fn error(id: Option<i64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            id,
+            code,
+            message: message.into(),
+            symbol: None,
+            interval_ms: None,
+        }
+    }
+
+    /// An error about one symbol.
+    pub fn symbol_error(
+        id: Option<i64>,
+        code: ErrorCode,
+        symbol: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        let shown: String = symbol.chars().take(80).collect();
+        ServerMsg::Error {
+            id,
+            code,
+            message: message.into(),
+            symbol: Some(shown),
+            interval_ms: None,
+        }
+    }
+
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        match format {
+            Format::Json => serde_json::to_vec(self).expect("server messages always serialize"),
+            Format::MsgPack => {
+                rmp_serde::to_vec_named(self).expect("server messages always serialize")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json(s: &str) -> Result<ClientMsg, DecodeError> {
+        decode_client(Format::Json, s.as_bytes())
+    }
+
+    #[test]
+    fn subscribe_defaults_and_unknown_fields() {
+        let m = json(r#"{"op":"subscribe","id":7,"symbols":["AAPL"],"extra":{"x":1}}"#).unwrap();
+        assert_eq!(m.id, Some(7));
+        let Request::Subscribe(s) = m.request else {
+            panic!("not a subscribe")
+        };
+        assert_eq!(s.symbols, ["AAPL"]);
+        assert_eq!(s.mode, Mode::Quote);
+        assert_eq!(s.interval_ms, None);
+    }
+
+    #[test]
+    fn same_schema_in_msgpack() {
+        #[derive(Serialize)]
+        struct Sub<'a> {
+            op: &'a str,
+            id: i64,
+            symbols: Vec<&'a str>,
+            mode: &'a str,
+            interval_ms: u32,
+        }
+        let bytes = rmp_serde::to_vec_named(&Sub {
+            op: "subscribe",
+            id: 3,
+            symbols: vec!["MSFT"],
+            mode: "full",
+            interval_ms: 0,
+        })
+        .unwrap();
+        let m = decode_client(Format::MsgPack, &bytes).unwrap();
+        assert_eq!(
+            m.request,
+            Request::Subscribe(Subscribe {
+                symbols: vec!["MSFT".into()],
+                chains: vec![],
+                mode: Mode::Full,
+                interval_ms: Some(0)
+            })
+        );
+        // {"op":"ping"}
+        let m = decode_client(Format::MsgPack, b"\x81\xa2op\xa4ping").unwrap();
+        assert_eq!(m.request, Request::Ping);
+    }
+
+    #[test]
+    fn bad_requests_keep_the_id_when_readable() {
+        assert_eq!(json("{nope").unwrap_err().id, None);
+        assert_eq!(json(r#"{"op":"fly","id":4}"#).unwrap_err().id, Some(4));
+        let e = json(r#"{"op":"subscribe","id":5,"symbols":"AAPL"}"#).unwrap_err();
+        assert_eq!(e.id, Some(5));
+        assert!(json(r#"{"op":"subscribe","id":5}"#).is_err());
+        assert!(json(r#"{"op":"subscribe","symbols":["A"],"interval_ms":-1}"#).is_err());
+        assert!(json(r#"{"op":"subscribe","symbols":["A"],"mode":"everything"}"#).is_err());
+        assert!(json(r#"{"id":1}"#).is_err());
+        assert!(json(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(Format::negotiate(None), Some(Format::Json));
+        assert_eq!(
+            Format::negotiate(Some("foo, tickmesh.v1.msgpack")),
+            Some(Format::MsgPack)
+        );
+        assert_eq!(Format::negotiate(Some("foo")), None);
+    }
+
+    #[test]
+    fn server_messages_golden() {
+        let m = ServerMsg::Pong { id: Some(1) };
+        assert_eq!(m.encode(Format::Json), br#"{"type":"pong","id":1}"#);
+        let e = ServerMsg::symbol_error(Some(2), ErrorCode::InvalidSymbol, "A.B", "bad");
+        assert_eq!(
+            e.encode(Format::Json),
+            br#"{"type":"error","id":2,"code":"invalid_symbol","message":"bad","symbol":"A.B"}"#
+        );
+        let v: serde_json::Value = rmp_serde::from_slice(&e.encode(Format::MsgPack)).unwrap();
+        assert_eq!(v["code"], "invalid_symbol");
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_client(Format::Json, &bytes);
+            let _ = decode_client(Format::MsgPack, &bytes);
+        }
+    }
+}

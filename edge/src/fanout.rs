@@ -1,0 +1,740 @@
+//! The fan-out core: latest value per symbol, conflation per session, encode once.
+//!
+//! Plain synchronous code with time passed in: the runtime wraps one [`Fanout`] in a mutex,
+//! NATS pumps call [`Fanout::publish`], and each session task calls [`Fanout::drain`] when
+//! woken or when its next flush is due.
+//!
+//! Conflation state is the queue. A conflated subscription (interval > 0) is *armed* on
+//! its symbol until the symbol changes; then it is marked dirty in its session's interval
+//! group and disarmed, and re-armed when the session flushes it. A publish therefore
+//! touches only the sessions that flushed since the previous tick of that symbol, and a
+//! slow session costs memory bounded by its subscriptions, not by the tick rate.
+//! Every-tick subscriptions (interval 0) queue shared tick pointers against a per-session
+//! byte budget; past it the session is moved to conflation and told `slow_consumer`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tickmesh_core::codec::encode_client;
+use tickmesh_core::{Format, Mode, Symbol, Tick};
+
+pub type SessionId = u64;
+
+/// How a session is woken when it has something to flush. A tokio `Notify` at run time,
+/// a counter in tests.
+pub trait Wake {
+    fn wake(&self);
+}
+
+/// One decoded tick, shared by every session, with its client encodings built lazily,
+/// once per (format, mode), by whichever session needs them first.
+#[derive(Debug)]
+pub struct SharedTick {
+    pub tick: Tick,
+    /// Size of the tick on the wire: the unit of the every-tick byte budget.
+    pub wire_len: usize,
+    live: [[OnceLock<Bytes>; 3]; 2],
+    snapshot: [[OnceLock<Bytes>; 3]; 2],
+}
+
+impl SharedTick {
+    pub fn new(tick: Tick, wire_len: usize) -> Self {
+        SharedTick {
+            tick,
+            wire_len,
+            live: Default::default(),
+            snapshot: Default::default(),
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.tick.seq
+    }
+
+    /// The tick object for a `ticks` frame.
+    pub fn encoded(&self, format: Format, mode: Mode) -> &Bytes {
+        self.live[format.index()][mode.index()]
+            .get_or_init(|| encode_client(&self.tick, format, mode, None).into())
+    }
+
+    /// The whole `snapshot` message.
+    pub fn snapshot(&self, format: Format, mode: Mode) -> &Bytes {
+        self.snapshot[format.index()][mode.index()]
+            .get_or_init(|| encode_client(&self.tick, format, mode, Some("snapshot")).into())
+    }
+}
+
+/// Limits of the core; see the edge config for their documentation.
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    /// Byte budget of a session's every-tick queue.
+    pub live_budget_bytes: usize,
+    /// Interval a session's every-tick subscriptions move to when over budget.
+    pub slow_interval_ms: u32,
+    /// Most ticks in one `ticks` frame.
+    pub max_ticks_per_frame: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sub {
+    pub mode: Mode,
+    pub interval_ms: u32,
+    /// Highest seq this session has been given for the symbol (snapshot included).
+    last_seq: u64,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Group {
+    interval_ms: u32,
+    dirty: Vec<Symbol>,
+    last_flush: Option<Instant>,
+}
+
+impl Group {
+    /// When the group must flush, if anything changed: `now` if it never flushed.
+    fn due(&self, now: Instant) -> Option<Instant> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        let interval = Duration::from_millis(u64::from(self.interval_ms));
+        Some(self.last_flush.map_or(now, |t| t + interval))
+    }
+}
+
+#[derive(Debug)]
+struct Session<W> {
+    waker: W,
+    subs: HashMap<Symbol, Sub>,
+    groups: Vec<Group>,
+    live: VecDeque<(Arc<SharedTick>, Mode)>,
+    live_bytes: usize,
+    /// Interval the session was moved to, not yet told.
+    slow_notice: Option<u32>,
+    wake_pending: bool,
+}
+
+impl<W: Wake> Session<W> {
+    fn wake(&mut self) {
+        if !self.wake_pending {
+            self.wake_pending = true;
+            self.waker.wake();
+        }
+    }
+
+    fn group(&mut self, interval_ms: u32) -> &mut Group {
+        let i = match self
+            .groups
+            .iter()
+            .position(|g| g.interval_ms == interval_ms)
+        {
+            Some(i) => i,
+            None => {
+                self.groups.push(Group {
+                    interval_ms,
+                    dirty: Vec::new(),
+                    last_flush: None,
+                });
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[i]
+    }
+
+    fn mark_dirty(&mut self, symbol: &Symbol) {
+        let Some(sub) = self.subs.get_mut(symbol) else {
+            return;
+        };
+        if sub.interval_ms == 0 || sub.dirty {
+            return;
+        }
+        sub.dirty = true;
+        let interval = sub.interval_ms;
+        self.group(interval).dirty.push(symbol.clone());
+        self.wake();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    latest: Option<Arc<SharedTick>>,
+    /// Sessions subscribed to this symbol.
+    count: usize,
+    /// Conflated subscribers waiting for the next change. May hold stale or duplicate
+    /// ids; they are checked when the symbol changes.
+    armed: Vec<SessionId>,
+    /// Every-tick subscribers.
+    live: Vec<SessionId>,
+}
+
+/// What [`Fanout::subscribe`] changed.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// The symbol had no subscriber on this edge before: start carrying it.
+    pub new_interest: bool,
+    /// The edge's own latest value of the symbol, if it carries one.
+    pub latest: Option<Arc<SharedTick>>,
+}
+
+/// One `ticks` frame to send: shared ticks and the mode each is sent in.
+pub type Frame = Vec<(Arc<SharedTick>, Mode)>;
+
+/// What a session must send now.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub frames: Vec<Frame>,
+    /// The session was moved to conflation at this interval (`slow_consumer`).
+    pub slow_consumer: Option<u32>,
+    /// When to drain again if nothing wakes the session first.
+    pub next_due: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Fanout<W> {
+    config: FanoutConfig,
+    symbols: HashMap<Symbol, Slot>,
+    sessions: HashMap<SessionId, Session<W>>,
+}
+
+impl<W: Wake> Fanout<W> {
+    pub fn new(config: FanoutConfig) -> Self {
+        Fanout {
+            config,
+            symbols: HashMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    pub fn add_session(&mut self, id: SessionId, waker: W) {
+        self.sessions.insert(
+            id,
+            Session {
+                waker,
+                subs: HashMap::new(),
+                groups: Vec::new(),
+                live: VecDeque::new(),
+                live_bytes: 0,
+                slow_notice: None,
+                wake_pending: false,
+            },
+        );
+    }
+
+    /// Removes a session; returns the symbols nobody on this edge wants any more.
+    pub fn remove_session(&mut self, id: SessionId) -> Vec<Symbol> {
+        let Some(session) = self.sessions.remove(&id) else {
+            return Vec::new();
+        };
+        session
+            .subs
+            .into_iter()
+            .filter_map(|(symbol, sub)| self.release(id, &symbol, sub).then_some(symbol))
+            .collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// The session's subscriptions, sorted by symbol.
+    pub fn subscriptions(&self, id: SessionId) -> Vec<(Symbol, Sub)> {
+        let mut subs: Vec<_> = self
+            .sessions
+            .get(&id)
+            .map(|s| s.subs.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        subs.sort_by(|a, b| a.0.cmp(&b.0));
+        subs
+    }
+
+    pub fn is_subscribed(&self, id: SessionId, symbol: &str) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| s.subs.contains_key(symbol))
+    }
+
+    pub fn subscription_count(&self, id: SessionId) -> usize {
+        self.sessions.get(&id).map_or(0, |s| s.subs.len())
+    }
+
+    /// Subscribes (or changes mode and interval in place).
+    pub fn subscribe(
+        &mut self,
+        id: SessionId,
+        symbol: &Symbol,
+        mode: Mode,
+        interval_ms: u32,
+    ) -> Subscribed {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Subscribed {
+                new_interest: false,
+                latest: None,
+            };
+        };
+        let slot = self.symbols.entry(symbol.clone()).or_default();
+        let previous = session.subs.insert(
+            symbol.clone(),
+            Sub {
+                mode,
+                interval_ms,
+                last_seq: 0,
+                dirty: false,
+            },
+        );
+        let new_interest = match previous {
+            None => {
+                slot.count += 1;
+                slot.count == 1
+            }
+            Some(old) => {
+                // Keep what the session already has; move between every-tick and conflated.
+                let sub = session.subs.get_mut(symbol).expect("inserted just above");
+                sub.last_seq = old.last_seq;
+                sub.dirty = old.dirty;
+                if old.interval_ms == 0 {
+                    slot.live.retain(|&s| s != id);
+                }
+                false
+            }
+        };
+        if previous.is_some_and(|old| old.interval_ms != interval_ms) {
+            // Forget interval groups that no subscription uses any more.
+            let subs = &session.subs;
+            session.groups.retain(|g| {
+                !g.dirty.is_empty() || subs.values().any(|s| s.interval_ms == g.interval_ms)
+            });
+        }
+        if interval_ms == 0 {
+            if !slot.live.contains(&id) {
+                slot.live.push(id);
+            }
+        } else {
+            slot.armed.push(id);
+        }
+        Subscribed {
+            new_interest,
+            latest: slot.latest.clone(),
+        }
+    }
+
+    /// Unsubscribes; returns true when nobody on this edge wants the symbol any more.
+    pub fn unsubscribe(&mut self, id: SessionId, symbol: &str) -> bool {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        let Some((symbol, sub)) = session.subs.remove_entry(symbol) else {
+            return false;
+        };
+        self.release(id, &symbol, sub)
+    }
+
+    fn release(&mut self, id: SessionId, symbol: &Symbol, sub: Sub) -> bool {
+        let Some(slot) = self.symbols.get_mut(symbol) else {
+            return false;
+        };
+        if sub.interval_ms == 0 {
+            slot.live.retain(|&s| s != id);
+        }
+        slot.count = slot.count.saturating_sub(1);
+        if slot.count == 0 {
+            self.symbols.remove(symbol);
+            return true;
+        }
+        false
+    }
+
+    /// Offers a snapshot candidate (from KV) for a new subscription. Returns the tick to
+    /// send as the snapshot, the fresher of `candidate` and the edge's own latest, if it is
+    /// newer than anything the session already has.
+    pub fn take_snapshot(
+        &mut self,
+        id: SessionId,
+        symbol: &str,
+        candidate: Option<Arc<SharedTick>>,
+    ) -> Option<Arc<SharedTick>> {
+        let slot = self.symbols.get_mut(symbol)?;
+        if let Some(c) = &candidate
+            && slot.latest.as_ref().is_none_or(|l| l.seq() < c.seq())
+        {
+            slot.latest = Some(c.clone());
+        }
+        let best = slot.latest.clone()?;
+        let sub = self.sessions.get_mut(&id)?.subs.get_mut(symbol)?;
+        if best.seq() <= sub.last_seq {
+            return None;
+        }
+        sub.last_seq = best.seq();
+        Some(best)
+    }
+
+    /// A tick arrived for its symbol. Stale ticks (seq not above the latest) are dropped.
+    /// Returns false if the tick was dropped.
+    pub fn publish(&mut self, tick: Arc<SharedTick>) -> bool {
+        let Some((symbol, _)) = self.symbols.get_key_value(tick.tick.symbol.as_str()) else {
+            return false;
+        };
+        let symbol = symbol.clone();
+        let slot = self
+            .symbols
+            .get_mut(&symbol)
+            .expect("slot looked up just above");
+        if slot.latest.as_ref().is_some_and(|l| l.seq() >= tick.seq()) {
+            return false;
+        }
+        slot.latest = Some(tick.clone());
+
+        for id in std::mem::take(&mut slot.armed) {
+            if let Some(session) = self.sessions.get_mut(&id) {
+                session.mark_dirty(&symbol);
+            }
+        }
+        let budget = self.config.live_budget_bytes;
+        let mut overflowed = Vec::new();
+        for &id in &slot.live {
+            let Some(session) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let Some(sub) = session.subs.get(&symbol) else {
+                continue;
+            };
+            session.live.push_back((tick.clone(), sub.mode));
+            session.live_bytes += tick.wire_len;
+            session.wake();
+            if session.live_bytes > budget {
+                overflowed.push(id);
+            }
+        }
+        for id in overflowed {
+            self.fall_back_to_conflation(id);
+        }
+        true
+    }
+
+    /// Moves every every-tick subscription of a slow session to conflation.
+    fn fall_back_to_conflation(&mut self, id: SessionId) {
+        let interval = self.config.slow_interval_ms;
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let queued: Vec<Symbol> = session
+            .live
+            .drain(..)
+            .filter_map(|(t, _)| {
+                self.symbols
+                    .get_key_value(t.tick.symbol.as_str())
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
+        session.live_bytes = 0;
+        session.slow_notice = Some(interval);
+        let moved: Vec<Symbol> = session
+            .subs
+            .iter_mut()
+            .filter(|(_, sub)| sub.interval_ms == 0)
+            .map(|(symbol, sub)| {
+                sub.interval_ms = interval;
+                symbol.clone()
+            })
+            .collect();
+        for symbol in &moved {
+            if let Some(slot) = self.symbols.get_mut(symbol) {
+                slot.live.retain(|&s| s != id);
+                slot.armed.push(id);
+            }
+        }
+        for symbol in &queued {
+            session.mark_dirty(symbol);
+        }
+        session.wake();
+    }
+
+    /// Everything the session must send now, and when to come back.
+    pub fn drain(&mut self, id: SessionId, now: Instant) -> Drained {
+        let mut out = Drained::default();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return out;
+        };
+        session.wake_pending = false;
+        out.slow_consumer = session.slow_notice.take();
+        let max = self.config.max_ticks_per_frame.max(1);
+
+        // Every-tick queue: in order, skipping anything the session already has.
+        let mut frame = Frame::new();
+        while let Some((tick, mode)) = session.live.pop_front() {
+            let Some(sub) = session.subs.get_mut(tick.tick.symbol.as_str()) else {
+                continue;
+            };
+            if tick.seq() <= sub.last_seq {
+                continue;
+            }
+            sub.last_seq = tick.seq();
+            frame.push((tick, mode));
+            if frame.len() == max {
+                out.frames.push(std::mem::take(&mut frame));
+            }
+        }
+        session.live_bytes = 0;
+
+        // Conflated groups that are due: the latest value of each changed symbol.
+        for group in &mut session.groups {
+            let Some(due) = group.due(now) else { continue };
+            if due > now {
+                continue;
+            }
+            for symbol in group.dirty.drain(..) {
+                let Some(sub) = session.subs.get_mut(&symbol) else {
+                    continue;
+                };
+                sub.dirty = false;
+                let Some(slot) = self.symbols.get_mut(&symbol) else {
+                    continue;
+                };
+                slot.armed.push(id);
+                let Some(latest) = &slot.latest else { continue };
+                if latest.seq() > sub.last_seq {
+                    sub.last_seq = latest.seq();
+                    frame.push((latest.clone(), sub.mode));
+                    if frame.len() == max {
+                        out.frames.push(std::mem::take(&mut frame));
+                    }
+                }
+            }
+            group.last_flush = Some(now);
+        }
+        if !frame.is_empty() {
+            out.frames.push(frame);
+        }
+        out.next_due = session.groups.iter().filter_map(|g| g.due(now)).min();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Counter(Arc<AtomicUsize>);
+    impl Wake for Counter {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl Counter {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    fn core() -> Fanout<Counter> {
+        Fanout::new(FanoutConfig {
+            live_budget_bytes: 1000,
+            slow_interval_ms: 500,
+            max_ticks_per_frame: 100,
+        })
+    }
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::parse(s).unwrap()
+    }
+
+    fn tick(s: &str, seq: u64, last: f64) -> Arc<SharedTick> {
+        Arc::new(SharedTick::new(
+            Tick {
+                symbol: s.into(),
+                seq,
+                last: Some(last),
+                ..Tick::default()
+            },
+            100,
+        ))
+    }
+
+    fn seqs(d: &Drained) -> Vec<(String, u64)> {
+        d.frames
+            .iter()
+            .flatten()
+            .map(|(t, _)| (t.tick.symbol.clone(), t.seq()))
+            .collect()
+    }
+
+    #[test]
+    fn interest_is_reference_counted() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.add_session(2, Counter::default());
+        assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 250).new_interest);
+        assert!(!f.subscribe(2, &sym("AAPL"), Mode::Quote, 250).new_interest);
+        assert!(
+            !f.subscribe(2, &sym("AAPL"), Mode::Ltp, 0).new_interest,
+            "resubscribe"
+        );
+        assert!(!f.unsubscribe(1, "AAPL"));
+        assert_eq!(f.remove_session(2), vec![sym("AAPL")]);
+        assert_eq!(f.symbol_count(), 0);
+    }
+
+    #[test]
+    fn conflation_sends_latest_value_at_most_once_per_interval() {
+        let mut f = core();
+        let w = Counter::default();
+        f.add_session(1, w.clone());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        let t0 = Instant::now();
+        for seq in 1..=10 {
+            assert!(f.publish(tick("AAPL", seq, seq as f64)));
+        }
+        assert_eq!(w.get(), 1, "one wake per flush, not per tick");
+        let d = f.drain(1, t0);
+        assert_eq!(seqs(&d), [("AAPL".to_string(), 10)]);
+        f.publish(tick("AAPL", 11, 11.0));
+        f.publish(tick("AAPL", 12, 12.0));
+        let d = f.drain(1, t0 + Duration::from_millis(100));
+        assert!(d.frames.is_empty(), "not due yet");
+        assert_eq!(d.next_due, Some(t0 + Duration::from_millis(250)));
+        let d = f.drain(1, t0 + Duration::from_millis(250));
+        assert_eq!(seqs(&d), [("AAPL".to_string(), 12)]);
+    }
+
+    #[test]
+    fn one_frame_carries_every_changed_symbol_with_its_own_mode() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Ltp, 100);
+        f.subscribe(1, &sym("MSFT"), Mode::Full, 100);
+        f.publish(tick("AAPL", 1, 1.0));
+        f.publish(tick("MSFT", 1, 1.0));
+        let d = f.drain(1, Instant::now());
+        assert_eq!(d.frames.len(), 1);
+        let modes: Vec<_> = d.frames[0]
+            .iter()
+            .map(|(t, m)| (t.tick.symbol.as_str(), *m))
+            .collect();
+        assert!(modes.contains(&("AAPL", Mode::Ltp)) && modes.contains(&("MSFT", Mode::Full)));
+    }
+
+    #[test]
+    fn every_tick_forwards_in_order_and_never_repeats_a_seq() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
+        let snap = f
+            .take_snapshot(1, "AAPL", Some(tick("AAPL", 5, 5.0)))
+            .unwrap();
+        assert_eq!(snap.seq(), 5);
+        for seq in [4, 5, 6, 7] {
+            f.publish(tick("AAPL", seq, 0.0));
+        }
+        let d = f.drain(1, Instant::now());
+        assert_eq!(seqs(&d), [("AAPL".into(), 6), ("AAPL".into(), 7)]);
+    }
+
+    #[test]
+    fn snapshot_is_the_freshest_and_never_older_than_what_was_sent() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        f.publish(tick("AAPL", 9, 9.0));
+        // KV is behind the live feed: the live value is the snapshot.
+        assert_eq!(
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 3, 3.0)))
+                .unwrap()
+                .seq(),
+            9
+        );
+        // The pending live tick 9 is not sent again.
+        assert!(f.drain(1, Instant::now()).frames.is_empty());
+        assert!(f.take_snapshot(1, "AAPL", None).is_none());
+    }
+
+    #[test]
+    fn slow_every_tick_session_moves_fall_back_to_conflation_without_touching_others() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.add_session(2, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
+        f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
+        let t0 = Instant::now();
+        for seq in 1..=8 {
+            f.publish(tick("AAPL", seq, 0.0));
+            if seq % 2 == 0 {
+                // Session 2 keeps up; session 1 never drains.
+                assert_eq!(f.drain(2, t0).frames.concat().len(), 2);
+            }
+        }
+        // 8 ticks × 100 bytes is under the 1000-byte budget; three more are over it.
+        for seq in 9..=11 {
+            f.publish(tick("AAPL", seq, 0.0));
+        }
+        let d = f.drain(1, t0);
+        assert_eq!(d.slow_consumer, Some(500));
+        assert_eq!(
+            seqs(&d),
+            [("AAPL".into(), 11)],
+            "only the latest after the fallback"
+        );
+        assert_eq!(f.subscriptions(1)[0].1.interval_ms, 500);
+        assert_eq!(f.subscriptions(2)[0].1.interval_ms, 0);
+        f.publish(tick("AAPL", 12, 0.0));
+        assert_eq!(
+            seqs(&f.drain(2, t0)),
+            [
+                ("AAPL".into(), 9),
+                ("AAPL".into(), 10),
+                ("AAPL".into(), 11),
+                ("AAPL".into(), 12)
+            ]
+        );
+        f.publish(tick("AAPL", 13, 0.0));
+        assert!(
+            f.drain(1, t0 + Duration::from_millis(100))
+                .frames
+                .is_empty()
+        );
+        assert_eq!(
+            seqs(&f.drain(1, t0 + Duration::from_millis(500))),
+            [("AAPL".into(), 13)]
+        );
+    }
+
+    #[test]
+    fn memory_of_a_never_draining_conflated_session_is_bounded() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        for seq in 1..=100_000 {
+            f.publish(tick("AAPL", seq, 0.0));
+        }
+        let s = &f.sessions[&1];
+        assert_eq!(s.groups.iter().map(|g| g.dirty.len()).sum::<usize>(), 1);
+        assert!(f.symbols["AAPL"].armed.is_empty());
+    }
+
+    #[test]
+    fn encodes_once_per_format_and_mode() {
+        let t = tick("AAPL", 1, 1.5);
+        let a = t.encoded(Format::Json, Mode::Ltp).as_ptr();
+        let b = t.encoded(Format::Json, Mode::Ltp).as_ptr();
+        assert_eq!(a, b);
+        assert_ne!(a, t.encoded(Format::MsgPack, Mode::Ltp).as_ptr());
+    }
+
+    #[test]
+    fn unsubscribed_symbols_stop() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
+        f.subscribe(1, &sym("MSFT"), Mode::Quote, 0);
+        f.unsubscribe(1, "AAPL");
+        f.publish(tick("AAPL", 1, 0.0));
+        f.publish(tick("MSFT", 1, 0.0));
+        assert_eq!(seqs(&f.drain(1, Instant::now())), [("MSFT".into(), 1)]);
+    }
+}

@@ -1,0 +1,26 @@
+//! TickMesh edge gateway.
+//!
+//! - [`config`]: figment config, validated before anything is bound.
+//! - [`fanout`]: the I/O-free core: latest values, conflation per session, encode once.
+//! - [`hub`]: the core behind a mutex, with one NATS pump per carried symbol.
+//! - [`nats`]: the only NATS code: the connection, the pumps and KV reads.
+//! - [`snapshot`]: snapshots on subscribe through a moka cache over KV.
+//! - [`session`]: one WebSocket session, the only code that touches a client socket.
+//! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
+//!
+//! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::Fanout::publish`]
+//! marks sessions dirty and wakes them → each session drains its frames, built from tick
+//! bytes encoded once per (format, mode), and writes them.
+
+pub mod assets;
+pub mod config;
+pub mod fanout;
+pub mod hub;
+pub mod nats;
+pub mod server;
+pub mod session;
+pub mod snapshot;
+pub mod telemetry;
+
+pub use config::EdgeConfig;
+pub use server::{bind, run};

@@ -1,0 +1,574 @@
+// @ts-check
+/**
+ * The TickMesh dashboard: watchlist, options chain, depth ladder and status bar.
+ *
+ * Messages only update plain state objects and mark what changed; one
+ * requestAnimationFrame pass writes the changed cells to the DOM. With hundreds of
+ * symbols ticking, the page does work per frame, not per message, and watchlist rows
+ * far outside the visible part of the list stay dirty until they scroll into view.
+ * Cells are re-written only when their text changes, and nothing animates: an animated
+ * background on hundreds of cells is repainted on every frame.
+ *
+ * Page parameters: `?token=` (passed on to the stream), `?enc=msgpack`,
+ * `?symbols=A,B,C` (replaces the default watchlist), `?chain=AAPL`, `?depth=AAPL`.
+ */
+
+import { TickMeshClient } from './tickmesh.js';
+
+const DEFAULT_WATCHLIST = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'SPY', 'QQQ', 'AMZN', 'GOOGL', 'META', 'AMD'];
+const SYMBOL_RE = /^[A-Z0-9][A-Z0-9_-]{0,63}$/;
+
+/**
+ * Each view's subscription; a symbol several views want gets the richest of them.
+ * @typedef {{mode: import('./tickmesh.js').Mode, interval_ms: number}} Sub
+ * @type {Record<'watch' | 'depth' | 'spot' | 'chain', Sub>}
+ */
+const SUB = {
+  watch: { mode: 'quote', interval_ms: 250 },
+  depth: { mode: 'full', interval_ms: 100 },
+  spot: { mode: 'ltp', interval_ms: 1000 }, // the chain's underlying, for in-the-money shading
+  chain: { mode: 'quote', interval_ms: 500 },
+};
+const MODE_RANK = { ltp: 0, quote: 1, full: 2 };
+
+const FLASH_MS = 600;
+const DEPTH_LEVELS = 5;
+const LOG_LINES = 50;
+
+const params = new URLSearchParams(location.search);
+const client = new TickMeshClient({
+  token: params.get('token'),
+  encoding: params.get('enc') === 'msgpack' ? 'msgpack' : 'json',
+});
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** Latest merged state per symbol (every tick carries absolute values). @type {Map<string, Record<string, any>>} */
+const quotes = new Map();
+
+// ---- formatting ----------------------------------------------------------------------
+
+/** @param {unknown} v */
+function price(v) {
+  if (typeof v !== 'number') return '';
+  const s = String(v);
+  const dot = s.indexOf('.');
+  const decimals = dot < 0 ? 0 : s.length - dot - 1;
+  return v.toFixed(Math.min(6, Math.max(2, decimals)));
+}
+
+/** @param {unknown} v */
+function volume(v) {
+  if (typeof v !== 'number') return '';
+  if (v >= 1e9) return `${(v / 1e9).toFixed(2)}B`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(2)}M`;
+  if (v >= 1e4) return `${(v / 1e3).toFixed(1)}K`;
+  return String(v);
+}
+
+/** @param {unknown} v @param {number} digits */
+function fixed(v, digits) {
+  return typeof v === 'number' ? v.toFixed(digits) : '';
+}
+
+/** @param {number} v */
+function signed(v) {
+  return (v > 0 ? '+' : '') + v.toFixed(2);
+}
+
+/**
+ * Writes a cell only when its text changes, editing its text node in place: cheaper
+ * for the browser than replacing the node, as `textContent =` does.
+ * @param {HTMLElement} el @param {string} text
+ */
+function put(el, text) {
+  const node = el.firstChild;
+  if (node instanceof Text) {
+    if (node.data !== text) node.data = text;
+  } else {
+    el.textContent = text;
+  }
+}
+
+/** @param {string} text @param {'info' | 'warn' | 'error'} [level] */
+function log(text, level = 'info') {
+  const list = $('log');
+  const li = document.createElement('li');
+  li.className = level;
+  li.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  list.prepend(li);
+  while (list.children.length > LOG_LINES) list.lastElementChild?.remove();
+}
+
+// ---- subscriptions -------------------------------------------------------------------
+
+/** What is currently asked of the server, per symbol. @type {Map<string, Sub>} */
+let subscribed = new Map();
+
+function wantedSymbols() {
+  /** @type {Map<string, Sub>} */
+  const want = new Map();
+  /** @param {string} sym @param {Sub} sub */
+  const add = (sym, sub) => {
+    const cur = want.get(sym);
+    want.set(sym, cur
+      ? {
+          mode: MODE_RANK[cur.mode] >= MODE_RANK[sub.mode] ? cur.mode : sub.mode,
+          interval_ms: Math.min(cur.interval_ms, sub.interval_ms),
+        }
+      : sub);
+  };
+  for (const sym of watch.symbols) add(sym, SUB.watch);
+  if (chain.underlying) add(chain.underlying, SUB.spot);
+  if (depth.symbol) add(depth.symbol, SUB.depth);
+  return want;
+}
+
+/** Brings the server's subscriptions in line with what the views show. */
+function reconcile() {
+  const want = wantedSymbols();
+  const gone = [...subscribed.keys()].filter((s) => !want.has(s));
+  if (gone.length) client.unsubscribe({ symbols: gone }).catch(requestFailed);
+  /** @type {Map<string, Sub & {symbols: string[]}>} */
+  const groups = new Map();
+  for (const [sym, sub] of want) {
+    const cur = subscribed.get(sym);
+    if (cur && cur.mode === sub.mode && cur.interval_ms === sub.interval_ms) continue;
+    const key = `${sub.mode}/${sub.interval_ms}`;
+    if (!groups.has(key)) groups.set(key, { ...sub, symbols: [] });
+    groups.get(key)?.symbols.push(sym);
+  }
+  for (const g of groups.values()) client.subscribe(g).catch(requestFailed);
+  subscribed = want;
+}
+
+/**
+ * Server refusals are already logged from the `error` event; a request cut by a drop is
+ * replayed by the client after the reconnect.
+ * @param {import('./tickmesh.js').TickMeshError} err
+ */
+function requestFailed(err) {
+  if (err.detail?.server || err.code === 'disconnected') return;
+  log(err.message, 'warn');
+}
+
+// ---- watchlist -----------------------------------------------------------------------
+
+const watch = {
+  /** @type {string[]} */
+  symbols: [],
+  /** @type {Map<string, {tr: HTMLTableRowElement, cells: Record<string, HTMLElement>, flashAt: number}>} */
+  rows: new Map(),
+  /** @type {Set<string>} */
+  dirty: new Set(),
+  /** @type {Set<string>} rows with a flash to fade */
+  flashing: new Set(),
+  /** Rows on screen (or nearly): the only ones written to; the others wait, dirty. @type {Set<string>} */
+  visible: new Set(),
+};
+
+const rowObserver = new IntersectionObserver(
+  (entries) => {
+    for (const e of entries) {
+      const sym = /** @type {HTMLElement} */ (e.target).dataset.symbol ?? '';
+      if (e.isIntersecting) watch.visible.add(sym);
+      else watch.visible.delete(sym);
+    }
+  },
+  { root: document.querySelector('#watchlist-pane .pane-body'), rootMargin: '300px 0px' },
+);
+
+/** @param {string} raw */
+function addSymbol(raw) {
+  const sym = raw.trim().toUpperCase();
+  if (!SYMBOL_RE.test(sym)) {
+    log(`not a symbol: ${raw}`, 'warn');
+    return false;
+  }
+  if (watch.rows.has(sym)) return false;
+  const tpl = /** @type {HTMLTemplateElement} */ ($('watch-row'));
+  const tr = /** @type {HTMLTableRowElement} */ (tpl.content.firstElementChild?.cloneNode(true));
+  tr.dataset.symbol = sym;
+  /** @type {Record<string, HTMLElement>} */
+  const cells = {};
+  for (const name of ['sym', 'last', 'bid', 'ask', 'chg', 'pct', 'vol']) {
+    cells[name] = /** @type {HTMLElement} */ (tr.querySelector(`.${name}`));
+  }
+  cells.sym.textContent = sym;
+  tr.classList.toggle('selected', sym === depth.symbol);
+  $('watchlist-body').append(tr);
+  watch.symbols.push(sym);
+  watch.rows.set(sym, { tr, cells, flashAt: 0 });
+  rowObserver.observe(tr);
+  if (quotes.has(sym)) watch.dirty.add(sym);
+  return true;
+}
+
+/** @param {string} sym */
+function removeSymbol(sym) {
+  const row = watch.rows.get(sym);
+  if (!row) return;
+  rowObserver.unobserve(row.tr);
+  row.tr.remove();
+  watch.rows.delete(sym);
+  watch.visible.delete(sym);
+  watch.symbols = watch.symbols.filter((s) => s !== sym);
+  watch.dirty.delete(sym);
+  watch.flashing.delete(sym);
+  reconcile();
+  if (!subscribed.has(sym)) quotes.delete(sym);
+}
+
+/** @param {number} now */
+function renderWatch(now) {
+  for (const sym of watch.dirty) {
+    if (!watch.visible.has(sym)) continue;
+    watch.dirty.delete(sym);
+    const row = watch.rows.get(sym);
+    const q = quotes.get(sym);
+    if (!row || !q) continue;
+    const { cells } = row;
+    put(cells.last, price(q.last));
+    put(cells.bid, price(q.bid));
+    put(cells.ask, price(q.ask));
+    put(cells.vol, volume(q.volume));
+    if (typeof q.last === 'number' && typeof q.prev_close === 'number' && q.prev_close !== 0) {
+      const chg = q.last - q.prev_close;
+      put(cells.chg, signed(chg));
+      put(cells.pct, `${signed((chg / q.prev_close) * 100)}%`);
+      const dir = chg > 0 ? 'up' : chg < 0 ? 'down' : 'flat';
+      if (row.tr.dataset.dir !== dir) row.tr.dataset.dir = dir;
+    }
+    if (q.flash && now - q.changedAt < FLASH_MS) {
+      cells.last.classList.toggle('flash-up', q.flash > 0);
+      cells.last.classList.toggle('flash-down', q.flash < 0);
+      row.flashAt = q.changedAt;
+      watch.flashing.add(sym);
+    }
+    q.flash = 0;
+  }
+  for (const sym of watch.flashing) {
+    const row = watch.rows.get(sym);
+    if (row && now - row.flashAt < FLASH_MS) continue;
+    row?.cells.last.classList.remove('flash-up', 'flash-down');
+    watch.flashing.delete(sym);
+  }
+}
+
+// ---- options chain ---------------------------------------------------------------------
+
+const chain = {
+  underlying: '',
+  expiry: '',
+  /** subscribed chain key, `AAPL:2026-12-18` */
+  key: '',
+  /** @type {Array<{expiry: string, strikes: number[]}>} */
+  expiries: [],
+  /** @type {Map<number, {tr: HTMLTableRowElement, cells: Record<string, HTMLElement>, itm: string}>} */
+  rows: new Map(),
+  /** `${strike}C` / `${strike}P` -> option symbol @type {Map<string, string>} */
+  legs: new Map(),
+  /** @type {Set<number>} */
+  dirty: new Set(),
+  spotDirty: false,
+};
+
+const CHAIN_CELLS = ['c-bid', 'c-ask', 'c-iv', 'c-delta', 'strike', 'p-bid', 'p-ask', 'p-iv', 'p-delta'];
+
+/** @param {string} raw */
+async function loadChains(raw) {
+  const underlying = raw.trim().toUpperCase();
+  if (!SYMBOL_RE.test(underlying)) return log(`not a symbol: ${raw}`, 'warn');
+  let reply;
+  try {
+    reply = await client.chains(underlying);
+  } catch (err) {
+    log(`chains ${underlying}: ${/** @type {Error} */ (err).message}`, 'warn');
+    return;
+  }
+  const select = /** @type {HTMLSelectElement} */ ($('chain-expiry'));
+  select.replaceChildren(...reply.expiries.map((e) => new Option(e.expiry, e.expiry)));
+  chain.expiries = reply.expiries;
+  if (!reply.expiries.length) log(`${underlying} has no listed options`, 'warn');
+  showChain(underlying, reply.expiries[0]?.expiry ?? '');
+}
+
+/** @param {string} underlying @param {string} expiry */
+function showChain(underlying, expiry) {
+  if (chain.key) client.unsubscribe({ chains: [chain.key] }).catch(requestFailed);
+  for (const sym of chain.legs.values()) if (!subscribed.has(sym)) quotes.delete(sym);
+  chain.legs.clear();
+  chain.rows.clear();
+  chain.dirty.clear();
+  $('chain-body').replaceChildren();
+  chain.underlying = underlying;
+  chain.expiry = expiry;
+  chain.key = expiry ? `${underlying}:${expiry}` : '';
+  chain.spotDirty = true;
+  for (const strike of chain.expiries.find((e) => e.expiry === expiry)?.strikes ?? []) chainRow(strike);
+  reconcile(); // the underlying's spot price
+  if (chain.key) client.subscribe({ chains: [chain.key], ...SUB.chain }).catch(requestFailed);
+}
+
+/** The row of a strike, made in strike order if it is new. @param {number} strike */
+function chainRow(strike) {
+  let row = chain.rows.get(strike);
+  if (row) return row;
+  const tpl = /** @type {HTMLTemplateElement} */ ($('chain-row'));
+  const tr = /** @type {HTMLTableRowElement} */ (tpl.content.firstElementChild?.cloneNode(true));
+  tr.dataset.strike = String(strike);
+  /** @type {Record<string, HTMLElement>} */
+  const cells = {};
+  for (const name of CHAIN_CELLS) cells[name] = /** @type {HTMLElement} */ (tr.querySelector(`.${name}`));
+  cells.strike.textContent = price(strike);
+  const body = $('chain-body');
+  const after = [...chain.rows.keys()].filter((k) => k > strike).sort((a, b) => a - b)[0];
+  body.insertBefore(tr, after === undefined ? null : /** @type {any} */ (chain.rows.get(after)).tr);
+  row = { tr, cells, itm: '' };
+  chain.rows.set(strike, row);
+  return row;
+}
+
+/**
+ * @param {Record<string, any>} q an option's merged state
+ * @returns {boolean} whether it belongs to the chain on show
+ */
+function onOptionTick(q) {
+  if (q.underlying !== chain.underlying || q.expiry !== chain.expiry) return false;
+  if (typeof q.strike !== 'number' || (q.right !== 'C' && q.right !== 'P')) return false;
+  chainRow(q.strike);
+  chain.legs.set(`${q.strike}${q.right}`, q.symbol);
+  chain.dirty.add(q.strike);
+  return true;
+}
+
+function renderChain() {
+  for (const strike of chain.dirty) {
+    const row = chain.rows.get(strike);
+    if (!row) continue;
+    for (const right of ['C', 'P']) {
+      const sym = chain.legs.get(`${strike}${right}`);
+      const q = sym ? quotes.get(sym) : undefined;
+      if (!q) continue;
+      const p = right === 'C' ? 'c-' : 'p-';
+      put(row.cells[`${p}bid`], price(q.bid));
+      put(row.cells[`${p}ask`], price(q.ask));
+      put(row.cells[`${p}iv`], typeof q.iv === 'number' ? `${(q.iv * 100).toFixed(1)}%` : '');
+      put(row.cells[`${p}delta`], fixed(q.delta, 3));
+    }
+  }
+  chain.dirty.clear();
+  if (!chain.spotDirty) return;
+  chain.spotDirty = false;
+  const spot = quotes.get(chain.underlying)?.last;
+  put($('chain-spot'), chain.underlying ? `${chain.underlying} ${price(spot)}`.trim() : '');
+  if (typeof spot !== 'number') return;
+  for (const [strike, row] of chain.rows) {
+    const itm = strike < spot ? 'call' : strike > spot ? 'put' : '';
+    if (row.itm !== itm) row.tr.dataset.itm = row.itm = itm;
+  }
+}
+
+// ---- depth ladder ----------------------------------------------------------------------
+
+const depth = {
+  symbol: '',
+  dirty: false,
+  /** @type {Array<{tr: HTMLTableRowElement, bid: HTMLElement, price: HTMLElement, ask: HTMLElement}>} */
+  asks: [],
+  /** @type {Array<{tr: HTMLTableRowElement, bid: HTMLElement, price: HTMLElement, ask: HTMLElement}>} */
+  bids: [],
+  /** @type {HTMLElement | null} */
+  spread: null,
+};
+
+function buildLadder() {
+  const body = $('depth-body');
+  /** @param {'ask' | 'bid'} side @param {number} level */
+  const line = (side, level) => {
+    const tr = document.createElement('tr');
+    tr.className = side;
+    tr.dataset.level = String(level);
+    const [bid, px, ask] = ['bid-size', 'price', 'ask-size'].map((c) => {
+      const td = document.createElement('td');
+      td.className = c;
+      tr.append(td);
+      return td;
+    });
+    return { tr, bid, price: px, ask };
+  };
+  // Asks above, worst at the top; bids below, best at the top.
+  for (let i = DEPTH_LEVELS - 1; i >= 0; i--) depth.asks[i] = line('ask', i);
+  for (let i = 0; i < DEPTH_LEVELS; i++) depth.bids[i] = line('bid', i);
+  const spreadRow = document.createElement('tr');
+  spreadRow.className = 'spread';
+  const td = document.createElement('td');
+  td.colSpan = 3;
+  td.id = 'depth-spread';
+  spreadRow.append(td);
+  depth.spread = td;
+  body.append(...depth.asks.slice().reverse().map((r) => r.tr), spreadRow, ...depth.bids.map((r) => r.tr));
+}
+
+/** @param {string} raw */
+function showDepth(raw) {
+  const sym = raw.trim().toUpperCase();
+  if (!SYMBOL_RE.test(sym)) return log(`not a symbol: ${raw}`, 'warn');
+  const previous = depth.symbol;
+  depth.symbol = sym;
+  depth.dirty = true;
+  put($('depth-symbol'), sym);
+  for (const [s, row] of watch.rows) row.tr.classList.toggle('selected', s === sym);
+  reconcile();
+  if (previous && !subscribed.has(previous)) quotes.delete(previous);
+}
+
+function renderDepth() {
+  if (!depth.dirty) return;
+  depth.dirty = false;
+  const book = quotes.get(depth.symbol)?.depth;
+  const bids = book?.bids ?? [];
+  const asks = book?.asks ?? [];
+  let max = 1;
+  for (const [, size] of bids.slice(0, DEPTH_LEVELS)) max = Math.max(max, size);
+  for (const [, size] of asks.slice(0, DEPTH_LEVELS)) max = Math.max(max, size);
+  /** @param {typeof depth.bids} rows @param {Array<[number, number]>} levels @param {'bid' | 'ask'} side */
+  const fill = (rows, levels, side) => {
+    rows.forEach((row, i) => {
+      const level = levels[i];
+      put(row.price, level ? price(level[0]) : '');
+      put(row[side], level ? String(level[1]) : '');
+      row.tr.style.setProperty('--w', level ? `${((level[1] / max) * 100).toFixed(1)}%` : '0%');
+    });
+  };
+  fill(depth.bids, bids, 'bid');
+  fill(depth.asks, asks, 'ask');
+  const spread = bids[0] && asks[0] ? asks[0][0] - bids[0][0] : null;
+  if (depth.spread) put(depth.spread, spread === null ? '' : `spread ${spread.toFixed(2)}`);
+}
+
+// ---- status bar ------------------------------------------------------------------------
+
+const status = { updates: 0, windowStart: performance.now(), ups: 0, shownAt: 0 };
+
+/** @param {number} now */
+function renderStatus(now) {
+  if (now - status.windowStart >= 1000) {
+    status.ups = Math.round((status.updates * 1000) / (now - status.windowStart));
+    status.updates = 0;
+    status.windowStart = now;
+  }
+  if (now - status.shownAt < 200) return;
+  status.shownAt = now;
+  const state = $('status-state');
+  if (state.dataset.state !== client.status) {
+    state.dataset.state = client.status;
+    state.textContent = client.status;
+  }
+  put($('status-edge'), client.welcome?.edge ?? '—');
+  put($('status-enc'), client.encoding === 'msgpack' ? 'msgpack' : 'json');
+  put($('status-lag'), client.lagMs == null ? '—' : `${client.lagMs} ms`);
+  put($('status-ups'), String(status.ups));
+  put($('status-reconnects'), String(client.stats.reconnects));
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+/** @param {import('./tickmesh.js').Tick} tick */
+function onTick(tick) {
+  status.updates++;
+  const sym = tick.symbol;
+  let q = quotes.get(sym);
+  if (!q) quotes.set(sym, (q = {}));
+  const before = q.last;
+  Object.assign(q, tick);
+  if (watch.rows.has(sym)) {
+    if (typeof before === 'number' && typeof q.last === 'number' && q.last !== before) {
+      q.flash = q.last > before ? 1 : -1;
+      q.changedAt = performance.now();
+    }
+    watch.dirty.add(sym);
+  }
+  // A leg of a chain no longer shown (a tick still in flight) is not kept.
+  if (q.underlying && !onOptionTick(q) && !subscribed.has(sym)) quotes.delete(sym);
+  if (sym === depth.symbol) depth.dirty = true;
+  if (sym === chain.underlying) chain.spotDirty = true;
+}
+
+client.on('snapshot', onTick);
+client.on('tick', onTick);
+client.on('welcome', (w) => log(`connected to ${w.edge} (session ${w.session})`));
+client.on('error', (e) => {
+  log(`${e.code}${e.symbol ? ` ${e.symbol}` : ''}: ${e.message}`, e.code === 'slow_consumer' ? 'warn' : 'error');
+  const row = e.symbol ? watch.rows.get(e.symbol) : undefined;
+  if (row) {
+    row.tr.classList.add('refused');
+    row.tr.title = `${e.code}: ${e.message}`;
+  }
+});
+client.on('status', (s) => {
+  if (s.status === 'draining') log(`edge draining, moving in ${s.afterMs} ms`, 'warn');
+});
+client.on('reconnecting', (r) => log(`closed (${r.code}), reconnecting in ${r.delayMs} ms`, 'warn'));
+client.on('close', (c) => {
+  if (!c.terminal) return;
+  const note = c.code === 4400 ? 'protocol error' : 'the token was refused; reload with a fresh one';
+  put($('status-note'), `session ended (${c.code}): ${note}`);
+  log(`closed for good (${c.code} ${c.reason})`, 'error');
+});
+
+/** @param {number} now */
+function frame(now) {
+  renderWatch(now);
+  renderChain();
+  renderDepth();
+  renderStatus(now);
+  requestAnimationFrame(frame);
+}
+
+function start() {
+  $('watch-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = /** @type {HTMLInputElement} */ ($('watch-input'));
+    const added = input.value
+      .split(/[\s,]+/)
+      .filter(Boolean)
+      .map(addSymbol)
+      .some(Boolean);
+    if (added) reconcile();
+    input.value = '';
+  });
+  $('watchlist-body').addEventListener('click', (ev) => {
+    const target = /** @type {HTMLElement} */ (ev.target);
+    const sym = target.closest('tr')?.dataset.symbol;
+    if (!sym) return;
+    if (target.closest('.remove')) removeSymbol(sym);
+    else showDepth(sym);
+  });
+  $('chain-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const underlying = /** @type {HTMLInputElement} */ ($('chain-underlying')).value;
+    if (underlying.trim().toUpperCase() !== chain.underlying) loadChains(underlying);
+  });
+  $('chain-expiry').addEventListener('change', (ev) => {
+    showChain(chain.underlying, /** @type {HTMLSelectElement} */ (ev.target).value);
+  });
+  $('depth-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = /** @type {HTMLInputElement} */ ($('depth-input'));
+    showDepth(input.value);
+    input.value = '';
+  });
+
+  const listed = params.get('symbols');
+  for (const sym of listed ? listed.split(',') : DEFAULT_WATCHLIST) addSymbol(sym);
+  buildLadder();
+  showDepth(params.get('depth') || watch.symbols[0] || 'SPY');
+  const underlying = params.get('chain') || 'AAPL';
+  /** @type {HTMLInputElement} */ ($('chain-underlying')).value = underlying;
+  loadChains(underlying);
+  client.connect();
+  requestAnimationFrame(frame);
+}
+
+start();

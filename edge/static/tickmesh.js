@@ -1,0 +1,784 @@
+// @ts-check
+/**
+ * TickMesh browser client for the client protocol v1.
+ *
+ * One `TickMeshClient` owns one WebSocket at a time to `/v1/stream`. It keeps, across
+ * reconnects, the two things a user would otherwise lose: the subscriptions (each with
+ * its own mode and interval, replayed after every `welcome`) and the last `seq` seen per
+ * symbol (so a snapshot or tick that is not newer than what was already delivered is
+ * dropped, on this connection or the next one).
+ *
+ * Reconnects use exponential backoff with full jitter, except after a `reconnect` notice
+ * (the gateway is draining: wait its `after_ms`). Close codes 4400-4499 are terminal for
+ * the token that was used: the client reconnects only if `getToken` yields a different one.
+ *
+ * @module tickmesh
+ */
+
+import { encode as msgpackEncode, decode as msgpackDecode } from './msgpack.js';
+
+/** WebSocket subprotocol per encoding. */
+export const SUBPROTOCOLS = Object.freeze({
+  json: 'tickmesh.v1.json',
+  msgpack: 'tickmesh.v1.msgpack',
+});
+
+/** Protocol defaults for a subscription, sent explicitly so a replay is exact. */
+export const DEFAULT_MODE = 'quote';
+export const DEFAULT_INTERVAL_MS = 250;
+
+/** @type {Readonly<Record<string, string>>} request op -> reply type */
+const REPLY_TYPE = Object.freeze({
+  subscribe: 'subscribed',
+  unsubscribe: 'unsubscribed',
+  list: 'subscriptions',
+  chains: 'chains',
+  ping: 'pong',
+  auth: 'authed',
+});
+
+const MODES = new Set(['ltp', 'quote', 'full']);
+
+/** Error codes that mean "this symbol is not part of the session": never replayed. */
+const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_entitled', 'too_many_symbols']);
+
+const OPEN = 1;
+
+/**
+ * @typedef {'ltp' | 'quote' | 'full'} Mode
+ *
+ * @typedef {object} Tick
+ * @property {string} symbol
+ * @property {number} seq
+ * @property {number} [epoch]
+ * @property {number} [ts]
+ * @property {number} [src_ts]
+ * @property {string} [kind]
+ * @property {number} [last]
+ * @property {number} [last_size]
+ * @property {number} [bid]
+ * @property {number} [ask]
+ * @property {number} [bid_size]
+ * @property {number} [ask_size]
+ * @property {number} [volume]
+ * @property {number} [open]
+ * @property {number} [high]
+ * @property {number} [low]
+ * @property {number} [prev_close]
+ * @property {{bids: Array<[number, number]>, asks: Array<[number, number]>}} [depth]
+ * @property {string} [underlying]
+ * @property {string} [expiry]
+ * @property {number} [strike]
+ * @property {'C' | 'P'} [right]
+ * @property {number} [iv]
+ * @property {number} [delta]
+ * @property {number} [gamma]
+ * @property {number} [theta]
+ * @property {number} [vega]
+ *
+ * @typedef {object} Welcome
+ * @property {'welcome'} type
+ * @property {number} protocol
+ * @property {string} session
+ * @property {string} edge
+ * @property {number} heartbeat_ms
+ * @property {{max_symbols: number, max_msgs_per_s: number, min_interval_ms: number}} limits
+ *
+ * @typedef {object} ServerError
+ * @property {'error'} type
+ * @property {number} [id]
+ * @property {string} code
+ * @property {string} message
+ * @property {string} [symbol]
+ * @property {number} [interval_ms]
+ *
+ * @typedef {object} SubscribeRequest
+ * @property {string[]} [symbols]
+ * @property {string[]} [chains] `"UNDERLYING:YYYY-MM-DD"`
+ * @property {Mode} [mode] default `quote`
+ * @property {number} [interval_ms] default 250; 0 = every tick
+ *
+ * @typedef {object} CloseInfo
+ * @property {number} code
+ * @property {string} reason
+ * @property {boolean} wasClean
+ * @property {boolean} terminal the code is 4400-4499
+ * @property {boolean} willReconnect
+ *
+ * @typedef {object} ReconnectInfo
+ * @property {number} attempt 1 for the first try after a drop
+ * @property {number} delayMs
+ * @property {number} code the close code that caused it
+ *
+ * @typedef {'idle' | 'connecting' | 'open' | 'draining' | 'reconnecting' | 'closed'} Status
+ *
+ * @typedef {object} StatusInfo
+ * @property {Status} status
+ * @property {number} [code]
+ * @property {string} [reason]
+ * @property {number} [delayMs]
+ * @property {number} [afterMs]
+ *
+ * @typedef {object} EventMap
+ * @property {{url: string, protocol: string}} open
+ * @property {Welcome} welcome
+ * @property {Tick} snapshot
+ * @property {Tick} tick
+ * @property {{type: 'hb', ts: number, lag_ms: number}} heartbeat
+ * @property {ServerError} error
+ * @property {ReconnectInfo} reconnecting
+ * @property {CloseInfo} close
+ * @property {StatusInfo} status
+ * @property {Record<string, any>} message every decoded server message, before the others
+ *
+ * @typedef {object} ClientOptions
+ * @property {string} [url] `ws(s)://host/v1/stream`; default: the page's host
+ * @property {string | null} [token] sent as the `token` query parameter
+ * @property {() => Promise<string | null | undefined> | string | null | undefined} [getToken]
+ *   called before each reconnect (and before the first connect when `token` is absent)
+ * @property {'json' | 'msgpack'} [encoding] default `json`
+ * @property {number} [backoffBaseMs] first backoff ceiling, default 500
+ * @property {number} [backoffMaxMs] backoff cap, default 30000
+ * @property {number} [requestTimeoutMs] a request without reply is rejected after this, default 10000
+ * @property {number} [maxQueued] requests held while disconnected; past it they are rejected, default 256
+ * @property {number} [connectTimeoutMs] no `welcome` within this: the attempt is abandoned, default 10000
+ * @property {number} [idleHeartbeats] heartbeat periods without any message before the
+ *   connection is declared dead and replaced, default 3
+ * @property {new (url: string, protocols?: string | string[]) => WebSocket} [WebSocket]
+ * @property {(fn: () => void, ms: number) => any} [setTimeout]
+ * @property {(handle: any) => void} [clearTimeout]
+ * @property {() => number} [random] in [0, 1)
+ * @property {() => number} [now] milliseconds
+ */
+
+/**
+ * Why a request failed. `code` is the server's error code (with the `error` message as
+ * `detail`), or one of the client's own: `disconnected` (the connection dropped before
+ * the reply), `timeout`, `queue_full` (too many requests held while disconnected),
+ * `closed` (the client was closed, or closed for good by a terminal close code).
+ */
+export class TickMeshError extends Error {
+  /** @param {string} code @param {string} message @param {Record<string, any>} [detail] */
+  constructor(code, message, detail) {
+    super(message);
+    this.name = 'TickMeshError';
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+/**
+ * The stream URL for a page served by the edge.
+ * @param {{protocol: string, host: string}} loc usually `window.location`
+ */
+export function streamUrl(loc) {
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/v1/stream`;
+}
+
+/** @param {number} code */
+export function isTerminalClose(code) {
+  return code >= 4400 && code <= 4499;
+}
+
+/**
+ * Full-jitter backoff: uniform in [0, min(max, base * 2^attempt)].
+ * @param {number} attempt 0 for the first retry
+ * @param {number} baseMs
+ * @param {number} maxMs
+ * @param {number} r a random number in [0, 1)
+ */
+export function backoffDelay(attempt, baseMs, maxMs, r) {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(r * ceiling);
+}
+
+/**
+ * The option symbols of a chain share the OCC prefix root + YYMMDD.
+ * @param {string} chain `"AAPL:2026-12-18"`
+ * @returns {RegExp | null}
+ */
+function chainSymbolPattern(chain) {
+  const m = /^([A-Z0-9]+):(\d\d)(\d\d)-(\d\d)-(\d\d)$/.exec(chain);
+  return m ? new RegExp(`^${m[1]}${m[3]}${m[4]}${m[5]}[CP]\\d{8}$`) : null;
+}
+
+/** @param {unknown} list @returns {string[]} */
+function upper(list) {
+  return Array.isArray(list) ? list.map((s) => String(s).trim().toUpperCase()).filter(Boolean) : [];
+}
+
+/**
+ * @typedef {object} Pending
+ * @property {Record<string, any>} msg
+ * @property {(v: any) => void} resolve
+ * @property {(e: Error) => void} reject
+ * @property {any} timer
+ */
+
+export class TickMeshClient {
+  /** @param {ClientOptions} [options] */
+  constructor(options = {}) {
+    const g = /** @type {any} */ (globalThis);
+    this.url = options.url ?? (g.location ? streamUrl(g.location) : '');
+    if (!this.url) throw new TypeError('TickMeshClient: no url and no page location');
+    new URL(this.url); // throws now rather than at every connection attempt
+    /** @type {string | null} */
+    this.token = options.token ?? null;
+    const encoding = options.encoding ?? 'json';
+    if (!(encoding in SUBPROTOCOLS)) throw new TypeError(`TickMeshClient: unknown encoding ${encoding}`);
+    /** @type {'json' | 'msgpack'} */
+    this.encoding = encoding;
+    this.getToken = options.getToken ?? null;
+    this.backoffBaseMs = options.backoffBaseMs ?? 500;
+    this.backoffMaxMs = options.backoffMaxMs ?? 30000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10000;
+    this.maxQueued = options.maxQueued ?? 256;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
+    this.idleHeartbeats = options.idleHeartbeats ?? 3;
+    this._WebSocket = options.WebSocket ?? g.WebSocket;
+    this._setTimeout = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
+    this._clearTimeout = options.clearTimeout ?? ((h) => clearTimeout(h));
+    this._random = options.random ?? Math.random;
+    this._now = options.now ?? Date.now;
+
+    /** @type {Status} */
+    this.status = 'idle';
+    /** @type {Welcome | null} */
+    this.welcome = null;
+    /** Latest `lag_ms` from a heartbeat. @type {number | null} */
+    this.lagMs = null;
+    /** `reconnects`: connections opened after the first; `stale`: ticks dropped by seq. */
+    this.stats = { reconnects: 0, ticks: 0, stale: 0 };
+
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+    /** Subscriptions as sent, replayed after a reconnect. @type {Map<string, {mode: Mode, interval_ms: number}>} */
+    this._symbols = new Map();
+    /** @type {Map<string, {mode: Mode, interval_ms: number}>} */
+    this._chains = new Map();
+    /** Last seq delivered per symbol. @type {Map<string, number>} */
+    this._seq = new Map();
+    /** Sent, awaiting a reply. @type {Map<number, Pending>} */
+    this._pending = new Map();
+    /** Made while not connected, sent after the next `welcome`. @type {Pending[]} */
+    this._outbox = [];
+    this._nextId = 1;
+
+    /** @type {WebSocket | null} */
+    this._ws = null;
+    this._ready = false; // welcome received on _ws
+    this._connectedBefore = false;
+    this._attempt = 0; // consecutive reconnects without a welcome
+    this._retryTimer = null;
+    this._idleTimer = null;
+    this._lastRx = 0;
+    /** Set by a `reconnect` notice: the earliest time to come back. @type {number | null} */
+    this._drainUntil = null;
+    this._stopped = true;
+    this._generation = 0; // invalidates async work of an earlier connect()
+  }
+
+  // ---- events -------------------------------------------------------------------
+
+  /**
+   * @template {keyof EventMap} K
+   * @param {K} type
+   * @param {(detail: EventMap[K]) => void} fn
+   * @returns {() => void} removes the listener
+   */
+  on(type, fn) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+
+  /**
+   * @template {keyof EventMap} K
+   * @param {K} type
+   * @param {(detail: EventMap[K]) => void} fn
+   */
+  off(type, fn) {
+    this._listeners.get(type)?.delete(fn);
+  }
+
+  /** @param {keyof EventMap} type @param {any} detail */
+  _emit(type, detail) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of set) {
+      try {
+        fn(detail);
+      } catch (err) {
+        // A failing listener must not break the stream; surface it outside this loop.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+
+  /** @param {Status} status @param {Omit<StatusInfo, 'status'>} [detail] */
+  _setStatus(status, detail) {
+    this.status = status;
+    this._emit('status', { status, ...detail });
+  }
+
+  // ---- connection -----------------------------------------------------------------
+
+  /** Starts connecting (no-op while connected or already trying). */
+  connect() {
+    if (!this._stopped) return this;
+    this._stopped = false;
+    this._generation++;
+    this._attempt = 0;
+    this._drainUntil = null;
+    this._dial(this.token == null);
+    return this;
+  }
+
+  /**
+   * Closes for good: no reconnect; requests still waiting are rejected. Subscriptions and
+   * seq state are kept, so a later `connect()` resumes where this left off.
+   * @param {number} [code] @param {string} [reason]
+   */
+  close(code = 1000, reason = '') {
+    if (this._stopped && !this._ws) return;
+    this._stopped = true;
+    this._generation++;
+    this._clearRetry();
+    const ws = this._ws;
+    if (ws) {
+      this._drop(ws);
+      try {
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+    const err = new TickMeshError('closed', 'client closed');
+    this._failPending(err);
+    for (const p of this._outbox.splice(0)) p.reject(err);
+    this._emit('close', { code, reason, wasClean: true, terminal: false, willReconnect: false });
+    this._setStatus('closed', { code, reason });
+  }
+
+  /** @param {boolean} refreshToken */
+  async _dial(refreshToken) {
+    const gen = this._generation;
+    this._setStatus('connecting');
+    if (refreshToken && this.getToken) {
+      try {
+        const fresh = await this.getToken();
+        if (fresh) this.token = fresh;
+      } catch {
+        // keep the token we have; the server will say if it is no good
+      }
+      if (gen !== this._generation || this._stopped) return;
+    }
+    const url = new URL(this.url);
+    if (this.token) url.searchParams.set('token', this.token);
+    /** @type {WebSocket} */
+    let ws;
+    try {
+      ws = new this._WebSocket(url.toString(), [SUBPROTOCOLS[this.encoding]]);
+    } catch {
+      this._afterClose({ code: 1006, reason: 'could not create WebSocket', wasClean: false });
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this._ws = ws;
+    this._ready = false;
+    ws.onopen = () => this._onOpen(ws);
+    ws.onmessage = (ev) => this._onMessage(ws, ev);
+    ws.onclose = (ev) => this._onClose(ws, ev);
+    ws.onerror = () => {}; // a close event always follows
+    this._armIdle(this.connectTimeoutMs);
+  }
+
+  /** @param {WebSocket} ws */
+  _onOpen(ws) {
+    if (ws !== this._ws) return;
+    if (this._connectedBefore) this.stats.reconnects++;
+    this._connectedBefore = true;
+    this._setStatus('open');
+    this._emit('open', { url: this.url, protocol: ws.protocol || SUBPROTOCOLS[this.encoding] });
+  }
+
+  /** @param {WebSocket} ws @param {{code?: number, reason?: string, wasClean?: boolean}} ev */
+  _onClose(ws, ev) {
+    if (ws !== this._ws) return;
+    this._drop(ws);
+    this._afterClose({ code: ev.code ?? 1006, reason: ev.reason ?? '', wasClean: ev.wasClean ?? false });
+  }
+
+  /** Forgets the current socket and everything bound to it. @param {WebSocket} ws */
+  _drop(ws) {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (this._ws === ws) this._ws = null;
+    this._ready = false;
+    if (this._idleTimer !== null) this._clearTimeout(this._idleTimer);
+    this._idleTimer = null;
+  }
+
+  /** @param {{code: number, reason: string, wasClean: boolean}} info */
+  async _afterClose({ code, reason, wasClean }) {
+    this._failPending(new TickMeshError('disconnected', `connection closed (${code})`, { code, reason }));
+    const terminal = isTerminalClose(code);
+    let delayMs;
+    if (terminal) {
+      const gen = this._generation;
+      const used = this.token;
+      let fresh = null;
+      if (this.getToken) {
+        try {
+          fresh = (await this.getToken()) || null;
+        } catch {
+          fresh = null;
+        }
+        if (gen !== this._generation || this._stopped) return;
+      }
+      if (!fresh || fresh === used) {
+        this._stopped = true;
+        this._emit('close', { code, reason, wasClean, terminal, willReconnect: false });
+        const err = new TickMeshError('closed', `connection closed for good (${code})`, { code, reason });
+        for (const p of this._outbox.splice(0)) p.reject(err);
+        this._setStatus('closed', { code, reason });
+        return;
+      }
+      this.token = fresh;
+      delayMs = this._nextBackoff();
+    } else if (this._drainUntil !== null) {
+      delayMs = Math.max(0, this._drainUntil - this._now());
+      this._attempt = 0; // a drain is not a failure
+    } else if (code === 4029) {
+      // Rate limited: come back slowly, in the upper half of the cap.
+      this._attempt++;
+      delayMs = Math.floor(this.backoffMaxMs * (0.5 + this._random() / 2));
+    } else {
+      delayMs = this._nextBackoff();
+    }
+    this._drainUntil = null;
+    this._emit('close', { code, reason, wasClean, terminal, willReconnect: true });
+    this._scheduleReconnect(delayMs, code, !terminal);
+  }
+
+  _nextBackoff() {
+    return backoffDelay(this._attempt++, this.backoffBaseMs, this.backoffMaxMs, this._random());
+  }
+
+  /** @param {number} delayMs @param {number} code @param {boolean} refreshToken */
+  _scheduleReconnect(delayMs, code, refreshToken) {
+    const gen = this._generation;
+    this._emit('reconnecting', { attempt: Math.max(this._attempt, 1), delayMs, code });
+    this._setStatus('reconnecting', { code, delayMs });
+    this._retryTimer = this._setTimeout(() => {
+      this._retryTimer = null;
+      if (gen === this._generation && !this._stopped) this._dial(refreshToken);
+    }, delayMs);
+  }
+
+  _clearRetry() {
+    if (this._retryTimer !== null) this._clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+  }
+
+  /**
+   * Watches the current socket: once nothing has arrived for `ms`, it is presumed dead
+   * (a half-open TCP connection can stay silent for minutes) and replaced. Checked on a
+   * timer rather than re-armed per message, which would cost a timer per tick frame.
+   * @param {number} ms 0 disables the watch
+   */
+  _armIdle(ms) {
+    if (this._idleTimer !== null) this._clearTimeout(this._idleTimer);
+    this._idleTimer = null;
+    this._lastRx = this._now();
+    if (!(ms > 0)) return;
+    const ws = this._ws;
+    /** @param {number} wait */
+    const check = (wait) => {
+      this._idleTimer = this._setTimeout(() => {
+        this._idleTimer = null;
+        if (!ws || ws !== this._ws) return;
+        const quiet = this._now() - this._lastRx;
+        if (quiet < ms) return check(ms - quiet);
+        this._drop(ws);
+        try {
+          ws.close(4000, 'no data');
+        } catch {
+          // it is going anyway
+        }
+        this._afterClose({ code: 1006, reason: `no data within ${ms} ms`, wasClean: false });
+      }, wait);
+    };
+    check(ms);
+  }
+
+  // ---- inbound --------------------------------------------------------------------
+
+  /** @param {WebSocket} ws @param {{data: any}} ev */
+  _onMessage(ws, ev) {
+    if (ws !== this._ws) return;
+    let msg;
+    try {
+      msg = typeof ev.data === 'string' ? JSON.parse(ev.data) : msgpackDecode(ev.data);
+    } catch (err) {
+      this._emit('error', { type: 'error', code: 'client_decode', message: String(err) });
+      return;
+    }
+    if (!msg || typeof msg !== 'object') return;
+    this._lastRx = this._now();
+    this._emit('message', msg);
+    switch (msg.type) {
+      case 'ticks':
+        if (Array.isArray(msg.ticks)) {
+          for (const tick of msg.ticks) if (this._fresh(tick)) this._emit('tick', tick);
+        }
+        return;
+      case 'snapshot': {
+        const { type, ...tick } = msg;
+        if (this._fresh(tick)) this._emit('snapshot', tick);
+        return;
+      }
+      case 'hb':
+        this.lagMs = msg.lag_ms;
+        this._emit('heartbeat', msg);
+        return;
+      case 'welcome':
+        return this._onWelcome(msg);
+      case 'reconnect': {
+        const afterMs = Math.max(0, Number(msg.after_ms) || 0);
+        this._drainUntil = this._now() + afterMs;
+        this._setStatus('draining', { afterMs, reason: msg.reason });
+        return;
+      }
+      case 'error':
+        return this._onError(msg);
+      default:
+        this._settle(msg);
+    }
+  }
+
+  /**
+   * Passes a tick on only if its seq is above the last one delivered for its symbol.
+   * @param {Tick} tick
+   */
+  _fresh(tick) {
+    if (!tick || typeof tick.symbol !== 'string') return false;
+    if (typeof tick.seq === 'number') {
+      const last = this._seq.get(tick.symbol);
+      if (last !== undefined && tick.seq <= last) {
+        this.stats.stale++;
+        return false;
+      }
+      this._seq.set(tick.symbol, tick.seq);
+    }
+    this.stats.ticks++;
+    return true;
+  }
+
+  /** @param {Welcome} msg */
+  _onWelcome(msg) {
+    this.welcome = msg;
+    this._ready = true;
+    this._attempt = 0;
+    this._armIdle(msg.heartbeat_ms > 0 ? msg.heartbeat_ms * this.idleHeartbeats : 0);
+    this._resubscribe();
+    for (const p of this._outbox.splice(0)) this._send(p);
+    this._emit('welcome', msg);
+  }
+
+  /** @param {ServerError} msg */
+  _onError(msg) {
+    if (msg.symbol && REFUSAL_CODES.has(msg.code)) {
+      this._symbols.delete(msg.symbol);
+      this._chains.delete(msg.symbol);
+    }
+    const id = msg.id;
+    const p = id != null ? this._pending.get(id) : undefined;
+    // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
+    if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
+      this._finish(id);
+      p.reject(new TickMeshError(msg.code, msg.message, { server: msg }));
+    }
+    this._emit('error', msg);
+  }
+
+  /** @param {Record<string, any>} msg */
+  _settle(msg) {
+    if (msg.id == null) return;
+    const p = this._pending.get(msg.id);
+    if (!p || REPLY_TYPE[p.msg.op] !== msg.type) return;
+    this._finish(msg.id);
+    if (msg.type === 'authed') this.token = p.msg.token;
+    p.resolve(msg);
+  }
+
+  /** @param {number} id */
+  _finish(id) {
+    const p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    if (p.timer !== null) this._clearTimeout(p.timer);
+  }
+
+  /** @param {Error} err */
+  _failPending(err) {
+    for (const [id, p] of this._pending) {
+      this._finish(id);
+      p.reject(err);
+    }
+  }
+
+  // ---- outbound -------------------------------------------------------------------
+
+  /** Replays every subscription, one request per (mode, interval) group. */
+  _resubscribe() {
+    /** @type {Map<string, {mode: Mode, interval_ms: number, symbols: string[], chains: string[]}>} */
+    const groups = new Map();
+    /** @param {Map<string, {mode: Mode, interval_ms: number}>} from @param {'symbols' | 'chains'} field */
+    const collect = (from, field) => {
+      for (const [name, { mode, interval_ms }] of from) {
+        const key = `${mode}/${interval_ms}`;
+        let g = groups.get(key);
+        if (!g) groups.set(key, (g = { mode, interval_ms, symbols: [], chains: [] }));
+        g[field].push(name);
+      }
+    };
+    collect(this._symbols, 'symbols');
+    collect(this._chains, 'chains');
+    for (const { mode, interval_ms, symbols, chains } of groups.values()) {
+      /** @type {Record<string, any>} */
+      const msg = { op: 'subscribe', id: this._nextId++, mode, interval_ms };
+      if (symbols.length) msg.symbols = symbols;
+      if (chains.length) msg.chains = chains;
+      this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
+    }
+  }
+
+  /**
+   * Sends a request now if the session is ready, else holds it for the next `welcome`.
+   * @param {string} op
+   * @param {Record<string, any>} [fields]
+   * @returns {Promise<any>}
+   */
+  _request(op, fields = {}) {
+    return new Promise((resolve, reject) => {
+      const p = { msg: { op, id: this._nextId++, ...fields }, resolve, reject, timer: null };
+      if (this._ready) return this._send(p);
+      if (this._stopped && this.status === 'closed') return reject(new TickMeshError('closed', 'client closed'));
+      if (this._outbox.length >= this.maxQueued) return reject(new TickMeshError('queue_full', 'too many requests while disconnected'));
+      this._outbox.push(p);
+    });
+  }
+
+  /** @param {Pending} p */
+  _send(p) {
+    const { msg } = p;
+    this._record(msg);
+    this._pending.set(msg.id, p);
+    p.timer = this._setTimeout(() => {
+      if (!this._pending.has(msg.id)) return;
+      this._pending.delete(msg.id);
+      p.reject(new TickMeshError('timeout', `no reply to ${msg.op} within ${this.requestTimeoutMs} ms`));
+    }, this.requestTimeoutMs);
+    const ws = /** @type {WebSocket} */ (this._ws);
+    ws.send(this.encoding === 'msgpack' ? msgpackEncode(msg) : JSON.stringify(msg));
+  }
+
+  /** Keeps the replay list in step with what the server was asked. @param {Record<string, any>} msg */
+  _record(msg) {
+    if (msg.op === 'subscribe') {
+      const sub = { mode: msg.mode, interval_ms: msg.interval_ms };
+      for (const s of msg.symbols ?? []) this._symbols.set(s, sub);
+      for (const c of msg.chains ?? []) this._chains.set(c, sub);
+    } else if (msg.op === 'unsubscribe') {
+      for (const s of msg.symbols ?? []) {
+        this._symbols.delete(s);
+        this._seq.delete(s);
+      }
+      for (const c of msg.chains ?? []) {
+        this._chains.delete(c);
+        const pattern = chainSymbolPattern(c);
+        if (pattern) for (const s of this._seq.keys()) if (pattern.test(s)) this._seq.delete(s);
+      }
+    }
+  }
+
+  // ---- requests -------------------------------------------------------------------
+
+  /**
+   * Subscribes (or changes the mode/interval of) symbols and chains. Kept across
+   * reconnects. Resolves with the `subscribed` reply; refused symbols arrive as
+   * `error` events and are dropped from the replay list. Made while disconnected, it is
+   * sent after the next `welcome`; if the connection drops before the reply, the promise
+   * rejects but the subscription is still replayed on the next connection.
+   * @param {SubscribeRequest} req
+   */
+  subscribe({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS }) {
+    // Checked here: a bad value would otherwise be replayed after every reconnect.
+    if (!MODES.has(mode)) return Promise.reject(new TypeError(`unknown mode ${mode}`));
+    if (!Number.isInteger(interval_ms) || interval_ms < 0) {
+      return Promise.reject(new TypeError(`interval_ms must be a whole number >= 0, not ${interval_ms}`));
+    }
+    /** @type {Record<string, any>} */
+    const fields = { mode, interval_ms };
+    const s = upper(symbols);
+    const c = upper(chains);
+    if (s.length) fields.symbols = s;
+    if (c.length) fields.chains = c;
+    return this._request('subscribe', fields);
+  }
+
+  /**
+   * Stops symbols and chains and forgets their seq, so a later subscribe starts afresh.
+   * @param {{symbols?: string[], chains?: string[]}} req
+   */
+  unsubscribe({ symbols, chains }) {
+    /** @type {Record<string, any>} */
+    const fields = {};
+    const s = upper(symbols);
+    const c = upper(chains);
+    if (s.length) fields.symbols = s;
+    if (c.length) fields.chains = c;
+    return this._request('unsubscribe', fields);
+  }
+
+  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number}>}>} */
+  list() {
+    return this._request('list');
+  }
+
+  /**
+   * @param {string} underlying
+   * @returns {Promise<{underlying: string, expiries: Array<{expiry: string, strikes: number[]}>}>}
+   */
+  chains(underlying) {
+    return this._request('chains', { underlying: String(underlying).trim().toUpperCase() });
+  }
+
+  ping() {
+    return this._request('ping');
+  }
+
+  /**
+   * Replaces the session's token in place; on success it is also the one used to reconnect.
+   * @param {string} token
+   */
+  auth(token) {
+    return this._request('auth', { token });
+  }
+
+  /** The subscriptions that will be replayed after a reconnect. */
+  subscriptions() {
+    return {
+      symbols: Object.fromEntries(this._symbols),
+      chains: Object.fromEntries(this._chains),
+    };
+  }
+
+  /** @param {string} symbol @returns {number | undefined} */
+  lastSeq(symbol) {
+    return this._seq.get(symbol);
+  }
+}

@@ -1,0 +1,175 @@
+// Test doubles for the TickMesh JS client: a scripted WebSocket and a manual clock.
+
+import { TickMeshClient } from '../../edge/static/tickmesh.js';
+import { encode, decode } from '../../edge/static/msgpack.js';
+
+/** A clock whose timers run only when the test advances it. */
+export class FakeClock {
+  constructor() {
+    this.time = 0;
+    this.nextId = 1;
+    /** @type {Map<number, {at: number, fn: () => void, delay: number}>} */
+    this.timers = new Map();
+    this.now = () => this.time;
+    this.setTimeout = (fn, ms) => {
+      const id = this.nextId++;
+      this.timers.set(id, { at: this.time + Math.max(0, ms), fn, delay: ms });
+      return id;
+    };
+    this.clearTimeout = (id) => {
+      this.timers.delete(id);
+    };
+  }
+
+  /** Runs every timer due within `ms`, in time order, letting promises settle between. */
+  async advance(ms) {
+    const end = this.time + ms;
+    await settle();
+    for (;;) {
+      let next = null;
+      for (const [id, t] of this.timers) {
+        if (t.at <= end && (next === null || t.at < next[1].at)) next = [id, t];
+      }
+      if (next === null) break;
+      this.timers.delete(next[0]);
+      this.time = next[1].at;
+      next[1].fn();
+      await settle();
+    }
+    this.time = end;
+  }
+}
+
+/** Lets pending promise callbacks (an async getToken, say) run. */
+export function settle() {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** A fresh WebSocket class whose instances the test drives from the server side. */
+export function fakeWebSocketClass() {
+  class FakeWebSocket {
+    static CONNECTING = 0;
+    static OPEN = 1;
+    static CLOSING = 2;
+    static CLOSED = 3;
+    /** @type {FakeWebSocket[]} */
+    static instances = [];
+
+    constructor(url, protocols) {
+      this.url = url;
+      this.protocols = protocols;
+      this.protocol = '';
+      this.readyState = 0;
+      this.binaryType = 'blob';
+      this.sent = [];
+      this.closedWith = null;
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      FakeWebSocket.instances.push(this);
+    }
+
+    send(data) {
+      if (this.readyState !== 1) throw new Error(`send in readyState ${this.readyState}`);
+      this.sent.push(data);
+    }
+
+    close(code, reason) {
+      this.closedWith = { code, reason };
+      this.readyState = 2;
+    }
+
+    // ---- the server's side ----
+
+    open() {
+      this.readyState = 1;
+      this.protocol = [].concat(this.protocols)[0];
+      this.onopen?.({ type: 'open' });
+    }
+
+    /** Delivers one server message in the negotiated encoding. */
+    deliver(obj) {
+      const data =
+        this.protocol === 'tickmesh.v1.msgpack'
+          ? toArrayBuffer(encode(obj))
+          : JSON.stringify(obj);
+      this.onmessage?.({ type: 'message', data });
+    }
+
+    welcome(extra = {}) {
+      this.deliver({
+        type: 'welcome',
+        protocol: 1,
+        session: 's1',
+        edge: 'edge-test-1',
+        heartbeat_ms: 5000,
+        limits: { max_symbols: 500, max_msgs_per_s: 50, min_interval_ms: 0 },
+        ...extra,
+      });
+    }
+
+    /** Open and welcome: the session is ready. */
+    accept() {
+      this.open();
+      this.welcome();
+    }
+
+    serverClose(code, reason = '') {
+      this.readyState = 3;
+      this.onclose?.({ type: 'close', code, reason, wasClean: code !== 1006 });
+    }
+
+    /** Client messages sent on this socket, decoded. */
+    messages() {
+      return this.sent.map((d) => (typeof d === 'string' ? JSON.parse(d) : decode(d)));
+    }
+
+    /** The last client message with this op. */
+    lastOp(op) {
+      return this.messages().filter((m) => m.op === op).at(-1);
+    }
+
+    /** The token query parameter the client connected with. */
+    token() {
+      return new URL(this.url).searchParams.get('token');
+    }
+  }
+  return FakeWebSocket;
+}
+
+function toArrayBuffer(u8) {
+  return u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength);
+}
+
+/**
+ * A client wired to a fake clock and fake sockets.
+ * `random` defaults to 0.5 so that backoff delays are exact halves of their ceilings.
+ */
+export function harness(options = {}) {
+  const clock = new FakeClock();
+  const WS = fakeWebSocketClass();
+  const client = new TickMeshClient({
+    url: 'ws://edge.test/v1/stream',
+    WebSocket: WS,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    now: clock.now,
+    random: () => 0.5,
+    ...options,
+  });
+  const events = [];
+  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status']) {
+    client.on(type, (detail) => events.push({ type, detail }));
+  }
+  return {
+    clock,
+    WS,
+    client,
+    events,
+    /** The most recent socket. */
+    get ws() {
+      return WS.instances.at(-1);
+    },
+    of(type) {
+      return events.filter((e) => e.type === type).map((e) => e.detail);
+    },
+  };
+}

