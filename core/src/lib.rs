@@ -6,13 +6,19 @@
 //! - [`codec`]: ticks as MessagePack on NATS, and the per-mode client encodings
 //!   that the edge builds once per tick and shares between sessions.
 //! - [`protocol`]: client protocol v1 messages, in JSON and MessagePack.
+//! - [`date`]: calendar dates (`YYYY-MM-DD`) for option expiries.
+//! - [`occ`]: OCC option symbols ⇄ (root, expiry, right, strike).
+//! - [`refdata`]: the schema of the reference-data bucket `md_ref` (instruments, chains).
 //!
 //! Data flow: ingest builds a [`tick::Tick`], [`codec::encode_wire`] puts it on
 //! [`subject::tick_subject`]; the edge runs [`codec::decode_wire`] once and encodes it
 //! once per (format, mode) with [`codec::encode_client`].
 
 pub mod codec;
+pub mod date;
+pub mod occ;
 pub mod protocol;
+pub mod refdata;
 pub mod subject;
 pub mod symbol;
 pub mod tick;

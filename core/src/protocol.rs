@@ -262,6 +262,18 @@ pub enum ServerMsg {
         id: Option<i64>,
         subscriptions: Vec<SubscriptionInfo>,
     },
+    Chains {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        underlying: String,
+        expiries: Vec<crate::refdata::ChainExpiry>,
+    },
+    Authed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        /// Expiry of the new token, seconds since the Unix epoch.
+        exp: u64,
+    },
     Reconnect {
         after_ms: u64,
         reason: String,

@@ -2,8 +2,9 @@
 //! (nested keys with `__`, e.g. `TICKMESH_EDGE_SESSION__HEARTBEAT_MS=500`). Unknown keys
 //! are refused; every value is checked before any port is bound.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
@@ -22,6 +23,9 @@ pub struct EdgeConfig {
     pub session: SessionConfig,
     pub snapshot: SnapshotConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    /// Serve `wss://` when set.
+    pub tls: Option<TlsConfig>,
     pub shutdown: ShutdownConfig,
 }
 
@@ -55,6 +59,16 @@ pub struct NatsConfig {
     pub js_domain: Option<String>,
     /// Latest-value KV bucket.
     pub kv_bucket: String,
+    /// JetStream domain of the region's read-only mirror of `kv_bucket` (same bucket name);
+    /// snapshots are read there first, and from `js_domain` when it is stale or missing.
+    /// None: read `js_domain` only.
+    pub kv_mirror_domain: Option<String>,
+    /// The mirror is stale when it has heard nothing from its source for this long, ms.
+    /// Default 3000.
+    pub kv_mirror_max_idle_ms: u64,
+    /// Create the mirror if it is missing (needs the right to create streams in
+    /// `kv_mirror_domain`; otherwise an operator creates it once). Default false.
+    pub kv_mirror_create: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,16 +105,128 @@ pub struct SnapshotConfig {
     pub kv_timeout_ms: u64,
 }
 
-/// The limits of an anonymous session (sent in `welcome.limits`).
+/// Connection and request limits of this process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Most symbols one session may hold. Default 500.
-    pub max_symbols: u32,
-    /// Client messages per second a session may send (advertised). Default 50.
-    pub max_msgs_per_s: u32,
-    /// Smallest `interval_ms`; smaller requests are raised to it. Default 0 (every tick).
+    /// Most open WebSocket sessions in this process; more get HTTP 503. Default 19000
+    /// (the process may hold 20000 open files).
+    pub max_connections: usize,
+    /// Most sessions from one IP address; more get HTTP 429. Default 2000.
+    pub max_connections_per_ip: usize,
+    /// Most sessions of one user (`sub`); more get HTTP 429. Default 50.
+    pub max_sessions_per_user: usize,
+    /// A client over its tier's `max_msgs_per_s` gets `rate_limited`; after this many
+    /// refused messages in a row it is closed with 4029. Default 20.
+    pub rate_limit_strikes: u32,
+    /// Time allowed to send the HTTP upgrade request (and finish TLS), ms. Default 10000.
+    pub handshake_timeout_ms: u64,
+}
+
+/// What a tier of user may do (`tier` claim, or the anonymous tier).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Smallest `interval_ms`; smaller requests are raised to it.
     pub min_interval_ms: u32,
+    /// Most symbols one session may hold (a token's `max_symbols` can only lower it).
+    pub max_symbols: u32,
+    /// Client messages per second (token bucket, burst of twice the rate).
+    pub max_msgs_per_s: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether connections without a token are accepted (with `anonymous_tier`).
+    /// Default true; production configs turn it off.
+    pub anonymous: bool,
+    /// Tier of connections without a token. Default `anonymous`.
+    pub anonymous_tier: String,
+    /// Entitlement patterns of anonymous sessions. Default `["*"]`.
+    pub anonymous_ent: Vec<String>,
+    /// HS256 shared secret (prefer `hs256_secret_file`).
+    pub hs256_secret: Option<String>,
+    /// File holding the HS256 shared secret.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM public keys accepted for RS256.
+    pub rsa_public_keys: Vec<PathBuf>,
+    /// PEM public keys accepted for EdDSA (Ed25519).
+    pub ed25519_public_keys: Vec<PathBuf>,
+    /// A JWKS file (RS256 / EdDSA keys by `kid`), reloaded when it changes.
+    pub jwks_file: Option<PathBuf>,
+    /// How often key files are checked for changes, ms. Default 5000.
+    pub key_reload_ms: u64,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds. Default 5.
+    pub leeway_s: u64,
+    /// Tier of tokens without a `tier` claim. Default `pro`.
+    pub default_tier: String,
+    /// The tier table.
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// TLS for `wss://`. Certificate and key files are reloaded when they change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes, ms. Default 5000.
+    #[serde(default = "default_reload_ms")]
+    pub reload_ms: u64,
+}
+
+fn default_reload_ms() -> u64 {
+    5000
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 19_000,
+            max_connections_per_ip: 2000,
+            max_sessions_per_user: 50,
+            rate_limit_strikes: 20,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let tier = |min_interval_ms, max_symbols, max_msgs_per_s| TierConfig {
+            min_interval_ms,
+            max_symbols,
+            max_msgs_per_s,
+        };
+        AuthConfig {
+            anonymous: true,
+            anonymous_tier: "anonymous".into(),
+            anonymous_ent: vec!["*".into()],
+            hs256_secret: None,
+            hs256_secret_file: None,
+            rsa_public_keys: Vec::new(),
+            ed25519_public_keys: Vec::new(),
+            jwks_file: None,
+            key_reload_ms: 5000,
+            audience: None,
+            issuer: None,
+            leeway_s: 5,
+            default_tier: "pro".into(),
+            tiers: BTreeMap::from([
+                ("anonymous".into(), tier(0, 500, 50)),
+                ("delayed".into(), tier(1000, 50, 10)),
+                ("pro".into(), tier(250, 500, 50)),
+                ("realtime".into(), tier(0, 2000, 100)),
+            ]),
+        }
+    }
 }
 
 impl Default for EdgeConfig {
@@ -113,6 +239,8 @@ impl Default for EdgeConfig {
             session: SessionConfig::default(),
             snapshot: SnapshotConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -125,6 +253,9 @@ impl Default for NatsConfig {
             name: "tickmesh-edge".into(),
             js_domain: None,
             kv_bucket: "md_last".into(),
+            kv_mirror_domain: None,
+            kv_mirror_max_idle_ms: 3000,
+            kv_mirror_create: false,
         }
     }
 }
@@ -150,16 +281,6 @@ impl Default for SnapshotConfig {
             cache_ttl_ms: 1000,
             cache_capacity: 100_000,
             kv_timeout_ms: 2000,
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_symbols: 500,
-            max_msgs_per_s: 50,
-            min_interval_ms: 0,
         }
     }
 }
@@ -270,14 +391,31 @@ impl EdgeConfig {
             "snapshot.kv_timeout_ms",
             || format!("must be at least 10, got {}", self.snapshot.kv_timeout_ms),
         )?;
-        check(self.limits.max_symbols > 0, "limits.max_symbols", || {
+        let l = &self.limits;
+        check(l.max_connections > 0, "limits.max_connections", || {
             "must be at least 1".into()
         })?;
         check(
-            self.limits.min_interval_ms <= 60_000,
-            "limits.min_interval_ms",
-            || format!("must be at most 60000, got {}", self.limits.min_interval_ms),
+            l.max_connections_per_ip > 0,
+            "limits.max_connections_per_ip",
+            || "must be at least 1".into(),
         )?;
+        check(
+            l.max_sessions_per_user > 0,
+            "limits.max_sessions_per_user",
+            || "must be at least 1".into(),
+        )?;
+        check(
+            l.rate_limit_strikes > 0,
+            "limits.rate_limit_strikes",
+            || "must be at least 1".into(),
+        )?;
+        check(
+            (100..=120_000).contains(&l.handshake_timeout_ms),
+            "limits.handshake_timeout_ms",
+            || format!("must be 100..=120000, got {}", l.handshake_timeout_ms),
+        )?;
+        self.validate_auth()?;
         check(
             self.shutdown.grace_ms >= self.shutdown.reconnect_window_ms,
             "shutdown.grace_ms",
@@ -288,6 +426,61 @@ impl EdgeConfig {
                 )
             },
         )?;
+        Ok(())
+    }
+}
+
+impl EdgeConfig {
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        for (name, t) in &a.tiers {
+            check(
+                t.max_symbols > 0 && t.max_msgs_per_s > 0 && t.min_interval_ms <= 60_000,
+                "auth.tiers",
+                || {
+                    format!(
+                        "tier {name:?}: max_symbols and max_msgs_per_s must be at least 1 and min_interval_ms at most 60000"
+                    )
+                },
+            )?;
+        }
+        check(
+            a.tiers.contains_key(&a.default_tier),
+            "auth.default_tier",
+            || format!("{:?} is not in auth.tiers", a.default_tier),
+        )?;
+        if a.anonymous {
+            let t = &a.anonymous_tier;
+            check(a.tiers.contains_key(t), "auth.anonymous_tier", || {
+                format!("{t:?} is not in auth.tiers")
+            })?;
+        }
+        check(
+            !(a.hs256_secret.is_some() && a.hs256_secret_file.is_some()),
+            "auth.hs256_secret",
+            || "set auth.hs256_secret or auth.hs256_secret_file, not both".into(),
+        )?;
+        if let Some(s) = &a.hs256_secret {
+            check(s.len() >= 32, "auth.hs256_secret", || {
+                "must be at least 32 bytes".into()
+            })?;
+        }
+        check(a.key_reload_ms >= 100, "auth.key_reload_ms", || {
+            format!("must be at least 100, got {}", a.key_reload_ms)
+        })?;
+        let has_keys = a.hs256_secret.is_some()
+            || a.hs256_secret_file.is_some()
+            || !a.rsa_public_keys.is_empty()
+            || !a.ed25519_public_keys.is_empty()
+            || a.jwks_file.is_some();
+        check(has_keys || a.anonymous, "auth", || {
+            "no key is configured and anonymous access is off: nobody could connect".into()
+        })?;
+        if let Some(tls) = &self.tls {
+            check(tls.reload_ms >= 100, "tls.reload_ms", || {
+                format!("must be at least 100, got {}", tls.reload_ms)
+            })?;
+        }
         Ok(())
     }
 }

@@ -22,6 +22,9 @@ use tickmesh_core::{Format, Mode, Symbol, Tick};
 
 pub type SessionId = u64;
 
+/// Most unsubscribed symbols whose last seq a session remembers.
+const SEEN_CAP: usize = 4096;
+
 /// How a session is woken when it has something to flush. A tokio `Notify` at run time,
 /// a counter in tests.
 pub trait Wake {
@@ -113,6 +116,9 @@ struct Session<W> {
     live_bytes: usize,
     /// Interval the session was moved to, not yet told.
     slow_notice: Option<u32>,
+    /// Last seq given for symbols the session unsubscribed from, so that subscribing
+    /// again never repeats or goes back (bounded: cleared past [`SEEN_CAP`] entries).
+    seen: HashMap<Symbol, u64>,
     wake_pending: bool,
 }
 
@@ -174,6 +180,8 @@ struct Slot {
 pub struct Subscribed {
     /// The symbol had no subscriber on this edge before: start carrying it.
     pub new_interest: bool,
+    /// The session was not subscribed to the symbol before (not a change in place).
+    pub new_subscription: bool,
     /// The edge's own latest value of the symbol, if it carries one.
     pub latest: Option<Arc<SharedTick>>,
 }
@@ -189,6 +197,8 @@ pub struct Drained {
     pub slow_consumer: Option<u32>,
     /// When to drain again if nothing wakes the session first.
     pub next_due: Option<Instant>,
+    /// Bytes that were waiting in the every-tick queue (for the queue-size histogram).
+    pub queued_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -217,6 +227,7 @@ impl<W: Wake> Fanout<W> {
                 live: VecDeque::new(),
                 live_bytes: 0,
                 slow_notice: None,
+                seen: HashMap::new(),
                 wake_pending: false,
             },
         );
@@ -274,6 +285,7 @@ impl<W: Wake> Fanout<W> {
         let Some(session) = self.sessions.get_mut(&id) else {
             return Subscribed {
                 new_interest: false,
+                new_subscription: false,
                 latest: None,
             };
         };
@@ -289,6 +301,13 @@ impl<W: Wake> Fanout<W> {
         );
         let new_interest = match previous {
             None => {
+                if let Some(seq) = session.seen.remove(symbol) {
+                    session
+                        .subs
+                        .get_mut(symbol)
+                        .expect("inserted just above")
+                        .last_seq = seq;
+                }
                 slot.count += 1;
                 slot.count == 1
             }
@@ -296,9 +315,17 @@ impl<W: Wake> Fanout<W> {
                 // Keep what the session already has; move between every-tick and conflated.
                 let sub = session.subs.get_mut(symbol).expect("inserted just above");
                 sub.last_seq = old.last_seq;
-                sub.dirty = old.dirty;
                 if old.interval_ms == 0 {
                     slot.live.retain(|&s| s != id);
+                }
+                if old.dirty && interval_ms > 0 {
+                    // A pending update moves to the new interval's group; the old group
+                    // skips its entry (the interval no longer matches).
+                    sub.dirty = true;
+                    if old.interval_ms != interval_ms {
+                        session.group(interval_ms).dirty.push(symbol.clone());
+                        session.wake();
+                    }
                 }
                 false
             }
@@ -319,6 +346,7 @@ impl<W: Wake> Fanout<W> {
         }
         Subscribed {
             new_interest,
+            new_subscription: previous.is_none(),
             latest: slot.latest.clone(),
         }
     }
@@ -331,6 +359,10 @@ impl<W: Wake> Fanout<W> {
         let Some((symbol, sub)) = session.subs.remove_entry(symbol) else {
             return false;
         };
+        if session.seen.len() >= SEEN_CAP {
+            session.seen.clear();
+        }
+        session.seen.insert(symbol.clone(), sub.last_seq);
         self.release(id, &symbol, sub)
     }
 
@@ -462,6 +494,7 @@ impl<W: Wake> Fanout<W> {
         };
         session.wake_pending = false;
         out.slow_consumer = session.slow_notice.take();
+        out.queued_bytes = session.live_bytes;
         let max = self.config.max_ticks_per_frame.max(1);
 
         // Every-tick queue: in order, skipping anything the session already has.
@@ -488,9 +521,13 @@ impl<W: Wake> Fanout<W> {
                 continue;
             }
             for symbol in group.dirty.drain(..) {
+                // Entries left by an unsubscribe or an interval change are stale.
                 let Some(sub) = session.subs.get_mut(&symbol) else {
                     continue;
                 };
+                if !sub.dirty || sub.interval_ms != group.interval_ms {
+                    continue;
+                }
                 sub.dirty = false;
                 let Some(slot) = self.symbols.get_mut(&symbol) else {
                     continue;
@@ -724,6 +761,74 @@ mod tests {
         let b = t.encoded(Format::Json, Mode::Ltp).as_ptr();
         assert_eq!(a, b);
         assert_ne!(a, t.encoded(Format::MsgPack, Mode::Ltp).as_ptr());
+    }
+
+    #[test]
+    fn resubscribing_never_repeats_or_goes_back_in_seq() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
+        f.publish(tick("AAPL", 7, 7.0));
+        assert_eq!(seqs(&f.drain(1, Instant::now())), [("AAPL".into(), 7)]);
+        assert!(
+            f.unsubscribe(1, "AAPL"),
+            "last subscriber: the edge forgets AAPL"
+        );
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
+        // KV (or a cache) still has seq 7 or older: no snapshot of it again.
+        assert!(
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 7, 7.0)))
+                .is_none()
+        );
+        assert!(
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 5, 5.0)))
+                .is_none()
+        );
+        assert_eq!(
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 8, 8.0)))
+                .unwrap()
+                .seq(),
+            8
+        );
+    }
+
+    #[test]
+    fn stale_group_entries_do_not_flush_after_an_interval_change() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        let t0 = Instant::now();
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
+        f.publish(tick("AAPL", 1, 1.0));
+        assert_eq!(f.drain(1, t0).frames.len(), 1);
+        f.publish(tick("AAPL", 2, 2.0));
+        // Pending in the 100 ms group; the subscription moves to 1000 ms.
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
+        let d = f.drain(1, t0 + Duration::from_millis(100));
+        assert_eq!(
+            seqs(&d),
+            [("AAPL".into(), 2)],
+            "the pending update is sent once, by the new group"
+        );
+        f.publish(tick("AAPL", 3, 3.0));
+        assert!(
+            f.drain(1, t0 + Duration::from_millis(200))
+                .frames
+                .is_empty(),
+            "1000 ms now"
+        );
+        assert_eq!(
+            seqs(&f.drain(1, t0 + Duration::from_millis(1100))),
+            [("AAPL".into(), 3)]
+        );
+        // Unsubscribe with an update pending, subscribe again at once: no stray flush.
+        f.publish(tick("AAPL", 4, 4.0));
+        f.unsubscribe(1, "AAPL");
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
+        assert!(
+            f.drain(1, t0 + Duration::from_millis(2100))
+                .frames
+                .is_empty()
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ impl Hub {
 
     pub fn leave(&self, id: SessionId) {
         let mut inner = self.lock();
+        let subs = inner.fanout.subscription_count(id);
+        metrics::gauge!("tickmesh_edge_subscriptions").decrement(subs as f64);
         for symbol in inner.fanout.remove_session(id) {
             stop_pump(&mut inner, &symbol);
         }
@@ -82,9 +84,13 @@ impl Hub {
             .iter()
             .map(|symbol| {
                 let outcome = inner.fanout.subscribe(id, symbol, mode, interval_ms);
+                if outcome.new_subscription {
+                    metrics::gauge!("tickmesh_edge_subscriptions").increment(1.0);
+                }
                 if outcome.new_interest {
                     let pump = self.nats.start_pump(Arc::downgrade(self), symbol.clone());
                     inner.pumps.insert(symbol.clone(), pump);
+                    metrics::gauge!("tickmesh_edge_symbols").set(inner.pumps.len() as f64);
                 }
                 outcome
             })
@@ -104,6 +110,7 @@ impl Hub {
             }
             removed.push(symbol.clone());
         }
+        metrics::gauge!("tickmesh_edge_subscriptions").decrement(removed.len() as f64);
         removed
     }
 
@@ -146,4 +153,5 @@ fn stop_pump(inner: &mut Inner, symbol: &Symbol) {
     if let Some(pump) = inner.pumps.remove(symbol) {
         pump.abort();
     }
+    metrics::gauge!("tickmesh_edge_symbols").set(inner.pumps.len() as f64);
 }

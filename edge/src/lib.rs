@@ -5,6 +5,7 @@
 //! - [`hub`]: the core behind a mutex, with one NATS pump per carried symbol.
 //! - [`nats`]: the only NATS code: the connection, the pumps and KV reads.
 //! - [`snapshot`]: snapshots on subscribe through a moka cache over KV.
+//! - [`refdata`]: instruments and option chains from KV `md_ref`, cached and watched.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //!
@@ -13,14 +14,19 @@
 //! bytes encoded once per (format, mode), and writes them.
 
 pub mod assets;
+pub mod auth;
 pub mod config;
+pub mod control;
 pub mod fanout;
 pub mod hub;
+pub mod limits;
 pub mod nats;
+pub mod refdata;
 pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::EdgeConfig;
 pub use server::{bind, run};

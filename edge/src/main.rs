@@ -10,19 +10,37 @@ struct Args {
     /// TOML config file; TICKMESH_EDGE_* variables override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Write logs as JSON lines (for log shippers) instead of text.
+    #[arg(long, env = "TICKMESH_LOG_JSON")]
+    log_json: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    raise_nofile_limit();
     let config = EdgeConfig::load(args.config.as_deref())?;
     let listener = tickmesh_edge::bind(config.listen)?;
     tickmesh_edge::run(config, listener, shutdown_signal()).await
+}
+
+/// Each WebSocket is an open file: lift the soft limit to the hard one, as far as the
+/// system allows (often 1024 soft under a much higher hard limit).
+fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,62 +1,98 @@
 //! The edge's only NATS code: the connection, one subscription per carried symbol (its
-//! pump), and KV reads for snapshots.
+//! pump), and KV reads for snapshots ([`kv`]: the regional mirror, else the hub).
+//!
+//! Core NATS is at-most-once: ticks published while the edge (or its region) was cut off
+//! are gone. So after the connection comes back, and after the regional mirror turns
+//! fresh again (the region's link to the hub is back), the resync generation is bumped:
+//! every pump re-reads its symbol's latest value and feeds it to the fan-out core, which
+//! passes it on only if it is newer than what the sessions have. async-nats itself
+//! re-sends every subscription on reconnect.
 
+pub mod kv;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use tickmesh_core::Symbol;
 use tickmesh_core::codec::decode_wire;
 use tickmesh_core::subject::tick_subject;
-use tokio::sync::OnceCell;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
 use crate::config::NatsConfig;
 use crate::fanout::SharedTick;
 use crate::hub::Hub;
 
+pub use kv::ensure_mirror;
+
+/// KV reads in flight at once for resyncs, so that a reconnect with many carried symbols
+/// does not flood JetStream; the others wait their turn.
+const RESYNC_READS: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct NatsLink {
     client: async_nats::Client,
-    js: jetstream::Context,
     shards: u32,
-    bucket: String,
-    store: Arc<OnceCell<kv::Store>>,
-    kv_timeout: Duration,
+    kv: Arc<kv::KvReader>,
+    resync: Arc<watch::Sender<u64>>,
+    resync_reads: Arc<Semaphore>,
 }
 
 impl NatsLink {
+    /// Connects (in the background: the link starts disconnected and `/readyz` says so
+    /// until the first server answers). Servers are tried in the order given, so the
+    /// same-AZ leaf node comes first.
     pub async fn connect(
         config: &NatsConfig,
         shards: u32,
         kv_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let urls = config.urls.join(",");
+        let resync = Arc::new(watch::channel(0u64).0);
+        let events = Arc::new(Events {
+            resync: resync.clone(),
+            down: AtomicBool::new(false),
+        });
+        metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
         let client = async_nats::ConnectOptions::new()
             .name(&config.name)
             .retry_on_initial_connect()
-            .event_callback(|event| async move {
-                metrics::counter!("tickmesh_edge_nats_events_total", "event" => event_name(&event))
-                    .increment(1);
-                tracing::info!(%event, "NATS");
+            .retain_servers_order()
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move { events.on(event) }
             })
-            .connect(urls.as_str())
+            .connect(config.urls.as_slice())
             .await
             .with_context(|| format!("connecting to NATS at {urls}"))?;
-        let js = match &config.js_domain {
-            Some(domain) => jetstream::with_domain(client.clone(), domain),
-            None => jetstream::new(client.clone()),
-        };
+        let kv = kv::KvReader::new(&client, config, kv_timeout, resync.clone())?;
         Ok(NatsLink {
             client,
-            js,
             shards,
-            bucket: config.kv_bucket.clone(),
-            store: Arc::new(OnceCell::new()),
-            kv_timeout,
+            kv: Arc::new(kv),
+            resync,
+            resync_reads: Arc::new(Semaphore::new(RESYNC_READS)),
         })
+    }
+
+    /// The resync generation: it grows by one each time the edge's NATS connection comes
+    /// back after a disconnect, and each time the regional KV mirror turns fresh again.
+    /// Sessions that want an explicit `snapshot` after a gap wait on `changed()`.
+    pub fn resyncs(&self) -> watch::Receiver<u64> {
+        self.resync.subscribe()
+    }
+
+    /// Whether snapshots come from the regional mirror (None: no mirror configured).
+    pub fn mirror_fresh(&self) -> Option<bool> {
+        self.kv.mirror_fresh()
+    }
+
+    /// The NATS client, for control-plane subscriptions (`ctl.>`).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     pub fn is_connected(&self) -> bool {
@@ -64,12 +100,14 @@ impl NatsLink {
     }
 
     /// Subscribes to the symbol's subject and feeds every valid tick to the hub, until
-    /// aborted (which drops the subscription) or the hub is gone.
+    /// aborted (which drops the subscription) or the hub is gone. On each resync it also
+    /// feeds the symbol's latest KV value.
     pub fn start_pump(&self, hub: Weak<Hub>, symbol: Symbol) -> AbortHandle {
-        let client = self.client.clone();
+        let link = self.clone();
         let subject = tick_subject(&symbol, self.shards);
+        let mut resyncs = Some(self.resync.subscribe());
         tokio::spawn(async move {
-            let mut sub = match client.subscribe(subject.clone()).await {
+            let mut sub = match link.client.subscribe(subject.clone()).await {
                 Ok(sub) => sub,
                 Err(e) => {
                     tracing::error!(%subject, error = %e, "subscribe failed");
@@ -77,7 +115,19 @@ impl NatsLink {
                 }
             };
             let ticks_in = metrics::counter!("tickmesh_edge_ticks_in_total");
-            while let Some(msg) = sub.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = sub.next() => msg,
+                    changed = changed(&mut resyncs) => {
+                        if changed {
+                            tokio::spawn(link.clone().resync(hub.clone(), symbol.clone()));
+                        } else {
+                            resyncs = None;
+                        }
+                        continue;
+                    }
+                };
+                let Some(msg) = msg else { return };
                 let Some(hub) = hub.upgrade() else { return };
                 match decode_wire(&msg.payload) {
                     Ok(tick) if tick.symbol == symbol.as_str() => {
@@ -99,21 +149,35 @@ impl NatsLink {
         .abort_handle()
     }
 
-    /// The latest value of `symbol` in KV, if any. Errors (no bucket yet, a timeout) are
-    /// returned so that they are not cached.
+    /// Feeds the symbol's latest KV value to the hub; the core passes it on only if it is
+    /// newer than the live ticks it has.
+    async fn resync(self, hub: Weak<Hub>, symbol: Symbol) {
+        let Ok(_permit) = self.resync_reads.acquire().await else {
+            return;
+        };
+        let read = self.kv.latest_authoritative(symbol.as_str()).await;
+        let Some(hub) = hub.upgrade() else { return };
+        match read.and_then(|v| decode(&symbol, v)) {
+            Ok(Some(tick)) => {
+                let newer = hub.publish(tick);
+                metrics::counter!("tickmesh_edge_resync_reads_total", "result" => if newer { "newer" } else { "current" })
+                    .increment(1);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!("tickmesh_edge_resync_reads_total", "result" => "error")
+                    .increment(1);
+                tracing::warn!(%symbol, error = %e, "resync read failed; the next live tick will catch up");
+            }
+        }
+    }
+
+    /// The latest value of `symbol` for a snapshot (the regional mirror when fresh, else
+    /// the hub), if any. Errors (no bucket yet, a timeout) are returned so that they are
+    /// not cached.
     pub async fn kv_latest(&self, symbol: &Symbol) -> anyhow::Result<Option<Arc<SharedTick>>> {
-        let store = self
-            .store
-            .get_or_try_init(|| async { self.js.get_key_value(&self.bucket).await })
-            .await
-            .with_context(|| format!("opening KV bucket {}", self.bucket))?;
-        let entry = tokio::time::timeout(self.kv_timeout, store.get(symbol.as_str()))
-            .await
-            .context("KV read timed out")?
-            .context("KV read")?;
-        let Some(bytes) = entry else { return Ok(None) };
-        let tick = decode_wire(&bytes).with_context(|| format!("decoding KV value of {symbol}"))?;
-        Ok(Some(Arc::new(SharedTick::new(tick, bytes.len()))))
+        let bytes = self.kv.latest(symbol.as_str()).await?;
+        decode(symbol, bytes)
     }
 
     pub async fn drain(&self) {
@@ -133,4 +197,58 @@ fn event_name(event: &async_nats::Event) -> &'static str {
         async_nats::Event::ClientError(_) => "client_error",
         _ => "other",
     }
+}
+
+/// Connection events: metrics, logs, and the resync generation.
+#[derive(Debug)]
+struct Events {
+    resync: Arc<watch::Sender<u64>>,
+    /// Set by a disconnect, cleared by the next connect (which is then a reconnect).
+    down: AtomicBool,
+}
+
+impl Events {
+    fn on(&self, event: async_nats::Event) {
+        metrics::counter!("tickmesh_edge_nats_events_total", "event" => event_name(&event))
+            .increment(1);
+        match event {
+            async_nats::Event::Connected => {
+                metrics::gauge!("tickmesh_edge_nats_connected").set(1.0);
+                if self.down.swap(false, Ordering::Relaxed) {
+                    metrics::counter!("tickmesh_edge_nats_reconnects_total").increment(1);
+                    metrics::counter!("tickmesh_edge_resyncs_total", "cause" => "reconnect")
+                        .increment(1);
+                    self.resync.send_modify(|g| *g += 1);
+                    tracing::info!("NATS reconnected; re-reading the latest values");
+                } else {
+                    tracing::info!("NATS connected");
+                }
+            }
+            async_nats::Event::Disconnected => {
+                metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
+                self.down.store(true, Ordering::Relaxed);
+                tracing::warn!("NATS disconnected; reconnecting");
+            }
+            event => tracing::info!(%event, "NATS"),
+        }
+    }
+}
+
+/// Waits for the next resync; false when no more can come.
+async fn changed(resyncs: &mut Option<watch::Receiver<u64>>) -> bool {
+    match resyncs {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+fn decode(symbol: &Symbol, bytes: Option<bytes::Bytes>) -> anyhow::Result<Option<Arc<SharedTick>>> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    let tick = decode_wire(&bytes).with_context(|| format!("decoding KV value of {symbol}"))?;
+    anyhow::ensure!(
+        tick.symbol == symbol.as_str(),
+        "KV value of {symbol} is a tick of {}",
+        tick.symbol
+    );
+    Ok(Some(Arc::new(SharedTick::new(tick, bytes.len()))))
 }

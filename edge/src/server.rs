@@ -26,12 +26,17 @@ use tokio_util::task::TaskTracker;
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
+use crate::auth::{AuthError, Verifier};
 use crate::config::EdgeConfig;
 use crate::fanout::FanoutConfig;
 use crate::hub::Hub;
+use crate::limits::{Refusal, Registry};
 use crate::nats::NatsLink;
+use crate::refdata::RefData;
+use crate::session::Identity;
 use crate::snapshot::Snapshots;
-use crate::{session, telemetry};
+use crate::tls::ReloadingCert;
+use crate::{control, session, telemetry, tls};
 
 /// Listen backlog: a connection storm needs more than tokio's default 128.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -42,6 +47,12 @@ pub struct Edge {
     pub config: EdgeConfig,
     pub hub: Arc<Hub>,
     pub snapshots: Snapshots,
+    pub verifier: Verifier,
+    /// Instruments and option chains from KV `md_ref`.
+    pub refdata: RefData,
+    pub registry: Arc<Registry>,
+    /// Bumped on every revocation; sessions then check their grant.
+    pub revocations: tokio::sync::watch::Sender<u64>,
     /// Cancelled when the edge starts draining.
     pub shutdown: CancellationToken,
 }
@@ -74,6 +85,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let prometheus = telemetry::prometheus();
+    let verifier = Verifier::new(&config.auth)?;
     let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
     let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
     let hub = Hub::new(
@@ -89,16 +101,38 @@ pub async fn run(
         Duration::from_millis(config.snapshot.cache_ttl_ms),
         config.snapshot.cache_capacity,
     );
+    let config_js_domain = config.nats.js_domain.clone();
     let edge = Arc::new(Edge {
         config,
         hub,
         snapshots,
+        verifier,
+        refdata: RefData::new(match &config_js_domain {
+            Some(domain) => async_nats::jetstream::with_domain(nats.client().clone(), domain),
+            None => async_nats::jetstream::new(nats.client().clone()),
+        }),
+        registry: Arc::new(Registry::default()),
+        revocations: tokio::sync::watch::Sender::new(0),
         shutdown: CancellationToken::new(),
     });
+    control::spawn(edge.clone(), nats.client().clone()).await?;
     let routes = routes(edge.clone(), prometheus);
     let tracker = TaskTracker::new();
     tracing::info!(addr = ?listener.local_addr().ok(), edge = %edge.config.name, "edge listening");
 
+    let handshake_timeout = Duration::from_millis(edge.config.limits.handshake_timeout_ms);
+    let tls = match &edge.config.tls {
+        Some(cfg) => {
+            let cert = ReloadingCert::new(cfg)?;
+            spawn_cert_reloader(
+                cert.clone(),
+                Duration::from_millis(cfg.reload_ms),
+                edge.shutdown.clone(),
+            );
+            Some((tls::acceptor(cert.clone())?, cert))
+        }
+        None => None,
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -117,6 +151,7 @@ pub async fn run(
         let edge = edge.clone();
         let routes = routes.clone();
         let tracker2 = tracker.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let edge = edge.clone();
@@ -131,12 +166,29 @@ pub async fn run(
                     }
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
+                .header_read_timeout(handshake_timeout)
+                .clone();
+            let result = match tls {
+                None => {
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                Some((acceptor, _)) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                    else {
+                        metrics::counter!("tickmesh_edge_tls_failures_total").increment(1);
+                        return;
+                    };
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
         });
@@ -192,8 +244,53 @@ fn routes(
         .boxed()
 }
 
+fn spawn_cert_reloader(cert: Arc<ReloadingCert>, period: Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = timer.tick() => {}
+            }
+            match cert.reload_if_changed() {
+                Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the old certificate")
+                }
+            }
+        }
+    });
+}
+
 fn refuse(status: StatusCode, reason: &'static str) -> Response {
     warp::reply::with_status(reason, status).into_response()
+}
+
+/// HTTP 401 with the reason in the body.
+fn refuse_auth(e: AuthError) -> Response {
+    let mut res = warp::reply::with_status(e.to_string(), StatusCode::UNAUTHORIZED).into_response();
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// The token from `Authorization: Bearer`, else the `token` query parameter.
+fn token<B>(req: &Request<B>) -> Option<String> {
+    if let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Some(rest.trim().to_string());
+        }
+    }
+    let query = req.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Completes a WebSocket upgrade by hand and starts the session.
@@ -243,24 +340,58 @@ fn upgrade(
             "draining: connect to another edge",
         );
     }
+    let grant = match token(&req) {
+        Some(token) => edge.verifier.verify(&token),
+        None => edge.verifier.anonymous(),
+    };
+    let grant = match grant {
+        Ok(grant) => grant,
+        Err(e) => {
+            metrics::counter!("tickmesh_edge_auth_failures_total", "reason" => e.label())
+                .increment(1);
+            return refuse_auth(e);
+        }
+    };
+    let limits = &edge.config.limits;
+    let admission = match edge.registry.admit(peer.ip(), grant.sub.as_deref(), limits) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let (status, label) = match refusal {
+                Refusal::Process => (StatusCode::SERVICE_UNAVAILABLE, "process"),
+                Refusal::Ip => (StatusCode::TOO_MANY_REQUESTS, "ip"),
+                Refusal::User => (StatusCode::TOO_MANY_REQUESTS, "user"),
+            };
+            metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => label)
+                .increment(1);
+            return warp::reply::with_status(refusal.to_string(), status).into_response();
+        }
+    };
+    let who = Identity {
+        grant,
+        admission,
+        peer: Some(peer),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max = edge.config.session.max_message_bytes;
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(max + 1))
         .max_frame_size(Some(max + 1));
+    let requested_at = std::time::Instant::now();
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                metrics::histogram!("tickmesh_edge_handshake_seconds")
+                    .record(requested_at.elapsed().as_secs_f64());
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
                     Some(ws_config),
                 )
                 .await;
-                session::run(ws, edge, format, Some(peer)).await;
+                session::run(ws, edge, format, who).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

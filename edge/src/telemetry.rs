@@ -19,6 +19,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 ],
             )
             .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full("tickmesh_edge_session_queue_bytes".into()),
+                &[
+                    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+                ],
+            )
+            .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
@@ -26,6 +33,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 "a metrics recorder was already installed; /metrics shows only this one's"
             );
         }
+        metrics::gauge!("tickmesh_edge_build_info", "version" => env!("CARGO_PKG_VERSION"))
+            .set(1.0);
         handle
     })
 }

@@ -500,7 +500,10 @@ client.on('tick', onTick);
 client.on('welcome', (w) => log(`connected to ${w.edge} (session ${w.session})`));
 client.on('error', (e) => {
   log(`${e.code}${e.symbol ? ` ${e.symbol}` : ''}: ${e.message}`, e.code === 'slow_consumer' ? 'warn' : 'error');
-  const row = e.symbol ? watch.rows.get(e.symbol) : undefined;
+  // Struck out only if the client dropped the subscription (a refusal of it), not for
+  // an error about the symbol in another request, such as `chains`.
+  const refused = e.symbol && !(e.symbol in client.subscriptions().symbols);
+  const row = refused ? watch.rows.get(e.symbol ?? '') : undefined;
   if (row) {
     row.tr.classList.add('refused');
     row.tr.title = `${e.code}: ${e.message}`;

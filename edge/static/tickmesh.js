@@ -590,12 +590,14 @@ export class TickMeshClient {
 
   /** @param {ServerError} msg */
   _onError(msg) {
-    if (msg.symbol && REFUSAL_CODES.has(msg.code)) {
+    const id = msg.id;
+    const p = id != null ? this._pending.get(id) : undefined;
+    // Only a refusal of a subscribe (or an event outside any request) ends a subscription:
+    // `chains AAPL` answered with `unknown_symbol AAPL` says nothing about the AAPL quote.
+    if (msg.symbol && REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) {
       this._symbols.delete(msg.symbol);
       this._chains.delete(msg.symbol);
     }
-    const id = msg.id;
-    const p = id != null ? this._pending.get(id) : undefined;
     // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
     if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
       this._finish(id);

@@ -1,12 +1,17 @@
 //! Ingest configuration: defaults, then a TOML file, then `TICKMESH_INGEST_*` variables
 //! (nested keys with `__`, e.g. `TICKMESH_INGEST_SIM__TICKS_PER_SEC=5000`).
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::lease::LeaseConfig;
+use crate::sources::options::OptionsConfig;
+use crate::sources::replay::ReplayConfig;
+use crate::sources::session::SessionConfig;
 use crate::sources::sim::InstrumentSpec;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,7 +21,44 @@ pub struct IngestConfig {
     /// Number of subject shards, deployment-wide (`md.<fnv1a_32(symbol) % shards>.<symbol>`).
     pub shards: u32,
     pub kv: KvConfig,
+    /// The feed: `sim` (default) or `replay`.
+    pub source: SourceKind,
     pub sim: SimConfig,
+    pub replay: ReplayConfig,
+    pub refdata: RefDataConfig,
+    pub lease: LeaseConfig,
+    /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); not served when unset.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Which feed `run` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The market simulator (`[sim]`).
+    #[default]
+    Sim,
+    /// Recorded files (`[replay]`).
+    Replay,
+}
+
+/// `[refdata]`: the reference-data bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefDataConfig {
+    /// Bucket name. Default `md_ref`.
+    pub bucket: String,
+    /// Write instruments and chains. Default true.
+    pub enabled: bool,
+}
+
+impl Default for RefDataConfig {
+    fn default() -> Self {
+        RefDataConfig {
+            bucket: tickmesh_core::refdata::BUCKET.into(),
+            enabled: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,19 +80,27 @@ pub struct KvConfig {
     pub interval_ms: u64,
     /// KV writes in flight at once. Default 64.
     pub max_in_flight: usize,
+    /// Replicas of the bucket when ingest creates it: 3 on the hub cluster (one per AZ),
+    /// 1 on a single server; an existing bucket is used as it is. 1..=5, default 1.
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
-    /// Random seed; the same seed gives the same sequence of price moves.
+    /// Random seed; the same seed and config give the same sequence of ticks.
     pub seed: u64,
-    /// Ticks per second over the whole universe. Default 2000.
+    /// Ticks per wall second of the equities, ETFs and indices (option ticks come on top,
+    /// from re-pricing), before the burst at the open. Default 2000.
     pub ticks_per_sec: u32,
     /// How often the generator wakes to emit the ticks due, in ms. Default 5.
     pub batch_ms: u64,
-    /// The instruments; empty means the built-in universe of US equities and ETFs.
+    /// Depth levels per side in every tick (0 for none). Default 5.
+    pub depth: usize,
+    /// The instruments; empty means the built-in universe of US equities, ETFs and indices.
     pub universe: Vec<InstrumentSpec>,
+    pub session: SessionConfig,
+    pub options: OptionsConfig,
 }
 
 impl Default for IngestConfig {
@@ -59,7 +109,12 @@ impl Default for IngestConfig {
             nats: NatsConfig::default(),
             shards: tickmesh_core::subject::DEFAULT_SHARDS,
             kv: KvConfig::default(),
+            source: SourceKind::Sim,
             sim: SimConfig::default(),
+            replay: ReplayConfig::default(),
+            refdata: RefDataConfig::default(),
+            lease: LeaseConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -79,6 +134,7 @@ impl Default for KvConfig {
             bucket: "md_last".into(),
             interval_ms: 250,
             max_in_flight: 64,
+            replicas: 1,
         }
     }
 }
@@ -89,7 +145,10 @@ impl Default for SimConfig {
             seed: 1,
             ticks_per_sec: 2000,
             batch_ms: 5,
+            depth: 5,
             universe: Vec::new(),
+            session: SessionConfig::default(),
+            options: OptionsConfig::default(),
         }
     }
 }
@@ -137,17 +196,14 @@ impl IngestConfig {
                 format!("must be 1..=65536, got {}", self.shards),
             ));
         }
-        if self.kv.bucket.is_empty()
-            || !self
-                .kv
-                .bucket
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(bad(
-                "kv.bucket",
-                format!("{:?} is not a valid bucket name", self.kv.bucket),
-            ));
+        for (key, bucket) in [
+            ("kv.bucket", &self.kv.bucket),
+            ("refdata.bucket", &self.refdata.bucket),
+            ("lease.bucket", &self.lease.bucket),
+        ] {
+            if !valid_bucket(bucket) {
+                return Err(bad(key, format!("{bucket:?} is not a valid bucket name")));
+            }
         }
         if !(10..=60_000).contains(&self.kv.interval_ms) {
             return Err(bad(
@@ -174,8 +230,63 @@ impl IngestConfig {
             spec.validate()
                 .map_err(|reason| bad(&format!("sim.universe[{i}]"), reason))?;
         }
+        self.validate_sim()?;
+        self.replay
+            .validate(self.source == SourceKind::Replay)
+            .map_err(|(key, reason)| bad(&format!("replay.{key}"), reason))?;
+        self.lease
+            .validate()
+            .map_err(|(key, reason)| bad(&format!("lease.{key}"), reason))
+    }
+
+    fn validate_sim(&self) -> Result<(), ConfigError> {
+        let sim = &self.sim;
+        if sim.depth > 10 {
+            return Err(bad(
+                "sim.depth",
+                format!("must be 0..=10, got {}", sim.depth),
+            ));
+        }
+        sim.session
+            .validate()
+            .map_err(|(key, reason)| bad(&format!("sim.session.{key}"), reason))?;
+        sim.options
+            .validate()
+            .map_err(|(key, reason)| bad(&format!("sim.options.{key}"), reason))?;
+        let universe: Vec<InstrumentSpec> = if sim.universe.is_empty() {
+            crate::sources::universe::default_universe()
+        } else {
+            sim.universe.clone()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (i, spec) in universe.iter().enumerate() {
+            if !seen.insert(spec.symbol.as_str()) {
+                return Err(bad(
+                    &format!("sim.universe[{i}]"),
+                    format!("{} is listed twice", spec.symbol),
+                ));
+            }
+        }
+        for (i, name) in sim.options.underlyings.iter().enumerate() {
+            match universe.iter().find(|s| &s.symbol == name) {
+                Some(spec) if spec.kind != tickmesh_core::Kind::Option => {}
+                _ => {
+                    return Err(bad(
+                        &format!("sim.options.underlyings[{i}]"),
+                        format!("{name:?} is not in the universe"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+fn valid_bucket(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -208,6 +319,44 @@ mod tests {
                 .to_string()
                 .contains("sim.universe[0]")
         );
+    }
+
+    #[test]
+    fn sim_replay_and_lease_errors_name_their_key() {
+        let key_of = |c: IngestConfig| c.validate().unwrap_err().key;
+        let mut c = IngestConfig::default();
+        c.sim.options.underlyings = vec!["AAPL".into(), "NOPE".into()];
+        assert_eq!(key_of(c), "sim.options.underlyings[1]");
+        let mut c = IngestConfig::default();
+        c.sim.session.open = "9:30".into();
+        assert_eq!(key_of(c), "sim.session.open");
+        let c = IngestConfig {
+            source: SourceKind::Replay,
+            ..IngestConfig::default()
+        };
+        assert_eq!(key_of(c), "replay.files");
+        let mut c = IngestConfig::default();
+        c.lease.name = "a.b".into();
+        assert_eq!(key_of(c), "lease.name");
+        let mut c = IngestConfig::default();
+        c.refdata.bucket = "md ref".into();
+        assert_eq!(key_of(c), "refdata.bucket");
+        let mut c = IngestConfig::default();
+        c.sim.depth = 11;
+        assert_eq!(key_of(c), "sim.depth");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn the_demo_config_loads() {
+        figment::Jail::expect_with(|jail| {
+            let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ingest.toml");
+            jail.set_env("TICKMESH_INGEST_METRICS_LISTEN", "127.0.0.1:19101");
+            let c = IngestConfig::load(Some(Path::new(demo))).unwrap();
+            assert_eq!(c.sim.options.count(), 672);
+            assert_eq!(c.metrics_listen, Some(([127, 0, 0, 1], 19101).into()));
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,19 +1,36 @@
 //! TickMesh ingest: reads a feed, sequences it (one writer per symbol) and publishes.
 //!
 //! - [`config`]: figment config, validated before anything connects.
-//! - [`sources::sim`]: the market simulator (a random walk over a configurable universe).
-//! - [`sequencer`]: stamps `epoch`, `seq` and `ts`; drops stale input.
+//! - [`sources`]: the market simulator (equities, ETFs, indices, option chains with
+//!   greeks) and the replay of recorded files.
+//! - [`tickfile`]: the NDJSON and CSV tick files that `record` writes and replay reads.
+//! - [`lease`]: the feed's lease in KV `md_lease`: only its holder publishes.
+//! - [`sequencer`]: stamps `epoch`, `seq` and `ts`; chooses epochs; drops stale input.
+//! - [`publisher`]: the tick path and the NATS connection; [`wire`] its encoder.
 //! - [`snapshot`]: the KV writer that keeps `md_last` at most every `kv.interval_ms` per symbol.
-//! - [`publisher`]: the only module that talks to NATS.
+//! - [`refdata`]: instruments and chains in KV `md_ref`.
+//! - [`feed`]: one ingest node: lease → epoch → source loop, until shutdown.
+//! - [`record`]: captures the live stream into a tick file.
+//! - [`bench`]: the throughput benchmark.
+//! - [`telemetry`]: Prometheus `/metrics`.
 //!
 //! Flow: source → sequencer → encode once → publish `md.<shard>.<symbol>` → latest bytes
-//! handed to the snapshot writer (never awaited on the tick path).
+//! handed to the snapshot writer (never awaited on the tick path); reference data goes to
+//! `md_ref` through its own writer.
 
+pub mod bench;
 pub mod config;
+pub mod feed;
+pub mod lease;
 pub mod publisher;
+pub mod record;
+pub mod refdata;
 pub mod sequencer;
 pub mod snapshot;
 pub mod sources;
+pub mod telemetry;
+pub mod tickfile;
+pub mod wire;
 
 pub use config::IngestConfig;
-pub use publisher::run;
+pub use feed::{run, run_with_summary};

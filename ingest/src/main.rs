@@ -1,15 +1,76 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tickmesh_ingest::IngestConfig;
+use tickmesh_ingest::bench::{self, BenchOptions};
+use tickmesh_ingest::config::SourceKind;
+use tickmesh_ingest::record::{self, RecordOptions};
+use tickmesh_ingest::tickfile::FileFormat;
 
-/// TickMesh ingest: simulated market data, sequenced and published to NATS.
+/// TickMesh ingest: market data (simulated or replayed), sequenced and published to NATS.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// TOML config file; TICKMESH_INGEST_* variables override it.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish the configured feed (the default).
+    Run {
+        /// Replay these files instead of the configured source.
+        #[arg(long)]
+        replay: Vec<PathBuf>,
+        /// Replay pace: 1 = as recorded, N = N× faster, 0 = as fast as possible.
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Replay the files again and again.
+        #[arg(long = "loop")]
+        repeat: bool,
+    },
+    /// Capture the live tick stream into a file (NDJSON or CSV by name, .gz to compress).
+    Record {
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop after this many ticks.
+        #[arg(long)]
+        max_ticks: Option<u64>,
+        /// Subject to capture.
+        #[arg(long, default_value = "md.>")]
+        subject: String,
+        /// ndjson or csv; default: from the file name.
+        #[arg(long, value_parser = parse_format, default_value = "auto")]
+        format: FileFormat,
+    },
+    /// Measure publish throughput against the configured nats-server.
+    Bench {
+        /// Target ticks/s of the publish phase.
+        #[arg(long, default_value_t = 1_000_000)]
+        rate: u32,
+        /// Target ticks/s of the phase with the gap-checking subscriber.
+        #[arg(long, default_value_t = 500_000)]
+        check_rate: u32,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+fn parse_format(s: &str) -> Result<FileFormat, String> {
+    match s {
+        "auto" => Ok(FileFormat::Auto),
+        "ndjson" => Ok(FileFormat::Ndjson),
+        "csv" => Ok(FileFormat::Csv),
+        _ => Err(format!("{s:?}: expected auto, ndjson or csv")),
+    }
 }
 
 #[tokio::main]
@@ -20,8 +81,80 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let config = IngestConfig::load(args.config.as_deref())?;
-    tickmesh_ingest::run(config, shutdown_signal()).await
+    let mut config = IngestConfig::load(args.config.as_deref())?;
+    match args.command.unwrap_or(Command::Run {
+        replay: Vec::new(),
+        speed: None,
+        repeat: false,
+    }) {
+        Command::Run {
+            replay,
+            speed,
+            repeat,
+        } => {
+            if !replay.is_empty() {
+                config.source = SourceKind::Replay;
+                config.replay.files = replay;
+            }
+            if let Some(speed) = speed {
+                config.replay.speed = speed;
+            }
+            config.replay.repeat |= repeat;
+            config.validate()?;
+            tickmesh_ingest::run(config, shutdown_signal()).await
+        }
+        Command::Record {
+            out,
+            duration,
+            max_ticks,
+            subject,
+            format,
+        } => {
+            let duration = duration
+                .map(|s| {
+                    Duration::try_from_secs_f64(s)
+                        .map_err(|_| anyhow::anyhow!("--duration {s}: not a number of seconds"))
+                })
+                .transpose()?;
+            let opts = RecordOptions {
+                out,
+                duration,
+                max_ticks,
+                subject,
+                format,
+            };
+            let summary = record::record(&config.nats, &opts, shutdown_signal()).await?;
+            eprintln!(
+                "recorded {} ticks to {} ({} invalid messages skipped, {} slow-consumer drops)",
+                summary.ticks,
+                opts.out.display(),
+                summary.invalid,
+                summary.dropped
+            );
+            Ok(())
+        }
+        Command::Bench {
+            rate,
+            check_rate,
+            seconds,
+        } => {
+            anyhow::ensure!(
+                (1..=5_000_000).contains(&rate) && (1..=5_000_000).contains(&check_rate),
+                "--rate and --check-rate must be 1..=5000000"
+            );
+            anyhow::ensure!((1..=600).contains(&seconds), "--seconds must be 1..=600");
+            let opts = BenchOptions {
+                nats: config.nats.clone(),
+                rate,
+                check_rate,
+                seconds,
+                shards: config.shards,
+            };
+            let report = bench::bench(&opts).await?;
+            println!("{}", report.markdown());
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,21 +1,22 @@
-//! The ingest loop: the only module that talks to NATS.
+//! The tick path and the NATS connection: stamp, encode once, publish
+//! `md.<shard>.<symbol>`, hand the bytes to the KV writer.
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use tickmesh_core::Symbol;
-use tickmesh_core::codec::encode_wire;
+use futures_util::{StreamExt, TryStreamExt};
+use tickmesh_core::codec::decode_wire;
 use tickmesh_core::subject::tick_subject;
-use tokio_util::sync::CancellationToken;
+use tickmesh_core::{Symbol, SymbolError, Tick};
 
-use crate::config::{IngestConfig, NatsConfig};
+use crate::config::NatsConfig;
 use crate::sequencer::Sequencer;
-use crate::snapshot::{self, Slots};
-use crate::sources::sim::Simulator;
+use crate::snapshot::Slots;
+use crate::wire::Encoder;
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
@@ -25,105 +26,231 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Commands queued in the client before `publish` waits; at ~400 B a tick, 16k of them
+/// are a few MB while NATS is unreachable.
+const CLIENT_CAPACITY: usize = 16 * 1024;
+
 pub async fn connect(config: &NatsConfig) -> anyhow::Result<async_nats::Client> {
     let urls = config.urls.join(",");
     async_nats::ConnectOptions::new()
         .name(&config.name)
+        .client_capacity(CLIENT_CAPACITY)
+        // Tick subjects are built from validated symbols: no need to rescan each one.
+        .skip_subject_validation(true)
         .retry_on_initial_connect()
-        .connect(urls.as_str())
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS");
+        })
+        .connect(config.urls.as_slice())
         .await
         .with_context(|| format!("connecting to NATS at {urls}"))
 }
 
-/// Opens the latest-value bucket, creating it (history 1) if it does not exist.
-pub async fn latest_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
+/// Opens the latest-value bucket, creating it (history 1, `replicas` copies) if it does
+/// not exist.
+pub async fn latest_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
+    anyhow::ensure!(
+        (1..=5).contains(&replicas),
+        "invalid config: kv.replicas: must be 1..=5, got {replicas}"
+    );
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     js.create_key_value(kv::Config {
         bucket: bucket.to_string(),
         history: 1,
+        num_replicas: replicas,
         description: "TickMesh latest value per symbol".into(),
         ..Default::default()
     })
     .await
-    .with_context(|| format!("creating KV bucket {bucket}"))
+    .with_context(|| format!("creating KV bucket {bucket} with {replicas} replicas"))
 }
 
-/// Runs the simulator feed until `shutdown` completes.
-pub async fn run(config: IngestConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let client = connect(&config.nats).await?;
-    let js = jetstream::new(client.clone());
-    let store = latest_bucket(&js, &config.kv.bucket).await?;
+/// The highest `seq` in `store` among `keys` (0 if none). Unreadable entries are skipped:
+/// this feeds [`crate::sequencer::next_epoch`], which also has the wall clock.
+pub async fn highest_seq(store: &kv::Store, keys: Vec<String>) -> u64 {
+    let gets = keys.into_iter().map(|key| async move {
+        let value = tokio::time::timeout(Duration::from_secs(5), store.get(key)).await;
+        match value {
+            Ok(Ok(Some(bytes))) => decode_wire(&bytes).map(|t| t.seq).unwrap_or(0),
+            _ => 0,
+        }
+    });
+    futures_util::stream::iter(gets)
+        .buffer_unordered(64)
+        .fold(0, |max, seq| async move { max.max(seq) })
+        .await
+}
 
-    let mut sim = Simulator::new(&config.sim.universe, config.sim.seed);
-    let symbols: Vec<String> = sim.symbols().map(str::to_owned).collect();
-    let subjects: Vec<async_nats::Subject> = symbols
-        .iter()
-        .map(|s| {
-            let symbol =
-                Symbol::parse(s).context("universe symbols are validated with the config")?;
-            Ok(tick_subject(&symbol, config.shards).into())
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let mut sequencer = Sequencer::new(now_us(), symbols.len());
-    tracing::info!(
-        epoch = sequencer.epoch(),
-        symbols = symbols.len(),
-        rate = config.sim.ticks_per_sec,
-        "ingest started"
-    );
-
-    let slots = Arc::new(Slots::new(symbols));
-    let cancel = CancellationToken::new();
-    let writer = tokio::spawn(snapshot::run_writer(
-        store,
-        slots.clone(),
-        Duration::from_millis(config.kv.interval_ms),
-        config.kv.max_in_flight,
-        cancel.clone(),
-    ));
-
-    let rate = f64::from(config.sim.ticks_per_sec);
-    let mut timer = tokio::time::interval(Duration::from_millis(config.sim.batch_ms));
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    let ticks = metrics::counter!("tickmesh_ingest_ticks_total", "source" => "sim");
-    tokio::pin!(shutdown);
-    let result = loop {
-        tokio::select! {
-            _ = &mut shutdown => break Ok(()),
-            _ = timer.tick() => {}
-        }
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        // After a stall, do not burst more than one second's worth.
-        if due > sent + rate as u64 {
-            sent = due - rate as u64;
-        }
-        let mut failed = None;
-        while sent < due {
-            let (i, mut tick) = sim.next_tick();
-            if sequencer.stamp(i, &mut tick, now_us()).is_err() {
-                metrics::counter!("tickmesh_ingest_stale_total", "source" => "sim").increment(1);
-                continue;
-            }
-            let bytes = Bytes::from(encode_wire(&tick));
-            if let Err(e) = client.publish(subjects[i].clone(), bytes.clone()).await {
-                failed = Some(e);
-                break;
-            }
-            slots.offer(i, bytes);
-            sent += 1;
-            ticks.increment(1);
-        }
-        if let Some(e) = failed {
-            break Err(anyhow::Error::new(e).context("publishing ticks"));
-        }
+/// Every key of `store` (within 10 s).
+pub async fn all_keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
+    let keys = async {
+        let keys = store.keys().await.context("listing KV keys")?;
+        keys.try_collect::<Vec<String>>()
+            .await
+            .context("listing KV keys")
     };
-    cancel.cancel();
-    writer.await.context("KV writer task")?;
-    client.flush().await.context("flushing NATS")?;
-    tracing::info!(ticks = sent, "ingest stopped");
-    result
+    tokio::time::timeout(Duration::from_secs(10), keys)
+        .await
+        .context("listing KV keys timed out")?
+}
+
+/// Totals of one [`Publisher`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Ticks the source produced.
+    pub ticks_in: u64,
+    /// Ticks published.
+    pub ticks_out: u64,
+    /// Ticks dropped as stale (older `src_ts`).
+    pub stale: u64,
+}
+
+/// The tick path. Symbols get dense indices in the order they are registered; the
+/// sequencer, the subjects and the KV slots share them.
+#[derive(Debug)]
+pub struct Publisher {
+    client: async_nats::Client,
+    shards: u32,
+    source: &'static str,
+    names: HashMap<Arc<str>, usize>,
+    by_index: Vec<Arc<str>>,
+    subjects: Vec<async_nats::Subject>,
+    sequencer: Sequencer,
+    slots: Arc<Slots>,
+    /// A copy of the latest bytes of each symbol in the current batch, offered to KV at
+    /// its end. A copy, not a clone of the published `Bytes`: the clones' reference count
+    /// would bounce between this thread and the NATS connection's on every tick.
+    latest: Vec<Vec<u8>>,
+    touched: Vec<usize>,
+    encoder: Encoder,
+    counts: Counts,
+    flushed: Counts,
+}
+
+impl Publisher {
+    pub fn new(
+        client: async_nats::Client,
+        shards: u32,
+        source: &'static str,
+        slots: Arc<Slots>,
+    ) -> Self {
+        Publisher {
+            client,
+            shards,
+            source,
+            names: HashMap::new(),
+            by_index: Vec::new(),
+            subjects: Vec::new(),
+            sequencer: Sequencer::new(0, 0),
+            slots,
+            latest: Vec::new(),
+            touched: Vec::new(),
+            encoder: Encoder::new(),
+            counts: Counts::default(),
+            flushed: Counts::default(),
+        }
+    }
+
+    /// Symbols registered.
+    pub fn len(&self) -> usize {
+        self.subjects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    /// The index of `symbol`, registering it if new: (index, new).
+    pub fn index_of(&mut self, symbol: &str) -> Result<(usize, bool), SymbolError> {
+        if let Some(&i) = self.names.get(symbol) {
+            return Ok((i, false));
+        }
+        let parsed = Symbol::parse(symbol)?;
+        let i = self.subjects.len();
+        self.subjects
+            .push(tick_subject(&parsed, self.shards).into());
+        let name: Arc<str> = Arc::from(symbol);
+        self.names.insert(name.clone(), i);
+        self.by_index.push(name);
+        self.sequencer.grow(i + 1);
+        self.latest.push(Vec::new());
+        let slot = self.slots.add_key(symbol);
+        debug_assert_eq!(slot, i, "slots and subjects share indices");
+        Ok((i, true))
+    }
+
+    /// Every symbol with the last seq stamped in this epoch (if any).
+    pub fn last_seqs(&self) -> Vec<(String, Option<u64>)> {
+        self.by_index
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), self.sequencer.last_seq(i)))
+            .collect()
+    }
+
+    /// Starts a new epoch (a new term of the lease, or the start).
+    pub fn start_epoch(&mut self, epoch: u64) {
+        self.sequencer.start_epoch(epoch);
+    }
+
+    /// Sequences (stamping `tick` in place) and publishes one tick of symbol `i`.
+    /// `Ok(false)`: dropped as stale.
+    pub async fn emit(
+        &mut self,
+        i: usize,
+        tick: &mut Tick,
+        now_us: u64,
+    ) -> Result<bool, async_nats::PublishError> {
+        self.counts.ticks_in += 1;
+        if self.sequencer.stamp(i, tick, now_us).is_err() {
+            self.counts.stale += 1;
+            return Ok(false);
+        }
+        let bytes = self.encoder.encode(tick);
+        let latest = &mut self.latest[i];
+        if latest.is_empty() {
+            self.touched.push(i);
+        }
+        latest.clear();
+        latest.extend_from_slice(&bytes);
+        self.client.publish(self.subjects[i].clone(), bytes).await?;
+        self.counts.ticks_out += 1;
+        Ok(true)
+    }
+
+    /// Ends a batch: hands the latest bytes of each symbol to the KV writer and updates
+    /// the metrics.
+    pub fn end_batch(&mut self) {
+        let latest = &mut self.latest;
+        self.slots.offer_batch(self.touched.drain(..).map(|i| {
+            let bytes = Bytes::copy_from_slice(&latest[i]);
+            latest[i].clear();
+            (i, bytes)
+        }));
+        let (now, before) = (self.counts, self.flushed);
+        let source = self.source;
+        metrics::counter!("tickmesh_ingest_ticks_in_total", "source" => source)
+            .increment(now.ticks_in - before.ticks_in);
+        metrics::counter!("tickmesh_ingest_ticks_out_total", "source" => source)
+            .increment(now.ticks_out - before.ticks_out);
+        if now.stale > before.stale {
+            metrics::counter!("tickmesh_ingest_stale_ticks_total", "source" => source)
+                .increment(now.stale - before.stale);
+        }
+        self.flushed = now;
+    }
 }

@@ -1,13 +1,15 @@
 //! The KV snapshot writer: keeps `md_last/<symbol>` at the latest tick, writing each
 //! symbol at most once per `interval_ms`.
 //!
-//! The tick path only [`Slots::offer`]s the encoded bytes (a short mutex, latest wins, no
-//! await); this task takes whatever changed once per interval and writes it with a
-//! bounded number of puts in flight. A slow KV therefore coalesces more, and never slows
-//! the ticks.
+//! The tick path only offers the encoded bytes ([`Slots::offer_batch`]: one short mutex
+//! per batch of ticks, latest wins, no await); this task takes whatever is due and writes
+//! it with a bounded number of puts in flight. A slow KV therefore coalesces more, and
+//! never slows the ticks. The lag of a write is the age of the oldest value it covers:
+//! from when the symbol first changed after its previous write until the put is
+//! acknowledged (`tickmesh_ingest_kv_lag_seconds`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::Store;
@@ -15,53 +17,128 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+/// How long the final write at shutdown may take.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+struct Pending {
+    bytes: Bytes,
+    /// When the symbol first changed since its last write.
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: Vec<Arc<str>>,
+    pending: Vec<Option<Pending>>,
+    /// Indices with a pending value, each once.
+    dirty: Vec<usize>,
+}
+
 /// Latest encoded tick per symbol index, not yet written to KV.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Slots {
-    keys: Vec<String>,
-    pending: Mutex<HashMap<usize, Bytes>>,
+    inner: Mutex<Inner>,
+    stats: KvStats,
+}
+
+/// Counters of the writer, readable while it runs.
+#[derive(Debug, Default)]
+pub struct KvStats {
+    pub writes: AtomicU64,
+    pub errors: AtomicU64,
+    /// Largest lag of a write so far, µs.
+    pub max_lag_us: AtomicU64,
+    /// Sum of lags, µs (with `writes`, the mean).
+    pub lag_sum_us: AtomicU64,
 }
 
 impl Slots {
-    pub fn new(keys: Vec<String>) -> Self {
-        Slots {
-            keys,
-            pending: Mutex::new(HashMap::new()),
+    pub fn new() -> Self {
+        Slots::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("slots mutex is never poisoned: no panics under it")
+    }
+
+    /// Adds the key of the next symbol index; returns that index.
+    pub fn add_key(&self, key: &str) -> usize {
+        let mut inner = self.lock();
+        inner.keys.push(Arc::from(key));
+        inner.pending.push(None);
+        inner.keys.len() - 1
+    }
+
+    /// Records the latest values of several symbols, replacing unwritten ones.
+    pub fn offer_batch(&self, values: impl IntoIterator<Item = (usize, Bytes)>) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        for (i, bytes) in values {
+            match &mut inner.pending[i] {
+                Some(p) => p.bytes = bytes,
+                slot @ None => {
+                    *slot = Some(Pending { bytes, since: now });
+                    inner.dirty.push(i);
+                }
+            }
         }
     }
 
-    /// Records `bytes` as the latest value of symbol `i`, replacing any unwritten one.
+    /// Records `bytes` as the latest value of symbol `i`.
     pub fn offer(&self, i: usize, bytes: Bytes) {
-        self.pending
-            .lock()
-            .expect("slots mutex is never poisoned: no panics under it")
-            .insert(i, bytes);
+        self.offer_batch([(i, bytes)]);
     }
 
-    fn take(&self) -> HashMap<usize, Bytes> {
-        std::mem::take(&mut *self.pending.lock().expect("slots mutex is never poisoned"))
+    /// Symbols with a value not yet written.
+    pub fn pending(&self) -> usize {
+        self.lock().dirty.len()
     }
 
-    /// Puts back values that were not due yet, unless a newer one arrived meanwhile.
-    fn put_back(&self, i: usize, bytes: Bytes) {
-        self.pending
-            .lock()
-            .expect("slots mutex is never poisoned")
-            .entry(i)
-            .or_insert(bytes);
+    pub fn stats(&self) -> &KvStats {
+        &self.stats
+    }
+
+    /// Puts back a value whose write failed, unless a newer one arrived meanwhile.
+    fn put_back(&self, i: usize, p: Pending) {
+        let mut inner = self.lock();
+        if inner.pending[i].is_none() {
+            inner.pending[i] = Some(p);
+            inner.dirty.push(i);
+        }
+    }
+
+    /// Takes the pending values whose symbol is `due`, leaving the others.
+    fn take_due(&self, mut due: impl FnMut(usize) -> bool) -> Vec<(usize, Arc<str>, Pending)> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut out = Vec::new();
+        inner.dirty.retain(|&i| {
+            if !due(i) {
+                return true;
+            }
+            if let Some(p) = inner.pending[i].take() {
+                out.push((i, inner.keys[i].clone(), p));
+            }
+            false
+        });
+        out
     }
 }
 
-/// Runs until `cancel`, then writes what is pending one last time.
+/// Runs until `cancel`, then writes what is pending one last time (within 5 s).
 pub async fn run_writer(
     kv: Store,
-    slots: std::sync::Arc<Slots>,
+    slots: Arc<Slots>,
     interval: Duration,
     max_in_flight: usize,
     cancel: CancellationToken,
 ) {
-    let mut last_put: Vec<Option<Instant>> = vec![None; slots.keys.len()];
-    let mut timer = tokio::time::interval(interval);
+    let mut last_put: Vec<Option<Instant>> = Vec::new();
+    // Rounds come five times per interval, so a write is at most 1.2 intervals apart.
+    let mut timer = tokio::time::interval((interval / 5).max(Duration::from_millis(5)));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
@@ -69,38 +146,58 @@ pub async fn run_writer(
             _ = cancel.cancelled() => true,
         };
         let now = Instant::now();
-        let mut due = Vec::new();
-        for (i, bytes) in slots.take() {
-            match last_put[i] {
-                Some(t) if !stopping && now.duration_since(t) < interval => {
-                    slots.put_back(i, bytes)
-                }
-                _ => due.push((i, bytes)),
+        let due = slots.take_due(|i| {
+            if i >= last_put.len() {
+                last_put.resize(i + 1, None);
             }
-        }
-        for (i, _) in &due {
-            last_put[*i] = Some(now);
-        }
-        write_all(&kv, &slots.keys, due, max_in_flight).await;
-        metrics::histogram!("tickmesh_ingest_kv_round_seconds").record(now.elapsed().as_secs_f64());
+            let due = stopping || last_put[i].is_none_or(|t| now.duration_since(t) >= interval);
+            if due {
+                last_put[i] = Some(now);
+            }
+            due
+        });
+        metrics::gauge!("tickmesh_ingest_kv_pending").set(slots.pending() as f64);
+        let round = write_all(&kv, &slots, due, max_in_flight);
         if stopping {
+            if tokio::time::timeout(FINAL_FLUSH, round).await.is_err() {
+                tracing::warn!("final KV write did not finish within {FINAL_FLUSH:?}");
+            }
             return;
         }
+        round.await;
+        metrics::histogram!("tickmesh_ingest_kv_round_seconds").record(now.elapsed().as_secs_f64());
     }
 }
 
-async fn write_all(kv: &Store, keys: &[String], due: Vec<(usize, Bytes)>, max_in_flight: usize) {
-    let puts = due.into_iter().map(|(i, bytes)| {
-        let key = &keys[i];
-        async move { (key, kv.put(key, bytes).await) }
+async fn write_all(
+    kv: &Store,
+    slots: &Slots,
+    due: Vec<(usize, Arc<str>, Pending)>,
+    max_in_flight: usize,
+) {
+    let stats = &slots.stats;
+    let puts = due.into_iter().map(|(i, key, p)| async move {
+        let result = kv.put(&*key, p.bytes.clone()).await;
+        (i, key, p, result)
     });
     let mut results = futures_util::stream::iter(puts).buffer_unordered(max_in_flight);
-    while let Some((key, result)) = results.next().await {
+    let lag_hist = metrics::histogram!("tickmesh_ingest_kv_lag_seconds");
+    while let Some((i, key, p, result)) = results.next().await {
         match result {
-            Ok(_) => metrics::counter!("tickmesh_ingest_kv_writes_total").increment(1),
+            Ok(_) => {
+                let lag = p.since.elapsed();
+                lag_hist.record(lag.as_secs_f64());
+                let lag_us = lag.as_micros() as u64;
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+                stats.lag_sum_us.fetch_add(lag_us, Ordering::Relaxed);
+                stats.max_lag_us.fetch_max(lag_us, Ordering::Relaxed);
+                metrics::counter!("tickmesh_ingest_kv_writes_total").increment(1);
+            }
             Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("tickmesh_ingest_kv_errors_total").increment(1);
-                tracing::warn!(%key, error = %e, "KV write failed; the next tick of this symbol retries");
+                tracing::warn!(%key, error = %e, "KV write failed; retried at the next round");
+                slots.put_back(i, p);
             }
         }
     }
@@ -111,15 +208,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn latest_offer_wins_and_put_back_never_overwrites_newer() {
-        let s = Slots::new(vec!["A".into()]);
+    fn latest_offer_wins_and_each_symbol_is_taken_once() {
+        let s = Slots::new();
+        assert_eq!(s.add_key("A"), 0);
+        assert_eq!(s.add_key("B"), 1);
         s.offer(0, Bytes::from_static(b"1"));
-        s.offer(0, Bytes::from_static(b"2"));
-        let taken = s.take();
-        assert_eq!(taken[&0], Bytes::from_static(b"2"));
+        s.offer_batch([(0, Bytes::from_static(b"2")), (1, Bytes::from_static(b"x"))]);
+        assert_eq!(s.pending(), 2);
+        let taken = s.take_due(|i| i == 0);
+        assert_eq!(taken.len(), 1);
+        assert_eq!((&*taken[0].1, &taken[0].2.bytes[..]), ("A", &b"2"[..]));
+        assert_eq!(s.pending(), 1, "B was not due and stays");
         s.offer(0, Bytes::from_static(b"3"));
-        s.put_back(0, Bytes::from_static(b"2"));
-        assert_eq!(s.take()[&0], Bytes::from_static(b"3"));
-        assert!(s.take().is_empty());
+        let taken = s.take_due(|_| true);
+        let mut keys: Vec<&str> = taken.iter().map(|(_, k, _)| &**k).collect();
+        keys.sort();
+        assert_eq!(keys, ["A", "B"]);
+        assert!(s.take_due(|_| true).is_empty());
+        let (i, _, p) = taken.into_iter().next().unwrap();
+        s.put_back(i, p.clone());
+        assert_eq!(s.pending(), 1, "a failed write is retried");
+        s.offer(i, Bytes::from_static(b"newer"));
+        s.put_back(i, p);
+        assert_eq!(&s.take_due(|_| true)[0].2.bytes[..], b"newer");
+    }
+
+    #[test]
+    fn lag_counts_from_the_first_unwritten_change() {
+        let s = Slots::new();
+        s.add_key("A");
+        s.offer(0, Bytes::from_static(b"1"));
+        let first = s.lock().pending[0].as_ref().unwrap().since;
+        std::thread::sleep(Duration::from_millis(5));
+        s.offer(0, Bytes::from_static(b"2"));
+        let taken = s.take_due(|_| true);
+        assert_eq!(taken[0].2.since, first);
+        assert_eq!(&taken[0].2.bytes[..], b"2");
     }
 }

@@ -94,6 +94,22 @@ test('refused symbols are not replayed after a reconnect', async () => {
   assert.deepEqual(subscribedOn(h.ws), { AAPL: 'quote/250' });
 });
 
+test('an error about a symbol in another request does not drop its subscription', async () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  h.client.subscribe({ symbols: ['AAPL'] }).catch(() => {});
+  const sub = h.ws.lastOp('subscribe');
+  h.ws.deliver({ type: 'subscribed', id: sub.id, symbols: ['AAPL'], mode: 'quote', interval_ms: 250 });
+  const chains = h.client.chains('AAPL');
+  const { id } = h.ws.lastOp('chains');
+  h.ws.deliver({ type: 'error', id, code: 'unknown_symbol', message: 'no chains', symbol: 'AAPL' });
+  await assert.rejects(chains, { code: 'unknown_symbol' });
+  assert.deepEqual(Object.keys(h.client.subscriptions().symbols), ['AAPL']);
+  await reconnect(h);
+  assert.deepEqual(subscribedOn(h.ws), { AAPL: 'quote/250' }, 'AAPL is still replayed');
+});
+
 function tick(symbol, seq, last = 100) {
   return { symbol, seq, epoch: 1, ts: seq, last };
 }

@@ -2,6 +2,13 @@
 //! free loopback ports, in-process ingest and edge services, and a protocol v1 client.
 //!
 //! Servers are killed and their stores removed on drop.
+//!
+//! - [`mesh`]: the hub cluster and regional leaf clusters on free ports, edge processes,
+//!   and a roaming client.
+//! - [`proxy`]: a TCP proxy that delays, black-holes or resets a link.
+
+pub mod mesh;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -150,6 +157,13 @@ pub fn ingest_config(nats_url: &str, ticks_per_sec: u32) -> IngestConfig {
             ..Default::default()
         })
         .collect();
+    // One small option chain (20 options) and no burst at the open: light and steady on
+    // the shared test machine.
+    c.sim.options.underlyings = vec!["AAPL".into()];
+    c.sim.options.weeklies = 1;
+    c.sim.options.monthlies = 1;
+    c.sim.options.strikes = 5;
+    c.sim.session.open_burst = 1.0;
     c
 }
 
@@ -175,12 +189,17 @@ pub fn edge_config(nats_url: &str) -> EdgeConfig {
 pub async fn start_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAddr)> {
     let listener = tickmesh_edge::bind(config.listen)?;
     let addr = listener.local_addr()?;
+    let tls = config.tls.is_some();
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(async move {
         tickmesh_edge::run(config, listener, async move { token.cancelled().await }).await
     });
     let service = Service { stop, task };
+    if tls {
+        // Readiness is plain HTTP; over TLS the caller's own handshake waits for the edge.
+        return Ok((service, addr));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if http_get(addr, "/readyz")
@@ -227,6 +246,14 @@ pub struct Client {
     pub welcome: Value,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Something the server said: a message, or a close.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -236,14 +263,25 @@ pub enum Event {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, format: Format) -> anyhow::Result<Self> {
-        let mut req = format!("ws://{addr}/v1/stream").into_client_request()?;
-        let proto = match format {
-            Format::Json => SUBPROTOCOL_JSON,
-            Format::MsgPack => SUBPROTOCOL_MSGPACK,
-        };
-        req.headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static(proto));
+        Self::connect_with(addr, format, None).await
+    }
+
+    /// Connects with a token in the `Authorization` header.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        format: Format,
+        token: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let req = stream_request(&format!("ws://{addr}/v1/stream"), format, token)?;
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Self::start(ws, format).await
+    }
+
+    /// Takes over a WebSocket that is already open (e.g. over TLS) and reads `welcome`.
+    pub async fn start(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        format: Format,
+    ) -> anyhow::Result<Self> {
         let mut client = Client {
             ws,
             format,
@@ -354,6 +392,48 @@ impl Client {
                 return Ok(());
             }
         }
+    }
+}
+
+/// An upgrade request for `url` with the subprotocol of `format` and an optional bearer token.
+pub fn stream_request(
+    url: &str,
+    format: Format,
+    token: Option<&str>,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    let mut req = url.into_client_request()?;
+    let proto = match format {
+        Format::Json => SUBPROTOCOL_JSON,
+        Format::MsgPack => SUBPROTOCOL_MSGPACK,
+    };
+    req.headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static(proto));
+    if let Some(token) = token {
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
+    }
+    Ok(req)
+}
+
+/// Tries an upgrade and returns the HTTP status and body of a refusal, or 101.
+pub async fn upgrade_status(url: &str, token: Option<&str>) -> (u16, String) {
+    let req = match stream_request(url, Format::Json, token) {
+        Ok(r) => r,
+        Err(e) => return (0, e.to_string()),
+    };
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => (101, String::new()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (res.status().as_u16(), body)
+        }
+        Err(e) => (0, e.to_string()),
     }
 }
 

@@ -9,15 +9,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+mod bench;
+mod token;
 mod tools;
 
-const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...]>";
+const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...] | token [--help] | bench [--quick] [--scenario NAME]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
+        Some("token") => token::token(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -70,6 +74,28 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         node.args(["--test", "tests/js/"]).current_dir(&root);
         steps.push(("javascript", node));
     }
+    if root.join("tests/py").is_dir() {
+        let mut py = Command::new(root.join(".tools/venv/bin/python"));
+        py.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/py"])
+            .current_dir(&root);
+        steps.push(("python", py));
+    }
+    if root.join("tests/browser/setup.sh").is_file() {
+        let mut setup = Command::new("bash");
+        setup.arg("tests/browser/setup.sh").current_dir(&root);
+        steps.push(("browser setup", setup));
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "-p", "tickmesh-ingest", "-p", "tickmesh-edge"])
+            .current_dir(&root);
+        steps.push(("service build", build));
+        let mut browser = Command::new("node");
+        browser
+            .args(["--test", "tests/browser/"])
+            .env("TICKMESH_NATS_SERVER", &nats)
+            .current_dir(&root);
+        steps.push(("browser", browser));
+    }
     if root.join("terraform/tests/run.sh").is_file() {
         let mut tf = Command::new("bash");
         tf.arg("terraform/tests/run.sh").current_dir(&root);
@@ -119,10 +145,52 @@ impl Drop for Procs {
     }
 }
 
+/// The demo mesh's hub nodes: (name, client, monitoring, route, leaf-node) ports.
+const DEMO_HUB: [(&str, u16, u16, u16, u16); 3] = [
+    ("hub-1", 4222, 8222, 6222, 7422),
+    ("hub-2", 4223, 8223, 6223, 7423),
+    ("hub-3", 4224, 8224, 6224, 7424),
+];
+
+/// A demo region: its leaf nodes (name, client, monitoring, route ports) and its edge.
+struct DemoRegion {
+    name: &'static str,
+    leaves: [(&'static str, u16, u16, u16); 2],
+    edge: (&'static str, u16),
+}
+
+const DEMO_REGIONS: [DemoRegion; 2] = [
+    DemoRegion {
+        name: "region-a",
+        leaves: [
+            ("region-a-1", 4231, 8231, 6231),
+            ("region-a-2", 4232, 8232, 6232),
+        ],
+        edge: ("edge-a", 8080),
+    },
+    DemoRegion {
+        name: "region-b",
+        leaves: [
+            ("region-b-1", 4241, 8241, 6241),
+            ("region-b-2", 4242, 8242, 6242),
+        ],
+        edge: ("edge-b", 8081),
+    },
+];
+
+/// A NATS config list value: `["a", "b"]`.
+fn conf_list(items: impl IntoIterator<Item = String>) -> String {
+    let quoted: Vec<String> = items.into_iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Runs the mesh on 127.0.0.1: a 3-node hub with ingest, and two regions, each a 2-node
+/// leaf cluster with its KV mirror and an edge (region A on :8080, region B on :8081).
 fn demo(args: &[String]) -> anyhow::Result<()> {
     let release = args.iter().any(|a| a == "--release");
     let root = root();
     let nats = tools::ensure(&root)?;
+    token::ensure_dev_secret(&root)?;
     let profile = if release { "release" } else { "debug" };
     eprintln!("xtask: building tickmesh-ingest and tickmesh-edge ({profile})");
     let mut build = Command::new(env!("CARGO"));
@@ -140,57 +208,218 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing Ctrl-C handler")?;
 
-    for port in [4222, 8222, 8080] {
+    let hub_ports = DEMO_HUB.iter().flat_map(|h| [h.1, h.2, h.3, h.4]);
+    let leaf_ports = DEMO_REGIONS.iter().flat_map(|r| {
+        r.leaves
+            .iter()
+            .flat_map(|l| [l.1, l.2, l.3])
+            .chain([r.edge.1])
+    });
+    for port in hub_ports.chain(leaf_ports) {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} on 127.0.0.1 is in use: stop whatever holds it and retry");
         }
     }
     let state = root.join(".tools/demo");
     let _ = std::fs::remove_dir_all(&state);
-    std::fs::create_dir_all(&state)?;
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    // The regions' credentials on the hub's leaf-node listeners, new for every run.
+    let leaf_password = format!(
+        "demo-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ u128::from(std::process::id())
+    );
     let mut procs = Procs(Vec::new());
-    let server = Command::new(&nats)
-        .args(["-c", "nats/local.conf"])
-        .env("TICKMESH_NATS_PORT", "4222")
-        .env("TICKMESH_NATS_HTTP_PORT", "8222")
-        .env("TICKMESH_NATS_STORE", state.join("js"))
-        .current_dir(&root)
-        .spawn()
-        .context("starting nats-server")?;
-    procs.0.push(("nats-server", server));
-    wait_http("http://127.0.0.1:8222/healthz", Duration::from_secs(10))?;
 
-    let ingest = Command::new(bin.join("tickmesh-ingest"))
+    let routes = conf_list(DEMO_HUB.iter().map(|h| format!("nats://127.0.0.1:{}", h.3)));
+    for (name, port, http, cluster, leaf) in DEMO_HUB {
+        let node = nats_node(
+            &nats,
+            &root,
+            "nats/hub.conf",
+            name,
+            [port, http, cluster],
+            &state,
+        )?
+        .env("TICKMESH_NATS_ROUTES", &routes)
+        .env("TICKMESH_NATS_LEAF_PORT", leaf.to_string())
+        .env("TICKMESH_NATS_LEAF_USER", "region")
+        .env("TICKMESH_NATS_LEAF_PASSWORD", &leaf_password)
+        .spawn()
+        .with_context(|| format!("starting nats-server {name}"))?;
+        procs.0.push((name, node));
+    }
+    eprintln!("xtask: waiting for the hub's JetStream cluster");
+    for (_, _, http, _, _) in DEMO_HUB {
+        demo_wait(&format!("http://127.0.0.1:{http}/healthz"), &stop)?;
+    }
+
+    let hub_leaf_urls = conf_list(
+        DEMO_HUB
+            .iter()
+            .map(|h| format!("nats-leaf://region:{leaf_password}@127.0.0.1:{}", h.4)),
+    );
+    for region in &DEMO_REGIONS {
+        let routes = conf_list(
+            region
+                .leaves
+                .iter()
+                .map(|l| format!("nats://127.0.0.1:{}", l.3)),
+        );
+        for (name, port, http, cluster) in region.leaves {
+            let node = nats_node(
+                &nats,
+                &root,
+                "nats/leaf.conf",
+                name,
+                [port, http, cluster],
+                &state,
+            )?
+            .env("TICKMESH_REGION", region.name)
+            .env("TICKMESH_NATS_ROUTES", &routes)
+            .env("TICKMESH_HUB_LEAF_URLS", &hub_leaf_urls)
+            .spawn()
+            .with_context(|| format!("starting nats-server {name}"))?;
+            procs.0.push((name, node));
+        }
+    }
+    eprintln!("xtask: waiting for the regions' leaf clusters");
+    for region in &DEMO_REGIONS {
+        for (_, _, http, _) in region.leaves {
+            demo_wait(&format!("http://127.0.0.1:{http}/healthz"), &stop)?;
+        }
+    }
+
+    let hub_urls = conf_list(DEMO_HUB.iter().map(|h| format!("nats://127.0.0.1:{}", h.1)));
+    let ingest = own_group(&mut Command::new(bin.join("tickmesh-ingest")))
         .args(["--config", "config/ingest.toml"])
+        .env("TICKMESH_INGEST_NATS__URLS", &hub_urls)
+        .env("TICKMESH_INGEST_KV__REPLICAS", "3")
         .current_dir(&root)
         .spawn()
         .context("starting tickmesh-ingest")?;
     procs.0.push(("tickmesh-ingest", ingest));
-    let edge = Command::new(bin.join("tickmesh-edge"))
-        .args(["--config", "config/edge.toml"])
-        .current_dir(&root)
-        .spawn()
-        .context("starting tickmesh-edge")?;
-    procs.0.push(("tickmesh-edge", edge));
-    wait_http("http://127.0.0.1:8080/readyz", Duration::from_secs(20))?;
+    for region in &DEMO_REGIONS {
+        let (name, port) = region.edge;
+        let urls = conf_list(
+            region
+                .leaves
+                .iter()
+                .map(|l| format!("nats://127.0.0.1:{}", l.1)),
+        );
+        let edge = own_group(&mut Command::new(bin.join("tickmesh-edge")))
+            .args(["--config", "config/edge.toml"])
+            .env("TICKMESH_EDGE_NAME", name)
+            .env("TICKMESH_EDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TICKMESH_EDGE_NATS__URLS", urls)
+            .env("TICKMESH_EDGE_NATS__NAME", format!("tickmesh-{name}"))
+            .env("TICKMESH_EDGE_NATS__JS_DOMAIN", "hub")
+            .env("TICKMESH_EDGE_NATS__KV_MIRROR_DOMAIN", region.name)
+            .env("TICKMESH_EDGE_NATS__KV_MIRROR_CREATE", "true")
+            .current_dir(&root)
+            .spawn()
+            .with_context(|| format!("starting tickmesh-edge {name}"))?;
+        procs.0.push((name, edge));
+    }
+    for region in &DEMO_REGIONS {
+        demo_wait(&format!("http://127.0.0.1:{}/readyz", region.edge.1), &stop)?;
+    }
 
     println!();
-    println!("TickMesh demo is running:");
-    println!("  dashboard:  http://127.0.0.1:8080/");
-    println!("  WebSocket:  ws://127.0.0.1:8080/v1/stream");
-    println!("  metrics:    http://127.0.0.1:8080/metrics");
+    println!("TickMesh demo mesh is running (hub: 3 nodes; regions A and B: 2 leaf nodes each):");
+    for region in &DEMO_REGIONS {
+        let port = region.edge.1;
+        println!("  {}:", region.name);
+        println!("    dashboard:  http://127.0.0.1:{port}/");
+        println!("    WebSocket:  ws://127.0.0.1:{port}/v1/stream");
+        println!("    metrics:    http://127.0.0.1:{port}/metrics");
+    }
+    println!("  hub monitoring: http://127.0.0.1:8222/leafz?subs=1  (what crosses to each region)");
+    println!("  nats-server logs: {}", logs.display());
+    println!("  A nats-server may be killed to watch the fail-over (docs/operations.md).");
     println!("Press Ctrl-C to stop.");
+    let services = ["edge-a", "edge-b", "tickmesh-ingest"];
+    let mut gone: Vec<&str> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         for (name, child) in procs.0.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                bail!("{name} exited unexpectedly: {status}");
+                if services.contains(name) {
+                    bail!("{name} exited unexpectedly: {status}");
+                }
+                if !gone.contains(name) {
+                    gone.push(name);
+                    eprintln!(
+                        "xtask: nats-server {name} exited ({status}); the mesh carries on without it"
+                    );
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("xtask: stopping");
+    // The services first, while NATS still runs (the edges drain their sessions, ingest
+    // writes its last KV values), then the servers.
+    let (first, rest): (Vec<_>, Vec<_>) = procs
+        .0
+        .drain(..)
+        .partition(|(name, _)| services.contains(name));
+    procs.0 = rest;
+    drop(Procs(first));
     drop(procs);
     Ok(())
+}
+
+/// Puts a demo child in its own process group: Ctrl-C reaches only xtask, which then
+/// stops the children in order.
+fn own_group(cmd: &mut Command) -> &mut Command {
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    cmd
+}
+
+/// Waits up to 30 s for `url` to answer 200; gives up at once on Ctrl-C.
+fn demo_wait(url: &str, stop: &AtomicBool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted while waiting for {url}");
+        }
+        match wait_http(url, Duration::from_millis(500)) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A nats-server command for one mesh node from a `nats/` template: name, client,
+/// monitoring and route ports, its own store under `state`, its log in `state/logs`.
+fn nats_node(
+    nats: &Path,
+    root: &Path,
+    conf: &str,
+    name: &str,
+    [port, http, cluster]: [u16; 3],
+    state: &Path,
+) -> anyhow::Result<Command> {
+    let log = std::fs::File::create(state.join("logs").join(format!("{name}.log")))?;
+    let mut cmd = Command::new(nats);
+    own_group(&mut cmd)
+        .args(["-c", conf])
+        .env("TICKMESH_NATS_NAME", name)
+        .env("TICKMESH_NATS_HOST", "127.0.0.1")
+        .env("TICKMESH_NATS_PORT", port.to_string())
+        .env("TICKMESH_NATS_HTTP_PORT", http.to_string())
+        .env("TICKMESH_NATS_CLUSTER_PORT", cluster.to_string())
+        .env("TICKMESH_NATS_STORE", state.join(name))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .current_dir(root);
+    Ok(cmd)
 }
 
 /// Polls a plain-HTTP URL on loopback until it answers 200.

@@ -1,318 +1,536 @@
-//! The market simulator: a random walk over a universe of instruments.
+//! The market simulator: equities, ETFs and indices on a random walk, and option chains
+//! priced off them.
 //!
-//! Each instrument keeps a mid price on its tick size; every tick moves it by a small
-//! random step, quotes a spread of one to a few ticks around it and prints a trade at the
-//! bid or the ask. Deterministic for a given seed.
+//! - Each listed instrument keeps a continuous mid; every tick moves it by a step with the
+//!   instrument's daily volatility scaled to the simulated time since its last tick, then
+//!   quotes a one-to-three-tick spread around it on the tick grid, with sizes in round
+//!   lots and top-of-book depth. About 40 % of ticks print a trade at the bid or ask.
+//!   Indices carry only a value (`last`) with open, high, low and previous close.
+//! - Time comes from the [`SessionClock`]: `ticks_per_sec` is the rate of listed ticks per
+//!   wall second, multiplied by the clock's activity (bursting at the open). Each session
+//!   opens with a gap from the previous close; at the close the next day begins, expired
+//!   options are delisted and new expiries listed (see [`Simulator::take_ref_update`]).
+//! - Option chains are re-priced every `options.reprice_ms` (see [`super::options`]).
+//!
+//! Deterministic for a given seed and configuration: the sequence of ticks depends on
+//! nothing else (the wall clock only decides how many are due at once).
+
+use std::collections::VecDeque;
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
-use tickmesh_core::tick::round_to;
-use tickmesh_core::{Kind, Tick};
+use rand::{Rng, RngCore, SeedableRng};
+use tickmesh_core::date::Date;
+use tickmesh_core::refdata::{self, Chain, ChainExpiry, Instrument};
+use tickmesh_core::tick::{Kind, Tick, round_to};
 
-/// One instrument of the simulated universe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InstrumentSpec {
-    pub symbol: String,
-    pub kind: Kind,
-    /// Starting price (also the previous close).
-    pub price: f64,
-    /// Price increment.
-    pub tick_size: f64,
-    /// Decimals that prices are rounded to.
-    pub decimals: u32,
-    /// Round lot: sizes are multiples of it.
-    pub lot: u64,
-    /// Daily volatility, as a fraction of the price (0.02 = 2 %).
-    pub volatility: f64,
-}
+use super::options::{self, Market, OptionState, OptionsConfig};
+use super::pricing::Smile;
+use super::session::{SessionClock, SessionConfig};
+pub use super::universe::{InstrumentSpec, default_universe};
+pub use crate::refdata::RefUpdate;
 
-impl Default for InstrumentSpec {
-    fn default() -> Self {
-        InstrumentSpec {
-            symbol: String::new(),
-            kind: Kind::Equity,
-            price: 100.0,
-            tick_size: 0.01,
-            decimals: 2,
-            lot: 100,
-            volatility: 0.02,
-        }
-    }
-}
-
-impl InstrumentSpec {
-    pub fn validate(&self) -> Result<(), String> {
-        tickmesh_core::symbol::validate(&self.symbol)
-            .map_err(|e| format!("symbol {:?}: {e}", self.symbol))?;
-        if !(self.price.is_finite() && self.price > 0.0) {
-            return Err(format!("price must be positive, got {}", self.price));
-        }
-        if !(self.tick_size.is_finite() && self.tick_size > 0.0 && self.tick_size < self.price) {
-            return Err(format!(
-                "tick_size must be in (0, price), got {}",
-                self.tick_size
-            ));
-        }
-        if self.decimals > 8 {
-            return Err(format!("decimals must be at most 8, got {}", self.decimals));
-        }
-        if self.lot == 0 {
-            return Err("lot must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&self.volatility) {
-            return Err(format!(
-                "volatility must be in [0, 1], got {}",
-                self.volatility
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The built-in universe: US equities and ETFs at plausible prices.
-pub fn default_universe() -> Vec<InstrumentSpec> {
-    const EQUITIES: &[(&str, f64)] = &[
-        ("AAPL", 228.50),
-        ("MSFT", 415.20),
-        ("NVDA", 136.40),
-        ("TSLA", 248.90),
-        ("AMZN", 197.30),
-        ("GOOGL", 176.80),
-        ("META", 585.10),
-        ("BRK-B", 462.70),
-        ("AVGO", 171.60),
-        ("JPM", 224.30),
-        ("LLY", 812.40),
-        ("V", 289.50),
-        ("UNH", 561.20),
-        ("XOM", 118.70),
-        ("MA", 498.30),
-        ("JNJ", 156.40),
-        ("PG", 168.90),
-        ("HD", 402.60),
-        ("COST", 905.80),
-        ("ABBV", 176.20),
-        ("MRK", 101.30),
-        ("CVX", 151.40),
-        ("KO", 62.80),
-        ("PEP", 158.70),
-        ("ADBE", 506.90),
-        ("CRM", 331.50),
-        ("NFLX", 771.60),
-        ("AMD", 139.80),
-        ("INTC", 23.40),
-        ("CSCO", 58.30),
-        ("ORCL", 176.90),
-        ("BAC", 44.60),
-        ("WMT", 84.90),
-        ("DIS", 113.20),
-        ("NKE", 77.40),
-        ("PFE", 26.10),
-        ("T", 22.70),
-        ("VZ", 41.80),
-        ("BA", 155.30),
-        ("CAT", 384.60),
-        ("GS", 574.20),
-        ("IBM", 212.80),
-        ("QCOM", 158.40),
-        ("TXN", 199.70),
-        ("UBER", 71.90),
-        ("PLTR", 61.30),
-        ("COIN", 298.40),
-        ("SHOP", 109.60),
-    ];
-    const ETFS: &[(&str, f64)] = &[
-        ("SPY", 593.40),
-        ("QQQ", 508.20),
-        ("IWM", 232.60),
-        ("DIA", 436.10),
-        ("XLF", 49.30),
-        ("XLE", 92.40),
-        ("XLK", 233.80),
-        ("GLD", 246.70),
-        ("TLT", 91.20),
-        ("EEM", 43.80),
-        ("HYG", 79.60),
-        ("VTI", 295.30),
-    ];
-    let equity = EQUITIES.iter().map(|&(s, p)| (s, p, Kind::Equity, 0.022));
-    let etf = ETFS.iter().map(|&(s, p)| (s, p, Kind::Etf, 0.012));
-    equity
-        .chain(etf)
-        .map(|(symbol, price, kind, volatility)| InstrumentSpec {
-            symbol: symbol.into(),
-            kind,
-            price,
-            volatility,
-            ..InstrumentSpec::default()
-        })
-        .collect()
-}
-
-/// Per-instrument state of the walk.
+/// What the simulator needs from the config.
 #[derive(Debug, Clone)]
-struct State {
+pub struct SimParams<'a> {
+    pub seed: u64,
+    pub ticks_per_sec: f64,
+    pub universe: &'a [InstrumentSpec],
+    pub session: &'a SessionConfig,
+    pub options: &'a OptionsConfig,
+    /// Depth levels per side; 0 for none.
+    pub depth: usize,
+    /// The date used when `session.date` is not set.
+    pub today: Date,
+}
+
+/// A uniform draw in [0, 1) from 53 random bits.
+fn uniform(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Prices on an instrument's tick grid, printing short.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    tick_size: f64,
+    decimals: u32,
+    /// Ticks per unit of price when that is a whole number (0.01 → 100): then a price is
+    /// `ticks / per_unit`, an integer over an integer, which is already the nearest double
+    /// to the decimal, with no rounding call.
+    per_unit: Option<f64>,
+}
+
+impl Grid {
+    fn new(tick_size: f64, decimals: u32) -> Self {
+        let per_unit = (1.0 / tick_size).round();
+        let whole = (per_unit * tick_size - 1.0).abs() < 1e-9 && per_unit < 1e9;
+        Grid {
+            tick_size,
+            decimals,
+            per_unit: whole.then_some(per_unit),
+        }
+    }
+
+    fn price(self, ticks: i64) -> f64 {
+        match self.per_unit {
+            Some(n) => ticks as f64 / n,
+            None => round_to(ticks as f64 * self.tick_size, self.decimals),
+        }
+    }
+}
+
+/// A listed (non-option) instrument's walk.
+#[derive(Debug, Clone)]
+struct Listed {
     spec: InstrumentSpec,
-    /// Mid in ticks (an integer count of tick sizes), so prices always sit on the grid.
-    mid_ticks: i64,
+    grid: Grid,
+    mid: f64,
+    last: f64,
+    last_size: u64,
+    volume: u64,
     open: f64,
     high: f64,
     low: f64,
-    volume: u64,
+    prev_close: f64,
+    /// Simulated trading seconds at its last move.
+    moved_at: f64,
 }
 
-/// The simulator. `next_tick` picks an instrument and moves it.
+/// The options of one underlying.
+#[derive(Debug, Clone)]
+struct ChainState {
+    underlying: usize,
+    root: String,
+    expiries: Vec<(Date, Vec<f64>)>,
+    /// Its live options, as indices into `Simulator::opts`.
+    members: Vec<usize>,
+    atm_vol: f64,
+}
+
 #[derive(Debug)]
 pub struct Simulator {
     rng: SmallRng,
-    states: Vec<State>,
+    clock: SessionClock,
+    /// Simulated trading seconds so far (excludes the nights).
+    trading_secs: f64,
+    rate: f64,
+    depth: usize,
+    options: OptionsConfig,
+    /// Wall seconds since the start at which the next listed tick is due.
+    at: f64,
+    reprice_at: f64,
+    reprice_every: f64,
+    /// Listed instruments: symbol index `i < listed.len()`.
+    listed: Vec<Listed>,
+    /// Options ever listed: symbol index `listed.len() + k`.
+    opts: Vec<OptionState>,
+    chains: Vec<ChainState>,
+    pending: VecDeque<(usize, Tick)>,
+    ref_update: Option<RefUpdate>,
 }
 
 impl Simulator {
-    /// A simulator over `universe` (the built-in one when empty).
-    pub fn new(universe: &[InstrumentSpec], seed: u64) -> Self {
-        let specs = if universe.is_empty() {
+    /// A simulator over `p.universe` (the built-in one when empty). Option underlyings
+    /// missing from the universe are skipped (the config refuses them beforehand).
+    pub fn new(p: &SimParams) -> Self {
+        let specs = if p.universe.is_empty() {
             default_universe()
         } else {
-            universe.to_vec()
+            p.universe.to_vec()
         };
-        let states = specs
-            .into_iter()
-            .map(|spec| {
-                let price = round_to(spec.price, spec.decimals);
-                State {
-                    mid_ticks: (spec.price / spec.tick_size).round() as i64,
-                    open: price,
-                    high: price,
-                    low: price,
-                    volume: 0,
-                    spec,
-                }
-            })
-            .collect();
-        Simulator {
-            rng: SmallRng::seed_from_u64(seed),
-            states,
+        let mut sim = Simulator {
+            rng: SmallRng::seed_from_u64(p.seed),
+            clock: SessionClock::new(p.session, p.today),
+            trading_secs: 0.0,
+            rate: p.ticks_per_sec.max(1.0),
+            depth: p.depth,
+            options: p.options.clone(),
+            at: 0.0,
+            reprice_at: 0.0,
+            reprice_every: p.options.reprice_ms as f64 / 1000.0,
+            listed: Vec::with_capacity(specs.len()),
+            opts: Vec::new(),
+            chains: Vec::new(),
+            pending: VecDeque::new(),
+            ref_update: None,
+        };
+        for spec in specs {
+            let price = spec.price;
+            let mut l = Listed {
+                mid: price,
+                last: price,
+                last_size: 0,
+                volume: 0,
+                open: price,
+                high: price,
+                low: price,
+                prev_close: round_to(price, spec.decimals),
+                moved_at: 0.0,
+                grid: Grid::new(spec.tick_size, spec.decimals),
+                spec,
+            };
+            open_session(&mut l, &mut sim.rng);
+            sim.listed.push(l);
+        }
+        for name in &p.options.underlyings {
+            if let Some(i) = sim.listed.iter().position(|l| &l.spec.symbol == name) {
+                let l = &sim.listed[i];
+                sim.chains.push(ChainState {
+                    underlying: i,
+                    root: refdata::occ_root(name),
+                    expiries: Vec::new(),
+                    members: Vec::new(),
+                    atm_vol: l.spec.volatility * 252f64.sqrt(),
+                });
+            }
+        }
+        sim.list_expiries();
+        sim.ref_update = Some(sim.reference());
+        sim
+    }
+
+    /// Every symbol ever listed, by index (delisted options keep their index).
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        let listed = self.listed.iter().map(|l| l.spec.symbol.as_str());
+        listed.chain(self.opts.iter().map(|o| o.symbol.as_str()))
+    }
+
+    /// The symbol of index `i` (below [`Simulator::len`]).
+    pub fn symbol(&self, i: usize) -> &str {
+        match i.checked_sub(self.listed.len()) {
+            None => &self.listed[i].spec.symbol,
+            Some(k) => &self.opts[k].symbol,
         }
     }
 
-    pub fn symbols(&self) -> impl Iterator<Item = &str> {
-        self.states.iter().map(|s| s.spec.symbol.as_str())
-    }
-
     pub fn len(&self) -> usize {
-        self.states.len()
+        self.listed.len() + self.opts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.len() == 0
     }
 
-    /// The next tick: (index of the instrument, tick without seq, epoch or ts).
+    /// Options listed now.
+    pub fn live_options(&self) -> usize {
+        self.chains.iter().map(|c| c.members.len()).sum()
+    }
+
+    /// The simulated date and seconds since midnight.
+    pub fn market_time(&self) -> (Date, f64) {
+        (self.clock.date(), self.clock.secs())
+    }
+
+    /// Wall seconds since the start at which the next tick is due.
+    pub fn next_due(&self) -> f64 {
+        if self.pending.is_empty() {
+            self.at.min(self.reprice_at)
+        } else {
+            0.0
+        }
+    }
+
+    /// Jumps to `wall` seconds after a stall, skipping the ticks in between.
+    pub fn skip_to(&mut self, wall: f64) {
+        if wall > self.at {
+            self.advance_clock(wall - self.at);
+            self.at = wall;
+        }
+        self.reprice_at = self.reprice_at.max(wall);
+    }
+
+    /// Reference data changed since the last call (the whole set at the start).
+    pub fn take_ref_update(&mut self) -> Option<RefUpdate> {
+        self.ref_update.take()
+    }
+
+    /// The next tick: (symbol index, tick without seq, epoch or ts).
     pub fn next_tick(&mut self) -> (usize, Tick) {
-        let i = self.rng.random_range(0..self.states.len());
+        let mut tick = Tick::default();
+        let i = self.next_tick_into(&mut tick);
+        (i, tick)
+    }
+
+    /// [`Simulator::next_tick`] into `out`, reusing its allocations; returns the index.
+    pub fn next_tick_into(&mut self, out: &mut Tick) -> usize {
+        loop {
+            if let Some((i, t)) = self.pending.pop_front() {
+                *out = t;
+                return i;
+            }
+            if self.reprice_at <= self.at && !self.chains.is_empty() {
+                self.reprice();
+                self.reprice_at += self.reprice_every;
+                continue;
+            }
+            self.reprice_at = self.reprice_at.max(self.at);
+            let i = self.rng.random_range(0..self.listed.len());
+            self.listed_tick(i, out);
+            let dt = 1.0 / (self.rate * self.clock.activity());
+            self.at += dt;
+            self.advance_clock(dt);
+            return i;
+        }
+    }
+
+    fn advance_clock(&mut self, wall: f64) {
+        self.trading_secs += wall * self.clock.speed();
+        if self.clock.advance(wall) {
+            self.roll_day();
+        }
+    }
+
+    fn listed_tick(&mut self, i: usize, out: &mut Tick) {
+        let l = &mut self.listed[i];
         let rng = &mut self.rng;
-        let s = &mut self.states[i];
-        let spec = &s.spec;
-        // A step of the walk: volatility scaled to roughly 10k ticks a day per symbol,
-        // uniform with the matching standard deviation (sqrt(3) · sigma).
-        let sigma = spec.volatility / 100.0;
-        let step = rng.random_range(-1.0..1.0) * sigma * 3f64.sqrt();
-        let mid = s.mid_ticks as f64 * spec.tick_size * (1.0 + step);
-        s.mid_ticks = ((mid / spec.tick_size).round() as i64).max(2);
-        let half_spread = rng.random_range(1..=3i64);
-        let bid_ticks = (s.mid_ticks - half_spread / 2 - half_spread % 2).max(1);
-        let ask_ticks = bid_ticks + half_spread;
-        let price = |ticks: i64| round_to(ticks as f64 * spec.tick_size, spec.decimals);
+        let session = self.clock.session_secs();
+        let dt = (self.trading_secs - l.moved_at).clamp(0.0, session);
+        l.moved_at = self.trading_secs;
+        // Two draws per tick: one for the price step, one sliced into the discrete choices.
+        let z = (uniform(rng.next_u64()) * 2.0 - 1.0) * 3f64.sqrt();
+        let r = rng.next_u64();
+        let byte = |k: u32| (r >> (8 * k)) & 0xff;
+        let tick_size = l.spec.tick_size;
+        l.mid =
+            (l.mid * (1.0 + l.spec.volatility * (dt / session).sqrt() * z)).max(2.0 * tick_size);
+        let grid = l.grid;
+        let price = |ticks: i64| grid.price(ticks);
+        let mut book = out.depth.take();
+        let mut symbol = std::mem::take(&mut out.symbol);
+        symbol.clear();
+        symbol.push_str(&l.spec.symbol);
+        if l.spec.kind == Kind::Index {
+            let value = price((l.mid / tick_size).round() as i64);
+            l.last = value;
+            l.high = l.high.max(value);
+            l.low = l.low.min(value);
+            *out = Tick {
+                symbol,
+                kind: Kind::Index,
+                last: Some(value),
+                open: Some(l.open),
+                high: Some(l.high),
+                low: Some(l.low),
+                prev_close: Some(l.prev_close),
+                ..Tick::default()
+            };
+            return;
+        }
+        // Spread of 1 tick, 2 with chance 0.3, 3 with chance 0.03.
+        let spread = 1 + i64::from(byte(0) < 77) + i64::from(byte(0) < 77 && byte(1) < 26);
+        let bid_ticks = ((l.mid / tick_size - spread as f64 / 2.0).round() as i64).max(1);
+        let ask_ticks = bid_ticks + spread;
         let (bid, ask) = (price(bid_ticks), price(ask_ticks));
-        let last = if rng.random_bool(0.5) { bid } else { ask };
-        let last_size = spec.lot * rng.random_range(1..=10);
-        s.volume += last_size;
-        s.high = s.high.max(last);
-        s.low = s.low.min(last);
-        let tick = Tick {
-            symbol: spec.symbol.clone(),
-            kind: spec.kind,
-            last: Some(last),
-            last_size: Some(last_size),
+        if byte(2) < 102 {
+            // A trade (chance 0.4), at the bid or the ask, of 1 to 10 lots.
+            l.last = if byte(3) & 1 == 0 { bid } else { ask };
+            l.last_size = l.spec.lot * (1 + byte(4) % 10);
+            l.volume += l.last_size;
+            l.high = l.high.max(l.last);
+            l.low = l.low.min(l.last);
+        }
+        let lot = l.spec.lot;
+        let bid_size = lot * (1 + byte(5) % 20);
+        let ask_size = lot * (1 + byte(6) % 20);
+        let depth = (self.depth > 0).then(|| {
+            let mut d = book.take().unwrap_or_default();
+            d.bids.clear();
+            d.asks.clear();
+            let mut sizes = rng.next_u64();
+            for k in 0..self.depth as i64 {
+                let (bs, asz) = if k == 0 {
+                    (bid_size, ask_size)
+                } else {
+                    if sizes == 0 {
+                        sizes = rng.next_u64();
+                    }
+                    let pair = (
+                        lot * (1 + (sizes & 0xff) % 40),
+                        lot * (1 + (sizes >> 8 & 0xff) % 40),
+                    );
+                    sizes >>= 16;
+                    pair
+                };
+                if bid_ticks - k > 0 {
+                    d.bids.push((price(bid_ticks - k), bs));
+                }
+                d.asks.push((price(ask_ticks + k), asz));
+            }
+            d
+        });
+        *out = Tick {
+            symbol,
+            kind: l.spec.kind,
+            last: Some(l.last),
+            last_size: (l.last_size > 0).then_some(l.last_size),
             bid: Some(bid),
             ask: Some(ask),
-            bid_size: Some(spec.lot * rng.random_range(1..=20)),
-            ask_size: Some(spec.lot * rng.random_range(1..=20)),
-            volume: Some(s.volume),
-            open: Some(s.open),
-            high: Some(s.high),
-            low: Some(s.low),
-            prev_close: Some(round_to(spec.price, spec.decimals)),
+            bid_size: Some(bid_size),
+            ask_size: Some(ask_size),
+            volume: Some(l.volume),
+            open: Some(l.open),
+            high: Some(l.high),
+            low: Some(l.low),
+            prev_close: Some(l.prev_close),
+            depth,
             ..Tick::default()
         };
-        (i, tick)
+    }
+
+    fn reprice(&mut self) {
+        for c in 0..self.chains.len() {
+            let chain = &self.chains[c];
+            let market = market(&self.listed, chain, &self.options, &self.clock, self.depth);
+            for &k in &chain.members {
+                if let Some(t) = self.opts[k].reprice(&market, &mut self.rng) {
+                    self.pending.push_back((self.listed.len() + k, t));
+                }
+            }
+        }
+    }
+
+    /// Lists the expiries due as of the clock's date that are not listed yet; delists
+    /// the expired ones. Returns the symbols delisted.
+    fn list_expiries(&mut self) -> Vec<String> {
+        let today = self.clock.date();
+        let wanted = options::expiries(today, self.options.weeklies, self.options.monthlies);
+        let mut removed = Vec::new();
+        for c in 0..self.chains.len() {
+            let chain = &self.chains[c];
+            let market = market(&self.listed, chain, &self.options, &self.clock, self.depth);
+            let (underlying, root) = (chain.underlying, chain.root.clone());
+            let kind = self.listed[underlying].spec.kind;
+            let name = self.listed[underlying].spec.symbol.clone();
+            let mut added = Vec::new();
+            for &expiry in wanted
+                .iter()
+                .filter(|e| !chain.expiries.iter().any(|x| x.0 == **e))
+            {
+                let strikes = options::strikes(
+                    market.spot,
+                    options::strike_step(market.spot, kind),
+                    self.options.strikes,
+                );
+                let opts: Vec<OptionState> = options::contracts(&root, expiry, &strikes)
+                    .into_iter()
+                    .map(|id| OptionState::new(id, &name, underlying, &market))
+                    .collect();
+                added.push((expiry, strikes, opts));
+            }
+            let mut members = Vec::new();
+            for &k in &self.chains[c].members {
+                let o = &mut self.opts[k];
+                if o.id.expiry < today {
+                    o.expired = true;
+                    removed.push(o.symbol.clone());
+                } else {
+                    members.push(k);
+                }
+            }
+            let chain = &mut self.chains[c];
+            chain.expiries.retain(|(e, _)| *e >= today);
+            for (expiry, strikes, opts) in added {
+                chain.expiries.push((expiry, strikes));
+                for o in opts {
+                    members.push(self.opts.len());
+                    self.opts.push(o);
+                }
+            }
+            chain.expiries.sort_by_key(|e| e.0);
+            chain.members = members;
+        }
+        removed
+    }
+
+    fn roll_day(&mut self) {
+        for l in &mut self.listed {
+            l.prev_close = l.last;
+            open_session(l, &mut self.rng);
+        }
+        for o in &mut self.opts {
+            o.roll_day();
+        }
+        let removed = self.list_expiries();
+        let mut update = self.reference();
+        update.removed = removed;
+        self.ref_update = Some(update);
+        self.reprice_at = self.reprice_at.min(self.at);
+    }
+
+    /// The whole current reference data.
+    pub fn reference(&self) -> RefUpdate {
+        let listed = self.listed.iter().map(|l| Instrument {
+            symbol: l.spec.symbol.clone(),
+            kind: l.spec.kind,
+            tick_size: Some(l.spec.tick_size),
+            decimals: Some(l.spec.decimals),
+            lot: (l.spec.kind != Kind::Index).then_some(l.spec.lot),
+            multiplier: None,
+            underlying: None,
+            expiry: None,
+            strike: None,
+            right: None,
+        });
+        let live = self.opts.iter().filter(|o| !o.expired);
+        let instruments = listed.chain(live.map(OptionState::instrument)).collect();
+        let chains = self
+            .chains
+            .iter()
+            .map(|c| Chain {
+                underlying: self.listed[c.underlying].spec.symbol.clone(),
+                root: c.root.clone(),
+                expiries: c
+                    .expiries
+                    .iter()
+                    .map(|(expiry, strikes)| ChainExpiry {
+                        expiry: *expiry,
+                        strikes: strikes.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        RefUpdate {
+            instruments,
+            chains,
+            removed: Vec::new(),
+        }
+    }
+}
+
+/// The model inputs of a chain now.
+fn market<'a>(
+    listed: &[Listed],
+    chain: &ChainState,
+    options: &'a OptionsConfig,
+    clock: &'a SessionClock,
+    depth: usize,
+) -> Market<'a> {
+    Market {
+        spot: listed[chain.underlying].mid,
+        smile: Smile {
+            atm: chain.atm_vol,
+            skew: options.skew,
+            smile: options.smile,
+        },
+        config: options,
+        clock,
+        depth,
+    }
+}
+
+/// Opens a session: a gap from the previous close, an opening print.
+fn open_session(l: &mut Listed, rng: &mut SmallRng) {
+    let gap = rng.random_range(-1.0..1.0) * l.spec.volatility * 0.3;
+    let tick = l.spec.tick_size;
+    l.mid = (l.prev_close * (1.0 + gap)).max(2.0 * tick);
+    let open = round_to((l.mid / tick).round() * tick, l.spec.decimals);
+    (l.open, l.high, l.low, l.last) = (open, open, open, open);
+    if l.spec.kind == Kind::Index {
+        (l.volume, l.last_size) = (0, 0);
+    } else {
+        l.last_size = l.spec.lot * rng.random_range(10..=200);
+        l.volume = l.last_size;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_universe_is_big_enough_and_valid() {
-        let u = default_universe();
-        assert!(u.len() >= 50, "{}", u.len());
-        for s in ["AAPL", "MSFT", "NVDA", "TSLA", "SPY"] {
-            assert!(u.iter().any(|i| i.symbol == s), "{s}");
-        }
-        for i in &u {
-            i.validate().unwrap();
-        }
-        let mut names: Vec<_> = u.iter().map(|i| &i.symbol).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), u.len(), "duplicate symbols");
-    }
-
-    #[test]
-    fn same_seed_same_ticks() {
-        let mut a = Simulator::new(&[], 42);
-        let mut b = Simulator::new(&[], 42);
-        for _ in 0..1000 {
-            assert_eq!(a.next_tick(), b.next_tick());
-        }
-    }
-
-    #[test]
-    fn quotes_are_sane_and_on_the_grid() {
-        let mut sim = Simulator::new(&[], 7);
-        for _ in 0..20_000 {
-            let (_, t) = sim.next_tick();
-            let (bid, ask, last) = (t.bid.unwrap(), t.ask.unwrap(), t.last.unwrap());
-            assert!(bid > 0.0 && bid < ask, "{t:?}");
-            assert!(last == bid || last == ask);
-            assert!(t.low.unwrap() <= last && last <= t.high.unwrap());
-            for p in [bid, ask] {
-                let cents = p * 100.0;
-                assert!((cents - cents.round()).abs() < 1e-6, "{p} off the grid");
-                assert!(
-                    p.to_string().split('.').nth(1).is_none_or(|d| d.len() <= 2),
-                    "{p}"
-                );
-            }
-            assert_eq!(t.last_size.unwrap() % 100, 0);
-        }
-    }
-
-    #[test]
-    fn prices_stay_plausible_after_a_long_walk() {
-        let mut sim = Simulator::new(&[], 3);
-        let mut last_aapl = None;
-        for _ in 0..200_000 {
-            let (_, t) = sim.next_tick();
-            if t.symbol == "AAPL" {
-                last_aapl = t.last;
-            }
-        }
-        let p = last_aapl.unwrap();
-        assert!((100.0..500.0).contains(&p), "AAPL wandered to {p}");
-    }
-}
+mod tests;

@@ -1,12 +1,14 @@
 //! One WebSocket session: the only module that touches a client socket.
 //!
-//! A session is one task. It reads client requests, and when the fan-out core wakes it
-//! (or its next flush is due) it drains its frames and writes them: every ready frame is
-//! fed, then the socket is flushed once. A write that does not finish within
-//! `session.write_timeout_ms` closes the session with 4008, so a client that stops
+//! A session is one task. It reads client requests ([`requests`]), and when the fan-out
+//! core wakes it (or its next flush is due) it drains its frames and writes them: every
+//! ready frame is fed, then the socket is flushed once. A write that does not finish
+//! within `session.write_timeout_ms` closes the session with 4008, so a client that stops
 //! reading holds at most its socket buffers and its conflation state.
 
-use std::collections::HashSet;
+mod requests;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,9 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tickmesh_core::codec::ticks_frame;
-use tickmesh_core::protocol::{
-    self, ClientMsg, ErrorCode, Limits, Request, ServerMsg, Subscribe, SubscriptionInfo, close,
-};
+use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
 use tickmesh_core::{Format, Symbol};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -25,7 +25,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
+use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId};
+use crate::limits::{Admission, TokenBucket};
 use crate::server::Edge;
 
 /// Why a session ends.
@@ -43,23 +45,35 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Who the session is, decided at the upgrade.
+#[derive(Debug)]
+pub struct Identity {
+    pub grant: Grant,
+    /// Held for the session's life: its place in the connection counts.
+    pub admission: Admission,
+    pub peer: Option<SocketAddr>,
+}
+
 struct Session<S> {
     id: SessionId,
     format: Format,
     edge: Arc<Edge>,
     ws: WebSocketStream<S>,
+    grant: Grant,
+    admission: Admission,
+    /// The interval each subscription asked for, before the tier's minimum.
+    requested: HashMap<Symbol, u32>,
+    bucket: TokenBucket,
+    /// Client messages refused by the rate limit in a row.
+    strikes: u32,
     /// `ts` of the freshest tick sent, for `hb.lag_ms`.
     freshest_ts: Option<u64>,
     last_heard: Instant,
 }
 
 /// Runs a session until the client leaves, it is closed, or the edge drains.
-pub async fn run<S>(
-    ws: WebSocketStream<S>,
-    edge: Arc<Edge>,
-    format: Format,
-    peer: Option<SocketAddr>,
-) where
+pub async fn run<S>(ws: WebSocketStream<S>, edge: Arc<Edge>, format: Format, who: Identity)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let notify = Arc::new(Notify::new());
@@ -70,12 +84,18 @@ pub async fn run<S>(
     };
     metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
-    tracing::debug!(session = id, ?peer, encoding, "session opened");
+    let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
+    tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
     let mut session = Session {
         id,
         format,
         edge: edge.clone(),
         ws,
+        bucket: TokenBucket::new(who.grant.max_msgs_per_s, Instant::now()),
+        grant: who.grant,
+        admission: who.admission,
+        requested: HashMap::new(),
+        strikes: 0,
         freshest_ts: None,
         last_heard: Instant::now(),
     };
@@ -87,45 +107,63 @@ pub async fn run<S>(
             metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "closed")
                 .increment(1);
         }
+        metrics::counter!("tickmesh_edge_closes_total", "code" => code.to_string()).increment(1);
         session.close(code, reason).await;
     }
-    tracing::debug!(session = id, "session closed");
+    tracing::debug!(session = id, %user, "session closed");
 }
 
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    async fn serve(&mut self, notify: &Notify) -> End {
-        let edge = self.edge.clone();
-        let cfg = &edge.config.session;
-        let welcome = ServerMsg::Welcome {
+    fn welcome(&self) -> ServerMsg {
+        ServerMsg::Welcome {
             protocol: protocol::VERSION,
             session: format!("{}-{}", self.edge.config.name, self.id),
             edge: self.edge.config.name.clone(),
-            heartbeat_ms: cfg.heartbeat_ms,
+            heartbeat_ms: self.edge.config.session.heartbeat_ms,
             limits: Limits {
-                max_symbols: self.edge.config.limits.max_symbols,
-                max_msgs_per_s: self.edge.config.limits.max_msgs_per_s,
-                min_interval_ms: self.edge.config.limits.min_interval_ms,
+                max_symbols: self.grant.max_symbols,
+                max_msgs_per_s: self.grant.max_msgs_per_s,
+                min_interval_ms: self.grant.min_interval_ms,
             },
-        };
-        if let Err(end) = self.send(vec![self.message(&welcome)]).await {
+        }
+    }
+
+    async fn serve(&mut self, notify: &Notify) -> End {
+        let edge = self.edge.clone();
+        let cfg = &edge.config.session;
+        if let Err(end) = self.send(vec![self.message(&self.welcome())]).await {
             return end;
         }
         let mut heartbeat =
             tokio::time::interval(Duration::from_millis(u64::from(cfg.heartbeat_ms)));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         heartbeat.tick().await;
         let mut ping = tokio::time::interval(Duration::from_millis(cfg.ping_interval_ms));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ping.tick().await;
         let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms);
+        let mut revocations = edge.revocations.subscribe();
         let mut due: Option<tokio::time::Instant> = None;
-        let shutdown = self.edge.shutdown.clone();
         loop {
             let flush_at = due;
+            let expires_at = self.expiry();
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return self.drain_and_leave().await,
+                _ = edge.shutdown.cancelled() => return self.drain_and_leave().await,
+                _ = revocations.changed() => {
+                    if edge.verifier.is_grant_revoked(&self.grant) {
+                        return End::Close(close::FORBIDDEN, "token revoked");
+                    }
+                    Ok(())
+                }
+                _ = sleep_until(expires_at) => {
+                    let msg = ServerMsg::error(None, ErrorCode::TokenExpired, "the token expired: send auth with a fresh one, or reconnect");
+                    let _ = self.send(vec![self.message(&msg)]).await;
+                    return End::Close(close::UNAUTHORIZED, "token expired");
+                }
                 msg = self.ws.next() => self.on_message(msg).await,
                 _ = notify.notified() => self.flush().await.map(|next| due = next),
                 _ = sleep_until(flush_at) => self.flush().await.map(|next| due = next),
@@ -141,6 +179,13 @@ where
                 return end;
             }
         }
+    }
+
+    /// When the session's token expires, if it has one.
+    fn expiry(&self) -> Option<tokio::time::Instant> {
+        let exp = self.grant.exp?;
+        let left = exp.saturating_sub(crate::auth::now_s());
+        Some(tokio::time::Instant::now() + Duration::from_secs(left))
     }
 
     fn message(&self, msg: &ServerMsg) -> Message {
@@ -205,7 +250,11 @@ where
             frames,
             slow_consumer,
             next_due,
+            queued_bytes,
         } = self.edge.hub.drain(self.id, Instant::now());
+        if queued_bytes > 0 {
+            metrics::histogram!("tickmesh_edge_session_queue_bytes").record(queued_bytes as f64);
+        }
         let mut out = Vec::with_capacity(frames.len() + 1);
         if let Some(interval_ms) = slow_consumer {
             metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "conflated")
@@ -271,6 +320,26 @@ where
         if bytes.len() > self.edge.config.session.max_message_bytes {
             return Err(End::Close(close::TOO_LARGE, "message too large"));
         }
+        if !self.bucket.take(Instant::now()) {
+            self.strikes += 1;
+            metrics::counter!("tickmesh_edge_errors_total", "code" => "rate_limited").increment(1);
+            if self.strikes >= self.edge.config.limits.rate_limit_strikes {
+                return Err(End::Close(close::RATE_LIMITED, "rate limit exceeded"));
+            }
+            let id = protocol::decode_client(format, bytes)
+                .ok()
+                .and_then(|m| m.id);
+            let msg = ServerMsg::error(
+                id,
+                ErrorCode::RateLimited,
+                format!(
+                    "over {} messages per second: slow down",
+                    self.grant.max_msgs_per_s
+                ),
+            );
+            return self.send(vec![self.message(&msg)]).await;
+        }
+        self.strikes = 0;
         let replies = match protocol::decode_client(format, bytes) {
             Ok(req) => self.on_request(req).await?,
             Err(e) => {
@@ -282,155 +351,6 @@ where
         let replies = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await
     }
-
-    async fn on_request(
-        &mut self,
-        ClientMsg { id, request }: ClientMsg,
-    ) -> Result<Vec<ServerMsg>, End> {
-        Ok(match request {
-            Request::Subscribe(sub) => return self.subscribe(id, sub).await,
-            Request::Unsubscribe(unsub) => {
-                let mut replies = Vec::new();
-                let symbols = self.parse_symbols(id, &unsub.symbols, &mut replies);
-                let removed = self.edge.hub.unsubscribe(self.id, &symbols);
-                replies.extend(unsub.chains.iter().map(|c| no_chains(id, c)));
-                replies.push(ServerMsg::Unsubscribed {
-                    id,
-                    symbols: removed.iter().map(|s| s.to_string()).collect(),
-                    chains: Vec::new(),
-                });
-                replies
-            }
-            Request::Ping => vec![ServerMsg::Pong { id }],
-            Request::List => {
-                let subscriptions = self
-                    .edge
-                    .hub
-                    .subscriptions(self.id)
-                    .into_iter()
-                    .map(|(symbol, sub)| SubscriptionInfo {
-                        symbol: symbol.to_string(),
-                        mode: sub.mode,
-                        interval_ms: sub.interval_ms,
-                    })
-                    .collect();
-                vec![ServerMsg::Subscriptions { id, subscriptions }]
-            }
-            Request::Chains { underlying } => vec![no_chains(id, &underlying)],
-            Request::Auth { .. } => vec![ServerMsg::error(
-                id,
-                ErrorCode::Unauthorized,
-                "this edge does not take tokens: sessions are anonymous",
-            )],
-        })
-    }
-
-    fn parse_symbols(
-        &self,
-        id: Option<i64>,
-        raw: &[String],
-        errors: &mut Vec<ServerMsg>,
-    ) -> Vec<Symbol> {
-        let mut seen = HashSet::new();
-        let mut symbols = Vec::new();
-        for s in raw {
-            match Symbol::parse(s) {
-                Ok(symbol) => {
-                    if seen.insert(symbol.clone()) {
-                        symbols.push(symbol);
-                    }
-                }
-                Err(e) => {
-                    metrics::counter!("tickmesh_edge_errors_total", "code" => "invalid_symbol")
-                        .increment(1);
-                    errors.push(ServerMsg::symbol_error(
-                        id,
-                        ErrorCode::InvalidSymbol,
-                        s,
-                        e.to_string(),
-                    ));
-                }
-            }
-        }
-        symbols
-    }
-
-    /// Replies (errors, `subscribed`), then the snapshots; returns nothing more to send.
-    async fn subscribe(&mut self, id: Option<i64>, req: Subscribe) -> Result<Vec<ServerMsg>, End> {
-        let edge = self.edge.clone();
-        let limits = &edge.config.limits;
-        let interval_ms = req
-            .interval_ms
-            .unwrap_or(protocol::DEFAULT_INTERVAL_MS)
-            .clamp(limits.min_interval_ms, 60_000);
-        let mut replies = Vec::new();
-        let candidates = self.parse_symbols(id, &req.symbols, &mut replies);
-        replies.extend(req.chains.iter().map(|c| no_chains(id, c)));
-
-        let hub = &edge.hub;
-        let mut room =
-            (limits.max_symbols as usize).saturating_sub(hub.subscription_count(self.id));
-        let mut accepted = Vec::with_capacity(candidates.len());
-        for symbol in candidates {
-            if hub.is_subscribed(self.id, symbol.as_str()) {
-                accepted.push(symbol);
-            } else if room > 0 {
-                room -= 1;
-                accepted.push(symbol);
-            } else {
-                metrics::counter!("tickmesh_edge_errors_total", "code" => "too_many_symbols")
-                    .increment(1);
-                replies.push(ServerMsg::symbol_error(
-                    id,
-                    ErrorCode::TooManySymbols,
-                    symbol.as_str(),
-                    format!("a session may hold at most {} symbols", limits.max_symbols),
-                ));
-            }
-        }
-        let outcomes = hub.subscribe(self.id, &accepted, req.mode, interval_ms);
-        replies.push(ServerMsg::Subscribed {
-            id,
-            symbols: accepted.iter().map(|s| s.to_string()).collect(),
-            chains: Vec::new(),
-            interval_ms,
-            mode: req.mode,
-        });
-        // Replies first, then one snapshot per symbol that has a last value.
-        let replies_msgs: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
-        self.send(replies_msgs).await?;
-        let kv_reads = accepted.iter().zip(&outcomes).map(|(symbol, outcome)| {
-            let snapshots = &edge.snapshots;
-            let local = outcome.latest.is_some();
-            async move {
-                if local {
-                    metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => "local")
-                        .increment(1);
-                    None
-                } else {
-                    snapshots.kv(symbol).await
-                }
-            }
-        });
-        let from_kv = futures_util::future::join_all(kv_reads).await;
-        let mut snapshots = Vec::new();
-        for (symbol, candidate) in accepted.iter().zip(from_kv) {
-            if let Some(tick) = hub.take_snapshot(self.id, symbol.as_str(), candidate) {
-                snapshots.push(self.frame(tick.snapshot(self.format, req.mode).clone()));
-            }
-        }
-        self.send(snapshots).await?;
-        Ok(Vec::new())
-    }
-}
-
-fn no_chains(id: Option<i64>, chain: &str) -> ServerMsg {
-    ServerMsg::symbol_error(
-        id,
-        ErrorCode::UnknownSymbol,
-        chain,
-        "no option chain reference data on this edge",
-    )
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -1,0 +1,152 @@
+//! Per-symbol state: the seq gate, and the latest quote of each watched symbol.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tickmesh_core::Tick;
+
+/// Passes a tick only if its seq is above the last one passed for its symbol: no
+/// duplicate, no reordering, no stale snapshot after a fresher tick, on this connection or
+/// the next (the gate outlives reconnects).
+#[derive(Debug, Default)]
+pub struct SeqGate {
+    last: HashMap<String, u64>,
+    stale: u64,
+}
+
+impl SeqGate {
+    pub fn admit(&mut self, symbol: &str, seq: u64) -> bool {
+        match self.last.get_mut(symbol) {
+            Some(last) if seq <= *last => {
+                self.stale += 1;
+                false
+            }
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                self.last.insert(symbol.to_string(), seq);
+                true
+            }
+        }
+    }
+
+    /// Ticks dropped so far.
+    pub fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    pub fn last(&self, symbol: &str) -> Option<u64> {
+        self.last.get(symbol).copied()
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub symbol: String,
+    /// The latest tick (every tick carries the whole state of its fields).
+    pub tick: Option<Tick>,
+    /// Why the edge refused the symbol (`not_entitled`, ...).
+    pub refused: Option<String>,
+    /// When the last price last moved, and which way.
+    pub moved: Option<(Instant, Ordering)>,
+}
+
+/// The watched symbols in the order they were asked for.
+#[derive(Debug, Clone)]
+pub struct Board {
+    rows: Vec<Row>,
+    index: HashMap<String, usize>,
+}
+
+impl Board {
+    pub fn new(symbols: &[String]) -> Self {
+        let rows: Vec<Row> = symbols
+            .iter()
+            .map(|s| Row {
+                symbol: s.clone(),
+                tick: None,
+                refused: None,
+                moved: None,
+            })
+            .collect();
+        let index = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.symbol.clone(), i))
+            .collect();
+        Board { rows, index }
+    }
+
+    /// Takes a tick that passed the gate; one of a symbol not on the board is ignored.
+    pub fn update(&mut self, tick: Tick, now: Instant) {
+        let Some(&i) = self.index.get(tick.symbol.as_str()) else {
+            return;
+        };
+        let row = &mut self.rows[i];
+        let before = row.tick.as_ref().and_then(|t| t.last);
+        if let (Some(a), Some(b)) = (before, tick.last)
+            && let Some(o @ (Ordering::Greater | Ordering::Less)) = b.partial_cmp(&a)
+        {
+            row.moved = Some((now, o));
+        }
+        row.refused = None;
+        row.tick = Some(tick);
+    }
+
+    pub fn refuse(&mut self, symbol: &str, reason: &str) {
+        if let Some(&i) = self.index.get(symbol) {
+            self.rows[i].refused = Some(reason.to_string());
+        }
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(symbol: &str, seq: u64, last: f64) -> Tick {
+        Tick {
+            symbol: symbol.into(),
+            seq,
+            last: Some(last),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_gate_passes_only_newer_seqs_per_symbol() {
+        let mut g = SeqGate::default();
+        assert!(g.admit("AAPL", 10));
+        assert!(!g.admit("AAPL", 10), "duplicate");
+        assert!(!g.admit("AAPL", 9), "older");
+        assert!(g.admit("MSFT", 3), "another symbol has its own seq");
+        assert!(g.admit("AAPL", 12), "a gap is fine");
+        assert!(!g.admit("AAPL", 11));
+        assert_eq!(g.stale(), 3);
+        assert_eq!(g.last("AAPL"), Some(12));
+    }
+
+    #[test]
+    fn the_board_keeps_the_asked_order_and_notes_moves() {
+        let mut b = Board::new(&["SPY".into(), "AAPL".into()]);
+        let t0 = Instant::now();
+        b.update(tick("AAPL", 1, 100.0), t0);
+        b.update(tick("NOPE", 1, 1.0), t0);
+        assert_eq!(b.rows()[0].symbol, "SPY");
+        assert!(b.rows()[0].tick.is_none());
+        assert_eq!(b.rows()[1].moved, None, "no move on the first price");
+        b.update(tick("AAPL", 2, 99.5), t0);
+        assert_eq!(b.rows()[1].moved, Some((t0, Ordering::Less)));
+        assert_eq!(b.rows()[1].tick.as_ref().unwrap().last, Some(99.5));
+        b.refuse("SPY", "not_entitled");
+        assert_eq!(b.rows()[0].refused.as_deref(), Some("not_entitled"));
+    }
+}

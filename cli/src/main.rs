@@ -1,0 +1,90 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tickmesh_cli::args::{self, Cli, Command, WatchArgs};
+use tickmesh_cli::watch::{self, Options};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for bad arguments (as clap uses).
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Watch(a) => watch_command(a),
+    }
+}
+
+fn watch_command(a: WatchArgs) -> ExitCode {
+    let symbols = match args::parse_symbols(&a.symbols) {
+        Ok(s) => s,
+        Err(e) => return usage(&e),
+    };
+    let token = a
+        .token
+        .clone()
+        .or_else(|| std::env::var(args::TOKEN_ENV).ok());
+    let url = match args::stream_url(&a.url, token.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return usage(&e),
+    };
+    let opts = Options {
+        url,
+        shown_url: a.url.trim().to_string(),
+        symbols,
+        mode: a.mode.into(),
+        interval_ms: a.interval_ms,
+        format: a.format(),
+        json: a.json,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tickmesh: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        watch::run(opts, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickmesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("tickmesh: {message}");
+    ExitCode::from(USAGE)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM: close the connection cleanly and exit 0.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                ctrl_c.await.ok();
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+    shutdown.cancel();
+}

@@ -1,0 +1,376 @@
+//! `tickmesh watch`: connect, subscribe, show, and come back after every drop, until
+//! Ctrl-C.
+//!
+//! Reconnects wait with exponential backoff and full jitter, except after a `reconnect`
+//! notice (the edge is draining: its `after_ms` is the wait). Close codes 4400-4499 and
+//! upgrade refusals that a retry cannot fix (400, 401, 403, 404) end the command. The
+//! seq gate and the refused symbols outlive connections: a symbol is never shown going
+//! back in time, and a refused one is not asked for again.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tickmesh_core::{Format, Mode};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::{self, Backoff};
+use crate::board::SeqGate;
+use crate::conn::{self, Conn, Incoming};
+use crate::render::{Level, Status};
+use crate::view::{FRAME, View};
+
+/// Longest wait for the upgrade, and then for `welcome`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat periods without any message before the connection is presumed dead (a
+/// half-open TCP connection can stay silent for minutes).
+pub const IDLE_HEARTBEATS: u32 = 3;
+
+/// Error codes that end a symbol's subscription.
+const REFUSALS: [&str; 4] = [
+    "invalid_symbol",
+    "unknown_symbol",
+    "not_entitled",
+    "too_many_symbols",
+];
+
+/// What to watch and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The URL dialled, token included.
+    pub url: String,
+    /// The URL shown (no token).
+    pub shown_url: String,
+    /// Valid, upper-case, without repeats.
+    pub symbols: Vec<String>,
+    pub mode: Mode,
+    pub interval_ms: u32,
+    pub format: Format,
+    pub json: bool,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+enum End {
+    Shutdown,
+    /// The edge closed, or the connection was lost (`code` 1006) or never opened.
+    Dropped {
+        code: u16,
+        reason: String,
+        /// From a `reconnect` notice.
+        drain_after: Option<Duration>,
+    },
+    AllRefused,
+}
+
+struct Watch {
+    opts: Options,
+    view: View,
+    gate: SeqGate,
+    /// Symbols still asked for (refused ones leave for good).
+    active: Vec<String>,
+    next_id: i64,
+    welcomed_before: bool,
+    backoff: Backoff,
+}
+
+/// Runs until `shutdown` (Ctrl-C), a terminal close, or stdout going away.
+pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let status = Status {
+        url: opts.shown_url.clone(),
+        state: "connecting".into(),
+        encoding: match opts.format {
+            Format::Json => "json".into(),
+            Format::MsgPack => "msgpack".into(),
+        },
+        mode: opts.mode.as_str().into(),
+        interval_ms: opts.interval_ms,
+        ..Default::default()
+    };
+    let mut w = Watch {
+        view: View::new(opts.json, &opts.symbols, status),
+        active: opts.symbols.clone(),
+        opts,
+        gate: SeqGate::default(),
+        next_id: 1,
+        welcomed_before: false,
+        backoff: Backoff::new(backoff::BASE, backoff::MAX),
+    };
+    let result = w.run(&shutdown).await;
+    w.view.finish().ok();
+    match result {
+        Err(e)
+            if e.downcast_ref::<io::Error>().map(io::Error::kind)
+                == Some(io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+impl Watch {
+    async fn run(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        loop {
+            self.view.set_state("connecting", "");
+            self.view.frame(Instant::now())?;
+            let dialled = tokio::select! {
+                r = conn::connect(&self.opts.url, self.opts.format, CONNECT_TIMEOUT) => r,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let end = match dialled {
+                Ok(conn) => self.session(conn, shutdown).await?,
+                Err(e) if e.is_fatal() => anyhow::bail!("{}: {e}", self.opts.shown_url),
+                Err(e) => End::Dropped {
+                    code: 1006,
+                    reason: e.to_string(),
+                    drain_after: None,
+                },
+            };
+            let (code, reason, drain_after) = match end {
+                End::Shutdown => return Ok(()),
+                End::AllRefused => anyhow::bail!("the edge refused every symbol"),
+                End::Dropped {
+                    code,
+                    reason,
+                    drain_after,
+                } => (code, reason, drain_after),
+            };
+            if (4400..=4499).contains(&code) {
+                self.view.set_state("closed", format!("{code}"));
+                anyhow::bail!("the edge closed the session for good ({code} {reason})");
+            }
+            let r: f64 = rand::random();
+            let delay = match (drain_after, code) {
+                (Some(after), _) => {
+                    self.backoff.reset();
+                    after
+                }
+                (None, 4029) => self.backoff.slow_delay(r),
+                (None, _) => self.backoff.next_delay(r),
+            };
+            // A drain was announced with its delay already.
+            if drain_after.is_none() {
+                let why = if reason.is_empty() {
+                    format!("closed ({code})")
+                } else {
+                    format!("closed ({code} {reason})")
+                };
+                self.view.note(
+                    Level::Warn,
+                    format!("{why}; reconnecting in {} ms", delay.as_millis()),
+                );
+            }
+            if !self.wait(delay, shutdown).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits `delay` with the table alive; false on shutdown.
+    async fn wait(&mut self, delay: Duration, shutdown: &CancellationToken) -> io::Result<bool> {
+        let until = Instant::now() + delay;
+        let mut frames = tokio::time::interval(FRAME);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(true);
+            }
+            self.view
+                .set_state("reconnecting", format!("in {:.1} s", left.as_secs_f64()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(left) => return Ok(true),
+                _ = frames.tick() => self.view.frame(Instant::now())?,
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        mut conn: Conn,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<End> {
+        let mut sub_id = None;
+        let mut drain_after = None;
+        let mut idle = CONNECT_TIMEOUT;
+        let mut last_rx = Instant::now();
+        let mut frames = tokio::time::interval(FRAME);
+        frames.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            let quiet_until = tokio::time::Instant::from_std(last_rx + idle);
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    conn.close().await;
+                    return Ok(End::Shutdown);
+                }
+                _ = frames.tick() => self.view.frame(Instant::now())?,
+                _ = tokio::time::sleep_until(quiet_until) => {
+                    return Ok(End::Dropped {
+                        code: 1006,
+                        reason: format!("nothing received for {} ms", idle.as_millis()),
+                        drain_after,
+                    });
+                }
+                incoming = conn.recv() => {
+                    last_rx = Instant::now();
+                    let msg = match incoming {
+                        Incoming::Closed { code, reason } => {
+                            return Ok(End::Dropped { code, reason, drain_after });
+                        }
+                        Incoming::Undecodable(e) => {
+                            self.view.note(Level::Warn, format!("undecodable frame: {e}"));
+                            continue;
+                        }
+                        Incoming::Msg(v) => v,
+                    };
+                    let kind = msg.get("type").and_then(Value::as_str).unwrap_or_default();
+                    match kind {
+                        "ticks" => self.ticks(&msg)?,
+                        "snapshot" => self.snapshot(msg)?,
+                        "hb" => self.view.status.lag_ms = msg.get("lag_ms").and_then(Value::as_u64),
+                        "welcome" => {
+                            idle = self.welcome(&msg);
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            sub_id = Some(id);
+                            let req = json!({
+                                "op": "subscribe",
+                                "id": id,
+                                "symbols": self.active,
+                                "mode": self.opts.mode.as_str(),
+                                "interval_ms": self.opts.interval_ms,
+                            });
+                            if let Err(e) = conn.send(&req).await {
+                                return Ok(End::Dropped { code: 1006, reason: e.to_string(), drain_after });
+                            }
+                        }
+                        "subscribed" => self.subscribed(&msg),
+                        "error" if self.error(&msg, sub_id) => {
+                            conn.close().await;
+                            return Ok(End::AllRefused);
+                        }
+                        "reconnect" => {
+                            let after = Duration::from_millis(msg.get("after_ms").and_then(Value::as_u64).unwrap_or(0));
+                            drain_after = Some(after);
+                            self.view.set_state("draining", format!("moving in {} ms", after.as_millis()));
+                            self.view.note(Level::Warn, format!("the edge is draining; reconnecting in {} ms", after.as_millis()));
+                        }
+                        _ => {}
+                    }
+                    self.view.flush()?;
+                }
+            }
+        }
+    }
+
+    /// Returns how long the connection may stay silent.
+    fn welcome(&mut self, msg: &Value) -> Duration {
+        self.backoff.reset();
+        if self.welcomed_before {
+            self.view.status.reconnects += 1;
+        }
+        self.welcomed_before = true;
+        let edge = msg.get("edge").and_then(Value::as_str).unwrap_or("?");
+        let session = msg.get("session").and_then(Value::as_str).unwrap_or("?");
+        self.view.status.edge = Some(edge.to_string());
+        self.view.set_state("open", "");
+        self.view.note(
+            Level::Info,
+            format!("connected to {edge} (session {session})"),
+        );
+        if let Some(p) = msg
+            .get("protocol")
+            .and_then(Value::as_u64)
+            .filter(|&p| p != 1)
+        {
+            self.view.note(
+                Level::Warn,
+                format!("the edge speaks protocol {p}; this client speaks 1"),
+            );
+        }
+        match msg.get("heartbeat_ms").and_then(Value::as_u64) {
+            Some(hb) if hb > 0 => Duration::from_millis(hb) * IDLE_HEARTBEATS,
+            // No heartbeats promised: only the edge's pings keep the line busy.
+            _ => Duration::from_secs(120),
+        }
+    }
+
+    fn subscribed(&mut self, msg: &Value) {
+        let effective = msg.get("interval_ms").and_then(Value::as_u64);
+        if let Some(ms) = effective.and_then(|ms| u32::try_from(ms).ok()) {
+            if ms != self.opts.interval_ms {
+                self.view.note(
+                    Level::Warn,
+                    format!(
+                        "the edge set interval_ms to {ms} (asked {})",
+                        self.opts.interval_ms
+                    ),
+                );
+            }
+            self.view.status.interval_ms = ms;
+        }
+    }
+
+    /// Shows a server error; true when no symbol is left to watch.
+    fn error(&mut self, msg: &Value, sub_id: Option<i64>) -> bool {
+        let field = |k: &str| msg.get(k).and_then(Value::as_str).unwrap_or_default();
+        let (code, message, symbol) = (field("code"), field("message"), field("symbol"));
+        let id = msg.get("id").and_then(Value::as_i64);
+        let text = if symbol.is_empty() {
+            format!("{code}: {message}")
+        } else {
+            format!("{code} {symbol}: {message}")
+        };
+        if code == "slow_consumer" {
+            if let Some(ms) = msg.get("interval_ms").and_then(Value::as_u64) {
+                self.view.status.interval_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+            }
+            self.view.note(Level::Warn, text);
+            return false;
+        }
+        self.view.note(Level::Error, text);
+        let about_subscription = id.is_none() || id == sub_id;
+        if !symbol.is_empty() && REFUSALS.contains(&code) && about_subscription {
+            self.view.refuse(symbol, code);
+            self.active.retain(|s| s != symbol);
+            return self.active.is_empty();
+        }
+        false
+    }
+
+    fn ticks(&mut self, msg: &Value) -> io::Result<()> {
+        let Some(ticks) = msg.get("ticks").and_then(Value::as_array) else {
+            return Ok(());
+        };
+        for t in ticks {
+            if let Some(fields) = t.as_object() {
+                self.pass(fields, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, msg: Value) -> io::Result<()> {
+        let Value::Object(mut fields) = msg else {
+            return Ok(());
+        };
+        fields.remove("type");
+        self.pass(&fields, true)
+    }
+
+    /// The seq gate, then the view.
+    fn pass(&mut self, fields: &Map<String, Value>, snapshot: bool) -> io::Result<()> {
+        let symbol = fields.get("symbol").and_then(Value::as_str);
+        let seq = fields.get("seq").and_then(Value::as_u64);
+        let (Some(symbol), Some(seq)) = (symbol, seq) else {
+            return Ok(());
+        };
+        if !self.gate.admit(symbol, seq) {
+            self.view.status.stale = self.gate.stale();
+            return Ok(());
+        }
+        self.view.tick(fields, snapshot)
+    }
+}

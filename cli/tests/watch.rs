@@ -1,0 +1,359 @@
+//! `tickmesh watch --json` as a script would run it, against a real mesh: nats-server
+//! from nats/local.conf, the simulator ingest and an edge (tickmesh_tests).
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tickmesh_tests::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tickmesh");
+
+/// A running `tickmesh` with its stdout lines and stderr collected; killed on drop.
+struct Watcher {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Watcher {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Watcher {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Every stdout line for `dur`, parsed as JSON.
+    fn collect(&self, dur: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + dur;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")),
+                ),
+                Err(RecvTimeoutError::Timeout) => return out,
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("tickmesh ended early; stderr:\n{}", self.stderr())
+                }
+            }
+        }
+    }
+
+    /// Lines until `n` have come or `within` has passed.
+    fn take(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(serde_json::from_str(&line).unwrap()),
+                Err(_) => panic!(
+                    "{} of {n} lines within {within:?}; stderr:\n{}",
+                    out.len(),
+                    self.stderr()
+                ),
+            }
+        }
+        out
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Ctrl-C, then the exit status (within 5 s).
+    fn interrupt(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.wait(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no exit within 5 s of SIGINT; stderr:\n{}", self.stderr()))
+    }
+
+    fn wait(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/v1/stream")
+}
+
+/// Checks the lines a script would read: ticks and snapshots of `symbols` only, each
+/// symbol's seq strictly growing. Returns the lines per symbol.
+fn by_symbol(lines: &[Value], symbols: &[&str]) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for l in lines {
+        let kind = l["type"].as_str().unwrap();
+        assert!(kind == "tick" || kind == "snapshot", "{l}");
+        let sym = l["symbol"].as_str().unwrap();
+        assert!(symbols.contains(&sym), "unrequested symbol in {l}");
+        let seq = l["seq"].as_u64().unwrap();
+        let seen = out.entry(sym.to_string()).or_default();
+        if let Some(prev) = seen.last() {
+            let prev = prev["seq"].as_u64().unwrap();
+            assert!(seq > prev, "{sym}: seq {seq} after {prev}");
+        }
+        seen.push(l.clone());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_carry_growing_seqs_for_the_requested_symbols() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 500));
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+
+    let mut w = Watcher::spawn(&[
+        "watch",
+        "--json",
+        "--url",
+        &url(addr),
+        "--interval-ms",
+        "0",
+        "aapl",
+        "MSFT",
+    ]);
+    let lines = tokio::task::block_in_place(|| w.collect(Duration::from_millis(2500)));
+    let status = w.interrupt();
+    assert!(
+        status.success(),
+        "Ctrl-C exits 0: {status:?}\n{}",
+        w.stderr()
+    );
+
+    let per = by_symbol(&lines, &["AAPL", "MSFT"]);
+    for sym in ["AAPL", "MSFT"] {
+        let got = per.get(sym).map_or(0, Vec::len);
+        // 500 ticks/s over 5 symbols, every tick asked for: about 100/s each.
+        assert!(got >= 20, "{sym}: {got} lines in 2.5 s");
+        let first = &per[sym][0];
+        for field in ["last", "bid", "ask", "epoch", "ts"] {
+            assert!(
+                first.get(field).is_some(),
+                "quote mode has {field}: {first}"
+            );
+        }
+    }
+    assert!(w.stderr().contains("connected to"), "{}", w.stderr());
+
+    edge.stop().await.unwrap();
+    ingest.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_reconnects_to_a_new_edge_and_resubscribes_by_itself() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 500));
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+
+    let mut w = Watcher::spawn(&[
+        "watch",
+        "--json",
+        "--msgpack",
+        "--mode",
+        "ltp",
+        "--interval-ms",
+        "50",
+        "--url",
+        &url(addr),
+        "SPY",
+    ]);
+    let before = tokio::task::block_in_place(|| w.take(5, Duration::from_secs(10)));
+    assert!(
+        before[0].get("bid").is_none(),
+        "ltp mode has no bid: {}",
+        before[0]
+    );
+
+    // Drain: the edge tells the client to come back within its reconnect window.
+    edge.stop().await.unwrap();
+    let mut config = edge_config(&nats.url());
+    config.listen = addr;
+    config.name = "edge-second".into();
+    let (edge2, _) = start_edge(config).await.unwrap();
+
+    let after = tokio::task::block_in_place(|| {
+        let mut after = w.collect(Duration::from_millis(500));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.stderr().contains("connected to edge-second") && Instant::now() < deadline {
+            after.extend(w.collect(Duration::from_millis(100)));
+        }
+        after.extend(w.collect(Duration::from_millis(1500)));
+        after
+    });
+    let stderr = w.stderr();
+    assert!(stderr.contains("draining"), "{stderr}");
+    assert!(stderr.contains("connected to edge-second"), "{stderr}");
+    let all: Vec<Value> = before.iter().chain(&after).cloned().collect();
+    let per = by_symbol(&all, &["SPY"]);
+    let last_before = before.last().unwrap()["seq"].as_u64().unwrap();
+    let newer = per["SPY"]
+        .iter()
+        .filter(|l| l["seq"].as_u64().unwrap() > last_before)
+        .count();
+    assert!(
+        newer >= 5,
+        "{newer} lines after the new edge came up\n{stderr}"
+    );
+    let status = w.interrupt();
+    assert!(status.success(), "{status:?}\n{}", w.stderr());
+
+    edge2.stop().await.unwrap();
+    ingest.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_go_to_stderr_and_the_rest_keeps_flowing() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 500));
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    let max = edge_max_symbols(addr).await;
+
+    // One symbol past the session limit: the last one is refused with too_many_symbols.
+    let mut args: Vec<String> = ["watch", "--json", "--url", &url(addr), "AAPL"]
+        .map(String::from)
+        .to_vec();
+    args.extend((1..max).map(|i| format!("FILLER{i}")));
+    args.push("OVERFLOW".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = Watcher::spawn(&args);
+
+    let lines = tokio::task::block_in_place(|| w.take(3, Duration::from_secs(10)));
+    by_symbol(&lines, &["AAPL"]);
+    let stderr = w.stderr();
+    assert!(stderr.contains("too_many_symbols OVERFLOW"), "{stderr}");
+    let status = w.interrupt();
+    assert!(status.success(), "{status:?}\n{}", w.stderr());
+
+    edge.stop().await.unwrap();
+    ingest.stop().await.unwrap();
+}
+
+/// The session symbol limit the edge announces in `welcome`.
+async fn edge_max_symbols(addr: SocketAddr) -> usize {
+    let client = Client::connect(addr, tickmesh_core::Format::Json)
+        .await
+        .unwrap();
+    client.welcome["limits"]["max_symbols"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn bad_symbols_are_refused_before_connecting() {
+    // Nothing listens on port 9 of loopback: only local validation can answer.
+    let out = Command::new(BIN)
+        .args([
+            "watch",
+            "--json",
+            "--url",
+            "ws://127.0.0.1:9/v1/stream",
+            "AAPL",
+            "md.>",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid symbol \"md.>\""), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_refused_upgrade_ends_the_command_with_the_reason() {
+    // A plain HTTP server that refuses every upgrade, as an edge does for a bad token.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "token expired";
+            let _ = write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "watch",
+            "--json",
+            "--url",
+            &url(addr),
+            "--token",
+            "x.y.z",
+            "AAPL",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 401: token expired"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(5), "no retry loop");
+}

@@ -1,0 +1,66 @@
+//! The control plane: revocations arrive on NATS `ctl.revoke`, and key files are reloaded
+//! when they change.
+//!
+//! A revocation is a JSON object naming a user, a token id or both:
+//! `{"sub": "alice"}` revokes every token of alice issued until now; `{"jti": "t-42"}`
+//! revokes one token. Every edge receives it and closes the matching sessions with 4403.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::server::Edge;
+
+/// The revocation subject.
+pub const REVOKE_SUBJECT: &str = "ctl.revoke";
+
+#[derive(Debug, Deserialize)]
+struct Revoke {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+/// Subscribes to revocations and starts the key reloader; both stop with the edge.
+pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Result<()> {
+    let mut sub = client.subscribe(REVOKE_SUBJECT).await?;
+    let e = edge.clone();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = e.shutdown.cancelled() => return,
+                msg = sub.next() => match msg { Some(m) => m, None => return },
+            };
+            match serde_json::from_slice::<Revoke>(&msg.payload) {
+                Ok(r) if r.sub.is_some() || r.jti.is_some() => {
+                    e.verifier.revoke(r.sub.as_deref(), r.jti.as_deref());
+                    e.revocations.send_modify(|n| *n += 1);
+                    metrics::counter!("tickmesh_edge_revocations_total").increment(1);
+                    tracing::info!(sub = ?r.sub, jti = ?r.jti, "revocation");
+                }
+                _ => tracing::warn!("ignored a malformed revocation on {REVOKE_SUBJECT}"),
+            }
+        }
+    });
+    let period = Duration::from_millis(edge.config.auth.key_reload_ms);
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = edge.shutdown.cancelled() => return,
+                _ = timer.tick() => {}
+            }
+            match edge.verifier.reload_if_changed() {
+                Ok(true) => tracing::info!("authentication keys reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "key reload failed; keeping the old keys")
+                }
+            }
+        }
+    });
+    Ok(())
+}

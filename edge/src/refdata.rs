@@ -1,0 +1,266 @@
+//! Reference data from KV `md_ref` (schema: [`tickmesh_core::refdata`]): the instruments
+//! and option chains that ingest publishes, cached in memory and kept current by a KV
+//! watch, so that validating a symbol or expanding a chain is a map lookup.
+//!
+//! A background task opens the bucket (retrying every second until ingest has created
+//! it), loads every key, then applies changes as they come; after a NATS outage it loads
+//! again and swaps the fresh set in whole, so deletions made meanwhile are not missed.
+//! Until the first load completes [`RefData::is_loaded`] is false, and lookups answer as
+//! if nothing were known: callers that must not refuse symbols during start-up check it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use tickmesh_core::Symbol;
+use tickmesh_core::protocol::ErrorCode;
+use tickmesh_core::refdata::{
+    self, Chain, ChainExpiry, ChainRef, ChainRefError, Instrument, RefKey,
+};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// Why a chain could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error(transparent)]
+    BadChain(#[from] ChainRefError),
+    #[error("reference data is not loaded yet")]
+    NotLoaded,
+    #[error("no option chain for {0}")]
+    UnknownUnderlying(String),
+    #[error("{underlying} has no options expiring {expiry}")]
+    UnknownExpiry { underlying: String, expiry: String },
+}
+
+impl RefError {
+    /// The protocol error code for a client: a malformed chain is `invalid_symbol`,
+    /// anything unknown `unknown_symbol`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RefError::BadChain(_) => ErrorCode::InvalidSymbol,
+            _ => ErrorCode::UnknownSymbol,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    instruments: HashMap<String, Instrument>,
+    chains: HashMap<String, Chain>,
+}
+
+impl Cache {
+    fn apply(&mut self, entry: &kv::Entry) {
+        let put = entry.operation == kv::Operation::Put;
+        match refdata::parse_key(&entry.key) {
+            Some(RefKey::Instrument(symbol)) if !put => {
+                self.instruments.remove(symbol);
+            }
+            Some(RefKey::Chain(underlying)) if !put => {
+                self.chains.remove(underlying);
+            }
+            Some(RefKey::Instrument(symbol)) => match serde_json::from_slice(&entry.value) {
+                Ok(i) => {
+                    self.instruments.insert(symbol.to_string(), i);
+                }
+                Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable md_ref entry"),
+            },
+            Some(RefKey::Chain(underlying)) => match serde_json::from_slice(&entry.value) {
+                Ok(c) => {
+                    self.chains.insert(underlying.to_string(), c);
+                }
+                Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable md_ref entry"),
+            },
+            None => {}
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    cache: RwLock<Cache>,
+    loaded: AtomicBool,
+    changed: Notify,
+}
+
+/// The edge's view of `md_ref`. Cheap to clone; the watch stops when the last clone is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct RefData {
+    shared: Arc<Shared>,
+    _task: Arc<AbortOnDrop>,
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl RefData {
+    /// Watches the bucket `md_ref` through `js` (use the context of the JetStream domain
+    /// that holds it, e.g. `jetstream::with_domain(client, "hub")`).
+    pub fn new(js: jetstream::Context) -> Self {
+        RefData::with_bucket(js, refdata::BUCKET)
+    }
+
+    /// Watches `bucket` instead of `md_ref`.
+    pub fn with_bucket(js: jetstream::Context, bucket: &str) -> Self {
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(watch(js, bucket.to_string(), shared.clone()));
+        RefData {
+            shared,
+            _task: Arc::new(AbortOnDrop(task.abort_handle())),
+        }
+    }
+
+    /// True once the bucket has been read in full.
+    pub fn is_loaded(&self) -> bool {
+        self.shared.loaded.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `within` for the first full read; returns [`RefData::is_loaded`].
+    pub async fn wait_loaded(&self, within: Duration) -> bool {
+        let wait = async {
+            loop {
+                let changed = self.shared.changed.notified();
+                if self.is_loaded() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.shared
+            .cache
+            .read()
+            .expect("reference-data lock is never poisoned: no panics under it")
+    }
+
+    /// Whether `symbol` is a listed instrument (false until loaded).
+    pub fn is_known(&self, symbol: &str) -> bool {
+        self.read().instruments.contains_key(symbol)
+    }
+
+    /// The instrument `symbol`, if listed.
+    /// Whether `symbol` may be subscribed: known, or reference data not loaded (yet, or
+    /// at all: an edge without `md_ref` does not refuse symbols it cannot check).
+    pub fn is_known_or_unloaded(&self, symbol: &str) -> bool {
+        !self.is_loaded() || self.is_empty() || self.is_known(symbol)
+    }
+
+    pub fn instrument(&self, symbol: &str) -> Option<Instrument> {
+        self.read().instruments.get(symbol).cloned()
+    }
+
+    /// Instruments known.
+    pub fn len(&self) -> usize {
+        self.read().instruments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The expiries and strikes of `underlying`'s chain, ascending; `None` if it has no
+    /// listed options. Each entry serializes as the protocol's
+    /// `{"expiry": "YYYY-MM-DD", "strikes": [..]}`.
+    pub fn chains(&self, underlying: &str) -> Option<Vec<ChainExpiry>> {
+        self.read()
+            .chains
+            .get(underlying)
+            .map(|c| c.expiries.clone())
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Every option of `UNDERLYING:YYYY-MM-DD`: by ascending strike, the call then the put.
+    pub fn expand_chain(&self, spec: &str) -> Result<Vec<Symbol>, RefError> {
+        let chain = ChainRef::parse(spec)?;
+        if !self.is_loaded() {
+            return Err(RefError::NotLoaded);
+        }
+        let cache = self.read();
+        let underlying = chain.underlying.as_str();
+        let c = cache
+            .chains
+            .get(underlying)
+            .ok_or_else(|| RefError::UnknownUnderlying(underlying.to_string()))?;
+        c.symbols(chain.expiry)
+            .ok_or_else(|| RefError::UnknownExpiry {
+                underlying: underlying.to_string(),
+                expiry: chain.expiry.to_string(),
+            })
+    }
+}
+
+/// Keeps `shared` in step with the bucket, forever (until aborted).
+async fn watch(js: jetstream::Context, bucket: String, shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    loop {
+        match sync(&js, &bucket, &shared).await {
+            Ok(()) => tracing::info!(%bucket, "reference-data watch ended; reloading"),
+            Err(e) if failures == 0 => {
+                tracing::info!(%bucket, error = %e, "reference data not available yet; retrying")
+            }
+            Err(e) => tracing::debug!(%bucket, error = %e, "reference data still not available"),
+        }
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Loads the whole bucket into a fresh cache, swaps it in, then applies live changes
+/// until the watch ends or fails.
+async fn sync(js: &jetstream::Context, bucket: &str, shared: &Shared) -> anyhow::Result<()> {
+    let store = js.get_key_value(bucket).await?;
+    let empty = store.status().await?.values() == 0;
+    // The last value of every key (deletions included), then every change.
+    let mut entries = store.watch_with_history(">").await?;
+    let mut fresh = Some(Cache::default());
+    if empty {
+        publish(shared, fresh.take());
+    }
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        match &mut fresh {
+            Some(cache) => {
+                cache.apply(&entry);
+                if entry.delta == 0 {
+                    publish(shared, fresh.take());
+                }
+            }
+            None => {
+                shared
+                    .cache
+                    .write()
+                    .expect("reference-data lock is never poisoned")
+                    .apply(&entry);
+                shared.changed.notify_waiters();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn publish(shared: &Shared, cache: Option<Cache>) {
+    if let Some(cache) = cache {
+        let (instruments, chains) = (cache.instruments.len(), cache.chains.len());
+        *shared
+            .cache
+            .write()
+            .expect("reference-data lock is never poisoned") = cache;
+        shared.loaded.store(true, Ordering::Release);
+        shared.changed.notify_waiters();
+        tracing::info!(instruments, chains, "reference data loaded");
+    }
+}

@@ -1,0 +1,189 @@
+//! `tickmesh-ingest record`: captures the live tick stream (`md.>` by default) into a
+//! file that `replay` reads back: NDJSON or CSV by the file name, gzipped when it ends in
+//! `.gz`. Ticks are written as they arrived, whole (`seq`, `epoch`, `ts` included).
+//!
+//! Decoding happens on the subscription task; a writer thread does the file I/O behind a
+//! bounded channel ([`CHANNEL_BATCHES`] batches). If the disk cannot keep up, the channel
+//! fills, the subscription's buffer fills, and NATS drops messages for this slow consumer
+//! (reported as `dropped`); the stream is never slowed down for anyone else.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use tickmesh_core::Tick;
+use tickmesh_core::codec::decode_wire;
+use tokio::sync::mpsc;
+
+use crate::config::NatsConfig;
+use crate::tickfile::{self, FileFormat};
+
+/// Batches in flight to the writer thread.
+pub const CHANNEL_BATCHES: usize = 64;
+const BATCH: usize = 256;
+
+/// What to record.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub out: PathBuf,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many ticks.
+    pub max_ticks: Option<u64>,
+    /// Subject filter. Default `md.>`.
+    pub subject: String,
+    pub format: FileFormat,
+}
+
+/// What a recording did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub ticks: u64,
+    /// Messages that were not valid ticks.
+    pub invalid: u64,
+    /// Messages NATS dropped because this recorder fell behind.
+    pub dropped: u64,
+}
+
+/// Records until `shutdown`, `duration` or `max_ticks`, whichever comes first.
+pub async fn record(
+    nats: &NatsConfig,
+    opts: &RecordOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RecordSummary> {
+    let format = opts
+        .format
+        .resolve(&opts.out)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let gzip = opts.out.to_string_lossy().ends_with(".gz");
+    let file =
+        File::create(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let (tx, rx) = mpsc::channel::<Vec<Tick>>(CHANNEL_BATCHES);
+    let writer = std::thread::Builder::new()
+        .name("tickmesh-record".into())
+        .spawn(move || write_file(file, format, gzip, rx))
+        .context("spawning the writer thread")?;
+
+    let urls = nats.urls.join(",");
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = dropped.clone();
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("{}-record", nats.name))
+        .subscription_capacity(1 << 16)
+        .event_callback(move |event| {
+            let counter = counter.clone();
+            async move {
+                if let async_nats::Event::SlowConsumer(_) = event {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+        .connect(urls.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {urls}"))?;
+    let mut sub = client
+        .subscribe(opts.subject.clone())
+        .await
+        .with_context(|| format!("subscribing to {}", opts.subject))?;
+    tracing::info!(subject = %opts.subject, out = %opts.out.display(), "recording");
+
+    let mut summary = RecordSummary::default();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let until = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, until);
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut batch = Vec::with_capacity(BATCH);
+    let limit = opts.max_ticks.unwrap_or(u64::MAX);
+    while summary.ticks < limit {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut until => break,
+            _ = flush.tick() => {
+                if !batch.is_empty() {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    tx.send(full).await.context("the writer thread stopped")?;
+                }
+            }
+            msg = sub.next() => {
+                let Some(msg) = msg else { break };
+                match decode_wire(&msg.payload) {
+                    Ok(tick) => {
+                        summary.ticks += 1;
+                        batch.push(tick);
+                        if batch.len() >= BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            tx.send(full).await.context("the writer thread stopped")?;
+                        }
+                    }
+                    Err(e) => {
+                        summary.invalid += 1;
+                        tracing::warn!(subject = %msg.subject, error = %e, "not a tick; skipped");
+                    }
+                }
+            }
+        }
+    }
+    drop(sub);
+    if !batch.is_empty() {
+        tx.send(batch).await.context("the writer thread stopped")?;
+    }
+    drop(tx);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .context("joining the writer thread")?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
+        .with_context(|| format!("writing {}", opts.out.display()))?;
+    summary.dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        ticks = summary.ticks,
+        invalid = summary.invalid,
+        "recording done"
+    );
+    Ok(summary)
+}
+
+fn write_file(
+    file: File,
+    format: FileFormat,
+    gzip: bool,
+    rx: mpsc::Receiver<Vec<Tick>>,
+) -> std::io::Result<()> {
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        write_batches(&mut gz, format, rx)?;
+        gz.finish()?.sync_all()
+    } else {
+        let mut file = file;
+        write_batches(&mut file, format, rx)?;
+        file.sync_all()
+    }
+}
+
+fn write_batches(
+    out: &mut impl Write,
+    format: FileFormat,
+    mut rx: mpsc::Receiver<Vec<Tick>>,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(256 * 1024, out);
+    if format == FileFormat::Csv {
+        tickfile::write_csv_header(&mut w)?;
+    }
+    while let Some(batch) = rx.blocking_recv() {
+        for tick in &batch {
+            match format {
+                FileFormat::Csv => tickfile::write_csv(&mut w, tick)?,
+                _ => tickfile::write_ndjson(&mut w, tick)?,
+            }
+        }
+    }
+    w.flush()
+}

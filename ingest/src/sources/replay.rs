@@ -1,0 +1,229 @@
+//! Replay of recorded tick files (see [`crate::tickfile`] for the formats).
+//!
+//! A reader thread parses the files in order and sends batches through a bounded channel
+//! (capacity [`CHANNEL_BATCHES`] batches: when full, the reader waits; nothing is
+//! dropped). Each tick's source time is its `src_ts`, else the `ts` it was recorded with;
+//! it is republished with that as `src_ts` and a fresh `seq`, `epoch` and `ts`, so the
+//! sequencer drops input that goes back in time for a symbol. Pacing happens in the feed
+//! loop: `speed` 1 keeps the recorded gaps, N divides them by N, 0 sends as fast as
+//! NATS takes them. With `loop`, every pass shifts source times by the span of the first
+//! pass (plus 1 µs), so they keep increasing and nothing is dropped as stale.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tickmesh_core::Tick;
+use tokio::sync::mpsc;
+
+use crate::tickfile::{self, Corrupt, FileFormat};
+
+/// Batches in flight between the reader thread and the feed loop.
+pub const CHANNEL_BATCHES: usize = 16;
+/// Ticks per batch.
+pub const BATCH: usize = 512;
+/// Corrupt records logged one by one per file; after that, every 1000th.
+const LOG_FIRST: u64 = 20;
+
+/// `[replay]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// Files replayed in order.
+    pub files: Vec<PathBuf>,
+    /// Pace: 1 = as recorded, N = N× faster, 0 = as fast as possible. Default 1.
+    pub speed: f64,
+    /// Start over at the end. Default false.
+    #[serde(rename = "loop")]
+    pub repeat: bool,
+    /// `auto` (from the file name), `ndjson` or `csv`. Default `auto`.
+    pub format: FileFormat,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            files: Vec::new(),
+            speed: 1.0,
+            repeat: false,
+            format: FileFormat::Auto,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Checks the values (the files only when replay is the source); errors name the key
+    /// below `replay`.
+    pub fn validate(&self, active: bool) -> Result<(), (&'static str, String)> {
+        if !(self.speed >= 0.0 && self.speed <= 1_000_000.0) {
+            return Err((
+                "speed",
+                format!("must be in [0, 1000000], got {}", self.speed),
+            ));
+        }
+        if !active {
+            return Ok(());
+        }
+        if self.files.is_empty() {
+            return Err(("files", "list at least one file to replay".into()));
+        }
+        for f in &self.files {
+            if !f.is_file() {
+                return Err(("files", format!("{} is not a readable file", f.display())));
+            }
+            self.format.resolve(f).map_err(|e| ("format", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// One tick to republish, with its (shifted) source time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    pub tick: Tick,
+    pub src_ts: Option<u64>,
+}
+
+/// Counters of a replay, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    pub records: AtomicU64,
+    pub corrupt: AtomicU64,
+    /// Files that could not be read at all.
+    pub failed_files: AtomicU64,
+    /// Passes completed.
+    pub passes: AtomicU64,
+}
+
+/// Starts the reader thread. The channel closes after the last file (never, with
+/// `loop`, unless a whole pass yields nothing), or when the receiver is dropped.
+pub fn spawn(config: &ReplayConfig, stats: Arc<ReplayStats>) -> mpsc::Receiver<Vec<Replayed>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("tickmesh-replay".into())
+        .spawn(move || read_passes(&config, &stats, &tx))
+        .expect("spawning the replay reader thread");
+    rx
+}
+
+fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec<Replayed>>) {
+    let corrupt_total =
+        metrics::counter!("tickmesh_ingest_corrupt_records_total", "source" => "replay");
+    let mut span: Option<(u64, u64)> = None;
+    let mut shift = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut pass_records = 0u64;
+        let mut first_pass_span = span;
+        for file in &config.files {
+            let mut logged = 0u64;
+            let on_corrupt = |c: Corrupt| {
+                stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                corrupt_total.increment(1);
+                logged += 1;
+                if logged <= LOG_FIRST || logged.is_multiple_of(1000) {
+                    tracing::warn!(file = %c.file.display(), line = c.line, error = %c.error, "corrupt record skipped");
+                }
+            };
+            let on_tick = |mut tick: Tick| {
+                let src = tick.src_ts.or((tick.ts > 0).then_some(tick.ts));
+                if span.is_none()
+                    && let Some(s) = src
+                {
+                    let (lo, hi) = first_pass_span.get_or_insert((s, s));
+                    (*lo, *hi) = ((*lo).min(s), (*hi).max(s));
+                }
+                let src = src.map(|s| s + shift);
+                (tick.seq, tick.epoch, tick.ts, tick.src_ts) = (0, 0, 0, src);
+                batch.push(Replayed { tick, src_ts: src });
+                pass_records += 1;
+                stats.records.fetch_add(1, Ordering::Relaxed);
+                if batch.len() >= BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if tx.blocking_send(full).is_err() {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            };
+            match tickfile::read_file(file, config.format, on_tick, on_corrupt) {
+                Ok(s) => {
+                    tracing::info!(file = %file.display(), ticks = s.ticks, corrupt = s.corrupt, "replayed file")
+                }
+                Err(e) => {
+                    stats.failed_files.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(file = %file.display(), error = %e, "cannot replay file");
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+        if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+            return;
+        }
+        stats.passes.fetch_add(1, Ordering::Relaxed);
+        span = span.or(first_pass_span);
+        if !config.repeat {
+            return;
+        }
+        if pass_records == 0 {
+            tracing::error!("a whole replay pass yielded no ticks; not looping");
+            return;
+        }
+        shift += span.map_or(0, |(lo, hi)| hi - lo + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn loops_shift_source_times_so_they_keep_increasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        std::fs::write(
+            &path,
+            "{\"symbol\":\"AAPL\",\"src_ts\":100,\"last\":1}\nnot json\n{\"symbol\":\"AAPL\",\"ts\":150,\"last\":2,\"seq\":77}\n",
+        )
+        .unwrap();
+        let config = ReplayConfig {
+            files: vec![path],
+            repeat: true,
+            ..ReplayConfig::default()
+        };
+        let stats = Arc::new(ReplayStats::default());
+        let mut rx = spawn(&config, stats.clone());
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            got.extend(rx.recv().await.unwrap());
+        }
+        drop(rx);
+        let times: Vec<u64> = got.iter().map(|r| r.src_ts.unwrap()).collect();
+        assert_eq!(times[..6], [100, 150, 151, 201, 202, 252]);
+        assert!(got.iter().all(|r| r.tick.seq == 0 && r.tick.ts == 0));
+        assert_eq!(got[1].tick.src_ts, Some(150));
+        assert!(stats.corrupt.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[test]
+    fn config_checks_files_only_when_replaying() {
+        let c = ReplayConfig::default();
+        c.validate(false).unwrap();
+        assert_eq!(c.validate(true).unwrap_err().0, "files");
+        let c = ReplayConfig {
+            files: vec!["/nonexistent/x.ndjson".into()],
+            ..ReplayConfig::default()
+        };
+        assert_eq!(c.validate(true).unwrap_err().0, "files");
+        let c = ReplayConfig {
+            speed: -1.0,
+            ..ReplayConfig::default()
+        };
+        assert_eq!(c.validate(false).unwrap_err().0, "speed");
+    }
+}

@@ -1,0 +1,246 @@
+//! The simulated session clock: a trading day from the open to the close, then the next
+//! weekday's open (no overnight, no holiday calendar).
+//!
+//! The clock runs `speed` simulated seconds per wall second. Activity bursts at the open:
+//! the tick rate is multiplied by `1 + (open_burst − 1)·e^(−t/burst_decay_s)`, `t` being
+//! the simulated seconds since the open.
+
+use serde::{Deserialize, Serialize};
+use tickmesh_core::date::Date;
+
+/// `[sim.session]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// The simulated trading day, `YYYY-MM-DD`. Default: today (UTC); a weekend moves to
+    /// the next Monday. Expiries are listed from this date.
+    pub date: Option<Date>,
+    /// Regular session open, `HH:MM` (exchange time). Default `09:30`.
+    pub open: String,
+    /// Regular session close, `HH:MM`. Default `16:00`.
+    pub close: String,
+    /// Time of day the simulation starts at, `HH:MM` or `HH:MM:SS`. Default: the open.
+    pub start: Option<String>,
+    /// Simulated seconds per wall second. Default 1.
+    pub speed: f64,
+    /// Tick-rate multiplier at the open; 1 disables the burst. Default 4.
+    pub open_burst: f64,
+    /// Simulated seconds over which the extra activity after the open falls by a factor
+    /// of e. Default 300.
+    pub burst_decay_s: f64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            date: None,
+            open: "09:30".into(),
+            close: "16:00".into(),
+            start: None,
+            speed: 1.0,
+            open_burst: 4.0,
+            burst_decay_s: 300.0,
+        }
+    }
+}
+
+/// Seconds since midnight of `HH:MM` or `HH:MM:SS`.
+pub fn parse_time(s: &str) -> Result<f64, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let field = |i: usize, max: u32| -> Result<u32, String> {
+        let p = parts.get(i).copied().unwrap_or("0");
+        match p.parse::<u32>() {
+            Ok(v) if p.len() == 2 && v < max => Ok(v),
+            _ => Err(format!("{s:?} is not a time of day (HH:MM or HH:MM:SS)")),
+        }
+    };
+    if !(2..=3).contains(&parts.len()) {
+        return Err(format!("{s:?} is not a time of day (HH:MM or HH:MM:SS)"));
+    }
+    let secs = if parts.len() == 3 { field(2, 60)? } else { 0 };
+    Ok(f64::from(field(0, 24)? * 3600 + field(1, 60)? * 60 + secs))
+}
+
+impl SessionConfig {
+    /// Checks the values; errors name the key below `sim.session`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let open = parse_time(&self.open).map_err(|e| ("open", e))?;
+        let close = parse_time(&self.close).map_err(|e| ("close", e))?;
+        if open >= close {
+            return Err(("close", format!("{} is not after the open", self.close)));
+        }
+        if let Some(start) = &self.start {
+            let t = parse_time(start).map_err(|e| ("start", e))?;
+            if !(open..close).contains(&t) {
+                return Err(("start", format!("{start} is outside the session")));
+            }
+        }
+        if !(self.speed > 0.0 && self.speed <= 100_000.0) {
+            return Err((
+                "speed",
+                format!("must be in (0, 100000], got {}", self.speed),
+            ));
+        }
+        if !(1.0..=100.0).contains(&self.open_burst) {
+            return Err((
+                "open_burst",
+                format!("must be in [1, 100], got {}", self.open_burst),
+            ));
+        }
+        if !(self.burst_decay_s > 0.0 && self.burst_decay_s.is_finite()) {
+            return Err(("burst_decay_s", "must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Moves a weekend date to the following Monday.
+pub fn trading_day(date: Date) -> Date {
+    let mut d = date;
+    while d.is_weekend() {
+        d = d.add_days(1);
+    }
+    d
+}
+
+/// Where the simulated market is in its day.
+#[derive(Debug, Clone)]
+pub struct SessionClock {
+    date: Date,
+    open: f64,
+    close: f64,
+    /// Seconds since midnight.
+    secs: f64,
+    speed: f64,
+    burst: f64,
+    decay: f64,
+}
+
+impl SessionClock {
+    /// A clock on `config.date` (or `today`), validated beforehand.
+    pub fn new(config: &SessionConfig, today: Date) -> Self {
+        let open = parse_time(&config.open).unwrap_or(34_200.0);
+        let close = parse_time(&config.close).unwrap_or(57_600.0);
+        let start = config
+            .start
+            .as_deref()
+            .and_then(|s| parse_time(s).ok())
+            .unwrap_or(open);
+        SessionClock {
+            date: trading_day(config.date.unwrap_or(today)),
+            open,
+            close,
+            secs: start,
+            speed: config.speed,
+            burst: config.open_burst,
+            decay: config.burst_decay_s,
+        }
+    }
+
+    pub fn date(&self) -> Date {
+        self.date
+    }
+
+    /// Seconds since midnight, simulated.
+    pub fn secs(&self) -> f64 {
+        self.secs
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
+    /// Length of the regular session, in seconds.
+    pub fn session_secs(&self) -> f64 {
+        self.close - self.open
+    }
+
+    /// The tick-rate multiplier now: `open_burst` at the open, decaying towards 1.
+    pub fn activity(&self) -> f64 {
+        let since_open = (self.secs - self.open).max(0.0);
+        if self.burst == 1.0 || since_open > 40.0 * self.decay {
+            return 1.0;
+        }
+        1.0 + (self.burst - 1.0) * (-since_open / self.decay).exp()
+    }
+
+    /// Advances by `wall` seconds of real time. Returns true when the session closed and
+    /// the clock moved to the next weekday's open.
+    pub fn advance(&mut self, wall: f64) -> bool {
+        self.secs += wall * self.speed;
+        if self.secs < self.close {
+            return false;
+        }
+        self.date = trading_day(self.date.add_days(1));
+        self.secs = self.open;
+        true
+    }
+
+    /// Years (of 365 days) until the close of `expiry`; at least one minute's worth, so
+    /// that an option expiring today still has a price.
+    pub fn years_to_close_of(&self, expiry: Date) -> f64 {
+        let secs = (expiry.days() - self.date.days()) as f64 * 86_400.0 + self.close - self.secs;
+        secs.max(60.0) / (365.0 * 86_400.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> Date {
+        Date::parse(s).unwrap()
+    }
+
+    #[test]
+    fn times_parse_strictly() {
+        assert_eq!(parse_time("09:30").unwrap(), 34_200.0);
+        assert_eq!(parse_time("15:59:50").unwrap(), 57_590.0);
+        for bad in ["9:30", "24:00", "09:60", "09", "09:30:00:00", "ab:cd"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        let c = SessionConfig {
+            start: Some("08:00".into()),
+            ..SessionConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().0, "start");
+    }
+
+    #[test]
+    fn the_open_bursts_then_calms_down() {
+        let mut clock = SessionClock::new(&SessionConfig::default(), day("2026-03-02"));
+        assert!((clock.activity() - 4.0).abs() < 1e-12);
+        clock.advance(300.0);
+        assert!((clock.activity() - (1.0 + 3.0 / std::f64::consts::E)).abs() < 1e-9);
+        clock.advance(3_600.0);
+        assert!(clock.activity() < 1.001);
+    }
+
+    #[test]
+    fn the_close_rolls_to_the_next_weekday() {
+        let config = SessionConfig {
+            start: Some("15:59:00".into()),
+            speed: 60.0,
+            ..SessionConfig::default()
+        };
+        // 2026-03-06 is a Friday; Saturday's date moves to Monday.
+        let mut clock = SessionClock::new(&config, day("2026-03-06"));
+        assert!(!clock.advance(0.5));
+        assert!(clock.advance(0.6));
+        assert_eq!(clock.date(), day("2026-03-09"));
+        assert_eq!(clock.secs(), 34_200.0);
+        assert_eq!(
+            SessionClock::new(&config, day("2026-03-07")).date(),
+            day("2026-03-09")
+        );
+    }
+
+    #[test]
+    fn time_to_expiry_counts_to_the_close() {
+        let clock = SessionClock::new(&SessionConfig::default(), day("2026-03-02"));
+        let t = clock.years_to_close_of(day("2026-03-06"));
+        let want = (4.0 * 86_400.0 + 6.5 * 3600.0) / (365.0 * 86_400.0);
+        assert!((t - want).abs() < 1e-12);
+        assert!(clock.years_to_close_of(day("2026-02-27")) > 0.0);
+    }
+}

@@ -1,0 +1,168 @@
+use std::io::Write as _;
+
+use super::*;
+use crate::sources::options::OptionsConfig;
+use crate::sources::session::SessionConfig;
+use crate::sources::sim::{SimParams, Simulator};
+
+fn sample_ticks(n: usize) -> Vec<Tick> {
+    let session = SessionConfig::default();
+    let options = OptionsConfig::default();
+    let mut sim = Simulator::new(&SimParams {
+        seed: 11,
+        ticks_per_sec: 2000.0,
+        universe: &[],
+        session: &session,
+        options: &options,
+        depth: 5,
+        today: tickmesh_core::date::Date::parse("2026-03-02").unwrap(),
+    });
+    (0..n)
+        .map(|k| {
+            let mut t = sim.next_tick().1;
+            t.seq = 1_000 + k as u64;
+            t.epoch = 1_000;
+            t.ts = 1_700_000_000_000_000 + k as u64;
+            t
+        })
+        .collect()
+}
+
+fn read_all(path: &Path) -> (Vec<Tick>, Vec<Corrupt>, FileSummary) {
+    let mut ticks = Vec::new();
+    let mut bad = Vec::new();
+    let summary = read_file(
+        path,
+        FileFormat::Auto,
+        |t| {
+            ticks.push(t);
+            ControlFlow::Continue(())
+        },
+        |c| bad.push(c),
+    )
+    .unwrap();
+    (ticks, bad, summary)
+}
+
+#[test]
+fn ndjson_round_trips_every_field_plain_and_gzipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ticks = sample_ticks(3_000);
+    assert!(
+        ticks
+            .iter()
+            .any(|t| t.kind == Kind::Option && t.depth.is_some())
+    );
+    let plain = dir.path().join("t.ndjson");
+    let mut w = std::io::BufWriter::new(File::create(&plain).unwrap());
+    for t in &ticks {
+        write_ndjson(&mut w, t).unwrap();
+    }
+    drop(w);
+    let gz = dir.path().join("t.ndjson.gz");
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
+    enc.finish().unwrap();
+    for path in [&plain, &gz] {
+        let (back, bad, summary) = read_all(path);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(summary.ticks, 3_000);
+        assert_eq!(back, ticks);
+    }
+}
+
+#[test]
+fn csv_round_trips_level_one_and_option_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let ticks = sample_ticks(2_000);
+    let path = dir.path().join("t.csv");
+    let mut w = std::io::BufWriter::new(File::create(&path).unwrap());
+    write_csv_header(&mut w).unwrap();
+    for t in &ticks {
+        write_csv(&mut w, t).unwrap();
+    }
+    drop(w);
+    let (back, bad, _) = read_all(&path);
+    assert!(bad.is_empty(), "{bad:?}");
+    let without_depth: Vec<Tick> = ticks
+        .into_iter()
+        .map(|t| Tick { depth: None, ..t })
+        .collect();
+    assert_eq!(back, without_depth);
+}
+
+#[test]
+fn corrupt_records_are_reported_with_their_line_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.ndjson");
+    let mut body = Vec::new();
+    body.extend_from_slice(b"{\"symbol\":\"AAPL\",\"last\":1.5,\"src_ts\":10}\n");
+    body.extend_from_slice(b"{\"symbol\":\"AAPL\",\"last\":\n");
+    body.extend_from_slice(b"\n");
+    body.extend_from_slice(b"{\"symbol\":\"md.>\",\"last\":1}\n");
+    body.extend_from_slice(b"{\"symbol\":\"MSFT\",\"last\":\"x\"}\n");
+    body.extend_from_slice(b"\xff\xfe\n");
+    body.extend_from_slice(&vec![b'x'; MAX_LINE + 10]);
+    body.extend_from_slice(b"\n{\"symbol\":\"MSFT\",\"seq\":9007199254740993}\n");
+    body.extend_from_slice(b"{\"symbol\":\"SPY\",\"bid\":2,\"type\":\"snapshot\"}");
+    std::fs::write(&path, body).unwrap();
+    let (ticks, bad, summary) = read_all(&path);
+    let symbols: Vec<&str> = ticks.iter().map(|t| t.symbol.as_str()).collect();
+    assert_eq!(symbols, ["AAPL", "SPY"]);
+    let lines: Vec<u64> = bad.iter().map(|c| c.line).collect();
+    assert_eq!(lines, [2, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        summary,
+        FileSummary {
+            ticks: 2,
+            corrupt: 6
+        }
+    );
+    assert!(
+        bad[0]
+            .to_string()
+            .starts_with(&format!("{}:2: ", path.display()))
+    );
+    assert!(bad[1].error.contains("symbol"), "{}", bad[1].error);
+}
+
+#[test]
+fn csv_rows_and_headers_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(
+        &path,
+        "symbol,src_ts,last,bid_size\nAAPL,10,1.5,100\nAAPL,11,abc,100\nAAPL,12\nMSFT,13,2,1.5\nmsft,14,2,1\nSPY,15,,\n",
+    )
+    .unwrap();
+    let (ticks, bad, _) = read_all(&path);
+    assert_eq!(ticks.len(), 2);
+    assert_eq!(ticks[1].symbol, "SPY");
+    assert_eq!(ticks[1].last, None);
+    let lines: Vec<u64> = bad.iter().map(|c| c.line).collect();
+    assert_eq!(lines, [3, 4, 5, 6]);
+    std::fs::write(&path, "symbol,colour\nAAPL,red\n").unwrap();
+    let e = read_file(
+        &path,
+        FileFormat::Auto,
+        |_| ControlFlow::Continue(()),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("colour"), "{e}");
+}
+
+#[test]
+fn formats_come_from_the_name_unless_set() {
+    let r = |p: &str| FileFormat::Auto.resolve(Path::new(p));
+    assert_eq!(r("a.ndjson.gz"), Ok(FileFormat::Ndjson));
+    assert_eq!(r("a.JSONL"), Ok(FileFormat::Ndjson));
+    assert_eq!(r("a.csv.gz"), Ok(FileFormat::Csv));
+    assert!(r("a.txt").is_err());
+    assert_eq!(
+        FileFormat::Csv.resolve(Path::new("a.txt")),
+        Ok(FileFormat::Csv)
+    );
+}

@@ -1,0 +1,493 @@
+//! One load-generating connection: connect, subscribe, read until the window ends, and
+//! count what arrives. TickMesh (protocol v1, JSON or MessagePack) or nats-server's own
+//! WebSocket listener (the NATS text protocol, MessagePack tick payloads).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tickmesh_core::subject::tick_subject;
+use tickmesh_core::{Format, Mode, Symbol};
+use tokio::time::Instant;
+
+use crate::scan::{self, Msg, NatsOp, TickRef};
+use crate::stats::Stats;
+use crate::ws::{Dial, Event, WsClient};
+
+/// Which server the connections speak to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    TickMesh(Format),
+    Nats,
+}
+
+/// The workload every connection of this process shares.
+#[derive(Debug)]
+pub struct Workload {
+    pub protocol: Protocol,
+    pub server: SocketAddr,
+    pub path: String,
+    pub sources: Vec<IpAddr>,
+    pub symbols: Vec<String>,
+    pub index: HashMap<Vec<u8>, u32>,
+    pub per_conn: usize,
+    pub mode: Mode,
+    pub interval_ms: u32,
+    pub shards: u32,
+    /// Every `slow_every`-th connection stops reading during the window.
+    pub slow_every: Option<u64>,
+    pub slow_rcvbuf: Option<u32>,
+    pub slow_per_conn: usize,
+    /// Leave the slow connections out (the baseline run).
+    pub slow_skip: bool,
+    pub full_picture_deadline: Duration,
+}
+
+/// When things happen, the same for every process of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    pub t0: Instant,
+    /// Connections start this far apart (zero: all at once).
+    pub spacing: Duration,
+    pub window_start: Instant,
+    pub window_end: Instant,
+    /// Slow clients read again until then, to see what the server did with them.
+    pub resume_end: Instant,
+}
+
+/// Shared with the progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub connected: AtomicU64,
+    pub updates: AtomicU64,
+    pub closed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SymState {
+    epoch: u64,
+    seq: u64,
+    seen: bool,
+    last_was_live: bool,
+    last_live: Option<Instant>,
+}
+
+struct Conn {
+    /// Indices into the universe of the symbols this connection subscribed to.
+    mine: Vec<bool>,
+    state: Vec<SymState>,
+    seen: usize,
+    started: Instant,
+    slow_consumer: bool,
+    updates_in_window: u64,
+    full_picture_done: bool,
+}
+
+/// What the read loop learned when it stopped.
+enum Ended {
+    /// The deadline passed.
+    Deadline,
+    Closed(Option<u16>),
+}
+
+pub fn now_unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The symbols connection `i` subscribes to: `per_conn` consecutive ones, starting at a
+/// different place for each connection so that every symbol gets a fair share.
+pub fn symbols_of(i: u64, per_conn: usize, universe: usize) -> impl Iterator<Item = usize> {
+    let start = (i as usize).wrapping_mul(per_conn.max(1)) % universe.max(1);
+    (0..per_conn.min(universe)).map(move |j| (start + j) % universe)
+}
+
+/// Runs connection `i` to the end of the timeline.
+pub async fn run(
+    i: u64,
+    w: Rc<Workload>,
+    tl: Timeline,
+    stats: Rc<RefCell<Stats>>,
+    progress: Arc<Progress>,
+) {
+    let slow = w.slow_every.is_some_and(|n| n > 0 && i % n == n - 1);
+    if slow && w.slow_skip {
+        return;
+    }
+    let start = tl.t0 + tl.spacing * u32::try_from(i).unwrap_or(u32::MAX);
+    tokio::time::sleep_until(start).await;
+    let dial = Dial {
+        server: w.server,
+        source: (!w.sources.is_empty()).then(|| w.sources[i as usize % w.sources.len()]),
+        path: w.path.clone(),
+        subprotocol: match w.protocol {
+            Protocol::TickMesh(Format::Json) => Some(tickmesh_core::protocol::SUBPROTOCOL_JSON),
+            Protocol::TickMesh(Format::MsgPack) => {
+                Some(tickmesh_core::protocol::SUBPROTOCOL_MSGPACK)
+            }
+            Protocol::Nats => None,
+        },
+        rcvbuf: if slow { w.slow_rcvbuf } else { None },
+    };
+    let connect = tokio::time::timeout(Duration::from_secs(30), WsClient::connect(&dial, i as u32));
+    let mut ws = match connect.await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return failed(&stats, &progress, format!("connect: {e:#}")),
+        Err(_) => return failed(&stats, &progress, "connect: timed out after 30 s".into()),
+    };
+    progress.connected.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut s = stats.borrow_mut();
+        s.counts.connected += 1;
+        let took = Instant::now().saturating_duration_since(start);
+        s.connect
+            .saturating_record((took.as_micros() as u64).max(1));
+    }
+
+    let universe = w.symbols.len();
+    let per_conn = if slow { w.slow_per_conn } else { w.per_conn };
+    let mine: Vec<usize> = symbols_of(i, per_conn, universe).collect();
+    let mut conn = Conn {
+        mine: {
+            let mut v = vec![false; if mine.is_empty() { 0 } else { universe }];
+            for &s in &mine {
+                v[s] = true;
+            }
+            v
+        },
+        state: vec![SymState::default(); if mine.is_empty() { 0 } else { universe }],
+        seen: 0,
+        started: start,
+        slow_consumer: false,
+        updates_in_window: 0,
+        full_picture_done: mine.is_empty(),
+    };
+    if let Err(e) = subscribe(&mut ws, &w, &mine).await {
+        return failed(&stats, &progress, format!("subscribe: {e:#}"));
+    }
+
+    let mut nats_buf = Vec::new();
+    let ended = if slow {
+        // A slow client never reads after subscribing: everything the server sends it
+        // piles up until the server conflates it or cuts it. After the window it reads
+        // again to see which.
+        stats.borrow_mut().counts.slow.clients += 1;
+        tokio::time::sleep_until(tl.window_end).await;
+        let ended = read(
+            &mut ws,
+            &w,
+            &mut conn,
+            &stats,
+            &progress,
+            &mut nats_buf,
+            tl.resume_end,
+            tl,
+        )
+        .await;
+        let mut s = stats.borrow_mut();
+        let o = &mut s.counts.slow;
+        match ended {
+            Ended::Closed(Some(4008)) => o.closed_4008 += 1,
+            Ended::Closed(_) => o.dropped_without_close += 1,
+            _ if conn.slow_consumer => {}
+            _ => o.untouched += 1,
+        }
+        if conn.slow_consumer {
+            o.told_slow_consumer += 1;
+        }
+        ended
+    } else {
+        let ended = read(
+            &mut ws,
+            &w,
+            &mut conn,
+            &stats,
+            &progress,
+            &mut nats_buf,
+            tl.window_end,
+            tl,
+        )
+        .await;
+        stats
+            .borrow_mut()
+            .counts
+            .conn_updates(conn.updates_in_window);
+        ended
+    };
+    if let Ended::Closed(code) = ended {
+        progress.closed.fetch_add(1, Ordering::Relaxed);
+        let key = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        *stats.borrow_mut().counts.closes.entry(key).or_default() += 1;
+    }
+    if !conn.full_picture_done {
+        stats.borrow_mut().counts.full_picture_never += 1;
+    }
+}
+
+fn failed(stats: &RefCell<Stats>, progress: &Progress, why: String) {
+    progress.failed.fetch_add(1, Ordering::Relaxed);
+    let mut s = stats.borrow_mut();
+    s.counts.connect_failures += 1;
+    if s.counts.samples.len() < 10 {
+        s.counts.samples.push(why);
+    }
+}
+
+async fn subscribe(ws: &mut WsClient, w: &Workload, mine: &[usize]) -> anyhow::Result<()> {
+    if mine.is_empty() {
+        return Ok(());
+    }
+    match w.protocol {
+        Protocol::TickMesh(_) => {
+            let symbols: Vec<&str> = mine.iter().map(|&s| w.symbols[s].as_str()).collect();
+            let req = serde_json::json!({
+                "op": "subscribe",
+                "id": 1,
+                "symbols": symbols,
+                "mode": w.mode.as_str(),
+                "interval_ms": w.interval_ms,
+            });
+            ws.send_text(&req.to_string()).await
+        }
+        Protocol::Nats => {
+            let mut out = String::from(
+                "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"tickmesh-loadgen\"}\r\n",
+            );
+            for (sid, &s) in mine.iter().enumerate() {
+                let symbol = Symbol::parse(&w.symbols[s])?;
+                out.push_str(&format!(
+                    "SUB {} {}\r\n",
+                    tick_subject(&symbol, w.shards),
+                    sid + 1
+                ));
+            }
+            out.push_str("PING\r\n");
+            ws.send(2, out.as_bytes()).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site per phase; a struct would only rename them
+async fn read(
+    ws: &mut WsClient,
+    w: &Workload,
+    conn: &mut Conn,
+    stats: &RefCell<Stats>,
+    progress: &Progress,
+    nats_buf: &mut Vec<u8>,
+    until: Instant,
+    tl: Timeline,
+) -> Ended {
+    let deadline = tokio::time::sleep_until(until);
+    tokio::pin!(deadline);
+    loop {
+        let pong = tokio::select! {
+            biased;
+            _ = &mut deadline => return Ended::Deadline,
+            ev = ws.next() => {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        // A reset or a broken frame: the connection is over either way.
+                        let mut s = stats.borrow_mut();
+                        if e.downcast_ref::<std::io::Error>().is_some() {
+                            *s.counts.closes.entry("reset".into()).or_default() += 1;
+                        } else {
+                            s.counts.sample(format!("read: {e:#}"));
+                        }
+                        return Ended::Closed(None);
+                    }
+                };
+                let payload = match ev {
+                    Event::Closed(code) => return Ended::Closed(code),
+                    Event::Text(p) | Event::Binary(p) => p,
+                };
+                let now = Instant::now();
+                let mut s = stats.borrow_mut();
+                s.counts.frames += 1;
+                s.counts.bytes += payload.len() as u64;
+                let before = s.counts.updates_total;
+                let pong = match w.protocol {
+                    Protocol::TickMesh(format) => {
+                        on_tickmesh(format, payload, w, conn, &mut s, now, tl);
+                        false
+                    }
+                    Protocol::Nats => {
+                        nats_buf.extend_from_slice(payload);
+                        on_nats(nats_buf, w, conn, &mut s, now, tl)
+                    }
+                };
+                progress
+                    .updates
+                    .fetch_add(s.counts.updates_total - before, Ordering::Relaxed);
+                pong
+            }
+        };
+        if pong && ws.send(2, b"PONG\r\n").await.is_err() {
+            return Ended::Closed(None);
+        }
+    }
+}
+
+fn on_tickmesh(
+    format: Format,
+    payload: &[u8],
+    w: &Workload,
+    conn: &mut Conn,
+    s: &mut Stats,
+    now: Instant,
+    tl: Timeline,
+) {
+    let wall = now_unix_us();
+    let mut on = |t: TickRef, snapshot: bool| on_tick(t, snapshot, w, conn, s, now, wall, tl);
+    let parsed = match format {
+        Format::Json => scan::json_message(payload, &mut on),
+        Format::MsgPack => scan::mp_message(payload, &mut on),
+    };
+    match parsed {
+        Ok(Msg::Ticks) => {}
+        Ok(Msg::Snapshot) => s.counts.snapshots += 1,
+        Ok(Msg::Error(code)) => {
+            let code = String::from_utf8_lossy(code).into_owned();
+            if code == "slow_consumer" {
+                conn.slow_consumer = true;
+            }
+            *s.counts.errors_by_code.entry(code).or_default() += 1;
+        }
+        Ok(Msg::Other(_)) => {}
+        Err(e) => s.counts.sample(format!("unreadable message: {e}")),
+    }
+}
+
+/// Handles every complete NATS operation in `buf`; returns true if the server pinged.
+fn on_nats(
+    buf: &mut Vec<u8>,
+    w: &Workload,
+    conn: &mut Conn,
+    s: &mut Stats,
+    now: Instant,
+    tl: Timeline,
+) -> bool {
+    let wall = now_unix_us();
+    let mut pos = 0;
+    let mut ping = false;
+    loop {
+        match scan::nats_op(&buf[pos..]) {
+            Ok(Some((op, n))) => {
+                match op {
+                    NatsOp::Msg { payload } => match scan::mp_tick(&mut scan::Mp::new(payload)) {
+                        Some((t, _)) => on_tick(t, false, w, conn, s, now, wall, tl),
+                        None => s.counts.sample("unreadable NATS payload"),
+                    },
+                    NatsOp::Ping => ping = true,
+                    NatsOp::Err(line) => {
+                        let text = String::from_utf8_lossy(line).into_owned();
+                        *s.counts.errors_by_code.entry(text.clone()).or_default() += 1;
+                        s.counts.sample(text);
+                    }
+                    NatsOp::Other => {}
+                }
+                pos += n;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                s.counts.sample(e);
+                pos = buf.len();
+                break;
+            }
+        }
+    }
+    buf.drain(..pos);
+    ping
+}
+
+#[allow(clippy::too_many_arguments)] // the hot path: plain arguments, no struct to build
+fn on_tick(
+    t: TickRef,
+    snapshot: bool,
+    w: &Workload,
+    conn: &mut Conn,
+    s: &mut Stats,
+    now: Instant,
+    wall_us: u64,
+    tl: Timeline,
+) {
+    let Some(&idx) = w.index.get(t.symbol) else {
+        s.counts.sample(format!(
+            "tick of unknown symbol {}",
+            String::from_utf8_lossy(t.symbol)
+        ));
+        return;
+    };
+    let idx = idx as usize;
+    if !conn.mine.get(idx).copied().unwrap_or(false) {
+        s.counts.sample(format!(
+            "tick of a symbol not subscribed: {}",
+            String::from_utf8_lossy(t.symbol)
+        ));
+        return;
+    }
+    let in_window = now >= tl.window_start && now < tl.window_end;
+    let st = &mut conn.state[idx];
+    if st.seen {
+        if t.epoch < st.epoch || (t.epoch == st.epoch && t.seq <= st.seq) {
+            s.counts.seq_regressions += 1;
+            s.counts.sample(format!(
+                "{}: seq {} after {}",
+                String::from_utf8_lossy(t.symbol),
+                t.seq,
+                st.seq
+            ));
+        } else if t.epoch == st.epoch
+            && t.seq > st.seq + 1
+            && !snapshot
+            && st.last_was_live
+            && w.interval_ms == 0
+            && !conn.slow_consumer
+        {
+            s.counts.seq_gaps += 1;
+            s.counts.seq_missing += t.seq - st.seq - 1;
+        }
+    } else {
+        st.seen = true;
+        conn.seen += 1;
+        if conn.seen == conn.mine.iter().filter(|&&m| m).count() && !conn.full_picture_done {
+            conn.full_picture_done = true;
+            let took = now.saturating_duration_since(conn.started);
+            s.full_picture
+                .saturating_record((took.as_micros() as u64).max(1));
+            if took <= w.full_picture_deadline {
+                s.counts.full_picture_in_time += 1;
+            }
+        }
+    }
+    st.epoch = t.epoch;
+    st.seq = st.seq.max(t.seq);
+    st.last_was_live = !snapshot;
+    if snapshot {
+        return;
+    }
+    s.counts.updates_total += 1;
+    if in_window {
+        s.counts.updates += 1;
+        conn.updates_in_window += 1;
+        s.latency
+            .saturating_record(wall_us.saturating_sub(t.ts).max(1));
+        if w.interval_ms > 0
+            && !matches!(w.protocol, Protocol::Nats)
+            && let Some(prev) = st.last_live
+            && now.saturating_duration_since(prev)
+                < Duration::from_millis(u64::from(w.interval_ms)) * 9 / 10
+        {
+            s.counts.interval_violations += 1;
+        }
+    }
+    st.last_live = Some(now);
+}

@@ -1,0 +1,188 @@
+// The dashboard page in headless Chromium against a real local mesh (nats-server, ingest,
+// edge as processes): what a person looking at the page would see.
+//
+//   bash tests/browser/setup.sh && node --test tests/browser/
+//
+// Screenshots go to tests/artifacts/ (git-ignored).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+
+import { launchChromium } from './chromium.mjs';
+import { ARTIFACTS, startMesh } from './mesh.mjs';
+
+/** @type {Awaited<ReturnType<typeof startMesh>>} */
+let mesh;
+/** @type {Awaited<ReturnType<typeof launchChromium>>} */
+let browser;
+
+before(
+  async () => {
+    // Started side by side; whichever started is stopped in `after` even if the other failed.
+    const [m, b] = await Promise.allSettled([startMesh(), launchChromium()]);
+    if (m.status === 'fulfilled') mesh = m.value;
+    if (b.status === 'fulfilled') browser = b.value;
+    for (const r of [m, b]) if (r.status === 'rejected') throw r.reason;
+  },
+  { timeout: 60000 },
+);
+
+after(
+  async () => {
+    await browser?.close();
+    await mesh?.stop();
+  },
+  { timeout: 30000 },
+);
+
+const PRICE = /^\d+\.\d{2,6}$/;
+
+/**
+ * A page of the dashboard; collects uncaught page errors.
+ * @param {string} query
+ */
+async function openDashboard(query) {
+  const page = await browser.context.newPage();
+  /** @type {string[]} */
+  const pageErrors = [];
+  page.on('pageerror', (err) => pageErrors.push(String(err)));
+  await page.goto(`${mesh.httpUrl}/${query}`);
+  return { page, pageErrors };
+}
+
+/** @param {import('playwright-core').Page} page */
+const statusOf = (page) =>
+  page.evaluate(() => {
+    const text = (/** @type {string} */ id) => document.getElementById(id)?.textContent?.trim() ?? '';
+    return {
+      state: document.getElementById('status-state')?.dataset.state ?? '',
+      edge: text('status-edge'),
+      enc: text('status-enc'),
+      lag: text('status-lag'),
+      ups: Number(text('status-ups')),
+      reconnects: Number(text('status-reconnects')),
+    };
+  });
+
+/**
+ * Waits until the status bar satisfies `pred` (the page refreshes it every 200 ms).
+ * @param {import('playwright-core').Page} page
+ * @param {(s: Awaited<ReturnType<typeof statusOf>>) => boolean} pred
+ * @param {string} what
+ * @param {number} [timeoutMs]
+ */
+async function waitForStatus(page, pred, what, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let s = await statusOf(page);
+  while (!pred(s)) {
+    if (Date.now() > deadline) assert.fail(`status bar never showed ${what}; last: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 100));
+    s = await statusOf(page);
+  }
+  return s;
+}
+
+/** @param {string} symbol @param {string} cell */
+const cellSelector = (symbol, cell) => `tr[data-symbol="${symbol}"] .${cell}`;
+
+/** @param {import('playwright-core').Page} page @param {string} symbol @param {string} cell */
+const cellText = async (page, symbol, cell) => ((await page.textContent(cellSelector(symbol, cell))) ?? '').trim();
+
+/**
+ * Waits until the watchlist shows a price for `symbol` that differs from `from`.
+ * @param {import('playwright-core').Page} page @param {string} symbol @param {string} from
+ */
+async function nextPrice(page, symbol, from, timeoutMs = 15000) {
+  const handle = await page.waitForFunction(
+    ([sel, prev]) => {
+      const t = document.querySelector(sel)?.textContent?.trim();
+      return t && t !== prev ? t : null;
+    },
+    [cellSelector(symbol, 'last'), from],
+    { timeout: timeoutMs, polling: 100 },
+  );
+  return String(await handle.jsonValue());
+}
+
+/** @param {string} metrics @param {string} series */
+function metric(metrics, series) {
+  const line = metrics.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+test('the page connects to the edge and shows prices that change', { timeout: 30000 }, async () => {
+  const { page, pageErrors } = await openDashboard('?symbols=AAPL,MSFT,SPY');
+  try {
+    const status = await waitForStatus(page, (s) => s.state === 'open' && s.edge === mesh.edgeName, `open on ${mesh.edgeName}`);
+    assert.equal(status.enc, 'json');
+    const rows = await page.$$eval('#watchlist-body tr[data-symbol]', (trs) => trs.map((tr) => tr.getAttribute('data-symbol')));
+    assert.deepEqual(rows, ['AAPL', 'MSFT', 'SPY'], 'the watchlist is the ?symbols= list, in order');
+
+    const first = await nextPrice(page, 'AAPL', '');
+    assert.match(first, PRICE, `AAPL last "${first}" is a price`);
+    const second = await nextPrice(page, 'AAPL', first);
+    assert.match(second, PRICE);
+    assert.notEqual(second, first);
+
+    for (const symbol of rows) {
+      await nextPrice(page, symbol, '');
+      // One read of the whole row: the page may redraw it between two reads.
+      const row = await page.$eval(`tr[data-symbol="${symbol}"]`, (tr) =>
+        Object.fromEntries(['bid', 'ask', 'chg'].map((c) => [c, tr.querySelector(`.${c}`)?.textContent?.trim() ?? ''])),
+      );
+      const [bid, ask] = [Number(row.bid), Number(row.ask)];
+      assert.ok(bid > 0 && ask > 0 && bid <= ask, `${symbol} bid ${bid} / ask ${ask}`);
+      assert.match(row.chg, /^[+-]?\d+\.\d{2}$/, `${symbol} change`);
+    }
+    const flowing = await waitForStatus(page, (s) => s.ups > 0 && /^\d+ ms$/.test(s.lag), 'updates per second and lag');
+    assert.equal(flowing.reconnects, 0);
+
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png') });
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  } finally {
+    await page.close();
+  }
+});
+
+test('the page reconnects and resubscribes by itself when its edge is replaced', { timeout: 45000 }, async () => {
+  const { page, pageErrors } = await openDashboard('?symbols=AAPL,NVDA&enc=msgpack');
+  try {
+    const first = mesh.edgeName;
+    const status = await waitForStatus(page, (s) => s.state === 'open' && s.edge === first, `open on ${first}`);
+    assert.equal(status.enc, 'msgpack');
+    assert.equal(status.reconnects, 0);
+    const price = await nextPrice(page, 'AAPL', '');
+
+    // Killed without notice: the page sees the socket drop and retries with backoff.
+    await mesh.stopEdge('SIGKILL');
+    await waitForStatus(page, (s) => s.state !== 'open', 'that the connection dropped', 5000);
+    await mesh.startEdge();
+    const second = mesh.edgeName;
+    await waitForStatus(page, (s) => s.state === 'open' && s.edge === second && s.reconnects === 1, `open on ${second} after 1 reconnect`);
+    // The new edge process had no subscriptions: prices moving again means the page
+    // subscribed again by itself.
+    const after1 = await nextPrice(page, 'AAPL', price);
+    await nextPrice(page, 'AAPL', after1);
+    await nextPrice(page, 'NVDA', await cellText(page, 'NVDA', 'last'));
+    const metrics = await mesh.metrics();
+    assert.equal(metric(metrics, 'tickmesh_edge_sessions{encoding="msgpack"}'), 1, 'the page holds one session on the new edge');
+    assert.ok((metric(metrics, 'tickmesh_edge_updates_out_total') ?? 0) > 0, 'the new edge sent it updates');
+
+    // Drained (SIGTERM): the edge tells the page to come back after a short random delay.
+    await mesh.stopEdge('SIGTERM');
+    await mesh.startEdge();
+    const third = mesh.edgeName;
+    await waitForStatus(page, (s) => s.state === 'open' && s.edge === third && s.reconnects === 2, `open on ${third} after 2 reconnects`);
+    const after2 = await nextPrice(page, 'AAPL', await cellText(page, 'AAPL', 'last'));
+    assert.match(after2, PRICE);
+    const log = (await page.textContent('#log')) ?? '';
+    assert.match(log, /edge draining/, 'the page logged the drain notice');
+    await waitForStatus(page, (s) => s.ups > 0, 'updates per second');
+
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-reconnected.png') });
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  } finally {
+    await page.close();
+  }
+});

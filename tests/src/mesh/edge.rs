@@ -1,0 +1,88 @@
+//! An edge as its own process, so that a test can kill it the hard way.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tickmesh_edge::EdgeConfig;
+
+use super::list;
+use crate::{free_port, http_get};
+
+/// An edge running as its own process (so that it can be SIGKILLed), configured through
+/// `TICKMESH_EDGE_*` variables (the mesh's settings: name, listen, nats, shutdown).
+#[derive(Debug)]
+pub struct EdgeProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+impl EdgeProcess {
+    /// Starts `bin` (an integration test passes
+    /// `env!("CARGO_BIN_EXE_tickmesh-test-edge")`, which cargo builds with the tests) on a
+    /// free port and waits until `/readyz` says ready.
+    pub async fn start(bin: &Path, config: &EdgeConfig) -> anyhow::Result<EdgeProcess> {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let n = &config.nats;
+        let mut cmd = Command::new(bin);
+        cmd.env("TICKMESH_EDGE_NAME", &config.name)
+            .env("TICKMESH_EDGE_LISTEN", addr.to_string())
+            .env("TICKMESH_EDGE_NATS__URLS", list(n.urls.iter().cloned()))
+            .env("TICKMESH_EDGE_NATS__NAME", &n.name)
+            .env("TICKMESH_EDGE_NATS__KV_BUCKET", &n.kv_bucket)
+            .env(
+                "TICKMESH_EDGE_SHUTDOWN__RECONNECT_WINDOW_MS",
+                config.shutdown.reconnect_window_ms.to_string(),
+            )
+            .env(
+                "TICKMESH_EDGE_SHUTDOWN__GRACE_MS",
+                config.shutdown.grace_ms.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Some(d) = &n.js_domain {
+            cmd.env("TICKMESH_EDGE_NATS__JS_DOMAIN", d);
+        }
+        if let Some(d) = &n.kv_mirror_domain {
+            cmd.env("TICKMESH_EDGE_NATS__KV_MIRROR_DOMAIN", d);
+        }
+        let child = cmd.spawn().context("starting tickmesh-edge")?;
+        let mut edge = EdgeProcess {
+            child: Some(child),
+            addr,
+            name: config.name.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_get(addr, "/readyz").await.is_ok_and(|(s, _)| s == 200) {
+                return Ok(edge);
+            }
+            if let Some(c) = edge.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                bail!("tickmesh-edge exited at start: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("tickmesh-edge at {addr} not ready within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: clients see their connections drop with no close frame.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

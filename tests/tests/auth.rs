@@ -1,0 +1,506 @@
+//! Authentication, entitlements, refresh, revocation, limits and TLS, end to end. Every
+//! refusal also checks that another session carries on.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_edge::EdgeConfig;
+use tickmesh_tests::*;
+
+const SECRET: &str = "a-test-only-hs256-secret-32-bytes-long!";
+const SECOND: Duration = Duration::from_secs(1);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn mint(claims: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn claims(sub: &str, ent: &[&str], tier: &str) -> Value {
+    json!({"sub": sub, "iat": now() - 1, "exp": now() + 600, "ent": ent, "tier": tier})
+}
+
+struct Setup {
+    nats: NatsServer,
+    ingest: Service,
+    edge: Service,
+    addr: SocketAddr,
+}
+
+async fn setup(f: impl FnOnce(&mut EdgeConfig)) -> Setup {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 1000));
+    let mut cfg = edge_config(&nats.url());
+    cfg.auth.hs256_secret = Some(SECRET.into());
+    cfg.auth.anonymous = false;
+    cfg.auth.leeway_s = 0;
+    f(&mut cfg);
+    let (edge, addr) = start_edge(cfg).await.unwrap();
+    Setup {
+        nats,
+        ingest,
+        edge,
+        addr,
+    }
+}
+
+impl Setup {
+    fn url(&self) -> String {
+        format!("ws://{}/v1/stream", self.addr)
+    }
+
+    /// A session that keeps receiving AAPL every tick: the bystander.
+    async fn bystander(&self) -> Client {
+        let t = mint(claims("bystander", &["*"], "realtime"));
+        let mut c = Client::connect_with(self.addr, Format::Json, Some(&t))
+            .await
+            .unwrap();
+        c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}))
+            .await
+            .unwrap();
+        c.next_of("subscribed", 5 * SECOND).await.unwrap();
+        c
+    }
+
+    async fn stop(self) {
+        self.ingest.stop().await.unwrap();
+        self.edge.stop().await.unwrap();
+    }
+}
+
+async fn still_live(c: &mut Client) {
+    let ticks = tick_events(&c.collect(Duration::from_millis(600)).await.unwrap());
+    assert!(
+        ticks.iter().filter(|e| !e.3).count() > 20,
+        "the bystander stopped getting ticks"
+    );
+    c.ping(99).await.unwrap();
+}
+
+async fn close_code(c: &mut Client) -> Option<u16> {
+    loop {
+        match c.next_event(5 * SECOND).await.unwrap() {
+            Event::Closed(code) => return code,
+            Event::Msg(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
+    let s = setup(|c| {
+        c.auth.audience = Some("tickmesh".into());
+        c.auth.issuer = Some("https://auth.test".into());
+    })
+    .await;
+    let mut other = s.bystander().await;
+    let good = || {
+        let mut c = claims("alice", &["*"], "pro");
+        c["aud"] = json!("tickmesh");
+        c["iss"] = json!("https://auth.test");
+        c
+    };
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let with = |k: &str, v: Value| {
+        let mut c = good();
+        c[k] = v;
+        mint(c)
+    };
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing", None, "a token is required"),
+        (
+            "alg none",
+            Some(format!("{}.{}.", b64(json!({"alg":"none"})), b64(good()))),
+            "algorithm none",
+        ),
+        (
+            "HS384",
+            Some(
+                encode(
+                    &Header::new(Algorithm::HS384),
+                    &good(),
+                    &EncodingKey::from_secret(SECRET.as_bytes()),
+                )
+                .unwrap(),
+            ),
+            "algorithm HS384",
+        ),
+        (
+            "forged",
+            Some(
+                encode(
+                    &Header::new(Algorithm::HS256),
+                    &good(),
+                    &EncodingKey::from_secret(b"some-other-secret-of-32-bytes-or-more"),
+                )
+                .unwrap(),
+            ),
+            "bad signature",
+        ),
+        (
+            "expired",
+            Some(with("exp", json!(now() - 5))),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            Some(with("nbf", json!(now() + 600))),
+            "not yet valid",
+        ),
+        (
+            "audience",
+            Some(with("aud", json!("someone-else"))),
+            "wrong audience",
+        ),
+        (
+            "issuer",
+            Some(with("iss", json!("https://evil.test"))),
+            "wrong issuer",
+        ),
+        ("garbage", Some("garbage".into()), "malformed"),
+        (
+            "unknown tier",
+            Some(with("tier", json!("platinum"))),
+            "unknown tier",
+        ),
+    ];
+    for (name, token, reason) in &cases {
+        let (status, body) = upgrade_status(&s.url(), token.as_deref()).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert!(
+            body.contains(reason),
+            "{name}: body {body:?} lacks {reason:?}"
+        );
+    }
+    // The token as a query parameter works like the header.
+    let (status, _) = upgrade_status(&format!("{}?token={}", s.url(), mint(good())), None).await;
+    assert_eq!(status, 101);
+    let (_, metrics) = http_get(s.addr, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("tickmesh_edge_auth_failures_total{reason=\"bad_signature\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&mint(good())[..20]),
+        "a token reached the metrics"
+    );
+    still_live(&mut other).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_and_tiers_decide_symbols_and_intervals() {
+    let s = setup(|_| {}).await;
+    let mut c = claims("carol", &["AAPL", "MSFT*"], "delayed");
+    c["max_symbols"] = json!(2);
+    let mut carol = Client::connect_with(s.addr, Format::Json, Some(&mint(c)))
+        .await
+        .unwrap();
+    assert_eq!(
+        carol.welcome["limits"],
+        json!({"max_symbols": 2, "max_msgs_per_s": 10, "min_interval_ms": 1000})
+    );
+    carol
+        .send(json!({"op":"subscribe","id":5,"symbols":["AAPL","SPY","MSFT","MSFTX"],"interval_ms":0}))
+        .await
+        .unwrap();
+    let mut errors = Vec::new();
+    let sub = loop {
+        let v = carol.next_non_hb(5 * SECOND).await.unwrap();
+        if v["type"] == "subscribed" {
+            break v;
+        }
+        errors.push((
+            v["code"].as_str().unwrap().to_string(),
+            v["symbol"].as_str().unwrap().to_string(),
+        ));
+    };
+    assert_eq!(sub["symbols"], json!(["AAPL", "MSFT"]));
+    assert_eq!(
+        sub["interval_ms"], 1000,
+        "the tier's minimum interval applies"
+    );
+    assert_eq!(
+        errors,
+        [
+            ("not_entitled".to_string(), "SPY".to_string()),
+            ("too_many_symbols".to_string(), "MSFTX".to_string())
+        ]
+    );
+    let ticks = tick_events(&carol.collect(Duration::from_millis(2500)).await.unwrap());
+    assert!(ticks.iter().all(|e| e.1 == "AAPL" || e.1 == "MSFT"));
+    let aapl_live = ticks.iter().filter(|e| e.1 == "AAPL" && !e.3).count();
+    assert!(
+        (1..=3).contains(&aapl_live),
+        "{aapl_live} AAPL updates in 2.5 s at 1000 ms"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_refresh_replaces_claims_in_place() {
+    let s = setup(|_| {}).await;
+    let t1 = mint(claims("dave", &["AAPL", "SPY"], "delayed"));
+    let mut dave = Client::connect_with(s.addr, Format::Json, Some(&t1))
+        .await
+        .unwrap();
+    dave.send(json!({"op":"subscribe","id":1,"symbols":["AAPL","SPY"],"interval_ms":0}))
+        .await
+        .unwrap();
+    assert_eq!(
+        dave.next_of("subscribed", 5 * SECOND).await.unwrap()["interval_ms"],
+        1000
+    );
+    let t2 = mint(claims("dave", &["AAPL"], "realtime"));
+    dave.send(json!({"op":"auth","id":2,"token":t2}))
+        .await
+        .unwrap();
+    let mut lost = Vec::new();
+    let authed = loop {
+        let v = dave.next_non_hb(5 * SECOND).await.unwrap();
+        match v["type"].as_str() {
+            Some("authed") => break v,
+            Some("error") => lost.push(v),
+            _ => {}
+        }
+    };
+    assert_eq!(authed["id"], 2);
+    assert!(authed["exp"].as_u64().unwrap() > now());
+    assert_eq!(lost.len(), 1);
+    assert_eq!(
+        (lost[0]["code"].as_str(), lost[0]["symbol"].as_str()),
+        (Some("not_entitled"), Some("SPY"))
+    );
+    dave.send(json!({"op":"list","id":3})).await.unwrap();
+    let list = dave.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    assert_eq!(
+        list["subscriptions"],
+        json!([{"symbol":"AAPL","mode":"quote","interval_ms":0}]),
+        "interval loosened to what was asked"
+    );
+    let ticks = tick_events(&dave.collect(SECOND).await.unwrap());
+    assert!(
+        ticks.iter().filter(|e| e.1 == "AAPL").count() > 20,
+        "every tick after the refresh"
+    );
+    assert!(ticks.iter().all(|e| e.1 != "SPY"));
+    // A token for someone else is refused and closes with 4401.
+    dave.send(json!({"op":"auth","id":4,"token":mint(claims("mallory", &["*"], "realtime"))}))
+        .await
+        .unwrap();
+    let v = dave.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(
+        (v["id"].as_i64(), v["code"].as_str()),
+        (Some(4), Some("unauthorized"))
+    );
+    assert_eq!(close_code(&mut dave).await, Some(4401));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_gets_token_expired_and_4401() {
+    let s = setup(|_| {}).await;
+    let mut other = s.bystander().await;
+    let mut c = claims("erin", &["*"], "pro");
+    c["exp"] = json!(now() + 2);
+    let mut erin = Client::connect_with(s.addr, Format::Json, Some(&mint(c)))
+        .await
+        .unwrap();
+    let v = erin.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(v["code"], "token_expired");
+    assert_eq!(close_code(&mut erin).await, Some(4401));
+    still_live(&mut other).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_on_ctl_revoke_closes_the_users_sessions_with_4403() {
+    let s = setup(|_| {}).await;
+    let mut other = s.bystander().await;
+    let frank_token = mint(claims("frank", &["*"], "pro"));
+    let mut frank1 = Client::connect_with(s.addr, Format::Json, Some(&frank_token))
+        .await
+        .unwrap();
+    let mut frank2 = Client::connect_with(s.addr, Format::MsgPack, Some(&frank_token))
+        .await
+        .unwrap();
+    let nats = async_nats::connect(s.nats.url()).await.unwrap();
+    let sent = std::time::Instant::now();
+    nats.publish("ctl.revoke", r#"{"sub":"frank"}"#.into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    assert_eq!(close_code(&mut frank1).await, Some(4403));
+    assert_eq!(close_code(&mut frank2).await, Some(4403));
+    assert!(
+        sent.elapsed() < SECOND,
+        "revocation took {:?}",
+        sent.elapsed()
+    );
+    let (status, body) = upgrade_status(&s.url(), Some(&frank_token)).await;
+    assert_eq!((status, body.as_str()), (401, "token revoked"));
+    // A malformed revocation is ignored.
+    nats.publish("ctl.revoke", "{{nonsense".into())
+        .await
+        .unwrap();
+    still_live(&mut other).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_floods_get_rate_limited_then_4029() {
+    let s = setup(|c| {
+        c.auth.tiers.get_mut("delayed").unwrap().max_msgs_per_s = 5;
+        c.limits.rate_limit_strikes = 10;
+    })
+    .await;
+    let mut other = s.bystander().await;
+    let mut g = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("gina", &["*"], "delayed"))),
+    )
+    .await
+    .unwrap();
+    for i in 0..60 {
+        if g.send(json!({"op":"ping","id":i})).await.is_err() {
+            break;
+        }
+    }
+    let mut limited = 0;
+    let code = loop {
+        match g.next_event(5 * SECOND).await.unwrap() {
+            Event::Msg(v) if v["code"] == "rate_limited" => limited += 1,
+            Event::Msg(_) => {}
+            Event::Closed(code) => break code,
+        }
+    };
+    assert!(limited >= 1, "no rate_limited before the close");
+    assert_eq!(code, Some(4029));
+    still_live(&mut other).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_per_user_and_per_ip() {
+    let s = setup(|c| {
+        c.limits.max_sessions_per_user = 2;
+        c.limits.max_connections_per_ip = 4;
+    })
+    .await;
+    let t = mint(claims("hank", &["*"], "pro"));
+    let _a = Client::connect_with(s.addr, Format::Json, Some(&t))
+        .await
+        .unwrap();
+    let b = Client::connect_with(s.addr, Format::Json, Some(&t))
+        .await
+        .unwrap();
+    let (status, body) = upgrade_status(&s.url(), Some(&t)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (429, "too many sessions for this user")
+    );
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _b2 = Client::connect_with(s.addr, Format::Json, Some(&t))
+        .await
+        .unwrap();
+    let _c = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("ivy", &["*"], "pro"))),
+    )
+    .await
+    .unwrap();
+    let _d = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("jay", &["*"], "pro"))),
+    )
+    .await
+    .unwrap();
+    let (status, _) = upgrade_status(&s.url(), Some(&mint(claims("kim", &["*"], "pro")))).await;
+    assert_eq!(status, 429, "fifth connection from one address");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_serves_a_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("edge.crt"), dir.path().join("edge.key"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let s = setup(|c| {
+        c.auth.anonymous = true;
+        c.tls = Some(tickmesh_edge::config::TlsConfig {
+            cert_file,
+            key_file,
+            reload_ms: 1000,
+        });
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = stream_request(
+        &format!("wss://localhost:{}/v1/stream", s.addr.port()),
+        Format::Json,
+        None,
+    )
+    .unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let mut ws = ws;
+    use futures_util::{SinkExt, StreamExt};
+    let welcome = ws.next().await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains("\"welcome\""));
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let mut got_tick = false;
+    for _ in 0..50 {
+        let m = ws.next().await.unwrap().unwrap();
+        if m.to_text().unwrap().contains("\"ticks\"") {
+            got_tick = true;
+            break;
+        }
+    }
+    assert!(got_tick, "no ticks over wss");
+    // Plain ws to the TLS port does not upgrade.
+    let (status, _) = upgrade_status(&s.url(), None).await;
+    assert_ne!(status, 101);
+    s.stop().await;
+}

@@ -1,0 +1,79 @@
+//! `cargo xtask token`: mints a development token for the demo's development key.
+//!
+//! DEVELOPMENT ONLY. The key is a random HS256 secret made on first use in
+//! `.tools/dev-hs256.secret` (git-ignored); the demo's edges trust it. Production edges
+//! trust an identity provider's public keys (RS256 / EdDSA) instead.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--tier NAME] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
+
+/// The development secret's path, creating the secret if it does not exist.
+pub fn ensure_dev_secret(root: &Path) -> anyhow::Result<PathBuf> {
+    let path = root.join(".tools/dev-hs256.secret");
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(root.join(".tools"))?;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, hex).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+pub fn token(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let mut sub = "dev".to_string();
+    let mut ent = vec!["*".to_string()];
+    let mut tier = "realtime".to_string();
+    let mut ttl: u64 = 3600;
+    let mut max_symbols: Option<u32> = None;
+    let mut jti: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--sub" => sub = value()?.clone(),
+            "--ent" => ent = value()?.split(',').map(|s| s.trim().to_string()).collect(),
+            "--tier" => tier = value()?.clone(),
+            "--ttl" => ttl = value()?.parse().context("--ttl takes seconds")?,
+            "--max-symbols" => {
+                max_symbols = Some(value()?.parse().context("--max-symbols takes a number")?)
+            }
+            "--jti" => jti = Some(value()?.clone()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown flag {other}\n{USAGE}"),
+        }
+    }
+    let secret = std::fs::read(ensure_dev_secret(root)?)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let mut claims = serde_json::json!({
+        "sub": sub, "iat": now, "exp": now + ttl, "ent": ent, "tier": tier,
+    });
+    if let Some(m) = max_symbols {
+        claims["max_symbols"] = m.into();
+    }
+    if let Some(j) = jti {
+        claims["jti"] = j.into();
+    }
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.trim_ascii()),
+    )?;
+    println!("{token}");
+    Ok(())
+}
