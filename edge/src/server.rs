@@ -202,7 +202,13 @@ pub async fn run(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("grace period over; dropping the remaining connections");
     }
-    edge.hub.nats().drain().await;
+    // Bounded: a NATS server that went away must not hold the exit past the grace period.
+    if tokio::time::timeout(Duration::from_secs(2), edge.hub.nats().drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("NATS drain did not finish in 2 s");
+    }
     Ok(())
 }
 
