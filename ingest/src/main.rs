@@ -15,6 +15,9 @@ struct Args {
     /// TOML config file; TICKMESH_INGEST_* variables override it.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// Write logs as JSON lines (for log shippers) instead of text.
+    #[arg(long, global = true, env = "TICKMESH_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -75,12 +78,17 @@ fn parse_format(s: &str) -> Result<FileFormat, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let mut config = IngestConfig::load(args.config.as_deref())?;
     match args.command.unwrap_or(Command::Run {
         replay: Vec::new(),

@@ -1,8 +1,8 @@
 //! The tick path and the NATS connection: stamp, encode once, publish
 //! `md.<shard>.<symbol>`, hand the bytes to the KV writer.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -100,6 +100,24 @@ pub async fn all_keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
         .context("listing KV keys timed out")?
 }
 
+/// `subject` as a `&'static str`, interned for the life of the process. A publish then
+/// hands NATS a static subject: no reference count shared with the connection's thread
+/// (it would bounce between the two cores on every tick). Subjects are few (one per
+/// symbol ever published) and each is leaked once.
+fn intern(subject: String) -> &'static str {
+    static SUBJECTS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = SUBJECTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("the subject set's mutex is never poisoned: no panics under it");
+    if let Some(s) = set.get(subject.as_str()) {
+        return s;
+    }
+    let s: &'static str = Box::leak(subject.into_boxed_str());
+    set.insert(s);
+    s
+}
+
 /// Totals of one [`Publisher`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -120,7 +138,7 @@ pub struct Publisher {
     source: &'static str,
     names: HashMap<Arc<str>, usize>,
     by_index: Vec<Arc<str>>,
-    subjects: Vec<async_nats::Subject>,
+    subjects: Vec<&'static str>,
     sequencer: Sequencer,
     slots: Arc<Slots>,
     /// A copy of the latest bytes of each symbol in the current batch, offered to KV at
@@ -182,7 +200,7 @@ impl Publisher {
         let parsed = Symbol::parse(symbol)?;
         let i = self.subjects.len();
         self.subjects
-            .push(tick_subject(&parsed, self.shards).into());
+            .push(intern(tick_subject(&parsed, self.shards)));
         let name: Arc<str> = Arc::from(symbol);
         self.names.insert(name.clone(), i);
         self.by_index.push(name);
@@ -227,7 +245,7 @@ impl Publisher {
         }
         latest.clear();
         latest.extend_from_slice(&bytes);
-        self.client.publish(self.subjects[i].clone(), bytes).await?;
+        self.client.publish(self.subjects[i], bytes).await?;
         self.counts.ticks_out += 1;
         Ok(true)
     }
