@@ -9,6 +9,7 @@
 //! - [`date`]: calendar dates (`YYYY-MM-DD`) for option expiries.
 //! - [`occ`]: OCC option symbols ⇄ (root, expiry, right, strike).
 //! - [`refdata`]: the schema of the reference-data bucket `md_ref` (instruments, chains).
+//! - `nats` (feature `nats`): connecting to NATS with TLS and credentials, for the services.
 //!
 //! Data flow: ingest builds a [`tick::Tick`], [`codec::encode_wire`] puts it on
 //! [`subject::tick_subject`]; the edge runs [`codec::decode_wire`] once and encodes it
@@ -16,6 +17,8 @@
 
 pub mod codec;
 pub mod date;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod occ;
 pub mod protocol;
 pub mod refdata;

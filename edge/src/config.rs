@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use tickmesh_core::nats::{NatsAuth, NatsTls};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,6 +70,10 @@ pub struct NatsConfig {
     /// Create the mirror if it is missing (needs the right to create streams in
     /// `kv_mirror_domain`; otherwise an operator creates it once). Default false.
     pub kv_mirror_create: bool,
+    /// TLS towards NATS (`[nats.tls]`).
+    pub tls: NatsTls,
+    /// Credentials on NATS (`[nats.auth]`).
+    pub auth: NatsAuth,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,6 +261,8 @@ impl Default for NatsConfig {
             kv_mirror_domain: None,
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
+            tls: NatsTls::default(),
+            auth: NatsAuth::default(),
         }
     }
 }
@@ -338,6 +345,35 @@ impl EdgeConfig {
         check(!self.nats.kv_bucket.is_empty(), "nats.kv_bucket", || {
             "must not be empty".into()
         })?;
+        if let Some(domain) = &self.nats.kv_mirror_domain {
+            check(
+                !domain.is_empty() && self.nats.js_domain.as_deref() != Some(domain.as_str()),
+                "nats.kv_mirror_domain",
+                || {
+                    format!(
+                        "must name the region's domain, not be empty or equal to \
+                         nats.js_domain ({:?})",
+                        self.nats.js_domain
+                    )
+                },
+            )?;
+            check(
+                self.nats.kv_mirror_max_idle_ms >= 100,
+                "nats.kv_mirror_max_idle_ms",
+                || {
+                    format!(
+                        "must be at least 100, got {}",
+                        self.nats.kv_mirror_max_idle_ms
+                    )
+                },
+            )?;
+        }
+        let nats = self
+            .nats
+            .tls
+            .validate()
+            .and_then(|()| self.nats.auth.validate());
+        nats.map_err(|(key, reason)| ConfigError { key, reason })?;
         check(
             (50..=60_000).contains(&s.heartbeat_ms),
             "session.heartbeat_ms",

@@ -57,7 +57,8 @@ impl NatsLink {
             down: AtomicBool::new(false),
         });
         metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
-        let client = async_nats::ConnectOptions::new()
+        let client = tickmesh_core::nats::options(&config.tls, &config.auth)
+            .await?
             .name(&config.name)
             .retry_on_initial_connect()
             .retain_servers_order()

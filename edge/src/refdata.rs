@@ -152,13 +152,13 @@ impl RefData {
         self.read().instruments.contains_key(symbol)
     }
 
-    /// The instrument `symbol`, if listed.
     /// Whether `symbol` may be subscribed: known, or reference data not loaded (yet, or
     /// at all: an edge without `md_ref` does not refuse symbols it cannot check).
     pub fn is_known_or_unloaded(&self, symbol: &str) -> bool {
         !self.is_loaded() || self.is_empty() || self.is_known(symbol)
     }
 
+    /// The instrument `symbol`, if listed.
     pub fn instrument(&self, symbol: &str) -> Option<Instrument> {
         self.read().instruments.get(symbol).cloned()
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use tickmesh_core::nats::{NatsAuth, NatsTls};
 
 use crate::lease::LeaseConfig;
 use crate::sources::options::OptionsConfig;
@@ -68,6 +69,10 @@ pub struct NatsConfig {
     pub urls: Vec<String>,
     /// Client name shown by the server.
     pub name: String,
+    /// TLS towards NATS (`[nats.tls]`).
+    pub tls: NatsTls,
+    /// Credentials on NATS (`[nats.auth]`).
+    pub auth: NatsAuth,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +129,8 @@ impl Default for NatsConfig {
         NatsConfig {
             urls: vec!["nats://127.0.0.1:4222".into()],
             name: "tickmesh-ingest".into(),
+            tls: NatsTls::default(),
+            auth: NatsAuth::default(),
         }
     }
 }
@@ -190,6 +197,12 @@ impl IngestConfig {
         if self.nats.urls.is_empty() {
             return Err(bad("nats.urls", "at least one URL is needed"));
         }
+        let nats = self
+            .nats
+            .tls
+            .validate()
+            .and_then(|()| self.nats.auth.validate());
+        nats.map_err(|(key, reason)| bad(key, reason))?;
         if !(1..=65_536).contains(&self.shards) {
             return Err(bad(
                 "shards",

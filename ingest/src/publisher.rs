@@ -32,7 +32,8 @@ const CLIENT_CAPACITY: usize = 16 * 1024;
 
 pub async fn connect(config: &NatsConfig) -> anyhow::Result<async_nats::Client> {
     let urls = config.urls.join(",");
-    async_nats::ConnectOptions::new()
+    tickmesh_core::nats::options(&config.tls, &config.auth)
+        .await?
         .name(&config.name)
         .client_capacity(CLIENT_CAPACITY)
         // Tick subjects are built from validated symbols: no need to rescan each one.

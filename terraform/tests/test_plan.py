@@ -115,11 +115,122 @@ def test_leafnode_listener_without_client_verification_is_reported(broken):
     assert any("leafnodes listener does not verify" in p for p in problems), problems
 
 
-def test_edges_dialing_plain_nats_are_reported(broken):
-    broken.edit("modules/nats-cluster/outputs.tf", '"tls://${local.node_names[az]}', '"nats://${local.node_names[az]}')
+def test_services_without_a_nats_ca_are_reported(broken):
+    # nats:// URLs are fine only because [nats.tls] makes the client insist on TLS.
+    for template in ("templates/edge.toml.tftpl", "templates/ingest.toml.tftpl"):
+        broken.edit(template, 'ca_file = "${nats_ca_file}"\n', "")
     problems = tfcheck.nats_tls_problems(broken.plan(), broken.root)
-    assert any("edge_conf_vars" in p and "is not tls://" in p for p in problems), problems
-    assert any("ingest_conf_vars" in p and "is not tls://" in p for p in problems), problems
+    assert any("edge_conf_vars" in p and "no [nats.tls] ca_file" in p for p in problems), problems
+    assert any("ingest_conf_vars" in p and "no [nats.tls] ca_file" in p for p in problems), problems
+
+
+def test_services_dialing_another_scheme_are_reported(broken):
+    broken.edit("modules/nats-cluster/outputs.tf", '"nats://${local.node_names[az]}', '"ws://${local.node_names[az]}')
+    problems = tfcheck.nats_tls_problems(broken.plan(), broken.root)
+    assert any("edge_conf_vars" in p and "is neither nats:// nor tls://" in p for p in problems), problems
+
+
+# --- edge and ingest credentials: [nats.auth], never in a URL or a config ------------------
+
+
+def test_services_name_their_nats_credentials_in_nats_auth(plan, tree):
+    assert tfcheck.service_credential_problems(plan, tree) == []
+
+
+def test_service_config_keys_follow_core_schema():
+    assert tfcheck.core_nats_schema() == {"NatsTls": tfcheck.NATS_TLS_KEYS, "NatsAuth": tfcheck.NATS_AUTH_KEYS}
+
+
+def test_core_schema_change_is_noticed(tmp_path):
+    changed = tmp_path / "nats.rs"
+    changed.write_text(tfcheck.CORE_NATS_RS.read_text().replace("pub password_file:", "pub password_path:"))
+    assert tfcheck.core_nats_schema(changed)["NatsAuth"] != tfcheck.NATS_AUTH_KEYS
+
+
+def test_credentials_in_a_nats_url_are_reported(broken):
+    broken.edit("modules/nats-cluster/outputs.tf", '"nats://${local.node_names[az]}', '"nats://svc:s3cret@${local.node_names[az]}')
+    problems = tfcheck.service_credential_problems(broken.plan(), broken.root)
+    assert any("edge_conf_vars" in p and "carries credentials" in p for p in problems), problems
+    assert any("ingest_conf_vars" in p and "carries credentials" in p for p in problems), problems
+    assert not any("s3cret" in p for p in problems), "a problem message repeats the password"
+
+
+def test_service_without_password_file_is_reported(broken):
+    broken.edit("templates/edge.toml.tftpl", 'password_file = "${nats_password_file}"\n', "")
+    problems = tfcheck.service_credential_problems(broken.plan(), broken.root)
+    assert any("edge_conf_vars" in p and "[nats.auth] has no password_file" in p for p in problems), problems
+
+
+def test_service_without_nats_auth_is_reported(broken):
+    broken.edit("templates/ingest.toml.tftpl", '[nats.auth]\nuser = "ingest"\npassword_file = "${nats_password_file}"\n', "")
+    problems = tfcheck.service_credential_problems(broken.plan(), broken.root)
+    assert any("ingest_conf_vars" in p and "no [nats.auth]" in p for p in problems), problems
+
+
+def test_password_in_a_service_config_is_reported(broken):
+    broken.edit("templates/ingest.toml.tftpl", 'password_file = "${nats_password_file}"', 'password = "s3cret"')
+    problems = tfcheck.service_credential_problems(broken.plan(), broken.root)
+    assert any("ingest_conf_vars" in p and "nats.auth.password puts a secret in the config" in p for p in problems), problems
+    assert any("[nats.auth] password is not a setting of core/src/nats.rs" in p for p in problems), problems
+
+
+def test_service_user_unknown_to_its_nodes_is_reported(broken):
+    broken.edit("templates/leaf.conf.tftpl", '{ user: "edge", password: $EDGE_PASSWORD', '{ user: "edge-gw", password: $EDGE_PASSWORD')
+    problems = tfcheck.service_credential_problems(broken.plan(), broken.root)
+    assert any("edge_conf_vars" in p and "NATS user 'edge' is not a password user of the leaf nodes" in p for p in problems), problems
+
+
+# --- NATS users: the repository's least-privilege permissions ---------------------------
+
+
+def test_nats_users_match_the_repository(plan, tree):
+    assert tfcheck.nats_permission_problems(plan, tree) == []
+
+
+def test_hub_leaf_user_that_may_publish_ticks_is_reported(broken):
+    broken.edit("templates/hub.conf.tftpl", '            "md.>", "ctl.>", "$KV.>",\n', '            "ctl.>", "$KV.>",\n')
+    problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
+    hub_nodes = [p for p in problems if "module.hub.module.nats" in p and "the hub's leaf user does not deny publishing md.>" in p]
+    assert len(hub_nodes) == 3, problems
+
+
+def test_hub_leaf_user_that_may_change_streams_is_reported(broken):
+    broken.edit("templates/hub.conf.tftpl", '"$JS.API.>", "$JS.*.API.STREAM.CREATE.>", ', "")
+    problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
+    assert any("does not deny publishing $JS.*.API.STREAM.CREATE.>" in p for p in problems), problems
+    assert any("does not deny publishing $JS.API.>" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "template, old, new, expected",
+    [
+        ("templates/hub.conf.tftpl", '"$JS.API.INFO",\n', '"$JS.API.>",\n', "user 'ingest' may"),
+        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX.>"]', 'subscribe: [">"]', "user 'edge' may"),
+        ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "md.>",', "user 'edge' may"),
+        ("templates/hub.conf.tftpl", 'publish: ["ctl.>", "$JS.API.>"', 'publish: ["md.>", "ctl.>", "$JS.API.>"', "user 'admin' may"),
+    ],
+    ids=["ingest-whole-js-api", "edge-subscribes-everything", "edge-publishes-ticks", "admin-publishes-ticks"],
+)
+def test_permissions_wider_than_the_repository_are_reported(broken, template, old, new, expected):
+    broken.edit(template, old, new)
+    problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
+    assert any(expected in p and "nats/include says" in p for p in problems), problems
+
+
+def test_extra_nats_user_is_reported(broken):
+    broken.edit(
+        "templates/leaf.conf.tftpl",
+        "  users: [\n",
+        '  users: [\n    { user: "debug", password: $ADMIN_PASSWORD, permissions: { publish: ">", subscribe: ">" } }\n',
+    )
+    problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
+    assert any("user 'debug' is not in nats/include (leaf)" in p for p in problems), problems
+
+
+def test_leaf_link_exporting_ticks_is_reported(broken):
+    broken.edit("templates/leaf.conf.tftpl", '        "md.>", "ctl.>", "$KV.>",\n', '        "ctl.>", "$KV.>",\n')
+    problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
+    assert any("leafnodes.remotes[0] deny_exports" in p for p in problems), problems
 
 
 # --- no security group opens NATS ports to the internet --------------------------------

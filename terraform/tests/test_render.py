@@ -1,11 +1,16 @@
 """The configs and scripts an instance boots with: rendered exactly as Terraform would, valid
 for the program that reads them."""
 
+import grp
 import json
 import os
+import pwd
+import re
 import shutil
+import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -126,6 +131,30 @@ def test_invalid_nats_config_fails_nats_server_t(broken, test_certs, tmp_path):
     assert 'unknown field "user"' in proc.stdout + proc.stderr
 
 
+# --- edge and ingest: TLS and credentials towards NATS ----------------------------------
+
+SERVICE_USERS = {"edge.toml.tftpl": "edge", "ingest.toml.tftpl": "ingest"}
+
+
+def rendered_service_confs(plan, tree):
+    for label, template, text in tfcheck.rendered_configs(plan, tree):
+        if template in SERVICE_USERS:
+            yield label, SERVICE_USERS[template], text
+
+
+def test_service_configs_use_nats_tls_and_auth_without_credentials_in_urls(plan, tree):
+    confs = list(rendered_service_confs(plan, tree))
+    assert len(confs) == 9 + 1, [label for label, _, _ in confs]
+    for label, user, text in confs:
+        nats = tomllib.loads(text)["nats"]
+        assert nats["tls"]["ca_file"] == "/etc/tickmesh/tls/ca.pem", label
+        assert nats["auth"] == {"user": user, "password_file": f"/etc/tickmesh/nats-{user}.password"}, label
+        assert nats["urls"], label
+        for url in nats["urls"]:
+            assert url.startswith("nats://") and "@" not in url, f"{label}: {url}"
+        assert not re.search(r"(?m)^\s*(password|pass|token)\s*=", text), label
+
+
 # --- instance bootstrap scripts --------------------------------------------------------
 
 BOOTSTRAP_VARS = {
@@ -138,7 +167,7 @@ BOOTSTRAP_VARS = {
         "env_secrets": {"EDGE_PASSWORD": "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge"},
         "env_plain": {},
         "file_secrets": {},
-        "nats_url_env": [],
+        "nats_password_files": {},
         "data_volume_id": "vol-0123456789abcdef0",
         "data_dir": "/var/lib/nats",
         "artifacts": {"/opt/tickmesh/bin/nats-server": "s3://bucket/nats/2.15.1/arm64/nats-server"},
@@ -155,14 +184,7 @@ BOOTSTRAP_VARS = {
         "env_secrets": {},
         "env_plain": {"RUST_LOG": "info"},
         "file_secrets": {"/etc/tickmesh/tls/jwt.key": "arn:aws:secretsmanager:us-east-1:123456789012:secret:jwt"},
-        "nats_url_env": [
-            {
-                "env": "TICKMESH_EDGE_NATS__URLS",
-                "user": "edge",
-                "secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge",
-                "urls": ["tls://nats-a.eu-west-1.tickmesh.internal:4222", "tls://nats-b.eu-west-1.tickmesh.internal:4222"],
-            }
-        ],
+        "nats_password_files": {"/etc/tickmesh/nats-edge.password": "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge"},
         "data_volume_id": "",
         "data_dir": "",
         "artifacts": {"/opt/tickmesh/bin/tickmesh-edge": "s3://bucket/tickmesh/1.0.0/arm64/tickmesh-edge"},
@@ -203,6 +225,60 @@ def test_bootstrap_script_is_valid_bash(role):
 def test_helper_scripts_are_valid_bash(name):
     proc = bash_n(hcltemplate.render((TEMPLATES / name).read_text(), SCRIPTS[name]))
     assert proc.returncode == 0, proc.stderr
+
+
+def password_file_steps(template_text: str, path: Path, user: str) -> str:
+    """The steps of the rendered bootstrap that write one NATS password file: from its
+    comment to the next blank line."""
+    variables = dict(BOOTSTRAP_VARS["edge"], service_user=user, nats_password_files={str(path): "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge"})
+    text = hcltemplate.render(template_text, variables)
+    start = text.index("# NATS password of the service's user")
+    end = text.find("\n\n", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def write_password_file(template_text: str, tmp_path: Path) -> Path:
+    """Run those steps with Secrets Manager replaced by a function that prints a password,
+    as the current user (who plays the service user)."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    try:
+        grp.getgrnam(user)
+    except KeyError:
+        pytest.skip(f"no group named {user}: the bootstrap chowns to <user>:<user>")
+    path = tmp_path / "etc/tickmesh/nats-edge.password"
+    steps = password_file_steps(template_text, path, user)
+    script = "set -euo pipefail\numask 022\nsecret() { printf 's3cret\\n'; }\n" + steps + "\n"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def test_bootstrap_writes_the_nats_password_for_the_service_only(tmp_path):
+    template = (TEMPLATES / "bootstrap.sh.tftpl").read_text()
+    path = write_password_file(template, tmp_path)
+    st = path.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.getuid()
+    assert path.read_text().splitlines()[0] == "s3cret"
+    # No credentials are assembled into NATS URLs or handed over in the environment.
+    text = hcltemplate.render(template, BOOTSTRAP_VARS["edge"])
+    assert not re.search(r"://[^\s\"']*@", text)
+    assert "NATS__URLS" not in text and "nats_password" not in text
+    assert 'secret "arn:aws:secretsmanager:us-east-1:123456789012:secret:edge" > "/etc/tickmesh/nats-edge.password"' in text
+
+
+def test_password_file_readable_by_others_is_reported(broken, tmp_path):
+    broken.edit("templates/bootstrap.sh.tftpl", 'chmod 0600 "${path}"', 'chmod 0644 "${path}"')
+    path = write_password_file((broken.root / "templates/bootstrap.sh.tftpl").read_text(), tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) != 0o600
+
+
+def test_password_file_not_owned_by_the_service_is_reported(broken, tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    broken.edit("templates/bootstrap.sh.tftpl", 'chown ${service_user}:${service_user} "${path}"', 'chown nobody "${path}"')
+    path = write_password_file((broken.root / "templates/bootstrap.sh.tftpl").read_text(), tmp_path)
+    assert path.stat().st_uid != os.getuid()
 
 
 def test_broken_bootstrap_script_is_reported(broken):

@@ -35,6 +35,22 @@ CHECKOV_CONFIG = ".checkov.yaml"
 NATS_PORTS = {4222: "client", 6222: "cluster", 7422: "leafnode", 8222: "monitoring"}
 INTERNET = {"0.0.0.0/0", "::/0"}
 
+# The repository around terraform/: the NATS users the templates must match, and the schema
+# of the services' [nats.tls] / [nats.auth] tables. Broken copies of terraform/ are checked
+# against the real ones.
+REPO_DIR = TERRAFORM_DIR.parent
+REPO_NATS_DIR = REPO_DIR / "nats"
+CORE_NATS_RS = REPO_DIR / "core/src/nats.rs"
+
+# Keys of the services' [nats.tls] and [nats.auth] tables (core/src/nats.rs, NatsTls and
+# NatsAuth, deny_unknown_fields: any other key stops the service at start-up).
+NATS_TLS_KEYS = {"ca_file", "cert_file", "key_file", "required"}
+NATS_AUTH_KEYS = {"user", "password_file", "creds_file"}
+# Which NATS user each service template connects as, and to which kind of node.
+SERVICE_NATS_USERS = {"edge.toml.tftpl": ("edge", "leaf"), "ingest.toml.tftpl": ("ingest", "hub")}
+# Keys that would put a secret itself into a rendered config.
+SECRET_KEYS = {"password", "pass", "token", "nkey", "seed"}
+
 
 # --------------------------------------------------------------------------------------
 # Parsing
@@ -229,8 +245,9 @@ def nats_conf_problems(label: str, conf: dict[str, Any], role: str) -> list[str]
 
 
 def service_conf_problems(label: str, conf: dict[str, Any]) -> list[str]:
-    """An ingest or edge config connects to NATS over TLS only (a tls:// URL makes the
-    client insist on TLS and verify the server)."""
+    """An ingest or edge config connects to NATS over TLS only: [nats.tls] names the CA the
+    servers are verified with (a TLS file set makes the client insist on TLS whatever the
+    URL's scheme, core/src/nats.rs), and every URL is nats:// or tls://."""
     nats = conf.get("nats")
     if not isinstance(nats, dict):
         return [f"{label}: no [nats] section"]
@@ -239,8 +256,16 @@ def service_conf_problems(label: str, conf: dict[str, Any]) -> list[str]:
     if not isinstance(urls, list) or not urls:
         problems.append(f"{label}: [nats] urls is empty")
     for url in urls or []:
-        if not str(url).startswith("tls://"):
-            problems.append(f"{label}: NATS URL {url!r} is not tls://")
+        if "://" not in str(url) or str(url).split("://", 1)[0] not in ("nats", "tls"):
+            problems.append(f"{label}: NATS URL {_redacted(url)!r} is neither nats:// nor tls://")
+    tls = nats.get("tls")
+    if not isinstance(tls, dict) or not tls.get("ca_file"):
+        problems.append(
+            f"{label}: no [nats.tls] ca_file: the client would neither insist on TLS nor verify "
+            "the servers with the deployment's CA"
+        )
+    elif tls.get("cert_file") and not tls.get("key_file"):
+        problems.append(f"{label}: [nats.tls] cert_file without key_file")
     return problems
 
 
@@ -276,6 +301,238 @@ def nats_tls_problems(plan: dict, root: Path) -> list[str]:
     for kind, count in seen.items():
         if count == 0:
             problems.append(f"no {kind} config was found to check")
+    return problems
+
+
+# --- NATS credentials of the services ---------------------------------------------------
+
+
+def _redacted(url: Any) -> str:
+    """A URL with the password of its user info (if any) replaced, for problem messages."""
+    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", str(url))
+
+
+def _secret_keys(value: Any, where: str) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key}" if where else key
+            if key.lower() in SECRET_KEYS:
+                yield here
+            yield from _secret_keys(item, here)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _secret_keys(item, f"{where}[{i}]")
+
+
+def _password_users(conf: dict[str, Any]) -> set[str]:
+    users = (conf.get("authorization") or {}).get("users") or []
+    return {u.get("user") for u in users if isinstance(u, dict) and u.get("password")}
+
+
+def service_credential_problems(plan: dict, root: Path) -> list[str]:
+    """Every edge and ingest config names its NATS credentials the way core/src/nats.rs reads
+    them: [nats.auth] user and password_file (the password is a file written at boot), with a
+    user the nodes it dials know. No URL carries credentials, and no password, token or seed
+    is in a rendered config."""
+    problems = []
+    try:
+        configs = list(rendered_configs(plan, root))
+    except (hcltemplate.TemplateError, AssertionError, OSError) as e:
+        return [f"cannot render the configs: {e}"]
+    users_of: dict[str, set[str]] = {"hub": set(), "leaf": set()}
+    for label, template, text in configs:
+        role = template.split(".")[0]
+        if template.endswith(".conf.tftpl") and role in users_of:
+            try:
+                users_of[role] |= _password_users(natsconf.parse(text))
+            except natsconf.ConfError as e:
+                problems.append(f"{label}: rendered {template} does not parse: {e}")
+    seen = {name: 0 for name in SERVICE_NATS_USERS}
+    for label, template, text in configs:
+        if template not in SERVICE_NATS_USERS:
+            continue
+        user, role = SERVICE_NATS_USERS[template]
+        try:
+            conf = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            problems.append(f"{label}: rendered {template} is not TOML: {e}")
+            continue
+        seen[template] += 1
+        for key in _secret_keys(conf, ""):
+            problems.append(f"{label}: {key} puts a secret in the config; it belongs in a file written at boot")
+        nats = conf.get("nats") if isinstance(conf.get("nats"), dict) else {}
+        for url in nats.get("urls") or []:
+            if "@" in str(url).split("://", 1)[-1].split("/", 1)[0]:
+                problems.append(f"{label}: NATS URL {_redacted(url)!r} carries credentials; use [nats.auth]")
+        for table, known in (("tls", NATS_TLS_KEYS), ("auth", NATS_AUTH_KEYS)):
+            section = nats.get(table)
+            if isinstance(section, dict):
+                for key in sorted(set(section) - known):
+                    problems.append(f"{label}: [nats.{table}] {key} is not a setting of core/src/nats.rs (refused at start-up)")
+        auth = nats.get("auth")
+        if not isinstance(auth, dict):
+            problems.append(f"{label}: no [nats.auth]: the service would connect without credentials")
+            continue
+        if auth.get("user") != user:
+            problems.append(f"{label}: [nats.auth] user is {auth.get('user')!r}, not {user!r}")
+        elif user not in users_of[role]:
+            problems.append(f"{label}: NATS user {user!r} is not a password user of the {role} nodes")
+        password_file = auth.get("password_file")
+        if not password_file:
+            problems.append(f"{label}: [nats.auth] has no password_file for user {auth.get('user')!r}")
+        elif not str(password_file).startswith("/"):
+            problems.append(f"{label}: [nats.auth] password_file {password_file!r} is not an absolute path")
+        if auth.get("creds_file"):
+            problems.append(f"{label}: [nats.auth] sets creds_file beside user and password_file")
+    for template, count in seen.items():
+        if count == 0:
+            problems.append(f"no config rendered from {template} was found to check")
+    return problems
+
+
+def core_nats_schema(path: Path = CORE_NATS_RS) -> dict[str, set[str]]:
+    """Field names of NatsTls and NatsAuth in core/src/nats.rs."""
+    text = path.read_text()
+    schema = {}
+    for struct in ("NatsTls", "NatsAuth"):
+        m = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", text, re.S)
+        if not m:
+            raise AssertionError(f"{path}: no struct {struct}")
+        schema[struct] = set(re.findall(r"^\s*pub (\w+):", m.group(1), re.M))
+    return schema
+
+
+# --- NATS users and their permissions ----------------------------------------------------
+
+
+def _parse_without_includes(path: Path) -> dict[str, Any]:
+    """A repository NATS config, its `include` lines left out (they would be duplicate keys)."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("include ")]
+    return natsconf.parse("\n".join(lines))
+
+
+def _resolve(value: Any, variables: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("$") and value[1:] in variables:
+        return _resolve(variables[value[1:]], variables)
+    if isinstance(value, dict):
+        return {k: _resolve(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, variables) for v in value]
+    return value
+
+
+def _subjects(value: Any) -> frozenset[str]:
+    return frozenset([value] if isinstance(value, str) else value or [])
+
+
+def normalized_permissions(permissions: Any) -> dict[str, dict[str, frozenset[str] | None]]:
+    """{publish|subscribe: {allow, deny}}; allow None means everything (no allow list)."""
+    out = {}
+    permissions = permissions if isinstance(permissions, dict) else {}
+    for kind in ("publish", "subscribe"):
+        value = permissions.get(kind)
+        if isinstance(value, dict):
+            allow = _subjects(value["allow"]) if "allow" in value else None
+            out[kind] = {"allow": allow, "deny": _subjects(value.get("deny"))}
+        elif value is None:
+            out[kind] = {"allow": None, "deny": frozenset()}
+        else:
+            out[kind] = {"allow": _subjects(value), "deny": frozenset()}
+    return out
+
+
+def repo_nats_users(nats_dir: Path = REPO_NATS_DIR) -> dict[str, dict[str, Any]]:
+    """The repository's users (nats/include/*.conf) by kind of node, {name: permissions};
+    the regions' leaf-node link is named `leaf`."""
+    variables = _parse_without_includes(nats_dir / "include/permissions.conf")
+    out = {}
+    for role, file in (("hub", "hub-users.conf"), ("leaf", "region-users.conf")):
+        users = _resolve(_parse_without_includes(nats_dir / "include" / file), variables)["authorization"]["users"]
+        out[role] = {
+            ("leaf" if u["user"] == "$TICKMESH_NATS_LEAF_USER" else u["user"]): normalized_permissions(u.get("permissions"))
+            for u in users
+        }
+    return out
+
+
+def repo_leaf_deny_exports(nats_dir: Path = REPO_NATS_DIR) -> list[str]:
+    """deny_exports of the link to the hub in nats/leaf.conf (hub domain "hub")."""
+    return _parse_without_includes(nats_dir / "leaf.conf")["leafnodes"]["remotes"][0]["deny_exports"]
+
+
+# Users each kind of node has in the templates. The hub has no edge user: edges connect to
+# their region's leaf nodes only.
+TEMPLATE_USERS = {"hub": {"ingest", "admin", "leaf"}, "leaf": {"edge", "admin"}}
+# What the hub's leaf user must never publish: ticks, control messages, KV writes, and the
+# JetStream calls that change a stream.
+LEAF_USER_MUST_DENY = (
+    "md.>", "ctl.>", "$KV.>", "$JS.API.>",
+    "$JS.*.API.STREAM.CREATE.>", "$JS.*.API.STREAM.UPDATE.>",
+    "$JS.*.API.STREAM.DELETE.>", "$JS.*.API.STREAM.PURGE.>",
+)
+
+
+def _describe(p: dict) -> str:
+    parts = []
+    for kind in ("publish", "subscribe"):
+        for part in ("allow", "deny"):
+            subjects = p[kind][part]
+            if subjects is None:
+                parts.append(f"{kind} {part} everything")
+            elif subjects:
+                parts.append(f"{kind} {part} {sorted(subjects)}")
+    return "; ".join(parts)
+
+
+def nats_permission_problems(plan: dict, root: Path, nats_dir: Path = REPO_NATS_DIR) -> list[str]:
+    """The users of the rendered hub and leaf configs are the repository's least-privilege
+    users (nats/include/*.conf), subject for subject; the hub's leaf user denies ticks,
+    control messages, KV writes and stream changes; each region's link to the hub keeps
+    them out of the link (deny_exports of nats/leaf.conf)."""
+    problems = []
+    expected = repo_nats_users(nats_dir)
+    try:
+        inputs = list(config_inputs(plan, root))
+    except (AssertionError, OSError) as e:
+        return [f"cannot find the configs: {e}"]
+    seen = {"hub": 0, "leaf": 0}
+    for label, template, variables in inputs:
+        role = template.name.split(".")[0]
+        if not template.name.endswith(".conf.tftpl") or role not in seen:
+            continue
+        try:
+            conf = natsconf.parse(hcltemplate.render(template.read_text(), variables))
+        except (hcltemplate.TemplateError, natsconf.ConfError) as e:
+            problems.append(f"{label}: cannot render or parse {template.name}: {e}")
+            continue
+        seen[role] += 1
+        users = {}
+        for u in (conf.get("authorization") or {}).get("users") or []:
+            name = "leaf" if role == "hub" and u.get("user") == variables.get("leaf_identity") else u.get("user")
+            users[name] = normalized_permissions(u.get("permissions"))
+        if set(users) != TEMPLATE_USERS[role]:
+            problems.append(f"{label}: users {sorted(users)}, expected {sorted(TEMPLATE_USERS[role])}")
+        for name, perms in sorted(users.items()):
+            want = expected[role].get(name)
+            if want is None:
+                problems.append(f"{label}: user {name!r} is not in nats/include ({role})")
+            elif perms != want:
+                problems.append(f"{label}: user {name!r} may {_describe(perms)}; nats/include says {_describe(want)}")
+        leaf_user = users.get("leaf")
+        if role == "hub" and leaf_user is not None:
+            for subject in LEAF_USER_MUST_DENY:
+                if subject not in leaf_user["publish"]["deny"]:
+                    problems.append(f"{label}: the hub's leaf user does not deny publishing {subject}")
+        if role == "leaf":
+            hub = variables.get("hub_domain")
+            want_exports = sorted(s.replace("$JS.hub.", f"$JS.{hub}.") for s in repo_leaf_deny_exports(nats_dir))
+            for i, remote in enumerate((conf.get("leafnodes") or {}).get("remotes") or []):
+                got = sorted(remote.get("deny_exports") or [])
+                if got != want_exports:
+                    problems.append(f"{label}: leafnodes.remotes[{i}] deny_exports {got}, nats/leaf.conf has {want_exports}")
+    for role, count in seen.items():
+        if count == 0:
+            problems.append(f"no {role} NATS config was found to check")
     return problems
 
 

@@ -9,9 +9,11 @@
 //! - [`roam`]: a client that reconnects to the next edge with jittered backoff ([`Roamer`]).
 
 mod edge;
+mod pki;
 mod roam;
 
 pub use edge::EdgeProcess;
+pub use pki::Pki;
 pub use roam::Roamer;
 
 use std::collections::BTreeSet;
@@ -164,6 +166,8 @@ impl Region {
 pub struct Mesh {
     pub hub: Vec<NatsNode>,
     pub regions: Vec<Region>,
+    /// The TLS files and NATS users' passwords every server and client here uses.
+    pub pki: Pki,
     dir: tempfile::TempDir,
 }
 
@@ -197,6 +201,7 @@ impl Mesh {
     /// healthy (JetStream meta leaders elected) and every leaf node is linked to the hub.
     pub async fn start(regions: &[&str], leaves: usize) -> anyhow::Result<Mesh> {
         let dir = tempfile::tempdir()?;
+        let pki = Pki::create(dir.path())?;
         let mut hub = Vec::new();
         let hub_ports: Vec<[u16; 4]> = (0..3)
             .map(|_| [free_port(), free_port(), free_port(), free_port()])
@@ -219,6 +224,7 @@ impl Mesh {
                 ]
                 .map(|(k, v)| (k.to_string(), v)),
             );
+            env.extend(pki.server_env());
             let mut node = NatsNode {
                 log: dir.path().join(format!("{name}.log")),
                 name,
@@ -260,6 +266,7 @@ impl Mesh {
                     ]
                     .map(|(k, v)| (k.to_string(), v)),
                 );
+                env.extend(pki.server_env());
                 let mut node = NatsNode {
                     log: dir.path().join(format!("{name}.log")),
                     name,
@@ -281,6 +288,7 @@ impl Mesh {
         let mut mesh = Mesh {
             hub,
             regions: out,
+            pki,
             dir,
         };
         mesh.wait_healthy(Duration::from_secs(40)).await?;
@@ -355,6 +363,8 @@ impl Mesh {
     pub fn ingest_config(&self, ticks_per_sec: u32) -> IngestConfig {
         let mut c = crate::ingest_config(&self.hub[0].url(), ticks_per_sec);
         c.nats.urls = self.hub_urls();
+        c.nats.tls = self.pki.tls();
+        c.nats.auth = self.pki.auth("ingest");
         c.kv.replicas = 3;
         c
     }
@@ -370,17 +380,19 @@ impl Mesh {
         c.nats.js_domain = Some(HUB_DOMAIN.into());
         c.nats.kv_bucket = BUCKET.into();
         c.nats.kv_mirror_domain = Some(region.into());
+        c.nats.tls = self.pki.tls();
+        c.nats.auth = self.pki.auth("edge");
         c
     }
 
-    /// A NATS client on the hub (every hub URL).
+    /// An operator's NATS client (user `admin`) on the hub (every hub URL).
     pub async fn hub_client(&self) -> anyhow::Result<async_nats::Client> {
-        Ok(async_nats::connect(self.hub_urls().as_slice()).await?)
+        self.pki.connect("admin", &self.hub_urls()).await
     }
 
-    /// A NATS client on a region's leaf cluster.
+    /// An operator's NATS client (user `admin`) on a region's leaf cluster.
     pub async fn region_client(&self, region: &str) -> anyhow::Result<async_nats::Client> {
-        Ok(async_nats::connect(self.region(region).urls().as_slice()).await?)
+        self.pki.connect("admin", &self.region(region).urls()).await
     }
 
     /// Creates the region's read-only mirror of the hub's `md_last` (what an operator does
@@ -455,6 +467,53 @@ impl Mesh {
             }
         }
         Ok(out)
+    }
+
+    /// The leaf-node URL a region dials (through its link), with the region's credentials:
+    /// what a rogue server would present too.
+    pub fn leaf_url(&self, region: &str) -> String {
+        let link = self.region(region).link.addr();
+        format!("nats-leaf://{LEAF_USER}:{LEAF_PASSWORD}@{link}")
+    }
+
+    /// Every `Permissions Violation` the servers have logged so far, as `node: line`.
+    pub fn permission_violations(&self) -> Vec<String> {
+        let nodes = self
+            .hub
+            .iter()
+            .chain(self.regions.iter().flat_map(|r| &r.leaves));
+        let mut out = Vec::new();
+        for node in nodes {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            out.extend(
+                log.lines()
+                    .filter(|l| l.contains("Permissions Violation"))
+                    .map(|l| format!("{}: {l}", node.name)),
+            );
+        }
+        out
+    }
+
+    /// The hub node that leads JetStream stream `stream` (`KV_<bucket>` for a bucket).
+    pub async fn stream_leader(&mut self, stream: &str) -> anyhow::Result<usize> {
+        let mut leader = None;
+        for node in self.hub.iter_mut() {
+            if !node.is_running() {
+                continue;
+            }
+            let v = node.monitor("/jsz?accounts=true&streams=true").await?;
+            let details = v["account_details"].as_array().into_iter().flatten();
+            for s in details.flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()) {
+                if s["name"] == stream {
+                    leader = s["cluster"]["leader"].as_str().map(str::to_string);
+                }
+            }
+        }
+        let leader = leader.with_context(|| format!("no hub node reports {stream}"))?;
+        self.hub
+            .iter()
+            .position(|n| n.name == leader)
+            .with_context(|| format!("{stream} is led by {leader}, not a hub node"))
     }
 
     /// The hub node a client named `name` is connected to.

@@ -5,11 +5,13 @@
 
 use std::process::Command;
 
+use tickmesh_tests::mesh::Pki;
 use tickmesh_tests::{nats_server_bin, root};
 
 #[test]
 fn every_nats_config_passes_nats_server_t() {
     let store = tempfile::tempdir().unwrap();
+    let pki = Pki::create(store.path()).unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("nats")).unwrap() {
         let path = entry.unwrap().path();
@@ -25,6 +27,7 @@ fn every_nats_config_passes_nats_server_t() {
             .env("TICKMESH_NATS_STORE", store.path())
             .env("TICKMESH_NATS_WS_PORT", "18443")
             .envs(MESH_ENV.iter().copied())
+            .envs(pki.server_env())
             .output()
             .unwrap();
         assert!(
@@ -64,6 +67,15 @@ const MESH_ENV: &[(&str, &str)] = &[
 #[test]
 fn mesh_templates_refuse_a_missing_variable() {
     let store = tempfile::tempdir().unwrap();
+    let pki = Pki::create(store.path()).unwrap();
+    // Every node: its TLS files; the users' passwords of the users it defines.
+    let tls = [
+        "TICKMESH_NATS_TLS_CA",
+        "TICKMESH_NATS_TLS_CERT",
+        "TICKMESH_NATS_TLS_KEY",
+        "TICKMESH_NATS_EDGE_PASSWORD",
+        "TICKMESH_NATS_ADMIN_PASSWORD",
+    ];
     for (file, vars) in [
         (
             "hub.conf",
@@ -71,7 +83,9 @@ fn mesh_templates_refuse_a_missing_variable() {
                 "TICKMESH_NATS_NAME",
                 "TICKMESH_NATS_ROUTES",
                 "TICKMESH_NATS_LEAF_PORT",
+                "TICKMESH_NATS_LEAF_USER",
                 "TICKMESH_NATS_LEAF_PASSWORD",
+                "TICKMESH_NATS_INGEST_PASSWORD",
                 "TICKMESH_NATS_STORE",
             ][..],
         ),
@@ -85,7 +99,7 @@ fn mesh_templates_refuse_a_missing_variable() {
             ][..],
         ),
     ] {
-        for missing in vars {
+        for missing in vars.iter().chain(&tls) {
             let out = Command::new(nats_server_bin())
                 .arg("-t")
                 .arg("-c")
@@ -94,6 +108,7 @@ fn mesh_templates_refuse_a_missing_variable() {
                 .env("TICKMESH_NATS_HTTP_PORT", "18222")
                 .env("TICKMESH_NATS_STORE", store.path())
                 .envs(MESH_ENV.iter().copied())
+                .envs(pki.server_env())
                 .env_remove(missing)
                 .output()
                 .unwrap();

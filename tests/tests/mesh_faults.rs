@@ -54,6 +54,16 @@ impl World {
         start_edge(self.mesh.edge_config(region)).await.unwrap()
     }
 
+    /// Every service ran with its least-privilege NATS user and never hit a wall.
+    fn assert_no_permission_violations(&self) {
+        let found = self.mesh.permission_violations();
+        assert!(
+            found.is_empty(),
+            "permission violations:\n{}",
+            found.join("\n")
+        );
+    }
+
     async fn stop_ingest(&mut self) {
         if let Some(i) = self.ingest.take() {
             i.stop().await.unwrap();
@@ -175,13 +185,21 @@ async fn hub_node_killed_while_ingest_publishes() {
     let mut w = world().await;
     let (_ea, addr_a) = w.edge(A).await;
     let (_eb, addr_b) = w.edge(B).await;
-    let a = watch(subscribed(addr_a, &["AAPL", "MSFT"], 0).await, 12 * SECOND);
-    let b = watch(subscribed(addr_b, &["AAPL", "MSFT"], 0).await, 12 * SECOND);
+    let a = watch(subscribed(addr_a, &["AAPL", "MSFT"], 0).await, 14 * SECOND);
+    let b = watch(subscribed(addr_b, &["AAPL", "MSFT"], 0).await, 14 * SECOND);
     let start = Instant::now();
     tokio::time::sleep(2 * SECOND).await;
 
-    // The worst node to lose: the one ingest publishes through.
-    let victim = w.mesh.hub_node_of("tickmesh-ingest").await.unwrap();
+    // The worst node to lose for the ticks: the leader of ingest's lease. Until JetStream
+    // elects a new one, ingest cannot renew, and it stops publishing rather than risk two
+    // writers (its fence).
+    let lease = format!("KV_{}", w.mesh.ingest_config(RATE).lease.bucket);
+    let victim = w.mesh.stream_leader(&lease).await.unwrap();
+    let ingest_on = w.mesh.hub_node_of("tickmesh-ingest").await.unwrap();
+    eprintln!(
+        "killing {} (leads {lease}); ingest is on {}",
+        w.mesh.hub[victim].name, w.mesh.hub[ingest_on].name
+    );
     let killed = Instant::now();
     w.mesh.hub[victim].kill();
 
@@ -192,8 +210,8 @@ async fn hub_node_killed_while_ingest_publishes() {
         assert_in_order(who, m);
         let gap = longest_silence(m, start, end);
         eprintln!("{who}: longest gap without a tick {gap:?}");
-        assert!(gap < 5 * SECOND, "{who}: no tick for {gap:?}");
-        let late = live_between(m, killed + 5 * SECOND, end);
+        assert!(gap < 8 * SECOND, "{who}: no tick for {gap:?}");
+        let late = live_between(m, killed + 8 * SECOND, end);
         assert!(late > 100, "{who}: {late} ticks in the last seconds");
     }
 
@@ -219,6 +237,7 @@ async fn hub_node_killed_while_ingest_publishes() {
     }
     assert_fresh_snapshot("region A", addr_a, "NVDA", 3 * SECOND).await;
     assert_fresh_snapshot("region B", addr_b, "NVDA", 3 * SECOND).await;
+    w.assert_no_permission_violations();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +399,7 @@ async fn black_holed_region_shows_lag_then_catches_up() {
     ] {
         assert!(metrics.contains(line), "no {line} in\n{metrics}");
     }
+    w.assert_no_permission_violations();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,22 +541,8 @@ async fn only_subscribed_subjects_cross_a_regions_leaf_link() {
         "region B's link carried {out} messages, fewer than its symbols' {wanted}"
     );
 
-    // The other way, a region cannot inject ticks into the hub; other subjects do cross.
-    let mut fake = hub.subscribe("md.0.FAKE").await.unwrap();
-    let mut other = hub.subscribe("probe.region-b").await.unwrap();
-    hub.flush().await.unwrap();
-    let region = w.mesh.region_client(B).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    region.publish("md.0.FAKE", "x".into()).await.unwrap();
-    region.publish("probe.region-b", "x".into()).await.unwrap();
-    region.flush().await.unwrap();
-    let crossed = tokio::time::timeout(2 * SECOND, other.next()).await;
-    assert!(
-        crossed.is_ok_and(|m| m.is_some()),
-        "nothing crosses from region B at all"
-    );
-    let injected = tokio::time::timeout(Duration::from_millis(500), fake.next()).await;
-    assert!(injected.is_err(), "region B injected a tick into the hub");
+    // That a region cannot send ticks the other way: tests/tests/nats_security.rs.
+    w.assert_no_permission_violations();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,6 +597,7 @@ async fn restarted_ingest_continues_above_the_last_seq() {
         "md_last kept {old}"
     );
     assert!(new["epoch"].as_u64() > old["epoch"].as_u64());
+    w.assert_no_permission_violations();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

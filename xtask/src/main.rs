@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod bench;
+mod pki;
 mod token;
 mod tools;
 
@@ -188,6 +189,13 @@ fn conf_list(items: impl IntoIterator<Item = String>) -> String {
 /// leaf cluster with its KV mirror and an edge (region A on :8080, region B on :8081).
 fn demo(args: &[String]) -> anyhow::Result<()> {
     let release = args.iter().any(|a| a == "--release");
+    let tls = args.iter().any(|a| a == "--tls");
+    if let Some(other) = args
+        .iter()
+        .find(|a| !["--release", "--tls"].contains(&a.as_str()))
+    {
+        bail!("unknown demo option {other}: the options are --release and --tls (wss:// edges)");
+    }
     let root = root();
     let nats = tools::ensure(&root)?;
     token::ensure_dev_secret(&root)?;
@@ -224,15 +232,8 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&state);
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
-    // The regions' credentials on the hub's leaf-node listeners, new for every run.
-    let leaf_password = format!(
-        "demo-{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-            ^ u128::from(std::process::id())
-    );
+    // TLS everywhere and a least-privilege NATS user per service, new for every run.
+    let pki = pki::Pki::create(&state)?;
     let mut procs = Procs(Vec::new());
 
     let routes = conf_list(DEMO_HUB.iter().map(|h| format!("nats://127.0.0.1:{}", h.3)));
@@ -247,22 +248,23 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         )?
         .env("TICKMESH_NATS_ROUTES", &routes)
         .env("TICKMESH_NATS_LEAF_PORT", leaf.to_string())
-        .env("TICKMESH_NATS_LEAF_USER", "region")
-        .env("TICKMESH_NATS_LEAF_PASSWORD", &leaf_password)
+        .envs(pki.server_env())
         .spawn()
         .with_context(|| format!("starting nats-server {name}"))?;
         procs.0.push((name, node));
     }
     eprintln!("xtask: waiting for the hub's JetStream cluster");
     for (_, _, http, _, _) in DEMO_HUB {
-        demo_wait(&format!("http://127.0.0.1:{http}/healthz"), &stop)?;
+        demo_wait(&format!("http://127.0.0.1:{http}/healthz"), None, &stop)?;
     }
 
-    let hub_leaf_urls = conf_list(
-        DEMO_HUB
-            .iter()
-            .map(|h| format!("nats-leaf://region:{leaf_password}@127.0.0.1:{}", h.4)),
-    );
+    let hub_leaf_urls = conf_list(DEMO_HUB.iter().map(|h| {
+        format!(
+            "nats-leaf://region:{}@127.0.0.1:{}",
+            pki.password("region"),
+            h.4
+        )
+    }));
     for region in &DEMO_REGIONS {
         let routes = conf_list(
             region
@@ -282,6 +284,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
             .env("TICKMESH_REGION", region.name)
             .env("TICKMESH_NATS_ROUTES", &routes)
             .env("TICKMESH_HUB_LEAF_URLS", &hub_leaf_urls)
+            .envs(pki.server_env())
             .spawn()
             .with_context(|| format!("starting nats-server {name}"))?;
             procs.0.push((name, node));
@@ -290,7 +293,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     eprintln!("xtask: waiting for the regions' leaf clusters");
     for region in &DEMO_REGIONS {
         for (_, _, http, _) in region.leaves {
-            demo_wait(&format!("http://127.0.0.1:{http}/healthz"), &stop)?;
+            demo_wait(&format!("http://127.0.0.1:{http}/healthz"), None, &stop)?;
         }
     }
 
@@ -299,6 +302,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         .args(["--config", "config/ingest.toml"])
         .env("TICKMESH_INGEST_NATS__URLS", &hub_urls)
         .env("TICKMESH_INGEST_KV__REPLICAS", "3")
+        .envs(pki.service_env("TICKMESH_INGEST_", "ingest"))
         .current_dir(&root)
         .spawn()
         .context("starting tickmesh-ingest")?;
@@ -311,8 +315,14 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
                 .iter()
                 .map(|l| format!("nats://127.0.0.1:{}", l.1)),
         );
-        let edge = own_group(&mut Command::new(bin.join("tickmesh-edge")))
+        let mut edge = Command::new(bin.join("tickmesh-edge"));
+        if tls {
+            edge.env("TICKMESH_EDGE_TLS__CERT_FILE", &pki.cert)
+                .env("TICKMESH_EDGE_TLS__KEY_FILE", &pki.key);
+        }
+        let edge = own_group(&mut edge)
             .args(["--config", "config/edge.toml"])
+            .envs(pki.service_env("TICKMESH_EDGE_", "edge"))
             .env("TICKMESH_EDGE_NAME", name)
             .env("TICKMESH_EDGE_LISTEN", format!("127.0.0.1:{port}"))
             .env("TICKMESH_EDGE_NATS__URLS", urls)
@@ -325,8 +335,14 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
             .with_context(|| format!("starting tickmesh-edge {name}"))?;
         procs.0.push((name, edge));
     }
+    let (http, ws) = if tls {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     for region in &DEMO_REGIONS {
-        demo_wait(&format!("http://127.0.0.1:{}/readyz", region.edge.1), &stop)?;
+        let url = format!("{http}://127.0.0.1:{}/readyz", region.edge.1);
+        demo_wait(&url, tls.then_some(pki.ca.as_path()), &stop)?;
     }
 
     println!();
@@ -334,12 +350,19 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     for region in &DEMO_REGIONS {
         let port = region.edge.1;
         println!("  {}:", region.name);
-        println!("    dashboard:  http://127.0.0.1:{port}/");
-        println!("    WebSocket:  ws://127.0.0.1:{port}/v1/stream");
-        println!("    metrics:    http://127.0.0.1:{port}/metrics");
+        println!("    dashboard:  {http}://127.0.0.1:{port}/");
+        println!("    WebSocket:  {ws}://127.0.0.1:{port}/v1/stream");
+        println!("    metrics:    {http}://127.0.0.1:{port}/metrics");
     }
     println!("  hub monitoring: http://127.0.0.1:8222/leafz?subs=1  (what crosses to each region)");
     println!("  nats-server logs: {}", logs.display());
+    if tls {
+        println!(
+            "  TLS: the demo's own CA signed the certificates; trust {} in the browser, \
+             or accept the warning.",
+            pki.ca.display()
+        );
+    }
     println!("  A nats-server may be killed to watch the fail-over (docs/operations.md).");
     println!("Press Ctrl-C to stop.");
     let services = ["edge-a", "edge-b", "tickmesh-ingest"];
@@ -381,14 +404,19 @@ fn own_group(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// Waits up to 30 s for `url` to answer 200; gives up at once on Ctrl-C.
-fn demo_wait(url: &str, stop: &AtomicBool) -> anyhow::Result<()> {
+/// Waits up to 30 s for `url` to answer 200 (over TLS with certificates of `ca`, when
+/// given); gives up at once on Ctrl-C.
+fn demo_wait(url: &str, ca: Option<&Path>, stop: &AtomicBool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if stop.load(Ordering::SeqCst) {
             bail!("interrupted while waiting for {url}");
         }
-        match wait_http(url, Duration::from_millis(500)) {
+        let ready = match ca {
+            Some(ca) => https_ok(url, ca),
+            None => wait_http(url, Duration::from_millis(500)),
+        };
+        match ready {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => {}
@@ -420,6 +448,40 @@ fn nats_node(
         .stderr(log)
         .current_dir(root);
     Ok(cmd)
+}
+
+/// One GET over TLS on loopback, verifying the server with `ca`: Ok if it answers 200.
+fn https_ok(url: &str, ca: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let rest = url.strip_prefix("https://").context("https URL")?;
+    let (host, path) = rest.split_once('/').context("URL with a path")?;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca)?;
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = host.split(':').next().unwrap_or(host).to_string();
+    let server = rustls::pki_types::ServerName::try_from(name)?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), server)?;
+    let tcp = std::net::TcpStream::connect(host)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes())?;
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head)?;
+    if &head == b"HTTP/1.1 200" {
+        Ok(())
+    } else {
+        std::thread::sleep(Duration::from_millis(100));
+        bail!("{url}: {}", String::from_utf8_lossy(&head))
+    }
 }
 
 /// Polls a plain-HTTP URL on loopback until it answers 200.

@@ -122,17 +122,7 @@ impl KvReader {
         let mirror = match &config.kv_mirror_domain {
             None => None,
             Some(domain) => {
-                anyhow::ensure!(
-                    !domain.is_empty() && config.js_domain.as_deref() != Some(domain.as_str()),
-                    "invalid config: nats.kv_mirror_domain: must name the region's domain, \
-                     not be empty or equal to nats.js_domain ({:?})",
-                    config.js_domain
-                );
-                anyhow::ensure!(
-                    config.kv_mirror_max_idle_ms >= 100,
-                    "invalid config: nats.kv_mirror_max_idle_ms: must be at least 100, got {}",
-                    config.kv_mirror_max_idle_ms
-                );
+                // EdgeConfig::validate has checked the domain and the idle bound.
                 let js = jetstream::with_domain(client.clone(), domain);
                 let fresh = Arc::new(AtomicBool::new(false));
                 let monitor = tokio::spawn(monitor(

@@ -226,8 +226,19 @@ where
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        // A client that stopped reading may never take the close frame: bound the wait.
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.ws.close(Some(frame))).await;
+        // Send the close frame, then read (and drop) what the client had already sent
+        // until its close reply. Input left unread when the socket closes makes the
+        // kernel answer with a reset, and the client would lose the close frame and its
+        // code. A client that stopped reading may never take the frame: bound the wait.
+        let ws = &mut self.ws;
+        let handshake = async {
+            ws.close(Some(frame)).await?;
+            while let Some(msg) = ws.next().await {
+                msg?;
+            }
+            Ok::<_, tungstenite::Error>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
     }
 
     async fn drain_and_leave(&mut self) -> End {

@@ -7,6 +7,8 @@ locals {
   ingest_conf_vars = {
     ingest = {
       nats_urls          = module.nats.client_urls
+      nats_ca_file       = "${local.ingest_tls_dir}/ca.pem"
+      nats_password_file = local.ingest_nats_password_file
       shards             = var.shards
       source             = var.ingest_source
       kv_min_interval_ms = var.kv_min_interval_ms
@@ -16,6 +18,10 @@ locals {
     }
   }
   release_prefix = "s3://${var.artifact_bucket}/tickmesh/${var.release_version}/${var.architecture}"
+  ingest_tls_dir = "/etc/tickmesh/tls"
+
+  # The ingest user's NATS password, written at boot from Secrets Manager ([nats.auth] password_file).
+  ingest_nats_password_file = "/etc/tickmesh/nats-ingest.password"
 }
 
 module "ingest_role" {
@@ -115,23 +121,18 @@ resource "aws_launch_template" "ingest" {
   }
 
   user_data = base64encode(templatefile("${path.module}/../../templates/bootstrap.sh.tftpl", {
-    role           = "ingest"
-    service_user   = "tickmesh"
-    tls_secret_arn = var.tls_secret_arn
-    tls_dir        = "/etc/tickmesh/tls"
-    env_file       = "/etc/tickmesh/ingest.env"
-    env_secrets    = {}
-    env_plain      = {}
-    file_secrets   = {}
-    nats_url_env = [{
-      env        = "TICKMESH_INGEST_NATS__URLS"
-      user       = "ingest"
-      secret_arn = var.ingest_password_secret_arn
-      urls       = module.nats.client_urls
-    }]
-    data_volume_id = ""
-    data_dir       = ""
-    artifacts      = { "/opt/tickmesh/bin/tickmesh-ingest" = "${local.release_prefix}/tickmesh-ingest" }
+    role                = "ingest"
+    service_user        = "tickmesh"
+    tls_secret_arn      = var.tls_secret_arn
+    tls_dir             = local.ingest_tls_dir
+    env_file            = "/etc/tickmesh/ingest.env"
+    env_secrets         = {}
+    env_plain           = {}
+    file_secrets        = {}
+    nats_password_files = { "${local.ingest_nats_password_file}" = var.ingest_password_secret_arn }
+    data_volume_id      = ""
+    data_dir            = ""
+    artifacts           = { "/opt/tickmesh/bin/tickmesh-ingest" = "${local.release_prefix}/tickmesh-ingest" }
     files = {
       "/etc/tickmesh/ingest.toml" = base64encode(templatefile(local.ingest_conf_template, local.ingest_conf_vars.ingest))
       "/etc/systemd/system/tickmesh-ingest.service" = base64encode(templatefile("${path.module}/../../templates/systemd/tickmesh-service.service.tftpl", {

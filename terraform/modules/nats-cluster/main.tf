@@ -119,17 +119,17 @@ resource "aws_instance" "node" {
   }
 
   user_data = templatefile("${local.templates}/bootstrap.sh.tftpl", {
-    role           = "nats-${var.role}"
-    service_user   = "nats"
-    tls_secret_arn = var.tls_secret_arn
-    tls_dir        = local.tls_dir
-    env_file       = "/etc/nats/nats.env"
-    env_secrets    = local.password_env
-    env_plain      = {}
-    file_secrets   = {}
-    nats_url_env   = []
-    data_volume_id = aws_ebs_volume.jetstream[each.key].id
-    data_dir       = "/var/lib/nats"
+    role                = "nats-${var.role}"
+    service_user        = "nats"
+    tls_secret_arn      = var.tls_secret_arn
+    tls_dir             = local.tls_dir
+    env_file            = "/etc/nats/nats.env"
+    env_secrets         = local.password_env
+    env_plain           = {}
+    file_secrets        = {}
+    nats_password_files = {}
+    data_volume_id      = aws_ebs_volume.jetstream[each.key].id
+    data_dir            = "/var/lib/nats"
     artifacts = {
       "/opt/tickmesh/bin/nats-server" = "${local.artifact_prefix}/nats-server"
       "/opt/tickmesh/bin/nats"        = "${local.artifact_prefix}/nats"

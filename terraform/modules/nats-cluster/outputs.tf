@@ -19,8 +19,8 @@ output "node_names" {
 }
 
 output "client_urls" {
-  description = "TLS client URLs of every node, for edge and ingest configs."
-  value       = [for az in var.azs : "tls://${local.node_names[az]}:${var.ports.client}"]
+  description = "Client URLs of every node, for edge and ingest configs. The nodes accept TLS only; clients require it and verify the nodes with the deployment's CA ([nats.tls] ca_file)."
+  value       = [for az in var.azs : "nats://${local.node_names[az]}:${var.ports.client}"]
 }
 
 output "ports" {

@@ -7,22 +7,27 @@ locals {
   edge_tls_dir  = "/etc/tickmesh/tls"
   edge_versions = { for az in var.azs : az => lookup(var.release_version_overrides, az, var.release_version) }
 
+  # The edge user's NATS password, written at boot from Secrets Manager ([nats.auth] password_file).
+  edge_nats_password_file = "/etc/tickmesh/nats-edge.password"
+
   edge_conf_template = "${local.templates}/edge.toml.tftpl"
   edge_conf_vars = {
     for az in var.azs : az => {
-      name            = "${var.domain}-${substr(az, length(az) - 1, 1)}"
-      listen_port     = local.target_port
-      tls_listen      = local.tls_at_edge
-      tls_dir         = local.edge_tls_dir
-      nats_urls       = module.leaf.client_urls
-      kv_domain       = var.domain
-      hub_domain      = var.hub_domain
-      shards          = var.shards
-      jwt_algorithm   = var.jwt_algorithm
-      jwt_key_file    = "${local.edge_tls_dir}/jwt.key"
-      drain_window_ms = var.edge_drain_window_s * 1000
-      drain_grace_ms  = var.edge_drain_grace_s * 1000
-      extra_toml      = var.edge_extra_toml
+      name               = "${var.domain}-${substr(az, length(az) - 1, 1)}"
+      listen_port        = local.target_port
+      tls_listen         = local.tls_at_edge
+      tls_dir            = local.edge_tls_dir
+      nats_urls          = module.leaf.client_urls
+      nats_ca_file       = "${local.edge_tls_dir}/ca.pem"
+      nats_password_file = local.edge_nats_password_file
+      kv_domain          = var.domain
+      hub_domain         = var.hub_domain
+      shards             = var.shards
+      jwt_algorithm      = var.jwt_algorithm
+      jwt_key_file       = "${local.edge_tls_dir}/jwt.key"
+      drain_window_ms    = var.edge_drain_window_s * 1000
+      drain_grace_ms     = var.edge_drain_grace_s * 1000
+      extra_toml         = var.edge_extra_toml
     }
   }
 }
@@ -74,22 +79,17 @@ resource "aws_launch_template" "edge" {
   }
 
   user_data = base64encode(templatefile("${local.templates}/bootstrap.sh.tftpl", {
-    role           = "edge"
-    service_user   = "tickmesh"
-    tls_secret_arn = var.edge_tls_secret_arn
-    tls_dir        = local.edge_tls_dir
-    env_file       = "/etc/tickmesh/edge.env"
-    env_secrets    = {}
-    env_plain      = {}
-    file_secrets   = { "${local.edge_tls_dir}/jwt.key" = var.jwt_key_secret_arn }
-    nats_url_env = [{
-      env        = "TICKMESH_EDGE_NATS__URLS"
-      user       = "edge"
-      secret_arn = var.edge_password_secret_arn
-      urls       = module.leaf.client_urls
-    }]
-    data_volume_id = ""
-    data_dir       = ""
+    role                = "edge"
+    service_user        = "tickmesh"
+    tls_secret_arn      = var.edge_tls_secret_arn
+    tls_dir             = local.edge_tls_dir
+    env_file            = "/etc/tickmesh/edge.env"
+    env_secrets         = {}
+    env_plain           = {}
+    file_secrets        = { "${local.edge_tls_dir}/jwt.key" = var.jwt_key_secret_arn }
+    nats_password_files = { "${local.edge_nats_password_file}" = var.edge_password_secret_arn }
+    data_volume_id      = ""
+    data_dir            = ""
     artifacts = {
       "/opt/tickmesh/bin/tickmesh-edge" = "s3://${var.artifact_bucket}/tickmesh/${local.edge_versions[each.key]}/${var.architecture}/tickmesh-edge"
     }

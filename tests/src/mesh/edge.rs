@@ -49,6 +49,13 @@ impl EdgeProcess {
         if let Some(d) = &n.kv_mirror_domain {
             cmd.env("TICKMESH_EDGE_NATS__KV_MIRROR_DOMAIN", d);
         }
+        if let Some(ca) = &n.tls.ca_file {
+            cmd.env("TICKMESH_EDGE_NATS__TLS__CA_FILE", ca);
+        }
+        if let (Some(user), Some(password)) = (&n.auth.user, &n.auth.password_file) {
+            cmd.env("TICKMESH_EDGE_NATS__AUTH__USER", user)
+                .env("TICKMESH_EDGE_NATS__AUTH__PASSWORD_FILE", password);
+        }
         let child = cmd.spawn().context("starting tickmesh-edge")?;
         let mut edge = EdgeProcess {
             child: Some(child),
