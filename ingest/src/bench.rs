@@ -13,6 +13,10 @@
 //! After phases 2 and 3 it reads `md_last` back: each symbol's value must carry the last
 //! seq published (the KV writer kept up and flushed). It uses its own buckets
 //! (`bench_last`, `bench_ref`, `bench_lease`), never the demo's.
+//!
+//! The report is a Markdown table followed by one HTML comment, `<!-- tickmesh-ingest
+//! bench: {...} -->`, that carries the same figures as JSON ([`BenchReport::json`]):
+//! invisible where the Markdown is rendered, read by `cargo xtask bench --scenario ingest`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -270,7 +274,8 @@ async fn ingest_phase(opts: &BenchOptions, rate: u32, check: bool) -> anyhow::Re
     let subscriber = if check {
         let slow = Arc::new(AtomicU64::new(0));
         let counter = slow.clone();
-        let client = async_nats::ConnectOptions::new()
+        let client = tickmesh_core::nats::options(&opts.nats.tls, &opts.nats.auth)
+            .await?
             .name("tickmesh-bench-check")
             .subscription_capacity(1 << 20)
             .event_callback(move |event| {
@@ -281,7 +286,7 @@ async fn ingest_phase(opts: &BenchOptions, rate: u32, check: bool) -> anyhow::Re
                     }
                 }
             })
-            .connect(opts.nats.urls.join(",").as_str())
+            .connect(opts.nats.urls.as_slice())
             .await
             .context("connecting the checking subscriber")?;
         let mut sub = client.subscribe("md.>").await?;
@@ -381,8 +386,59 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     })
 }
 
+/// Starts the JSON comment that ends [`BenchReport::markdown`].
+pub const JSON_MARK: &str = "<!-- tickmesh-ingest bench: ";
+
+impl Phase {
+    fn json(&self) -> serde_json::Value {
+        let s = &self.summary;
+        serde_json::json!({
+            "target_ticks_per_s": self.target,
+            "ticks_in": s.counts.ticks_in,
+            "ticks_out": s.counts.ticks_out,
+            "stale": s.counts.stale,
+            "publish_secs": s.publish_secs,
+            "ticks_per_s": s.counts.ticks_out as f64 / s.publish_secs.max(1e-9),
+            "process_cpu_secs": self.process_cpu_secs,
+            "kv_writes": s.kv_writes,
+            "kv_errors": s.kv_errors,
+            "kv_mean_lag_us": s.kv_mean_lag_us,
+            "kv_max_lag_us": s.kv_max_lag_us,
+            "kv_current": self.kv_current.0,
+            "kv_symbols": self.kv_current.1,
+            "check": self.check.map(|c| serde_json::json!({
+                "received": c.received,
+                "gaps": c.gaps,
+                "out_of_order": c.out_of_order,
+                "symbols": c.symbols,
+                "slow_consumer_events": c.slow_consumer_events,
+            })),
+        })
+    }
+}
+
 impl BenchReport {
-    /// The report as Markdown.
+    /// The figures as JSON: what [`BenchReport::markdown`] shows, unrounded.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tick_path": {
+                "ticks": self.cpu_ticks,
+                "secs": self.cpu_secs,
+                "thread_cpu_secs": self.cpu_thread_secs,
+                "ticks_per_s": self.cpu_ticks as f64 / self.cpu_secs.max(1e-9),
+            },
+            "baseline": {
+                "msgs": self.baseline_msgs,
+                "secs": self.baseline_secs,
+                "msgs_per_s": self.baseline_msgs as f64 / self.baseline_secs.max(1e-9),
+                "payload_bytes": self.payload_bytes,
+            },
+            "publish": self.publish.json(),
+            "checked": self.checked.json(),
+        })
+    }
+
+    /// The report as Markdown: a table, then the figures as JSON in an HTML comment.
     pub fn markdown(&self) -> String {
         let rate = |n: u64, s: f64| n as f64 / s.max(1e-9);
         let mut out = String::new();
@@ -447,6 +503,7 @@ impl BenchReport {
                 );
             }
         }
+        out += &format!("\n{JSON_MARK}{} -->\n", self.json());
         out
     }
 }
@@ -474,6 +531,38 @@ mod tests {
         }
         assert_eq!(peek_seq(b""), None);
         assert_eq!(peek_seq(b"\x81\xa3seq\x05"), None);
+    }
+
+    #[test]
+    fn the_markdown_ends_with_its_figures_as_json() {
+        let report = BenchReport {
+            cpu_ticks: 4_000_000,
+            cpu_secs: 1.0,
+            baseline_msgs: 12_000_000,
+            baseline_secs: 10.0,
+            payload_bytes: 336,
+            checked: Phase {
+                target: 500_000,
+                check: Some(Check {
+                    received: 7,
+                    gaps: 1,
+                    ..Check::default()
+                }),
+                ..Phase::default()
+            },
+            ..BenchReport::default()
+        };
+        let text = report.markdown();
+        let last = text.lines().last().unwrap();
+        let body = last
+            .strip_prefix(JSON_MARK)
+            .and_then(|l| l.strip_suffix(" -->"))
+            .expect("the last line is the JSON comment");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["baseline"]["msgs_per_s"], 1_200_000.0);
+        assert_eq!(v["checked"]["target_ticks_per_s"], 500_000);
+        assert_eq!(v["checked"]["check"]["gaps"], 1);
+        assert!(v["publish"]["check"].is_null());
     }
 
     #[test]

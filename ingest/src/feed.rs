@@ -163,7 +163,11 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
             && let Err(e) = h.start_term(epoch).await
         {
             tracing::warn!(error = %e, "could not start a term; back to standby");
-            continue;
+            drop(held);
+            tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
         }
         publisher.start_epoch(epoch);
         summary.epochs.push(epoch);

@@ -68,10 +68,11 @@ pub async fn record(
         .spawn(move || write_file(file, format, gzip, rx))
         .context("spawning the writer thread")?;
 
-    let urls = nats.urls.join(",");
     let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = dropped.clone();
-    let client = async_nats::ConnectOptions::new()
+    // The service's TLS and credentials, with this recorder's own name and buffers.
+    let client = tickmesh_core::nats::options(&nats.tls, &nats.auth)
+        .await?
         .name(format!("{}-record", nats.name))
         .subscription_capacity(1 << 16)
         .event_callback(move |event| {
@@ -82,9 +83,9 @@ pub async fn record(
                 }
             }
         })
-        .connect(urls.as_str())
+        .connect(nats.urls.as_slice())
         .await
-        .with_context(|| format!("connecting to NATS at {urls}"))?;
+        .with_context(|| format!("connecting to NATS at {}", nats.urls.join(", ")))?;
     let mut sub = client
         .subscribe(opts.subject.clone())
         .await
@@ -186,4 +187,71 @@ fn write_batches(
         }
     }
     w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// Just enough of a NATS server for a client to connect and subscribe: `INFO`, then
+    /// `PONG` to every `PING`. Returns its URL and whether a client sent `CONNECT`.
+    async fn fake_server() -> (String, tokio::sync::oneshot::Receiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (connected, seen) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let info = format!(
+                "INFO {{\"server_id\":\"fake\",\"server_name\":\"fake\",\"version\":\"2.10.0\",\
+                 \"go\":\"go1\",\"host\":\"127.0.0.1\",\"port\":{port},\"headers\":true,\
+                 \"max_payload\":1048576,\"proto\":1}}\r\n"
+            );
+            write.write_all(info.as_bytes()).await.unwrap();
+            let mut connected = Some(connected);
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("CONNECT")
+                    && let Some(tx) = connected.take()
+                {
+                    let _ = tx.send(());
+                }
+                if line.starts_with("PING") && write.write_all(b"PONG\r\n").await.is_err() {
+                    break;
+                }
+            }
+        });
+        (format!("nats://127.0.0.1:{port}"), seen)
+    }
+
+    #[tokio::test]
+    async fn connects_to_a_list_of_urls() {
+        // Nothing listens on the first URL: the client moves on to the second.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("nats://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let (live, connected) = fake_server().await;
+        let nats = NatsConfig {
+            urls: vec![dead, live],
+            ..NatsConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RecordOptions {
+            out: dir.path().join("ticks.ndjson"),
+            duration: Some(Duration::from_millis(200)),
+            max_ticks: None,
+            subject: "md.>".into(),
+            format: FileFormat::Auto,
+        };
+        let summary = tokio::time::timeout(
+            Duration::from_secs(10),
+            record(&nats, &opts, std::future::pending()),
+        )
+        .await
+        .expect("record returns after its duration")
+        .expect("record connects through the second URL");
+        assert_eq!(summary, RecordSummary::default());
+        connected.await.expect("the client sent CONNECT");
+    }
 }

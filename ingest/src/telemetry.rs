@@ -9,6 +9,7 @@
 //! | `tickmesh_ingest_corrupt_records_total{source}` | counter | file records skipped |
 //! | `tickmesh_ingest_kv_lag_seconds` | histogram | first unwritten change → `md_last` put acknowledged |
 //! | `tickmesh_ingest_kv_writes_total`, `_kv_errors_total` | counter | `md_last` puts |
+//! | `tickmesh_ingest_kv_round_seconds` | histogram | one round of the `md_last` writer |
 //! | `tickmesh_ingest_kv_pending` | gauge | symbols waiting for a `md_last` write |
 //! | `tickmesh_ingest_refdata_writes_total`, `_refdata_errors_total` | counter | `md_ref` writes |
 //! | `tickmesh_ingest_lease_held` | gauge | 1 while this node holds the feed's lease |

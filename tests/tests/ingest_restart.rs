@@ -105,6 +105,8 @@ async fn a_clock_behind_what_was_stamped_cannot_reorder() {
     let ingest = start_ingest(ingest_config(&nats.url(), 2000));
     let ticks = capture(&mut sub, Duration::from_millis(800)).await;
     ingest.stop().await.unwrap();
+    // What the first run published while it was stopping.
+    capture(&mut sub, Duration::from_millis(300)).await;
     let aapl = ticks.iter().find(|t| t.symbol == "AAPL").unwrap();
     assert!(
         aapl.seq > ahead,

@@ -4,7 +4,10 @@
 //!
 //! Each scenario starts its own nats-server (nats/websocket.conf), ingest (a generated
 //! universe at a given rate) and edge process(es), runs `tickmesh-loadgen` once per system,
-//! and keeps its results in `target/bench/<scenario>.json`; the report is rebuilt from
+//! and keeps its results in `target/bench/<scenario>.json`. The `ingest` scenario instead
+//! runs `tickmesh-ingest bench` against its own nats-server (nats/local.conf): ingest's
+//! publish rate beside the raw async-nats publish rate of the same run, a gap-checking
+//! subscriber and the `md_last` writer's lag. The report is rebuilt from
 //! every result there, so one scenario can be re-run alone (`--report-only` rebuilds the
 //! report alone). Only the part of the report between its `bench:begin` and `bench:end`
 //! markers is rewritten.
@@ -21,15 +24,16 @@ use crate::{Procs, root, run, tools, wait_http};
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
-scenarios: idle, throughput, latency, conflation, slow, storm (default: all)";
+scenarios: idle, throughput, latency, conflation, slow, storm, ingest (default: all)";
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "idle",
     "throughput",
     "latency",
     "conflation",
     "slow",
     "storm",
+    "ingest",
 ];
 
 /// The generated part of docs/benchmarks.md lies between these lines; text outside them
@@ -84,16 +88,12 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: building release binaries (a cold build takes about 10 minutes)");
         let mut build = Command::new(env!("CARGO"));
         build
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "tickmesh-ingest",
-                "-p",
-                "tickmesh-edge",
-            ])
-            .args(["-p", "tickmesh-loadgen"])
+            .args(["build", "--release", "-p", "tickmesh-ingest"])
             .current_dir(&root);
+        // The ingest scenario needs ingest alone; the others an edge and the load generator.
+        if opts.scenarios.iter().any(|n| n != "ingest") {
+            build.args(["-p", "tickmesh-edge", "-p", "tickmesh-loadgen"]);
+        }
         run(&mut build)?;
     }
     let out_dir = root.join("target/bench");
@@ -128,6 +128,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "conflation" => conflation(&env),
             "slow" => slow(&env),
             "storm" => storm(&env),
+            "ingest" => ingest(&env),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;
@@ -203,29 +204,50 @@ fn log_file(env: &Env, name: &str) -> anyhow::Result<Stdio> {
     Ok(std::fs::File::create(env.out.join("logs").join(name))?.into())
 }
 
-fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
-    let (port, http_port, ws_port, edge_port) =
-        (free_port()?, free_port()?, free_port()?, free_port()?);
-    let store = TempDir(env.out.join(format!("store-{}", spec.name)));
+/// A nats-server from `conf` (nats/local.conf or nats/websocket.conf) on free loopback
+/// ports, with its own store, registered in `procs`; returns (pid, client port, store)
+/// once it is healthy. `ws_port` fills TICKMESH_NATS_WS_PORT.
+fn start_nats(
+    env: &Env,
+    procs: &mut Procs,
+    conf: &str,
+    name: &str,
+    ws_port: Option<u16>,
+) -> anyhow::Result<(u32, u16, TempDir)> {
+    let (port, http_port) = (free_port()?, free_port()?);
+    let store = TempDir(env.out.join(format!("store-{name}")));
     let _ = std::fs::remove_dir_all(&store.0);
     std::fs::create_dir_all(&store.0)?;
-    let mut procs = Procs(Vec::new());
-    let server = Command::new(&env.nats)
-        .args(["-c", "nats/websocket.conf"])
+    let mut cmd = Command::new(&env.nats);
+    cmd.args(["-c", conf])
         .env("TICKMESH_NATS_PORT", port.to_string())
         .env("TICKMESH_NATS_HTTP_PORT", http_port.to_string())
-        .env("TICKMESH_NATS_WS_PORT", ws_port.to_string())
         .env("TICKMESH_NATS_STORE", store.0.join("js"))
         .current_dir(&env.root)
-        .stdout(log_file(env, &format!("{}-nats.log", spec.name))?)
-        .stderr(log_file(env, &format!("{}-nats.err", spec.name))?)
-        .spawn()
-        .context("starting nats-server")?;
-    let nats_pid = server.id();
+        .stdout(log_file(env, &format!("{name}-nats.log"))?)
+        .stderr(log_file(env, &format!("{name}-nats.err"))?);
+    if let Some(ws) = ws_port {
+        cmd.env("TICKMESH_NATS_WS_PORT", ws.to_string());
+    }
+    let server = cmd.spawn().context("starting nats-server")?;
+    let pid = server.id();
     procs.0.push(("nats-server", server));
     wait_http(
         &format!("http://127.0.0.1:{http_port}/healthz"),
         Duration::from_secs(10),
+    )?;
+    Ok((pid, port, store))
+}
+
+fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
+    let (ws_port, edge_port) = (free_port()?, free_port()?);
+    let mut procs = Procs(Vec::new());
+    let (nats_pid, port, store) = start_nats(
+        env,
+        &mut procs,
+        "nats/websocket.conf",
+        spec.name,
+        Some(ws_port),
     )?;
     let url = format!("[\"nats://127.0.0.1:{port}\"]");
 
@@ -856,6 +878,115 @@ fn storm(env: &Env) -> anyhow::Result<Value> {
     }))
 }
 
+/// Target rates of the ingest scenario: the publish phase, and the phase with the
+/// gap-checking subscriber.
+const INGEST_RATE: u32 = 1_000_000;
+const INGEST_CHECK_RATE: u32 = 500_000;
+
+/// CPU seconds used so far by process `pid` (all threads), from `/proc/<pid>/stat`.
+fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses), utime and stime are the 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// The 1-minute load average.
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `tickmesh-ingest bench` against its own nats-server: the tick path alone, the raw
+/// async-nats publish rate, ingest at 1 M ticks/s, then ingest at 500k ticks/s with a
+/// subscriber that checks every symbol's seq.
+fn ingest(env: &Env) -> anyhow::Result<Value> {
+    let seconds = env.pick(10u64, 3);
+    let mut procs = Procs(Vec::new());
+    let (nats_pid, port, _store) = start_nats(env, &mut procs, "nats/local.conf", "ingest", None)?;
+    let bench_args = args(&[
+        "bench",
+        "--rate",
+        &INGEST_RATE.to_string(),
+        "--check-rate",
+        &INGEST_CHECK_RATE.to_string(),
+        "--seconds",
+        &seconds.to_string(),
+    ]);
+    eprintln!("xtask: ingest: tickmesh-ingest {}", bench_args.join(" "));
+    let (load_before, nats_cpu_before) = (loadavg(), proc_cpu_secs(nats_pid));
+    let started = Instant::now();
+    let mut child = Command::new(env.bin.join("tickmesh-ingest"))
+        .args(&bench_args)
+        .env(
+            "TICKMESH_INGEST_NATS__URLS",
+            format!("[\"nats://127.0.0.1:{port}\"]"),
+        )
+        .env("RUST_LOG", "warn,tickmesh_ingest::bench=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting tickmesh-ingest bench")?;
+    // Its logs share stdout with the report: pass them on as they come, keep the report
+    // (the table, then the JSON comment).
+    let stdout = child.stdout.take().context("the bench's stdout")?;
+    let read = (|| -> anyhow::Result<String> {
+        let mut text = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.context("reading the bench's output")?;
+            if text.is_empty() && !line.starts_with('|') {
+                eprintln!("{line}");
+            } else {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        Ok(text)
+    })();
+    if read.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().context("running tickmesh-ingest bench")?;
+    let text = read?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let nats_cpu = proc_cpu_secs(nats_pid)
+        .zip(nats_cpu_before)
+        .map(|(after, before)| after - before);
+    let load_after = loadavg();
+    drop(procs);
+    if !status.success() {
+        bail!("tickmesh-ingest bench failed: {status}");
+    }
+    std::fs::write(env.out.join("ingest.md"), &text)?;
+    // The report ends with its figures as JSON in an HTML comment.
+    const MARK: &str = "<!-- tickmesh-ingest bench: ";
+    let figures = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(MARK)?.strip_suffix(" -->"))
+        .context("tickmesh-ingest bench printed no figures")?;
+    let figures: Value = serde_json::from_str(figures).context("the bench's figures")?;
+    Ok(json!({
+        "scenario": "ingest",
+        "rate": INGEST_RATE,
+        "check_rate": INGEST_CHECK_RATE,
+        "seconds": seconds,
+        "command": format!("tickmesh-ingest {}", bench_args.join(" ")),
+        "wall_s": wall_s,
+        "nats_server_cpu_s": nats_cpu,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "bench": figures,
+    }))
+}
+
 // ---------------------------------------------------------------------------------------
 // The report.
 
@@ -1053,6 +1184,7 @@ fn report(env: &Env) -> anyhow::Result<String> {
             "conflation" => conflation_report(&v, quick, &mut md, &mut details),
             "slow" => slow_report(&v, quick, &mut md, &mut details),
             "storm" => storm_report(&v, quick, &mut md, &mut details),
+            "ingest" => ingest_report(&v, quick, &mut md, &mut details),
             _ => {}
         }
     }
@@ -1466,4 +1598,137 @@ fn storm_report(v: &Value, quick: &str, md: &mut String, d: &mut String) {
     }
     d.push('\n');
     commands(d, v);
+}
+
+fn ingest_report(v: &Value, quick: &str, md: &mut String, d: &mut String) {
+    let b = &v["bench"];
+    let (publish, checked) = (&b["publish"], &b["checked"]);
+    let baseline = f(&b["baseline"]["msgs_per_s"]);
+    let rate = |p: &Value| f(&p["ticks_per_s"]);
+    // A phase is paced at its target: 99 % of it counts as reached.
+    let reached = |p: &Value| rate(p) >= 0.99 * f(&p["target_ticks_per_s"]);
+    let kv_ok = |p: &Value| f(&p["kv_errors"]) == 0.0 && f(&p["kv_current"]) == f(&p["kv_symbols"]);
+    let c = &checked["check"];
+    let clean = f(&c["gaps"]) == 0.0
+        && f(&c["out_of_order"]) == 0.0
+        && f(&c["received"]) == f(&checked["ticks_out"]);
+    let _ = writeln!(
+        md,
+        "| ingest{quick} | 1 process: ≥ {} ticks/s for {} s, `md_last` keeps up | {} ticks/s; `md_last` lag max {}, current {} of {} symbols | raw async-nats publish: {} msgs/s | ingest (paced) at {} the raw rate | {} |",
+        num(f(&v["rate"])),
+        v["seconds"],
+        num(rate(publish)),
+        ms(&publish["kv_max_lag_us"]),
+        publish["kv_current"],
+        publish["kv_symbols"],
+        num(baseline),
+        ratio(rate(publish), baseline),
+        yes(reached(publish) && kv_ok(publish))
+    );
+    let _ = writeln!(
+        md,
+        "| ingest{quick} | a subscriber sees no seq gap at {} ticks/s | {} ticks/s: {} of {} received, {} gaps, {} out of order; `md_last` lag max {} | | | {} |",
+        num(f(&v["check_rate"])),
+        num(rate(checked)),
+        num(f(&c["received"])),
+        num(f(&checked["ticks_out"])),
+        num(f(&c["gaps"])),
+        num(f(&c["out_of_order"])),
+        ms(&checked["kv_max_lag_us"]),
+        yes(reached(checked) && clean && kv_ok(checked))
+    );
+    let _ = writeln!(d, "### Ingest{quick}\n");
+    let _ = writeln!(
+        d,
+        "One `tickmesh-ingest bench` process against its own nats-server (`nats/local.conf`), \
+         {} s per phase: the raw async-nats publish rate of the same encoded ticks (one task, \
+         as fast as it goes), then the real feed (the default universe with its option chains \
+         and depth, the lease, the `md_last` and `md_ref` writers) paced at {} ticks/s with \
+         nobody subscribed, then at {} ticks/s with a subscriber on `md.>` in the same process \
+         that checks every symbol's seq. A paced phase counts as at its target from 99 % of \
+         it. \"current\" counts the symbols whose `md_last` value, read back after the phase, \
+         carries the last seq published.\n",
+        v["seconds"],
+        num(f(&v["rate"])),
+        num(f(&v["check_rate"]))
+    );
+    let _ = writeln!(d, "| measure | value |\n|---|---|");
+    let tick_path = &b["tick_path"];
+    let per_cpu = if f(&tick_path["thread_cpu_secs"]) > 0.0 {
+        format!(
+            " ({} per CPU-second of its thread)",
+            num(f(&tick_path["ticks"]) / f(&tick_path["thread_cpu_secs"]))
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        d,
+        "| tick path alone (simulate, sequence, encode; one thread, no NATS) | {} ticks/s{per_cpu} |",
+        num(f(&tick_path["ticks_per_s"]))
+    );
+    let _ = writeln!(
+        d,
+        "| raw async-nats publish (same payloads, one task) | {} msgs/s ({} B average) |",
+        num(baseline),
+        b["baseline"]["payload_bytes"]
+    );
+    for (name, p) in [("no subscriber", publish), ("checked", checked)] {
+        let cpu = if p["process_cpu_secs"].is_number() {
+            format!(
+                "; process CPU {:.1} s, {:.2} µs per tick",
+                f(&p["process_cpu_secs"]),
+                f(&p["process_cpu_secs"]) * 1e6 / f(&p["ticks_out"]).max(1.0)
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            d,
+            "| ingest, target {} ticks/s, {name} | **{}** ticks/s published ({} ticks in {:.1} s; {} stale{cpu}) |",
+            num(f(&p["target_ticks_per_s"])),
+            num(rate(p)),
+            num(f(&p["ticks_out"])),
+            f(&p["publish_secs"]),
+            num(f(&p["stale"]))
+        );
+        let _ = writeln!(
+            d,
+            "| `md_last` writer at that rate | {} puts, {} errors, lag mean {}, max {}; current for {}/{} symbols |",
+            num(f(&p["kv_writes"])),
+            num(f(&p["kv_errors"])),
+            ms(&p["kv_mean_lag_us"]),
+            ms(&p["kv_max_lag_us"]),
+            p["kv_current"],
+            p["kv_symbols"]
+        );
+        let c = &p["check"];
+        if c.is_object() {
+            let _ = writeln!(
+                d,
+                "| checking subscriber | received {} of {} over {} symbols; **seq gaps {}**, out of order {}, slow-consumer events {} |",
+                num(f(&c["received"])),
+                num(f(&p["ticks_out"])),
+                c["symbols"],
+                num(f(&c["gaps"])),
+                num(f(&c["out_of_order"])),
+                num(f(&c["slow_consumer_events"]))
+            );
+        }
+    }
+    let nats_cores = f(&v["nats_server_cpu_s"]) / f(&v["wall_s"]).max(1e-3);
+    let _ = writeln!(
+        d,
+        "\nnats-server used {:.1} CPU-seconds over the {:.0} s run ({nats_cores:.2} cores on \
+         average); load average {:.1} at the start, {:.1} at the end.\n",
+        f(&v["nats_server_cpu_s"]),
+        f(&v["wall_s"]),
+        f(&v["loadavg_before"]),
+        f(&v["loadavg_after"])
+    );
+    let _ = writeln!(
+        d,
+        "Bench run: `{}` (`TICKMESH_INGEST_NATS__URLS` set to that server).\n",
+        v["command"].as_str().unwrap_or("")
+    );
 }

@@ -127,7 +127,11 @@ where
                     expanded.push(chain.clone());
                 }
                 Err(e) => {
-                    count_error("unknown_symbol");
+                    // The metric's label is the code the client gets.
+                    count_error(match e.code() {
+                        ErrorCode::InvalidSymbol => "invalid_symbol",
+                        _ => "unknown_symbol",
+                    });
                     errors.push(ServerMsg::symbol_error(id, e.code(), chain, e.to_string()));
                 }
             }
