@@ -33,8 +33,9 @@ pub struct EdgeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// On SIGTERM, clients are told to reconnect after a random delay below this, ms,
-    /// so that they do not all come back at once. Default 5000.
+    /// On SIGTERM, each client is told to reconnect after a random delay below this, ms,
+    /// so that they do not all come back at once; its session streams until that delay
+    /// is over, then closes with 4001. Default 5000.
     pub reconnect_window_ms: u64,
     /// The process exits at the latest this long after SIGTERM, ms. Default 10000.
     pub grace_ms: u64,

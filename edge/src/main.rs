@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     raise_nofile_limit();
     let config = EdgeConfig::load(args.config.as_deref())?;
     let listener = tickmesh_edge::bind(config.listen)?;
-    tickmesh_edge::run(config, listener, shutdown_signal()).await
+    tickmesh_edge::run(config, listener, tickmesh_edge::shutdown_signal()).await
 }
 
 /// Each WebSocket is an open file: lift the soft limit to the hard one, as far as the
@@ -41,19 +41,4 @@ fn raise_nofile_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler only fails outside a runtime");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.ok();
 }

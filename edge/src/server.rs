@@ -133,33 +133,110 @@ pub async fn run(
         }
         None => None,
     };
+    // Sessions are tracked (the exit waits for them); plain HTTP connections are not, so
+    // that a keep-alive connection (a health check, a scraper) cannot hold the exit.
+    let conns = Connections {
+        edge: edge.clone(),
+        routes,
+        tls,
+        handshake_timeout,
+        sessions: tracker.clone(),
+    };
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+            accepted = accept(&listener) => {
+                if let Some((stream, peer)) = accepted {
+                    tokio::spawn(conns.serve(stream, peer));
                 }
-            },
-        };
+            }
+        }
+    }
+
+    // Draining: sessions are told to reconnect and closed with 4001. The listener stays
+    // open until the process exits, so that `/readyz` answers 503 rather than a refused
+    // connection, and an upgrade gets 503 `draining`.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(edge.config.shutdown.grace_ms);
+    tracing::info!(sessions = tracker.len(), "draining");
+    edge.shutdown.cancel();
+    tracker.close();
+    let drained = tracker.wait();
+    tokio::pin!(drained);
+    loop {
+        tokio::select! {
+            _ = &mut drained => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("grace period over; dropping the remaining connections");
+                break;
+            }
+            accepted = accept(&listener) => {
+                if let Some((stream, peer)) = accepted {
+                    tokio::spawn(conns.serve(stream, peer));
+                }
+            }
+        }
+    }
+    drop(listener);
+    // Bounded by what is left of the grace period (at most 2 s): a NATS server that went
+    // away must not hold the exit past `shutdown.grace_ms`.
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .min(Duration::from_secs(2));
+    if tokio::time::timeout(left, edge.hub.nats().drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?left, "NATS drain did not finish in time");
+    }
+    Ok(())
+}
+
+/// The next connection, or None after a failed accept (out of file descriptors and the
+/// like), once a short back-off has passed instead of spinning.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(pair) => Some(pair),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// What serving one HTTP connection needs.
+struct Connections {
+    edge: Arc<Edge>,
+    routes: warp::filters::BoxedFilter<(Response,)>,
+    tls: Option<(tokio_rustls::TlsAcceptor, Arc<ReloadingCert>)>,
+    handshake_timeout: Duration,
+    /// Where WebSocket sessions run.
+    sessions: TaskTracker,
+}
+
+impl Connections {
+    /// Serves one connection: TLS if configured, HTTP/1.1, the upgrade on `/v1/stream`.
+    fn serve(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
-        let routes = routes.clone();
-        let tracker2 = tracker.clone();
-        let tls = tls.clone();
-        tracker.spawn(async move {
+        let edge = self.edge.clone();
+        let routes = self.routes.clone();
+        let tls = self.tls.clone();
+        let handshake_timeout = self.handshake_timeout;
+        let sessions = self.sessions.clone();
+        async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let edge = edge.clone();
                 let routes = routes.clone();
-                let tracker = tracker2.clone();
+                let sessions = sessions.clone();
                 async move {
                     if req.uri().path() == "/v1/stream" {
-                        Ok::<_, Infallible>(upgrade(req, edge, peer, &tracker))
+                        Ok::<_, Infallible>(upgrade(req, edge, peer, &sessions))
                     } else {
                         let mut svc = warp::service(routes);
                         tower_service::Service::call(&mut svc, req).await
@@ -191,25 +268,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
-        });
+        }
     }
-
-    drop(listener);
-    let grace = Duration::from_millis(edge.config.shutdown.grace_ms);
-    tracing::info!(sessions = tracker.len(), "draining");
-    edge.shutdown.cancel();
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("grace period over; dropping the remaining connections");
-    }
-    // Bounded: a NATS server that went away must not hold the exit past the grace period.
-    if tokio::time::timeout(Duration::from_secs(2), edge.hub.nats().drain())
-        .await
-        .is_err()
-    {
-        tracing::warn!("NATS drain did not finish in 2 s");
-    }
-    Ok(())
 }
 
 fn routes(

@@ -147,12 +147,18 @@ where
         let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms);
         let mut revocations = edge.revocations.subscribe();
         let mut due: Option<tokio::time::Instant> = None;
+        // Draining: the session was told to reconnect and is closed at this instant;
+        // until then it streams as before.
+        let mut leave_at: Option<tokio::time::Instant> = None;
         loop {
             let flush_at = due;
             let expires_at = self.expiry();
             let step = tokio::select! {
                 biased;
-                _ = edge.shutdown.cancelled() => return self.drain_and_leave().await,
+                _ = edge.shutdown.cancelled(), if leave_at.is_none() => {
+                    self.announce_drain().await.map(|at| leave_at = Some(at))
+                }
+                _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
                 _ = revocations.changed() => {
                     if edge.verifier.is_grant_revoked(&self.grant) {
                         return End::Close(close::FORBIDDEN, "token revoked");
@@ -241,7 +247,10 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
     }
 
-    async fn drain_and_leave(&mut self) -> End {
+    /// Tells the client to reconnect after a delay drawn from the reconnect window (so that
+    /// the edge's clients do not all land on the others at once); returns when to close
+    /// the session with 4001. Data keeps flowing until then.
+    async fn announce_drain(&mut self) -> Result<tokio::time::Instant, End> {
         let window = self.edge.config.shutdown.reconnect_window_ms;
         let after_ms = if window == 0 {
             0
@@ -252,8 +261,8 @@ where
             after_ms,
             reason: "draining".into(),
         };
-        let _ = self.send(vec![self.message(&msg)]).await;
-        End::Close(close::DRAINING, "draining")
+        self.send(vec![self.message(&msg)]).await?;
+        Ok(tokio::time::Instant::now() + Duration::from_millis(after_ms))
     }
 
     async fn flush(&mut self) -> Result<Option<tokio::time::Instant>, End> {

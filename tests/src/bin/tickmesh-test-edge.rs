@@ -1,14 +1,19 @@
-//! The edge gateway as its own process, for tests that kill one the hard way (SIGKILL):
-//! `tickmesh_edge::run` configured from `TICKMESH_EDGE_*` variables only, stopped by
-//! SIGINT/SIGTERM like the real binary. Cargo builds it with the tests, so they need no
-//! nested build.
+//! The edge gateway as its own process, for tests that kill one (SIGKILL) or drain it
+//! (SIGTERM): `tickmesh_edge::run` configured from `--config FILE` (optional) and the
+//! `TICKMESH_EDGE_*` variables, stopped by SIGINT/SIGTERM like the real binary. Cargo
+//! builds it with the tests, so they need no nested build.
+
+use std::path::PathBuf;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = tickmesh_edge::EdgeConfig::load(None)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let file = match args.as_slice() {
+        [] => None,
+        [flag, file] if flag == "--config" => Some(PathBuf::from(file)),
+        _ => anyhow::bail!("usage: tickmesh-test-edge [--config FILE]"),
+    };
+    let config = tickmesh_edge::EdgeConfig::load(file.as_deref())?;
     let listener = tickmesh_edge::bind(config.listen)?;
-    tickmesh_edge::run(config, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    tickmesh_edge::run(config, listener, tickmesh_edge::shutdown_signal()).await
 }
