@@ -71,6 +71,9 @@ pub struct NatsConfig {
     /// Create the mirror if it is missing (needs the right to create streams in
     /// `kv_mirror_domain`; otherwise an operator creates it once). Default false.
     pub kv_mirror_create: bool,
+    /// Replicas of the mirror the edge creates: 1 (default), or 3 for a region of three
+    /// or more leaf nodes that must keep its mirror through the loss of one.
+    pub kv_mirror_replicas: usize,
     /// TLS towards NATS (`[nats.tls]`).
     pub tls: NatsTls,
     /// Credentials on NATS (`[nats.auth]`).
@@ -262,6 +265,7 @@ impl Default for NatsConfig {
             kv_mirror_domain: None,
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
+            kv_mirror_replicas: 1,
             tls: NatsTls::default(),
             auth: NatsAuth::default(),
         }
@@ -357,6 +361,11 @@ impl EdgeConfig {
                         self.nats.js_domain
                     )
                 },
+            )?;
+            check(
+                (1..=5).contains(&self.nats.kv_mirror_replicas),
+                "nats.kv_mirror_replicas",
+                || format!("must be 1..=5, got {}", self.nats.kv_mirror_replicas),
             )?;
             check(
                 self.nats.kv_mirror_max_idle_ms >= 100,
@@ -549,6 +558,43 @@ mod tests {
                 .to_string()
                 .contains("session.idle_timeout_ms")
         );
+    }
+
+    #[test]
+    fn mirror_settings_are_checked_before_anything_starts() {
+        let region = |f: fn(&mut NatsConfig)| {
+            let mut c = EdgeConfig::default();
+            c.nats.js_domain = Some("hub".into());
+            c.nats.kv_mirror_domain = Some("region-a".into());
+            f(&mut c.nats);
+            c.validate().map_err(|e| e.key)
+        };
+        assert_eq!(region(|_| {}), Ok(()));
+        assert_eq!(
+            region(|n| n.kv_mirror_domain = Some("hub".into())),
+            Err("nats.kv_mirror_domain")
+        );
+        assert_eq!(
+            region(|n| n.kv_mirror_domain = Some(String::new())),
+            Err("nats.kv_mirror_domain")
+        );
+        assert_eq!(
+            region(|n| n.kv_mirror_max_idle_ms = 10),
+            Err("nats.kv_mirror_max_idle_ms")
+        );
+        for replicas in [0, 6] {
+            let mut c = EdgeConfig::default();
+            c.nats.js_domain = Some("hub".into());
+            c.nats.kv_mirror_domain = Some("region-a".into());
+            c.nats.kv_mirror_replicas = replicas;
+            assert_eq!(
+                c.validate().map_err(|e| e.key),
+                Err("nats.kv_mirror_replicas")
+            );
+        }
+        let mut c = EdgeConfig::default();
+        c.nats.auth.user = Some("edge".into());
+        assert_eq!(c.validate().map_err(|e| e.key), Err("nats.auth"));
     }
 
     #[test]

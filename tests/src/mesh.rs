@@ -401,7 +401,7 @@ impl Mesh {
         let client = self.region_client(region).await?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match tickmesh_edge::nats::ensure_mirror(&client, region, BUCKET, Some(HUB_DOMAIN))
+            match tickmesh_edge::nats::ensure_mirror(&client, region, BUCKET, Some(HUB_DOMAIN), 1)
                 .await
             {
                 Ok(()) => break,

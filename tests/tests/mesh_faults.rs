@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tickmesh_core::subject::tick_subject;
 use tickmesh_core::{Format, Symbol};
-use tickmesh_tests::mesh::{EdgeProcess, HUB_DOMAIN, Mesh, Roamer};
+use tickmesh_tests::mesh::{BUCKET, EdgeProcess, HUB_DOMAIN, Mesh, Roamer};
 use tickmesh_tests::*;
 use tokio::task::JoinHandle;
 
@@ -646,4 +646,111 @@ async fn slow_then_reset_region_link_keeps_order() {
     assert_in_order("region B", &mb);
     let gap_b = longest_silence(&mb, start, Instant::now());
     assert!(gap_b < SECOND, "region B went {gap_b:?} without a tick");
+}
+
+/// The value of an unlabelled gauge in an edge's `/metrics`.
+async fn gauge(addr: SocketAddr, name: &str) -> Option<f64> {
+    let (_, text) = http_get(addr, "/metrics").await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The region node that leads stream `stream` (the mirror, `KV_md_last`), and how many
+/// replicas it has.
+async fn region_stream_leader(
+    mesh: &mut Mesh,
+    region: &str,
+    stream: &str,
+) -> Option<(usize, usize)> {
+    for node in mesh.region_mut(region).leaves.iter_mut() {
+        if !node.is_running() {
+            continue;
+        }
+        let Ok(v) = node.monitor("/jsz?accounts=true&streams=true").await else {
+            continue;
+        };
+        let details = v["account_details"].as_array().into_iter().flatten();
+        for s in details.flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()) {
+            if s["name"] == stream
+                && let Some(leader) = s["cluster"]["leader"].as_str()
+            {
+                let replicas = 1 + s["cluster"]["replicas"].as_array().map_or(0, Vec::len);
+                let leaves = &mesh.region(region).leaves;
+                return leaves
+                    .iter()
+                    .position(|n| n.name == leader)
+                    .map(|i| (i, replicas));
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_region_keeps_its_mirror_through_a_leaf_loss() {
+    let mut mesh = Mesh::start(&[A], 3).await.unwrap();
+    let ingest = start_ingest(mesh.ingest_config(RATE));
+    // The edge creates the mirror itself, with three replicas.
+    let mut config = mesh.edge_config(A);
+    config.nats.kv_mirror_create = true;
+    config.nats.kv_mirror_replicas = 3;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let deadline = Instant::now() + 30 * SECOND;
+    while gauge(addr, "tickmesh_edge_kv_mirror_fresh").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the edge's mirror never turned fresh"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (leader, replicas) = region_stream_leader(&mut mesh, A, "KV_md_last")
+        .await
+        .expect("no node of the region leads the mirror");
+    assert_eq!(replicas, 3, "the mirror has {replicas} replicas");
+
+    let region = mesh.region_client(A).await.unwrap();
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .domain(A)
+        .timeout(SECOND)
+        .build(region);
+    let seq_of = |bytes: &[u8]| rmp_serde::from_slice::<Value>(bytes).unwrap()["seq"].as_u64();
+    let kv = js.get_key_value(BUCKET).await.unwrap();
+    let before = seq_of(&kv.get("AAPL").await.unwrap().unwrap());
+    eprintln!(
+        "killing {} (leads the mirror)",
+        mesh.region(A).leaves[leader].name
+    );
+    let killed = Instant::now();
+    mesh.region_mut(A).leaves[leader].kill();
+
+    // The region's mirror answers again, with values newer than before the kill.
+    let recovered = loop {
+        if let Ok(kv) = js.get_key_value(BUCKET).await
+            && let Ok(Some(v)) = kv.get("AAPL").await
+            && seq_of(&v) > before
+        {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < 20 * SECOND,
+            "the mirror is not readable 20 s after its leader died"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("mirror readable and current {recovered:?} after the kill");
+    let deadline = Instant::now() + 20 * SECOND;
+    while gauge(addr, "tickmesh_edge_kv_mirror_fresh").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the edge never found its mirror fresh again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "the edge reads its mirror again {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_fresh_snapshot("region A", addr, "NVDA", 3 * SECOND).await;
+    edge.stop().await.unwrap();
+    ingest.stop().await.unwrap();
 }

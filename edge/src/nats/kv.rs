@@ -133,6 +133,7 @@ impl KvReader {
                         bucket: config.kv_bucket.clone(),
                         source_domain: config.js_domain.clone(),
                         create: config.kv_mirror_create,
+                        replicas: config.kv_mirror_replicas,
                         max_idle: Duration::from_millis(config.kv_mirror_max_idle_ms),
                         timeout,
                     },
@@ -208,6 +209,7 @@ struct MirrorWatch {
     bucket: String,
     source_domain: Option<String>,
     create: bool,
+    replicas: usize,
     max_idle: Duration,
     timeout: Duration,
 }
@@ -240,6 +242,7 @@ impl MirrorWatch {
                     &self.domain,
                     &self.bucket,
                     self.source_domain.as_deref(),
+                    self.replicas,
                 )
                 .await
                 {
@@ -281,12 +284,14 @@ async fn monitor(w: MirrorWatch, fresh: Arc<AtomicBool>, resync: Arc<watch::Send
 }
 
 /// Creates the region's read-only mirror of `bucket` in `domain`, sourced from `bucket` in
-/// `source_domain` (the hub's), unless a bucket of that name exists there already.
+/// `source_domain` (the hub's), with `replicas` copies, unless a bucket of that name
+/// exists there already.
 pub async fn ensure_mirror(
     client: &async_nats::Client,
     domain: &str,
     bucket: &str,
     source_domain: Option<&str>,
+    replicas: usize,
 ) -> anyhow::Result<()> {
     let js = jetstream::with_domain(client.clone(), domain);
     if js.get_key_value(bucket).await.is_ok() {
@@ -295,6 +300,7 @@ pub async fn ensure_mirror(
     js.create_key_value(kv::Config {
         bucket: bucket.to_string(),
         history: 1,
+        num_replicas: replicas,
         description: format!("read-only mirror of {bucket} for region {domain}"),
         // The source's domain as an explicit API prefix: async-nats passes a `domain`
         // field through to the server unchanged on this path, which the server refuses.
