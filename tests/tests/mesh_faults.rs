@@ -36,11 +36,13 @@ async fn world() -> World {
         mesh,
         ingest: Some(ingest),
     };
-    let deadline = Instant::now() + 20 * SECOND;
+    // Creating the 3-replica buckets waits for the hub's JetStream, which on a machine
+    // busy with the rest of the test run can take a while after the mesh is healthy.
+    let deadline = Instant::now() + 40 * SECOND;
     while w.hub_kv("AAPL").await.is_none() {
         assert!(
             Instant::now() < deadline,
-            "ingest wrote no md_last/AAPL in 20 s"
+            "ingest wrote no md_last/AAPL in 40 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
