@@ -9,7 +9,7 @@
 //! - [`date`]: calendar dates (`YYYY-MM-DD`) for option expiries.
 //! - [`occ`]: OCC option symbols ⇄ (root, expiry, right, strike).
 //! - [`refdata`]: the schema of the reference-data bucket `md_ref` (instruments, chains).
-//! - `nats` (feature `nats`): connecting to NATS with TLS and credentials, for the services.
+//! - `dev_pki` (feature `dev-pki`): a CA and a server certificate for the demo and tests.
 //!
 //! Data flow: ingest builds a [`tick::Tick`], [`codec::encode_wire`] puts it on
 //! [`subject::tick_subject`]; the edge runs [`codec::decode_wire`] once and encodes it
@@ -17,8 +17,8 @@
 
 pub mod codec;
 pub mod date;
-#[cfg(feature = "nats")]
-pub mod nats;
+#[cfg(feature = "dev-pki")]
+pub mod dev_pki;
 pub mod occ;
 pub mod protocol;
 pub mod refdata;

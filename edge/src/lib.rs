@@ -30,19 +30,3 @@ pub mod tls;
 
 pub use config::EdgeConfig;
 pub use server::{bind, run};
-
-/// Resolves on SIGINT or SIGTERM: what starts the drain of `tickmesh-edge`.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler only fails outside a runtime");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.ok();
-}

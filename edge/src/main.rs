@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     raise_nofile_limit();
     let config = EdgeConfig::load(args.config.as_deref())?;
     let listener = tickmesh_edge::bind(config.listen)?;
-    tickmesh_edge::run(config, listener, tickmesh_edge::shutdown_signal()).await
+    tickmesh_edge::run(config, listener, tickmesh_service::shutdown_signal()).await
 }
 
 /// Each WebSocket is an open file: lift the soft limit to the hard one, as far as the

@@ -57,7 +57,7 @@ impl NatsLink {
             down: AtomicBool::new(false),
         });
         metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
-        let client = tickmesh_core::nats::options(&config.tls, &config.auth)
+        let client = tickmesh_service::nats::options(&config.tls, &config.auth)
             .await?
             .name(&config.name)
             .retry_on_initial_connect()

@@ -274,7 +274,7 @@ async fn ingest_phase(opts: &BenchOptions, rate: u32, check: bool) -> anyhow::Re
     let subscriber = if check {
         let slow = Arc::new(AtomicU64::new(0));
         let counter = slow.clone();
-        let client = tickmesh_core::nats::options(&opts.nats.tls, &opts.nats.auth)
+        let client = tickmesh_service::nats::options(&opts.nats.tls, &opts.nats.auth)
             .await?
             .name("tickmesh-bench-check")
             .subscription_capacity(1 << 20)

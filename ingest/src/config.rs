@@ -7,7 +7,7 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tickmesh_core::nats::{NatsAuth, NatsTls};
+use tickmesh_service::nats::{NatsAuth, NatsTls};
 
 use crate::lease::LeaseConfig;
 use crate::sources::options::OptionsConfig;

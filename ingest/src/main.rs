@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             }
             config.replay.repeat |= repeat;
             config.validate()?;
-            tickmesh_ingest::run(config, shutdown_signal()).await
+            tickmesh_ingest::run(config, tickmesh_service::shutdown_signal()).await
         }
         Command::Record {
             out,
@@ -131,7 +131,8 @@ async fn main() -> anyhow::Result<()> {
                 subject,
                 format,
             };
-            let summary = record::record(&config.nats, &opts, shutdown_signal()).await?;
+            let summary =
+                record::record(&config.nats, &opts, tickmesh_service::shutdown_signal()).await?;
             eprintln!(
                 "recorded {} ticks to {} ({} invalid messages skipped, {} slow-consumer drops)",
                 summary.ticks,
@@ -163,19 +164,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler only fails outside a runtime");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.ok();
 }

@@ -32,7 +32,7 @@ const CLIENT_CAPACITY: usize = 16 * 1024;
 
 pub async fn connect(config: &NatsConfig) -> anyhow::Result<async_nats::Client> {
     let urls = config.urls.join(",");
-    tickmesh_core::nats::options(&config.tls, &config.auth)
+    tickmesh_service::nats::options(&config.tls, &config.auth)
         .await?
         .name(&config.name)
         .client_capacity(CLIENT_CAPACITY)

@@ -71,7 +71,7 @@ pub async fn record(
     let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = dropped.clone();
     // The service's TLS and credentials, with this recorder's own name and buffers.
-    let client = tickmesh_core::nats::options(&nats.tls, &nats.auth)
+    let client = tickmesh_service::nats::options(&nats.tls, &nats.auth)
         .await?
         .name(format!("{}-record", nats.name))
         .subscription_capacity(1 << 16)

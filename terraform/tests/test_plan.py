@@ -137,14 +137,14 @@ def test_services_name_their_nats_credentials_in_nats_auth(plan, tree):
     assert tfcheck.service_credential_problems(plan, tree) == []
 
 
-def test_service_config_keys_follow_core_schema():
-    assert tfcheck.core_nats_schema() == {"NatsTls": tfcheck.NATS_TLS_KEYS, "NatsAuth": tfcheck.NATS_AUTH_KEYS}
+def test_service_config_keys_follow_the_service_schema():
+    assert tfcheck.service_nats_schema() == {"NatsTls": tfcheck.NATS_TLS_KEYS, "NatsAuth": tfcheck.NATS_AUTH_KEYS}
 
 
-def test_core_schema_change_is_noticed(tmp_path):
+def test_service_schema_change_is_noticed(tmp_path):
     changed = tmp_path / "nats.rs"
-    changed.write_text(tfcheck.CORE_NATS_RS.read_text().replace("pub password_file:", "pub password_path:"))
-    assert tfcheck.core_nats_schema(changed)["NatsAuth"] != tfcheck.NATS_AUTH_KEYS
+    changed.write_text(tfcheck.SERVICE_NATS_RS.read_text().replace("pub password_file:", "pub password_path:"))
+    assert tfcheck.service_nats_schema(changed)["NatsAuth"] != tfcheck.NATS_AUTH_KEYS
 
 
 def test_credentials_in_a_nats_url_are_reported(broken):
@@ -171,7 +171,7 @@ def test_password_in_a_service_config_is_reported(broken):
     broken.edit("templates/ingest.toml.tftpl", 'password_file = "${nats_password_file}"', 'password = "s3cret"')
     problems = tfcheck.service_credential_problems(broken.plan(), broken.root)
     assert any("ingest_conf_vars" in p and "nats.auth.password puts a secret in the config" in p for p in problems), problems
-    assert any("[nats.auth] password is not a setting of core/src/nats.rs" in p for p in problems), problems
+    assert any("[nats.auth] password is not a setting of service/src/nats.rs" in p for p in problems), problems
 
 
 def test_service_user_unknown_to_its_nodes_is_reported(broken):

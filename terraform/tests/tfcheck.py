@@ -40,9 +40,9 @@ INTERNET = {"0.0.0.0/0", "::/0"}
 # against the real ones.
 REPO_DIR = TERRAFORM_DIR.parent
 REPO_NATS_DIR = REPO_DIR / "nats"
-CORE_NATS_RS = REPO_DIR / "core/src/nats.rs"
+SERVICE_NATS_RS = REPO_DIR / "service/src/nats.rs"
 
-# Keys of the services' [nats.tls] and [nats.auth] tables (core/src/nats.rs, NatsTls and
+# Keys of the services' [nats.tls] and [nats.auth] tables (service/src/nats.rs, NatsTls and
 # NatsAuth, deny_unknown_fields: any other key stops the service at start-up).
 NATS_TLS_KEYS = {"ca_file", "cert_file", "key_file", "required"}
 NATS_AUTH_KEYS = {"user", "password_file", "creds_file"}
@@ -247,7 +247,7 @@ def nats_conf_problems(label: str, conf: dict[str, Any], role: str) -> list[str]
 def service_conf_problems(label: str, conf: dict[str, Any]) -> list[str]:
     """An ingest or edge config connects to NATS over TLS only: [nats.tls] names the CA the
     servers are verified with (a TLS file set makes the client insist on TLS whatever the
-    URL's scheme, core/src/nats.rs), and every URL is nats:// or tls://."""
+    URL's scheme, service/src/nats.rs), and every URL is nats:// or tls://."""
     nats = conf.get("nats")
     if not isinstance(nats, dict):
         return [f"{label}: no [nats] section"]
@@ -330,7 +330,7 @@ def _password_users(conf: dict[str, Any]) -> set[str]:
 
 
 def service_credential_problems(plan: dict, root: Path) -> list[str]:
-    """Every edge and ingest config names its NATS credentials the way core/src/nats.rs reads
+    """Every edge and ingest config names its NATS credentials the way service/src/nats.rs reads
     them: [nats.auth] user and password_file (the password is a file written at boot), with a
     user the nodes it dials know. No URL carries credentials, and no password, token or seed
     is in a rendered config."""
@@ -368,7 +368,7 @@ def service_credential_problems(plan: dict, root: Path) -> list[str]:
             section = nats.get(table)
             if isinstance(section, dict):
                 for key in sorted(set(section) - known):
-                    problems.append(f"{label}: [nats.{table}] {key} is not a setting of core/src/nats.rs (refused at start-up)")
+                    problems.append(f"{label}: [nats.{table}] {key} is not a setting of service/src/nats.rs (refused at start-up)")
         auth = nats.get("auth")
         if not isinstance(auth, dict):
             problems.append(f"{label}: no [nats.auth]: the service would connect without credentials")
@@ -390,8 +390,8 @@ def service_credential_problems(plan: dict, root: Path) -> list[str]:
     return problems
 
 
-def core_nats_schema(path: Path = CORE_NATS_RS) -> dict[str, set[str]]:
-    """Field names of NatsTls and NatsAuth in core/src/nats.rs."""
+def service_nats_schema(path: Path = SERVICE_NATS_RS) -> dict[str, set[str]]:
+    """Field names of NatsTls and NatsAuth in service/src/nats.rs."""
     text = path.read_text()
     schema = {}
     for struct in ("NatsTls", "NatsAuth"):

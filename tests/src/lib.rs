@@ -52,11 +52,32 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind soon after).
+///
+/// Taken below the kernel's ephemeral range (32768–60999), never from it: a server that
+/// dials a peer's port in that range before the peer listens (a route, a leaf link) can be
+/// handed that very port as its source port, and connects to itself; the peer then cannot
+/// bind its port (seen as a mesh whose JetStream never found a leader, its log full of
+/// `TLS route handshake error` from the same address). Each process walks the range from
+/// its own starting point, so that test processes running at once rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(977) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..COUNT {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(port).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// A `nats-server` started from `nats/local.conf`.

@@ -446,10 +446,10 @@ async fn connection_limits_per_user_and_per_ip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_serves_a_generated_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let pki = tickmesh_core::dev_pki::generate("TickMesh test").unwrap();
     let (cert_file, key_file) = (dir.path().join("edge.crt"), dir.path().join("edge.key"));
-    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
-    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, &pki.cert_pem).unwrap();
+    std::fs::write(&key_file, &pki.key_pem).unwrap();
     let s = setup(|c| {
         c.auth.anonymous = true;
         c.tls = Some(tickmesh_edge::config::TlsConfig {
@@ -460,7 +460,9 @@ async fn wss_serves_a_generated_certificate() {
     })
     .await;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap();
+    roots.add(ca).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

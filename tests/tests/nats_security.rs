@@ -31,7 +31,7 @@ async fn client_as(
 ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let urls: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
-    let client = tickmesh_core::nats::options(&mesh.pki.tls(), &mesh.pki.auth(user))
+    let client = tickmesh_service::nats::options(&mesh.pki.tls(), &mesh.pki.auth(user))
         .await
         .unwrap()
         .name(format!("security-{user}"))

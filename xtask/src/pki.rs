@@ -5,10 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
-};
-
 /// The NATS users the demo's services and tools log in as.
 const USERS: [&str; 4] = ["ingest", "edge", "admin", "region"];
 
@@ -24,16 +20,7 @@ impl Pki {
     pub fn create(state: &Path) -> anyhow::Result<Pki> {
         let dir = state.join("pki");
         std::fs::create_dir_all(&dir)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Distinct names: a certificate whose issuer equals its subject is taken for
-        // self-signed by OpenSSL-based clients (browsers, curl, Node).
-        ca_params.distinguished_name = name("TickMesh demo CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?;
-        params.distinguished_name = name("TickMesh demo server");
-        let cert = params.signed_by(&key, &ca)?;
+        let certs = tickmesh_core::dev_pki::generate("TickMesh demo")?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -56,9 +43,9 @@ impl Pki {
             dir,
             passwords,
         };
-        std::fs::write(&pki.ca, ca.pem())?;
-        std::fs::write(&pki.cert, cert.pem())?;
-        write_private(&pki.key, &key.serialize_pem())?;
+        std::fs::write(&pki.ca, &certs.ca_pem)?;
+        std::fs::write(&pki.cert, &certs.cert_pem)?;
+        write_private(&pki.key, &certs.key_pem)?;
         for (user, password) in &pki.passwords {
             write_private(&pki.password_file(user), &format!("{password}\n"))?;
         }
@@ -129,10 +116,4 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(text.as_bytes())?;
     Ok(())
-}
-
-fn name(common_name: &str) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
-    dn
 }

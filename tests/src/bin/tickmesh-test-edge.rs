@@ -15,5 +15,5 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = tickmesh_edge::EdgeConfig::load(file.as_deref())?;
     let listener = tickmesh_edge::bind(config.listen)?;
-    tickmesh_edge::run(config, listener, tickmesh_edge::shutdown_signal()).await
+    tickmesh_edge::run(config, listener, tickmesh_service::shutdown_signal()).await
 }

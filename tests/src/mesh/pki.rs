@@ -1,14 +1,11 @@
 //! The mesh's TLS and credentials, made fresh for each mesh: a CA, one certificate for
 //! every server (127.0.0.1 and localhost), and a password file per NATS user of
-//! `nats/hub-users.conf` and `nats/region-users.conf`. Nothing here is ever committed.
+//! `nats/include/hub-users.conf` and `nats/include/region-users.conf`. Nothing here is ever committed.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
-};
-use tickmesh_core::nats::{NatsAuth, NatsTls};
+use tickmesh_service::nats::{NatsAuth, NatsTls};
 
 /// The NATS users the mesh's configs define.
 pub const USERS: [&str; 3] = ["ingest", "edge", "admin"];
@@ -25,25 +22,16 @@ impl Pki {
     pub fn create(dir: &Path) -> anyhow::Result<Pki> {
         let dir = dir.join("pki");
         std::fs::create_dir_all(&dir)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Distinct names: a certificate whose issuer equals its subject is taken for
-        // self-signed by OpenSSL-based clients (browsers, curl, Node).
-        ca_params.distinguished_name = name("TickMesh test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?;
-        params.distinguished_name = name("TickMesh test server");
-        let cert = params.signed_by(&key, &ca)?;
+        let certs = tickmesh_core::dev_pki::generate("TickMesh test")?;
         let pki = Pki {
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),
             key: dir.join("server-key.pem"),
             dir,
         };
-        std::fs::write(&pki.ca, ca.pem())?;
-        std::fs::write(&pki.cert, cert.pem())?;
-        std::fs::write(&pki.key, key.serialize_pem())?;
+        std::fs::write(&pki.ca, &certs.ca_pem)?;
+        std::fs::write(&pki.cert, &certs.cert_pem)?;
+        std::fs::write(&pki.key, &certs.key_pem)?;
         for user in USERS {
             std::fs::write(pki.password_file(user), format!("{}\n", password(user)))?;
         }
@@ -103,7 +91,7 @@ impl Pki {
     pub async fn connect(&self, user: &str, urls: &[String]) -> anyhow::Result<async_nats::Client> {
         let urls: Vec<async_nats::ServerAddr> =
             urls.iter().map(|u| u.parse()).collect::<Result<_, _>>()?;
-        tickmesh_core::nats::options(&self.tls(), &self.auth(user))
+        tickmesh_service::nats::options(&self.tls(), &self.auth(user))
             .await?
             .name(format!("test-{user}"))
             .connect(urls)
@@ -114,10 +102,4 @@ impl Pki {
 
 fn password(user: &str) -> String {
     format!("test-{user}-secret")
-}
-
-fn name(common_name: &str) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
-    dn
 }

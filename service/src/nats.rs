@@ -1,6 +1,6 @@
 //! How a TickMesh service connects to NATS: TLS and credentials, shared by ingest, the
-//! edge and the tools. Compiled with the `nats` feature; the only part of this crate that
-//! touches files (the password, the certificates), and only when a service connects.
+//! edge and the tools. The files (the password, the certificates) are read when the
+//! config is validated and when the service connects.
 //!
 //! In a service's config, under its `[nats]` table:
 //!
@@ -149,8 +149,10 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("tickmesh-core-nats-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "tickmesh-service-nats-{name}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
