@@ -55,6 +55,11 @@ fn core(subscribers: u64, interval_ms: u32) -> Fanout<NoWake> {
         f.add_session(id, NoWake);
         f.subscribe(id, &aapl, Mode::Quote, interval_ms);
     }
+    // Every subscriber has had its snapshot: what follows is the steady state.
+    f.offer_snapshot("AAPL", Some(tick(0)));
+    for id in 0..subscribers {
+        f.drain(id, Instant::now());
+    }
     f
 }
 

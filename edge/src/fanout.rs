@@ -87,6 +87,9 @@ pub struct Sub {
     /// Highest seq this session has been given for the symbol (snapshot included).
     last_seq: u64,
     dirty: bool,
+    /// Subscribed while the edge had no value of the symbol: its snapshot comes with the
+    /// symbol's first value, from KV or live.
+    awaiting: bool,
 }
 
 #[derive(Debug)]
@@ -94,6 +97,10 @@ struct Group {
     interval_ms: u32,
     dirty: Vec<Symbol>,
     last_flush: Option<Instant>,
+    /// A change came in before the group was due: its symbols change faster than its
+    /// interval, so after the next flush the session keeps a timer for the one after,
+    /// and changes meanwhile need not wake it.
+    hot: bool,
 }
 
 impl Group {
@@ -102,8 +109,13 @@ impl Group {
         if self.dirty.is_empty() {
             return None;
         }
+        Some(self.next_flush().unwrap_or(now))
+    }
+
+    /// The earliest the group may flush again, if it ever flushed.
+    fn next_flush(&self) -> Option<Instant> {
         let interval = Duration::from_millis(u64::from(self.interval_ms));
-        Some(self.last_flush.map_or(now, |t| t + interval))
+        self.last_flush.map(|t| t + interval)
     }
 }
 
@@ -120,6 +132,10 @@ struct Session<W> {
     /// again never repeats or goes back (bounded: cleared past [`SEEN_CAP`] entries).
     seen: HashMap<Symbol, u64>,
     wake_pending: bool,
+    /// When the session will drain again by itself: the `next_due` of its last drain.
+    timer: Option<Instant>,
+    /// Awaited snapshots whose symbol now has a value: sent first at the next drain.
+    snapshots: Vec<Symbol>,
 }
 
 impl<W: Wake> Session<W> {
@@ -142,6 +158,7 @@ impl<W: Wake> Session<W> {
                     interval_ms,
                     dirty: Vec::new(),
                     last_flush: None,
+                    hot: false,
                 });
                 self.groups.len() - 1
             }
@@ -158,7 +175,17 @@ impl<W: Wake> Session<W> {
         }
         sub.dirty = true;
         let interval = sub.interval_ms;
-        self.group(interval).dirty.push(symbol.clone());
+        let timer = self.timer;
+        let group = self.group(interval);
+        group.dirty.push(symbol.clone());
+        // A timer that fires by the time the group may flush anyway will drain it: no
+        // need to wake the session now only to find the group not yet due.
+        if let (Some(timer), Some(next)) = (timer, group.next_flush())
+            && timer <= next
+        {
+            group.hot = true;
+            return;
+        }
         self.wake();
     }
 }
@@ -173,6 +200,10 @@ struct Slot {
     armed: Vec<SessionId>,
     /// Every-tick subscribers.
     live: Vec<SessionId>,
+    /// Sessions awaiting the symbol's first value as their snapshot (may hold stale ids).
+    awaiting: Vec<SessionId>,
+    /// A KV read of the symbol is under way (see [`Fanout::offer_snapshot`]).
+    fetching: bool,
 }
 
 /// What [`Fanout::subscribe`] changed.
@@ -182,8 +213,12 @@ pub struct Subscribed {
     pub new_interest: bool,
     /// The session was not subscribed to the symbol before (not a change in place).
     pub new_subscription: bool,
-    /// The edge's own latest value of the symbol, if it carries one.
+    /// The edge's own latest value of the symbol, if it carries one. Without one the
+    /// session awaits its snapshot, which comes out of [`Fanout::drain`].
     pub latest: Option<Arc<SharedTick>>,
+    /// Nobody is reading the symbol's KV value yet: the caller must, and hand the result
+    /// to [`Fanout::offer_snapshot`]. At most one read per symbol is under way.
+    pub fetch: bool,
 }
 
 /// One `ticks` frame to send: shared ticks and the mode each is sent in.
@@ -192,6 +227,8 @@ pub type Frame = Vec<(Arc<SharedTick>, Mode)>;
 /// What a session must send now.
 #[derive(Debug, Default)]
 pub struct Drained {
+    /// Awaited snapshots, to send before the frames: the tick and the mode of each.
+    pub snapshots: Vec<(Arc<SharedTick>, Mode)>,
     pub frames: Vec<Frame>,
     /// The session was moved to conflation at this interval (`slow_consumer`).
     pub slow_consumer: Option<u32>,
@@ -229,6 +266,8 @@ impl<W: Wake> Fanout<W> {
                 slow_notice: None,
                 seen: HashMap::new(),
                 wake_pending: false,
+                timer: None,
+                snapshots: Vec::new(),
             },
         );
     }
@@ -287,6 +326,7 @@ impl<W: Wake> Fanout<W> {
                 new_interest: false,
                 new_subscription: false,
                 latest: None,
+                fetch: false,
             };
         };
         let slot = self.symbols.entry(symbol.clone()).or_default();
@@ -297,6 +337,7 @@ impl<W: Wake> Fanout<W> {
                 interval_ms,
                 last_seq: 0,
                 dirty: false,
+                awaiting: false,
             },
         );
         let new_interest = match previous {
@@ -315,6 +356,7 @@ impl<W: Wake> Fanout<W> {
                 // Keep what the session already has; move between every-tick and conflated.
                 let sub = session.subs.get_mut(symbol).expect("inserted just above");
                 sub.last_seq = old.last_seq;
+                sub.awaiting = old.awaiting;
                 if old.interval_ms == 0 {
                     slot.live.retain(|&s| s != id);
                 }
@@ -344,11 +386,52 @@ impl<W: Wake> Fanout<W> {
         } else {
             slot.armed.push(id);
         }
+        let mut fetch = false;
+        if previous.is_none() && slot.latest.is_none() {
+            session
+                .subs
+                .get_mut(symbol)
+                .expect("inserted just above")
+                .awaiting = true;
+            slot.awaiting.push(id);
+            fetch = !std::mem::replace(&mut slot.fetching, true);
+        }
         Subscribed {
             new_interest,
             new_subscription: previous.is_none(),
             latest: slot.latest.clone(),
+            fetch,
         }
+    }
+
+    /// The KV read started for a [`Subscribed::fetch`] finished: `candidate` becomes the
+    /// symbol's latest value unless the edge already has a newer one, and every session
+    /// awaiting a snapshot of the symbol gets it at its next drain. Returns how many
+    /// sessions were served. If KV had no value (or could not be read), they keep waiting:
+    /// the first live tick will be their snapshot.
+    pub fn offer_snapshot(&mut self, symbol: &str, candidate: Option<Arc<SharedTick>>) -> usize {
+        let Some(slot) = self.symbols.get_mut(symbol) else {
+            return 0;
+        };
+        slot.fetching = false;
+        if let Some(c) = candidate
+            && slot.latest.as_ref().is_none_or(|l| l.seq() < c.seq())
+        {
+            slot.latest = Some(c);
+        }
+        if slot.latest.is_none() {
+            return 0;
+        }
+        let waiting = std::mem::take(&mut slot.awaiting);
+        let symbol = self
+            .symbols
+            .get_key_value(symbol)
+            .map(|(k, _)| k.clone())
+            .expect("slot looked up just above");
+        waiting
+            .into_iter()
+            .filter(|&id| release_snapshot(&mut self.sessions, id, &symbol))
+            .count()
     }
 
     /// Unsubscribes; returns true when nobody on this edge wants the symbol any more.
@@ -398,6 +481,7 @@ impl<W: Wake> Fanout<W> {
         }
         let best = slot.latest.clone()?;
         let sub = self.sessions.get_mut(&id)?.subs.get_mut(symbol)?;
+        sub.awaiting = false;
         if best.seq() <= sub.last_seq {
             return None;
         }
@@ -420,6 +504,10 @@ impl<W: Wake> Fanout<W> {
             return false;
         }
         slot.latest = Some(tick.clone());
+        // A first value: it is the snapshot of whoever was waiting for one.
+        for id in std::mem::take(&mut slot.awaiting) {
+            release_snapshot(&mut self.sessions, id, &symbol);
+        }
 
         for id in std::mem::take(&mut slot.armed) {
             if let Some(session) = self.sessions.get_mut(&id) {
@@ -497,6 +585,24 @@ impl<W: Wake> Fanout<W> {
         out.queued_bytes = session.live_bytes;
         let max = self.config.max_ticks_per_frame.max(1);
 
+        // Awaited snapshots first: the latest value now, so that nothing queued for the
+        // symbol before it goes out after it.
+        for symbol in std::mem::take(&mut session.snapshots) {
+            let Some(sub) = session.subs.get_mut(&symbol) else {
+                continue;
+            };
+            if !std::mem::replace(&mut sub.awaiting, false) {
+                continue;
+            }
+            let Some(latest) = self.symbols.get(&symbol).and_then(|s| s.latest.as_ref()) else {
+                continue;
+            };
+            if latest.seq() > sub.last_seq {
+                sub.last_seq = latest.seq();
+                out.snapshots.push((latest.clone(), sub.mode));
+            }
+        }
+
         // Every-tick queue: in order, skipping anything the session already has.
         let mut frame = Frame::new();
         while let Some((tick, mode)) = session.live.pop_front() {
@@ -515,9 +621,13 @@ impl<W: Wake> Fanout<W> {
         session.live_bytes = 0;
 
         // Conflated groups that are due: the latest value of each changed symbol.
+        let mut next_due: Option<Instant> = None;
+        let mut keep = |at: Instant| next_due = Some(next_due.map_or(at, |n| n.min(at)));
         for group in &mut session.groups {
             let Some(due) = group.due(now) else { continue };
             if due > now {
+                group.hot = true;
+                keep(due);
                 continue;
             }
             for symbol in group.dirty.drain(..) {
@@ -543,13 +653,36 @@ impl<W: Wake> Fanout<W> {
                 }
             }
             group.last_flush = Some(now);
+            if std::mem::take(&mut group.hot) {
+                // It will most likely have changed again by its next flush: come back
+                // then rather than be woken by the first change and sleep again.
+                keep(now + Duration::from_millis(u64::from(group.interval_ms)));
+            }
         }
         if !frame.is_empty() {
             out.frames.push(frame);
         }
-        out.next_due = session.groups.iter().filter_map(|g| g.due(now)).min();
+        out.next_due = next_due;
+        session.timer = next_due;
         out
     }
+}
+
+/// Queues an awaited snapshot of `symbol` for the session; false if it awaits none.
+fn release_snapshot<W: Wake>(
+    sessions: &mut HashMap<SessionId, Session<W>>,
+    id: SessionId,
+    symbol: &Symbol,
+) -> bool {
+    let Some(session) = sessions.get_mut(&id) else {
+        return false;
+    };
+    if !session.subs.get(symbol).is_some_and(|s| s.awaiting) {
+        return false;
+    }
+    session.snapshots.push(symbol.clone());
+    session.wake();
+    true
 }
 
 #[cfg(test)]
@@ -625,19 +758,176 @@ mod tests {
         f.add_session(1, w.clone());
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
         let t0 = Instant::now();
-        for seq in 1..=10 {
+        f.publish(tick("AAPL", 1, 1.0));
+        assert_eq!(
+            f.drain(1, t0).snapshots.len(),
+            1,
+            "the first value is the snapshot"
+        );
+        for seq in 2..=10 {
             assert!(f.publish(tick("AAPL", seq, seq as f64)));
         }
-        assert_eq!(w.get(), 1, "one wake per flush, not per tick");
-        let d = f.drain(1, t0);
-        assert_eq!(seqs(&d), [("AAPL".to_string(), 10)]);
-        f.publish(tick("AAPL", 11, 11.0));
-        f.publish(tick("AAPL", 12, 12.0));
-        let d = f.drain(1, t0 + Duration::from_millis(100));
+        assert_eq!(w.get(), 2, "one wake per flush, not per tick");
+        // The snapshot counts as the first flush: the next update is an interval later.
+        let d = f.drain(1, t0 + Duration::from_millis(10));
         assert!(d.frames.is_empty(), "not due yet");
         assert_eq!(d.next_due, Some(t0 + Duration::from_millis(250)));
         let d = f.drain(1, t0 + Duration::from_millis(250));
+        assert_eq!(seqs(&d), [("AAPL".to_string(), 10)]);
+        f.publish(tick("AAPL", 11, 11.0));
+        f.publish(tick("AAPL", 12, 12.0));
+        let d = f.drain(1, t0 + Duration::from_millis(350));
+        assert!(d.frames.is_empty(), "not due yet");
+        assert_eq!(d.next_due, Some(t0 + Duration::from_millis(500)));
+        let d = f.drain(1, t0 + Duration::from_millis(500));
         assert_eq!(seqs(&d), [("AAPL".to_string(), 12)]);
+    }
+
+    #[test]
+    fn a_hot_conflated_symbol_wakes_its_session_once_per_interval() {
+        let mut f = core();
+        let w = Counter::default();
+        f.add_session(1, w.clone());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        f.offer_snapshot("AAPL", Some(tick("AAPL", 1, 1.0)));
+        assert_eq!(f.drain(1, t0).snapshots.len(), 1);
+        f.publish(tick("AAPL", 2, 2.0));
+        assert_eq!(seqs(&f.drain(1, t0)), [("AAPL".to_string(), 2)]);
+        // The first change after a flush wakes the session, which finds the group not
+        // yet due and sleeps until it is.
+        f.publish(tick("AAPL", 3, 3.0));
+        assert_eq!(w.get(), 3);
+        let d = f.drain(1, ms(10));
+        assert!(d.frames.is_empty());
+        assert_eq!(d.next_due, Some(ms(250)));
+        // From then on the session flushes on its timer, which it keeps one interval
+        // ahead: changes in between wake nobody.
+        let mut seq = 3;
+        for round in 1..=4u64 {
+            let at = ms(250 * round);
+            let d = f.drain(1, at);
+            assert_eq!(seqs(&d), [("AAPL".to_string(), seq)], "round {round}");
+            assert_eq!(d.next_due, Some(at + Duration::from_millis(250)));
+            for _ in 0..5 {
+                seq += 1;
+                f.publish(tick("AAPL", seq, seq as f64));
+            }
+        }
+        assert_eq!(w.get(), 3, "no wake while the timer covers the group");
+        // A symbol that went quiet costs one more timer, then none.
+        let d = f.drain(1, ms(1250));
+        assert_eq!(seqs(&d), [("AAPL".to_string(), seq)]);
+        let d = f.drain(1, ms(1500));
+        assert!(d.frames.is_empty());
+        assert_eq!(d.next_due, None);
+        // Its next change, long after, wakes the session at once.
+        f.publish(tick("AAPL", seq + 1, 0.0));
+        assert_eq!(w.get(), 4);
+        assert_eq!(seqs(&f.drain(1, ms(5000))), [("AAPL".to_string(), seq + 1)]);
+    }
+
+    #[test]
+    fn a_slow_conflated_symbol_keeps_no_timer_between_changes() {
+        let mut f = core();
+        let w = Counter::default();
+        f.add_session(1, w.clone());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        let t0 = Instant::now();
+        f.offer_snapshot("AAPL", Some(tick("AAPL", 1, 1.0)));
+        assert_eq!(f.drain(1, t0).snapshots.len(), 1);
+        for (i, seq) in (2..=4u64).enumerate() {
+            f.publish(tick("AAPL", seq, 0.0));
+            assert_eq!(w.get(), i + 2, "each change wakes the session");
+            let d = f.drain(1, t0 + Duration::from_secs(i as u64));
+            assert_eq!(seqs(&d), [("AAPL".to_string(), seq)]);
+            assert_eq!(
+                d.next_due, None,
+                "no timer for a symbol slower than the interval"
+            );
+        }
+    }
+
+    #[test]
+    fn sessions_without_a_local_value_await_one_kv_read_per_symbol() {
+        let mut f = core();
+        let (w1, w2) = (Counter::default(), Counter::default());
+        f.add_session(1, w1.clone());
+        f.add_session(2, w2.clone());
+        let a = f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
+        let b = f.subscribe(2, &sym("AAPL"), Mode::Ltp, 250);
+        assert!(
+            a.latest.is_none() && a.fetch,
+            "the first subscriber starts the read"
+        );
+        assert!(b.latest.is_none() && !b.fetch, "one read per symbol");
+        assert!(
+            f.drain(1, Instant::now()).snapshots.is_empty(),
+            "nothing yet"
+        );
+        assert_eq!(f.offer_snapshot("AAPL", Some(tick("AAPL", 5, 5.0))), 2);
+        assert_eq!((w1.get(), w2.get()), (1, 1), "both woken");
+        for (id, mode) in [(1, Mode::Quote), (2, Mode::Ltp)] {
+            let d = f.drain(id, Instant::now());
+            let got: Vec<_> = d.snapshots.iter().map(|(t, m)| (t.seq(), *m)).collect();
+            assert_eq!(got, [(5, mode)]);
+            assert!(d.frames.is_empty());
+        }
+        // Then live ticks, and never the snapshot again.
+        f.publish(tick("AAPL", 6, 6.0));
+        let d = f.drain(1, Instant::now());
+        assert!(d.snapshots.is_empty());
+        assert_eq!(seqs(&d), [("AAPL".to_string(), 6)]);
+        // A later subscriber finds the value locally.
+        f.add_session(3, Counter::default());
+        let c = f.subscribe(3, &sym("AAPL"), Mode::Quote, 0);
+        assert_eq!(c.latest.map(|t| t.seq()), Some(6));
+        assert!(!c.fetch);
+    }
+
+    #[test]
+    fn a_live_tick_before_the_kv_read_is_the_snapshot() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 0).fetch);
+        f.publish(tick("AAPL", 7, 7.0));
+        f.publish(tick("AAPL", 8, 8.0));
+        let d = f.drain(1, Instant::now());
+        let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
+        assert_eq!(got, [8], "the latest value is the snapshot");
+        assert!(
+            seqs(&d).is_empty(),
+            "the queued ticks it covers are not sent after it"
+        );
+        // The read comes back older than the live feed: it changes nothing.
+        assert_eq!(f.offer_snapshot("AAPL", Some(tick("AAPL", 5, 5.0))), 0);
+        assert!(f.drain(1, Instant::now()).snapshots.is_empty());
+        f.publish(tick("AAPL", 9, 9.0));
+        assert_eq!(seqs(&f.drain(1, Instant::now())), [("AAPL".to_string(), 9)]);
+    }
+
+    #[test]
+    fn a_symbol_kv_does_not_hold_gets_its_first_live_tick_as_snapshot() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        assert_eq!(f.offer_snapshot("AAPL", None), 0, "still waiting");
+        assert!(f.drain(1, Instant::now()).snapshots.is_empty());
+        f.publish(tick("AAPL", 3, 3.0));
+        let d = f.drain(1, Instant::now());
+        let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
+        assert_eq!(got, [3]);
+        assert!(seqs(&d).is_empty(), "not sent again as an update");
+        // A session that left before its snapshot came is not served.
+        f.add_session(2, Counter::default());
+        f.subscribe(2, &sym("MSFT"), Mode::Quote, 0);
+        f.unsubscribe(2, "MSFT");
+        f.subscribe(2, &sym("SPY"), Mode::Quote, 0);
+        f.add_session(3, Counter::default());
+        f.subscribe(3, &sym("SPY"), Mode::Quote, 0);
+        f.remove_session(2);
+        assert_eq!(f.offer_snapshot("SPY", Some(tick("SPY", 1, 1.0))), 1);
     }
 
     #[test]
@@ -648,7 +938,11 @@ mod tests {
         f.subscribe(1, &sym("MSFT"), Mode::Full, 100);
         f.publish(tick("AAPL", 1, 1.0));
         f.publish(tick("MSFT", 1, 1.0));
-        let d = f.drain(1, Instant::now());
+        let t0 = Instant::now();
+        assert_eq!(f.drain(1, t0).snapshots.len(), 2);
+        f.publish(tick("AAPL", 2, 2.0));
+        f.publish(tick("MSFT", 2, 2.0));
+        let d = f.drain(1, t0 + Duration::from_millis(100));
         assert_eq!(d.frames.len(), 1);
         let modes: Vec<_> = d.frames[0]
             .iter()
@@ -698,6 +992,10 @@ mod tests {
         f.add_session(2, Counter::default());
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
         f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
+        // KV's value (seq 0) was their snapshot; then live ticks.
+        for id in [1, 2] {
+            f.take_snapshot(id, "AAPL", Some(tick("AAPL", 0, 0.0)));
+        }
         let t0 = Instant::now();
         for seq in 1..=8 {
             f.publish(tick("AAPL", seq, 0.0));
@@ -768,6 +1066,7 @@ mod tests {
         let mut f = core();
         f.add_session(1, Counter::default());
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
+        f.take_snapshot(1, "AAPL", Some(tick("AAPL", 0, 0.0)));
         f.publish(tick("AAPL", 7, 7.0));
         assert_eq!(seqs(&f.drain(1, Instant::now())), [("AAPL".into(), 7)]);
         assert!(
@@ -798,6 +1097,7 @@ mod tests {
         f.add_session(1, Counter::default());
         let t0 = Instant::now();
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
+        f.take_snapshot(1, "AAPL", Some(tick("AAPL", 0, 0.0)));
         f.publish(tick("AAPL", 1, 1.0));
         assert_eq!(f.drain(1, t0).frames.len(), 1);
         f.publish(tick("AAPL", 2, 2.0));
@@ -840,6 +1140,15 @@ mod tests {
         f.unsubscribe(1, "AAPL");
         f.publish(tick("AAPL", 1, 0.0));
         f.publish(tick("MSFT", 1, 0.0));
-        assert_eq!(seqs(&f.drain(1, Instant::now())), [("MSFT".into(), 1)]);
+        let d = f.drain(1, Instant::now());
+        let snapshots: Vec<_> = d
+            .snapshots
+            .iter()
+            .map(|(t, _)| t.tick.symbol.as_str())
+            .collect();
+        assert_eq!(snapshots, ["MSFT"]);
+        f.publish(tick("AAPL", 2, 0.0));
+        f.publish(tick("MSFT", 2, 0.0));
+        assert_eq!(seqs(&f.drain(1, Instant::now())), [("MSFT".into(), 2)]);
     }
 }

@@ -135,6 +135,12 @@ impl Hub {
         self.lock().fanout.take_snapshot(id, symbol, candidate)
     }
 
+    /// Hands a KV read started for [`Subscribed::fetch`] to the core; returns how many
+    /// sessions were awaiting it.
+    pub fn offer_snapshot(&self, symbol: &str, candidate: Option<Arc<SharedTick>>) -> usize {
+        self.lock().fanout.offer_snapshot(symbol, candidate)
+    }
+
     pub fn publish(&self, tick: Arc<SharedTick>) -> bool {
         self.lock().fanout.publish(tick)
     }

@@ -439,9 +439,13 @@ fn upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max = edge.config.session.max_message_bytes;
+    // Frames fed between two flushes go out in one write (a session feeds every ready
+    // frame, then flushes once); the buffer grows only as far as a session fills it, so an
+    // idle session holds none. The 1 KiB read buffer keeps idle sessions small; larger
+    // client messages take more reads.
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(max + 1))
         .max_frame_size(Some(max + 1));

@@ -9,6 +9,7 @@ use moka::future::Cache;
 use tickmesh_core::Symbol;
 
 use crate::fanout::SharedTick;
+use crate::hub::Hub;
 use crate::nats::NatsLink;
 
 #[derive(Debug, Clone)]
@@ -28,9 +29,10 @@ impl Snapshots {
         }
     }
 
-    /// The KV latest value of `symbol`, through the cache. `None` when KV has none or
-    /// cannot be read (the first live tick then follows).
-    pub async fn kv(&self, symbol: &Symbol) -> Option<Arc<SharedTick>> {
+    /// The KV latest value of `symbol`, through the cache, and where it came from: `kv`
+    /// (read now), `cache`, or `error`. `None` when KV has none or cannot be read (the
+    /// first live tick then follows).
+    pub async fn kv(&self, symbol: &Symbol) -> (Option<Arc<SharedTick>>, &'static str) {
         let nats = &self.nats;
         let entry = self
             .cache
@@ -40,16 +42,33 @@ impl Snapshots {
         match entry {
             Ok(entry) => {
                 let source = if entry.is_fresh() { "kv" } else { "cache" };
-                metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => source)
-                    .increment(1);
-                entry.into_value()
+                (entry.into_value(), source)
             }
             Err(e) => {
-                metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => "error")
-                    .increment(1);
                 tracing::warn!(%symbol, error = %e, "snapshot read failed");
-                None
+                (None, "error")
             }
         }
+    }
+
+    /// Reads `symbol` for the sessions awaiting its snapshot and hands the value to the
+    /// hub, off any session's task: one read per symbol, however many sessions wait.
+    pub fn fetch_for(&self, hub: Arc<Hub>, symbol: Symbol) {
+        let snapshots = self.clone();
+        tokio::spawn(async move {
+            let (candidate, source) = snapshots.kv(&symbol).await;
+            let waiting = hub.offer_snapshot(symbol.as_str(), candidate);
+            // The read itself counts where it came from; the others waiting on it were
+            // served from what it read, as from a cache.
+            let (first, rest) = match source {
+                "kv" => (1, waiting.saturating_sub(1)),
+                _ => (0, waiting),
+            };
+            metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => "kv")
+                .increment(first as u64);
+            let rest_source = if source == "error" { "error" } else { "cache" };
+            metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => rest_source)
+                .increment(rest as u64);
+        });
     }
 }

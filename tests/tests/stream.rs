@@ -122,6 +122,21 @@ async fn conflation_bounds_the_update_rate_per_symbol() {
             );
         }
     }
+    // Heartbeats (every 1000 ms) keep coming while data flows; one may ride on a data
+    // write up to a quarter early, never sooner.
+    let hbs: Vec<_> = msgs
+        .iter()
+        .filter(|(_, v)| v["type"] == "hb")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(hbs.len() >= 3, "{} heartbeats in 3.2 s", hbs.len());
+    for pair in hbs.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (Duration::from_millis(700)..=Duration::from_millis(1200)).contains(&gap),
+            "two heartbeats {gap:?} apart"
+        );
+    }
     m.stop().await;
 }
 

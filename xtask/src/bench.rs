@@ -424,6 +424,19 @@ fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
         .sum())
 }
 
+/// A histogram from the edge's /metrics: its count and how many fell within 0.1, 0.5, 1
+/// and 2.5 s.
+fn histogram(port: u16, name: &str) -> anyhow::Result<Value> {
+    let bucket = |le: &str| metric(port, &format!("{name}_bucket{{le=\"{le}\"}}"));
+    Ok(json!({
+        "count": metric(port, &format!("{name}_count"))?,
+        "le_0.1": bucket("0.1")?,
+        "le_0.5": bucket("0.5")?,
+        "le_1": bucket("1")?,
+        "le_2.5": bucket("2.5")?,
+    }))
+}
+
 fn idle(env: &Env) -> anyhow::Result<Value> {
     let one = env.pick(19_500u64, 2_000);
     let many = env.pick(100_000u64, 10_000);
@@ -855,6 +868,11 @@ fn storm(env: &Env) -> anyhow::Result<Value> {
         mesh.edge_port,
         "tickmesh_edge_snapshot_reads_total{source=\"cache\"}",
     )?;
+    // The edge's own view: upgrade (request to WebSocket) and subscribe-to-snapshots times.
+    let edge_times = json!({
+        "handshake": histogram(mesh.edge_port, "tickmesh_edge_handshake_seconds")?,
+        "snapshot": histogram(mesh.edge_port, "tickmesh_edge_snapshot_seconds")?,
+    });
     let nats = loadgen(
         env,
         &mesh,
@@ -874,6 +892,7 @@ fn storm(env: &Env) -> anyhow::Result<Value> {
         "kv_reads": after - before,
         "local_reads": local,
         "cache_reads": cache,
+        "edge_times": edge_times,
         "runs": [tm, nats],
     }))
 }
@@ -1573,6 +1592,28 @@ fn storm_report(v: &Value, quick: &str, md: &mut String, d: &mut String) {
         num(f(&v["cache_reads"])),
         num(f(&v["local_reads"]))
     );
+    for (what, key) in [
+        ("upgrades (request to WebSocket)", "handshake"),
+        (
+            "subscribes (request read to last snapshot written)",
+            "snapshot",
+        ),
+    ] {
+        let h = &v["edge_times"][key];
+        if h.is_null() {
+            continue;
+        }
+        let _ = writeln!(
+            d,
+            "The edge's own timing of its {what}: {} in all; within 0.1 s {}, 0.5 s {}, 1 s {}, \
+             2.5 s {}.\n",
+            num(f(&h["count"])),
+            num(f(&h["le_0.1"])),
+            num(f(&h["le_0.5"])),
+            num(f(&h["le_1"])),
+            num(f(&h["le_2.5"])),
+        );
+    }
     let _ = writeln!(
         d,
         "| run | connected | failed | open (TCP + upgrade) p50 / p99 | all values in 2 s | p50 | p99 | max | never | server cores | loadgen cores | other load |\n|---|---|---|---|---|---|---|---|---|---|---|---|"

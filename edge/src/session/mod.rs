@@ -68,6 +68,10 @@ struct Session<S> {
     strikes: u32,
     /// `ts` of the freshest tick sent, for `hb.lag_ms`.
     freshest_ts: Option<u64>,
+    /// When the last `hb` went out.
+    last_hb: Instant,
+    /// When the session last subscribed to a symbol whose snapshot it awaits.
+    awaiting_since: Option<Instant>,
     last_heard: Instant,
 }
 
@@ -97,6 +101,8 @@ where
         requested: HashMap::new(),
         strikes: 0,
         freshest_ts: None,
+        last_hb: Instant::now(),
+        awaiting_since: None,
         last_heard: Instant::now(),
     };
     let end = session.serve(&notify).await;
@@ -146,6 +152,10 @@ where
         ping.tick().await;
         let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms);
         let mut revocations = edge.revocations.subscribe();
+        // Made once: each session's wait sits in the token's shared waiter list, which a
+        // wait made anew every time round the loop would lock twice per wake-up.
+        let shutdown = edge.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let mut due: Option<tokio::time::Instant> = None;
         // Draining: the session was told to reconnect and is closed at this instant;
         // until then it streams as before.
@@ -155,7 +165,7 @@ where
             let expires_at = self.expiry();
             let step = tokio::select! {
                 biased;
-                _ = edge.shutdown.cancelled(), if leave_at.is_none() => {
+                _ = &mut shutdown, if leave_at.is_none() => {
                     self.announce_drain().await.map(|at| leave_at = Some(at))
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
@@ -171,8 +181,8 @@ where
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
                 msg = self.ws.next() => self.on_message(msg).await,
-                _ = notify.notified() => self.flush().await.map(|next| due = next),
-                _ = sleep_until(flush_at) => self.flush().await.map(|next| due = next),
+                _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
+                _ = sleep_until(flush_at) => self.flush(&mut heartbeat).await.map(|next| due = next),
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > idle_timeout {
@@ -265,8 +275,17 @@ where
         Ok(tokio::time::Instant::now() + Duration::from_millis(after_ms))
     }
 
-    async fn flush(&mut self) -> Result<Option<tokio::time::Instant>, End> {
+    /// Sends what the fan-out core has for the session. When data goes out and the next
+    /// `hb` is due within a quarter of `heartbeat_ms`, the `hb` rides on the same write
+    /// (and the heartbeat timer starts over), rather than costing a write of its own
+    /// moments later: an `hb` comes at least every `heartbeat_ms`, sometimes a little
+    /// sooner.
+    async fn flush(
+        &mut self,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Result<Option<tokio::time::Instant>, End> {
         let Drained {
+            snapshots,
             frames,
             slow_consumer,
             next_due,
@@ -289,6 +308,15 @@ where
                 interval_ms: Some(interval_ms),
             }));
         }
+        if !snapshots.is_empty() {
+            for (tick, mode) in &snapshots {
+                out.push(self.frame(tick.snapshot(self.format, *mode).clone()));
+            }
+            if let Some(since) = self.awaiting_since {
+                metrics::histogram!("tickmesh_edge_snapshot_seconds")
+                    .record(since.elapsed().as_secs_f64());
+            }
+        }
         let mut updates = 0u64;
         for frame in frames {
             updates += frame.len() as u64;
@@ -303,15 +331,25 @@ where
             out.push(self.frame(bytes));
         }
         metrics::counter!("tickmesh_edge_updates_out_total").increment(updates);
+        let period = heartbeat.period();
+        if updates > 0 && self.last_hb.elapsed() >= period - period / 4 {
+            out.push(self.heartbeat_message());
+            heartbeat.reset();
+        }
         self.send(out).await?;
         Ok(next_due.map(tokio::time::Instant::from_std))
     }
 
     async fn heartbeat(&mut self) -> Result<(), End> {
+        let hb = self.heartbeat_message();
+        self.send(vec![hb]).await
+    }
+
+    fn heartbeat_message(&mut self) -> Message {
+        self.last_hb = Instant::now();
         let ts = now_us();
         let lag_ms = self.freshest_ts.map(|f| ts.saturating_sub(f) / 1000);
-        let hb = self.message(&ServerMsg::Hb { ts, lag_ms });
-        self.send(vec![hb]).await
+        self.message(&ServerMsg::Hb { ts, lag_ms })
     }
 
     async fn on_message(

@@ -203,30 +203,38 @@ where
         let replies: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await?;
 
-        // One snapshot per symbol that has a last value: the edge's own, else KV's.
-        let kv_reads = accepted.iter().zip(&outcomes).map(|(symbol, outcome)| {
-            let snapshots = &edge.snapshots;
-            let local = outcome.latest.is_some();
-            async move {
-                if local {
-                    metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => "local")
-                        .increment(1);
-                    None
-                } else {
-                    snapshots.kv(symbol).await
+        // One snapshot per symbol: the edge's own latest value, sent now. A symbol the
+        // edge has no value of yet is awaited in the core, with one KV read per symbol
+        // (`fetch`), however many sessions subscribe meanwhile; the snapshot then comes
+        // out of the session's next flush: the KV value, or the first live tick if that
+        // is sooner.
+        let mut local = 0u64;
+        let mut awaited = false;
+        let mut ticks = Vec::with_capacity(accepted.len());
+        for (symbol, outcome) in accepted.iter().zip(&outcomes) {
+            if outcome.latest.is_some() {
+                local += 1;
+                ticks.extend(hub.take_snapshot(self.id, symbol.as_str(), None));
+            } else {
+                self.awaiting_since = Some(started);
+                awaited = true;
+                if outcome.fetch {
+                    edge.snapshots.fetch_for(hub.clone(), symbol.clone());
                 }
             }
-        });
-        let from_kv = futures_util::future::join_all(kv_reads).await;
-        let mut snapshots = Vec::new();
-        for (symbol, candidate) in accepted.iter().zip(from_kv) {
-            if let Some(tick) = hub.take_snapshot(self.id, symbol.as_str(), candidate) {
-                snapshots.push(self.frame(tick.snapshot(self.format, req.mode).clone()));
-            }
         }
+        metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => "local")
+            .increment(local);
+        let snapshots: Vec<Message> = ticks
+            .iter()
+            .map(|tick| self.frame(tick.snapshot(self.format, req.mode).clone()))
+            .collect();
         self.send(snapshots).await?;
-        metrics::histogram!("tickmesh_edge_snapshot_seconds")
-            .record(started.elapsed().as_secs_f64());
+        if !awaited {
+            // Otherwise recorded when the awaited snapshots go out.
+            metrics::histogram!("tickmesh_edge_snapshot_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
         Ok(Vec::new())
     }
 
