@@ -32,8 +32,42 @@ pub use kv::ensure_mirror;
 /// does not flood JetStream; the others wait their turn.
 const RESYNC_READS: usize = 32;
 
+/// The thread that runs the NATS connection, the pumps and the KV reads on a runtime of its
+/// own. However many sessions are runnable on the main runtime (a reconnect storm, a
+/// market open), a tick or a KV reply is read and handed to the core without waiting
+/// behind them. The thread ends when the last [`NatsLink`] clone is dropped.
+#[derive(Debug)]
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl IoThread {
+    fn start() -> anyhow::Result<IoThread> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the NATS runtime")?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("tickmesh-nats".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .context("starting the NATS thread")?;
+        Ok(IoThread {
+            handle,
+            _stop: stop,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NatsLink {
+    io: Arc<IoThread>,
     client: async_nats::Client,
     shards: u32,
     kv: Arc<kv::KvReader>,
@@ -57,7 +91,8 @@ impl NatsLink {
             down: AtomicBool::new(false),
         });
         metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
-        let client = tickmesh_service::nats::options(&config.tls, &config.auth)
+        let io = IoThread::start()?;
+        let options = tickmesh_service::nats::options(&config.tls, &config.auth)
             .await?
             .name(&config.name)
             .retry_on_initial_connect()
@@ -65,12 +100,18 @@ impl NatsLink {
             .event_callback(move |event| {
                 let events = events.clone();
                 async move { events.on(event) }
-            })
-            .connect(config.urls.as_slice())
+            });
+        // Connected from the NATS thread, so that the connection's task runs there.
+        let servers = config.urls.clone();
+        let client = io
+            .handle
+            .spawn(async move { options.connect(servers.as_slice()).await })
             .await
+            .context("the NATS thread stopped")?
             .with_context(|| format!("connecting to NATS at {urls}"))?;
         let kv = kv::KvReader::new(&client, config, kv_timeout, resync.clone())?;
         Ok(NatsLink {
+            io: Arc::new(io),
             client,
             shards,
             kv: Arc::new(kv),
@@ -91,6 +132,15 @@ impl NatsLink {
         self.kv.mirror_fresh()
     }
 
+    /// Runs `task` on the NATS thread.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.io.handle.spawn(task)
+    }
+
     /// The NATS client, for control-plane subscriptions (`ctl.>`).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -107,7 +157,7 @@ impl NatsLink {
         let link = self.clone();
         let subject = tick_subject(&symbol, self.shards);
         let mut resyncs = Some(self.resync.subscribe());
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut sub = match link.client.subscribe(subject.clone()).await {
                 Ok(sub) => sub,
                 Err(e) => {
@@ -176,6 +226,12 @@ impl NatsLink {
     /// The latest value of `symbol` for a snapshot (the regional mirror when fresh, else
     /// the hub), if any. Errors (no bucket yet, a timeout) are returned so that they are
     /// not cached.
+    /// Opens the KV buckets in the background (see [`kv::KvReader::open`]).
+    pub fn open_kv(&self) {
+        let link = self.clone();
+        self.spawn(async move { link.kv.open().await });
+    }
+
     pub async fn kv_latest(&self, symbol: &Symbol) -> anyhow::Result<Option<Arc<SharedTick>>> {
         let bytes = self.kv.latest(symbol.as_str()).await?;
         decode(symbol, bytes)

@@ -88,6 +88,7 @@ pub async fn run(
     let verifier = Verifier::new(&config.auth)?;
     let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
     let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
+    nats.open_kv();
     let hub = Hub::new(
         FanoutConfig {
             live_budget_bytes: config.session.live_budget_bytes,

@@ -52,10 +52,10 @@ impl Snapshots {
     }
 
     /// Reads `symbol` for the sessions awaiting its snapshot and hands the value to the
-    /// hub, off any session's task: one read per symbol, however many sessions wait.
+    /// hub, on the NATS thread: one read per symbol, however many sessions wait.
     pub fn fetch_for(&self, hub: Arc<Hub>, symbol: Symbol) {
         let snapshots = self.clone();
-        tokio::spawn(async move {
+        self.nats.spawn(async move {
             let (candidate, source) = snapshots.kv(&symbol).await;
             let waiting = hub.offer_snapshot(symbol.as_str(), candidate);
             // The read itself counts where it came from; the others waiting on it were

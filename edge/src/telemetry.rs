@@ -35,6 +35,78 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         metrics::gauge!("tickmesh_edge_build_info", "version" => env!("CARGO_PKG_VERSION"))
             .set(1.0);
+        zero_series();
         handle
     })
+}
+
+/// Creates at zero the series that only an event would otherwise create, so that
+/// `/metrics` lists every metric from the start (dashboards show 0, not "no data") and
+/// Prometheus's `increase()` counts the first event after a restart.
+fn zero_series() {
+    use metrics::{counter, gauge};
+    for encoding in ["json", "msgpack"] {
+        gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(0.0);
+        counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(0);
+    }
+    for gauge in [
+        "tickmesh_edge_connections",
+        "tickmesh_edge_subscriptions",
+        "tickmesh_edge_symbols",
+    ] {
+        gauge!(gauge).increment(0.0);
+    }
+    for total in [
+        "tickmesh_edge_ticks_in_total",
+        "tickmesh_edge_updates_out_total",
+        "tickmesh_edge_bytes_out_total",
+        "tickmesh_edge_nats_reconnects_total",
+    ] {
+        counter!(total).increment(0);
+    }
+    let labelled: [(&'static str, &'static str, &[&'static str]); 5] = [
+        (
+            "tickmesh_edge_slow_consumer_total",
+            "action",
+            &["conflated", "closed"],
+        ),
+        (
+            "tickmesh_edge_snapshot_reads_total",
+            "source",
+            &["local", "cache", "kv", "error"],
+        ),
+        (
+            "tickmesh_edge_ticks_dropped_total",
+            "reason",
+            &["stale", "wrong_subject", "invalid"],
+        ),
+        (
+            "tickmesh_edge_nats_events_total",
+            "event",
+            &[
+                "connected",
+                "disconnected",
+                "slow_consumer",
+                "server_error",
+                "client_error",
+            ],
+        ),
+        (
+            "tickmesh_edge_errors_total",
+            "code",
+            &[
+                "bad_request",
+                "invalid_symbol",
+                "unknown_symbol",
+                "not_entitled",
+                "too_many_symbols",
+                "rate_limited",
+            ],
+        ),
+    ];
+    for (name, label, values) in labelled {
+        for &value in values {
+            counter!(name, label => value).increment(0);
+        }
+    }
 }

@@ -266,10 +266,9 @@ impl Publisher {
             .increment(now.ticks_in - before.ticks_in);
         metrics::counter!("tickmesh_ingest_ticks_out_total", "source" => source)
             .increment(now.ticks_out - before.ticks_out);
-        if now.stale > before.stale {
-            metrics::counter!("tickmesh_ingest_stale_ticks_total", "source" => source)
-                .increment(now.stale - before.stale);
-        }
+        // Also when 0: the series exists before the first stale tick.
+        metrics::counter!("tickmesh_ingest_stale_ticks_total", "source" => source)
+            .increment(now.stale - before.stale);
         self.flushed = now;
     }
 }

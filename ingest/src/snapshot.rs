@@ -182,6 +182,9 @@ async fn write_all(
     });
     let mut results = futures_util::stream::iter(puts).buffer_unordered(max_in_flight);
     let lag_hist = metrics::histogram!("tickmesh_ingest_kv_lag_seconds");
+    // Both counters exist from the first round, so that a first error shows in `increase()`.
+    metrics::counter!("tickmesh_ingest_kv_writes_total").increment(0);
+    metrics::counter!("tickmesh_ingest_kv_errors_total").increment(0);
     while let Some((i, key, p, result)) = results.next().await {
         match result {
             Ok(_) => {

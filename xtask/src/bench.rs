@@ -198,6 +198,8 @@ struct MeshSpec<'a> {
     ticks_per_sec: u32,
     edges: usize,
     edge_env: Vec<(&'a str, String)>,
+    /// Ingest's pacing step (`sim.batch_ms`): the ticks due in each step go out together.
+    batch_ms: u64,
 }
 
 fn log_file(env: &Env, name: &str) -> anyhow::Result<Stdio> {
@@ -239,6 +241,11 @@ fn start_nats(
     Ok((pid, port, store))
 }
 
+/// Ingest's pacing step in the latency-bound scenarios: 1 ms, so that ticks leave about
+/// when they are due, as from a feed, rather than in 5 ms bursts (the default) that every
+/// server then has to work through client by client.
+const LATENCY_BATCH_MS: u64 = 1;
+
 fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
     let (ws_port, edge_port) = (free_port()?, free_port()?);
     let mut procs = Procs(Vec::new());
@@ -274,6 +281,7 @@ fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
             "TICKMESH_INGEST_SIM__TICKS_PER_SEC",
             spec.ticks_per_sec.to_string(),
         )
+        .env("TICKMESH_INGEST_SIM__BATCH_MS", spec.batch_ms.to_string())
         .env("RUST_LOG", "warn")
         .stdout(log_file(env, &format!("{}-ingest.log", spec.name))?)
         .stderr(Stdio::inherit())
@@ -449,6 +457,7 @@ fn idle(env: &Env) -> anyhow::Result<Value> {
         ticks_per_sec: 100,
         edges: 1,
         edge_env: vec![],
+        batch_ms: 5,
     };
     let mesh = start_mesh(env, &spec)?;
     let common = |n: u64, procs: &str, net: &str| {
@@ -497,6 +506,7 @@ fn idle(env: &Env) -> anyhow::Result<Value> {
         ticks_per_sec: 100,
         edges,
         edge_env: vec![],
+        batch_ms: 5,
     };
     let mesh = start_mesh(env, &spec)?;
     let procs = many.div_ceil(17_000).max(1).to_string();
@@ -555,6 +565,7 @@ fn throughput(env: &Env) -> anyhow::Result<Value> {
             ticks_per_sec: rate,
             edges: 1,
             edge_env: vec![],
+            batch_ms: 5,
         },
     )?;
     let duration = env.pick("15", "5");
@@ -644,6 +655,7 @@ fn latency(env: &Env) -> anyhow::Result<Value> {
             ticks_per_sec: rate,
             edges: 1,
             edge_env: vec![],
+            batch_ms: LATENCY_BATCH_MS,
         },
     )?;
     let duration = env.pick("15", "5");
@@ -681,6 +693,7 @@ fn conflation(env: &Env) -> anyhow::Result<Value> {
             ticks_per_sec: rate,
             edges: 1,
             edge_env: vec![],
+            batch_ms: 5,
         },
     )?;
     let duration = env.pick("10", "5");
@@ -751,6 +764,7 @@ fn slow(env: &Env) -> anyhow::Result<Value> {
             ticks_per_sec: rate,
             edges: 1,
             edge_env: vec![],
+            batch_ms: LATENCY_BATCH_MS,
         },
     )?;
     let duration = env.pick("30", "12");
@@ -817,6 +831,7 @@ fn storm(env: &Env) -> anyhow::Result<Value> {
             ticks_per_sec: rate,
             edges: 1,
             edge_env: vec![],
+            batch_ms: 5,
         },
     )?;
     let kv_metric = "tickmesh_edge_snapshot_reads_total{source=\"kv\"}";
@@ -1431,8 +1446,9 @@ fn latency_report(v: &Value, quick: &str, md: &mut String, d: &mut String) {
     let _ = writeln!(d, "### Latency{quick}\n");
     let _ = writeln!(
         d,
-        "Ingest publishes {} ticks/s over 100 symbols; 1,000 clients subscribe to one symbol \
-         each (10 per symbol), every tick, JSON `quote`.\n",
+        "Ingest publishes {} ticks/s over 100 symbols, paced in 1 ms steps (`sim.batch_ms = \
+         1`; the default 5 ms sends each step's ticks as one burst); 1,000 clients subscribe \
+         to one symbol each (10 per symbol), every tick, JSON `quote`.\n",
         v["ticks_per_sec_in"]
     );
     run_table(d, &[("TickMesh", tm), ("nats-server WS", nats)]);
@@ -1510,7 +1526,8 @@ fn slow_report(v: &Value, quick: &str, md: &mut String, d: &mut String) {
     let _ = writeln!(d, "### Slow consumers{quick}\n");
     let _ = writeln!(
         d,
-        "The latency workload (1,000 clients, one symbol each, every tick, 10k ticks/s in). \
+        "The latency workload (1,000 clients, one symbol each, every tick, 10k ticks/s in, \
+         paced in 1 ms steps). \
          Every 10th client instead subscribes to all 100 symbols (10k ticks/s for it alone), \
          with an 8 KiB receive buffer, and never reads after subscribing; after the window it \
          reads again for a few seconds to learn what the server did. The window starts 1 s \

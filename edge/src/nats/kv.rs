@@ -50,6 +50,14 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Opens the bucket now if it is not open yet; an error is left for the first read.
+    async fn open(&self) {
+        let _ = self
+            .store
+            .get_or_try_init(|| self.js.get_key_value(&self.name))
+            .await;
+    }
+
     async fn get(&self, key: &str, timeout: Duration) -> anyhow::Result<Option<Bytes>> {
         let read = async {
             let store = self
@@ -158,6 +166,15 @@ impl KvReader {
             mirror,
             timeout,
         })
+    }
+
+    /// Opens the buckets ahead of the first snapshot, so that the first reads after a start
+    /// (a reconnect storm onto a new edge) cost one request each, not two.
+    pub async fn open(&self) {
+        self.hub.open().await;
+        if let Some(m) = &self.mirror {
+            m.bucket.open().await;
+        }
     }
 
     /// Whether snapshots currently come from the regional mirror.
