@@ -416,6 +416,8 @@ fn upgrade(
         Err(e) => {
             metrics::counter!("tickmesh_edge_auth_failures_total", "reason" => e.label())
                 .increment(1);
+            // The reason and the peer; never the token.
+            tracing::debug!(%peer, reason = e.label(), "upgrade refused: bad token");
             return refuse_auth(e);
         }
     };

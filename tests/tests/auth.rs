@@ -506,3 +506,86 @@ async fn wss_serves_a_generated_certificate() {
     assert_ne!(status, 101);
     s.stop().await;
 }
+
+/// A log sink for this test process: JSON lines, as `--log-json` writes them.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_session_and_user_and_never_a_token() {
+    let logs = LogBuf::default();
+    let sink = logs.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("tickmesh_edge=debug"))
+        .with_writer(move || sink.clone())
+        .init();
+    let s = setup(|_| {}).await;
+    let first = mint(claims("alice", &["*"], "realtime"));
+    let mut c = Client::connect_with(s.addr, Format::Json, Some(&first))
+        .await
+        .unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":250}))
+        .await
+        .unwrap();
+    c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let refreshed = mint(claims("alice", &["AAPL"], "realtime"));
+    c.send(json!({"op":"auth","id":2,"token":refreshed}))
+        .await
+        .unwrap();
+    c.next_of("authed", 5 * SECOND).await.unwrap();
+    let forged = format!("{}x", mint(claims("mallory", &["*"], "realtime")));
+    assert!(
+        Client::connect_with(s.addr, Format::Json, Some(&forged))
+            .await
+            .is_err()
+    );
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.stop().await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let opened = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "session opened")
+        .unwrap_or_else(|| panic!("no `session opened` line in:\n{text}"));
+    assert_eq!(opened["fields"]["user"], "alice", "{opened}");
+    assert!(opened["fields"]["session"].is_u64(), "{opened}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "session closed" && l["fields"]["user"] == "alice"),
+        "no `session closed` line for alice in:\n{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["reason"].is_string()
+            && l["fields"]["message"] == "upgrade refused: bad token"),
+        "the refused upgrade is not logged:\n{text}"
+    );
+    for (what, token) in [
+        ("first", &first),
+        ("refreshed", &refreshed),
+        ("forged", &forged),
+    ] {
+        // Any part of a token that identifies it: its signature.
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(signature),
+            "the {what} token's signature is in the logs"
+        );
+    }
+}
