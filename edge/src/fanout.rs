@@ -481,10 +481,15 @@ impl<W: Wake> Fanout<W> {
         }
         let best = slot.latest.clone()?;
         let sub = self.sessions.get_mut(&id)?.subs.get_mut(symbol)?;
-        sub.awaiting = false;
         if best.seq() <= sub.last_seq {
+            // Subscribed again with nothing newer yet: the next tick is the snapshot.
+            if !sub.awaiting {
+                sub.awaiting = true;
+                slot.awaiting.push(id);
+            }
             return None;
         }
+        sub.awaiting = false;
         sub.last_seq = best.seq();
         Some(best)
     }
@@ -594,12 +599,20 @@ impl<W: Wake> Fanout<W> {
             if !std::mem::replace(&mut sub.awaiting, false) {
                 continue;
             }
-            let Some(latest) = self.symbols.get(&symbol).and_then(|s| s.latest.as_ref()) else {
+            let Some(slot) = self.symbols.get_mut(&symbol) else {
+                continue;
+            };
+            let Some(latest) = &slot.latest else {
                 continue;
             };
             if latest.seq() > sub.last_seq {
                 sub.last_seq = latest.seq();
                 out.snapshots.push((latest.clone(), sub.mode));
+            } else {
+                // Nothing newer than what the session had before it subscribed again: the
+                // next tick is its snapshot, at once rather than at its next flush.
+                sub.awaiting = true;
+                slot.awaiting.push(id);
             }
         }
 
@@ -725,6 +738,16 @@ mod tests {
             },
             100,
         ))
+    }
+
+    /// As if the session had had its snapshot (seq 0): what follows are live ticks.
+    fn settled(f: &mut Fanout<Counter>, id: SessionId, symbol: &str) {
+        let sub = f
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.subs.get_mut(symbol))
+            .unwrap();
+        sub.awaiting = false;
     }
 
     fn seqs(d: &Drained) -> Vec<(String, u64)> {
@@ -931,6 +954,44 @@ mod tests {
     }
 
     #[test]
+    fn subscribing_again_with_nothing_newer_gets_the_next_tick_as_snapshot_at_once() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.add_session(2, Counter::default());
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
+        f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
+        f.publish(tick("AAPL", 5, 5.0));
+        let t0 = Instant::now();
+        assert_eq!(f.drain(1, t0).snapshots.len(), 1);
+        // Session 1 leaves AAPL and comes back while session 2 keeps it: nothing newer
+        // than seq 5 yet, so no snapshot now...
+        f.unsubscribe(1, "AAPL");
+        let again = f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
+        assert_eq!(again.latest.map(|t| t.seq()), Some(5));
+        assert!(f.take_snapshot(1, "AAPL", None).is_none());
+        // ...and the next tick is its snapshot, not an update a 1000 ms interval away.
+        f.publish(tick("AAPL", 6, 6.0));
+        let d = f.drain(1, t0 + Duration::from_millis(10));
+        let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
+        assert_eq!(got, [6]);
+        assert!(d.frames.is_empty());
+        // The same when the edge dropped the symbol and KV is behind the session.
+        f.remove_session(2);
+        f.unsubscribe(1, "AAPL");
+        assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000).fetch);
+        assert_eq!(f.offer_snapshot("AAPL", Some(tick("AAPL", 4, 4.0))), 1);
+        assert!(
+            f.drain(1, t0 + Duration::from_millis(20))
+                .snapshots
+                .is_empty()
+        );
+        f.publish(tick("AAPL", 7, 7.0));
+        let d = f.drain(1, t0 + Duration::from_millis(30));
+        let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
+        assert_eq!(got, [7]);
+    }
+
+    #[test]
     fn one_frame_carries_every_changed_symbol_with_its_own_mode() {
         let mut f = core();
         f.add_session(1, Counter::default());
@@ -994,7 +1055,7 @@ mod tests {
         f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
         // KV's value (seq 0) was their snapshot; then live ticks.
         for id in [1, 2] {
-            f.take_snapshot(id, "AAPL", Some(tick("AAPL", 0, 0.0)));
+            settled(&mut f, id, "AAPL");
         }
         let t0 = Instant::now();
         for seq in 1..=8 {
@@ -1066,7 +1127,7 @@ mod tests {
         let mut f = core();
         f.add_session(1, Counter::default());
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
-        f.take_snapshot(1, "AAPL", Some(tick("AAPL", 0, 0.0)));
+        settled(&mut f, 1, "AAPL");
         f.publish(tick("AAPL", 7, 7.0));
         assert_eq!(seqs(&f.drain(1, Instant::now())), [("AAPL".into(), 7)]);
         assert!(
@@ -1097,7 +1158,7 @@ mod tests {
         f.add_session(1, Counter::default());
         let t0 = Instant::now();
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
-        f.take_snapshot(1, "AAPL", Some(tick("AAPL", 0, 0.0)));
+        settled(&mut f, 1, "AAPL");
         f.publish(tick("AAPL", 1, 1.0));
         assert_eq!(f.drain(1, t0).frames.len(), 1);
         f.publish(tick("AAPL", 2, 2.0));
