@@ -332,11 +332,13 @@ fn a_refused_upgrade_ends_the_command_with_the_reason() {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
             let body = "token expired";
-            let _ = write!(
-                s,
+            // One write: `write!` would send the pieces apart, and a client that has the
+            // headers may stop reading before the body arrives.
+            let response = format!(
                 "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
+            let _ = s.write_all(response.as_bytes());
         }
     });
     let start = Instant::now();

@@ -200,7 +200,9 @@ struct Slot {
     armed: Vec<SessionId>,
     /// Every-tick subscribers.
     live: Vec<SessionId>,
-    /// Sessions awaiting the symbol's first value as their snapshot (may hold stale ids).
+    /// Sessions awaiting the symbol's next value as their snapshot: exactly those whose
+    /// subscription is `awaiting` and not yet released (an unsubscribe takes its id out,
+    /// so a client that subscribes and unsubscribes in a loop cannot grow it).
     awaiting: Vec<SessionId>,
     /// A KV read of the symbol is under way (see [`Fanout::offer_snapshot`]).
     fetching: bool,
@@ -455,6 +457,9 @@ impl<W: Wake> Fanout<W> {
         };
         if sub.interval_ms == 0 {
             slot.live.retain(|&s| s != id);
+        }
+        if sub.awaiting {
+            slot.awaiting.retain(|&s| s != id);
         }
         slot.count = slot.count.saturating_sub(1);
         if slot.count == 0 {
@@ -989,6 +994,21 @@ mod tests {
         let d = f.drain(1, t0 + Duration::from_millis(30));
         let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
         assert_eq!(got, [7]);
+    }
+
+    #[test]
+    fn subscribing_and_unsubscribing_in_a_loop_leaves_no_waiter_behind() {
+        let mut f = core();
+        f.add_session(1, Counter::default());
+        f.add_session(2, Counter::default());
+        // Session 2 keeps the symbol (no value yet); session 1 churns on it.
+        f.subscribe(2, &sym("QUIET"), Mode::Quote, 0);
+        for _ in 0..1000 {
+            f.subscribe(1, &sym("QUIET"), Mode::Quote, 250);
+            f.unsubscribe(1, "QUIET");
+        }
+        assert_eq!(f.symbols["QUIET"].awaiting, [2]);
+        assert_eq!(f.offer_snapshot("QUIET", Some(tick("QUIET", 1, 1.0))), 1);
     }
 
     #[test]

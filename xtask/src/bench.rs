@@ -1612,7 +1612,8 @@ fn storm_report(v: &Value, quick: &str, md: &mut String, d: &mut String) {
     for (what, key) in [
         ("upgrades (request to WebSocket)", "handshake"),
         (
-            "subscribes (request read to last snapshot written)",
+            "snapshots (a subscribe's request read to its snapshots written; when they are \
+             awaited, to the flush that sends them)",
             "snapshot",
         ),
     ] {

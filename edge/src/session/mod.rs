@@ -70,7 +70,8 @@ struct Session<S> {
     freshest_ts: Option<u64>,
     /// When the last `hb` went out.
     last_hb: Instant,
-    /// When the session last subscribed to a symbol whose snapshot it awaits.
+    /// When the session last subscribed to a symbol whose snapshot it awaits; recorded
+    /// (and cleared) by the first flush that sends awaited snapshots.
     awaiting_since: Option<Instant>,
     last_heard: Instant,
 }
@@ -312,7 +313,7 @@ where
             for (tick, mode) in &snapshots {
                 out.push(self.frame(tick.snapshot(self.format, *mode).clone()));
             }
-            if let Some(since) = self.awaiting_since {
+            if let Some(since) = self.awaiting_since.take() {
                 metrics::histogram!("tickmesh_edge_snapshot_seconds")
                     .record(since.elapsed().as_secs_f64());
             }

@@ -214,7 +214,14 @@ where
         for (symbol, outcome) in accepted.iter().zip(&outcomes) {
             if outcome.latest.is_some() {
                 local += 1;
-                ticks.extend(hub.take_snapshot(self.id, symbol.as_str(), None));
+                match hub.take_snapshot(self.id, symbol.as_str(), None) {
+                    Some(tick) => ticks.push(tick),
+                    // Nothing newer than what the session had: the next tick is awaited.
+                    None => {
+                        self.awaiting_since = Some(started);
+                        awaited = true;
+                    }
+                }
             } else {
                 self.awaiting_since = Some(started);
                 awaited = true;
