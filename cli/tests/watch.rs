@@ -104,6 +104,20 @@ impl Watcher {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Stderr once it holds `needle`, or as it is after `within`. Stdout and stderr are read
+    /// by two threads, so a line the command wrote to stderr before a stdout line may still
+    /// be on its way here when that stdout line has arrived.
+    fn stderr_with(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(needle) || Instant::now() >= deadline {
+                return stderr;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Ctrl-C, then the exit status (within 5 s).
     fn interrupt(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -198,7 +212,9 @@ async fn json_lines_carry_growing_seqs_for_the_requested_symbols() {
             );
         }
     }
-    assert!(w.stderr().contains("connected to"), "{}", w.stderr());
+    let stderr =
+        tokio::task::block_in_place(|| w.stderr_with("connected to", Duration::from_secs(5)));
+    assert!(stderr.contains("connected to"), "{stderr}");
 
     edge.stop().await.unwrap();
     ingest.stop().await.unwrap();
@@ -245,7 +261,7 @@ async fn it_reconnects_to_a_new_edge_and_resubscribes_by_itself() {
         after.extend(w.collect(Duration::from_millis(1500)));
         after
     });
-    let stderr = w.stderr();
+    let stderr = tokio::task::block_in_place(|| w.stderr_with("draining", Duration::from_secs(5)));
     assert!(stderr.contains("draining"), "{stderr}");
     assert!(stderr.contains("connected to edge-second"), "{stderr}");
     let all: Vec<Value> = before.iter().chain(&after).cloned().collect();
@@ -284,7 +300,9 @@ async fn server_errors_go_to_stderr_and_the_rest_keeps_flowing() {
 
     let lines = tokio::task::block_in_place(|| w.take(3, Duration::from_secs(10)));
     by_symbol(&lines, &["AAPL"]);
-    let stderr = w.stderr();
+    let stderr = tokio::task::block_in_place(|| {
+        w.stderr_with("too_many_symbols OVERFLOW", Duration::from_secs(5))
+    });
     assert!(stderr.contains("too_many_symbols OVERFLOW"), "{stderr}");
     let status = w.interrupt();
     assert!(status.success(), "{status:?}\n{}", w.stderr());

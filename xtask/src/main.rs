@@ -58,6 +58,16 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let nats = tools::ensure(&root)?;
     let mut steps: Vec<(&str, Command)> = Vec::new();
 
+    // One build of every target, the services' binaries among them, with the feature set
+    // the test run uses: the test run then builds nothing, and the browser tests find
+    // target/debug/tickmesh-{ingest,edge} without a second build under other features.
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--workspace", "--all-targets"])
+        .current_dir(&root);
+    eprintln!("xtask: building every target");
+    run(&mut build)?;
+
     let mut cargo = Command::new(env!("CARGO"));
     if tools::has_nextest() {
         cargo.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -85,11 +95,6 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         let mut setup = Command::new("bash");
         setup.arg("tests/browser/setup.sh").current_dir(&root);
         steps.push(("browser setup", setup));
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "-p", "tickmesh-ingest", "-p", "tickmesh-edge"])
-            .current_dir(&root);
-        steps.push(("service build", build));
         let mut browser = Command::new("node");
         browser
             .args(["--test", "tests/browser/"])
