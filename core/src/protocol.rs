@@ -29,6 +29,14 @@ impl Format {
         self as usize
     }
 
+    /// The encoding's name, as error messages give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::MsgPack => "MessagePack",
+        }
+    }
+
     pub fn subprotocol(self) -> &'static str {
         match self {
             Format::Json => SUBPROTOCOL_JSON,
@@ -89,6 +97,7 @@ pub enum Request {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(expecting = "an object with `symbols` or `chains`")]
 pub struct Subscribe {
     #[serde(default)]
     pub symbols: Vec<String>,
@@ -101,6 +110,7 @@ pub struct Subscribe {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(expecting = "an object with `symbols` or `chains`")]
 pub struct Unsubscribe {
     #[serde(default)]
     pub symbols: Vec<String>,
@@ -125,6 +135,7 @@ pub struct DecodeError {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an object with an `op`")]
 struct Head {
     #[serde(default)]
     op: Option<String>,
@@ -133,11 +144,13 @@ struct Head {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an object with an `underlying`")]
 struct ChainsReq {
     underlying: String,
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an object with a `token`")]
 struct AuthReq {
     token: String,
 }
@@ -154,7 +167,7 @@ fn from_bytes<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, St
 pub fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
     let head: Head = from_bytes(format, bytes).map_err(|e| DecodeError {
         id: None,
-        message: format!("malformed message: {e}"),
+        message: format!("malformed {} message: {e}", format.name()),
     })?;
     let id = head.id;
     let fail = |message: String| DecodeError { id, message };
@@ -384,6 +397,29 @@ mod tests {
         assert!(json(r#"{"op":"subscribe","symbols":["A"],"mode":"everything"}"#).is_err());
         assert!(json(r#"{"id":1}"#).is_err());
         assert!(json(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn bad_requests_say_what_was_expected_in_the_client_s_terms() {
+        let e = decode_client(Format::MsgPack, b"\xff\x00garbage").unwrap_err();
+        assert!(
+            e.message.starts_with("malformed MessagePack message"),
+            "{e}"
+        );
+        assert!(e.message.contains("an object with an `op`"), "{e}");
+        let e = json("[1,2]").unwrap_err();
+        assert!(e.message.starts_with("malformed JSON message"), "{e}");
+        let e = json(r#"{"op":"auth","token":7}"#).unwrap_err();
+        assert!(e.message.starts_with("auth: "), "{e}");
+        let e = json(r#"{"op":"chains","underlying":[]}"#).unwrap_err();
+        assert!(e.message.starts_with("chains: "), "{e}");
+        for e in [
+            decode_client(Format::MsgPack, b"\x01").unwrap_err(),
+            decode_client(Format::MsgPack, b"\x82\xa2op\xa9subscribe\xa7symbols\x01").unwrap_err(),
+            decode_client(Format::MsgPack, b"\x82\xa2op\xa4auth\xa5token\x01").unwrap_err(),
+        ] {
+            assert!(!e.message.contains("struct"), "names no Rust type: {e}");
+        }
     }
 
     #[test]

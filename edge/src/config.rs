@@ -130,6 +130,11 @@ pub struct LimitsConfig {
     pub rate_limit_strikes: u32,
     /// Time allowed to send the HTTP upgrade request (and finish TLS), ms. Default 10000.
     pub handshake_timeout_ms: u64,
+    /// Most connections in their handshake at once: the TLS handshake and the first HTTP
+    /// request. Connections are still accepted at the cap; they wait (first come, first
+    /// served, within `handshake_timeout_ms` of the accept) for a handshake to end.
+    /// Established sessions are not affected. Default 2048.
+    pub max_handshakes: usize,
 }
 
 /// What a tier of user may do (`tier` claim, or the anonymous tier).
@@ -203,6 +208,7 @@ impl Default for LimitsConfig {
             max_sessions_per_user: 50,
             rate_limit_strikes: 20,
             handshake_timeout_ms: 10_000,
+            max_handshakes: 2048,
         }
     }
 }
@@ -461,6 +467,11 @@ impl EdgeConfig {
             "limits.handshake_timeout_ms",
             || format!("must be 100..=120000, got {}", l.handshake_timeout_ms),
         )?;
+        check(
+            (1..=100_000).contains(&l.max_handshakes),
+            "limits.max_handshakes",
+            || format!("must be 1..=100000, got {}", l.max_handshakes),
+        )?;
         self.validate_auth()?;
         check(
             self.shutdown.grace_ms >= self.shutdown.reconnect_window_ms,
@@ -557,6 +568,12 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("session.idle_timeout_ms")
+        );
+        let mut c = EdgeConfig::default();
+        c.limits.max_handshakes = 0;
+        assert_eq!(
+            c.validate().map_err(|e| e.key),
+            Err("limits.max_handshakes")
         );
     }
 

@@ -18,6 +18,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tickmesh_core::Format;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -142,6 +143,7 @@ pub async fn run(
         tls,
         handshake_timeout,
         sessions: tracker.clone(),
+        handshakes: Handshakes::new(edge.config.limits.max_handshakes),
     };
     tokio::pin!(shutdown);
     loop {
@@ -194,6 +196,53 @@ pub async fn run(
     Ok(())
 }
 
+/// The cap on connections in their handshake: from the start of TLS (in clear, of
+/// reading) to their first HTTP request.
+#[derive(Clone)]
+struct Handshakes(Arc<Semaphore>);
+
+impl Handshakes {
+    fn new(max: usize) -> Self {
+        Handshakes(Arc::new(Semaphore::new(max)))
+    }
+
+    /// Waits for a free handshake slot (in FIFO order).
+    async fn slot(&self) -> Handshake {
+        let permit = self
+            .0
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the handshake semaphore is never closed");
+        metrics::gauge!("tickmesh_edge_handshakes_in_flight").increment(1.0);
+        Handshake(Arc::new(std::sync::Mutex::new(Some(Slot {
+            _permit: permit,
+        }))))
+    }
+}
+
+/// A taken slot; the permit goes back to the semaphore when it is dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::gauge!("tickmesh_edge_handshakes_in_flight").decrement(1.0);
+    }
+}
+
+/// A connection's handshake slot, given back when its first request arrives, or when the
+/// connection ends before that (TLS failed, the request never came).
+#[derive(Clone)]
+struct Handshake(Arc<std::sync::Mutex<Option<Slot>>>);
+
+impl Handshake {
+    fn done(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// The next connection, or None after a failed accept (out of file descriptors and the
 /// like), once a short back-off has passed instead of spinning.
 async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
@@ -207,6 +256,9 @@ async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, Socket
     }
 }
 
+/// The most bytes of a request line and headers: larger heads get HTTP 431.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 /// What serving one HTTP connection needs.
 struct Connections {
     edge: Arc<Edge>,
@@ -215,10 +267,16 @@ struct Connections {
     handshake_timeout: Duration,
     /// Where WebSocket sessions run.
     sessions: TaskTracker,
+    handshakes: Handshakes,
 }
 
 impl Connections {
     /// Serves one connection: TLS if configured, HTTP/1.1, the upgrade on `/v1/stream`.
+    /// Connections are always accepted at once, so that a burst of them (a market open, a
+    /// reconnect storm) never overflows the listen backlog, where dropped SYNs would cost
+    /// clients a second or more; each then waits for one of `limits.max_handshakes` slots
+    /// before its TLS handshake and request are read, within `handshake_timeout_ms` from
+    /// the accept.
     fn serve(
         &self,
         stream: tokio::net::TcpStream,
@@ -230,8 +288,18 @@ impl Connections {
         let tls = self.tls.clone();
         let handshake_timeout = self.handshake_timeout;
         let sessions = self.sessions.clone();
+        let handshakes = self.handshakes.clone();
         async move {
+            let accepted = tokio::time::Instant::now();
+            let Ok(handshake) = tokio::time::timeout(handshake_timeout, handshakes.slot()).await
+            else {
+                tracing::debug!(%peer, "no handshake slot within the handshake timeout");
+                return;
+            };
+            let handshake_timeout = handshake_timeout.saturating_sub(accepted.elapsed());
+            let first_request = handshake.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                first_request.done();
                 let edge = edge.clone();
                 let routes = routes.clone();
                 let sessions = sessions.clone();
@@ -247,6 +315,8 @@ impl Connections {
             let http = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(handshake_timeout)
+                // A request head (a token in the query included) over this gets 431.
+                .max_buf_size(MAX_REQUEST_HEAD)
                 .clone();
             let result = match tls {
                 None => {

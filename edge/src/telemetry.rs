@@ -53,6 +53,7 @@ fn zero_series() {
         "tickmesh_edge_connections",
         "tickmesh_edge_subscriptions",
         "tickmesh_edge_symbols",
+        "tickmesh_edge_handshakes_in_flight",
     ] {
         gauge!(gauge).increment(0.0);
     }

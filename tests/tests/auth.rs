@@ -443,6 +443,79 @@ async fn connection_limits_per_user_and_per_ip() {
     s.stop().await;
 }
 
+/// Writes a raw HTTP request; the status of the answer, or None if none came in `within`.
+async fn http_status(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    within: Duration,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.ok()?;
+    let mut head = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        head.split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(within, read).await.ok().flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_in_flight_are_capped_and_huge_request_heads_refused() {
+    let s = setup(|c| c.limits.max_handshakes = 2).await;
+    let mut bystander = s.bystander().await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n";
+
+    // Two connections that never send their request hold both handshake slots.
+    let idle_a = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let _idle_b = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut waiting = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(
+        http_status(&mut waiting, healthz, Duration::from_millis(800)).await,
+        None,
+        "a third handshake was served while two were in flight"
+    );
+    // The sessions already open are not held up.
+    still_live(&mut bystander).await;
+
+    // One slot comes free: the waiting connection gets its turn and its answer.
+    drop(idle_a);
+    assert_eq!(
+        http_status(&mut waiting, b"", Duration::from_secs(5)).await,
+        Some(200)
+    );
+    // Its slot went back with its first request: this keep-alive connection holds none.
+    let mut next = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(
+        http_status(&mut next, healthz, Duration::from_secs(5)).await,
+        Some(200)
+    );
+
+    // A request head over 16 KiB gets 431, and the edge carries on.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: edge\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let mut huge = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(
+        http_status(&mut huge, big.as_bytes(), Duration::from_secs(5)).await,
+        Some(431)
+    );
+    let t = mint(claims("lena", &["*"], "pro"));
+    let long_query = format!("{}?token={t}&pad={}", s.url(), "p".repeat(20 * 1024));
+    assert_eq!(upgrade_status(&long_query, None).await.0, 431);
+    still_live(&mut bystander).await;
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_serves_a_generated_certificate() {
     let dir = tempfile::tempdir().unwrap();
