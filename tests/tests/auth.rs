@@ -476,7 +476,8 @@ async fn handshakes_in_flight_are_capped_and_huge_request_heads_refused() {
     // Two connections that never send their request hold both handshake slots.
     let idle_a = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let _idle_b = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for the edge to accept both and give them their slots.
+    tokio::time::sleep(SECOND).await;
     let mut waiting = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     assert_eq!(
         http_status(&mut waiting, healthz, Duration::from_millis(800)).await,
