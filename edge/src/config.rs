@@ -128,7 +128,8 @@ pub struct LimitsConfig {
     /// A client over its tier's `max_msgs_per_s` gets `rate_limited`; after this many
     /// refused messages in a row it is closed with 4029. Default 20.
     pub rate_limit_strikes: u32,
-    /// Time allowed to send the HTTP upgrade request (and finish TLS), ms. Default 10000.
+    /// Time from the accept to a connection's first request head: the wait for a
+    /// handshake slot, TLS, and the request itself, ms. Default 10000.
     pub handshake_timeout_ms: u64,
     /// Most connections in their handshake at once: the TLS handshake and the first HTTP
     /// request. Connections are still accepted at the cap; they wait (first come, first

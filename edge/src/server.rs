@@ -259,6 +259,16 @@ async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, Socket
 /// The most bytes of a request line and headers: larger heads get HTTP 431.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
+/// HTTP/1.1 for one connection whose first request head must be read by `deadline`.
+fn http1(deadline: tokio::time::Instant) -> hyper::server::conn::http1::Builder {
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        // A request head (a token in the query included) over this gets 431.
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .clone()
+}
+
 /// What serving one HTTP connection needs.
 struct Connections {
     edge: Arc<Edge>,
@@ -290,13 +300,12 @@ impl Connections {
         let sessions = self.sessions.clone();
         let handshakes = self.handshakes.clone();
         async move {
-            let accepted = tokio::time::Instant::now();
-            let Ok(handshake) = tokio::time::timeout(handshake_timeout, handshakes.slot()).await
-            else {
+            // The wait for a slot, TLS and the first request's head share one deadline.
+            let deadline = tokio::time::Instant::now() + handshake_timeout;
+            let Ok(handshake) = tokio::time::timeout_at(deadline, handshakes.slot()).await else {
                 tracing::debug!(%peer, "no handshake slot within the handshake timeout");
                 return;
             };
-            let handshake_timeout = handshake_timeout.saturating_sub(accepted.elapsed());
             let first_request = handshake.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 first_request.done();
@@ -312,26 +321,22 @@ impl Connections {
                     }
                 }
             });
-            let http = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(handshake_timeout)
-                // A request head (a token in the query included) over this gets 431.
-                .max_buf_size(MAX_REQUEST_HEAD)
-                .clone();
             let result = match tls {
                 None => {
-                    http.serve_connection(TokioIo::new(stream), service)
+                    http1(deadline)
+                        .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
                 }
                 Some((acceptor, _)) => {
                     let Ok(Ok(stream)) =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
                     else {
                         metrics::counter!("tickmesh_edge_tls_failures_total").increment(1);
                         return;
                     };
-                    http.serve_connection(TokioIo::new(stream), service)
+                    http1(deadline)
+                        .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
                 }

@@ -68,10 +68,15 @@ impl Setup {
     /// A session that keeps receiving AAPL every tick: the bystander.
     async fn bystander(&self) -> Client {
         let t = mint(claims("bystander", &["*"], "realtime"));
-        let mut c = Client::connect_with(self.addr, Format::Json, Some(&t))
+        self.on_aapl(&t, 0).await
+    }
+
+    /// A JSON session with `token`, subscribed to AAPL at `interval_ms`.
+    async fn on_aapl(&self, token: &str, interval_ms: u32) -> Client {
+        let mut c = Client::connect_with(self.addr, Format::Json, Some(token))
             .await
             .unwrap();
-        c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}))
+        c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":interval_ms}))
             .await
             .unwrap();
         c.next_of("subscribed", 5 * SECOND).await.unwrap();
@@ -518,6 +523,40 @@ async fn handshakes_in_flight_are_capped_and_huge_request_heads_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_and_one_waiting_behind_it_are_dropped_at_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let s = setup(|c| {
+        c.limits.max_handshakes = 1;
+        c.limits.handshake_timeout_ms = 1500;
+    })
+    .await;
+    // The silent connection holds the only slot until its timeout; the one behind it waits,
+    // and its 1.5 s run from its own accept, not from when it gets the slot.
+    let mut silent = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut waiting = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let connected = std::time::Instant::now();
+    for (name, conn) in [("silent", &mut silent), ("waiting", &mut waiting)] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(10 * SECOND, conn.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the {name} connection was not closed: {read:?}"
+        );
+    }
+    let took = connected.elapsed();
+    assert!(
+        took < Duration::from_millis(2400),
+        "the waiting connection was closed {took:?} after it connected; the timeout is 1.5 s"
+    );
+    // The slot came back: the next request is answered.
+    let mut next = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n";
+    assert_eq!(http_status(&mut next, healthz, 5 * SECOND).await, Some(200));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_serves_a_generated_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = tickmesh_core::dev_pki::generate("TickMesh test").unwrap();
@@ -606,13 +645,7 @@ async fn json_logs_name_the_session_and_user_and_never_a_token() {
         .init();
     let s = setup(|_| {}).await;
     let first = mint(claims("alice", &["*"], "realtime"));
-    let mut c = Client::connect_with(s.addr, Format::Json, Some(&first))
-        .await
-        .unwrap();
-    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":250}))
-        .await
-        .unwrap();
-    c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let mut c = s.on_aapl(&first, 250).await;
     let refreshed = mint(claims("alice", &["AAPL"], "realtime"));
     c.send(json!({"op":"auth","id":2,"token":refreshed}))
         .await
