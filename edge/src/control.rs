@@ -6,6 +6,7 @@
 //! revokes one token. Every edge receives it and closes the matching sessions with 4403.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,6 +28,21 @@ struct Revoke {
 /// Subscribes to revocations and starts the key reloader; both stop with the edge.
 pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Result<()> {
     let mut sub = client.subscribe(REVOKE_SUBJECT).await?;
+    // The edge turns ready only once the server has answered a PING sent after the SUB: a
+    // revocation published after readiness must not race a SUB still queued in the client.
+    // The link connects in the background, so this waits for it.
+    let e = edge.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = e.shutdown.cancelled() => return,
+                flushed = client.flush() => if flushed.is_ok() { break },
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        e.control_subscribed.store(true, Ordering::Release);
+        tracing::debug!("subscribed to {REVOKE_SUBJECT}");
+    });
     let e = edge.clone();
     tokio::spawn(async move {
         loop {

@@ -54,6 +54,9 @@ pub struct Edge {
     pub registry: Arc<Registry>,
     /// Bumped on every revocation; sessions then check their grant.
     pub revocations: tokio::sync::watch::Sender<u64>,
+    /// Set once the NATS server has confirmed the `ctl.revoke` subscription; the edge is
+    /// not ready before, so that no revocation published after readiness can miss it.
+    pub control_subscribed: std::sync::atomic::AtomicBool,
     /// Cancelled when the edge starts draining.
     pub shutdown: CancellationToken,
 }
@@ -115,6 +118,7 @@ pub async fn run(
         }),
         registry: Arc::new(Registry::default()),
         revocations: tokio::sync::watch::Sender::new(0),
+        control_subscribed: std::sync::atomic::AtomicBool::new(false),
         shutdown: CancellationToken::new(),
     });
     control::spawn(edge.clone(), nats.client().clone()).await?;
@@ -359,6 +363,14 @@ fn routes(
             (StatusCode::SERVICE_UNAVAILABLE, "draining")
         } else if !ready_edge.hub.nats().is_connected() {
             (StatusCode::SERVICE_UNAVAILABLE, "NATS disconnected")
+        } else if !ready_edge
+            .control_subscribed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "revocations not subscribed yet",
+            )
         } else {
             (StatusCode::OK, "ready")
         };

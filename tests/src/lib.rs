@@ -382,6 +382,23 @@ impl Client {
         }
     }
 
+    /// The close code of a close that comes within `within`; every message before it is
+    /// handed to `on_msg`. No close in time is an error, however busy the session is.
+    pub async fn closed_within(
+        &mut self,
+        within: Duration,
+        mut on_msg: impl FnMut(&Value),
+    ) -> anyhow::Result<Option<u16>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left).await.context("no close in time")? {
+                Event::Msg(v) => on_msg(&v),
+                Event::Closed(code) => return Ok(code),
+            }
+        }
+    }
+
     /// Every message received during `dur`, with its arrival time.
     pub async fn collect(&mut self, dur: Duration) -> anyhow::Result<Vec<(Instant, Value)>> {
         let deadline = Instant::now() + dur;

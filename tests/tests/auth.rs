@@ -99,12 +99,7 @@ async fn still_live(c: &mut Client) {
 }
 
 async fn close_code(c: &mut Client) -> Option<u16> {
-    loop {
-        match c.next_event(5 * SECOND).await.unwrap() {
-            Event::Closed(code) => return code,
-            Event::Msg(_) => continue,
-        }
-    }
+    c.closed_within(5 * SECOND, |_| {}).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,8 +275,10 @@ async fn auth_refresh_replaces_claims_in_place() {
         .await
         .unwrap();
     let mut lost = Vec::new();
+    let deadline = std::time::Instant::now() + 5 * SECOND;
     let authed = loop {
-        let v = dave.next_non_hb(5 * SECOND).await.unwrap();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let v = dave.next_non_hb(left).await.expect("no authed in time");
         match v["type"].as_str() {
             Some("authed") => break v,
             Some("error") => lost.push(v),
@@ -392,13 +389,12 @@ async fn message_floods_get_rate_limited_then_4029() {
         }
     }
     let mut limited = 0;
-    let code = loop {
-        match g.next_event(5 * SECOND).await.unwrap() {
-            Event::Msg(v) if v["code"] == "rate_limited" => limited += 1,
-            Event::Msg(_) => {}
-            Event::Closed(code) => break code,
-        }
-    };
+    let code = g
+        .closed_within(5 * SECOND, |v| {
+            limited += usize::from(v["code"] == "rate_limited")
+        })
+        .await
+        .unwrap();
     assert!(limited >= 1, "no rate_limited before the close");
     assert_eq!(code, Some(4029));
     still_live(&mut other).await;

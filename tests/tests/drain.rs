@@ -271,15 +271,14 @@ async fn trip(
     assert!(ready.is_none(), "{who}: drained before it had every symbol");
     // Data keeps flowing until the close, which comes when `after_ms` is over.
     let live_before_notice = live.len();
-    let closed = loop {
-        match c.next_event(5 * SECOND).await.unwrap() {
-            Event::Msg(v) => note_ticks(&who, &v, &mut seen, &mut live),
-            Event::Closed(code) => {
-                assert_eq!(code, Some(4001), "{who}: closed with {code:?}");
-                break Instant::now();
-            }
-        }
-    };
+    let code = c
+        .closed_within(Duration::from_millis(after_ms) + 5 * SECOND, |v| {
+            note_ticks(&who, v, &mut seen, &mut live)
+        })
+        .await
+        .unwrap();
+    let closed = Instant::now();
+    assert_eq!(code, Some(4001), "{who}: closed with {code:?}");
     let streamed = closed - notice;
     assert!(
         streamed + Duration::from_millis(50) >= Duration::from_millis(after_ms),

@@ -295,13 +295,7 @@ async fn an_oversized_message_closes_only_its_own_session_with_1009() {
     let _ = big
         .send_raw(tokio_tungstenite::tungstenite::Message::Text(huge.into()))
         .await;
-    let code = loop {
-        match big.next_event(5 * SECOND).await {
-            Ok(Event::Closed(code)) => break code,
-            Ok(Event::Msg(_)) => continue,
-            Err(e) => panic!("no close: {e}"),
-        }
-    };
+    let code = big.closed_within(5 * SECOND, |_| {}).await.unwrap();
     assert_eq!(code, Some(1009));
     let ticks = tick_events(&other.collect(SECOND).await.unwrap());
     assert!(
@@ -392,16 +386,15 @@ async fn draining_tells_clients_to_reconnect_and_closes_with_4001() {
     } = m;
     let stopping = tokio::spawn(edge.stop());
     let mut saw_reconnect = false;
-    let code = loop {
-        match c.next_event(5 * SECOND).await.unwrap() {
-            Event::Msg(v) if v["type"] == "reconnect" => {
+    let code = c
+        .closed_within(5 * SECOND, |v| {
+            if v["type"] == "reconnect" {
                 assert!(v["after_ms"].as_u64().unwrap() < 200);
                 saw_reconnect = true;
             }
-            Event::Msg(_) => {}
-            Event::Closed(code) => break code,
-        }
-    };
+        })
+        .await
+        .unwrap();
     assert!(saw_reconnect);
     assert_eq!(code, Some(4001));
     stopping.await.unwrap().unwrap();

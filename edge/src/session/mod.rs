@@ -141,6 +141,12 @@ where
     async fn serve(&mut self, notify: &Notify) -> End {
         let edge = self.edge.clone();
         let cfg = &edge.config.session;
+        // Watched from before the check: a revocation that lands after the token was
+        // verified at the upgrade is either seen here or wakes the loop below.
+        let mut revocations = edge.revocations.subscribe();
+        if edge.verifier.is_grant_revoked(&self.grant) {
+            return End::Close(close::FORBIDDEN, "token revoked");
+        }
         if let Err(end) = self.send(vec![self.message(&self.welcome())]).await {
             return end;
         }
@@ -152,7 +158,6 @@ where
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ping.tick().await;
         let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms);
-        let mut revocations = edge.revocations.subscribe();
         // Made once: each session's wait sits in the token's shared waiter list, which a
         // wait made anew every time round the loop would lock twice per wake-up.
         let shutdown = edge.shutdown.cancelled();
