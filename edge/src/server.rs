@@ -8,7 +8,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -56,7 +57,7 @@ pub struct Edge {
     pub revocations: tokio::sync::watch::Sender<u64>,
     /// Set once the NATS server has confirmed the `ctl.revoke` subscription; the edge is
     /// not ready before, so that no revocation published after readiness can miss it.
-    pub control_subscribed: std::sync::atomic::AtomicBool,
+    pub control_subscribed: AtomicBool,
     /// Cancelled when the edge starts draining.
     pub shutdown: CancellationToken,
 }
@@ -118,7 +119,7 @@ pub async fn run(
         }),
         registry: Arc::new(Registry::default()),
         revocations: tokio::sync::watch::Sender::new(0),
-        control_subscribed: std::sync::atomic::AtomicBool::new(false),
+        control_subscribed: AtomicBool::new(false),
         shutdown: CancellationToken::new(),
     });
     control::spawn(edge.clone(), nats.client().clone()).await?;
@@ -219,9 +220,7 @@ impl Handshakes {
             .await
             .expect("the handshake semaphore is never closed");
         metrics::gauge!("tickmesh_edge_handshakes_in_flight").increment(1.0);
-        Handshake(Arc::new(std::sync::Mutex::new(Some(Slot {
-            _permit: permit,
-        }))))
+        Handshake(Arc::new(Mutex::new(Some(Slot { _permit: permit }))))
     }
 }
 
@@ -239,7 +238,7 @@ impl Drop for Slot {
 /// A connection's handshake slot, given back when its first request arrives, or when the
 /// connection ends before that (TLS failed, the request never came).
 #[derive(Clone)]
-struct Handshake(Arc<std::sync::Mutex<Option<Slot>>>);
+struct Handshake(Arc<Mutex<Option<Slot>>>);
 
 impl Handshake {
     fn done(&self) {
@@ -363,10 +362,7 @@ fn routes(
             (StatusCode::SERVICE_UNAVAILABLE, "draining")
         } else if !ready_edge.hub.nats().is_connected() {
             (StatusCode::SERVICE_UNAVAILABLE, "NATS disconnected")
-        } else if !ready_edge
-            .control_subscribed
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        } else if !ready_edge.control_subscribed.load(Ordering::Acquire) {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "revocations not subscribed yet",
