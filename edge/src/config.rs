@@ -178,6 +178,9 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`, seconds. Default 5.
     pub leeway_s: u64,
+    /// Longest a token may live (`exp - iat`), seconds; when set, `iat` is required.
+    /// Default unset (no limit).
+    pub max_token_lifetime_s: Option<u64>,
     /// Tier of tokens without a `tier` claim. Default `pro`.
     pub default_tier: String,
     /// The tier table.
@@ -234,6 +237,7 @@ impl Default for AuthConfig {
             audience: None,
             issuer: None,
             leeway_s: 5,
+            max_token_lifetime_s: None,
             default_tier: "pro".into(),
             tiers: BTreeMap::from([
                 ("anonymous".into(), tier(0, 500, 50)),
