@@ -29,19 +29,79 @@ pub struct Grant {
     /// Expiry, seconds since the Unix epoch.
     pub exp: Option<u64>,
     pub tier: String,
-    /// Entitlement patterns: `*`, an exact symbol, or a prefix ending in `*`.
+    /// Entitlement patterns (see [`Pattern`]).
     pub ent: Vec<String>,
     pub min_interval_ms: u32,
     pub max_symbols: u32,
     pub max_msgs_per_s: u32,
 }
 
+/// Where an instrument belongs: the reference data that says which underlying an option
+/// is written on. The edge's [`crate::refdata::RefData`] answers from `md_ref`.
+pub trait Families {
+    /// The underlying of `symbol` when it is a derivative listed in the reference data;
+    /// `None` for an underlying itself or an instrument the reference data does not know.
+    fn underlying(&self, symbol: &str) -> Option<String>;
+}
+
+/// One entitlement pattern of a token's `ent` claim, as the protocol defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern<'a> {
+    /// `*`: every symbol.
+    All,
+    /// `AAPL`: that symbol only.
+    Exact(&'a str),
+    /// `AAPL*`: AAPL and every instrument whose underlying is AAPL, by the reference
+    /// data (its options, whatever their OCC root: `BRK-B*` grants the `BRKB...`
+    /// options). Never another ticker that merely starts with the same letters.
+    Family(&'a str),
+    /// Anything else (`A*B`, `**`, lower case, a `.`): grants nothing.
+    Invalid,
+}
+
+impl<'a> Pattern<'a> {
+    pub fn parse(p: &'a str) -> Self {
+        if p == "*" {
+            return Pattern::All;
+        }
+        let (name, family) = match p.strip_suffix('*') {
+            Some(name) => (name, true),
+            None => (p, false),
+        };
+        if tickmesh_core::symbol::validate(name).is_err() {
+            return Pattern::Invalid;
+        }
+        if family {
+            Pattern::Family(name)
+        } else {
+            Pattern::Exact(name)
+        }
+    }
+
+    /// Whether the pattern covers `symbol`, whose underlying (if a derivative) is
+    /// `underlying`.
+    fn covers(self, symbol: &str, underlying: Option<&str>) -> bool {
+        match self {
+            Pattern::All => true,
+            Pattern::Exact(name) => name == symbol,
+            Pattern::Family(name) => name == symbol || underlying == Some(name),
+            Pattern::Invalid => false,
+        }
+    }
+}
+
 impl Grant {
-    /// Whether the grant covers `symbol`.
-    pub fn allows(&self, symbol: &str) -> bool {
-        self.ent.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => symbol.starts_with(prefix),
-            None => p == symbol,
+    /// Whether the grant covers `symbol`. The reference data is asked for the symbol's
+    /// underlying only when a family pattern needs it; a symbol it does not know is in
+    /// no family but its own.
+    pub fn allows(&self, symbol: &str, families: &impl Families) -> bool {
+        let mut underlying: Option<Option<String>> = None;
+        self.ent.iter().any(|p| match Pattern::parse(p) {
+            Pattern::Family(name) if name != symbol => {
+                let u = underlying.get_or_insert_with(|| families.underlying(symbol));
+                Pattern::Family(name).covers(symbol, u.as_deref())
+            }
+            pattern => pattern.covers(symbol, None),
         })
     }
 }
@@ -420,6 +480,64 @@ mod tests {
         .unwrap()
     }
 
+    /// Options of AAPL, T and BRK-B (OCC root BRKB); TSLA and BAC have none.
+    struct Refs(HashMap<&'static str, &'static str>);
+
+    impl Families for Refs {
+        fn underlying(&self, symbol: &str) -> Option<String> {
+            self.0.get(symbol).map(|u| u.to_string())
+        }
+    }
+
+    fn refs() -> Refs {
+        Refs(HashMap::from([
+            ("AAPL261218C00150000", "AAPL"),
+            ("T261218P00022500", "T"),
+            ("BRKB261218C00460000", "BRK-B"),
+        ]))
+    }
+
+    fn grant(ent: &[&str]) -> Grant {
+        Grant {
+            sub: Some("u".into()),
+            jti: None,
+            iat: None,
+            exp: None,
+            tier: "pro".into(),
+            ent: ent.iter().map(|s| s.to_string()).collect(),
+            min_interval_ms: 0,
+            max_symbols: 10,
+            max_msgs_per_s: 10,
+        }
+    }
+
+    #[test]
+    fn a_family_pattern_is_the_underlying_and_its_derivatives_only() {
+        let refs = refs();
+        let allowed = |ent: &[&str], symbol: &str| grant(ent).allows(symbol, &refs);
+        assert!(allowed(&["T*"], "T") && allowed(&["T*"], "T261218P00022500"));
+        for other in ["TSLA", "TXN", "TLT", "AAPL261218C00150000"] {
+            assert!(!allowed(&["T*"], other), "T* granted {other}");
+        }
+        for (pattern, other) in [
+            ("V*", "VZ"),
+            ("V*", "VIX"),
+            ("BA*", "BAC"),
+            ("GOOG*", "GOOGL"),
+        ] {
+            assert!(!allowed(&[pattern], other), "{pattern} granted {other}");
+        }
+        // The OCC root of BRK-B's options is BRKB: the family follows the reference data.
+        assert!(allowed(&["BRK-B*"], "BRKB261218C00460000"));
+        assert!(!allowed(&["BRK*"], "BRK-B") && !allowed(&["BRK*"], "BRKB261218C00460000"));
+        // An option the reference data does not know is in no family.
+        assert!(!allowed(&["AAPL*"], "AAPL270115C00150000"));
+        assert!(allowed(&["*"], "ANYTHING") && allowed(&["AAPL"], "AAPL"));
+        for bad in ["A*B", "**", "aapl*", "AAPL.*", "", "*AAPL"] {
+            assert!(!allowed(&[bad], "AAPL"), "{bad:?} granted AAPL");
+        }
+    }
+
     fn claims() -> serde_json::Value {
         json!({"sub": "alice", "exp": now_s() + 600, "iat": now_s(), "ent": ["AAPL*", "SPY"], "tier": "delayed"})
     }
@@ -429,8 +547,10 @@ mod tests {
         let g = verifier(|_| {}).verify(&token(claims())).unwrap();
         assert_eq!(g.sub.as_deref(), Some("alice"));
         assert_eq!((g.min_interval_ms, g.max_symbols), (1000, 50));
-        assert!(g.allows("AAPL") && g.allows("AAPL261218C00150000") && g.allows("SPY"));
-        assert!(!g.allows("SPYX") && !g.allows("MSFT"));
+        let refs = refs();
+        assert!(g.allows("AAPL", &refs) && g.allows("AAPL261218C00150000", &refs));
+        assert!(g.allows("SPY", &refs));
+        assert!(!g.allows("SPYX", &refs) && !g.allows("MSFT", &refs));
     }
 
     #[test]

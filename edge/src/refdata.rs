@@ -92,7 +92,8 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct RefData {
     shared: Arc<Shared>,
-    _task: Arc<AbortOnDrop>,
+    /// The watch; `None` for a fixed set.
+    _task: Option<Arc<AbortOnDrop>>,
 }
 
 #[derive(Debug)]
@@ -117,7 +118,28 @@ impl RefData {
         let task = tokio::spawn(watch(js, bucket.to_string(), shared.clone()));
         RefData {
             shared,
-            _task: Arc::new(AbortOnDrop(task.abort_handle())),
+            _task: Some(Arc::new(AbortOnDrop(task.abort_handle()))),
+        }
+    }
+
+    /// A fixed, loaded set of instruments and chains, with no watch: for tests and tools
+    /// that check symbols offline.
+    pub fn fixed(instruments: Vec<Instrument>, chains: Vec<Chain>) -> Self {
+        let cache = Cache {
+            instruments: instruments
+                .into_iter()
+                .map(|i| (i.symbol.clone(), i))
+                .collect(),
+            chains: chains
+                .into_iter()
+                .map(|c| (c.underlying.clone(), c))
+                .collect(),
+        };
+        let shared = Arc::new(Shared::default());
+        publish(&shared, Some(cache));
+        RefData {
+            shared,
+            _task: None,
         }
     }
 
@@ -156,6 +178,14 @@ impl RefData {
     /// at all: an edge without `md_ref` does not refuse symbols it cannot check).
     pub fn is_known_or_unloaded(&self, symbol: &str) -> bool {
         !self.is_loaded() || self.is_empty() || self.is_known(symbol)
+    }
+
+    /// The underlying of a listed derivative.
+    pub fn underlying_of(&self, symbol: &str) -> Option<String> {
+        self.read()
+            .instruments
+            .get(symbol)
+            .and_then(|i| i.underlying.clone())
     }
 
     /// The instrument `symbol`, if listed.
@@ -200,6 +230,12 @@ impl RefData {
                 underlying: underlying.to_string(),
                 expiry: chain.expiry.to_string(),
             })
+    }
+}
+
+impl crate::auth::Families for RefData {
+    fn underlying(&self, symbol: &str) -> Option<String> {
+        self.underlying_of(symbol)
     }
 }
 

@@ -207,10 +207,37 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
     s.stop().await;
 }
 
+/// The first call of `underlying`'s nearest expiry, asked with `chains` (retried while
+/// the edge is still loading its reference data).
+async fn first_option(client: &mut Client, underlying: &str) -> String {
+    for attempt in 0..40 {
+        client
+            .send(json!({"op":"chains","id":900 + attempt,"underlying":underlying}))
+            .await
+            .unwrap();
+        let v = client.next_non_hb(5 * SECOND).await.unwrap();
+        if v["type"] == "chains" {
+            let e = &v["expiries"][0];
+            let expiry = tickmesh_core::date::Date::parse(e["expiry"].as_str().unwrap()).unwrap();
+            let strike = e["strikes"][0].as_f64().unwrap();
+            let o = tickmesh_core::occ::OptionSymbol::new(
+                underlying,
+                expiry,
+                tickmesh_core::tick::Right::Call,
+                strike,
+            )
+            .unwrap();
+            return o.to_symbol().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no chain for {underlying} within 10 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entitlements_and_tiers_decide_symbols_and_intervals() {
     let s = setup(|_| {}).await;
-    let mut c = claims("carol", &["AAPL", "MSFT*"], "delayed");
+    let mut c = claims("carol", &["MSFT", "AAPL*"], "delayed");
     c["max_symbols"] = json!(2);
     let mut carol = Client::connect_with(s.addr, Format::Json, Some(&mint(c)))
         .await
@@ -219,8 +246,10 @@ async fn entitlements_and_tiers_decide_symbols_and_intervals() {
         carol.welcome["limits"],
         json!({"max_symbols": 2, "max_msgs_per_s": 10, "min_interval_ms": 1000})
     );
+    // An AAPL option: in the AAPL* family, by the reference data.
+    let option = first_option(&mut carol, "AAPL").await;
     carol
-        .send(json!({"op":"subscribe","id":5,"symbols":["AAPL","SPY","MSFT","MSFTX"],"interval_ms":0}))
+        .send(json!({"op":"subscribe","id":5,"symbols":["MSFT","SPY","AAPL","AAPLX","MSFTX",option],"interval_ms":0}))
         .await
         .unwrap();
     let mut errors = Vec::new();
@@ -234,16 +263,20 @@ async fn entitlements_and_tiers_decide_symbols_and_intervals() {
             v["symbol"].as_str().unwrap().to_string(),
         ));
     };
-    assert_eq!(sub["symbols"], json!(["AAPL", "MSFT"]));
+    assert_eq!(sub["symbols"], json!(["MSFT", "AAPL"]));
     assert_eq!(
         sub["interval_ms"], 1000,
         "the tier's minimum interval applies"
     );
+    // AAPL* is AAPL and its options, never another ticker that starts with AAPL.
+    let refused = |code: &str, symbol: &str| (code.to_string(), symbol.to_string());
     assert_eq!(
         errors,
         [
-            ("not_entitled".to_string(), "SPY".to_string()),
-            ("too_many_symbols".to_string(), "MSFTX".to_string())
+            refused("not_entitled", "SPY"),
+            refused("not_entitled", "AAPLX"),
+            refused("not_entitled", "MSFTX"),
+            refused("too_many_symbols", &option),
         ]
     );
     let ticks = tick_events(&carol.collect(Duration::from_millis(2500)).await.unwrap());

@@ -158,7 +158,7 @@ where
         let mut room = max.saturating_sub(hub.subscription_count(self.id));
         let mut accepted = Vec::with_capacity(candidates.len());
         for symbol in candidates {
-            if !self.grant.allows(symbol.as_str()) {
+            if !self.grant.allows(symbol.as_str(), &edge.refdata) {
                 count_error("not_entitled");
                 replies.push(ServerMsg::symbol_error(
                     id,
@@ -268,7 +268,7 @@ where
         let subs = self.edge.hub.subscriptions(self.id);
         let lost: Vec<Symbol> = subs
             .iter()
-            .filter(|(s, _)| !grant.allows(s.as_str()))
+            .filter(|(s, _)| !grant.allows(s.as_str(), &self.edge.refdata))
             .map(|(s, _)| s.clone())
             .collect();
         for s in &lost {
@@ -282,7 +282,10 @@ where
         }
         self.edge.hub.unsubscribe(self.id, &lost);
         // Intervals follow the new tier, tighter or looser.
-        for (symbol, sub) in subs.iter().filter(|(s, _)| grant.allows(s.as_str())) {
+        for (symbol, sub) in subs
+            .iter()
+            .filter(|(s, _)| grant.allows(s.as_str(), &self.edge.refdata))
+        {
             let requested = self
                 .requested
                 .get(symbol)

@@ -25,9 +25,24 @@ impl EdgeProcess {
     /// `env!("CARGO_BIN_EXE_tickmesh-test-edge")`, which cargo builds with the tests) on a
     /// free port and waits until `/readyz` says ready.
     pub async fn start(bin: &Path, config: &EdgeConfig) -> anyhow::Result<EdgeProcess> {
+        EdgeProcess::start_from(bin, None, config, &[]).await
+    }
+
+    /// Like [`EdgeProcess::start`], from a config file (e.g. the demo's `config/edge.toml`)
+    /// that the mesh's settings and `env` (more `TICKMESH_EDGE_*` variables) override.
+    pub async fn start_from(
+        bin: &Path,
+        file: Option<&Path>,
+        config: &EdgeConfig,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<EdgeProcess> {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let n = &config.nats;
         let mut cmd = Command::new(bin);
+        if let Some(file) = file {
+            cmd.arg("--config").arg(file);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (*k, v)));
         cmd.env("TICKMESH_EDGE_NAME", &config.name)
             .env("TICKMESH_EDGE_LISTEN", addr.to_string())
             .env("TICKMESH_EDGE_NATS__URLS", list(n.urls.iter().cloned()))

@@ -1,0 +1,348 @@
+//! The black-box adversarial suite: a real client, knowing only the protocol, against the
+//! demo mesh (a TLS hub and a region of leaf nodes from `nats/`, ingest, and an edge
+//! process started from the demo's own `config/edge.toml`). Each case plays an attacker
+//! or a careless client; throughout, a bystander session watches SPY and AAPL every tick
+//! and must receive every tick, in order, with no stall: whatever the others do costs only
+//! themselves.
+//!
+//! The cases run one after another on one mesh (a mesh takes seconds to start on two
+//! cores); a failure names its case.
+
+#![allow(clippy::unwrap_used)] // a failed setup is a failed test
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_tests::mesh::{EdgeProcess, Mesh};
+use tickmesh_tests::*;
+use tokio::sync::watch;
+
+const A: &str = "region-a";
+const SECOND: Duration = Duration::from_secs(1);
+const SECRET: &str = "an-adversarial-suite-hs256-secret-of-32-bytes";
+/// Ticks per second the demo's ingest publishes here.
+const RATE: u32 = 400;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn mint(claims: &Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn claims(sub: &str, ent: &[&str], tier: &str) -> Value {
+    json!({"sub": sub, "iat": now() - 1, "exp": now() + 600, "ent": ent, "tier": tier})
+}
+
+fn token(sub: &str, ent: &[&str], tier: &str) -> String {
+    mint(&claims(sub, ent, tier))
+}
+
+struct Demo {
+    _mesh: Mesh,
+    _ingest: Service,
+    edge: EdgeProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    async fn start() -> Demo {
+        let mesh = Mesh::start(&[A], 1).await.unwrap();
+        let ingest = start_ingest(mesh.ingest_config(RATE));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("hs256.secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_tickmesh-test-edge"));
+        let file = root().join("config/edge.toml");
+        let env = [(
+            "TICKMESH_EDGE_AUTH__HS256_SECRET_FILE",
+            secret.display().to_string(),
+        )];
+        let edge = EdgeProcess::start_from(&bin, Some(&file), &mesh.edge_config(A), &env)
+            .await
+            .unwrap();
+        Demo {
+            _mesh: mesh,
+            _ingest: ingest,
+            edge,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/v1/stream", self.edge.addr)
+    }
+
+    async fn client(&self, token: Option<&str>) -> Client {
+        Client::connect_with(self.edge.addr, Format::Json, token)
+            .await
+            .unwrap()
+    }
+}
+
+/// What the bystander saw: per symbol, the count of ticks; and every fault.
+#[derive(Debug, Default)]
+struct Watch {
+    ticks: HashMap<String, u64>,
+    faults: Vec<String>,
+}
+
+/// The bystander: every tick of SPY and AAPL, checked as it comes: each `seq` exactly one
+/// above the last within an epoch, never a stall of more than `STALL`.
+async fn bystander(addr: SocketAddr, mut stop: watch::Receiver<bool>) -> Watch {
+    const STALL: Duration = Duration::from_secs(3);
+    let t = token("bystander", &["*"], "realtime");
+    let mut client = Client::connect_with(addr, Format::Json, Some(&t))
+        .await
+        .unwrap();
+    client
+        .send(json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL"],"interval_ms":0}))
+        .await
+        .unwrap();
+    let mut w = Watch::default();
+    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut heard = Instant::now();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => return w,
+            m = client.next_event(STALL) => m,
+        };
+        let v = match msg {
+            Ok(Event::Msg(v)) => v,
+            Ok(Event::Closed(code)) => {
+                w.faults.push(format!("bystander closed with {code:?}"));
+                return w;
+            }
+            Err(e) => {
+                w.faults.push(format!("bystander: {e}"));
+                return w;
+            }
+        };
+        let ticks: Vec<&Value> = match v["type"].as_str() {
+            Some("snapshot") => vec![&v],
+            Some("ticks") => v["ticks"].as_array().unwrap().iter().collect(),
+            Some("error") => {
+                w.faults.push(format!("bystander got {v}"));
+                continue;
+            }
+            _ => continue,
+        };
+        for t in ticks {
+            let symbol = t["symbol"].as_str().unwrap().to_string();
+            let (seq, epoch) = (t["seq"].as_u64().unwrap(), t["epoch"].as_u64().unwrap());
+            if let Some(&(prev, prev_epoch)) = last.get(&symbol) {
+                let in_order = if epoch == prev_epoch {
+                    seq == prev + 1
+                } else {
+                    seq > prev
+                };
+                if !in_order && w.faults.len() < 20 {
+                    w.faults
+                        .push(format!("{symbol}: seq {seq} (epoch {epoch}) after {prev}"));
+                }
+            }
+            last.insert(symbol.clone(), (seq, epoch));
+            *w.ticks.entry(symbol).or_default() += 1;
+        }
+        if heard.elapsed() > STALL && w.faults.len() < 20 {
+            w.faults
+                .push(format!("bystander stalled for {:?}", heard.elapsed()));
+        }
+        heard = Instant::now();
+    }
+}
+
+/// The reply to `request` with its `id`: every message until one of type `until`.
+async fn exchange(client: &mut Client, request: Value, until: &str) -> Vec<Value> {
+    client.send(request).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let v = client.next_non_hb(5 * SECOND).await.unwrap();
+        let done = v["type"] == until;
+        if v["type"] != "ticks" && v["type"] != "snapshot" {
+            out.push(v);
+        }
+        if done {
+            return out;
+        }
+    }
+}
+
+fn refused(replies: &[Value]) -> Vec<(String, String)> {
+    replies
+        .iter()
+        .filter(|v| v["type"] == "error")
+        .map(|v| {
+            (
+                v["code"].as_str().unwrap_or_default().to_string(),
+                v["symbol"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Tokens that must not open a session, each refused before the upgrade with its reason.
+async fn bad_tokens_are_refused_at_the_upgrade(demo: &Demo) {
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let good = claims("mallory", &["*"], "realtime");
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &good,
+        &EncodingKey::from_secret(b"not-the-edge-secret-but-32-bytes-long"),
+    )
+    .unwrap();
+    let mut expired = good.clone();
+    expired["exp"] = json!(now() - 60);
+    let cases = [
+        (forged, "bad signature"),
+        (
+            format!("{}.{}.", b64(json!({"alg":"none"})), b64(good.clone())),
+            "algorithm none is not accepted",
+        ),
+        (mint(&expired), "token expired"),
+        ("garbage".to_string(), "malformed token"),
+    ];
+    for (token, reason) in cases {
+        let (status, body) = upgrade_status(&demo.url(), Some(&token)).await;
+        assert_eq!((status, body.as_str()), (401, reason), "token {token:.40}");
+    }
+}
+
+/// Without a token the demo gives its limited tier, never `*` at every tick.
+async fn anonymous_sessions_get_the_demo_tier(demo: &Demo) {
+    let mut anon = demo.client(None).await;
+    let limits = &anon.welcome["limits"];
+    assert!(
+        limits["min_interval_ms"].as_u64().unwrap() >= 100,
+        "anonymous limits {limits}"
+    );
+    let replies = exchange(
+        &mut anon,
+        json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}),
+        "subscribed",
+    )
+    .await;
+    let sub = replies.last().unwrap();
+    assert!(sub["interval_ms"].as_u64().unwrap() >= 100, "{sub}");
+}
+
+/// `X*` grants X and its options, never another ticker with the same first letters.
+async fn family_patterns_grant_exactly_their_family(demo: &Demo) {
+    let mut c = demo
+        .client(Some(&token(
+            "eve",
+            &["T*", "V*", "BA*", "GOOG*", "NVDA*"],
+            "realtime",
+        )))
+        .await;
+    let chains = exchange(
+        &mut c,
+        json!({"op":"chains","id":2,"underlying":"NVDA"}),
+        "chains",
+    )
+    .await;
+    let e = &chains.last().unwrap()["expiries"][0];
+    let expiry = e["expiry"].as_str().unwrap().replace('-', "");
+    let strike = (e["strikes"][0].as_f64().unwrap() * 1000.0).round() as u64;
+    let option = format!("NVDA{}C{strike:08}", &expiry[2..]);
+    let replies = exchange(
+        &mut c,
+        json!({"op":"subscribe","id":3,"symbols":[
+            "T","TSLA","TXN","TLT","V","VZ","VTI","VIX","BA","BAC","GOOGL",option
+        ],"interval_ms":1000}),
+        "subscribed",
+    )
+    .await;
+    let sub = replies.last().unwrap();
+    assert_eq!(
+        sub["symbols"],
+        json!(["T", "V", "BA", option]),
+        "{replies:?}"
+    );
+    let not_entitled: Vec<String> = refused(&replies)
+        .into_iter()
+        .filter(|(code, _)| code == "not_entitled")
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        not_entitled,
+        ["TSLA", "TXN", "TLT", "VZ", "VTI", "VIX", "BAC", "GOOGL"]
+    );
+}
+
+/// An in-band `auth` can narrow a session, never switch it to another user.
+async fn refresh_narrows_and_cannot_switch_users(demo: &Demo) {
+    let mut c = demo.client(Some(&token("frank", &["*"], "pro"))).await;
+    exchange(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["AAPL","MSFT"]}),
+        "subscribed",
+    )
+    .await;
+    let replies = exchange(
+        &mut c,
+        json!({"op":"auth","id":2,"token":token("frank", &["AAPL"], "pro")}),
+        "authed",
+    )
+    .await;
+    assert_eq!(
+        refused(&replies),
+        [("not_entitled".to_string(), "MSFT".to_string())]
+    );
+    let list = exchange(&mut c, json!({"op":"list","id":3}), "subscriptions").await;
+    let held: Vec<&str> = list.last().unwrap()["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["AAPL"]);
+    c.send(json!({"op":"auth","id":4,"token":token("grace", &["*"], "realtime")}))
+        .await
+        .unwrap();
+    let code = c.closed_within(5 * SECOND, |_| {}).await.unwrap();
+    assert_eq!(code, Some(4401), "a refresh to another user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_cost_only_themselves() {
+    let demo = Demo::start().await;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(bystander(demo.edge.addr, stopped));
+    let demo = &demo;
+    // Let the bystander settle on its snapshots.
+    tokio::time::sleep(SECOND).await;
+    let started = Instant::now();
+    bad_tokens_are_refused_at_the_upgrade(demo).await;
+    anonymous_sessions_get_the_demo_tier(demo).await;
+    family_patterns_grant_exactly_their_family(demo).await;
+    refresh_narrows_and_cannot_switch_users(demo).await;
+    let elapsed = started.elapsed();
+    stop.send(true).unwrap();
+    let w = task.await.unwrap();
+    assert!(w.faults.is_empty(), "the bystander saw {:?}", w.faults);
+    for symbol in ["SPY", "AAPL"] {
+        let n = w.ticks.get(symbol).copied().unwrap_or(0);
+        assert!(
+            n >= 5,
+            "the bystander got {n} {symbol} ticks in {elapsed:?}"
+        );
+    }
+}
