@@ -222,6 +222,8 @@ pub struct Footprint {
     pub queued: usize,
     /// Symbols the sessions left and remember.
     pub left: usize,
+    /// Entries of the sessions' orders of the symbols they left.
+    pub left_order: usize,
     /// The largest `left` of one session.
     pub max_left: usize,
     /// Per-symbol floors of seqs given to sessions that had to forget them.
@@ -318,6 +320,7 @@ impl<W: Wake> Fanout<W> {
             f.snapshots += s.snapshots.len();
             f.queued += s.live.len();
             f.left += s.left.len();
+            f.left_order += s.left_order.len();
             f.max_left = f.max_left.max(s.left.len());
         }
         f
@@ -1390,6 +1393,7 @@ mod tests {
         assert_eq!((fp.armed, fp.live, fp.dirty), (1, 0, 0));
         assert_eq!(fp.groups, 1, "one group per interval in use");
         assert!(fp.left <= 1 && fp.snapshots + fp.awaiting <= 1, "{fp:?}");
+        assert!(fp.left_order <= 2 * fp.left + 16, "{fp:?}");
         // The first tick walks one entry and marks the session dirty once.
         f.publish(tick("QUIET", 2, 2.0));
         assert_eq!(f.footprint().dirty, 1);

@@ -38,6 +38,8 @@ enum Op {
     /// Session (index into the live ones), symbol, mode, interval.
     Subscribe(usize, usize, usize, usize),
     Unsubscribe(usize, usize),
+    /// Unsubscribe, then subscribe again at once.
+    Cycle(usize, usize, usize, usize),
     /// Symbol; a stale tick when the flag is set (the core must drop it).
     Publish(usize, bool),
     /// A KV read coming back: the symbol's newest seq minus the lag.
@@ -53,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..4usize, 0..4usize, 0..3usize, 0..6usize)
             .prop_map(|(s, y, m, i)| Op::Subscribe(s, y, m, i)),
         5 => (0..4usize, 0..4usize).prop_map(|(s, y)| Op::Unsubscribe(s, y)),
+        3 => (0..4usize, 0..4usize, 0..3usize, 0..6usize)
+            .prop_map(|(s, y, m, i)| Op::Cycle(s, y, m, i)),
         3 => (0..4usize, proptest::bool::weighted(0.1)).prop_map(|(y, stale)| Op::Publish(y, stale)),
         2 => (0..4usize, 0..3u64).prop_map(|(y, lag)| Op::Offer(y, lag)),
         6 => (0..4usize).prop_map(Op::Drain),
@@ -161,6 +165,10 @@ impl Model {
                     self.sessions.push(id);
                 }
             }
+            Op::Cycle(s, y, m, i) => {
+                self.step(Op::Unsubscribe(s, y))?;
+                self.step(Op::Subscribe(s, y, m, i))?;
+            }
             Op::Subscribe(s, y, m, i) => {
                 let Some(id) = self.session(s) else {
                     return Ok(());
@@ -229,6 +237,7 @@ impl Model {
         prop_assert!(fp.groups <= fp.conflated, "{:?}", fp);
         prop_assert!(fp.symbols <= fp.subscriptions, "{:?}", fp);
         prop_assert!(fp.max_left <= MAX_SYMBOLS, "{:?}", fp);
+        prop_assert!(fp.left_order <= 2 * fp.left + 16 * fp.sessions, "{:?}", fp);
         prop_assert!(
             fp.queued <= fp.sessions * (BUDGET / WIRE_LEN + 1),
             "{:?}",

@@ -106,6 +106,8 @@ impl Group {
 pub(super) struct Left {
     pub(super) last_seq: u64,
     pub(super) last_sent: Option<Instant>,
+    /// Its place in `left_order`.
+    order: u64,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,11 @@ pub(super) struct Session<W> {
     /// Symbols the session left, at most `left_cap` of them (see [`Session::remember`]).
     pub(super) left: HashMap<Symbol, Left>,
     pub(super) left_cap: usize,
+    /// `left` in the order the session left them, oldest first, with entries a later
+    /// subscription took back (compacted once they outnumber the live ones): what goes
+    /// first past the cap, found in O(1).
+    pub(super) left_order: VecDeque<(Symbol, u64)>,
+    left_next: u64,
     /// The session had to forget a symbol it left: subscriptions without a `left` entry
     /// then start from the core's `forgotten` floor and from `forgot_sent`.
     pub(super) forgetful: bool,
@@ -143,6 +150,8 @@ impl<W: Wake> Session<W> {
             slow_notice: None,
             left: HashMap::new(),
             left_cap,
+            left_order: VecDeque::new(),
+            left_next: 0,
             forgetful: false,
             forgot_sent: None,
             wake_pending: false,
@@ -219,10 +228,10 @@ impl<W: Wake> Session<W> {
     }
 
     /// Keeps what the session had of a symbol it leaves. Past `left_cap` entries the one
-    /// given longest ago is forgotten: its seq is folded into `forgotten` (the core's
+    /// it left longest ago is forgotten: its seq is folded into `forgotten` (the core's
     /// per-symbol floor for sessions that forgot) and the session becomes forgetful, so
     /// that a client cycling through more symbols than it may hold costs itself (later
-    /// snapshots), never the edge's memory or the guarantees.
+    /// snapshots), never the edge's memory or the guarantees. O(1) amortized.
     pub(super) fn remember(
         &mut self,
         symbol: Symbol,
@@ -232,22 +241,24 @@ impl<W: Wake> Session<W> {
         if sub.last_seq == 0 && sub.last_sent.is_none() {
             return;
         }
+        let order = self.left_next;
+        self.left_next += 1;
+        self.left_order.push_back((symbol.clone(), order));
         self.left.insert(
             symbol,
             Left {
                 last_seq: sub.last_seq,
                 last_sent: sub.last_sent,
+                order,
             },
         );
         while self.left.len() > self.left_cap {
-            let Some(oldest) = self
-                .left
-                .iter()
-                .min_by_key(|(_, l)| l.last_sent)
-                .map(|(s, _)| s.clone())
-            else {
+            let Some((oldest, order)) = self.left_order.pop_front() else {
                 break;
             };
+            if self.left.get(&oldest).is_none_or(|l| l.order != order) {
+                continue; // taken back by a subscription since
+            }
             let Some(left) = self.left.remove(&oldest) else {
                 break;
             };
@@ -255,6 +266,11 @@ impl<W: Wake> Session<W> {
             *floor = (*floor).max(left.last_seq);
             self.forgot_sent = self.forgot_sent.max(left.last_sent);
             self.forgetful = true;
+        }
+        if self.left_order.len() > 2 * self.left.len() + 16 {
+            let left = &self.left;
+            self.left_order
+                .retain(|(s, order)| left.get(s).is_some_and(|l| l.order == *order));
         }
     }
 
