@@ -52,7 +52,7 @@ fn core(subscribers: u64, interval_ms: u32) -> Fanout<NoWake> {
     });
     let aapl = Symbol::parse("AAPL").expect("valid symbol");
     for id in 0..subscribers {
-        f.add_session(id, NoWake);
+        f.add_session(id, NoWake, 1);
         f.subscribe(id, &aapl, Mode::Quote, interval_ms);
     }
     // Every subscriber has had its snapshot: what follows is the steady state.

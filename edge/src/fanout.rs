@@ -11,8 +11,18 @@
 //! slow session costs memory bounded by its subscriptions, not by the tick rate.
 //! Every-tick subscriptions (interval 0) queue shared tick pointers against a per-session
 //! byte budget; past it the session is moved to conflation and told `slow_consumer`.
+//!
+//! Each subscription is in exactly one of its slot's lists (armed, every-tick) or its
+//! group's dirty set, and knows its index there: subscribing again, unsubscribing and
+//! leaving cost O(1) and leave nothing behind, so what a client can make the core keep
+//! is bounded by what it holds, never by how often it asks. Each subscription also
+//! remembers when the session was last given its symbol, and nothing goes out before its
+//! interval has passed since: the tier's minimum holds across re-subscriptions, interval
+//! changes and unsubscribe/subscribe cycles.
 
-use std::collections::{HashMap, VecDeque};
+mod subscriber;
+
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,10 +30,10 @@ use bytes::Bytes;
 use tickmesh_core::codec::encode_client;
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 
-pub type SessionId = u64;
+pub use subscriber::Sub;
+use subscriber::{Feed, Session, Snap};
 
-/// Most unsubscribed symbols whose last seq a session remembers.
-const SEEN_CAP: usize = 4096;
+pub type SessionId = u64;
 
 /// How a session is woken when it has something to flush. A tokio `Notify` at run time,
 /// a counter in tests.
@@ -80,136 +90,86 @@ pub struct FanoutConfig {
     pub max_ticks_per_frame: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sub {
-    pub mode: Mode,
-    pub interval_ms: u32,
-    /// Highest seq this session has been given for the symbol (snapshot included).
-    last_seq: u64,
-    dirty: bool,
-    /// Subscribed while the edge had no value of the symbol: its snapshot comes with the
-    /// symbol's first value, from KV or live.
-    awaiting: bool,
-}
-
-#[derive(Debug)]
-struct Group {
-    interval_ms: u32,
-    dirty: Vec<Symbol>,
-    last_flush: Option<Instant>,
-    /// A change came in before the group was due: its symbols change faster than its
-    /// interval, so after the next flush the session keeps a timer for the one after,
-    /// and changes meanwhile need not wake it.
-    hot: bool,
-}
-
-impl Group {
-    /// When the group must flush, if anything changed: `now` if it never flushed.
-    fn due(&self, now: Instant) -> Option<Instant> {
-        if self.dirty.is_empty() {
-            return None;
-        }
-        Some(self.next_flush().unwrap_or(now))
-    }
-
-    /// The earliest the group may flush again, if it ever flushed.
-    fn next_flush(&self) -> Option<Instant> {
-        let interval = Duration::from_millis(u64::from(self.interval_ms));
-        self.last_flush.map(|t| t + interval)
-    }
-}
-
-#[derive(Debug)]
-struct Session<W> {
-    waker: W,
-    subs: HashMap<Symbol, Sub>,
-    groups: Vec<Group>,
-    live: VecDeque<(Arc<SharedTick>, Mode)>,
-    live_bytes: usize,
-    /// Interval the session was moved to, not yet told.
-    slow_notice: Option<u32>,
-    /// Last seq given for symbols the session unsubscribed from, so that subscribing
-    /// again never repeats or goes back (bounded: cleared past [`SEEN_CAP`] entries).
-    seen: HashMap<Symbol, u64>,
-    wake_pending: bool,
-    /// When the session will drain again by itself: the `next_due` of its last drain.
-    timer: Option<Instant>,
-    /// Awaited snapshots whose symbol now has a value: sent first at the next drain.
-    snapshots: Vec<Symbol>,
-}
-
-impl<W: Wake> Session<W> {
-    fn wake(&mut self) {
-        if !self.wake_pending {
-            self.wake_pending = true;
-            self.waker.wake();
-        }
-    }
-
-    fn group(&mut self, interval_ms: u32) -> &mut Group {
-        let i = match self
-            .groups
-            .iter()
-            .position(|g| g.interval_ms == interval_ms)
-        {
-            Some(i) => i,
-            None => {
-                self.groups.push(Group {
-                    interval_ms,
-                    dirty: Vec::new(),
-                    last_flush: None,
-                    hot: false,
-                });
-                self.groups.len() - 1
-            }
-        };
-        &mut self.groups[i]
-    }
-
-    fn mark_dirty(&mut self, symbol: &Symbol) {
-        let Some(sub) = self.subs.get_mut(symbol) else {
-            return;
-        };
-        if sub.interval_ms == 0 || sub.dirty {
-            return;
-        }
-        sub.dirty = true;
-        let interval = sub.interval_ms;
-        let timer = self.timer;
-        let group = self.group(interval);
-        group.dirty.push(symbol.clone());
-        // A timer that fires by the time the group may flush anyway will drain it: no
-        // need to wake the session now only to find the group not yet due.
-        if let (Some(timer), Some(next)) = (timer, group.next_flush())
-            && timer <= next
-        {
-            group.hot = true;
-            return;
-        }
-        self.wake();
-    }
-}
-
 #[derive(Debug, Default)]
 struct Slot {
     latest: Option<Arc<SharedTick>>,
     /// Sessions subscribed to this symbol.
     count: usize,
-    /// Conflated subscribers waiting for the next change. May hold stale or duplicate
-    /// ids; they are checked when the symbol changes.
+    /// Conflated subscribers waiting for the next change ([`Feed::Armed`]).
     armed: Vec<SessionId>,
-    /// Every-tick subscribers.
+    /// Every-tick subscribers ([`Feed::Live`]).
     live: Vec<SessionId>,
-    /// Sessions awaiting the symbol's next value as their snapshot: exactly those whose
-    /// subscription is `awaiting` and not yet released (an unsubscribe takes its id out,
-    /// so a client that subscribes and unsubscribes in a loop cannot grow it).
+    /// Sessions whose snapshot waits for the symbol's next value ([`Snap::Awaiting`]).
     awaiting: Vec<SessionId>,
     /// A KV read of the symbol is under way (see [`Fanout::offer_snapshot`]).
     fetching: bool,
 }
 
+/// One of a slot's session lists.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Armed,
+    Live,
+    Awaiting,
+}
+
+impl Slot {
+    fn list(&mut self, which: List) -> &mut Vec<SessionId> {
+        match which {
+            List::Armed => &mut self.armed,
+            List::Live => &mut self.live,
+            List::Awaiting => &mut self.awaiting,
+        }
+    }
+
+    /// Adds `id` to a list; returns the index its subscription keeps.
+    fn enlist(&mut self, which: List, id: SessionId) -> usize {
+        let list = self.list(which);
+        list.push(id);
+        list.len() - 1
+    }
+}
+
+/// Takes `id`, at index `at`, out of a list of `symbol`'s slot in O(1): the last entry
+/// moves into its place and its subscription is told its new index.
+fn delist<W>(
+    slot: &mut Slot,
+    which: List,
+    at: usize,
+    id: SessionId,
+    symbol: &str,
+    sessions: &mut HashMap<SessionId, Session<W>>,
+) {
+    let list = slot.list(which);
+    let at = if list.get(at) == Some(&id) {
+        at
+    } else {
+        // Indices are kept exact; should one ever be wrong, find the entry rather than
+        // take out someone else's.
+        debug_assert!(false, "{symbol}: session {id} not at {at} of {which:?}");
+        match list.iter().position(|&s| s == id) {
+            Some(at) => at,
+            None => return,
+        }
+    };
+    list.swap_remove(at);
+    let Some(&moved) = list.get(at) else {
+        return;
+    };
+    if let Some(sub) = sessions
+        .get_mut(&moved)
+        .and_then(|s| s.subs.get_mut(symbol))
+    {
+        match which {
+            List::Armed => sub.feed = Feed::Armed(at),
+            List::Live => sub.feed = Feed::Live(at),
+            List::Awaiting => sub.snap = Snap::Awaiting(at),
+        }
+    }
+}
+
 /// What [`Fanout::subscribe`] changed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Subscribed {
     /// The symbol had no subscriber on this edge before: start carrying it.
     pub new_interest: bool,
@@ -240,11 +200,46 @@ pub struct Drained {
     pub queued_bytes: usize,
 }
 
+/// Sizes of the collections the core keeps, summed over symbols and sessions: what a
+/// test asserts stays bounded by the subscriptions. Costs a walk over both.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub sessions: usize,
+    pub subscriptions: usize,
+    /// Conflated subscriptions (interval > 0).
+    pub conflated: usize,
+    /// Carried symbols (slots).
+    pub symbols: usize,
+    pub armed: usize,
+    pub live: usize,
+    pub awaiting: usize,
+    /// Entries of the sessions' interval groups' dirty sets.
+    pub dirty: usize,
+    pub groups: usize,
+    /// Snapshots ready to go out.
+    pub snapshots: usize,
+    /// Ticks in the sessions' every-tick queues (bounded by the byte budget).
+    pub queued: usize,
+    /// Symbols the sessions left and remember.
+    pub left: usize,
+    /// Entries of the sessions' orders of the symbols they left.
+    pub left_order: usize,
+    /// The largest `left` of one session.
+    pub max_left: usize,
+    /// Per-symbol floors of seqs given to sessions that had to forget them.
+    pub forgotten: usize,
+}
+
 #[derive(Debug)]
 pub struct Fanout<W> {
     config: FanoutConfig,
     symbols: HashMap<Symbol, Slot>,
     sessions: HashMap<SessionId, Session<W>>,
+    /// Per symbol, the highest seq given to a session that has since had to forget it
+    /// (see `Session::remember`): the floor of a forgetful session's next subscription,
+    /// so that guarantee 1 holds without the session's memory growing. At most one entry
+    /// per symbol that ever had a value on this edge.
+    forgotten: HashMap<Symbol, u64>,
 }
 
 impl<W: Wake> Fanout<W> {
@@ -253,25 +248,14 @@ impl<W: Wake> Fanout<W> {
             config,
             symbols: HashMap::new(),
             sessions: HashMap::new(),
+            forgotten: HashMap::new(),
         }
     }
 
-    pub fn add_session(&mut self, id: SessionId, waker: W) {
-        self.sessions.insert(
-            id,
-            Session {
-                waker,
-                subs: HashMap::new(),
-                groups: Vec::new(),
-                live: VecDeque::new(),
-                live_bytes: 0,
-                slow_notice: None,
-                seen: HashMap::new(),
-                wake_pending: false,
-                timer: None,
-                snapshots: Vec::new(),
-            },
-        );
+    /// Registers a session that may hold up to `max_symbols`: it remembers as many of the
+    /// symbols it leaves, so that subscribing to them again keeps the guarantees.
+    pub fn add_session(&mut self, id: SessionId, waker: W, max_symbols: usize) {
+        self.sessions.insert(id, Session::new(waker, max_symbols));
     }
 
     /// Removes a session; returns the symbols nobody on this edge wants any more.
@@ -315,7 +299,35 @@ impl<W: Wake> Fanout<W> {
         self.sessions.get(&id).map_or(0, |s| s.subs.len())
     }
 
-    /// Subscribes (or changes mode and interval in place).
+    /// Sizes of everything the core keeps (see [`Footprint`]).
+    pub fn footprint(&self) -> Footprint {
+        let mut f = Footprint {
+            sessions: self.sessions.len(),
+            symbols: self.symbols.len(),
+            forgotten: self.forgotten.len(),
+            ..Footprint::default()
+        };
+        for slot in self.symbols.values() {
+            f.armed += slot.armed.len();
+            f.live += slot.live.len();
+            f.awaiting += slot.awaiting.len();
+        }
+        for s in self.sessions.values() {
+            f.subscriptions += s.subs.len();
+            f.conflated += s.subs.values().filter(|s| s.interval_ms > 0).count();
+            f.dirty += s.groups.values().map(|g| g.dirty.len()).sum::<usize>();
+            f.groups += s.groups.len();
+            f.snapshots += s.snapshots.len();
+            f.queued += s.live.len();
+            f.left += s.left.len();
+            f.left_order += s.left_order.len();
+            f.max_left = f.max_left.max(s.left.len());
+        }
+        f
+    }
+
+    /// Subscribes (or changes mode and interval in place, keeping what the session has:
+    /// no new snapshot, and no update sooner than the interval allows).
     pub fn subscribe(
         &mut self,
         id: SessionId,
@@ -324,85 +336,108 @@ impl<W: Wake> Fanout<W> {
         interval_ms: u32,
     ) -> Subscribed {
         let Some(session) = self.sessions.get_mut(&id) else {
-            return Subscribed {
-                new_interest: false,
-                new_subscription: false,
-                latest: None,
-                fetch: false,
-            };
+            return Subscribed::default();
         };
+        match session.subs.get(symbol).copied() {
+            Some(old) => self.change(id, symbol, old, mode, interval_ms),
+            None => self.add(id, symbol, mode, interval_ms),
+        }
+    }
+
+    fn add(&mut self, id: SessionId, symbol: &Symbol, mode: Mode, interval_ms: u32) -> Subscribed {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Subscribed::default();
+        };
+        let (last_seq, last_sent) = session.recall(symbol.as_str(), &self.forgotten);
         let slot = self.symbols.entry(symbol.clone()).or_default();
-        let previous = session.subs.insert(
+        slot.count += 1;
+        let feed = if interval_ms == 0 {
+            Feed::Live(slot.enlist(List::Live, id))
+        } else {
+            session.join_group(interval_ms);
+            Feed::Armed(slot.enlist(List::Armed, id))
+        };
+        let mut fetch = false;
+        let snap = if slot.latest.is_some() {
+            // Taken at once by `take_snapshot`, or sent by the next drain.
+            session.snapshots.insert(symbol.clone());
+            Snap::Ready
+        } else {
+            fetch = !std::mem::replace(&mut slot.fetching, true);
+            Snap::Awaiting(slot.enlist(List::Awaiting, id))
+        };
+        session.subs.insert(
             symbol.clone(),
             Sub {
                 mode,
                 interval_ms,
-                last_seq: 0,
-                dirty: false,
-                awaiting: false,
+                last_seq,
+                last_sent,
+                feed,
+                snap,
             },
         );
-        let new_interest = match previous {
-            None => {
-                if let Some(seq) = session.seen.remove(symbol) {
-                    session
-                        .subs
-                        .get_mut(symbol)
-                        .expect("inserted just above")
-                        .last_seq = seq;
-                }
-                slot.count += 1;
-                slot.count == 1
-            }
-            Some(old) => {
-                // Keep what the session already has; move between every-tick and conflated.
-                let sub = session.subs.get_mut(symbol).expect("inserted just above");
-                sub.last_seq = old.last_seq;
-                sub.awaiting = old.awaiting;
-                if old.interval_ms == 0 {
-                    slot.live.retain(|&s| s != id);
-                }
-                if old.dirty && interval_ms > 0 {
-                    // A pending update moves to the new interval's group; the old group
-                    // skips its entry (the interval no longer matches).
-                    sub.dirty = true;
-                    if old.interval_ms != interval_ms {
-                        session.group(interval_ms).dirty.push(symbol.clone());
-                        session.wake();
-                    }
-                }
-                false
-            }
-        };
-        if previous.is_some_and(|old| old.interval_ms != interval_ms) {
-            // Forget interval groups that no subscription uses any more.
-            let subs = &session.subs;
-            session.groups.retain(|g| {
-                !g.dirty.is_empty() || subs.values().any(|s| s.interval_ms == g.interval_ms)
-            });
-        }
-        if interval_ms == 0 {
-            if !slot.live.contains(&id) {
-                slot.live.push(id);
-            }
-        } else {
-            slot.armed.push(id);
-        }
-        let mut fetch = false;
-        if previous.is_none() && slot.latest.is_none() {
-            session
-                .subs
-                .get_mut(symbol)
-                .expect("inserted just above")
-                .awaiting = true;
-            slot.awaiting.push(id);
-            fetch = !std::mem::replace(&mut slot.fetching, true);
-        }
         Subscribed {
-            new_interest,
-            new_subscription: previous.is_none(),
+            new_interest: slot.count == 1,
+            new_subscription: true,
             latest: slot.latest.clone(),
             fetch,
+        }
+    }
+
+    /// A subscribe for a symbol the session holds: mode and interval change in place.
+    fn change(
+        &mut self,
+        id: SessionId,
+        symbol: &Symbol,
+        old: Sub,
+        mode: Mode,
+        interval_ms: u32,
+    ) -> Subscribed {
+        let Some(slot) = self.symbols.get_mut(symbol) else {
+            return Subscribed::default();
+        };
+        let moves = old.interval_ms != interval_ms;
+        if moves {
+            match old.feed {
+                Feed::Live(at) => delist(
+                    slot,
+                    List::Live,
+                    at,
+                    id,
+                    symbol.as_str(),
+                    &mut self.sessions,
+                ),
+                Feed::Armed(at) => delist(
+                    slot,
+                    List::Armed,
+                    at,
+                    id,
+                    symbol.as_str(),
+                    &mut self.sessions,
+                ),
+                Feed::Dirty => {}
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Subscribed::default();
+        };
+        if let Some(sub) = session.subs.get_mut(symbol) {
+            sub.mode = mode;
+        }
+        if moves {
+            if old.interval_ms > 0 {
+                session.leave_group(old.interval_ms, symbol.as_str());
+            }
+            if interval_ms == 0 {
+                feed_live(session, slot, id, symbol);
+            } else {
+                feed_conflated(session, slot, id, symbol, interval_ms);
+            }
+        }
+        Subscribed {
+            latest: slot.latest.clone(),
+            ..Subscribed::default()
         }
     }
 
@@ -412,28 +447,29 @@ impl<W: Wake> Fanout<W> {
     /// sessions were served. If KV had no value (or could not be read), they keep waiting:
     /// the first live tick will be their snapshot.
     pub fn offer_snapshot(&mut self, symbol: &str, candidate: Option<Arc<SharedTick>>) -> usize {
+        let Some((key, slot)) = self.symbols.get_key_value(symbol) else {
+            return 0;
+        };
+        let key = key.clone();
+        let fresher = candidate.filter(|c| slot.latest.as_ref().is_none_or(|l| l.seq() < c.seq()));
         let Some(slot) = self.symbols.get_mut(symbol) else {
             return 0;
         };
         slot.fetching = false;
-        if let Some(c) = candidate
-            && slot.latest.as_ref().is_none_or(|l| l.seq() < c.seq())
-        {
-            slot.latest = Some(c);
+        if fresher.is_some() {
+            slot.latest = fresher;
         }
         if slot.latest.is_none() {
             return 0;
         }
         let waiting = std::mem::take(&mut slot.awaiting);
-        let symbol = self
-            .symbols
-            .get_key_value(symbol)
-            .map(|(k, _)| k.clone())
-            .expect("slot looked up just above");
-        waiting
-            .into_iter()
-            .filter(|&id| release_snapshot(&mut self.sessions, id, &symbol))
-            .count()
+        let served = waiting.len();
+        for id in waiting {
+            if let Some(session) = self.sessions.get_mut(&id) {
+                session.snapshot_ready(&key);
+            }
+        }
+        served
     }
 
     /// Unsubscribes; returns true when nobody on this edge wants the symbol any more.
@@ -444,22 +480,48 @@ impl<W: Wake> Fanout<W> {
         let Some((symbol, sub)) = session.subs.remove_entry(symbol) else {
             return false;
         };
-        if session.seen.len() >= SEEN_CAP {
-            session.seen.clear();
+        session.snapshots.remove(&symbol);
+        if sub.interval_ms > 0 {
+            session.leave_group(sub.interval_ms, symbol.as_str());
         }
-        session.seen.insert(symbol.clone(), sub.last_seq);
+        session.remember(symbol.clone(), &sub, &mut self.forgotten);
         self.release(id, &symbol, sub)
     }
 
+    /// Takes a subscription that left its session out of its slot; true when the slot
+    /// went with it.
     fn release(&mut self, id: SessionId, symbol: &Symbol, sub: Sub) -> bool {
         let Some(slot) = self.symbols.get_mut(symbol) else {
             return false;
         };
-        if sub.interval_ms == 0 {
-            slot.live.retain(|&s| s != id);
+        match sub.feed {
+            Feed::Live(at) => delist(
+                slot,
+                List::Live,
+                at,
+                id,
+                symbol.as_str(),
+                &mut self.sessions,
+            ),
+            Feed::Armed(at) => delist(
+                slot,
+                List::Armed,
+                at,
+                id,
+                symbol.as_str(),
+                &mut self.sessions,
+            ),
+            Feed::Dirty => {}
         }
-        if sub.awaiting {
-            slot.awaiting.retain(|&s| s != id);
+        if let Snap::Awaiting(at) = sub.snap {
+            delist(
+                slot,
+                List::Awaiting,
+                at,
+                id,
+                symbol.as_str(),
+                &mut self.sessions,
+            );
         }
         slot.count = slot.count.saturating_sub(1);
         if slot.count == 0 {
@@ -469,33 +531,57 @@ impl<W: Wake> Fanout<W> {
         false
     }
 
-    /// Offers a snapshot candidate (from KV) for a new subscription. Returns the tick to
-    /// send as the snapshot, the fresher of `candidate` and the edge's own latest, if it is
-    /// newer than anything the session already has.
+    /// Offers a snapshot candidate (from KV) for a new subscription and takes the
+    /// subscription's snapshot if it can go out now: the fresher of `candidate` and the
+    /// edge's own latest, if it is newer than anything the session already has and the
+    /// session was not given the symbol within its interval. Otherwise the snapshot is
+    /// awaited (the next tick, when nothing is newer) or held until the interval allows
+    /// it, and comes out of [`Fanout::drain`]. A subscription that already had its
+    /// snapshot (a change in place) gets none.
     pub fn take_snapshot(
         &mut self,
         id: SessionId,
         symbol: &str,
         candidate: Option<Arc<SharedTick>>,
+        now: Instant,
     ) -> Option<Arc<SharedTick>> {
+        let (key, slot) = self.symbols.get_key_value(symbol)?;
+        let key = key.clone();
+        let fresher = candidate.filter(|c| slot.latest.as_ref().is_none_or(|l| l.seq() < c.seq()));
         let slot = self.symbols.get_mut(symbol)?;
-        if let Some(c) = &candidate
-            && slot.latest.as_ref().is_none_or(|l| l.seq() < c.seq())
-        {
-            slot.latest = Some(c.clone());
+        if fresher.is_some() {
+            slot.latest = fresher;
         }
         let best = slot.latest.clone()?;
-        let sub = self.sessions.get_mut(&id)?.subs.get_mut(symbol)?;
+        let sub = *self.sessions.get(&id)?.subs.get(symbol)?;
+        if sub.snap == Snap::Sent {
+            return None;
+        }
         if best.seq() <= sub.last_seq {
             // Subscribed again with nothing newer yet: the next tick is the snapshot.
-            if !sub.awaiting {
-                sub.awaiting = true;
-                slot.awaiting.push(id);
+            if sub.snap == Snap::Ready {
+                let at = slot.enlist(List::Awaiting, id);
+                let session = self.sessions.get_mut(&id)?;
+                session.snapshots.remove(symbol);
+                session.subs.get_mut(symbol)?.snap = Snap::Awaiting(at);
             }
             return None;
         }
-        sub.awaiting = false;
-        sub.last_seq = best.seq();
+        if let Snap::Awaiting(at) = sub.snap {
+            delist(slot, List::Awaiting, at, id, symbol, &mut self.sessions);
+        }
+        let session = self.sessions.get_mut(&id)?;
+        let entry = session.subs.get_mut(symbol)?;
+        if entry.held_until(now).is_some() {
+            // Given within its interval before it left: the snapshot waits its turn.
+            entry.snap = Snap::Ready;
+            session.snapshots.insert(key);
+            session.wake();
+            return None;
+        }
+        entry.snap = Snap::Sent;
+        entry.delivered(best.seq(), now);
+        session.snapshots.remove(symbol);
         Some(best)
     }
 
@@ -514,11 +600,12 @@ impl<W: Wake> Fanout<W> {
             return false;
         }
         slot.latest = Some(tick.clone());
-        // A first value: it is the snapshot of whoever was waiting for one.
+        // A first (or newer) value: it is the snapshot of whoever was waiting for one.
         for id in std::mem::take(&mut slot.awaiting) {
-            release_snapshot(&mut self.sessions, id, &symbol);
+            if let Some(session) = self.sessions.get_mut(&id) {
+                session.snapshot_ready(&symbol);
+            }
         }
-
         for id in std::mem::take(&mut slot.armed) {
             if let Some(session) = self.sessions.get_mut(&id) {
                 session.mark_dirty(&symbol);
@@ -552,36 +639,37 @@ impl<W: Wake> Fanout<W> {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        let queued: Vec<Symbol> = session
-            .live
-            .drain(..)
-            .filter_map(|(t, _)| {
-                self.symbols
-                    .get_key_value(t.tick.symbol.as_str())
-                    .map(|(k, _)| k.clone())
-            })
-            .collect();
+        // What was queued is not lost: a symbol with a value the session has not had is
+        // dirty at once in its new group.
+        session.live.clear();
         session.live_bytes = 0;
         session.slow_notice = Some(interval);
-        let moved: Vec<Symbol> = session
+        session.wake();
+        let moved: Vec<(Symbol, usize)> = session
             .subs
-            .iter_mut()
-            .filter(|(_, sub)| sub.interval_ms == 0)
-            .map(|(symbol, sub)| {
-                sub.interval_ms = interval;
-                symbol.clone()
+            .iter()
+            .filter_map(|(symbol, sub)| match sub.feed {
+                Feed::Live(at) => Some((symbol.clone(), at)),
+                _ => None,
             })
             .collect();
-        for symbol in &moved {
-            if let Some(slot) = self.symbols.get_mut(symbol) {
-                slot.live.retain(|&s| s != id);
-                slot.armed.push(id);
-            }
+        for (symbol, at) in moved {
+            let Some(slot) = self.symbols.get_mut(&symbol) else {
+                continue;
+            };
+            delist(
+                slot,
+                List::Live,
+                at,
+                id,
+                symbol.as_str(),
+                &mut self.sessions,
+            );
+            let Some(session) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            feed_conflated(session, slot, id, &symbol, interval);
         }
-        for symbol in &queued {
-            session.mark_dirty(symbol);
-        }
-        session.wake();
     }
 
     /// Everything the session must send now, and when to come back.
@@ -594,84 +682,110 @@ impl<W: Wake> Fanout<W> {
         out.slow_consumer = session.slow_notice.take();
         out.queued_bytes = session.live_bytes;
         let max = self.config.max_ticks_per_frame.max(1);
+        let mut next_due: Option<Instant> = None;
+        let mut keep = |at: Instant| next_due = Some(next_due.map_or(at, |n| n.min(at)));
 
-        // Awaited snapshots first: the latest value now, so that nothing queued for the
-        // symbol before it goes out after it.
-        for symbol in std::mem::take(&mut session.snapshots) {
-            let Some(sub) = session.subs.get_mut(&symbol) else {
-                continue;
-            };
-            if !std::mem::replace(&mut sub.awaiting, false) {
-                continue;
+        // Owed snapshots first: the latest value now, so that nothing queued for the
+        // symbol before it goes out after it. One the interval does not allow yet waits.
+        if !session.snapshots.is_empty() {
+            let mut held = Vec::new();
+            for symbol in session.snapshots.drain() {
+                let Some(sub) = session.subs.get_mut(&symbol) else {
+                    continue;
+                };
+                let Some(slot) = self.symbols.get_mut(&symbol) else {
+                    continue;
+                };
+                let Some(latest) = &slot.latest else {
+                    continue;
+                };
+                if sub.snap != Snap::Ready {
+                    continue;
+                }
+                if latest.seq() <= sub.last_seq {
+                    // Nothing newer than what the session had before it subscribed again:
+                    // the next tick is its snapshot.
+                    sub.snap = Snap::Awaiting(slot.enlist(List::Awaiting, id));
+                } else if let Some(at) = sub.held_until(now) {
+                    keep(at);
+                    held.push(symbol);
+                } else {
+                    sub.snap = Snap::Sent;
+                    sub.delivered(latest.seq(), now);
+                    out.snapshots.push((latest.clone(), sub.mode));
+                }
             }
-            let Some(slot) = self.symbols.get_mut(&symbol) else {
-                continue;
-            };
-            let Some(latest) = &slot.latest else {
-                continue;
-            };
-            if latest.seq() > sub.last_seq {
-                sub.last_seq = latest.seq();
-                out.snapshots.push((latest.clone(), sub.mode));
-            } else {
-                // Nothing newer than what the session had before it subscribed again: the
-                // next tick is its snapshot, at once rather than at its next flush.
-                sub.awaiting = true;
-                slot.awaiting.push(id);
-            }
+            session.snapshots.extend(held);
         }
 
-        // Every-tick queue: in order, skipping anything the session already has.
+        // Every-tick queue: in order, skipping anything the session already has, and
+        // anything queued before the subscription left every-tick or subscribed again.
         let mut frame = Frame::new();
-        while let Some((tick, mode)) = session.live.pop_front() {
+        while let Some((tick, _)) = session.live.pop_front() {
             let Some(sub) = session.subs.get_mut(tick.tick.symbol.as_str()) else {
                 continue;
             };
-            if tick.seq() <= sub.last_seq {
+            if !matches!(sub.feed, Feed::Live(_))
+                || sub.snap != Snap::Sent
+                || tick.seq() <= sub.last_seq
+            {
                 continue;
             }
-            sub.last_seq = tick.seq();
-            frame.push((tick, mode));
+            sub.delivered(tick.seq(), now);
+            frame.push((tick, sub.mode));
             if frame.len() == max {
                 out.frames.push(std::mem::take(&mut frame));
             }
         }
         session.live_bytes = 0;
 
-        // Conflated groups that are due: the latest value of each changed symbol.
-        let mut next_due: Option<Instant> = None;
-        let mut keep = |at: Instant| next_due = Some(next_due.map_or(at, |n| n.min(at)));
-        for group in &mut session.groups {
+        // Conflated groups that are due: the latest value of each changed symbol, unless
+        // the symbol went out within its interval (it subscribed again, or changed
+        // interval): that one stays dirty for the group's next flush.
+        for group in session.groups.values_mut() {
             let Some(due) = group.due(now) else { continue };
             if due > now {
                 group.hot = true;
                 keep(due);
                 continue;
             }
-            for symbol in group.dirty.drain(..) {
-                // Entries left by an unsubscribe or an interval change are stale.
+            let mut held = Vec::new();
+            let mut held_until: Option<Instant> = None;
+            let mut sent = false;
+            for symbol in group.dirty.drain() {
                 let Some(sub) = session.subs.get_mut(&symbol) else {
                     continue;
                 };
-                if !sub.dirty || sub.interval_ms != group.interval_ms {
-                    continue;
-                }
-                sub.dirty = false;
                 let Some(slot) = self.symbols.get_mut(&symbol) else {
                     continue;
                 };
-                slot.armed.push(id);
-                let Some(latest) = &slot.latest else { continue };
-                if latest.seq() > sub.last_seq {
-                    sub.last_seq = latest.seq();
-                    frame.push((latest.clone(), sub.mode));
-                    if frame.len() == max {
-                        out.frames.push(std::mem::take(&mut frame));
+                if sub.behind(slot.latest.as_ref()) {
+                    if let Some(at) = sub.held_until(now) {
+                        held_until = Some(held_until.map_or(at, |h| h.min(at)));
+                        held.push(symbol);
+                        continue;
+                    }
+                    if let Some(latest) = &slot.latest {
+                        sub.delivered(latest.seq(), now);
+                        frame.push((latest.clone(), sub.mode));
+                        sent = true;
+                        if frame.len() == max {
+                            out.frames.push(std::mem::take(&mut frame));
+                        }
                     }
                 }
+                // Sent, or nothing to send (an owed snapshot carries the latest value).
+                sub.feed = Feed::Armed(slot.enlist(List::Armed, id));
+            }
+            group.dirty.extend(held);
+            if let (false, Some(at)) = (sent, held_until) {
+                // Nothing went out: the group has not flushed, and comes back when the
+                // first held symbol may go.
+                keep(at);
+                continue;
             }
             group.last_flush = Some(now);
-            if std::mem::take(&mut group.hot) {
+            if std::mem::take(&mut group.hot) || held_until.is_some() {
                 // It will most likely have changed again by its next flush: come back
                 // then rather than be woken by the first change and sleep again.
                 keep(now + Duration::from_millis(u64::from(group.interval_ms)));
@@ -686,21 +800,48 @@ impl<W: Wake> Fanout<W> {
     }
 }
 
-/// Queues an awaited snapshot of `symbol` for the session; false if it awaits none.
-fn release_snapshot<W: Wake>(
-    sessions: &mut HashMap<SessionId, Session<W>>,
+/// Feeds a subscription every tick from now on. A value it has not had yet is queued
+/// first, so that leaving conflation loses nothing.
+fn feed_live<W: Wake>(session: &mut Session<W>, slot: &mut Slot, id: SessionId, symbol: &Symbol) {
+    let Some(sub) = session.subs.get_mut(symbol) else {
+        return;
+    };
+    sub.interval_ms = 0;
+    sub.feed = Feed::Live(slot.enlist(List::Live, id));
+    if sub.behind(slot.latest.as_ref())
+        && let Some(latest) = &slot.latest
+    {
+        session.live.push_back((latest.clone(), sub.mode));
+        session.live_bytes += latest.wire_len;
+        session.wake();
+    }
+}
+
+/// Feeds a subscription conflated at `interval_ms` (> 0) from now on: dirty at once if the
+/// symbol has a value the session has not had (it goes out at the group's next flush the
+/// interval allows), armed otherwise.
+fn feed_conflated<W: Wake>(
+    session: &mut Session<W>,
+    slot: &mut Slot,
     id: SessionId,
     symbol: &Symbol,
-) -> bool {
-    let Some(session) = sessions.get_mut(&id) else {
-        return false;
+    interval_ms: u32,
+) {
+    let Some(sub) = session.subs.get_mut(symbol) else {
+        return;
     };
-    if !session.subs.get(symbol).is_some_and(|s| s.awaiting) {
-        return false;
+    sub.interval_ms = interval_ms;
+    let pending = sub.behind(slot.latest.as_ref());
+    sub.feed = if pending {
+        Feed::Dirty
+    } else {
+        Feed::Armed(slot.enlist(List::Armed, id))
+    };
+    let group = session.join_group(interval_ms);
+    if pending {
+        group.dirty.insert(symbol.clone());
+        session.wake();
     }
-    session.snapshots.push(symbol.clone());
-    session.wake();
-    true
 }
 
 #[cfg(test)]
@@ -747,12 +888,19 @@ mod tests {
 
     /// As if the session had had its snapshot (seq 0): what follows are live ticks.
     fn settled(f: &mut Fanout<Counter>, id: SessionId, symbol: &str) {
-        let sub = f
-            .sessions
+        let sub = f.sessions[&id].subs[symbol];
+        if let Snap::Awaiting(at) = sub.snap {
+            let slot = f.symbols.get_mut(symbol).unwrap();
+            delist(slot, List::Awaiting, at, id, symbol, &mut f.sessions);
+        }
+        f.sessions.get_mut(&id).unwrap().snapshots.remove(symbol);
+        f.sessions
             .get_mut(&id)
-            .and_then(|s| s.subs.get_mut(symbol))
-            .unwrap();
-        sub.awaiting = false;
+            .unwrap()
+            .subs
+            .get_mut(symbol)
+            .unwrap()
+            .snap = Snap::Sent;
     }
 
     fn seqs(d: &Drained) -> Vec<(String, u64)> {
@@ -766,8 +914,8 @@ mod tests {
     #[test]
     fn interest_is_reference_counted() {
         let mut f = core();
-        f.add_session(1, Counter::default());
-        f.add_session(2, Counter::default());
+        f.add_session(1, Counter::default(), 100);
+        f.add_session(2, Counter::default(), 100);
         assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 250).new_interest);
         assert!(!f.subscribe(2, &sym("AAPL"), Mode::Quote, 250).new_interest);
         assert!(
@@ -783,7 +931,7 @@ mod tests {
     fn conflation_sends_latest_value_at_most_once_per_interval() {
         let mut f = core();
         let w = Counter::default();
-        f.add_session(1, w.clone());
+        f.add_session(1, w.clone(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
         let t0 = Instant::now();
         f.publish(tick("AAPL", 1, 1.0));
@@ -815,12 +963,13 @@ mod tests {
     fn a_hot_conflated_symbol_wakes_its_session_once_per_interval() {
         let mut f = core();
         let w = Counter::default();
-        f.add_session(1, w.clone());
+        f.add_session(1, w.clone(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
-        let t0 = Instant::now();
+        let start = Instant::now();
+        let t0 = start + Duration::from_millis(250);
         let ms = |n: u64| t0 + Duration::from_millis(n);
         f.offer_snapshot("AAPL", Some(tick("AAPL", 1, 1.0)));
-        assert_eq!(f.drain(1, t0).snapshots.len(), 1);
+        assert_eq!(f.drain(1, start).snapshots.len(), 1);
         f.publish(tick("AAPL", 2, 2.0));
         assert_eq!(seqs(&f.drain(1, t0)), [("AAPL".to_string(), 2)]);
         // The first change after a flush wakes the session, which finds the group not
@@ -860,11 +1009,12 @@ mod tests {
     fn a_slow_conflated_symbol_keeps_no_timer_between_changes() {
         let mut f = core();
         let w = Counter::default();
-        f.add_session(1, w.clone());
+        f.add_session(1, w.clone(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
-        let t0 = Instant::now();
+        let start = Instant::now();
+        let t0 = start + Duration::from_millis(250);
         f.offer_snapshot("AAPL", Some(tick("AAPL", 1, 1.0)));
-        assert_eq!(f.drain(1, t0).snapshots.len(), 1);
+        assert_eq!(f.drain(1, start).snapshots.len(), 1);
         for (i, seq) in (2..=4u64).enumerate() {
             f.publish(tick("AAPL", seq, 0.0));
             assert_eq!(w.get(), i + 2, "each change wakes the session");
@@ -881,8 +1031,8 @@ mod tests {
     fn sessions_without_a_local_value_await_one_kv_read_per_symbol() {
         let mut f = core();
         let (w1, w2) = (Counter::default(), Counter::default());
-        f.add_session(1, w1.clone());
-        f.add_session(2, w2.clone());
+        f.add_session(1, w1.clone(), 100);
+        f.add_session(2, w2.clone(), 100);
         let a = f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
         let b = f.subscribe(2, &sym("AAPL"), Mode::Ltp, 250);
         assert!(
@@ -908,7 +1058,7 @@ mod tests {
         assert!(d.snapshots.is_empty());
         assert_eq!(seqs(&d), [("AAPL".to_string(), 6)]);
         // A later subscriber finds the value locally.
-        f.add_session(3, Counter::default());
+        f.add_session(3, Counter::default(), 100);
         let c = f.subscribe(3, &sym("AAPL"), Mode::Quote, 0);
         assert_eq!(c.latest.map(|t| t.seq()), Some(6));
         assert!(!c.fetch);
@@ -917,7 +1067,7 @@ mod tests {
     #[test]
     fn a_live_tick_before_the_kv_read_is_the_snapshot() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 0).fetch);
         f.publish(tick("AAPL", 7, 7.0));
         f.publish(tick("AAPL", 8, 8.0));
@@ -938,7 +1088,7 @@ mod tests {
     #[test]
     fn a_symbol_kv_does_not_hold_gets_its_first_live_tick_as_snapshot() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
         assert_eq!(f.offer_snapshot("AAPL", None), 0, "still waiting");
         assert!(f.drain(1, Instant::now()).snapshots.is_empty());
@@ -948,59 +1098,60 @@ mod tests {
         assert_eq!(got, [3]);
         assert!(seqs(&d).is_empty(), "not sent again as an update");
         // A session that left before its snapshot came is not served.
-        f.add_session(2, Counter::default());
+        f.add_session(2, Counter::default(), 100);
         f.subscribe(2, &sym("MSFT"), Mode::Quote, 0);
         f.unsubscribe(2, "MSFT");
         f.subscribe(2, &sym("SPY"), Mode::Quote, 0);
-        f.add_session(3, Counter::default());
+        f.add_session(3, Counter::default(), 100);
         f.subscribe(3, &sym("SPY"), Mode::Quote, 0);
         f.remove_session(2);
         assert_eq!(f.offer_snapshot("SPY", Some(tick("SPY", 1, 1.0))), 1);
     }
 
     #[test]
-    fn subscribing_again_with_nothing_newer_gets_the_next_tick_as_snapshot_at_once() {
+    fn subscribing_again_gets_the_next_tick_as_snapshot_once_the_interval_allows() {
         let mut f = core();
-        f.add_session(1, Counter::default());
-        f.add_session(2, Counter::default());
+        f.add_session(1, Counter::default(), 100);
+        f.add_session(2, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
         f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
         f.publish(tick("AAPL", 5, 5.0));
         let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
         assert_eq!(f.drain(1, t0).snapshots.len(), 1);
         // Session 1 leaves AAPL and comes back while session 2 keeps it: nothing newer
         // than seq 5 yet, so no snapshot now...
         f.unsubscribe(1, "AAPL");
         let again = f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
         assert_eq!(again.latest.map(|t| t.seq()), Some(5));
-        assert!(f.take_snapshot(1, "AAPL", None).is_none());
-        // ...and the next tick is its snapshot, not an update a 1000 ms interval away.
+        assert!(f.take_snapshot(1, "AAPL", None, ms(5)).is_none());
+        // ...and the next tick is its snapshot, once 1000 ms have passed since seq 5.
         f.publish(tick("AAPL", 6, 6.0));
-        let d = f.drain(1, t0 + Duration::from_millis(10));
+        let d = f.drain(1, ms(10));
+        assert!(d.snapshots.is_empty() && d.frames.is_empty());
+        assert_eq!(d.next_due, Some(ms(1000)));
+        f.publish(tick("AAPL", 7, 7.0));
+        let d = f.drain(1, ms(1000));
         let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
-        assert_eq!(got, [6]);
+        assert_eq!(got, [7], "the latest value when it may go");
         assert!(d.frames.is_empty());
         // The same when the edge dropped the symbol and KV is behind the session.
         f.remove_session(2);
         f.unsubscribe(1, "AAPL");
         assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000).fetch);
         assert_eq!(f.offer_snapshot("AAPL", Some(tick("AAPL", 4, 4.0))), 1);
-        assert!(
-            f.drain(1, t0 + Duration::from_millis(20))
-                .snapshots
-                .is_empty()
-        );
-        f.publish(tick("AAPL", 7, 7.0));
-        let d = f.drain(1, t0 + Duration::from_millis(30));
+        assert!(f.drain(1, ms(2100)).snapshots.is_empty());
+        f.publish(tick("AAPL", 8, 8.0));
+        let d = f.drain(1, ms(2200));
         let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
-        assert_eq!(got, [7]);
+        assert_eq!(got, [8], "at once: seq 7 went out over an interval ago");
     }
 
     #[test]
     fn subscribing_and_unsubscribing_in_a_loop_leaves_no_waiter_behind() {
         let mut f = core();
-        f.add_session(1, Counter::default());
-        f.add_session(2, Counter::default());
+        f.add_session(1, Counter::default(), 100);
+        f.add_session(2, Counter::default(), 100);
         // Session 2 keeps the symbol (no value yet); session 1 churns on it.
         f.subscribe(2, &sym("QUIET"), Mode::Quote, 0);
         for _ in 0..1000 {
@@ -1014,7 +1165,7 @@ mod tests {
     #[test]
     fn one_frame_carries_every_changed_symbol_with_its_own_mode() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Ltp, 100);
         f.subscribe(1, &sym("MSFT"), Mode::Full, 100);
         f.publish(tick("AAPL", 1, 1.0));
@@ -1035,10 +1186,10 @@ mod tests {
     #[test]
     fn every_tick_forwards_in_order_and_never_repeats_a_seq() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
         let snap = f
-            .take_snapshot(1, "AAPL", Some(tick("AAPL", 5, 5.0)))
+            .take_snapshot(1, "AAPL", Some(tick("AAPL", 5, 5.0)), Instant::now())
             .unwrap();
         assert_eq!(snap.seq(), 5);
         for seq in [4, 5, 6, 7] {
@@ -1051,26 +1202,26 @@ mod tests {
     #[test]
     fn snapshot_is_the_freshest_and_never_older_than_what_was_sent() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
         f.publish(tick("AAPL", 9, 9.0));
         // KV is behind the live feed: the live value is the snapshot.
         assert_eq!(
-            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 3, 3.0)))
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 3, 3.0)), Instant::now())
                 .unwrap()
                 .seq(),
             9
         );
         // The pending live tick 9 is not sent again.
         assert!(f.drain(1, Instant::now()).frames.is_empty());
-        assert!(f.take_snapshot(1, "AAPL", None).is_none());
+        assert!(f.take_snapshot(1, "AAPL", None, Instant::now()).is_none());
     }
 
     #[test]
     fn slow_every_tick_session_moves_fall_back_to_conflation_without_touching_others() {
         let mut f = core();
-        f.add_session(1, Counter::default());
-        f.add_session(2, Counter::default());
+        f.add_session(1, Counter::default(), 100);
+        f.add_session(2, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
         f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
         // KV's value (seq 0) was their snapshot; then live ticks.
@@ -1123,13 +1274,13 @@ mod tests {
     #[test]
     fn memory_of_a_never_draining_conflated_session_is_bounded() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
         for seq in 1..=100_000 {
             f.publish(tick("AAPL", seq, 0.0));
         }
         let s = &f.sessions[&1];
-        assert_eq!(s.groups.iter().map(|g| g.dirty.len()).sum::<usize>(), 1);
+        assert_eq!(s.groups.values().map(|g| g.dirty.len()).sum::<usize>(), 1);
         assert!(f.symbols["AAPL"].armed.is_empty());
     }
 
@@ -1145,7 +1296,7 @@ mod tests {
     #[test]
     fn resubscribing_never_repeats_or_goes_back_in_seq() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
         settled(&mut f, 1, "AAPL");
         f.publish(tick("AAPL", 7, 7.0));
@@ -1157,15 +1308,17 @@ mod tests {
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
         // KV (or a cache) still has seq 7 or older: no snapshot of it again.
         assert!(
-            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 7, 7.0)))
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 7, 7.0)), Instant::now())
                 .is_none()
         );
         assert!(
-            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 5, 5.0)))
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 5, 5.0)), Instant::now())
                 .is_none()
         );
+        // Newer, once its interval has passed since seq 7 went out.
+        let later = Instant::now() + Duration::from_millis(100);
         assert_eq!(
-            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 8, 8.0)))
+            f.take_snapshot(1, "AAPL", Some(tick("AAPL", 8, 8.0)), later)
                 .unwrap()
                 .seq(),
             8
@@ -1173,49 +1326,174 @@ mod tests {
     }
 
     #[test]
-    fn stale_group_entries_do_not_flush_after_an_interval_change() {
+    fn an_interval_change_keeps_the_pending_update_and_the_interval() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 100);
         settled(&mut f, 1, "AAPL");
         f.publish(tick("AAPL", 1, 1.0));
         assert_eq!(f.drain(1, t0).frames.len(), 1);
         f.publish(tick("AAPL", 2, 2.0));
-        // Pending in the 100 ms group; the subscription moves to 1000 ms.
+        // Pending in the 100 ms group; the subscription moves to 1000 ms: the update goes
+        // once, by the new group, 1000 ms after seq 1 went out.
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
-        let d = f.drain(1, t0 + Duration::from_millis(100));
-        assert_eq!(
-            seqs(&d),
-            [("AAPL".into(), 2)],
-            "the pending update is sent once, by the new group"
-        );
+        assert_eq!(f.sessions[&1].groups.len(), 1, "the 100 ms group is gone");
+        let d = f.drain(1, ms(100));
+        assert!(d.frames.is_empty(), "1000 ms now");
+        assert_eq!(d.next_due, Some(ms(1000)));
+        assert_eq!(seqs(&f.drain(1, ms(1000))), [("AAPL".into(), 2)]);
         f.publish(tick("AAPL", 3, 3.0));
-        assert!(
-            f.drain(1, t0 + Duration::from_millis(200))
-                .frames
-                .is_empty(),
-            "1000 ms now"
-        );
-        assert_eq!(
-            seqs(&f.drain(1, t0 + Duration::from_millis(1100))),
-            [("AAPL".into(), 3)]
-        );
-        // Unsubscribe with an update pending, subscribe again at once: no stray flush.
+        assert!(f.drain(1, ms(1100)).frames.is_empty());
+        assert_eq!(seqs(&f.drain(1, ms(2000))), [("AAPL".into(), 3)]);
+        // Unsubscribe with an update pending, subscribe again at once: no stray flush,
+        // and no snapshot before the interval allows it.
         f.publish(tick("AAPL", 4, 4.0));
         f.unsubscribe(1, "AAPL");
-        f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000);
-        assert!(
-            f.drain(1, t0 + Duration::from_millis(2100))
-                .frames
-                .is_empty()
-        );
+        // The edge dropped AAPL with its last subscriber: KV has seq 4.
+        assert!(f.subscribe(1, &sym("AAPL"), Mode::Quote, 1000).fetch);
+        f.offer_snapshot("AAPL", Some(tick("AAPL", 4, 4.0)));
+        assert!(f.take_snapshot(1, "AAPL", None, ms(2100)).is_none());
+        let d = f.drain(1, ms(2100));
+        assert!(d.frames.is_empty() && d.snapshots.is_empty());
+        assert_eq!(d.next_due, Some(ms(3000)));
+        let d = f.drain(1, ms(3000));
+        let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
+        assert_eq!(got, [4]);
+        assert!(d.frames.is_empty());
+    }
+
+    /// Updates and snapshots of `symbol` in a drain.
+    fn deliveries(d: &Drained, symbol: &str) -> usize {
+        d.snapshots
+            .iter()
+            .chain(d.frames.iter().flatten())
+            .filter(|(t, _)| t.tick.symbol == symbol)
+            .count()
+    }
+
+    #[test]
+    fn in_place_resubscribes_on_a_quiet_symbol_keep_one_armed_entry() {
+        let mut f = core();
+        f.add_session(1, Counter::default(), 100);
+        f.subscribe(1, &sym("QUIET"), Mode::Quote, 1000);
+        f.offer_snapshot("QUIET", Some(tick("QUIET", 1, 1.0)));
+        for i in 0..100_000u32 {
+            let mode = if i % 2 == 0 { Mode::Ltp } else { Mode::Quote };
+            f.subscribe(1, &sym("QUIET"), mode, 1000);
+        }
+        assert_eq!(f.symbols["QUIET"].armed, [1]);
+        // Unsubscribe/subscribe cycles and interval changes leave nothing behind either.
+        for i in 0..10_000u32 {
+            f.unsubscribe(1, "QUIET");
+            f.subscribe(1, &sym("QUIET"), Mode::Quote, 1000 + i % 7);
+        }
+        let fp = f.footprint();
+        assert_eq!((fp.armed, fp.live, fp.dirty), (1, 0, 0));
+        assert_eq!(fp.groups, 1, "one group per interval in use");
+        assert!(fp.left <= 1 && fp.snapshots + fp.awaiting <= 1, "{fp:?}");
+        assert!(fp.left_order <= 2 * fp.left + 16, "{fp:?}");
+        // The first tick walks one entry and marks the session dirty once.
+        f.publish(tick("QUIET", 2, 2.0));
+        assert_eq!(f.footprint().dirty, 1);
+    }
+
+    /// A client re-sending `subscribe` every 100 ms, the way the session glue handles it
+    /// (a snapshot is taken for new subscriptions only), while the symbol ticks every
+    /// 10 ms; `step` changes the request each time. Returns the deliveries per second.
+    fn resend_every_100ms(
+        step: impl Fn(&mut Fanout<Counter>, u32, Instant) -> usize,
+    ) -> Vec<usize> {
+        let mut f = core();
+        f.add_session(1, Counter::default(), 100);
+        f.add_session(2, Counter::default(), 100);
+        f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
+        f.publish(tick("AAPL", 1, 1.0));
+        let t0 = Instant::now();
+        let mut per_second = vec![0; 5];
+        let mut seq = 1;
+        for ms in 0..5000u32 {
+            let now = t0 + Duration::from_millis(u64::from(ms));
+            if ms % 10 == 0 {
+                seq += 1;
+                f.publish(tick("AAPL", seq, 0.0));
+            }
+            let second = (ms / 1000) as usize;
+            if ms % 100 == 0 {
+                per_second[second] += step(&mut f, ms / 100, now);
+            }
+            let d = f.drain(1, now);
+            per_second[second] += deliveries(&d, "AAPL");
+            f.drain(2, now);
+        }
+        per_second
+    }
+
+    /// Returns 1 if a snapshot went out at once.
+    fn subscribe_like_a_session(f: &mut Fanout<Counter>, interval_ms: u32, now: Instant) -> usize {
+        let new = f
+            .subscribe(1, &sym("AAPL"), Mode::Quote, interval_ms)
+            .new_subscription;
+        usize::from(new && f.take_snapshot(1, "AAPL", None, now).is_some())
+    }
+
+    #[test]
+    fn re_sending_subscribe_never_beats_the_interval() {
+        let resend = resend_every_100ms(|f, _, now| subscribe_like_a_session(f, 1000, now));
+        let stepped = resend_every_100ms(|f, i, now| subscribe_like_a_session(f, 1000 + i, now));
+        let cycled = resend_every_100ms(|f, _, now| {
+            f.unsubscribe(1, "AAPL");
+            subscribe_like_a_session(f, 1000, now)
+        });
+        for (what, per_second) in [("resend", resend), ("stepped", stepped), ("cycled", cycled)] {
+            assert!(
+                per_second.iter().all(|&n| n == 1),
+                "{what}: {per_second:?} deliveries per second"
+            );
+        }
+    }
+
+    #[test]
+    fn a_session_remembers_at_most_max_symbols_it_left_and_never_goes_back() {
+        let mut f = core();
+        f.add_session(1, Counter::default(), 3);
+        f.add_session(2, Counter::default(), 3);
+        let t0 = Instant::now();
+        let at = |i: u64| t0 + Duration::from_millis(300 * i);
+        let names: Vec<String> = (0..10).map(|i| format!("S{i}")).collect();
+        // Session 2 keeps every symbol on the edge, at seq 5 each.
+        for name in &names {
+            f.subscribe(2, &sym(name), Mode::Quote, 0);
+            f.publish(tick(name, 5, 5.0));
+        }
+        for (i, name) in names.iter().enumerate() {
+            f.subscribe(1, &sym(name), Mode::Quote, 250);
+            let snapshot = f.take_snapshot(1, name, None, at(i as u64));
+            assert_eq!(snapshot.map(|t| t.seq()), Some(5));
+            f.unsubscribe(1, name);
+        }
+        let fp = f.footprint();
+        assert_eq!(fp.max_left, 3, "capped at max_symbols");
+        // Whether remembered or forgotten, seq 5 is never given again; seq 6 is, once
+        // the interval allows.
+        for (i, name) in names.iter().enumerate() {
+            let later = at(10 + i as u64);
+            f.subscribe(1, &sym(name), Mode::Quote, 250);
+            assert!(f.take_snapshot(1, name, None, later).is_none(), "{name}");
+            f.publish(tick(name, 6, 6.0));
+            let d = f.drain(1, later);
+            let got: Vec<_> = d.snapshots.iter().map(|(t, _)| t.seq()).collect();
+            assert_eq!(got, [6], "{name}");
+            f.unsubscribe(1, name);
+        }
+        assert!(f.footprint().max_left <= 3);
     }
 
     #[test]
     fn unsubscribed_symbols_stop() {
         let mut f = core();
-        f.add_session(1, Counter::default());
+        f.add_session(1, Counter::default(), 100);
         f.subscribe(1, &sym("AAPL"), Mode::Quote, 0);
         f.subscribe(1, &sym("MSFT"), Mode::Quote, 0);
         f.unsubscribe(1, "AAPL");

@@ -55,10 +55,13 @@ impl Hub {
         &self.nats
     }
 
-    /// Registers a session; `notify` is signalled when it has something to flush.
-    pub fn join(&self, notify: Arc<Notify>) -> SessionId {
+    /// Registers a session that may hold up to `max_symbols`; `notify` is signalled when
+    /// it has something to flush.
+    pub fn join(&self, notify: Arc<Notify>, max_symbols: u32) -> SessionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().fanout.add_session(id, notify);
+        self.lock()
+            .fanout
+            .add_session(id, notify, max_symbols as usize);
         id
     }
 
@@ -126,13 +129,17 @@ impl Hub {
         self.lock().fanout.is_subscribed(id, symbol)
     }
 
+    /// The snapshot of a new subscription, if it can go out now (see
+    /// [`Fanout::take_snapshot`]); otherwise it comes out of a later drain.
     pub fn take_snapshot(
         &self,
         id: SessionId,
         symbol: &str,
         candidate: Option<Arc<SharedTick>>,
     ) -> Option<Arc<SharedTick>> {
-        self.lock().fanout.take_snapshot(id, symbol, candidate)
+        self.lock()
+            .fanout
+            .take_snapshot(id, symbol, candidate, Instant::now())
     }
 
     /// Hands a KV read started for [`Subscribed::fetch`] to the core; returns how many

@@ -400,3 +400,71 @@ async fn draining_tells_clients_to_reconnect_and_closes_with_4001() {
     stopping.await.unwrap().unwrap();
     ingest.unwrap().stop().await.unwrap();
 }
+
+/// A client of a 1000 ms tier that re-sends `subscribe` every 100 ms (as is, stepping
+/// `interval_ms`, or after an `unsubscribe`) still gets AAPL at most once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_subscribing_never_beats_the_tiers_interval() {
+    let nats = NatsServer::start().unwrap();
+    let mut ingest = Some(start_ingest(ingest_config(&nats.url(), 1000)));
+    let mut config = edge_config(&nats.url());
+    config.auth.anonymous = true;
+    config.auth.anonymous_ent = vec!["AAPL".into()];
+    config.auth.anonymous_tier = "slow".into();
+    config.auth.tiers.insert(
+        "slow".into(),
+        tickmesh_edge::config::TierConfig {
+            min_interval_ms: 1000,
+            max_symbols: 10,
+            max_msgs_per_s: 50,
+        },
+    );
+    let (edge, addr) = start_edge(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let run = |kind: &'static str| async move {
+        let mut c = Client::connect(addr, Format::Json).await.unwrap();
+        let mut msgs = Vec::new();
+        for i in 0..35u32 {
+            let interval_ms = if kind == "stepped" { 1000 + i } else { 0 };
+            if kind == "cycled" {
+                c.send(json!({"op":"unsubscribe","symbols":["AAPL"]}))
+                    .await
+                    .unwrap();
+            }
+            c.send(json!({"op":"subscribe","id":i,"symbols":["AAPL"],"interval_ms":interval_ms}))
+                .await
+                .unwrap();
+            msgs.extend(c.collect(Duration::from_millis(100)).await.unwrap());
+        }
+        let refused: Vec<_> = msgs.iter().filter(|(_, v)| v["type"] == "error").collect();
+        assert!(refused.is_empty(), "{kind}: {refused:?}");
+        let times: Vec<_> = tick_events(&msgs)
+            .into_iter()
+            .filter(|(_, symbol, ..)| symbol == "AAPL")
+            .map(|(at, ..)| at)
+            .collect();
+        (kind, times)
+    };
+    let results =
+        futures_util::future::join_all([run("resend"), run("stepped"), run("cycled")]).await;
+    for (kind, times) in results {
+        // 200 ticks/s of AAPL for 3.5 s, one update (or snapshot) a second: 3 or 4.
+        assert!(
+            (2..=5).contains(&times.len()),
+            "{kind}: {} updates of AAPL in 3.5 s",
+            times.len()
+        );
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(900),
+                "{kind}: {gap:?} between two"
+            );
+        }
+    }
+    if let Some(i) = ingest.take() {
+        i.stop().await.unwrap();
+    }
+    edge.stop().await.unwrap();
+}

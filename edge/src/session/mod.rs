@@ -82,7 +82,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let notify = Arc::new(Notify::new());
-    let id = edge.hub.join(notify.clone());
+    let id = edge.hub.join(notify.clone(), who.grant.max_symbols);
     let encoding = match format {
         Format::Json => "json",
         Format::MsgPack => "msgpack",

@@ -212,6 +212,10 @@ where
         let mut awaited = false;
         let mut ticks = Vec::with_capacity(accepted.len());
         for (symbol, outcome) in accepted.iter().zip(&outcomes) {
+            if !outcome.new_subscription {
+                // Held already: mode and interval changed in place, no second snapshot.
+                continue;
+            }
             if outcome.latest.is_some() {
                 local += 1;
                 match hub.take_snapshot(self.id, symbol.as_str(), None) {
