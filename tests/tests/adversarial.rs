@@ -61,8 +61,16 @@ struct Demo {
 
 impl Demo {
     async fn start() -> Demo {
-        let mesh = Mesh::start(&[A], 1).await.unwrap();
-        let ingest = start_ingest(mesh.ingest_config(RATE));
+        let mesh = Mesh::start(&[A], 2).await.unwrap();
+        // The demo's ingest (its universe, options and session), on the test mesh.
+        let mut ic =
+            tickmesh_ingest::IngestConfig::load(Some(&root().join("config/ingest.toml"))).unwrap();
+        let kit = mesh.ingest_config(RATE);
+        ic.nats = kit.nats;
+        ic.kv.replicas = kit.kv.replicas;
+        ic.metrics_listen = None;
+        ic.sim.ticks_per_sec = RATE;
+        let ingest = start_ingest(ic);
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("hs256.secret");
         std::fs::write(&secret, SECRET).unwrap();
@@ -182,6 +190,26 @@ async fn exchange(client: &mut Client, request: Value, until: &str) -> Vec<Value
     }
 }
 
+/// The first call of `underlying`'s nearest expiry, from a `chains` answer (asked again
+/// while the edge is still reading its reference data).
+async fn first_call(client: &mut Client, underlying: &str) -> String {
+    for id in 0..40 {
+        let replies = exchange(
+            client,
+            json!({"op":"chains","id":id,"underlying":underlying}),
+            "chains",
+        );
+        let Ok(replies) = tokio::time::timeout(SECOND, replies).await else {
+            continue;
+        };
+        let e = &replies.last().unwrap()["expiries"][0];
+        let expiry = e["expiry"].as_str().unwrap().replace('-', "");
+        let strike = (e["strikes"][0].as_f64().unwrap() * 1000.0).round() as u64;
+        return format!("{underlying}{}C{strike:08}", &expiry[2..]);
+    }
+    panic!("no chain of {underlying} within 40 s");
+}
+
 fn refused(replies: &[Value]) -> Vec<(String, String)> {
     replies
         .iter()
@@ -252,16 +280,7 @@ async fn family_patterns_grant_exactly_their_family(demo: &Demo) {
             "realtime",
         )))
         .await;
-    let chains = exchange(
-        &mut c,
-        json!({"op":"chains","id":2,"underlying":"NVDA"}),
-        "chains",
-    )
-    .await;
-    let e = &chains.last().unwrap()["expiries"][0];
-    let expiry = e["expiry"].as_str().unwrap().replace('-', "");
-    let strike = (e["strikes"][0].as_f64().unwrap() * 1000.0).round() as u64;
-    let option = format!("NVDA{}C{strike:08}", &expiry[2..]);
+    let option = first_call(&mut c, "NVDA").await;
     let replies = exchange(
         &mut c,
         json!({"op":"subscribe","id":3,"symbols":[
