@@ -139,3 +139,70 @@ fn service_configs_load() {
     tickmesh_edge::EdgeConfig::load(Some(&root().join("config/edge.toml"))).unwrap();
     tickmesh_ingest::IngestConfig::load(Some(&root().join("config/ingest.toml"))).unwrap();
 }
+
+/// The demo turns anonymous access on itself, with its limited `demo` tier, and says by
+/// name that it is open to every symbol; its tier table is its own.
+#[test]
+fn the_demo_config_turns_anonymous_access_on_explicitly() {
+    let c = tickmesh_edge::EdgeConfig::load(Some(&root().join("config/edge.toml"))).unwrap();
+    let a = &c.auth;
+    assert!(a.anonymous && a.allow_open_anonymous);
+    assert_eq!(a.anonymous_tier, "demo");
+    let demo = &a.tiers["demo"];
+    assert!(
+        demo.min_interval_ms >= 100 && demo.max_symbols <= 200,
+        "{demo:?}"
+    );
+    let tiers: Vec<&str> = a.tiers.keys().map(String::as_str).collect();
+    assert_eq!(tiers, ["delayed", "demo", "pro", "realtime"]);
+}
+
+/// The edge binary refuses to start on a config that would let anyone in unchecked, and
+/// says which key is wrong: without its opt-in, anonymous access to everything or at every
+/// tick; and with no key at all and anonymous access off (the built-in defaults).
+#[test]
+fn an_edge_refuses_to_start_when_anyone_could_get_everything() {
+    let secret = (
+        "TICKMESH_EDGE_AUTH__HS256_SECRET",
+        "a-test-secret-of-32-bytes-or-more!!",
+    );
+    let on = ("TICKMESH_EDGE_AUTH__ANONYMOUS", "true");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "auth: no key is configured"),
+        (
+            &[secret, on, ("TICKMESH_EDGE_AUTH__ANONYMOUS_ENT", "[\"*\"]")],
+            "auth.anonymous_ent",
+        ),
+        (
+            &[
+                secret,
+                on,
+                ("TICKMESH_EDGE_AUTH__ANONYMOUS_ENT", "[\"SPY\"]"),
+                ("TICKMESH_EDGE_AUTH__ANONYMOUS_TIER", "realtime"),
+            ],
+            "auth.anonymous_tier",
+        ),
+        (&[secret, on], "auth.anonymous_ent"),
+    ];
+    for (env, key) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickmesh-test-edge"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TICKMESH_EDGE_") {
+                cmd.env_remove(name);
+            }
+        }
+        let out = cmd
+            .envs(env.iter().copied())
+            // Nothing listens there: only the config check can answer.
+            .env("TICKMESH_EDGE_NATS__URLS", "[\"nats://127.0.0.1:9\"]")
+            .env("TICKMESH_EDGE_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} started");
+        assert!(stderr.contains(key), "{env:?}: {stderr}");
+        if key.contains("anonymous_") && env.len() > 2 {
+            assert!(stderr.contains("auth.allow_open_anonymous"), "{stderr}");
+        }
+    }
+}
