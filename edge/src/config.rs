@@ -18,6 +18,10 @@ pub struct EdgeConfig {
     pub name: String,
     /// HTTP and WebSocket listen address.
     pub listen: SocketAddr,
+    /// Where to serve Prometheus `/metrics` instead of on `listen`: a private address
+    /// (e.g. `10.0.1.5:9102`) that only the monitoring network reaches. When set, `listen`
+    /// answers 404 for `/metrics`. Default unset: `/metrics` is served on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Number of subject shards, deployment-wide; must match ingest.
     pub shards: u32,
     pub nats: NatsConfig,
@@ -272,6 +276,7 @@ impl Default for EdgeConfig {
         EdgeConfig {
             name: "edge-1".into(),
             listen: ([127, 0, 0, 1], 8080).into(),
+            metrics_listen: None,
             shards: tickmesh_core::subject::DEFAULT_SHARDS,
             nats: NatsConfig::default(),
             session: SessionConfig::default(),
@@ -381,6 +386,13 @@ impl EdgeConfig {
         check((1..=65_536).contains(&self.shards), "shards", || {
             format!("must be 1..=65536, got {}", self.shards)
         })?;
+        if let Some(metrics) = self.metrics_listen {
+            check(
+                metrics.port() == 0 || metrics.port() != self.listen.port(),
+                "metrics_listen",
+                || format!("must not share the port of listen ({})", self.listen),
+            )?;
+        }
         check(!self.nats.urls.is_empty(), "nats.urls", || {
             "at least one URL is needed".into()
         })?;
@@ -668,6 +680,15 @@ mod tests {
             }),
             Ok(())
         );
+    }
+
+    #[test]
+    fn metrics_listener_needs_its_own_port() {
+        let mut c = with_key();
+        c.metrics_listen = Some(([127, 0, 0, 1], 9102).into());
+        c.validate().unwrap();
+        c.metrics_listen = Some(([10, 0, 0, 1], c.listen.port()).into());
+        assert_eq!(c.validate().map_err(|e| e.key), Err("metrics_listen"));
     }
 
     #[test]

@@ -155,6 +155,10 @@ fn the_demo_config_turns_anonymous_access_on_explicitly() {
     );
     let tiers: Vec<&str> = a.tiers.keys().map(String::as_str).collect();
     assert_eq!(tiers, ["delayed", "demo", "pro", "realtime"]);
+    assert_eq!(
+        c.metrics_listen, None,
+        "the demo serves /metrics on its client port"
+    );
 }
 
 /// The edge binary refuses to start on a config that would let anyone in unchecked, and
