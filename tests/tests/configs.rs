@@ -161,6 +161,46 @@ fn the_demo_config_turns_anonymous_access_on_explicitly() {
     );
 }
 
+/// The production example: tokens only, for one audience and issuer, with a maximum
+/// lifetime; its own tiers only; /metrics on a port of its own. Its files are stood in for
+/// by empty ones so that it loads as it would on a host.
+#[test]
+fn the_production_config_requires_tokens_and_keeps_metrics_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc/tickmesh");
+    std::fs::create_dir_all(etc.join("tls")).unwrap();
+    for file in [
+        "tls/nats-ca.pem",
+        "jwks.json",
+        "tls/edge.crt",
+        "tls/edge.key",
+    ] {
+        std::fs::write(etc.join(file), "").unwrap();
+    }
+    std::fs::write(etc.join("nats-edge.password"), "secret\n").unwrap();
+    let text = std::fs::read_to_string(root().join("config/edge.prod.toml")).unwrap();
+    let local = dir.path().join("edge.prod.toml");
+    std::fs::write(
+        &local,
+        text.replace("\"/etc/tickmesh/", &format!("\"{}/", etc.display())),
+    )
+    .unwrap();
+    let c = tickmesh_edge::EdgeConfig::load(Some(&local)).unwrap();
+    let a = &c.auth;
+    assert!(!a.anonymous && !a.allow_open_anonymous && a.anonymous_ent.is_empty());
+    assert!(a.jwks_file.is_some());
+    assert!(a.audience.is_some() && a.issuer.is_some());
+    assert!(a.max_token_lifetime_s.is_some_and(|s| s <= 3600), "{a:?}");
+    let tiers: Vec<&str> = a.tiers.keys().map(String::as_str).collect();
+    assert_eq!(
+        tiers,
+        ["delayed", "pro", "realtime"],
+        "no built-in tier added"
+    );
+    let metrics = c.metrics_listen.expect("metrics_listen is set");
+    assert_ne!(metrics.port(), c.listen.port());
+}
+
 /// The edge binary refuses to start on a config that would let anyone in unchecked, and
 /// says which key is wrong: without its opt-in, anonymous access to everything or at every
 /// tick; and with no key at all and anonymous access off (the built-in defaults).
