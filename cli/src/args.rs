@@ -35,7 +35,8 @@ pub struct WatchArgs {
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/stream")]
     pub url: String,
 
-    /// Access token (JWT), sent as the `token` query parameter; default: $TICKMESH_TOKEN.
+    /// Access token (JWT), sent in the `Authorization: Bearer` header (never in the URL,
+    /// which proxies and servers log); default: $TICKMESH_TOKEN.
     #[arg(long)]
     pub token: Option<String>,
 
@@ -106,8 +107,8 @@ pub fn parse_symbols(raw: &[String]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The URL to dial: `url` checked, with `token` as the `token` query parameter.
-pub fn stream_url(url: &str, token: Option<&str>) -> Result<String, String> {
+/// The URL to dial: `url`, checked. The token is not part of it: it goes in a header.
+pub fn stream_url(url: &str) -> Result<String, String> {
     let url = url.trim();
     let rest = if let Some(rest) = url.strip_prefix("ws://") {
         rest
@@ -124,29 +125,9 @@ pub fn stream_url(url: &str, token: Option<&str>) -> Result<String, String> {
     if url.contains('#') {
         return Err(format!("{url}: a stream URL has no #fragment"));
     }
-    let mut out = url.to_string();
-    if let Some(token) = token.filter(|t| !t.is_empty()) {
-        out.push(if url.contains('?') { '&' } else { '?' });
-        out.push_str("token=");
-        out.push_str(&percent_encode(token));
-    }
-    out.parse::<tokio_tungstenite::tungstenite::http::Uri>()
+    url.parse::<tokio_tungstenite::tungstenite::http::Uri>()
         .map_err(|e| format!("{url}: {e}"))?;
-    Ok(out)
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (a JWT is already made
-/// of them and its dots, so it passes unchanged).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    Ok(url.to_string())
 }
 
 #[cfg(test)]
@@ -179,31 +160,23 @@ mod tests {
     }
 
     #[test]
-    fn token_goes_into_the_query() {
+    fn the_url_is_dialled_as_given() {
         assert_eq!(
-            stream_url("ws://127.0.0.1:8080/v1/stream", Some("a.b-c_d")).unwrap(),
-            "ws://127.0.0.1:8080/v1/stream?token=a.b-c_d"
-        );
-        assert_eq!(
-            stream_url("ws://h:1/v1/stream?x=1", Some("a b&c")).unwrap(),
-            "ws://h:1/v1/stream?x=1&token=a%20b%26c"
-        );
-        assert_eq!(
-            stream_url("ws://h:1/v1/stream", None).unwrap(),
-            "ws://h:1/v1/stream"
+            stream_url(" ws://h:1/v1/stream?x=1 ").unwrap(),
+            "ws://h:1/v1/stream?x=1"
         );
     }
 
     #[test]
     fn urls_other_than_ws_are_refused() {
-        assert!(stream_url("http://h/v1/stream", None).is_err());
+        assert!(stream_url("http://h/v1/stream").is_err());
         assert!(
-            stream_url("wss://h/v1/stream", None)
+            stream_url("wss://h/v1/stream")
                 .unwrap_err()
                 .contains("wss://")
         );
-        assert!(stream_url("ws:///v1/stream", None).is_err());
-        assert!(stream_url("ws://h h/v1/stream", None).is_err());
+        assert!(stream_url("ws:///v1/stream").is_err());
+        assert!(stream_url("ws://h h/v1/stream").is_err());
     }
 
     #[test]

@@ -54,8 +54,14 @@ pub struct Conn {
     format: Format,
 }
 
-/// Opens `url` offering the subprotocol of `format`.
-pub async fn connect(url: &str, format: Format, within: Duration) -> Result<Conn, ConnectError> {
+/// Opens `url` offering the subprotocol of `format`, with `token` in the `Authorization`
+/// header: a URL ends up in proxy and server logs, a header does not.
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+    format: Format,
+    within: Duration,
+) -> Result<Conn, ConnectError> {
     let mut req = url
         .into_client_request()
         .map_err(|e| ConnectError::Failed(e.to_string()))?;
@@ -63,6 +69,12 @@ pub async fn connect(url: &str, format: Format, within: Duration) -> Result<Conn
         "sec-websocket-protocol",
         HeaderValue::from_static(format.subprotocol()),
     );
+    if let Some(token) = token {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ConnectError::Failed("the token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        req.headers_mut().insert("authorization", value);
+    }
     let dial = tokio_tungstenite::connect_async(req);
     let (ws, _) = match tokio::time::timeout(within, dial).await {
         Err(_) => return Err(ConnectError::Timeout(within)),

@@ -23,14 +23,21 @@ fn watch_command(a: WatchArgs) -> ExitCode {
     let token = a
         .token
         .clone()
-        .or_else(|| std::env::var(args::TOKEN_ENV).ok());
-    let url = match args::stream_url(&a.url, token.as_deref()) {
+        .or_else(|| std::env::var(args::TOKEN_ENV).ok())
+        .filter(|t| !t.is_empty());
+    if token
+        .as_deref()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return usage("the token must be printable ASCII without spaces (a JWT)");
+    }
+    let url = match args::stream_url(&a.url) {
         Ok(u) => u,
         Err(e) => return usage(&e),
     };
     let opts = Options {
         url,
-        shown_url: a.url.trim().to_string(),
+        token,
         symbols,
         mode: a.mode.into(),
         interval_ms: a.interval_ms,

@@ -38,10 +38,10 @@ const REFUSALS: [&str; 4] = [
 /// What to watch and how.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The URL dialled, token included.
+    /// The URL dialled (and shown).
     pub url: String,
-    /// The URL shown (no token).
-    pub shown_url: String,
+    /// Sent as `Authorization: Bearer`.
+    pub token: Option<String>,
     /// Valid, upper-case, without repeats.
     pub symbols: Vec<String>,
     pub mode: Mode,
@@ -78,7 +78,7 @@ struct Watch {
 /// Runs until `shutdown` (Ctrl-C), a terminal close, or stdout going away.
 pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     let status = Status {
-        url: opts.shown_url.clone(),
+        url: opts.url.clone(),
         state: "connecting".into(),
         encoding: match opts.format {
             Format::Json => "json".into(),
@@ -116,12 +116,12 @@ impl Watch {
             self.view.set_state("connecting", "");
             self.view.frame(Instant::now())?;
             let dialled = tokio::select! {
-                r = conn::connect(&self.opts.url, self.opts.format, CONNECT_TIMEOUT) => r,
+                r = conn::connect(&self.opts.url, self.opts.token.as_deref(), self.opts.format, CONNECT_TIMEOUT) => r,
                 _ = shutdown.cancelled() => return Ok(()),
             };
             let end = match dialled {
                 Ok(conn) => self.session(conn, shutdown).await?,
-                Err(e) if e.is_fatal() => anyhow::bail!("{}: {e}", self.opts.shown_url),
+                Err(e) if e.is_fatal() => anyhow::bail!("{}: {e}", self.opts.url),
                 Err(e) => End::Dropped {
                     code: 1006,
                     reason: e.to_string(),

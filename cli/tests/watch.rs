@@ -341,14 +341,17 @@ fn bad_symbols_are_refused_before_connecting() {
 
 #[test]
 fn a_refused_upgrade_ends_the_command_with_the_reason() {
-    // A plain HTTP server that refuses every upgrade, as an edge does for a bad token.
+    // A plain HTTP server that refuses every upgrade, as an edge does for a bad token, and
+    // hands over the request head it read.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let (head_tx, head_rx) = channel();
     std::thread::spawn(move || {
         use std::io::Write;
         if let Ok((mut s, _)) = listener.accept() {
             let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = head_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
             let body = "token expired";
             // One write: `write!` would send the pieces apart, and a client that has the
             // headers may stop reading before the body arrives.
@@ -376,4 +379,14 @@ fn a_refused_upgrade_ends_the_command_with_the_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("HTTP 401: token expired"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(5), "no retry loop");
+    // The token travels in the Authorization header, never in the URL (which proxies and
+    // servers write to their logs).
+    let head = head_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let request_line = head.lines().next().unwrap_or_default();
+    assert_eq!(request_line, "GET /v1/stream HTTP/1.1", "{head}");
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer x.y.z")),
+        "{head}"
+    );
 }

@@ -646,11 +646,17 @@ mod tests {
 
     #[test]
     fn anonymous_access_is_a_tier_or_off() {
-        assert_eq!(verifier(|_| {}).anonymous().unwrap().tier, "anonymous");
+        let on = verifier(|c| {
+            c.anonymous = true;
+            c.anonymous_ent = vec!["SPY".into()];
+        });
+        let grant = on.anonymous().unwrap();
         assert_eq!(
-            verifier(|c| c.anonymous = false).anonymous(),
-            Err(AuthError::Missing)
+            (grant.tier.as_str(), grant.ent.as_slice()),
+            ("anonymous", &["SPY".to_string()][..])
         );
+        // Off by default.
+        assert_eq!(verifier(|_| {}).anonymous(), Err(AuthError::Missing));
     }
 
     #[test]

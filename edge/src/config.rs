@@ -18,6 +18,10 @@ pub struct EdgeConfig {
     pub name: String,
     /// HTTP and WebSocket listen address.
     pub listen: SocketAddr,
+    /// Where to serve Prometheus `/metrics` instead of on `listen`: a private address
+    /// (e.g. `10.0.1.5:9102`) that only the monitoring network reaches. When set, `listen`
+    /// answers 404 for `/metrics`. Default unset: `/metrics` is served on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Number of subject shards, deployment-wide; must match ingest.
     pub shards: u32,
     pub nats: NatsConfig,
@@ -153,13 +157,19 @@ pub struct TierConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Whether connections without a token are accepted (with `anonymous_tier`).
-    /// Default true; production configs turn it off.
+    /// Whether connections without a token are accepted, with `anonymous_tier` and
+    /// `anonymous_ent`. Default false: every session needs a token.
     pub anonymous: bool,
     /// Tier of connections without a token. Default `anonymous`.
     pub anonymous_tier: String,
-    /// Entitlement patterns of anonymous sessions. Default `["*"]`.
+    /// Entitlement patterns of anonymous sessions. Default empty: with `anonymous = true`
+    /// they must be listed, or the edge refuses to start.
     pub anonymous_ent: Vec<String>,
+    /// Lets anonymous sessions have `*` in `anonymous_ent`, or a tier whose
+    /// `min_interval_ms` is 0: every symbol, or every tick, to anyone who can connect.
+    /// Default false: with anonymous access on, such a config is refused at start.
+    /// Development and tests only.
+    pub allow_open_anonymous: bool,
     /// HS256 shared secret (prefer `hs256_secret_file`).
     pub hs256_secret: Option<String>,
     /// File holding the HS256 shared secret.
@@ -183,7 +193,9 @@ pub struct AuthConfig {
     pub max_token_lifetime_s: Option<u64>,
     /// Tier of tokens without a `tier` claim. Default `pro`.
     pub default_tier: String,
-    /// The tier table.
+    /// The tier table. A configured table is used as it is, never merged with the
+    /// built-in one: only the tiers configured exist. Default, when no tier is configured
+    /// at all: [`AuthConfig::builtin_tiers`].
     pub tiers: BTreeMap<String, TierConfig>,
 }
 
@@ -217,17 +229,32 @@ impl Default for LimitsConfig {
     }
 }
 
-impl Default for AuthConfig {
-    fn default() -> Self {
+impl AuthConfig {
+    /// The tiers of an edge whose config names none (min_interval_ms, max_symbols,
+    /// max_msgs_per_s): `anonymous` 1000, 50, 10; `delayed` 1000, 50, 10; `pro` 250, 500,
+    /// 50; `realtime` 0, 2000, 100.
+    pub fn builtin_tiers() -> BTreeMap<String, TierConfig> {
         let tier = |min_interval_ms, max_symbols, max_msgs_per_s| TierConfig {
             min_interval_ms,
             max_symbols,
             max_msgs_per_s,
         };
+        BTreeMap::from([
+            ("anonymous".into(), tier(1000, 50, 10)),
+            ("delayed".into(), tier(1000, 50, 10)),
+            ("pro".into(), tier(250, 500, 50)),
+            ("realtime".into(), tier(0, 2000, 100)),
+        ])
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
         AuthConfig {
-            anonymous: true,
+            anonymous: false,
             anonymous_tier: "anonymous".into(),
-            anonymous_ent: vec!["*".into()],
+            anonymous_ent: Vec::new(),
+            allow_open_anonymous: false,
             hs256_secret: None,
             hs256_secret_file: None,
             rsa_public_keys: Vec::new(),
@@ -239,12 +266,7 @@ impl Default for AuthConfig {
             leeway_s: 5,
             max_token_lifetime_s: None,
             default_tier: "pro".into(),
-            tiers: BTreeMap::from([
-                ("anonymous".into(), tier(0, 500, 50)),
-                ("delayed".into(), tier(1000, 50, 10)),
-                ("pro".into(), tier(250, 500, 50)),
-                ("realtime".into(), tier(0, 2000, 100)),
-            ]),
+            tiers: Self::builtin_tiers(),
         }
     }
 }
@@ -254,6 +276,7 @@ impl Default for EdgeConfig {
         EdgeConfig {
             name: "edge-1".into(),
             listen: ([127, 0, 0, 1], 8080).into(),
+            metrics_listen: None,
             shards: tickmesh_core::subject::DEFAULT_SHARDS,
             nats: NatsConfig::default(),
             session: SessionConfig::default(),
@@ -330,17 +353,25 @@ fn check(ok: bool, key: &'static str, reason: impl FnOnce() -> String) -> Result
 impl EdgeConfig {
     /// Loads defaults, then `file` (if given), then the environment; then validates.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut fig = Figment::from(Serialized::defaults(EdgeConfig::default()));
+        // figment merges maps key by key: with the built-in tiers among the defaults, an
+        // operator's own table would silently gain them. The defaults carry none; the
+        // built-in table is filled in only when nothing configured a tier.
+        let mut defaults = EdgeConfig::default();
+        defaults.auth.tiers.clear();
+        let mut fig = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {
             if !file.exists() {
                 anyhow::bail!("config file {} does not exist", file.display());
             }
             fig = fig.merge(Toml::file(file));
         }
-        let config: EdgeConfig = fig
+        let mut config: EdgeConfig = fig
             .merge(Env::prefixed("TICKMESH_EDGE_").split("__"))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        if config.auth.tiers.is_empty() {
+            config.auth.tiers = AuthConfig::builtin_tiers();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -355,6 +386,13 @@ impl EdgeConfig {
         check((1..=65_536).contains(&self.shards), "shards", || {
             format!("must be 1..=65536, got {}", self.shards)
         })?;
+        if let Some(metrics) = self.metrics_listen {
+            check(
+                metrics.port() == 0 || metrics.port() != self.listen.port(),
+                "metrics_listen",
+                || format!("must not share the port of listen ({})", self.listen),
+            )?;
+        }
         check(!self.nats.urls.is_empty(), "nats.urls", || {
             "at least one URL is needed".into()
         })?;
@@ -512,10 +550,7 @@ impl EdgeConfig {
             || format!("{:?} is not in auth.tiers", a.default_tier),
         )?;
         if a.anonymous {
-            let t = &a.anonymous_tier;
-            check(a.tiers.contains_key(t), "auth.anonymous_tier", || {
-                format!("{t:?} is not in auth.tiers")
-            })?;
+            self.validate_anonymous()?;
         }
         check(
             !(a.hs256_secret.is_some() && a.hs256_secret_file.is_some()),
@@ -545,15 +580,170 @@ impl EdgeConfig {
         }
         Ok(())
     }
+
+    /// Anonymous access is limited unless `auth.allow_open_anonymous` says otherwise: no
+    /// `*`, no every-tick tier, and some pattern to see.
+    fn validate_anonymous(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        let name = &a.anonymous_tier;
+        let Some(tier) = a.tiers.get(name) else {
+            return Err(ConfigError {
+                key: "auth.anonymous_tier",
+                reason: format!("{name:?} is not in auth.tiers"),
+            });
+        };
+        check(!a.anonymous_ent.is_empty(), "auth.anonymous_ent", || {
+            "anonymous access is on, but no pattern says what anonymous sessions may see".into()
+        })?;
+        if a.allow_open_anonymous {
+            return Ok(());
+        }
+        check(tier.min_interval_ms > 0, "auth.anonymous_tier", || {
+            format!(
+                "tier {name:?} has min_interval_ms = 0: every tick to anyone who connects; \
+                 give anonymous sessions a tier with a minimum interval, or set \
+                 auth.allow_open_anonymous = true"
+            )
+        })?;
+        check(
+            !a.anonymous_ent.iter().any(|p| p.trim() == "*"),
+            "auth.anonymous_ent",
+            || {
+                "\"*\" entitles anyone who connects to every symbol; list what anonymous \
+                 sessions may see, or set auth.allow_open_anonymous = true"
+                    .into()
+            },
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
+
+    /// An edge that verifies tokens: the smallest config that may start.
+    fn with_key() -> EdgeConfig {
+        let mut c = EdgeConfig::default();
+        c.auth.hs256_secret = Some(SECRET.into());
+        c
+    }
+
     #[test]
-    fn defaults_are_valid() {
-        EdgeConfig::default().validate().unwrap();
+    fn defaults_are_closed() {
+        let c = EdgeConfig::default();
+        assert!(!c.auth.anonymous && c.auth.anonymous_ent.is_empty());
+        assert!(!c.auth.allow_open_anonymous);
+        // Without a key nobody could connect: the edge refuses to start.
+        assert_eq!(c.validate().map_err(|e| e.key), Err("auth"));
+        with_key().validate().unwrap();
+        assert!(
+            AuthConfig::builtin_tiers()["anonymous"].min_interval_ms > 0,
+            "the built-in anonymous tier is limited"
+        );
+    }
+
+    #[test]
+    fn open_anonymous_access_needs_its_opt_in() {
+        let anonymous = |f: fn(&mut AuthConfig)| {
+            let mut c = with_key();
+            c.auth.anonymous = true;
+            c.auth.anonymous_ent = vec!["AAPL".into(), "SPY".into()];
+            f(&mut c.auth);
+            c.validate().map_err(|e| e.key)
+        };
+        // Limited: the built-in anonymous tier (1000 ms) and a list of patterns.
+        assert_eq!(anonymous(|_| {}), Ok(()));
+        assert_eq!(
+            anonymous(|a| a.anonymous_ent = Vec::new()),
+            Err("auth.anonymous_ent")
+        );
+        assert_eq!(
+            anonymous(|a| a.anonymous_ent.push("*".into())),
+            Err("auth.anonymous_ent")
+        );
+        assert_eq!(
+            anonymous(|a| a.anonymous_tier = "realtime".into()),
+            Err("auth.anonymous_tier")
+        );
+        assert_eq!(
+            anonymous(|a| a.anonymous_tier = "gold".into()),
+            Err("auth.anonymous_tier")
+        );
+        assert_eq!(
+            anonymous(|a| {
+                a.allow_open_anonymous = true;
+                a.anonymous_tier = "realtime".into();
+                a.anonymous_ent = vec!["*".into()];
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn metrics_listener_needs_its_own_port() {
+        let mut c = with_key();
+        c.metrics_listen = Some(([127, 0, 0, 1], 9102).into());
+        c.validate().unwrap();
+        c.metrics_listen = Some(([10, 0, 0, 1], c.listen.port()).into());
+        assert_eq!(c.validate().map_err(|e| e.key), Err("metrics_listen"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn refusals_at_start_name_the_key_and_the_opt_in() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "open.toml",
+                &format!(
+                    "[auth]\nhs256_secret = \"{SECRET}\"\nanonymous = true\n\
+                     anonymous_ent = [\"*\"]\n"
+                ),
+            )?;
+            let e = EdgeConfig::load(Some(Path::new("open.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("auth.anonymous_ent") && e.contains("auth.allow_open_anonymous"),
+                "{e}"
+            );
+            jail.set_env("TICKMESH_EDGE_AUTH__ALLOW_OPEN_ANONYMOUS", "true");
+            let c = EdgeConfig::load(Some(Path::new("open.toml"))).unwrap();
+            assert!(c.auth.anonymous && c.auth.allow_open_anonymous);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn a_configured_tier_table_replaces_the_builtin_one() {
+        figment::Jail::expect_with(|jail| {
+            let auth = format!("[auth]\nhs256_secret = \"{SECRET}\"\n");
+            jail.create_file("builtin.toml", &auth)?;
+            let c = EdgeConfig::load(Some(Path::new("builtin.toml"))).unwrap();
+            assert_eq!(c.auth.tiers, AuthConfig::builtin_tiers());
+            jail.create_file(
+                "own.toml",
+                &format!(
+                    "{auth}default_tier = \"gold\"\n\
+                     [auth.tiers.gold]\nmin_interval_ms = 500\nmax_symbols = 20\n\
+                     max_msgs_per_s = 5\n"
+                ),
+            )?;
+            let c = EdgeConfig::load(Some(Path::new("own.toml"))).unwrap();
+            let names: Vec<&str> = c.auth.tiers.keys().map(String::as_str).collect();
+            assert_eq!(names, ["gold"], "only the operator's tiers exist");
+            // A table from the environment replaces it just the same.
+            jail.set_env(
+                "TICKMESH_EDGE_AUTH__TIERS",
+                "{gold={min_interval_ms=100,max_symbols=9,max_msgs_per_s=3}}",
+            );
+            let c = EdgeConfig::load(Some(Path::new("builtin.toml"))).unwrap_err();
+            assert!(c.to_string().contains("auth.default_tier"), "{c}");
+            Ok(())
+        });
     }
 
     #[test]
@@ -585,7 +775,7 @@ mod tests {
     #[test]
     fn mirror_settings_are_checked_before_anything_starts() {
         let region = |f: fn(&mut NatsConfig)| {
-            let mut c = EdgeConfig::default();
+            let mut c = with_key();
             c.nats.js_domain = Some("hub".into());
             c.nats.kv_mirror_domain = Some("region-a".into());
             f(&mut c.nats);
@@ -605,7 +795,7 @@ mod tests {
             Err("nats.kv_mirror_max_idle_ms")
         );
         for replicas in [0, 6] {
-            let mut c = EdgeConfig::default();
+            let mut c = with_key();
             c.nats.js_domain = Some("hub".into());
             c.nats.kv_mirror_domain = Some("region-a".into());
             c.nats.kv_mirror_replicas = replicas;
@@ -614,7 +804,7 @@ mod tests {
                 Err("nats.kv_mirror_replicas")
             );
         }
-        let mut c = EdgeConfig::default();
+        let mut c = with_key();
         c.nats.auth.user = Some("edge".into());
         assert_eq!(c.validate().map_err(|e| e.key), Err("nats.auth"));
     }
@@ -625,7 +815,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "e.toml",
-                "name = \"edge-a\"\n[session]\nheartbeat_ms = 500\n",
+                &format!(
+                    "name = \"edge-a\"\n[session]\nheartbeat_ms = 500\n\
+                     [auth]\nhs256_secret = \"{SECRET}\"\n"
+                ),
             )?;
             jail.set_env("TICKMESH_EDGE_SESSION__HEARTBEAT_MS", "700");
             let c = EdgeConfig::load(Some(Path::new("e.toml"))).unwrap();

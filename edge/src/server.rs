@@ -1,5 +1,6 @@
 //! The HTTP side: the listener, the hand-built WebSocket upgrade on `/v1/stream`, and
-//! warp for everything else (`/`, `/healthz`, `/readyz`, `/metrics`).
+//! warp for everything else (`/`, `/healthz`, `/readyz`, and `/metrics` unless it has a
+//! listener of its own).
 //!
 //! The upgrade is done here rather than with warp's `ws()` filter so that the
 //! WebSocket's buffers can be sized: warp's filter allocates tungstenite's 128 KiB read
@@ -91,6 +92,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let prometheus = telemetry::prometheus();
     let verifier = Verifier::new(&config.auth)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics_listen {addr}"))?,
+        ),
+        None => None,
+    };
     let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
     let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
     nats.open_kv();
@@ -123,6 +132,12 @@ pub async fn run(
         shutdown: CancellationToken::new(),
     });
     control::spawn(edge.clone(), nats.client().clone()).await?;
+    // Stopped when `run` returns, whatever the way.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_stop = metrics_stop.clone().drop_guard();
+    if let Some(listener) = metrics_listener {
+        telemetry::serve(listener, prometheus, metrics_stop);
+    }
     let routes = routes(edge.clone(), prometheus);
     let tracker = TaskTracker::new();
     tracing::info!(addr = ?listener.local_addr().ok(), edge = %edge.config.name, "edge listening");
@@ -372,26 +387,13 @@ fn routes(
         };
         warp::reply::with_status(body, status).into_response()
     });
-    let metrics = warp::path!("metrics").map(move || {
-        warp::reply::with_header(
-            prometheus.render(),
-            "content-type",
-            "text/plain; version=0.0.4",
-        )
-        .into_response()
-    });
+    let mut probes = healthz.or(readyz).unify().boxed();
+    // With a listener of its own, /metrics is not served to clients (404).
+    if edge.config.metrics_listen.is_none() {
+        probes = probes.or(telemetry::route(prometheus)).unify().boxed();
+    }
     let assets = crate::assets::routes();
-    warp::get()
-        .and(
-            healthz
-                .or(readyz)
-                .unify()
-                .or(metrics)
-                .unify()
-                .or(assets)
-                .unify(),
-        )
-        .boxed()
+    warp::get().and(probes.or(assets).unify()).boxed()
 }
 
 fn spawn_cert_reloader(cert: Arc<ReloadingCert>, period: Duration, stop: CancellationToken) {

@@ -1,8 +1,26 @@
-//! Metrics: one Prometheus recorder per process, rendered at `/metrics`.
+//! Metrics: one Prometheus recorder per process, rendered at `/metrics`: on the client
+//! listener, or on a listener of its own (`metrics_listen`) that serves nothing else.
 
-use std::sync::OnceLock;
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::reply::{Reply, Response};
+
+/// Connections served at once on `metrics_listen` (a scraper needs one); more are closed
+/// as soon as they are accepted.
+const MAX_SCRAPE_CONNECTIONS: usize = 16;
+/// A request head on `metrics_listen` must arrive within this; otherwise the connection
+/// is closed.
+const SCRAPE_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -38,6 +56,69 @@ pub fn prometheus() -> &'static PrometheusHandle {
         zero_series();
         handle
     })
+}
+
+/// `GET /metrics`: the process's Prometheus text.
+pub fn route(handle: &'static PrometheusHandle) -> warp::filters::BoxedFilter<(Response,)> {
+    warp::path!("metrics")
+        .map(move || {
+            warp::reply::with_header(handle.render(), "content-type", "text/plain; version=0.0.4")
+                .into_response()
+        })
+        .boxed()
+}
+
+/// Serves `GET /metrics`, and 404 for anything else, on `listener` until `stop`. Plain
+/// HTTP/1.1: the listener belongs on a private network.
+pub fn serve(listener: TcpListener, handle: &'static PrometheusHandle, stop: CancellationToken) {
+    let routes = warp::get().and(route(handle)).boxed();
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPE_CONNECTIONS));
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("too many metrics connections; closing one");
+                continue;
+            };
+            let routes = routes.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let mut svc = warp::service(routes.clone());
+                    async move {
+                        let res: Result<Response, Infallible> =
+                            tower_service::Service::call(&mut svc, req).await;
+                        res
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(SCRAPE_HEAD_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    result = conn => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "metrics connection ended");
+                        }
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Creates at zero the series that only an event would otherwise create, so that

@@ -155,6 +155,95 @@ def test_service_configs_use_nats_tls_and_auth_without_credentials_in_urls(plan,
         assert not re.search(r"(?m)^\s*(password|pass|token)\s*=", text), label
 
 
+# --- edge: tokens required, /metrics on its own port --------------------------------------
+
+EXAMPLE_TFVARS = "envs/example/terraform.tfvars.example"
+
+
+def rendered_edge_confs(plan, tree):
+    return [(label, tomllib.loads(text)) for label, template, text in tfcheck.rendered_configs(plan, tree) if template == "edge.toml.tftpl"]
+
+
+def test_every_edge_config_requires_tokens_for_this_audience_and_issuer(plan, tree):
+    confs = rendered_edge_confs(plan, tree)
+    assert len(confs) == 9, [label for label, _ in confs]
+    assert tfcheck.edge_auth_problems(plan, tree) == []
+    for label, conf in confs:
+        auth = conf["auth"]
+        # The values of terraform.tfvars.example, through the module's inputs.
+        assert auth["anonymous"] is False, label
+        assert "anonymous_ent" not in auth and "allow_open_anonymous" not in auth, label
+        assert auth["audience"] == "tickmesh", label
+        assert auth["issuer"] == "https://auth.example.com/", label
+        assert auth["max_token_lifetime_s"] == 900, label
+        assert auth["hs256_secret_file"] == "/etc/tickmesh/tls/jwt.key", label
+        assert conf["metrics_listen"] == "0.0.0.0:9102", label
+        assert conf["listen"] == "0.0.0.0:8080", label
+
+
+def test_edge_auth_follows_what_the_operator_sets(broken):
+    broken.edit(EXAMPLE_TFVARS, 'jwt_audience             = "tickmesh"', 'jwt_audience             = "md-feed"')
+    broken.edit(EXAMPLE_TFVARS, "jwt_max_token_lifetime_s = 900", "jwt_max_token_lifetime_s = 300")
+    broken.edit(
+        "envs/example/region_eu_west_1.tf",
+        "  jwt_max_token_lifetime_s  = var.jwt_max_token_lifetime_s\n",
+        "  jwt_max_token_lifetime_s  = var.jwt_max_token_lifetime_s\n"
+        '  edge_anonymous            = { enabled = true, tier = "delayed", ent = ["SPY", "AAPL*"] }\n'
+        "  edge_metrics_port         = 9200\n",
+    )
+    plan = broken.plan()
+    confs = rendered_edge_confs(plan, broken.root)
+    assert len(confs) == 9
+    for label, conf in confs:
+        auth = conf["auth"]
+        assert (auth["audience"], auth["max_token_lifetime_s"]) == ("md-feed", 300), label
+        if "eu-west-1" in label or "eu_west_1" in label:
+            assert auth["anonymous"] is True, label
+            assert (auth["anonymous_tier"], auth["anonymous_ent"]) == ("delayed", ["SPY", "AAPL*"]), label
+            assert conf["metrics_listen"] == "0.0.0.0:9200", label
+        else:
+            assert auth["anonymous"] is False, label
+    assert tfcheck.edge_auth_problems(plan, broken.root) == []
+    rules = [r for r in plan["aws_vpc_security_group_ingress_rule"] if ".aws_vpc_security_group_ingress_rule.edge_metrics" in tfcheck.path_of(r)]
+    assert rules and all(r["from_port"] == r["to_port"] for r in rules)
+    assert {r["from_port"] for r in rules if "eu_west_1" in tfcheck.path_of(r)} == {9200}
+
+
+@pytest.mark.parametrize(
+    "old, new, problem",
+    [
+        ("anonymous = ${anonymous}\n", "", "anonymous is not set"),
+        ('audience = "${jwt_audience}"\n', "", "audience is not set"),
+        ('issuer = "${jwt_issuer}"\n', "", "issuer is not set"),
+        ("max_token_lifetime_s = ${jwt_max_token_lifetime_s}\n", "", "max_token_lifetime_s"),
+        ('metrics_listen = "0.0.0.0:${metrics_port}"\n', "", "no metrics_listen"),
+        ('metrics_listen = "0.0.0.0:${metrics_port}"', 'metrics_listen = "0.0.0.0:${listen_port}"', "shares the client port"),
+    ],
+)
+def test_edge_config_that_lets_clients_in_too_easily_is_reported(broken, old, new, problem):
+    broken.edit("templates/edge.toml.tftpl", old, new)
+    problems = tfcheck.edge_auth_problems(broken.plan(), broken.root)
+    assert len(problems) == 9 and all(problem in p for p in problems), problems
+
+
+def test_open_anonymous_access_is_reported():
+    conf = {
+        "listen": "0.0.0.0:8080",
+        "metrics_listen": "0.0.0.0:9102",
+        "auth": {
+            "anonymous": True,
+            "anonymous_ent": ["*"],
+            "allow_open_anonymous": True,
+            "audience": "a",
+            "issuer": "i",
+            "max_token_lifetime_s": 60,
+            "jwks_file": "/k",
+        },
+    }
+    problems = tfcheck.edge_conf_problems("edge", conf)
+    assert any("every symbol" in p for p in problems) and any("development only" in p for p in problems), problems
+
+
 # --- instance bootstrap scripts --------------------------------------------------------
 
 BOOTSTRAP_VARS = {

@@ -304,6 +304,74 @@ def nats_tls_problems(plan: dict, root: Path) -> list[str]:
     return problems
 
 
+# --- edge: client authentication and the metrics listener -------------------------------
+
+# Where an edge config names the keys it verifies tokens with (edge/src/config.rs, AuthConfig).
+EDGE_KEY_SOURCES = ("hs256_secret_file", "rsa_public_keys", "ed25519_public_keys", "jwks_file")
+
+
+def _port(address: Any) -> int | None:
+    try:
+        return int(str(address).rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def edge_conf_problems(label: str, conf: dict[str, Any]) -> list[str]:
+    """One rendered edge config: tokens required (anonymous off, or limited), checked for
+    audience, issuer and lifetime, and /metrics on its own port."""
+    problems = []
+    auth = conf.get("auth")
+    if not isinstance(auth, dict):
+        return [f"{label}: no [auth] section"]
+    anonymous = auth.get("anonymous")
+    if not isinstance(anonymous, bool):
+        problems.append(f"{label}: [auth] anonymous is not set (the edge's default must not decide)")
+    if auth.get("allow_open_anonymous"):
+        problems.append(f"{label}: [auth] allow_open_anonymous is for development only")
+    if "*" in (auth.get("anonymous_ent") or []):
+        problems.append(f"{label}: [auth] anonymous_ent grants every symbol to anyone")
+    for key in ("audience", "issuer"):
+        if not isinstance(auth.get(key), str) or not auth[key]:
+            problems.append(f"{label}: [auth] {key} is not set: tokens minted for anything else would pass")
+    lifetime = auth.get("max_token_lifetime_s")
+    if not isinstance(lifetime, int) or lifetime <= 0:
+        problems.append(f"{label}: [auth] max_token_lifetime_s is not a positive number of seconds")
+    sources = [k for k in EDGE_KEY_SOURCES if auth.get(k)]
+    if len(sources) != 1:
+        problems.append(f"{label}: [auth] names {len(sources)} key sources, not one: {sources}")
+    metrics, listen = _port(conf.get("metrics_listen")), _port(conf.get("listen"))
+    if metrics is None:
+        problems.append(f"{label}: no metrics_listen: /metrics would be served on the client port")
+    elif metrics == listen:
+        problems.append(f"{label}: metrics_listen shares the client port {listen}")
+    return problems
+
+
+def edge_auth_problems(plan: dict, root: Path) -> list[str]:
+    """Every edge config the instances boot with requires tokens and keeps /metrics off the
+    client port."""
+    problems = []
+    try:
+        configs = list(rendered_configs(plan, root))
+    except (hcltemplate.TemplateError, AssertionError, OSError) as e:
+        return [f"cannot render the configs: {e}"]
+    seen = 0
+    for label, template, text in configs:
+        if template != "edge.toml.tftpl":
+            continue
+        seen += 1
+        try:
+            conf = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            problems.append(f"{label}: rendered {template} is not TOML: {e}")
+            continue
+        problems += edge_conf_problems(label, conf)
+    if seen == 0:
+        problems.append("no config rendered from edge.toml.tftpl was found to check")
+    return problems
+
+
 # --- NATS credentials of the services ---------------------------------------------------
 
 

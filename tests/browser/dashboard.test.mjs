@@ -47,8 +47,14 @@ async function openDashboard(query) {
   /** @type {string[]} */
   const pageErrors = [];
   page.on('pageerror', (err) => pageErrors.push(String(err)));
-  await page.goto(`${mesh.httpUrl}/${query}`);
-  return { page, pageErrors };
+  // What the page's Content-Security-Policy refused (Chromium reports it on the console).
+  /** @type {string[]} */
+  const cspViolations = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
+  });
+  const response = await page.goto(`${mesh.httpUrl}/${query}`);
+  return { page, pageErrors, cspViolations, headers: response?.headers() ?? {} };
 }
 
 /** @param {import('playwright-core').Page} page */
@@ -112,8 +118,10 @@ function metric(metrics, series) {
 }
 
 test('the page connects to the edge and shows prices that change', { timeout: 30000 }, async () => {
-  const { page, pageErrors } = await openDashboard('?symbols=AAPL,MSFT,SPY');
+  const { page, pageErrors, cspViolations, headers } = await openDashboard('?symbols=AAPL,MSFT,SPY');
   try {
+    assert.match(headers['content-security-policy'] ?? '', /frame-ancestors 'none'/);
+    assert.equal(headers['referrer-policy'], 'no-referrer');
     const status = await waitForStatus(page, (s) => s.state === 'open' && s.edge === mesh.edgeName, `open on ${mesh.edgeName}`);
     assert.equal(status.enc, 'json');
     const rows = await page.$$eval('#watchlist-body tr[data-symbol]', (trs) => trs.map((tr) => tr.getAttribute('data-symbol')));
@@ -140,6 +148,12 @@ test('the page connects to the edge and shows prices that change', { timeout: 30
 
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png') });
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+    // Everything the page needs (its scripts, styles, favicon and stream) is allowed ...
+    assert.deepEqual(cspViolations, [], 'the page works within its Content-Security-Policy');
+    // ... and the policy is in force: an injected inline script does not run.
+    await page.addScriptTag({ content: 'window.__injected = true;' }).catch(() => {});
+    assert.equal(await page.evaluate(() => /** @type {any} */ (window).__injected === true), false, 'an inline script ran');
+    assert.ok(cspViolations.length > 0, 'the refused inline script was reported');
   } finally {
     await page.close();
   }

@@ -198,6 +198,12 @@ export async function startMesh({ ticksPerSec = 2000 } = {}) {
         TICKMESH_EDGE_NATS__URLS: JSON.stringify([natsUrl]),
         TICKMESH_EDGE_SHUTDOWN__RECONNECT_WINDOW_MS: '300',
         TICKMESH_EDGE_SHUTDOWN__GRACE_MS: '2000',
+        // The page connects without a token: anonymous access to every symbol at every
+        // tick, which the edge refuses unless asked for by name.
+        TICKMESH_EDGE_AUTH__ANONYMOUS: 'true',
+        TICKMESH_EDGE_AUTH__ALLOW_OPEN_ANONYMOUS: 'true',
+        TICKMESH_EDGE_AUTH__ANONYMOUS_ENT: '["*"]',
+        TICKMESH_EDGE_AUTH__ANONYMOUS_TIER: 'realtime',
       });
       procs.push(edge);
       await waitFor(`${mesh.edgeName} /readyz`, async () => (await httpStatus(`${mesh.httpUrl}/readyz`)) === 200, 15000, [edge]);

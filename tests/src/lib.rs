@@ -21,6 +21,7 @@ use serde_json::Value;
 use tickmesh_core::Format;
 use tickmesh_core::protocol::{SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 use tickmesh_edge::EdgeConfig;
+use tickmesh_edge::config::{AuthConfig, TierConfig};
 use tickmesh_ingest::IngestConfig;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -197,13 +198,34 @@ pub fn start_ingest(config: IngestConfig) -> Service {
     Service { stop, task }
 }
 
+/// An edge on loopback that drains quickly and, as most tests need, is open to clients
+/// without a token (see [`open_anonymous`]).
 pub fn edge_config(nats_url: &str) -> EdgeConfig {
     let mut c = EdgeConfig::default();
     c.nats.urls = vec![nats_url.to_string()];
     c.listen = ([127, 0, 0, 1], 0).into();
     c.shutdown.reconnect_window_ms = 200;
     c.shutdown.grace_ms = 2000;
+    open_anonymous(&mut c.auth);
     c
+}
+
+/// Turns on anonymous access to every symbol at every tick, opted into explicitly as the
+/// edge demands (`allow_open_anonymous`): tier `anonymous` with no minimum interval, 500
+/// symbols and 50 messages a second.
+pub fn open_anonymous(auth: &mut AuthConfig) {
+    auth.anonymous = true;
+    auth.allow_open_anonymous = true;
+    auth.anonymous_ent = vec!["*".into()];
+    auth.anonymous_tier = "anonymous".into();
+    auth.tiers.insert(
+        "anonymous".into(),
+        TierConfig {
+            min_interval_ms: 0,
+            max_symbols: 500,
+            max_msgs_per_s: 50,
+        },
+    );
 }
 
 /// Starts an edge on a free port; returns it and its address once it is ready.

@@ -139,3 +139,114 @@ fn service_configs_load() {
     tickmesh_edge::EdgeConfig::load(Some(&root().join("config/edge.toml"))).unwrap();
     tickmesh_ingest::IngestConfig::load(Some(&root().join("config/ingest.toml"))).unwrap();
 }
+
+/// The demo turns anonymous access on itself, with its limited `demo` tier, and says by
+/// name that it is open to every symbol; its tier table is its own.
+#[test]
+fn the_demo_config_turns_anonymous_access_on_explicitly() {
+    let c = tickmesh_edge::EdgeConfig::load(Some(&root().join("config/edge.toml"))).unwrap();
+    let a = &c.auth;
+    assert!(a.anonymous && a.allow_open_anonymous);
+    assert_eq!(a.anonymous_tier, "demo");
+    let demo = &a.tiers["demo"];
+    assert!(
+        demo.min_interval_ms >= 100 && demo.max_symbols <= 200,
+        "{demo:?}"
+    );
+    let tiers: Vec<&str> = a.tiers.keys().map(String::as_str).collect();
+    assert_eq!(tiers, ["delayed", "demo", "pro", "realtime"]);
+    assert_eq!(
+        c.metrics_listen, None,
+        "the demo serves /metrics on its client port"
+    );
+}
+
+/// The production example: tokens only, for one audience and issuer, with a maximum
+/// lifetime; its own tiers only; /metrics on a port of its own. Its files are stood in for
+/// by empty ones so that it loads as it would on a host.
+#[test]
+fn the_production_config_requires_tokens_and_keeps_metrics_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc/tickmesh");
+    std::fs::create_dir_all(etc.join("tls")).unwrap();
+    for file in [
+        "tls/nats-ca.pem",
+        "jwks.json",
+        "tls/edge.crt",
+        "tls/edge.key",
+    ] {
+        std::fs::write(etc.join(file), "").unwrap();
+    }
+    std::fs::write(etc.join("nats-edge.password"), "secret\n").unwrap();
+    let text = std::fs::read_to_string(root().join("config/edge.prod.toml")).unwrap();
+    let local = dir.path().join("edge.prod.toml");
+    std::fs::write(
+        &local,
+        text.replace("\"/etc/tickmesh/", &format!("\"{}/", etc.display())),
+    )
+    .unwrap();
+    let c = tickmesh_edge::EdgeConfig::load(Some(&local)).unwrap();
+    let a = &c.auth;
+    assert!(!a.anonymous && !a.allow_open_anonymous && a.anonymous_ent.is_empty());
+    assert!(a.jwks_file.is_some());
+    assert!(a.audience.is_some() && a.issuer.is_some());
+    assert!(a.max_token_lifetime_s.is_some_and(|s| s <= 3600), "{a:?}");
+    let tiers: Vec<&str> = a.tiers.keys().map(String::as_str).collect();
+    assert_eq!(
+        tiers,
+        ["delayed", "pro", "realtime"],
+        "no built-in tier added"
+    );
+    let metrics = c.metrics_listen.expect("metrics_listen is set");
+    assert_ne!(metrics.port(), c.listen.port());
+}
+
+/// The edge binary refuses to start on a config that would let anyone in unchecked, and
+/// says which key is wrong: without its opt-in, anonymous access to everything or at every
+/// tick; and with no key at all and anonymous access off (the built-in defaults).
+#[test]
+fn an_edge_refuses_to_start_when_anyone_could_get_everything() {
+    let secret = (
+        "TICKMESH_EDGE_AUTH__HS256_SECRET",
+        "a-test-secret-of-32-bytes-or-more!!",
+    );
+    let on = ("TICKMESH_EDGE_AUTH__ANONYMOUS", "true");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "auth: no key is configured"),
+        (
+            &[secret, on, ("TICKMESH_EDGE_AUTH__ANONYMOUS_ENT", "[\"*\"]")],
+            "auth.anonymous_ent",
+        ),
+        (
+            &[
+                secret,
+                on,
+                ("TICKMESH_EDGE_AUTH__ANONYMOUS_ENT", "[\"SPY\"]"),
+                ("TICKMESH_EDGE_AUTH__ANONYMOUS_TIER", "realtime"),
+            ],
+            "auth.anonymous_tier",
+        ),
+        (&[secret, on], "auth.anonymous_ent"),
+    ];
+    for (env, key) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickmesh-test-edge"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TICKMESH_EDGE_") {
+                cmd.env_remove(name);
+            }
+        }
+        let out = cmd
+            .envs(env.iter().copied())
+            // Nothing listens there: only the config check can answer.
+            .env("TICKMESH_EDGE_NATS__URLS", "[\"nats://127.0.0.1:9\"]")
+            .env("TICKMESH_EDGE_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} started");
+        assert!(stderr.contains(key), "{env:?}: {stderr}");
+        if key.contains("anonymous_") && env.len() > 2 {
+            assert!(stderr.contains("auth.allow_open_anonymous"), "{stderr}");
+        }
+    }
+}

@@ -218,3 +218,118 @@ async fn every_metric_the_dashboard_and_alerts_use_is_served_from_the_start() {
     drop(edge);
     ingest.stop().await.unwrap();
 }
+
+/// The status and the headers (names lower-cased) of `GET path` sent with `Host: host`.
+async fn head_of(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+) -> (u16, Vec<(String, String)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+/// With `metrics_listen`, Prometheus scrapes `/metrics` there and nowhere else: the client
+/// port answers 404 for it and serves everything else as before, and the metrics port
+/// serves nothing but `/metrics`. It closes with the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_listener_are_not_served_to_clients() {
+    let nats = NatsServer::start().unwrap();
+    let mut config = edge_config(&nats.url());
+    let metrics: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    config.metrics_listen = Some(metrics);
+    let (edge, addr) = start_edge(config).await.unwrap();
+
+    let (status, text) = http_get(metrics, "/metrics").await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("tickmesh_edge_build_info"), "{text}");
+    assert_eq!(http_get(metrics, "/").await.unwrap().0, 404);
+    assert_eq!(http_get(metrics, "/readyz").await.unwrap().0, 404);
+
+    let (status, text) = http_get(addr, "/metrics").await.unwrap();
+    assert_eq!(status, 404, "the client port served /metrics: {text}");
+    assert_eq!(http_get(addr, "/readyz").await.unwrap().0, 200);
+    assert_eq!(http_get(addr, "/").await.unwrap().0, 200);
+    let mut c = Client::connect(addr, tickmesh_core::Format::Json)
+        .await
+        .unwrap();
+    c.ping(1).await.unwrap();
+    drop(c);
+
+    edge.stop().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(metrics).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the metrics port outlived the edge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The dashboard and its files refuse to be framed, send no Referer (the page's URL may
+/// hold a token), and may load only the edge's own files and open a WebSocket only to the
+/// host that served them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_files_carry_a_content_security_policy() {
+    let nats = NatsServer::start().unwrap();
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    for path in ["/", "/app.js", "/tickmesh.js", "/msgpack.js", "/style.css"] {
+        let (status, headers) = head_of(addr, path, "edge.test:8443").await;
+        assert_eq!(status, 200, "{path}");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{path}: no {name} in {headers:?}"))
+        };
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self' ws://edge.test:8443 wss://edge.test:8443",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                csp.split(';').any(|d| d.trim() == directive),
+                "{path}: {directive:?} missing from {csp:?}"
+            );
+        }
+    }
+    // A Host header cannot write the policy.
+    let (_, headers) = head_of(addr, "/", "x;script-src *").await;
+    let csp = &headers
+        .iter()
+        .find(|(k, _)| k == "content-security-policy")
+        .unwrap()
+        .1;
+    assert!(!csp.contains("script-src *"), "{csp}");
+    edge.stop().await.unwrap();
+}

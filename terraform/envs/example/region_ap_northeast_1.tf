@@ -60,6 +60,9 @@ module "region_ap_northeast_1" {
   edge_password_secret_arn  = var.secrets.edge_password
   admin_password_secret_arn = var.secrets.admin_password
   jwt_key_secret_arn        = var.secrets.jwt_key
+  jwt_audience              = var.jwt_audience
+  jwt_issuer                = var.jwt_issuer
+  jwt_max_token_lifetime_s  = var.jwt_max_token_lifetime_s
   secrets_kms_key_arns      = var.secrets_kms_key_arns
 
   edge_tls_termination = "nlb"

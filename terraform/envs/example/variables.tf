@@ -113,6 +113,22 @@ variable "secrets" {
   }
 }
 
+variable "jwt_audience" {
+  description = "The aud claim of client tokens (the identity provider's audience for TickMesh)."
+  type        = string
+}
+
+variable "jwt_issuer" {
+  description = "The iss claim of client tokens: the identity provider."
+  type        = string
+}
+
+variable "jwt_max_token_lifetime_s" {
+  description = "Longest a client token may live (exp - iat), in seconds."
+  type        = number
+  default     = 3600
+}
+
 variable "secrets_kms_key_arns" {
   description = "Customer managed KMS keys that encrypt the secrets, if any."
   type        = list(string)

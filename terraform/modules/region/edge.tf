@@ -13,21 +13,28 @@ locals {
   edge_conf_template = "${local.templates}/edge.toml.tftpl"
   edge_conf_vars = {
     for az in var.azs : az => {
-      name               = "${var.domain}-${substr(az, length(az) - 1, 1)}"
-      listen_port        = local.target_port
-      tls_listen         = local.tls_at_edge
-      tls_dir            = local.edge_tls_dir
-      nats_urls          = module.leaf.client_urls
-      nats_ca_file       = "${local.edge_tls_dir}/ca.pem"
-      nats_password_file = local.edge_nats_password_file
-      kv_domain          = var.domain
-      hub_domain         = var.hub_domain
-      shards             = var.shards
-      jwt_algorithm      = var.jwt_algorithm
-      jwt_key_file       = "${local.edge_tls_dir}/jwt.key"
-      drain_window_ms    = var.edge_drain_window_s * 1000
-      drain_grace_ms     = var.edge_drain_grace_s * 1000
-      extra_toml         = var.edge_extra_toml
+      name                     = "${var.domain}-${substr(az, length(az) - 1, 1)}"
+      listen_port              = local.target_port
+      metrics_port             = var.edge_metrics_port
+      tls_listen               = local.tls_at_edge
+      tls_dir                  = local.edge_tls_dir
+      nats_urls                = module.leaf.client_urls
+      nats_ca_file             = "${local.edge_tls_dir}/ca.pem"
+      nats_password_file       = local.edge_nats_password_file
+      kv_domain                = var.domain
+      hub_domain               = var.hub_domain
+      shards                   = var.shards
+      jwt_algorithm            = var.jwt_algorithm
+      jwt_key_file             = "${local.edge_tls_dir}/jwt.key"
+      jwt_audience             = var.jwt_audience
+      jwt_issuer               = var.jwt_issuer
+      jwt_max_token_lifetime_s = var.jwt_max_token_lifetime_s
+      anonymous                = var.edge_anonymous.enabled
+      anonymous_tier           = var.edge_anonymous.tier
+      anonymous_ent            = var.edge_anonymous.ent
+      drain_window_ms          = var.edge_drain_window_s * 1000
+      drain_grace_ms           = var.edge_drain_grace_s * 1000
+      extra_toml               = var.edge_extra_toml
     }
   }
 }
@@ -121,6 +128,13 @@ resource "aws_launch_template" "edge" {
   }
 
   tags = merge(var.tags, { "tickmesh:az" = each.key })
+
+  lifecycle {
+    precondition {
+      condition     = var.edge_metrics_port != local.target_port
+      error_message = "edge_metrics_port must differ from the edge's serving port: /metrics is served on its own listener, never to clients."
+    }
+  }
 }
 
 resource "aws_autoscaling_group" "edge" {

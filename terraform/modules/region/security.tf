@@ -1,5 +1,6 @@
 # Only what must come in: clients on 443 reach the NLB; the NLB reaches the edges' serving and
-# health-check ports; edges reach the leaf nodes' client port. NATS ports are never public.
+# health-check port; the monitoring network reaches their metrics port; edges reach the leaf
+# nodes' client port. NATS ports are never public.
 
 resource "aws_security_group" "edge_nlb" {
   name_prefix = "${local.name}-edge-nlb-"
@@ -54,14 +55,16 @@ resource "aws_vpc_security_group_ingress_rule" "edge_from_nlb" {
   referenced_security_group_id = aws_security_group.edge_nlb.id
 }
 
+# /metrics has its own port (metrics_listen), open to the monitoring network only: the NLB
+# neither forwards it nor reaches it, and the client port does not serve /metrics.
 resource "aws_vpc_security_group_ingress_rule" "edge_metrics" {
   for_each = toset(var.monitoring_cidr_blocks)
 
   security_group_id = aws_security_group.edge.id
   description       = "Prometheus scrapes of /metrics"
   ip_protocol       = "tcp"
-  from_port         = local.target_port
-  to_port           = local.target_port
+  from_port         = var.edge_metrics_port
+  to_port           = var.edge_metrics_port
   cidr_ipv4         = each.value
 }
 

@@ -175,6 +175,60 @@ variable "jwt_algorithm" {
   }
 }
 
+variable "jwt_audience" {
+  description = "The aud claim every client token must carry (tokens minted for another service are refused)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^\"\\\\[:cntrl:]]{1,256}$", var.jwt_audience))
+    error_message = "jwt_audience must be 1-256 characters, without quotes, backslashes or control characters."
+  }
+}
+
+variable "jwt_issuer" {
+  description = "The iss claim every client token must carry: the identity provider that mints them."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^\"\\\\[:cntrl:]]{1,256}$", var.jwt_issuer))
+    error_message = "jwt_issuer must be 1-256 characters, without quotes, backslashes or control characters."
+  }
+}
+
+variable "jwt_max_token_lifetime_s" {
+  description = "Longest a client token may live (exp - iat), in seconds (the edges' auth.max_token_lifetime_s)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.jwt_max_token_lifetime_s >= 60 && var.jwt_max_token_lifetime_s <= 86400 && floor(var.jwt_max_token_lifetime_s) == var.jwt_max_token_lifetime_s
+    error_message = "jwt_max_token_lifetime_s must be a whole number of seconds between 60 and 86400."
+  }
+}
+
+variable "edge_anonymous" {
+  description = "Connections without a token: off by default. When enabled, they get tier (a tier of edge_extra_toml's [auth.tiers], with a min_interval_ms above 0) and the entitlement patterns ent, which must name symbols: \"*\" is refused."
+  type = object({
+    enabled = bool
+    tier    = string
+    ent     = list(string)
+  })
+  default = {
+    enabled = false
+    tier    = "anonymous"
+    ent     = []
+  }
+
+  validation {
+    condition = (
+      can(regex("^[A-Za-z0-9_-]{1,64}$", var.edge_anonymous.tier))
+      && alltrue([for p in var.edge_anonymous.ent : can(regex("^[A-Z0-9][A-Z0-9_-]{0,63}[*]?$", p))])
+      && (!var.edge_anonymous.enabled || length(var.edge_anonymous.ent) > 0)
+    )
+    error_message = "edge_anonymous: tier must be a tier name; ent must list symbols or SYMBOL* patterns (never \"*\"), at least one when enabled."
+  }
+}
+
 variable "edge_tls_termination" {
   description = "Where client TLS ends: \"nlb\" (TLS listener with an ACM certificate; edges serve ws on edge_ports.ws) or \"edge\" (TCP pass-through; edges serve wss on edge_ports.wss)."
   type        = string
@@ -198,7 +252,7 @@ variable "edge_certificate_arn" {
 }
 
 variable "edge_ports" {
-  description = "Port the edge listens on (WebSocket, /readyz, /metrics): ws when TLS ends at the NLB, wss when it ends at the edge."
+  description = "Port the edge listens on (WebSocket, /readyz): ws when TLS ends at the NLB, wss when it ends at the edge."
   type = object({
     ws  = number
     wss = number
@@ -206,6 +260,17 @@ variable "edge_ports" {
   default = {
     ws  = 8080
     wss = 8443
+  }
+}
+
+variable "edge_metrics_port" {
+  description = "Port of the edge's /metrics (metrics_listen), open to monitoring_cidr_blocks only; never the client port."
+  type        = number
+  default     = 9102
+
+  validation {
+    condition     = var.edge_metrics_port > 1024 && var.edge_metrics_port < 65536 && floor(var.edge_metrics_port) == var.edge_metrics_port
+    error_message = "edge_metrics_port must be an unprivileged port."
   }
 }
 
@@ -350,7 +415,7 @@ variable "shards" {
 }
 
 variable "monitoring_cidr_blocks" {
-  description = "Private CIDRs allowed to scrape NATS monitoring and edge /metrics."
+  description = "Private CIDRs allowed to scrape NATS monitoring and edge /metrics (edge_metrics_port)."
   type        = list(string)
   default     = []
 

@@ -10,9 +10,49 @@ use tickmesh_edge::EdgeConfig;
 
 use super::list;
 use crate::{free_port, http_get};
+use tickmesh_edge::config::AuthConfig;
+
+/// The `TICKMESH_EDGE_AUTH__*` variables of `auth`'s anonymous access and tier table (the
+/// whole table: a configured one replaces the built-in one).
+fn anonymous_env(auth: &AuthConfig) -> Vec<(&'static str, String)> {
+    let tiers: Vec<String> = auth
+        .tiers
+        .iter()
+        .map(|(name, t)| {
+            format!(
+                "{name}={{min_interval_ms={},max_symbols={},max_msgs_per_s={}}}",
+                t.min_interval_ms, t.max_symbols, t.max_msgs_per_s
+            )
+        })
+        .collect();
+    vec![
+        ("TICKMESH_EDGE_AUTH__ANONYMOUS", auth.anonymous.to_string()),
+        (
+            "TICKMESH_EDGE_AUTH__ALLOW_OPEN_ANONYMOUS",
+            auth.allow_open_anonymous.to_string(),
+        ),
+        (
+            "TICKMESH_EDGE_AUTH__ANONYMOUS_TIER",
+            auth.anonymous_tier.clone(),
+        ),
+        (
+            "TICKMESH_EDGE_AUTH__ANONYMOUS_ENT",
+            list(auth.anonymous_ent.iter().cloned()),
+        ),
+        (
+            "TICKMESH_EDGE_AUTH__DEFAULT_TIER",
+            auth.default_tier.clone(),
+        ),
+        (
+            "TICKMESH_EDGE_AUTH__TIERS",
+            format!("{{{}}}", tiers.join(",")),
+        ),
+    ]
+}
 
 /// An edge running as its own process (so that it can be SIGKILLed), configured through
-/// `TICKMESH_EDGE_*` variables (the mesh's settings: name, listen, nats, shutdown).
+/// `TICKMESH_EDGE_*` variables (the mesh's settings: name, listen, nats, shutdown, and
+/// anonymous access with its tiers).
 #[derive(Debug)]
 pub struct EdgeProcess {
     child: Option<Child>,
@@ -71,6 +111,7 @@ impl EdgeProcess {
             cmd.env("TICKMESH_EDGE_NATS__AUTH__USER", user)
                 .env("TICKMESH_EDGE_NATS__AUTH__PASSWORD_FILE", password);
         }
+        cmd.envs(anonymous_env(&config.auth));
         let child = cmd.spawn().context("starting tickmesh-edge")?;
         let mut edge = EdgeProcess {
             child: Some(child),
