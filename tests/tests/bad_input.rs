@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tickmesh_core::Format;
+use tickmesh_core::subject::{DEFAULT_SHARDS, tick_subject};
 use tickmesh_tests::mesh::EdgeProcess;
 use tickmesh_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,7 +50,8 @@ async fn bystander_is_served(c: &mut Client, last_seq: &mut u64) {
 }
 
 /// The anonymous 3 KB message that aborted a debug-built edge with a stack overflow, in
-/// both encodings: answered with `bad_request`, while a bystander session keeps its ticks.
+/// both encodings: answered with `bad_request`, while a bystander session keeps its ticks;
+/// and the same nesting in a tick from NATS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_messages_are_bad_requests_and_the_edge_serves_on() {
     let nats = NatsServer::start().unwrap();
@@ -81,6 +83,20 @@ async fn deeply_nested_messages_are_bad_requests_and_the_edge_serves_on() {
         attacker.ping(2).await.unwrap();
         bystander_is_served(&mut bystander, &mut last_seq).await;
     }
+    // The same nesting in a tick on NATS, on the subject the bystander's symbol uses:
+    // dropped by the edge's NATS thread, which keeps carrying the real ticks.
+    let nats_client = async_nats::connect(nats.url()).await.unwrap();
+    let aapl = tickmesh_core::Symbol::parse("AAPL").unwrap();
+    let subject = tick_subject(&aapl, DEFAULT_SHARDS);
+    let mut deep_tick = b"\x81\xa1z".to_vec();
+    deep_tick.extend(std::iter::repeat_n(0x91, 3000));
+    deep_tick.push(0xc0);
+    nats_client
+        .publish(subject, deep_tick.into())
+        .await
+        .unwrap();
+    nats_client.flush().await.unwrap();
+    bystander_is_served(&mut bystander, &mut last_seq).await;
     drop(edge);
     ingest.stop().await.unwrap();
 }
