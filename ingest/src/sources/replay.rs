@@ -50,6 +50,12 @@ pub struct ReplayConfig {
     /// this and pacing goes on from there, so that no record stalls the replay. Default
     /// 60000.
     pub max_wait_ms: u64,
+    /// Largest step forward in source time from one record to the next, in ms. A record
+    /// further ahead (a far-future `src_ts`) is skipped, logged and counted in
+    /// `tickmesh_ingest_corrupt_records_total`: taken, it would make its symbol's later
+    /// ticks stale and, with `loop`, push every later pass that far ahead. Default
+    /// 2592000000 (30 days).
+    pub max_src_jump_ms: u64,
 }
 
 impl Default for ReplayConfig {
@@ -61,6 +67,7 @@ impl Default for ReplayConfig {
             format: FileFormat::Auto,
             max_record_bytes: tickfile::DEFAULT_MAX_RECORD,
             max_wait_ms: 60_000,
+            max_src_jump_ms: 30 * 86_400_000,
         }
     }
 }
@@ -85,6 +92,12 @@ impl ReplayConfig {
             return Err((
                 "max_wait_ms",
                 format!("must be 1..=86400000, got {}", self.max_wait_ms),
+            ));
+        }
+        if !(1_000..=10 * 365 * 86_400_000).contains(&self.max_src_jump_ms) {
+            return Err((
+                "max_src_jump_ms",
+                format!("must be 1000..=315360000000, got {}", self.max_src_jump_ms),
             ));
         }
         if !active {
@@ -142,7 +155,11 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
         let mut batch = Vec::with_capacity(BATCH);
         let mut pass_records = 0u64;
         let mut first_pass_span = span;
+        // Source time of the record before, for the jump check.
+        let mut prev: Option<u64> = None;
+        let max_jump_us = config.max_src_jump_ms.saturating_mul(1000);
         for file in &config.files {
+            let mut jumps = 0u64;
             let mut logged = 0u64;
             let on_corrupt = |c: Corrupt| {
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +171,19 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
             };
             let on_tick = |mut tick: Tick| {
                 let src = tick.src_ts.or((tick.ts > 0).then_some(tick.ts));
+                if let (Some(s), Some(p)) = (src, prev)
+                    && s > p.saturating_add(max_jump_us)
+                {
+                    stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                    corrupt_total.increment(1);
+                    jumps += 1;
+                    if jumps <= LOG_FIRST || jumps.is_multiple_of(1000) {
+                        let ahead_s = (s - p) / 1_000_000;
+                        tracing::warn!(file = %file.display(), symbol = %tick.symbol, src_ts = s, ahead_s, "source time jumps too far ahead; record skipped");
+                    }
+                    return ControlFlow::Continue(());
+                }
+                prev = src.or(prev);
                 if span.is_none()
                     && let Some(s) = src
                 {
@@ -249,6 +279,35 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_record_far_ahead_of_the_one_before_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        let t0 = 1_700_000_000_000_000u64;
+        let century = 100 * 365 * 86_400 * 1_000_000u64;
+        let lines = [t0, t0 + century, t0 + 10, t0 + 86_400_000_000]
+            .map(|t| format!("{{\"symbol\":\"AAPL\",\"src_ts\":{t},\"last\":1}}"));
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let config = ReplayConfig {
+            files: vec![path],
+            repeat: true,
+            max_src_jump_ms: 2 * 86_400_000,
+            ..ReplayConfig::default()
+        };
+        let stats = Arc::new(ReplayStats::default());
+        let mut rx = spawn(&config, stats.clone());
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            got.extend(rx.recv().await.unwrap());
+        }
+        drop(rx);
+        let times: Vec<u64> = got.iter().map(|r| r.src_ts.unwrap() - t0).collect();
+        // The loop shifts by the span of what was taken: a day, not a century.
+        let day = 86_400_000_000;
+        assert_eq!(times[..6], [0, 10, day, day + 1, day + 11, 2 * day + 1]);
+        assert!(stats.corrupt.load(Ordering::Relaxed) >= 2);
+    }
 
     #[test]
     fn a_far_future_source_time_costs_at_most_the_longest_wait() {
