@@ -23,7 +23,7 @@ pub enum CodecError {
     #[error("tick is {0} bytes; the limit is {MAX_WIRE_TICK}")]
     TooLarge(usize),
     #[error("malformed tick: {0}")]
-    Malformed(#[from] rmp_serde::decode::Error),
+    Malformed(#[from] crate::nesting::NestingError),
     #[error("invalid tick symbol {symbol:?}: {source}")]
     Symbol {
         symbol: String,
@@ -45,7 +45,7 @@ pub fn decode_wire(bytes: &[u8]) -> Result<Tick, CodecError> {
     if bytes.len() > MAX_WIRE_TICK {
         return Err(CodecError::TooLarge(bytes.len()));
     }
-    let tick: Tick = rmp_serde::from_slice(bytes)?;
+    let tick: Tick = crate::nesting::from_msgpack(bytes)?;
     check(&tick)?;
     Ok(tick)
 }
@@ -56,25 +56,40 @@ pub fn check(tick: &Tick) -> Result<(), CodecError> {
         symbol: tick.symbol.chars().take(80).collect(),
         source,
     })?;
-    for (field, value) in [("seq", tick.seq), ("epoch", tick.epoch), ("ts", tick.ts)] {
+    let src_ts = ("src_ts", tick.src_ts.unwrap_or(0));
+    for (field, value) in [
+        ("seq", tick.seq),
+        ("epoch", tick.epoch),
+        ("ts", tick.ts),
+        src_ts,
+    ] {
         if value > MAX_SAFE_INTEGER {
             return Err(CodecError::Unsafe { field, value });
         }
     }
+    match non_finite(tick) {
+        Some(name) => Err(CodecError::NotFinite(name)),
+        None => Ok(()),
+    }
+}
+
+/// The first price or other float field of `tick` that is NaN or infinite, depth levels
+/// included. JSON has no such numbers: serde_json would write them as `null`.
+pub fn non_finite(tick: &Tick) -> Option<&'static str> {
     let mut bad = None;
     visit(tick, Mode::Full, |name, v| {
-        if let Val::F64(x) = v
-            && !x.is_finite()
-        {
+        let finite = match v {
+            Val::F64(x) => x.is_finite(),
+            Val::Depth(d) => d.bids.iter().chain(&d.asks).all(|(p, _)| p.is_finite()),
+            Val::U64(_) | Val::Str(_) => true,
+        };
+        if !finite {
             bad.get_or_insert(name);
         }
         Ok::<(), ()>(())
     })
     .ok();
-    match bad {
-        Some(name) => Err(CodecError::NotFinite(name)),
-        None => Ok(()),
-    }
+    bad
 }
 
 /// Encodes one tick object for clients, with only the fields of `mode`. With `tag`, the
@@ -376,6 +391,31 @@ mod tests {
         assert!(matches!(
             decode_wire(&encode_wire(&t)),
             Err(CodecError::NotFinite("bid"))
+        ));
+        let mut t = aapl();
+        t.depth = Some(Depth {
+            bids: vec![(189.11, 300)],
+            asks: vec![(f64::INFINITY, 200)],
+        });
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::NotFinite("depth"))
+        ));
+        let mut t = aapl();
+        t.src_ts = Some(u64::MAX);
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::Unsafe {
+                field: "src_ts",
+                ..
+            })
+        ));
+        let mut deep = b"\x81\xa1z".to_vec();
+        deep.extend(std::iter::repeat_n(0x91, 3000));
+        deep.push(0xc0);
+        assert!(matches!(
+            decode_wire(&deep),
+            Err(CodecError::Malformed(crate::nesting::NestingError::TooDeep))
         ));
         assert!(matches!(
             decode_wire(b"\xc1"),

@@ -6,6 +6,7 @@
 //! - [`codec`]: ticks as MessagePack on NATS, and the per-mode client encodings
 //!   that the edge builds once per tick and shares between sessions.
 //! - [`protocol`]: client protocol v1 messages, in JSON and MessagePack.
+//! - [`nesting`]: the nesting bound of every decoder of untrusted bytes.
 //! - [`date`]: calendar dates (`YYYY-MM-DD`) for option expiries.
 //! - [`occ`]: OCC option symbols ⇄ (root, expiry, right, strike).
 //! - [`refdata`]: the schema of the reference-data bucket `md_ref` (instruments, chains).
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod date;
 #[cfg(feature = "dev-pki")]
 pub mod dev_pki;
+pub mod nesting;
 pub mod occ;
 pub mod protocol;
 pub mod refdata;

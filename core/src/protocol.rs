@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::nesting;
 use crate::tick::Mode;
 
 /// `Sec-WebSocket-Protocol` for JSON in text frames (the default).
@@ -76,6 +77,11 @@ pub enum ErrorCode {
 /// WebSocket close codes of the protocol.
 pub mod close {
     pub const NORMAL: u16 = 1000;
+    /// RFC 6455: the client broke the WebSocket protocol (an unmasked frame, reserved bits
+    /// without an extension, an unknown opcode, bad fragmentation).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// RFC 6455: a text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_LARGE: u16 = 1009;
     pub const DRAINING: u16 = 4001;
     pub const SLOW_CONSUMER: u16 = 4008;
@@ -155,16 +161,25 @@ struct AuthReq {
     token: String,
 }
 
+/// Decodes `bytes`, which are nested at most [`nesting::MAX_DEPTH`] levels (for JSON,
+/// [`decode_client`] has checked that once for all its passes).
 fn from_bytes<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, String> {
     match format {
         Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+        Format::MsgPack => nesting::from_msgpack(bytes).map_err(|e| e.to_string()),
     }
 }
 
 /// Decodes one client message. Unknown fields are ignored; a missing or wrongly typed
-/// required field, an unknown op or malformed bytes are a [`DecodeError`].
+/// required field, an unknown op, malformed bytes or nesting deeper than
+/// [`nesting::MAX_DEPTH`] are a [`DecodeError`].
 pub fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
+    if format == Format::Json {
+        nesting::check_json(bytes).map_err(|e| DecodeError {
+            id: None,
+            message: format!("malformed JSON message: {e}"),
+        })?;
+    }
     let head: Head = from_bytes(format, bytes).map_err(|e| DecodeError {
         id: None,
         message: format!("malformed {} message: {e}", format.name()),
@@ -443,6 +458,44 @@ mod tests {
         );
         let v: serde_json::Value = rmp_serde::from_slice(&e.encode(Format::MsgPack)).unwrap();
         assert_eq!(v["code"], "invalid_symbol");
+    }
+
+    /// `{"op":"ping","id":1,"x":` and `depth` nested one-element arrays, in `format`.
+    fn nested_ping(format: Format, depth: usize) -> Vec<u8> {
+        match format {
+            Format::Json => {
+                let arrays = "[".repeat(depth) + &"]".repeat(depth);
+                format!(r#"{{"op":"ping","id":1,"x":{arrays}}}"#).into_bytes()
+            }
+            Format::MsgPack => {
+                let mut v = b"\x83\xa2op\xa4ping\xa2id\x01\xa1x".to_vec();
+                v.extend(std::iter::repeat_n(0x91, depth));
+                v.push(0xc0);
+                v
+            }
+        }
+    }
+
+    /// The 3 KB message that aborted a debug-built edge with a stack overflow: decoded
+    /// on a thread with an eighth of a runtime worker's stack, it is a bad request.
+    #[test]
+    fn deep_nesting_is_a_bad_request_within_a_small_stack() {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                for format in Format::ALL {
+                    let e = decode_client(format, &nested_ping(format, 3000)).unwrap_err();
+                    assert!(e.message.contains("nested deeper than 32 levels"), "{e}");
+                    let e = decode_client(format, &nested_ping(format, 100_000)).unwrap_err();
+                    assert!(e.message.contains("nested deeper than"), "{e}");
+                    // Up to the bound, unknown fields nest freely.
+                    let m = decode_client(format, &nested_ping(format, nesting::MAX_DEPTH - 1));
+                    assert_eq!(m.unwrap().request, Request::Ping);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     proptest! {

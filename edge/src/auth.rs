@@ -15,6 +15,7 @@ use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
 use serde::Deserialize;
+use tickmesh_core::nesting;
 
 use crate::config::{AuthConfig, TierConfig};
 
@@ -275,13 +276,22 @@ fn header_alg(token: &str) -> Result<String, AuthError> {
         #[serde(default)]
         kid: Option<String>,
     }
-    let head = token.split('.').next().ok_or(AuthError::Malformed)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(head.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed)?;
+    let bytes = segment(token, 0)?;
     let header: Header = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
     let _ = header.kid;
     Ok(header.alg)
+}
+
+/// The JSON of a token's segment `i` (0 the header, 1 the claims). Refused when it nests
+/// deeper than [`nesting::MAX_DEPTH`]: the JWT library parses both with serde, whose
+/// recursion, not the 16 KiB head, is what bounds the stack it uses.
+fn segment(token: &str, i: usize) -> Result<Vec<u8>, AuthError> {
+    let part = token.split('.').nth(i).ok_or(AuthError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed)?;
+    nesting::check_json(&bytes).map_err(|_| AuthError::Malformed)?;
+    Ok(bytes)
 }
 
 impl Verifier {
@@ -339,6 +349,7 @@ impl Verifier {
     /// Verifies `token` and turns its claims into a grant.
     pub fn verify(&self, token: &str) -> Result<Grant, AuthError> {
         let alg = header_alg(token)?;
+        segment(token, 1)?;
         let algorithm = match alg.as_str() {
             "HS256" => Algorithm::HS256,
             "RS256" => Algorithm::RS256,
@@ -603,6 +614,25 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&forged), Err(AuthError::BadSignature));
         assert_eq!(v.verify("not.a.token"), Err(AuthError::Malformed));
+        // Nesting past the bound, in the header or in the (signed) claims.
+        let inner = nesting::MAX_DEPTH - 1; // inside the claims object
+        let deep =
+            serde_json::from_str::<serde_json::Value>(&("[".repeat(inner) + &"]".repeat(inner)))
+                .unwrap();
+        let mut c = good();
+        c["x"] = json!([deep.clone()]);
+        assert_eq!(v.verify(&token(c)), Err(AuthError::Malformed));
+        let mut c = good();
+        c["x"] = deep.clone();
+        v.verify(&token(c)).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.cty = Some("[".repeat(10_000));
+        let quoted = encode(
+            &header,
+            &good(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        );
+        v.verify(&quoted.unwrap()).unwrap();
         assert_eq!(v.verify(""), Err(AuthError::Malformed));
         // alg none: header {"alg":"none"}, no signature.
         let b64 = |v: serde_json::Value| {

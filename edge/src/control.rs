@@ -50,7 +50,7 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
                 _ = e.shutdown.cancelled() => return,
                 msg = sub.next() => match msg { Some(m) => m, None => return },
             };
-            match serde_json::from_slice::<Revoke>(&msg.payload) {
+            match tickmesh_core::nesting::from_json::<Revoke>(&msg.payload) {
                 Ok(r) if r.sub.is_some() || r.jti.is_some() => {
                     e.verifier.revoke(r.sub.as_deref(), r.jti.as_deref());
                     e.revocations.send_modify(|n| *n += 1);

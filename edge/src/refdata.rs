@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
-use tickmesh_core::Symbol;
 use tickmesh_core::protocol::ErrorCode;
 use tickmesh_core::refdata::{
     self, Chain, ChainExpiry, ChainRef, ChainRefError, Instrument, RefKey,
 };
+use tickmesh_core::{Symbol, nesting};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -63,13 +63,13 @@ impl Cache {
             Some(RefKey::Chain(underlying)) if !put => {
                 self.chains.remove(underlying);
             }
-            Some(RefKey::Instrument(symbol)) => match serde_json::from_slice(&entry.value) {
+            Some(RefKey::Instrument(symbol)) => match nesting::from_json(&entry.value) {
                 Ok(i) => {
                     self.instruments.insert(symbol.to_string(), i);
                 }
                 Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable md_ref entry"),
             },
-            Some(RefKey::Chain(underlying)) => match serde_json::from_slice(&entry.value) {
+            Some(RefKey::Chain(underlying)) => match nesting::from_json(&entry.value) {
                 Ok(c) => {
                     self.chains.insert(underlying.to_string(), c);
                 }

@@ -17,7 +17,7 @@ use crate::publisher::{self, Counts, Publisher, now_us};
 use crate::refdata::{self, Catalog, RefWriter};
 use crate::sequencer::next_epoch;
 use crate::snapshot::{self, Slots};
-use crate::sources::replay::{self, ReplayStats, Replayed};
+use crate::sources::replay::{self, Pacer, ReplayStats, Replayed};
 use crate::sources::sim::{SimParams, Simulator};
 use crate::telemetry;
 
@@ -60,7 +60,8 @@ enum Source {
     Replay {
         rx: tokio::sync::mpsc::Receiver<Vec<Replayed>>,
         stats: Arc<ReplayStats>,
-        speed: f64,
+        /// Unused: each term paces with a fresh copy.
+        pacer: Pacer,
         catalog: Catalog,
     },
 }
@@ -186,11 +187,11 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
                 sim_term(sim, &mut publisher, held.as_ref(), stop, config, &refs).await
             }
             Source::Replay {
-                rx, speed, catalog, ..
+                rx, pacer, catalog, ..
             } => {
                 replay_term(
                     rx,
-                    *speed,
+                    pacer.clone(),
                     catalog,
                     &mut publisher,
                     held.as_ref(),
@@ -269,7 +270,10 @@ fn open_source(config: &IngestConfig) -> Source {
             Source::Replay {
                 rx: replay::spawn(&config.replay, stats.clone()),
                 stats,
-                speed: config.replay.speed,
+                pacer: Pacer::new(
+                    config.replay.speed,
+                    Duration::from_millis(config.replay.max_wait_ms),
+                ),
                 catalog: Catalog::default(),
             }
         }
@@ -343,17 +347,16 @@ async fn sim_term(
     }
 }
 
-/// One term of a replay: paced by the recorded source times divided by `speed`.
+/// One term of a replay: paced by the recorded source times (see [`Pacer`]).
 async fn replay_term(
     rx: &mut tokio::sync::mpsc::Receiver<Vec<Replayed>>,
-    speed: f64,
+    mut pacer: Pacer,
     catalog: &mut Catalog,
     p: &mut Publisher,
     held: Option<&Held>,
     stop: &CancellationToken,
     refs: &RefWriter,
 ) -> anyhow::Result<End> {
-    let mut anchor: Option<(u64, Instant)> = None;
     loop {
         let batch = tokio::select! {
             _ = stop.cancelled() => return Ok(End::Shutdown),
@@ -365,21 +368,16 @@ async fn replay_term(
         };
         let mut now = now_us();
         for (k, mut item) in batch.into_iter().enumerate() {
-            if speed > 0.0
-                && let Some(src) = item.src_ts
+            if let Some(due) = item.src_ts.and_then(|src| pacer.due(src, Instant::now()))
+                && due > Instant::now() + MIN_SLEEP
             {
-                let (src0, at0) = *anchor.get_or_insert((src, Instant::now()));
-                let offset = src.saturating_sub(src0) as f64 / 1e6 / speed;
-                let due = at0 + Duration::from_secs_f64(offset);
-                if due > Instant::now() + MIN_SLEEP {
-                    p.end_batch();
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(End::Shutdown),
-                        _ = lost(held) => return Ok(End::LeaseLost),
-                        _ = tokio::time::sleep_until(due.into()) => {}
-                    }
-                    now = now_us();
+                p.end_batch();
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(End::Shutdown),
+                    _ = lost(held) => return Ok(End::LeaseLost),
+                    _ = tokio::time::sleep_until(due.into()) => {}
                 }
+                now = now_us();
             }
             if k % 256 == 255 {
                 now = now_us();

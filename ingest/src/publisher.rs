@@ -9,14 +9,15 @@ use anyhow::Context;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use tickmesh_core::codec::decode_wire;
+use tickmesh_core::codec::{MAX_WIRE_TICK, decode_wire, non_finite};
 use tickmesh_core::subject::tick_subject;
+use tickmesh_core::tick::MAX_SAFE_INTEGER;
 use tickmesh_core::{Symbol, SymbolError, Tick};
 
 use crate::config::NatsConfig;
 use crate::sequencer::Sequencer;
 use crate::snapshot::Slots;
-use crate::wire::Encoder;
+use crate::wire::{self, Encoder};
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
@@ -119,6 +120,45 @@ fn intern(subject: String) -> &'static str {
     s
 }
 
+/// Why a tick was refused at ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invalid {
+    NotFinite(&'static str),
+    /// `src_ts` at or above 2^53, which JavaScript cannot read exactly.
+    SrcTs,
+    TooLarge,
+}
+
+impl Invalid {
+    fn label(self) -> &'static str {
+        match self {
+            Invalid::NotFinite(_) => "not_finite",
+            Invalid::SrcTs => "src_ts",
+            Invalid::TooLarge => "too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::NotFinite(field) => write!(f, "{field} is not a finite number"),
+            Invalid::SrcTs => write!(f, "src_ts is not below 2^53"),
+            Invalid::TooLarge => write!(f, "larger than {MAX_WIRE_TICK} bytes on the wire"),
+        }
+    }
+}
+
+fn invalid(tick: &Tick) -> Option<Invalid> {
+    if let Some(field) = non_finite(tick) {
+        return Some(Invalid::NotFinite(field));
+    }
+    if tick.src_ts.is_some_and(|v| v > MAX_SAFE_INTEGER) {
+        return Some(Invalid::SrcTs);
+    }
+    (!wire::fits(tick)).then_some(Invalid::TooLarge)
+}
+
 /// Totals of one [`Publisher`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -128,7 +168,14 @@ pub struct Counts {
     pub ticks_out: u64,
     /// Ticks dropped as stale (older `src_ts`).
     pub stale: u64,
+    /// Ticks refused as invalid, as an edge would refuse them: a NaN or infinite price or
+    /// other float field, a `src_ts` not below 2^53, or larger than
+    /// [`tickmesh_core::codec::MAX_WIRE_TICK`].
+    pub invalid: u64,
 }
+
+/// Invalid ticks logged one by one; after that, every 1000th.
+const LOG_FIRST_INVALID: u64 = 20;
 
 /// The tick path. Symbols get dense indices in the order they are registered; the
 /// sequencer, the subjects and the KV slots share them.
@@ -227,7 +274,9 @@ impl Publisher {
     }
 
     /// Sequences (stamping `tick` in place) and publishes one tick of symbol `i`.
-    /// `Ok(false)`: dropped as stale.
+    /// `Ok(false)`: dropped as stale, or refused as invalid (before it takes a `seq`, so
+    /// readers see no gap): whatever the source, no client ever reads a NaN as `null`,
+    /// and no edge is sent a tick it would refuse.
     pub async fn emit(
         &mut self,
         i: usize,
@@ -235,6 +284,16 @@ impl Publisher {
         now_us: u64,
     ) -> Result<bool, async_nats::PublishError> {
         self.counts.ticks_in += 1;
+        if let Some(reason) = invalid(tick) {
+            self.counts.invalid += 1;
+            let n = self.counts.invalid;
+            metrics::counter!("tickmesh_ingest_invalid_ticks_total", "source" => self.source, "reason" => reason.label())
+                .increment(1);
+            if n <= LOG_FIRST_INVALID || n.is_multiple_of(1000) {
+                tracing::warn!(symbol = %tick.symbol, %reason, refused = n, "invalid tick refused");
+            }
+            return Ok(false);
+        }
         if self.sequencer.stamp(i, tick, now_us).is_err() {
             self.counts.stale += 1;
             return Ok(false);

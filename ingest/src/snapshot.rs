@@ -7,14 +7,20 @@
 //! never slows the ticks. The lag of a write is the age of the oldest value it covers:
 //! from when the symbol first changed after its previous write until the put is
 //! acknowledged (`tickmesh_ingest_kv_lag_seconds`).
+//!
+//! Each write names the revision it replaces ([`write_checked`]), so `md_last` never goes
+//! backwards: when another writer got in first (after a fail-over, the former holder of
+//! the lease may still be flushing), the stored value is read back, and if its
+//! `(epoch, seq)` is not older than ours it stays and ours is dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::Store;
+use async_nats::jetstream::kv::{self, Store};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tickmesh_core::codec::decode_wire;
 use tokio_util::sync::CancellationToken;
 
 /// How long the final write at shutdown may take.
@@ -47,6 +53,8 @@ pub struct Slots {
 pub struct KvStats {
     pub writes: AtomicU64,
     pub errors: AtomicU64,
+    /// Values dropped because KV already held a newer tick of the symbol.
+    pub superseded: AtomicU64,
     /// Largest lag of a write so far, µs.
     pub max_lag_us: AtomicU64,
     /// Sum of lags, µs (with `writes`, the mean).
@@ -137,6 +145,8 @@ pub async fn run_writer(
     cancel: CancellationToken,
 ) {
     let mut last_put: Vec<Option<Instant>> = Vec::new();
+    // The revision of each symbol's value as this writer last saw it (0: none known).
+    let mut revisions: Vec<u64> = Vec::new();
     // Rounds come five times per interval, so a write is at most 1.2 intervals apart.
     let mut timer = tokio::time::interval((interval / 5).max(Duration::from_millis(5)));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,7 +167,7 @@ pub async fn run_writer(
             due
         });
         metrics::gauge!("tickmesh_ingest_kv_pending").set(slots.pending() as f64);
-        let round = write_all(&kv, &slots, due, max_in_flight);
+        let round = write_all(&kv, &slots, due, &mut revisions, max_in_flight);
         if stopping {
             if tokio::time::timeout(FINAL_FLUSH, round).await.is_err() {
                 tracing::warn!("final KV write did not finish within {FINAL_FLUSH:?}");
@@ -169,15 +179,69 @@ pub async fn run_writer(
     }
 }
 
+/// What a checked write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored, at this revision.
+    Stored(u64),
+    /// KV holds a tick at least as new (at this revision); ours was dropped.
+    Superseded(u64),
+}
+
+/// Conflicts (another writer in between) one write gives way to before it fails.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// `(epoch, seq)` of an encoded tick: the order of values of one symbol.
+fn order(bytes: &[u8]) -> Option<(u64, u64)> {
+    decode_wire(bytes).ok().map(|t| (t.epoch, t.seq))
+}
+
+/// Writes `bytes` (an encoded tick) as the value of `key`, replacing revision `known`
+/// (0: none). If the key has moved on since (another writer), the stored value is read
+/// back: one whose `(epoch, seq)` is not older than ours stays; otherwise ours replaces
+/// it, at most [`WRITE_ATTEMPTS`] times.
+pub async fn write_checked(
+    kv: &Store,
+    key: &str,
+    bytes: Bytes,
+    mut known: u64,
+) -> Result<Written, async_nats::Error> {
+    let ours = order(&bytes);
+    for _ in 0..WRITE_ATTEMPTS {
+        match kv.update(key, bytes.clone(), known).await {
+            Ok(revision) => return Ok(Written::Stored(revision)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => return Err(e.into()),
+        }
+        match kv.entry(key).await? {
+            Some(entry) => {
+                if entry.operation == kv::Operation::Put && order(&entry.value) >= ours {
+                    return Ok(Written::Superseded(entry.revision));
+                }
+                known = entry.revision;
+            }
+            None => known = 0,
+        }
+    }
+    Err(format!("{key} changed under {WRITE_ATTEMPTS} writes in a row").into())
+}
+
 async fn write_all(
     kv: &Store,
     slots: &Slots,
     due: Vec<(usize, Arc<str>, Pending)>,
+    revisions: &mut Vec<u64>,
     max_in_flight: usize,
 ) {
     let stats = &slots.stats;
+    if let Some(top) = due.iter().map(|(i, _, _)| *i).max()
+        && top >= revisions.len()
+    {
+        revisions.resize(top + 1, 0);
+    }
+    let known = &*revisions;
     let puts = due.into_iter().map(|(i, key, p)| async move {
-        let result = kv.put(&*key, p.bytes.clone()).await;
+        let result = write_checked(kv, &key, p.bytes.clone(), known[i]).await;
         (i, key, p, result)
     });
     let mut results = futures_util::stream::iter(puts).buffer_unordered(max_in_flight);
@@ -185,9 +249,19 @@ async fn write_all(
     // Both counters exist from the first round, so that a first error shows in `increase()`.
     metrics::counter!("tickmesh_ingest_kv_writes_total").increment(0);
     metrics::counter!("tickmesh_ingest_kv_errors_total").increment(0);
+    metrics::counter!("tickmesh_ingest_kv_superseded_total").increment(0);
+    let mut seen = Vec::new();
+    let mut superseded = 0u64;
     while let Some((i, key, p, result)) = results.next().await {
         match result {
-            Ok(_) => {
+            Ok(Written::Superseded(revision)) => {
+                seen.push((i, revision));
+                superseded += 1;
+                stats.superseded.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tickmesh_ingest_kv_superseded_total").increment(1);
+            }
+            Ok(Written::Stored(revision)) => {
+                seen.push((i, revision));
                 let lag = p.since.elapsed();
                 lag_hist.record(lag.as_secs_f64());
                 let lag_us = lag.as_micros() as u64;
@@ -203,6 +277,16 @@ async fn write_all(
                 slots.put_back(i, p);
             }
         }
+    }
+    drop(results);
+    for (i, revision) in seen {
+        revisions[i] = revision;
+    }
+    if superseded > 0 {
+        tracing::warn!(
+            superseded,
+            "md_last already held newer ticks (another writer took over?); kept them"
+        );
     }
 }
 

@@ -8,8 +8,9 @@
 //! - Either may be gzipped (`.gz`); a reader recognises gzip by its magic bytes.
 //!
 //! A line that does not parse, or whose tick breaks the wire invariants (symbol grammar,
-//! finite numbers, integers below 2^53), is a [`Corrupt`] record: reported with its file
-//! and line, and skipped.
+//! finite numbers, integers below 2^53), is a [`Corrupt`] record: reported with its file,
+//! line and byte offset, and skipped. So is a line longer than the record bound, which is
+//! skipped without being read into memory; a CSV record is one line.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -17,11 +18,13 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tickmesh_core::codec;
 use tickmesh_core::tick::{Depth, Kind, Right, Tick};
+use tickmesh_core::{codec, nesting};
 
-/// Longest line accepted, in bytes.
-pub const MAX_LINE: usize = 1 << 20;
+/// Longest record (an NDJSON line, a CSV row; line ending excluded) that a replay reads by
+/// default, in bytes: `replay.max_record_bytes`. A tick the edge accepts (at most
+/// [`tickmesh_core::codec::MAX_WIRE_TICK`] bytes of MessagePack) is well under it as text.
+pub const DEFAULT_MAX_RECORD: usize = 64 * 1024;
 
 /// CSV columns, in the order `record` writes them.
 pub const CSV_COLUMNS: [&str; 26] = [
@@ -94,6 +97,8 @@ pub struct Corrupt {
     pub file: PathBuf,
     /// 1-based line number.
     pub line: u64,
+    /// Byte offset of the line's start in the (decompressed) file.
+    pub offset: u64,
     pub error: String,
 }
 
@@ -194,7 +199,7 @@ fn checked(tick: Tick) -> Result<Tick, String> {
 
 /// Parses one NDJSON line.
 pub fn parse_ndjson(line: &str) -> Result<Tick, String> {
-    let f: FileTick = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let f: FileTick = nesting::from_json(line.as_bytes()).map_err(|e| e.to_string())?;
     checked(f.into())
 }
 
@@ -322,46 +327,57 @@ pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
 }
 
 /// Reads `path` in `format`, calling `on_tick` for every good record (it may stop the
-/// read) and `on_corrupt` for every skipped one. Errors are I/O errors of the file itself.
+/// read) and `on_corrupt` for every skipped one. A record (an NDJSON line, a CSV row)
+/// longer than `max_record` bytes is skipped unread and reported. Errors are I/O errors of
+/// the file itself, and a CSV header that cannot be read.
 pub fn read_file(
     path: &Path,
     format: FileFormat,
+    max_record: usize,
     mut on_tick: impl FnMut(Tick) -> ControlFlow<()>,
     mut on_corrupt: impl FnMut(Corrupt),
 ) -> io::Result<FileSummary> {
     let format = format
         .resolve(path)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let reader = open(path)?;
+    let mut lines = Lines::new(open(path)?, max_record);
     let mut summary = FileSummary::default();
-    let mut corrupt = |line: u64, error: String, summary: &mut FileSummary| {
+    let mut corrupt = |line: &Line<'_>, error: String, summary: &mut FileSummary| {
         summary.corrupt += 1;
         on_corrupt(Corrupt {
             file: path.to_path_buf(),
-            line,
+            line: line.number,
+            offset: line.offset,
             error,
         });
     };
-    match format {
-        FileFormat::Csv => {
-            let mut csv = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(reader);
-            let mut header = None;
-            let mut row = csv::StringRecord::new();
-            loop {
-                match csv.read_record(&mut row) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(e) if e.is_io_error() => return Err(io::Error::other(e)),
-                    Err(e) => {
-                        let line = e.position().map_or(0, csv::Position::line);
-                        corrupt(line, e.to_string(), &mut summary);
-                        continue;
-                    }
-                }
-                let line = row.position().map_or(0, csv::Position::line);
+    let too_long = format!("record longer than {max_record} bytes; skipped unread");
+    let mut csv = (format == FileFormat::Csv).then(CsvSplitter::new);
+    let mut header = None;
+    let mut row = csv::StringRecord::new();
+    while let Some(line) = lines.next_line()? {
+        let Some(text) = line.text else {
+            if csv.is_some() && header.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "header: too long",
+                ));
+            }
+            corrupt(&line, too_long.clone(), &mut summary);
+            continue;
+        };
+        let Ok(text) = std::str::from_utf8(text) else {
+            corrupt(&line, "not UTF-8".into(), &mut summary);
+            continue;
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let parsed = match &mut csv {
+            None => parse_ndjson(text),
+            Some(splitter) => {
+                splitter.split(text.as_bytes(), &mut row);
                 let Some(h) = &header else {
                     let parsed = CsvHeader::parse(&row).map_err(|e| {
                         io::Error::new(io::ErrorKind::InvalidData, format!("header: {e}"))
@@ -369,76 +385,143 @@ pub fn read_file(
                     header = Some(parsed);
                     continue;
                 };
-                match h.tick(&row) {
-                    Ok(t) => {
-                        summary.ticks += 1;
-                        if on_tick(t).is_break() {
-                            break;
-                        }
-                    }
-                    Err(e) => corrupt(line, e, &mut summary),
-                }
+                h.tick(&row)
             }
-        }
-        _ => {
-            let mut reader = reader;
-            let mut buf = Vec::new();
-            let mut line = 0u64;
-            loop {
-                buf.clear();
-                let n = (&mut reader)
-                    .take(MAX_LINE as u64 + 1)
-                    .read_until(b'\n', &mut buf)?;
-                if n == 0 {
+        };
+        match parsed {
+            Ok(t) => {
+                summary.ticks += 1;
+                if on_tick(t).is_break() {
                     break;
                 }
-                line += 1;
-                if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
-                    skip_line(&mut reader)?;
-                    corrupt(
-                        line,
-                        format!("line longer than {MAX_LINE} bytes"),
-                        &mut summary,
-                    );
-                    continue;
-                }
-                let text = match std::str::from_utf8(&buf) {
-                    Ok(t) => t.trim(),
-                    Err(_) => {
-                        corrupt(line, "not UTF-8".into(), &mut summary);
-                        continue;
-                    }
-                };
-                if text.is_empty() {
-                    continue;
-                }
-                match parse_ndjson(text) {
-                    Ok(t) => {
-                        summary.ticks += 1;
-                        if on_tick(t).is_break() {
-                            break;
-                        }
-                    }
-                    Err(e) => corrupt(line, e, &mut summary),
-                }
             }
+            Err(e) => corrupt(&line, e, &mut summary),
         }
     }
     Ok(summary)
 }
 
-fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
+/// One line of a file, as [`Lines`] hands it out.
+struct Line<'a> {
+    /// 1-based.
+    number: u64,
+    /// Byte offset of its start in the (decompressed) file.
+    offset: u64,
+    /// Without its line ending; `None` when it was longer than the bound.
+    text: Option<&'a [u8]>,
+}
+
+/// Reads lines of at most `max` bytes (line ending excluded), holding no more than that:
+/// the rest of a longer line is skipped as it streams past, never read into memory.
+struct Lines<R> {
+    reader: R,
+    buf: Vec<u8>,
+    max: usize,
+    number: u64,
+    offset: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(reader: R, max: usize) -> Self {
+        Lines {
+            reader,
+            buf: Vec::new(),
+            max,
+            number: 0,
+            offset: 0,
+        }
+    }
+
+    fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.buf.clear();
+        // Room for the longest line and a CRLF.
+        let limit = self.max as u64 + 2;
+        let n = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let offset = self.offset;
+        let mut consumed = n as u64;
+        let ended = self.buf.last() == Some(&b'\n');
+        if !ended && consumed == limit {
+            consumed += skip_line(&mut self.reader)?;
+        }
+        self.offset += consumed;
+        let text = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        Ok(Some(Line {
+            number: self.number,
+            offset,
+            text: (consumed <= limit && text.len() <= self.max).then_some(text),
+        }))
+    }
+}
+
+/// Skips to the end of the current line; returns the bytes skipped.
+fn skip_line(reader: &mut impl BufRead) -> io::Result<u64> {
+    let mut skipped = 0u64;
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
-            return Ok(());
+            return Ok(skipped);
         }
         if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
             reader.consume(pos + 1);
-            return Ok(());
+            return Ok(skipped + pos as u64 + 1);
         }
         let n = buf.len();
         reader.consume(n);
+        skipped += n as u64;
+    }
+}
+
+/// Splits one CSV line into fields (RFC 4180 quoting, within the line: a CSV record is
+/// one line, so that the record bound of [`Lines`] holds), reusing its buffers.
+struct CsvSplitter {
+    reader: csv_core::Reader,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl CsvSplitter {
+    fn new() -> Self {
+        CsvSplitter {
+            reader: csv_core::Reader::new(),
+            fields: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Fields that are not UTF-8 cannot occur: `line` is a `str`, and unquoting only
+    /// removes ASCII quotes.
+    fn split(&mut self, line: &[u8], row: &mut csv::StringRecord) {
+        use csv_core::ReadRecordResult as R;
+        self.reader.reset();
+        // Unquoting only shrinks fields, and n bytes hold at most n + 1 fields.
+        self.fields.resize(line.len() + 1, 0);
+        self.ends.resize(line.len() + 2, 0);
+        let (mut input, mut nout, mut nends) = (line, 0, 0);
+        // The line, then an empty input for the end of the record: two calls.
+        for _ in 0..3 {
+            let (res, nin, o, e) =
+                self.reader
+                    .read_record(input, &mut self.fields[nout..], &mut self.ends[nends..]);
+            input = &input[nin..];
+            nout += o;
+            nends += e;
+            if matches!(res, R::Record | R::End | R::OutputFull | R::OutputEndsFull) {
+                break;
+            }
+        }
+        row.clear();
+        let mut start = 0;
+        for &end in &self.ends[..nends] {
+            row.push_field(std::str::from_utf8(&self.fields[start..end]).unwrap_or_default());
+            start = end;
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! hold it to `encode_wire` byte for byte.
 
 use bytes::{Bytes, BytesMut};
+use tickmesh_core::codec::MAX_WIRE_TICK;
 use tickmesh_core::tick::{Depth, Kind, Right, Tick};
 
 /// Ticks are written into blocks of this size; a published tick shares its block.
@@ -54,6 +55,37 @@ impl Encoder {
         write_tick(&mut out, tick);
         let n = out.pos;
         self.block.split_to(n).freeze()
+    }
+}
+
+/// Whether `t`, once stamped, encodes within [`MAX_WIRE_TICK`], the largest tick an edge
+/// accepts: a larger one would be published only to be refused by every edge. Exact to
+/// within the stamp (`seq`, `epoch` and `ts` at their widest, 9 bytes each); only counts
+/// bytes, and only for a tick whose quick bound is over the limit.
+pub fn fits(t: &Tick) -> bool {
+    if size_bound(t) <= MAX_WIRE_TICK {
+        return true;
+    }
+    let mut count = Count(0);
+    write_tick(&mut count, t);
+    let unstamped = [t.seq, t.epoch, t.ts].map(|v| {
+        let mut c = Count(0);
+        uint(&mut c, v);
+        c.0
+    });
+    count.0 + 27 - unstamped.iter().sum::<usize>() <= MAX_WIRE_TICK
+}
+
+/// A sink that only counts.
+struct Count(usize);
+
+impl Sink for Count {
+    fn byte(&mut self, _: u8) {
+        self.0 += 1;
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.0 += b.len();
     }
 }
 
@@ -295,6 +327,30 @@ mod tests {
     use crate::sources::session::SessionConfig;
     use crate::sources::sim::{SimParams, Simulator};
     use tickmesh_core::codec::{decode_wire, encode_wire};
+
+    #[test]
+    fn fits_is_exact_at_the_edge_s_limit() {
+        let mut seen = [false; 2];
+        for levels in (1_000..1_300).step_by(7) {
+            let t = Tick {
+                symbol: "AAPL".into(),
+                last: Some(1.5),
+                depth: Some(Depth {
+                    bids: vec![(189.11, 300); levels / 2],
+                    asks: vec![(189.13, 70_000); levels - levels / 2],
+                }),
+                ..Tick::default()
+            };
+            let mut stamped = t.clone();
+            (stamped.seq, stamped.epoch, stamped.ts) = (1 << 52, 1 << 52, 1 << 52);
+            let size = encode_wire(&stamped).len();
+            let want = size <= MAX_WIRE_TICK;
+            assert_eq!(fits(&t), want, "{levels} levels, {size} bytes");
+            seen[usize::from(want)] = true;
+        }
+        assert_eq!(seen, [true, true], "both sides of the limit were tried");
+        assert!(fits(&Tick::default()));
+    }
 
     #[test]
     fn same_bytes_as_the_codec_for_every_kind_of_tick() {

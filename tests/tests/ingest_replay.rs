@@ -225,6 +225,7 @@ async fn record_captures_the_live_stream_in_a_file_replay_reads() {
         let read = tickfile::read_file(
             &out,
             FileFormat::Auto,
+            tickfile::DEFAULT_MAX_RECORD,
             |t| {
                 ticks.push(t);
                 ControlFlow::Continue(())
@@ -246,10 +247,16 @@ async fn record_captures_the_live_stream_in_a_file_replay_reads() {
 
     // The gzipped capture replays into the mesh, every tick of it.
     let gz = dir.path().join("live.ndjson.gz");
-    let recorded =
-        tickfile::read_file(&gz, FileFormat::Auto, |_| ControlFlow::Continue(()), |_| {})
-            .unwrap()
-            .ticks;
+    let max = tickfile::DEFAULT_MAX_RECORD;
+    let recorded = tickfile::read_file(
+        &gz,
+        FileFormat::Auto,
+        max,
+        |_| ControlFlow::Continue(()),
+        |_| {},
+    )
+    .unwrap()
+    .ticks;
     let mut sub = subscribe_all(&nats.url()).await;
     let summary = replay_whole(&nats.url(), &gz).await;
     assert_eq!(summary.counts.ticks_out, recorded);

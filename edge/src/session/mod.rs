@@ -366,10 +366,7 @@ where
         let msg = match msg {
             None => return Err(End::Gone),
             Some(Ok(msg)) => msg,
-            Some(Err(tungstenite::Error::Capacity(_))) => {
-                return Err(End::Close(close::TOO_LARGE, "message too large"));
-            }
-            Some(Err(_)) => return Err(End::Gone),
+            Some(Err(e)) => return Err(read_error_end(&e)),
         };
         let (format, bytes) = match &msg {
             Message::Text(t) => (Format::Json, t.as_bytes()),
@@ -415,6 +412,34 @@ where
         let replies = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await
     }
+}
+
+/// How a read error ends the session. A client that broke the WebSocket protocol gets
+/// RFC 6455's close code and the reason before the socket closes, not a bare reset; one
+/// whose connection broke is gone.
+fn read_error_end(e: &tungstenite::Error) -> End {
+    use tungstenite::error::ProtocolError as P;
+    let reason = match e {
+        tungstenite::Error::Capacity(_) => {
+            return End::Close(close::TOO_LARGE, "message too large");
+        }
+        tungstenite::Error::Utf8(_) => {
+            return End::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8");
+        }
+        tungstenite::Error::Protocol(p) => match p {
+            P::ResetWithoutClosingHandshake => return End::Gone,
+            P::NonZeroReservedBits => "reserved bits set without an extension",
+            P::UnmaskedFrameFromClient => "unmasked client frame",
+            P::UnknownDataFrameType(_) | P::UnknownControlFrameType(_) | P::InvalidOpcode(_) => {
+                "unknown opcode"
+            }
+            P::FragmentedControlFrame | P::ControlFrameTooBig => "bad control frame",
+            P::UnexpectedContinueFrame | P::ExpectedFragment(_) => "bad fragmentation",
+            _ => "protocol error",
+        },
+        _ => return End::Gone,
+    };
+    End::Close(close::PROTOCOL_ERROR, reason)
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

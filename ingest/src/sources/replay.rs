@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tickmesh_core::Tick;
@@ -40,6 +41,21 @@ pub struct ReplayConfig {
     pub repeat: bool,
     /// `auto` (from the file name), `ndjson` or `csv`. Default `auto`.
     pub format: FileFormat,
+    /// Longest record (an NDJSON line, a CSV row) read, in bytes. A longer one is skipped
+    /// without being read into memory, logged with its line and byte offset, and counted
+    /// in `tickmesh_ingest_corrupt_records_total`. Default 65536.
+    pub max_record_bytes: usize,
+    /// Longest pause between two ticks, in ms. Pacing follows the recorded source times; a
+    /// longer gap (a break in the recording, or one far-future `src_ts`) is shortened to
+    /// this and pacing goes on from there, so that no record stalls the replay. Default
+    /// 60000.
+    pub max_wait_ms: u64,
+    /// Largest step forward in source time from one record to the next, in ms. A record
+    /// further ahead (a far-future `src_ts`) is skipped, logged and counted in
+    /// `tickmesh_ingest_corrupt_records_total`: taken, it would make its symbol's later
+    /// ticks stale and, with `loop`, push every later pass that far ahead. Default
+    /// 2592000000 (30 days).
+    pub max_src_jump_ms: u64,
 }
 
 impl Default for ReplayConfig {
@@ -49,6 +65,9 @@ impl Default for ReplayConfig {
             speed: 1.0,
             repeat: false,
             format: FileFormat::Auto,
+            max_record_bytes: tickfile::DEFAULT_MAX_RECORD,
+            max_wait_ms: 60_000,
+            max_src_jump_ms: 30 * 86_400_000,
         }
     }
 }
@@ -61,6 +80,24 @@ impl ReplayConfig {
             return Err((
                 "speed",
                 format!("must be in [0, 1000000], got {}", self.speed),
+            ));
+        }
+        if !(256..=16 << 20).contains(&self.max_record_bytes) {
+            return Err((
+                "max_record_bytes",
+                format!("must be 256..=16777216, got {}", self.max_record_bytes),
+            ));
+        }
+        if !(1..=86_400_000).contains(&self.max_wait_ms) {
+            return Err((
+                "max_wait_ms",
+                format!("must be 1..=86400000, got {}", self.max_wait_ms),
+            ));
+        }
+        if !(1_000..=10 * 365 * 86_400_000).contains(&self.max_src_jump_ms) {
+            return Err((
+                "max_src_jump_ms",
+                format!("must be 1000..=315360000000, got {}", self.max_src_jump_ms),
             ));
         }
         if !active {
@@ -118,25 +155,42 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
         let mut batch = Vec::with_capacity(BATCH);
         let mut pass_records = 0u64;
         let mut first_pass_span = span;
+        // Source time of the record before, for the jump check.
+        let mut prev: Option<u64> = None;
+        let max_jump_us = config.max_src_jump_ms.saturating_mul(1000);
         for file in &config.files {
+            let mut jumps = 0u64;
             let mut logged = 0u64;
             let on_corrupt = |c: Corrupt| {
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 corrupt_total.increment(1);
                 logged += 1;
                 if logged <= LOG_FIRST || logged.is_multiple_of(1000) {
-                    tracing::warn!(file = %c.file.display(), line = c.line, error = %c.error, "corrupt record skipped");
+                    tracing::warn!(file = %c.file.display(), line = c.line, offset = c.offset, error = %c.error, "corrupt record skipped");
                 }
             };
             let on_tick = |mut tick: Tick| {
                 let src = tick.src_ts.or((tick.ts > 0).then_some(tick.ts));
+                if let (Some(s), Some(p)) = (src, prev)
+                    && s > p.saturating_add(max_jump_us)
+                {
+                    stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                    corrupt_total.increment(1);
+                    jumps += 1;
+                    if jumps <= LOG_FIRST || jumps.is_multiple_of(1000) {
+                        let ahead_s = (s - p) / 1_000_000;
+                        tracing::warn!(file = %file.display(), symbol = %tick.symbol, src_ts = s, ahead_s, "source time jumps too far ahead; record skipped");
+                    }
+                    return ControlFlow::Continue(());
+                }
+                prev = src.or(prev);
                 if span.is_none()
                     && let Some(s) = src
                 {
                     let (lo, hi) = first_pass_span.get_or_insert((s, s));
                     (*lo, *hi) = ((*lo).min(s), (*hi).max(s));
                 }
-                let src = src.map(|s| s + shift);
+                let src = src.map(|s| s.saturating_add(shift));
                 (tick.seq, tick.epoch, tick.ts, tick.src_ts) = (0, 0, 0, src);
                 batch.push(Replayed { tick, src_ts: src });
                 pass_records += 1;
@@ -149,7 +203,8 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
                 }
                 ControlFlow::Continue(())
             };
-            match tickfile::read_file(file, config.format, on_tick, on_corrupt) {
+            let max = config.max_record_bytes;
+            match tickfile::read_file(file, config.format, max, on_tick, on_corrupt) {
                 Ok(s) => {
                     tracing::info!(file = %file.display(), ticks = s.ticks, corrupt = s.corrupt, "replayed file")
                 }
@@ -174,13 +229,110 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
             tracing::error!("a whole replay pass yielded no ticks; not looping");
             return;
         }
-        shift += span.map_or(0, |(lo, hi)| hi - lo + 1);
+        shift = shift.saturating_add(span.map_or(0, |(lo, hi)| hi - lo + 1));
+    }
+}
+
+/// When each replayed tick is due: its source time's distance from the first one, divided
+/// by `speed`, except that no tick is due more than `max_wait` after the one before it.
+/// A gap in source time longer than that moves the anchor forward by the excess, so that
+/// one far-future `src_ts` costs at most `max_wait`, and the ticks after it (earlier in
+/// source time) go out at once rather than waiting for it.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    speed: f64,
+    /// The longest gap kept, in source µs (`max_wait` × `speed`).
+    max_gap_us: u64,
+    /// (source time, instant) the offsets count from.
+    anchor: Option<(u64, Instant)>,
+    /// Highest source time so far.
+    high: u64,
+}
+
+impl Pacer {
+    /// `speed` 0 paces nothing.
+    pub fn new(speed: f64, max_wait: Duration) -> Self {
+        Pacer {
+            speed,
+            max_gap_us: (max_wait.as_secs_f64() * 1e6 * speed) as u64,
+            anchor: None,
+            high: 0,
+        }
+    }
+
+    /// When a tick with source time `src` is due; `None`: at once.
+    pub fn due(&mut self, src: u64, now: Instant) -> Option<Instant> {
+        if self.speed <= 0.0 {
+            return None;
+        }
+        let (src0, at0) = self.anchor.get_or_insert((src, now));
+        if src > self.high {
+            let gap = if self.high == 0 { 0 } else { src - self.high };
+            *src0 += gap.saturating_sub(self.max_gap_us);
+            self.high = src;
+        }
+        let offset = src.saturating_sub(*src0) as f64 / 1e6 / self.speed;
+        Some(*at0 + Duration::from_secs_f64(offset))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_record_far_ahead_of_the_one_before_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        let t0 = 1_700_000_000_000_000u64;
+        let century = 100 * 365 * 86_400 * 1_000_000u64;
+        let lines = [t0, t0 + century, t0 + 10, t0 + 86_400_000_000]
+            .map(|t| format!("{{\"symbol\":\"AAPL\",\"src_ts\":{t},\"last\":1}}"));
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let config = ReplayConfig {
+            files: vec![path],
+            repeat: true,
+            max_src_jump_ms: 2 * 86_400_000,
+            ..ReplayConfig::default()
+        };
+        let stats = Arc::new(ReplayStats::default());
+        let mut rx = spawn(&config, stats.clone());
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            got.extend(rx.recv().await.unwrap());
+        }
+        drop(rx);
+        let times: Vec<u64> = got.iter().map(|r| r.src_ts.unwrap() - t0).collect();
+        // The loop shifts by the span of what was taken: a day, not a century.
+        let day = 86_400_000_000;
+        assert_eq!(times[..6], [0, 10, day, day + 1, day + 11, 2 * day + 1]);
+        assert!(stats.corrupt.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[test]
+    fn a_far_future_source_time_costs_at_most_the_longest_wait() {
+        let max_wait = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let year_us = 365 * 86_400 * 1_000_000u64;
+        let start = 1_700_000_000_000_000u64;
+        for speed in [1.0, 10.0] {
+            let mut p = Pacer::new(speed, max_wait);
+            let at = |p: &mut Pacer, src| p.due(src, t0).unwrap() - t0;
+            assert_eq!(at(&mut p, start), Duration::ZERO);
+            // Recorded gaps are kept, divided by the speed.
+            let one = at(&mut p, start + 1_000_000).as_secs_f64();
+            assert!((one - 1.0 / speed).abs() < 1e-6, "{one}");
+            // A century ahead: due at most `max_wait` after the tick before it.
+            let far = at(&mut p, start + 100 * year_us);
+            assert!(far <= Duration::from_secs_f64(one) + max_wait, "{far:?}");
+            // The ticks after it, back at the recorded times: no later than the far one.
+            assert!(at(&mut p, start + 2_000_000) <= far);
+            // A recorded gap of an hour is shortened to the longest wait.
+            let later = at(&mut p, start + 100 * year_us + 3_600_000_000);
+            assert!(later <= far + max_wait, "{later:?}");
+        }
+        assert_eq!(Pacer::new(0.0, max_wait).due(start, t0), None);
+    }
 
     #[tokio::test]
     async fn loops_shift_source_times_so_they_keep_increasing() {

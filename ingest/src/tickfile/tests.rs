@@ -34,6 +34,7 @@ fn read_all(path: &Path) -> (Vec<Tick>, Vec<Corrupt>, FileSummary) {
     let summary = read_file(
         path,
         FileFormat::Auto,
+        DEFAULT_MAX_RECORD,
         |t| {
             ticks.push(t);
             ControlFlow::Continue(())
@@ -103,7 +104,7 @@ fn corrupt_records_are_reported_with_their_line_and_skipped() {
     body.extend_from_slice(b"{\"symbol\":\"md.>\",\"last\":1}\n");
     body.extend_from_slice(b"{\"symbol\":\"MSFT\",\"last\":\"x\"}\n");
     body.extend_from_slice(b"\xff\xfe\n");
-    body.extend_from_slice(&vec![b'x'; MAX_LINE + 10]);
+    body.extend_from_slice(&vec![b'x'; DEFAULT_MAX_RECORD + 10]);
     body.extend_from_slice(b"\n{\"symbol\":\"MSFT\",\"seq\":9007199254740993}\n");
     body.extend_from_slice(b"{\"symbol\":\"SPY\",\"bid\":2,\"type\":\"snapshot\"}");
     std::fs::write(&path, body).unwrap();
@@ -146,6 +147,7 @@ fn csv_rows_and_headers_are_checked() {
     let e = read_file(
         &path,
         FileFormat::Auto,
+        DEFAULT_MAX_RECORD,
         |_| ControlFlow::Continue(()),
         |_| {},
     )
@@ -165,4 +167,66 @@ fn formats_come_from_the_name_unless_set() {
         FileFormat::Csv.resolve(Path::new("a.txt")),
         Ok(FileFormat::Csv)
     );
+}
+
+/// A record over the bound is refused with its line and byte offset, and never read into
+/// memory (a reader that buffered whole lines would hold the 64 MiB line here); the
+/// records around it are read. Both formats, plain and gzipped.
+#[test]
+fn records_over_the_bound_are_skipped_unread_with_their_line_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 1024;
+    let huge = 64 << 20;
+    for (name, head, good) in [
+        ("t.ndjson", "", "{\"symbol\":\"AAPL\",\"last\":1.5}"),
+        ("t.csv", "symbol,last\n", "AAPL,1.5"),
+    ] {
+        let mut body = head.as_bytes().to_vec();
+        body.extend_from_slice(format!("{good}\n").as_bytes());
+        let long_at = body.len() as u64;
+        body.extend(std::iter::repeat_n(b'7', huge));
+        body.extend_from_slice(format!("\n{good}\r\n").as_bytes());
+        let exact = format!("{good}{}", " ".repeat(max - good.len()));
+        body.extend_from_slice(format!("{exact}\n{exact} \n{good}").as_bytes());
+        let plain = dir.path().join(name);
+        std::fs::write(&plain, &body).unwrap();
+        let gz = dir.path().join(format!("{name}.gz"));
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(&body).unwrap();
+        enc.finish().unwrap();
+        drop(body);
+        for path in [&plain, &gz] {
+            let mut ticks = 0;
+            let mut bad = Vec::new();
+            let summary = read_file(
+                path,
+                FileFormat::Auto,
+                max,
+                |t| {
+                    assert_eq!(t.symbol, "AAPL");
+                    ticks += 1;
+                    ControlFlow::Continue(())
+                },
+                |c| bad.push(c),
+            )
+            .unwrap();
+            let first = u64::from(!head.is_empty());
+            let found: Vec<(u64, u64)> = bad.iter().map(|c| (c.line, c.offset)).collect();
+            let exact_at = long_at + huge as u64 + 1 + good.len() as u64 + 2;
+            let over_at = exact_at + max as u64 + 1;
+            assert_eq!(
+                found,
+                [(first + 2, long_at), (first + 5, over_at)],
+                "{}",
+                path.display()
+            );
+            assert!(
+                bad[0].error.contains("longer than 1024 bytes"),
+                "{:?}",
+                bad[0]
+            );
+            assert_eq!((ticks, summary.corrupt), (4, 2), "{}", path.display());
+        }
+    }
 }
