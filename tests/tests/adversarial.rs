@@ -340,6 +340,35 @@ async fn refresh_narrows_and_cannot_switch_users(demo: &Demo) {
     assert_eq!(code, Some(4401), "a refresh to another user");
 }
 
+/// One anonymous 3 KB MessagePack message of 3,000 nested arrays once aborted a
+/// debug-built edge with a stack overflow: now it is a `bad_request`, and the session goes
+/// on. Then a text frame that is not UTF-8 closes that connection with 1007.
+async fn deep_nesting_and_bad_frames_cost_only_their_sender(demo: &Demo) {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let mut c = demo.client(None).await;
+    // {"op": "ping", "id": 1, "x": [[[...nil...]]]}
+    let mut bytes = vec![0x83, 0xa2, b'o', b'p', 0xa4, b'p', b'i', b'n', b'g'];
+    bytes.extend([0xa2, b'i', b'd', 0x01, 0xa1, b'x']);
+    bytes.extend(std::iter::repeat_n(0x91, 3000));
+    bytes.push(0xc0);
+    c.send_raw(Message::Binary(bytes.into())).await.unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{v}"
+    );
+    c.ping(2).await.unwrap();
+    let frame = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    c.send_raw(Message::Frame(frame)).await.unwrap();
+    let code = c.closed_within(5 * SECOND, |_| {}).await.unwrap();
+    assert_eq!(code, Some(1007), "a text frame that is not UTF-8");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_cost_only_themselves() {
     let demo = Demo::start().await;
@@ -353,6 +382,7 @@ async fn hostile_clients_cost_only_themselves() {
     anonymous_sessions_get_the_demo_tier(demo).await;
     family_patterns_grant_exactly_their_family(demo).await;
     refresh_narrows_and_cannot_switch_users(demo).await;
+    deep_nesting_and_bad_frames_cost_only_their_sender(demo).await;
     let elapsed = started.elapsed();
     stop.send(true).unwrap();
     let w = task.await.unwrap();

@@ -69,7 +69,8 @@ impl EdgeProcess {
     }
 
     /// Like [`EdgeProcess::start`], from a config file (e.g. the demo's `config/edge.toml`)
-    /// that the mesh's settings and `env` (more `TICKMESH_EDGE_*` variables) override.
+    /// whose anonymous access and tiers hold, and whose other settings the mesh's (name,
+    /// listen, nats, shutdown) and `env` (more `TICKMESH_EDGE_*` variables) override.
     pub async fn start_from(
         bin: &Path,
         file: Option<&Path>,
@@ -111,7 +112,10 @@ impl EdgeProcess {
             cmd.env("TICKMESH_EDGE_NATS__AUTH__USER", user)
                 .env("TICKMESH_EDGE_NATS__AUTH__PASSWORD_FILE", password);
         }
-        cmd.envs(anonymous_env(&config.auth));
+        if file.is_none() {
+            // With a file, access and tiers are the file's.
+            cmd.envs(anonymous_env(&config.auth));
+        }
         let child = cmd.spawn().context("starting tickmesh-edge")?;
         let mut edge = EdgeProcess {
             child: Some(child),
