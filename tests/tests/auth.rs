@@ -770,6 +770,125 @@ async fn a_token_expiring_in_10_pow_19_s_is_served_and_leaves_nothing_behind() {
     s.stop().await;
 }
 
+/// Sends `auth` with `token`; the replies up to `authed` or the first `error` that is not
+/// about a symbol.
+async fn refresh(c: &mut Client, id: i64, token: &str) -> (Vec<Value>, Value) {
+    c.send(json!({"op":"auth","id":id,"token":token}))
+        .await
+        .unwrap();
+    let mut dropped = Vec::new();
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let v = c
+            .next_non_hb(left)
+            .await
+            .expect("no answer to auth in time");
+        match v["type"].as_str() {
+            Some("authed") => return (dropped, v),
+            Some("error") if v["symbol"].is_string() => dropped.push(v),
+            Some("error") => return (dropped, v),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_cannot_exceed_the_users_session_cap() {
+    let s = setup(|c| {
+        c.auth.anonymous = true;
+        c.limits.max_sessions_per_user = 2;
+    })
+    .await;
+    let uma = mint(claims("uma", &["*"], "pro"));
+    let _u1 = Client::connect_with(s.addr, Format::Json, Some(&uma))
+        .await
+        .unwrap();
+    let u2 = Client::connect_with(s.addr, Format::Json, Some(&uma))
+        .await
+        .unwrap();
+    // An anonymous session cannot become uma's third.
+    let mut anon = Client::connect(s.addr, Format::Json).await.unwrap();
+    anon.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}))
+        .await
+        .unwrap();
+    anon.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let (_, v) = refresh(&mut anon, 2, &uma).await;
+    assert_eq!(
+        (v["type"].as_str(), v["id"].as_i64(), v["code"].as_str()),
+        (Some("error"), Some(2), Some("unauthorized")),
+        "{v}"
+    );
+    assert_eq!(v["message"], "too many sessions for this user");
+    // Refused, it keeps what it had: still open, still anonymous, still streaming.
+    let ticks = tick_events(&anon.collect(Duration::from_millis(600)).await.unwrap());
+    assert!(ticks.len() > 5, "{} ticks after the refusal", ticks.len());
+    let (status, _) = upgrade_status(&s.url(), Some(&uma)).await;
+    assert_eq!(status, 429, "uma still has two sessions");
+    // Once uma has room, the same refresh is accepted, and it counts.
+    drop(u2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = refresh(&mut anon, 3, &uma).await;
+    assert_eq!(v["type"], "authed", "{v}");
+    let (status, body) = upgrade_status(&s.url(), Some(&uma)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (429, "too many sessions for this user")
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_trims_subscriptions_past_the_new_max_symbols() {
+    let s = setup(|_| {}).await;
+    let mut vic = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("vic", &["*"], "pro"))),
+    )
+    .await
+    .unwrap();
+    vic.send(
+        json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL","MSFT","QQQ"],"interval_ms":0}),
+    )
+    .await
+    .unwrap();
+    let sub = vic.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(sub["symbols"].as_array().unwrap().len(), 4);
+    let mut c = claims("vic", &["*"], "pro");
+    c["max_symbols"] = json!(2);
+    let (dropped, authed) = refresh(&mut vic, 2, &mint(c)).await;
+    assert_eq!(authed["type"], "authed", "{authed}");
+    let dropped: Vec<(&str, &str)> = dropped
+        .iter()
+        .map(|v| (v["code"].as_str().unwrap(), v["symbol"].as_str().unwrap()))
+        .collect();
+    // Kept in symbol order: AAPL and MSFT.
+    assert_eq!(
+        dropped,
+        [("too_many_symbols", "QQQ"), ("too_many_symbols", "SPY")]
+    );
+    vic.send(json!({"op":"list","id":3})).await.unwrap();
+    let list = vic.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    let held: Vec<&str> = list["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["AAPL", "MSFT"]);
+    // The limit holds afterwards too.
+    vic.send(json!({"op":"subscribe","id":4,"symbols":["SPY"]}))
+        .await
+        .unwrap();
+    let v = vic.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (v["code"].as_str(), v["symbol"].as_str()),
+        (Some("too_many_symbols"), Some("SPY"))
+    );
+    s.stop().await;
+}
+
 /// Writes a JWKS file and stamps it `ahead` in the future, so that a rewrite is noticed
 /// however coarse the file system's clock.
 fn write_jwks(path: &std::path::Path, keys: &[Value], ahead: Duration) {
