@@ -909,6 +909,11 @@ mod tests {
             v.verify(&signed(&enc_b, Some("nope"))),
             Err(AuthError::UnknownKey)
         );
+        // A kid no key carries falls back to the keys without one: here the HS256 secret.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("idp-1".into());
+        let t = encode(&h, &claims(), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub.as_deref(), Some("alice"));
     }
 
     #[test]

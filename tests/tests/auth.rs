@@ -797,6 +797,7 @@ async fn refresh(c: &mut Client, id: i64, token: &str) -> (Vec<Value>, Value) {
 async fn a_refresh_cannot_exceed_the_users_session_cap() {
     let s = setup(|c| {
         c.auth.anonymous = true;
+        c.auth.anonymous_ent = vec!["AAPL".into()];
         c.limits.max_sessions_per_user = 2;
     })
     .await;
@@ -820,9 +821,11 @@ async fn a_refresh_cannot_exceed_the_users_session_cap() {
         "{v}"
     );
     assert_eq!(v["message"], "too many sessions for this user");
-    // Refused, it keeps what it had: still open, still anonymous, still streaming.
-    let ticks = tick_events(&anon.collect(Duration::from_millis(600)).await.unwrap());
-    assert!(ticks.len() > 5, "{} ticks after the refusal", ticks.len());
+    // Refused, it keeps what it had: still open, still subscribed, still anonymous.
+    anon.ping(5).await.unwrap();
+    anon.send(json!({"op":"list","id":6})).await.unwrap();
+    let list = anon.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    assert_eq!(list["subscriptions"][0]["symbol"], "AAPL", "{list}");
     let (status, _) = upgrade_status(&s.url(), Some(&uma)).await;
     assert_eq!(status, 429, "uma still has two sessions");
     // Once uma has room, the same refresh is accepted, and it counts.
@@ -881,10 +884,10 @@ async fn a_refresh_trims_subscriptions_past_the_new_max_symbols() {
     vic.send(json!({"op":"subscribe","id":4,"symbols":["SPY"]}))
         .await
         .unwrap();
-    let v = vic.next_non_hb(5 * SECOND).await.unwrap();
+    let v = vic.next_of("error", 5 * SECOND).await.unwrap();
     assert_eq!(
-        (v["code"].as_str(), v["symbol"].as_str()),
-        (Some("too_many_symbols"), Some("SPY"))
+        (v["id"].as_i64(), v["code"].as_str(), v["symbol"].as_str()),
+        (Some(4), Some("too_many_symbols"), Some("SPY"))
     );
     s.stop().await;
 }
