@@ -9,17 +9,15 @@
 //! token is never logged: errors carry reasons, not tokens.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, Validation, decode, errors::ErrorKind};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, TierConfig};
+use crate::keys::{self, Key, Keys};
 
 /// What a session may do.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,44 +130,6 @@ struct Claims {
     max_symbols: Option<u32>,
 }
 
-/// One trusted key.
-struct Key {
-    /// The JWKS `kid`; `None` for the secret and PEM keys.
-    kid: Option<String>,
-    /// The one algorithm the key verifies.
-    alg: Algorithm,
-    key: DecodingKey,
-    /// A hash of the key's material, recorded in the grants it verifies.
-    fingerprint: u64,
-}
-
-#[derive(Default)]
-struct Keys {
-    keys: Vec<Key>,
-    /// JWKS entries taken, and left out because the edge cannot use them.
-    jwks_usable: usize,
-    jwks_skipped: usize,
-    /// Files read and their modification times, to notice changes.
-    stamps: Vec<(PathBuf, Option<SystemTime>)>,
-}
-
-impl Keys {
-    fn push(&mut self, kid: Option<String>, alg: Algorithm, key: DecodingKey, material: &[u8]) {
-        let mut h = DefaultHasher::new();
-        (alg as u8, material).hash(&mut h);
-        self.keys.push(Key {
-            kid,
-            alg,
-            key,
-            fingerprint: h.finish(),
-        });
-    }
-
-    fn trusts(&self, fingerprint: u64) -> bool {
-        self.keys.iter().any(|k| k.fingerprint == fingerprint)
-    }
-}
-
 /// Revoked users and token ids, from `ctl.revoke`.
 #[derive(Debug, Default)]
 struct Revocations {
@@ -202,121 +162,6 @@ pub fn now_s() -> u64 {
 /// How long a revocation of a user is kept: longer than any token lives.
 const REVOCATION_TTL_S: u64 = 7 * 24 * 3600;
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn read(path: &Path, stamps: &mut Vec<(PathBuf, Option<SystemTime>)>) -> anyhow::Result<Vec<u8>> {
-    stamps.push((path.to_path_buf(), mtime(path)));
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn load_keys(config: &AuthConfig) -> anyhow::Result<Keys> {
-    let mut keys = Keys::default();
-    if let Some(secret) = &config.hs256_secret {
-        let secret = secret.as_bytes();
-        keys.push(
-            None,
-            Algorithm::HS256,
-            DecodingKey::from_secret(secret),
-            secret,
-        );
-    }
-    if let Some(path) = &config.hs256_secret_file {
-        let secret = read(path, &mut keys.stamps)?;
-        let secret = secret.trim_ascii();
-        anyhow::ensure!(
-            secret.len() >= 32,
-            "{}: an HS256 secret needs at least 32 bytes",
-            path.display()
-        );
-        keys.keys.retain(|k| k.alg != Algorithm::HS256);
-        keys.push(
-            None,
-            Algorithm::HS256,
-            DecodingKey::from_secret(secret),
-            secret,
-        );
-    }
-    for path in &config.rsa_public_keys {
-        let pem = read(path, &mut keys.stamps)?;
-        let key = DecodingKey::from_rsa_pem(&pem)
-            .with_context(|| format!("{}: not an RSA public key", path.display()))?;
-        keys.push(None, Algorithm::RS256, key, &pem);
-    }
-    for path in &config.ed25519_public_keys {
-        let pem = read(path, &mut keys.stamps)?;
-        let key = DecodingKey::from_ed_pem(&pem)
-            .with_context(|| format!("{}: not an Ed25519 public key", path.display()))?;
-        keys.push(None, Algorithm::EdDSA, key, &pem);
-    }
-    if let Some(path) = &config.jwks_file {
-        let bytes = read(path, &mut keys.stamps)?;
-        load_jwks(path, &bytes, &mut keys)?;
-    }
-    Ok(keys)
-}
-
-/// Adds the usable keys of a JWKS document. An entry the edge cannot use (another key
-/// type or algorithm, an encryption key, a broken entry) is skipped with a warning rather
-/// than failing the set: one odd key an identity provider publishes must not stop the edge
-/// from trusting the others, or from dropping a key that was removed.
-fn load_jwks(path: &Path, bytes: &[u8], keys: &mut Keys) -> anyhow::Result<()> {
-    #[derive(Deserialize)]
-    struct Set {
-        keys: Vec<serde_json::Value>,
-    }
-    let set: Set = serde_json::from_slice(bytes)
-        .with_context(|| format!("{}: not a JWKS document", path.display()))?;
-    for entry in &set.keys {
-        match jwks_key(entry) {
-            Ok((kid, alg, key)) => {
-                let material = serde_json::to_vec(entry).expect("a JSON value serializes");
-                keys.push(kid, alg, key, &material);
-                keys.jwks_usable += 1;
-            }
-            Err(why) => {
-                keys.jwks_skipped += 1;
-                let kid = entry.get("kid").and_then(|k| k.as_str()).unwrap_or("-");
-                let kid: String = kid.chars().take(64).collect();
-                tracing::warn!(file = %path.display(), %kid, reason = %why, "JWKS key skipped");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One JWKS entry as a key the edge can use (RSA for RS256, Ed25519 for EdDSA, for
-/// signatures), or why not.
-fn jwks_key(entry: &serde_json::Value) -> Result<(Option<String>, Algorithm, DecodingKey), String> {
-    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| format!("not a JWK: {e}"))?;
-    if matches!(
-        jwk.common.public_key_use,
-        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-    ) {
-        return Err("not a signature key (`use`)".into());
-    }
-    let alg = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            Algorithm::EdDSA
-        }
-        _ => return Err("key type not accepted (RSA and Ed25519 are)".into()),
-    };
-    match jwk.common.key_algorithm {
-        None | Some(KeyAlgorithm::RS256 | KeyAlgorithm::EdDSA) => {}
-        Some(other) => return Err(format!("algorithm {other:?} not accepted")),
-    }
-    if jwk.common.key_algorithm == Some(KeyAlgorithm::RS256) && alg != Algorithm::RS256
-        || jwk.common.key_algorithm == Some(KeyAlgorithm::EdDSA) && alg != Algorithm::EdDSA
-    {
-        return Err("`alg` does not match the key type".into());
-    }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
-    Ok((jwk.common.key_id, alg, key))
-}
-
 /// The `alg` and `kid` of a token's header, read without trusting anything else in it.
 fn header(token: &str) -> Result<(String, Option<String>), AuthError> {
     #[derive(Deserialize)]
@@ -338,7 +183,7 @@ impl Verifier {
     /// A JWKS file without a single usable key is an error too: at the start, that is a
     /// configuration to fix, not an edge that refuses every token.
     pub fn new(config: &AuthConfig) -> anyhow::Result<Self> {
-        let keys = load_keys(config)?;
+        let keys = keys::load(config)?;
         if let Some(path) = &config.jwks_file {
             anyhow::ensure!(
                 keys.jwks_usable > 0,
@@ -359,16 +204,15 @@ impl Verifier {
     /// a file is no longer trusted (see [`Verifier::is_grant_trusted`] for the sessions it
     /// verified).
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
-        let changed = {
-            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-            keys.stamps
-                .iter()
-                .any(|(path, stamp)| mtime(path) != *stamp)
-        };
+        let changed = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed();
         if !changed {
             return Ok(false);
         }
-        let fresh = load_keys(&self.config)?;
+        let fresh = keys::load(&self.config)?;
         metrics::gauge!("tickmesh_edge_jwks_keys_skipped").set(fresh.jwks_skipped as f64);
         if fresh.keys.is_empty() {
             tracing::error!("no usable key left after the reload: every token is refused");
@@ -592,6 +436,7 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
+    use std::path::Path;
 
     const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
 
