@@ -2,22 +2,23 @@
 //! `auth`), the tier table, revocations, and the [`Grant`] a session works under.
 //!
 //! Accepted: HS256 with a shared secret, RS256 and EdDSA with public keys from PEM files or
-//! a JWKS file. `none` and any other algorithm are refused. Key files are re-read when they
-//! change. A token is never logged: errors carry reasons, not tokens.
+//! a JWKS file. `none` and any other algorithm are refused. A token's `kid` picks the JWKS
+//! key; a JWKS entry the edge cannot use is skipped (logged, and counted in the gauge
+//! `tickmesh_edge_jwks_keys_skipped`). Key files are re-read when they change, and a key
+//! gone from them is no longer trusted, by new tokens or by the sessions it verified. A
+//! token is never logged: errors carry reasons, not tokens.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use base64::Engine;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, Validation, decode, errors::ErrorKind};
 use serde::Deserialize;
 use tickmesh_core::nesting;
 
 use crate::config::{AuthConfig, TierConfig};
+use crate::keys::{self, Key, Keys};
 
 /// What a session may do.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,9 @@ pub struct Grant {
     pub iat: Option<u64>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: Option<u64>,
+    /// The fingerprint of the key that verified the token, `None` for anonymous sessions:
+    /// when a reload drops that key, the session is no longer trusted.
+    pub key: Option<u64>,
     pub tier: String,
     /// Entitlement patterns (see [`Pattern`]).
     pub ent: Vec<String>,
@@ -128,6 +132,16 @@ pub enum AuthError {
     Issuer,
     #[error("missing claim {0}")]
     MissingClaim(String),
+    /// `iat` later than now (beyond the leeway): the lifetime check and revocations by user
+    /// both count from `iat`, so a token may not claim to be issued in the future.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` over `auth.max_token_lifetime_s`.
+    #[error("token lifetime over {0} s")]
+    Lifetime(u64),
+    /// The token's `kid` names no configured key of its algorithm.
+    #[error("unknown key id")]
+    UnknownKey,
     #[error("unknown tier {0:?}")]
     UnknownTier(String),
     #[error("token revoked")]
@@ -147,16 +161,24 @@ impl AuthError {
             AuthError::Audience => "audience",
             AuthError::Issuer => "issuer",
             AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::Lifetime(_) => "lifetime",
+            AuthError::UnknownKey => "unknown_key",
             AuthError::UnknownTier(_) => "unknown_tier",
             AuthError::Revoked => "revoked",
         }
     }
 }
 
+/// `sub` and `exp` are options here only so that a token without them reaches the
+/// library's required-claim check (`missing claim sub`) instead of failing to deserialize
+/// (`malformed token`); a verified token always has both.
 #[derive(Debug, Deserialize)]
 struct Claims {
-    sub: String,
-    exp: u64,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     iat: Option<u64>,
     #[serde(default)]
@@ -167,17 +189,6 @@ struct Claims {
     tier: Option<String>,
     #[serde(default)]
     max_symbols: Option<u32>,
-}
-
-#[derive(Default)]
-struct Keys {
-    hs256: Option<DecodingKey>,
-    rsa: Vec<DecodingKey>,
-    ed: Vec<DecodingKey>,
-    /// From the JWKS file: (kid, key, algorithm family is RSA).
-    jwks: Vec<(Option<String>, DecodingKey, bool)>,
-    /// Files read and their modification times, to notice changes.
-    stamps: Vec<(PathBuf, Option<SystemTime>)>,
 }
 
 /// Revoked users and token ids, from `ctl.revoke`.
@@ -212,64 +223,8 @@ pub fn now_s() -> u64 {
 /// How long a revocation of a user is kept: longer than any token lives.
 const REVOCATION_TTL_S: u64 = 7 * 24 * 3600;
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn read(path: &Path, stamps: &mut Vec<(PathBuf, Option<SystemTime>)>) -> anyhow::Result<Vec<u8>> {
-    stamps.push((path.to_path_buf(), mtime(path)));
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn load_keys(config: &AuthConfig) -> anyhow::Result<Keys> {
-    let mut keys = Keys::default();
-    if let Some(secret) = &config.hs256_secret {
-        keys.hs256 = Some(DecodingKey::from_secret(secret.as_bytes()));
-    }
-    if let Some(path) = &config.hs256_secret_file {
-        let secret = read(path, &mut keys.stamps)?;
-        let secret = secret.trim_ascii();
-        anyhow::ensure!(
-            secret.len() >= 32,
-            "{}: an HS256 secret needs at least 32 bytes",
-            path.display()
-        );
-        keys.hs256 = Some(DecodingKey::from_secret(secret));
-    }
-    for path in &config.rsa_public_keys {
-        let pem = read(path, &mut keys.stamps)?;
-        keys.rsa.push(
-            DecodingKey::from_rsa_pem(&pem)
-                .with_context(|| format!("{}: not an RSA public key", path.display()))?,
-        );
-    }
-    for path in &config.ed25519_public_keys {
-        let pem = read(path, &mut keys.stamps)?;
-        keys.ed.push(
-            DecodingKey::from_ed_pem(&pem)
-                .with_context(|| format!("{}: not an Ed25519 public key", path.display()))?,
-        );
-    }
-    if let Some(path) = &config.jwks_file {
-        let bytes = read(path, &mut keys.stamps)?;
-        let set: JwkSet = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not a JWKS document", path.display()))?;
-        for jwk in &set.keys {
-            let key = DecodingKey::from_jwk(jwk).with_context(|| {
-                format!("{}: unusable key {:?}", path.display(), jwk.common.key_id)
-            })?;
-            let rsa = matches!(
-                jwk.algorithm,
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
-            );
-            keys.jwks.push((jwk.common.key_id.clone(), key, rsa));
-        }
-    }
-    Ok(keys)
-}
-
-/// The `alg` of a token's header, read without trusting anything else in it.
-fn header_alg(token: &str) -> Result<String, AuthError> {
+/// The `alg` and `kid` of a token's header, read without trusting anything else in it.
+fn header(token: &str) -> Result<(String, Option<String>), AuthError> {
     #[derive(Deserialize)]
     struct Header {
         alg: String,
@@ -278,8 +233,7 @@ fn header_alg(token: &str) -> Result<String, AuthError> {
     }
     let bytes = segment(token, 0)?;
     let header: Header = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
-    let _ = header.kid;
-    Ok(header.alg)
+    Ok((header.alg, header.kid))
 }
 
 /// The JSON of a token's segment `i` (0 the header, 1 the claims). Refused when it nests
@@ -296,26 +250,43 @@ fn segment(token: &str, i: usize) -> Result<Vec<u8>, AuthError> {
 
 impl Verifier {
     /// Loads the configured keys; an unreadable or invalid key file is an error that names it.
+    /// A JWKS file without a single usable key is an error too: at the start, that is a
+    /// configuration to fix, not an edge that refuses every token.
     pub fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+        let keys = keys::load(config)?;
+        if let Some(path) = &config.jwks_file {
+            anyhow::ensure!(
+                keys.jwks_usable > 0,
+                "{}: no usable key (RSA or Ed25519, for signatures)",
+                path.display()
+            );
+        }
+        metrics::gauge!("tickmesh_edge_jwks_keys_skipped").set(keys.jwks_skipped as f64);
         Ok(Verifier {
-            keys: RwLock::new(load_keys(config)?),
+            keys: RwLock::new(keys),
             config: config.clone(),
             revoked: Mutex::new(Revocations::default()),
         })
     }
 
-    /// Re-reads the key files if any changed. A broken new file keeps the old keys.
+    /// Re-reads the key files if any changed. A file that cannot be read or parsed keeps
+    /// the old keys; otherwise the new set replaces the old at once, so a key removed from
+    /// a file is no longer trusted (see [`Verifier::is_grant_trusted`] for the sessions it
+    /// verified).
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
-        let changed = {
-            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-            keys.stamps
-                .iter()
-                .any(|(path, stamp)| mtime(path) != *stamp)
-        };
+        let changed = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed();
         if !changed {
             return Ok(false);
         }
-        let fresh = load_keys(&self.config)?;
+        let fresh = keys::load(&self.config)?;
+        metrics::gauge!("tickmesh_edge_jwks_keys_skipped").set(fresh.jwks_skipped as f64);
+        if fresh.keys.is_empty() {
+            tracing::error!("no usable key left after the reload: every token is refused");
+        }
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(true)
     }
@@ -338,6 +309,7 @@ impl Verifier {
             jti: None,
             iat: None,
             exp: None,
+            key: None,
             tier: name.clone(),
             ent: self.config.anonymous_ent.clone(),
             min_interval_ms: tier.min_interval_ms,
@@ -348,7 +320,7 @@ impl Verifier {
 
     /// Verifies `token` and turns its claims into a grant.
     pub fn verify(&self, token: &str) -> Result<Grant, AuthError> {
-        let alg = header_alg(token)?;
+        let (alg, kid) = header(token)?;
         segment(token, 1)?;
         let algorithm = match alg.as_str() {
             "HS256" => Algorithm::HS256,
@@ -359,35 +331,27 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = self.config.leeway_s;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // `aud` and `iss` are checked only when present unless required: where one is
+        // configured, a token without it is refused like one with the wrong value.
+        let mut required = vec!["exp", "sub"];
         match &self.config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &self.config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let candidates: Vec<&DecodingKey> = match algorithm {
-            Algorithm::HS256 => keys.hs256.iter().collect(),
-            Algorithm::RS256 => keys
-                .rsa
-                .iter()
-                .chain(keys.jwks.iter().filter(|k| k.2).map(|k| &k.1))
-                .collect(),
-            _ => keys
-                .ed
-                .iter()
-                .chain(keys.jwks.iter().filter(|k| !k.2).map(|k| &k.1))
-                .collect(),
-        };
-        if candidates.is_empty() {
-            return Err(AuthError::Algorithm(alg));
-        }
+        let candidates = candidates(&keys.keys, algorithm, kid.as_deref())?;
         let mut last = AuthError::BadSignature;
         for key in candidates {
-            match decode::<Claims>(token, key, &validation) {
-                Ok(data) => return self.grant(data.claims),
+            match decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => return self.grant(data.claims, key.fingerprint),
                 Err(e) => {
                     last = match e.kind() {
                         ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -396,7 +360,11 @@ impl Verifier {
                         ErrorKind::InvalidAudience => AuthError::Audience,
                         ErrorKind::InvalidIssuer => AuthError::Issuer,
                         ErrorKind::InvalidAlgorithm => AuthError::Algorithm(alg.clone()),
-                        ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+                        ErrorKind::MissingRequiredClaim(c) => match c.as_str() {
+                            "aud" => AuthError::Audience,
+                            "iss" => AuthError::Issuer,
+                            _ => AuthError::MissingClaim(c.clone()),
+                        },
                         _ => AuthError::Malformed,
                     };
                     if last != AuthError::BadSignature {
@@ -408,8 +376,16 @@ impl Verifier {
         Err(last)
     }
 
-    fn grant(&self, claims: Claims) -> Result<Grant, AuthError> {
-        if self.is_revoked(&claims.sub, claims.jti.as_deref(), claims.iat) {
+    fn grant(&self, claims: Claims, key: u64) -> Result<Grant, AuthError> {
+        // Both required above; checked again rather than trusted to the library.
+        let sub = claims
+            .sub
+            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
+        let exp = claims
+            .exp
+            .ok_or_else(|| AuthError::MissingClaim("exp".into()))?;
+        self.check_lifetime(claims.iat, exp)?;
+        if self.is_revoked(&sub, claims.jti.as_deref(), claims.iat) {
             return Err(AuthError::Revoked);
         }
         let name = claims
@@ -419,10 +395,11 @@ impl Verifier {
             .tier(&name)
             .ok_or_else(|| AuthError::UnknownTier(name.chars().take(32).collect()))?;
         Ok(Grant {
-            sub: Some(claims.sub),
+            sub: Some(sub),
             jti: claims.jti,
             iat: claims.iat,
-            exp: Some(claims.exp),
+            exp: Some(exp),
+            key: Some(key),
             min_interval_ms: tier.min_interval_ms,
             max_symbols: claims
                 .max_symbols
@@ -430,6 +407,33 @@ impl Verifier {
             max_msgs_per_s: tier.max_msgs_per_s,
             tier: name,
             ent: claims.ent,
+        })
+    }
+
+    /// An `iat` in the future (beyond `leeway_s`) is refused whether or not a lifetime is
+    /// set: with it a token could outlive the maximum lifetime (`exp - iat` looks short)
+    /// and escape a revocation of its user (which covers tokens issued before it).
+    fn check_lifetime(&self, iat: Option<u64>, exp: u64) -> Result<(), AuthError> {
+        if iat.is_some_and(|iat| iat > now_s().saturating_add(self.config.leeway_s)) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if let Some(max) = self.config.max_token_lifetime_s {
+            let iat = iat.ok_or_else(|| AuthError::MissingClaim("iat".into()))?;
+            if exp.saturating_sub(iat) > max {
+                return Err(AuthError::Lifetime(max));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the key that verified the grant is still configured; anonymous grants
+    /// always are. A session whose key was dropped by a reload is no longer trusted.
+    pub fn is_grant_trusted(&self, grant: &Grant) -> bool {
+        grant.key.is_none_or(|fingerprint| {
+            self.keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .trusts(fingerprint)
         })
     }
 
@@ -465,11 +469,45 @@ impl Verifier {
     }
 }
 
+/// The keys to try for a token of `alg`: with a `kid` that a configured key carries, that
+/// key only; with another `kid`, the keys without one (the secret, PEM files); without a
+/// `kid`, every key of the algorithm.
+fn candidates<'k>(
+    keys: &'k [Key],
+    alg: Algorithm,
+    kid: Option<&str>,
+) -> Result<Vec<&'k Key>, AuthError> {
+    let of_alg = || keys.iter().filter(move |k| k.alg == alg);
+    let name = || format!("{alg:?}");
+    if of_alg().next().is_none() {
+        return Err(AuthError::Algorithm(name()));
+    }
+    let Some(kid) = kid else {
+        return Ok(of_alg().collect());
+    };
+    if keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
+        let named: Vec<&Key> = of_alg().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+        return if named.is_empty() {
+            // The key named is for another algorithm.
+            Err(AuthError::Algorithm(name()))
+        } else {
+            Ok(named)
+        };
+    }
+    let unnamed: Vec<&Key> = of_alg().filter(|k| k.kid.is_none()).collect();
+    if unnamed.is_empty() {
+        Err(AuthError::UnknownKey)
+    } else {
+        Ok(unnamed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
+    use std::path::Path;
 
     const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
 
@@ -514,6 +552,7 @@ mod tests {
             jti: None,
             iat: None,
             exp: None,
+            key: None,
             tier: "pro".into(),
             ent: ent.iter().map(|s| s.to_string()).collect(),
             min_interval_ms: 0,
@@ -657,6 +696,98 @@ mod tests {
     }
 
     #[test]
+    fn missing_claims_are_named() {
+        let v = verifier(|c| {
+            c.audience = Some("tickmesh".into());
+            c.issuer = Some("https://auth.example".into());
+        });
+        let good = || {
+            let mut c = claims();
+            c["aud"] = json!("tickmesh");
+            c["iss"] = json!("https://auth.example");
+            c
+        };
+        let without = |k: &str| {
+            let mut c = good();
+            c.as_object_mut().unwrap().remove(k);
+            token(c)
+        };
+        v.verify(&token(good())).unwrap();
+        assert_eq!(
+            v.verify(&without("sub")),
+            Err(AuthError::MissingClaim("sub".into()))
+        );
+        assert_eq!(
+            v.verify(&without("exp")),
+            Err(AuthError::MissingClaim("exp".into()))
+        );
+        assert_eq!(
+            v.verify(&without("sub")).unwrap_err().to_string(),
+            "missing claim sub"
+        );
+        // Configured audience and issuer: a token without them is refused like a wrong one.
+        assert_eq!(v.verify(&without("aud")), Err(AuthError::Audience));
+        assert_eq!(v.verify(&without("iss")), Err(AuthError::Issuer));
+        // Not configured: neither is required.
+        let open = verifier(|_| {});
+        open.verify(&token(claims())).unwrap();
+    }
+
+    #[test]
+    fn token_lifetime_is_bounded_from_iat() {
+        let v = verifier(|c| {
+            c.max_token_lifetime_s = Some(3600);
+            c.leeway_s = 5;
+        });
+        let now = now_s();
+        let with = |iat: Option<u64>, exp: u64| {
+            let mut c = claims();
+            c["exp"] = json!(exp);
+            match iat {
+                Some(iat) => c["iat"] = json!(iat),
+                None => {
+                    c.as_object_mut().unwrap().remove("iat");
+                }
+            }
+            token(c)
+        };
+        v.verify(&with(Some(now), now + 3600)).unwrap();
+        assert_eq!(
+            v.verify(&with(Some(now), now + 3601)),
+            Err(AuthError::Lifetime(3600))
+        );
+        assert_eq!(
+            v.verify(&with(Some(now), now + 3601))
+                .unwrap_err()
+                .to_string(),
+            "token lifetime over 3600 s"
+        );
+        assert_eq!(
+            v.verify(&with(Some(now), 10_000_000_000_000_000_000)),
+            Err(AuthError::Lifetime(3600))
+        );
+        assert_eq!(
+            v.verify(&with(None, now + 60)),
+            Err(AuthError::MissingClaim("iat".into()))
+        );
+        // A future iat would make a long-lived token look short (and dodge a revocation of
+        // its user): refused beyond the leeway, with or without a lifetime.
+        assert_eq!(
+            v.verify(&with(Some(now + 86_400 * 365), now + 86_400 * 365 + 60)),
+            Err(AuthError::IssuedInFuture)
+        );
+        v.verify(&with(Some(now + 3), now + 60)).unwrap();
+        let open = verifier(|c| c.leeway_s = 5);
+        assert_eq!(
+            open.verify(&with(Some(now + 600), now + 900)),
+            Err(AuthError::IssuedInFuture)
+        );
+        // No lifetime configured: iat stays optional and exp may be far off.
+        open.verify(&with(None, 10_000_000_000_000_000_000))
+            .unwrap();
+    }
+
+    #[test]
     fn revocation_by_user_and_by_token_id() {
         let v = verifier(|_| {});
         let mut c = claims();
@@ -713,5 +844,125 @@ mod tests {
             .unwrap();
         assert!(v.reload_if_changed().unwrap());
         assert_eq!(v.verify(&t), Err(AuthError::BadSignature));
+    }
+
+    /// An Ed25519 key pair: its JWKS entry under `kid`, and its signing key.
+    fn ed_jwk(kid: &str) -> (serde_json::Value, EncodingKey) {
+        use rcgen::{KeyPair, PKCS_ED25519};
+        let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.public_key_raw());
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig"});
+        let enc = EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap();
+        (jwk, enc)
+    }
+
+    fn signed(enc: &EncodingKey, kid: Option<&str>) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = kid.map(str::to_owned);
+        encode(&h, &claims(), enc).unwrap()
+    }
+
+    /// Entries a JWKS may carry that the edge cannot use.
+    fn unusable_jwks_entries() -> Vec<serde_json::Value> {
+        use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
+        let ec = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = ec.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        vec![
+            // ES256: not an accepted algorithm.
+            json!({"kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..]), "kid": "ec"}),
+            // An RSA entry without its modulus.
+            json!({"kty": "RSA", "e": "AQAB", "kid": "broken"}),
+            // A shared secret in a JWKS.
+            json!({"kty": "oct", "k": b64(b"0123456789abcdef0123456789abcdef"), "kid": "oct"}),
+            // An encryption key.
+            json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&[7; 32]), "use": "enc", "kid": "enc"}),
+        ]
+    }
+
+    fn write_jwks(path: &Path, keys: &[serde_json::Value], modified: SystemTime) {
+        std::fs::write(path, json!({ "keys": keys }).to_string()).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_kid_picks_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (a, enc_a) = ed_jwk("a");
+        let (b, enc_b) = ed_jwk("b");
+        write_jwks(&path, &[a, b], SystemTime::now());
+        let v = verifier(|c| c.jwks_file = Some(path.clone()));
+        v.verify(&signed(&enc_a, Some("a"))).unwrap();
+        v.verify(&signed(&enc_b, Some("b"))).unwrap();
+        // Without a kid every key of the algorithm is tried.
+        v.verify(&signed(&enc_b, None)).unwrap();
+        // With one, only the key it names: b's signature under a's name is not tried on b.
+        assert_eq!(
+            v.verify(&signed(&enc_b, Some("a"))),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(&signed(&enc_b, Some("nope"))),
+            Err(AuthError::UnknownKey)
+        );
+        // A kid no key carries falls back to the keys without one: here the HS256 secret.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("idp-1".into());
+        let t = encode(&h, &claims(), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn unusable_jwks_entries_are_skipped_and_removed_keys_dropped_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (a, enc_a) = ed_jwk("a");
+        let (b, enc_b) = ed_jwk("b");
+        let mut first = unusable_jwks_entries();
+        first.extend([a.clone(), b]);
+        write_jwks(&path, &first, SystemTime::now());
+        let v = verifier(|c| c.jwks_file = Some(path.clone()));
+        assert_eq!(v.keys.read().unwrap().jwks_skipped, 4);
+        let grant_a = v.verify(&signed(&enc_a, Some("a"))).unwrap();
+        let grant_b = v.verify(&signed(&enc_b, None)).unwrap();
+        assert!(v.is_grant_trusted(&grant_a) && v.is_grant_trusted(&grant_b));
+        // The same file without b (and with another odd entry): b is refused at once, and
+        // the sessions it verified are no longer trusted; a carries on.
+        let mut second = unusable_jwks_entries();
+        second.push(a);
+        write_jwks(
+            &path,
+            &second,
+            SystemTime::now() + std::time::Duration::from_secs(2),
+        );
+        assert!(v.reload_if_changed().unwrap());
+        assert_eq!(
+            v.verify(&signed(&enc_b, Some("b"))),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            v.verify(&signed(&enc_b, None)),
+            Err(AuthError::BadSignature)
+        );
+        assert!(!v.is_grant_trusted(&grant_b));
+        assert!(v.is_grant_trusted(&grant_a));
+        v.verify(&signed(&enc_a, Some("a"))).unwrap();
+        // Anonymous grants verified by no key stay trusted.
+        assert!(v.is_grant_trusted(&v.anonymous().unwrap()));
+        // A JWKS with nothing usable is refused at the start.
+        let empty = dir.path().join("empty.json");
+        write_jwks(&empty, &unusable_jwks_entries(), SystemTime::now());
+        let c = AuthConfig {
+            jwks_file: Some(empty),
+            ..AuthConfig::default()
+        };
+        let e = format!("{:#}", Verifier::new(&c).unwrap_err());
+        assert!(e.contains("no usable key"), "{e}");
     }
 }

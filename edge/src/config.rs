@@ -189,7 +189,8 @@ pub struct AuthConfig {
     /// Clock skew allowed on `exp` and `nbf`, seconds. Default 5.
     pub leeway_s: u64,
     /// Longest a token may live (`exp - iat`), seconds; when set, `iat` is required.
-    /// Default unset (no limit).
+    /// Default unset (no limit). A longer token is refused (401 `token lifetime over N s`;
+    /// in-band `auth`: `unauthorized`, close 4401).
     pub max_token_lifetime_s: Option<u64>,
     /// Tier of tokens without a `tier` claim. Default `pro`.
     pub default_tier: String,

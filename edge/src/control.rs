@@ -1,5 +1,5 @@
 //! The control plane: revocations arrive on NATS `ctl.revoke`, and key files are reloaded
-//! when they change.
+//! when they change (sessions whose key is gone are then closed).
 //!
 //! A revocation is a JSON object naming a user, a token id or both:
 //! `{"sub": "alice"}` revokes every token of alice issued until now; `{"jti": "t-42"}`
@@ -70,7 +70,11 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
                 _ = timer.tick() => {}
             }
             match edge.verifier.reload_if_changed() {
-                Ok(true) => tracing::info!("authentication keys reloaded"),
+                Ok(true) => {
+                    tracing::info!("authentication keys reloaded");
+                    // Sessions check that the key of their token is still there.
+                    edge.revocations.send_modify(|n| *n += 1);
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "key reload failed; keeping the old keys")

@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod fanout;
 pub mod hub;
+mod keys;
 pub mod limits;
 pub mod nats;
 pub mod refdata;

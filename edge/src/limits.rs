@@ -78,16 +78,23 @@ impl Registry {
 }
 
 impl Admission {
-    /// Moves the session's user count to `user` (after an in-band token refresh).
-    pub fn set_user(&mut self, user: Option<&str>) {
+    /// Moves the session's user count to `user` (after an in-band token refresh), within
+    /// `max_sessions_per_user` like an upgrade: a move that would put `user` over it is
+    /// refused and changes nothing.
+    pub fn set_user(&mut self, user: Option<&str>, limits: &LimitsConfig) -> Result<(), Refusal> {
         if self.user.as_deref() == user {
-            return;
+            return Ok(());
         }
         let mut c = self
             .registry
             .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if let Some(user) = user
+            && c.per_user.get(user).copied().unwrap_or(0) >= limits.max_sessions_per_user
+        {
+            return Err(Refusal::User);
+        }
         if let Some(old) = self.user.take() {
             decrement(&mut c.per_user, &old);
         }
@@ -95,6 +102,7 @@ impl Admission {
             *c.per_user.entry(user.to_string()).or_default() += 1;
         }
         self.user = user.map(str::to_owned);
+        Ok(())
     }
 }
 
@@ -189,6 +197,24 @@ mod tests {
         drop(first);
         assert_eq!(r.total(), 2);
         r.admit(b, Some("u"), &limits).unwrap();
+    }
+
+    #[test]
+    fn a_session_that_becomes_a_user_counts_within_the_users_cap() {
+        let r = Arc::new(Registry::default());
+        let limits = LimitsConfig {
+            max_sessions_per_user: 1,
+            ..LimitsConfig::default()
+        };
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let _u = r.admit(ip, Some("u"), &limits).unwrap();
+        let mut anon = r.admit(ip, None, &limits).unwrap();
+        assert_eq!(anon.set_user(Some("u"), &limits), Err(Refusal::User));
+        // Refused: still anonymous, and `v` has room.
+        anon.set_user(Some("v"), &limits).unwrap();
+        assert_eq!(r.admit(ip, Some("v"), &limits).unwrap_err(), Refusal::User);
+        drop(anon);
+        r.admit(ip, Some("v"), &limits).unwrap();
     }
 
     #[test]

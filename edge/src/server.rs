@@ -54,7 +54,7 @@ pub struct Edge {
     /// Instruments and option chains from KV `md_ref`.
     pub refdata: RefData,
     pub registry: Arc<Registry>,
-    /// Bumped on every revocation; sessions then check their grant.
+    /// Bumped on every revocation and key reload; sessions then check their grant.
     pub revocations: tokio::sync::watch::Sender<u64>,
     /// Set once the NATS server has confirmed the `ctl.revoke` subscription; the edge is
     /// not ready before, so that no revocation published after readiness can miss it.

@@ -107,15 +107,17 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
     let s = setup(|c| {
         c.auth.audience = Some("tickmesh".into());
         c.auth.issuer = Some("https://auth.test".into());
+        c.auth.max_token_lifetime_s = Some(3600);
     })
     .await;
-    let mut other = s.bystander().await;
-    let good = || {
-        let mut c = claims("alice", &["*"], "pro");
+    let with_aud_iss = |mut c: Value| {
         c["aud"] = json!("tickmesh");
         c["iss"] = json!("https://auth.test");
         c
     };
+    let bystander = mint(with_aud_iss(claims("bystander", &["*"], "realtime")));
+    let mut other = s.on_aapl(&bystander, 0).await;
+    let good = || with_aud_iss(claims("alice", &["*"], "pro"));
     let b64 = |v: Value| {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
@@ -123,6 +125,11 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
     let with = |k: &str, v: Value| {
         let mut c = good();
         c[k] = v;
+        mint(c)
+    };
+    let without = |k: &str| {
+        let mut c = good();
+        c.as_object_mut().unwrap().remove(k);
         mint(c)
     };
     let cases: Vec<(&str, Option<String>, &str)> = vec![
@@ -181,6 +188,26 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
             "unknown tier",
             Some(with("tier", json!("platinum"))),
             "unknown tier",
+        ),
+        ("no sub", Some(without("sub")), "missing claim sub"),
+        ("no exp", Some(without("exp")), "missing claim exp"),
+        ("no audience", Some(without("aud")), "wrong audience"),
+        ("no issuer", Some(without("iss")), "wrong issuer"),
+        ("no iat", Some(without("iat")), "missing claim iat"),
+        (
+            "too long",
+            Some(with("exp", json!(now() + 7200))),
+            "token lifetime over 3600 s",
+        ),
+        (
+            "exp 10^19",
+            Some(with("exp", json!(10_000_000_000_000_000_000u64))),
+            "token lifetime over 3600 s",
+        ),
+        (
+            "issued in the future",
+            Some(with("iat", json!(now() + 600))),
+            "token issued in the future",
         ),
     ];
     for (name, token, reason) in &cases {
@@ -724,4 +751,247 @@ async fn json_logs_name_the_session_and_user_and_never_a_token() {
             "the {what} token's signature is in the logs"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_in_10_pow_19_s_is_served_and_leaves_nothing_behind() {
+    let s = setup(|_| {}).await;
+    let mut other = s.bystander().await;
+    for (i, exp) in [10_000_000_000_000_000_000u64, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = claims("zed", &["*"], "realtime");
+        c["exp"] = json!(exp);
+        let token = mint(c);
+        let mut zed = s.on_aapl(&token, 0).await;
+        let ticks = tick_events(&zed.collect(Duration::from_millis(600)).await.unwrap());
+        assert!(ticks.len() > 5, "exp {exp}: {} ticks", ticks.len());
+        // A refresh to the same far-off token is answered too.
+        zed.send(json!({"op":"auth","id":2,"token":token}))
+            .await
+            .unwrap();
+        let authed = zed.next_of("authed", 5 * SECOND).await.unwrap();
+        assert_eq!(authed["exp"].as_u64(), Some(exp), "{i}");
+        drop(zed);
+    }
+    // Both sessions are gone from the gauges: only the bystander is left.
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    loop {
+        let (_, metrics) = http_get(s.addr, "/metrics").await.unwrap();
+        let line = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (sessions, subs) = (
+            line("tickmesh_edge_sessions{encoding=\"json\"}"),
+            line("tickmesh_edge_subscriptions "),
+        );
+        if sessions.ends_with(" 1") && subs.ends_with(" 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions and subscriptions left behind: {sessions:?} {subs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    still_live(&mut other).await;
+    s.stop().await;
+}
+
+/// Sends `auth` with `token`; the replies up to `authed` or the first `error` that is not
+/// about a symbol.
+async fn refresh(c: &mut Client, id: i64, token: &str) -> (Vec<Value>, Value) {
+    c.send(json!({"op":"auth","id":id,"token":token}))
+        .await
+        .unwrap();
+    let mut dropped = Vec::new();
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let v = c
+            .next_non_hb(left)
+            .await
+            .expect("no answer to auth in time");
+        match v["type"].as_str() {
+            Some("authed") => return (dropped, v),
+            Some("error") if v["symbol"].is_string() => dropped.push(v),
+            Some("error") => return (dropped, v),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_cannot_exceed_the_users_session_cap() {
+    let s = setup(|c| {
+        c.auth.anonymous = true;
+        c.auth.anonymous_ent = vec!["AAPL".into()];
+        c.limits.max_sessions_per_user = 2;
+    })
+    .await;
+    let uma = mint(claims("uma", &["*"], "pro"));
+    let _u1 = Client::connect_with(s.addr, Format::Json, Some(&uma))
+        .await
+        .unwrap();
+    let u2 = Client::connect_with(s.addr, Format::Json, Some(&uma))
+        .await
+        .unwrap();
+    // An anonymous session cannot become uma's third.
+    let mut anon = Client::connect(s.addr, Format::Json).await.unwrap();
+    anon.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}))
+        .await
+        .unwrap();
+    anon.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let (_, v) = refresh(&mut anon, 2, &uma).await;
+    assert_eq!(
+        (v["type"].as_str(), v["id"].as_i64(), v["code"].as_str()),
+        (Some("error"), Some(2), Some("unauthorized")),
+        "{v}"
+    );
+    assert_eq!(v["message"], "too many sessions for this user");
+    // Refused, it keeps what it had: still open, still subscribed, still anonymous.
+    anon.ping(5).await.unwrap();
+    anon.send(json!({"op":"list","id":6})).await.unwrap();
+    let list = anon.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    assert_eq!(list["subscriptions"][0]["symbol"], "AAPL", "{list}");
+    let (status, _) = upgrade_status(&s.url(), Some(&uma)).await;
+    assert_eq!(status, 429, "uma still has two sessions");
+    // Once uma has room, the same refresh is accepted, and it counts.
+    drop(u2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = refresh(&mut anon, 3, &uma).await;
+    assert_eq!(v["type"], "authed", "{v}");
+    let (status, body) = upgrade_status(&s.url(), Some(&uma)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (429, "too many sessions for this user")
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_trims_subscriptions_past_the_new_max_symbols() {
+    let s = setup(|_| {}).await;
+    let mut vic = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("vic", &["*"], "pro"))),
+    )
+    .await
+    .unwrap();
+    vic.send(
+        json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL","MSFT","QQQ"],"interval_ms":0}),
+    )
+    .await
+    .unwrap();
+    let sub = vic.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(sub["symbols"].as_array().unwrap().len(), 4);
+    let mut c = claims("vic", &["*"], "pro");
+    c["max_symbols"] = json!(2);
+    let (dropped, authed) = refresh(&mut vic, 2, &mint(c)).await;
+    assert_eq!(authed["type"], "authed", "{authed}");
+    let dropped: Vec<(&str, &str)> = dropped
+        .iter()
+        .map(|v| (v["code"].as_str().unwrap(), v["symbol"].as_str().unwrap()))
+        .collect();
+    // Kept in symbol order: AAPL and MSFT.
+    assert_eq!(
+        dropped,
+        [("too_many_symbols", "QQQ"), ("too_many_symbols", "SPY")]
+    );
+    vic.send(json!({"op":"list","id":3})).await.unwrap();
+    let list = vic.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    let held: Vec<&str> = list["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["AAPL", "MSFT"]);
+    // The limit holds afterwards too.
+    vic.send(json!({"op":"subscribe","id":4,"symbols":["SPY"]}))
+        .await
+        .unwrap();
+    let v = vic.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(
+        (v["id"].as_i64(), v["code"].as_str(), v["symbol"].as_str()),
+        (Some(4), Some("too_many_symbols"), Some("SPY"))
+    );
+    s.stop().await;
+}
+
+/// Writes a JWKS file and stamps it `ahead` in the future, so that a rewrite is noticed
+/// however coarse the file system's clock.
+fn write_jwks(path: &std::path::Path, keys: &[Value], ahead: Duration) {
+    std::fs::write(path, json!({ "keys": keys }).to_string()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() + ahead)
+        .unwrap();
+}
+
+/// An Ed25519 key: its JWKS entry under `kid`, and a token of `sub` signed with it.
+fn ed_key(kid: &str, sub: &str) -> (Value, String) {
+    use base64::Engine;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.public_key_raw());
+    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid});
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    let enc = EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap();
+    (
+        jwk,
+        encode(&header, &claims(sub, &["*"], "realtime"), &enc).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_jwks_is_dropped_with_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let (k1, t1) = ed_key("k1", "wes");
+    let (k2, t2) = ed_key("k2", "xia");
+    // An entry the edge cannot use (ES256) does not spoil the set.
+    let es256 = json!({"kty": "EC", "crv": "P-256", "kid": "ec",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+    write_jwks(&jwks, &[k1.clone(), k2, es256.clone()], Duration::ZERO);
+    let s = setup(|c| {
+        c.auth.jwks_file = Some(jwks.clone());
+        c.auth.key_reload_ms = 100;
+    })
+    .await;
+    let mut wes = s.on_aapl(&t1, 0).await;
+    let mut xia = s.on_aapl(&t2, 0).await;
+    let (_, metrics) = http_get(s.addr, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("tickmesh_edge_jwks_keys_skipped 1"),
+        "{metrics}"
+    );
+    // k2 leaves the set: its session is closed, and its token refused from then on.
+    write_jwks(&jwks, &[k1, es256], Duration::from_secs(2));
+    let mut told = None;
+    let code = xia
+        .closed_within(5 * SECOND, |v| {
+            if v["type"] == "error" {
+                told = v["code"].as_str().map(str::to_owned);
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((code, told.as_deref()), (Some(4401), Some("unauthorized")));
+    let (status, body) = upgrade_status(&s.url(), Some(&t2)).await;
+    assert_eq!((status, body.as_str()), (401, "unknown key id"));
+    // k1 carries on, its session too.
+    still_live(&mut wes).await;
+    let (status, _) = upgrade_status(&s.url(), Some(&t1)).await;
+    assert_eq!(status, 101);
+    s.stop().await;
 }

@@ -66,6 +66,7 @@ fn grant(ent: &str) -> Grant {
         jti: None,
         iat: None,
         exp: None,
+        key: None,
         tier: "pro".into(),
         ent: vec![ent.to_string()],
         min_interval_ms: 0,

@@ -76,6 +76,21 @@ struct Session<S> {
     last_heard: Instant,
 }
 
+/// A session's place in the hub and the sessions gauge, given back on drop: however the
+/// session ends, a panic included, it leaves no fan-out state or count behind.
+struct Joined {
+    edge: Arc<Edge>,
+    id: SessionId,
+    encoding: &'static str,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.edge.hub.leave(self.id);
+        metrics::gauge!("tickmesh_edge_sessions", "encoding" => self.encoding).decrement(1.0);
+    }
+}
+
 /// Runs a session until the client leaves, it is closed, or the edge drains.
 pub async fn run<S>(ws: WebSocketStream<S>, edge: Arc<Edge>, format: Format, who: Identity)
 where
@@ -88,6 +103,11 @@ where
         Format::MsgPack => "msgpack",
     };
     metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
+    let joined = Joined {
+        edge: edge.clone(),
+        id,
+        encoding,
+    };
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
     let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
     tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
@@ -107,8 +127,7 @@ where
         last_heard: Instant::now(),
     };
     let end = session.serve(&notify).await;
-    edge.hub.leave(id);
-    metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).decrement(1.0);
+    drop(joined);
     if let End::Close(code, reason) = end {
         if code == close::SLOW_CONSUMER {
             metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "closed")
@@ -144,8 +163,8 @@ where
         // Watched from before the check: a revocation that lands after the token was
         // verified at the upgrade is either seen here or wakes the loop below.
         let mut revocations = edge.revocations.subscribe();
-        if edge.verifier.is_grant_revoked(&self.grant) {
-            return End::Close(close::FORBIDDEN, "token revoked");
+        if let Err(end) = self.check_grant().await {
+            return end;
         }
         if let Err(end) = self.send(vec![self.message(&self.welcome())]).await {
             return end;
@@ -175,12 +194,7 @@ where
                     self.announce_drain().await.map(|at| leave_at = Some(at))
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
-                _ = revocations.changed() => {
-                    if edge.verifier.is_grant_revoked(&self.grant) {
-                        return End::Close(close::FORBIDDEN, "token revoked");
-                    }
-                    Ok(())
-                }
+                _ = revocations.changed() => self.check_grant().await,
                 _ = sleep_until(expires_at) => {
                     let msg = ServerMsg::error(None, ErrorCode::TokenExpired, "the token expired: send auth with a fresh one, or reconnect");
                     let _ = self.send(vec![self.message(&msg)]).await;
@@ -203,11 +217,28 @@ where
         }
     }
 
-    /// When the session's token expires, if it has one.
+    /// Ends the session if its token was revoked (4403) or the key that verified it was
+    /// dropped by a key reload (`unauthorized`, then 4401: a token from a current key works).
+    async fn check_grant(&mut self) -> Result<(), End> {
+        let verifier = &self.edge.verifier;
+        if verifier.is_grant_revoked(&self.grant) {
+            return Err(End::Close(close::FORBIDDEN, "token revoked"));
+        }
+        if !verifier.is_grant_trusted(&self.grant) {
+            let msg = "the key that signed the token is no longer trusted: get a fresh token";
+            let msg = ServerMsg::error(None, ErrorCode::Unauthorized, msg);
+            let _ = self.send(vec![self.message(&msg)]).await;
+            return Err(End::Close(close::UNAUTHORIZED, "key no longer trusted"));
+        }
+        Ok(())
+    }
+
+    /// When the session's token expires, if it has one. An `exp` too far ahead for the
+    /// clock (10^19 s) sets no timer: the token outlives the process.
     fn expiry(&self) -> Option<tokio::time::Instant> {
         let exp = self.grant.exp?;
         let left = exp.saturating_sub(crate::auth::now_s());
-        Some(tokio::time::Instant::now() + Duration::from_secs(left))
+        tokio::time::Instant::now().checked_add(Duration::from_secs(left))
     }
 
     fn message(&self, msg: &ServerMsg) -> Message {

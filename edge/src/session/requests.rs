@@ -249,7 +249,10 @@ where
         Ok(Vec::new())
     }
 
-    /// In-band token refresh: new claims replace the old ones without a reconnect.
+    /// In-band token refresh: new claims replace the old ones without a reconnect. The new
+    /// token can narrow what the session holds but never widen the limits around it: it
+    /// must be for the same user (an anonymous session may become a user, within that
+    /// user's `max_sessions_per_user`), and what it no longer covers is dropped.
     async fn auth(&mut self, id: Option<i64>, token: &str) -> Result<Vec<ServerMsg>, End> {
         let grant = match self.edge.verifier.verify(token) {
             Ok(g) if self.grant.sub.is_none() || g.sub == self.grant.sub => g,
@@ -267,29 +270,58 @@ where
                 return Err(self.refuse_auth(id, code, &e.to_string()).await);
             }
         };
+        // First, so that a refusal changes nothing: the session stays open as it was (the
+        // token is good; the user has too many sessions, as at an upgrade's 429).
+        let limits = &self.edge.config.limits;
+        if let Err(refusal) = self.admission.set_user(grant.sub.as_deref(), limits) {
+            metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => "user")
+                .increment(1);
+            count_error("unauthorized");
+            return Ok(vec![ServerMsg::error(
+                id,
+                ErrorCode::Unauthorized,
+                refusal.to_string(),
+            )]);
+        }
         let mut replies = Vec::new();
-        // Drop what the new token no longer covers.
-        let subs = self.edge.hub.subscriptions(self.id);
-        let lost: Vec<Symbol> = subs
-            .iter()
-            .filter(|(s, _)| !grant.allows(s.as_str(), &self.edge.refdata))
-            .map(|(s, _)| s.clone())
-            .collect();
-        for s in &lost {
+        // Drop what the new token no longer covers: symbols outside its entitlements, then
+        // (in symbol order) those past its `max_symbols`. One `error` per symbol dropped, so
+        // at most as many as the session held.
+        let (mut kept, lost): (Vec<_>, Vec<_>) = self
+            .edge
+            .hub
+            .subscriptions(self.id)
+            .into_iter()
+            .partition(|(s, _)| grant.allows(s.as_str(), &self.edge.refdata));
+        let excess = kept.split_off(kept.len().min(grant.max_symbols as usize));
+        for (s, _) in &lost {
+            count_error("not_entitled");
             replies.push(ServerMsg::symbol_error(
                 id,
                 ErrorCode::NotEntitled,
                 s.as_str(),
                 "no longer entitled: unsubscribed",
             ));
+        }
+        for (s, _) in &excess {
+            count_error("too_many_symbols");
+            replies.push(ServerMsg::symbol_error(
+                id,
+                ErrorCode::TooManySymbols,
+                s.as_str(),
+                format!(
+                    "the new token allows at most {} symbols: unsubscribed",
+                    grant.max_symbols
+                ),
+            ));
+        }
+        let dropped: Vec<Symbol> = lost.into_iter().chain(excess).map(|(s, _)| s).collect();
+        for s in &dropped {
             self.requested.remove(s);
         }
-        self.edge.hub.unsubscribe(self.id, &lost);
+        self.edge.hub.unsubscribe(self.id, &dropped);
         // Intervals follow the new tier, tighter or looser.
-        for (symbol, sub) in subs
-            .iter()
-            .filter(|(s, _)| grant.allows(s.as_str(), &self.edge.refdata))
-        {
+        for (symbol, sub) in &kept {
             let requested = self
                 .requested
                 .get(symbol)
@@ -303,7 +335,6 @@ where
             }
         }
         self.bucket.set_rate(grant.max_msgs_per_s);
-        self.admission.set_user(grant.sub.as_deref());
         let exp = grant.exp.unwrap_or_default();
         self.grant = grant;
         replies.push(ServerMsg::Authed { id, exp });
