@@ -954,7 +954,11 @@ mod tests {
         assert!(v.is_grant_trusted(&grant_a));
         v.verify(&signed(&enc_a, Some("a"))).unwrap();
         // Anonymous grants verified by no key stay trusted.
-        assert!(v.is_grant_trusted(&v.anonymous().unwrap()));
+        let open = verifier(|c| {
+            c.anonymous = true;
+            c.anonymous_ent = vec!["AAPL".into()];
+        });
+        assert!(v.is_grant_trusted(&open.anonymous().unwrap()));
         // A JWKS with nothing usable is refused at the start.
         let empty = dir.path().join("empty.json");
         write_jwks(&empty, &unusable_jwks_entries(), SystemTime::now());
