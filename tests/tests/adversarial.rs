@@ -238,7 +238,17 @@ async fn bad_tokens_are_refused_at_the_upgrade(demo: &Demo) {
     .unwrap();
     let mut expired = good.clone();
     expired["exp"] = json!(now() - 60);
+    let without = |claim: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(claim);
+        mint(&c)
+    };
+    let mut future = good.clone();
+    future["iat"] = json!(now() + 3600);
     let cases = [
+        (without("sub"), "missing claim sub"),
+        (without("exp"), "missing claim exp"),
+        (mint(&future), "token issued in the future"),
         (forged, "bad signature"),
         (
             format!("{}.{}.", b64(json!({"alg":"none"})), b64(good.clone())),
@@ -340,6 +350,57 @@ async fn refresh_narrows_and_cannot_switch_users(demo: &Demo) {
     assert_eq!(code, Some(4401), "a refresh to another user");
 }
 
+/// A token whose `exp` lies beyond any clock (10^19 s) once panicked its session: now it
+/// is served like any other, and the session answers.
+async fn an_exp_beyond_any_clock_is_harmless(demo: &Demo) {
+    let mut c = claims("henry", &["AAPL"], "pro");
+    c["exp"] = json!(10_000_000_000_000_000_000u64);
+    let mut henry = demo.client(Some(&mint(&c))).await;
+    exchange(
+        &mut henry,
+        json!({"op":"subscribe","id":1,"symbols":["AAPL"]}),
+        "subscribed",
+    )
+    .await;
+    henry.ping(2).await.unwrap();
+}
+
+/// Re-sending `subscribe` every 100 ms (as is, with a stepped interval, or after an
+/// unsubscribe) never gets a 1000 ms tier more than one update a second.
+async fn resubscribing_never_beats_the_tier(demo: &Demo) {
+    let mut c = demo.client(Some(&token("ivan", &["*"], "delayed"))).await;
+    let started = Instant::now();
+    let mut updates = Vec::new();
+    for i in 0..30u32 {
+        let request = match i % 3 {
+            0 => json!({"op":"subscribe","symbols":["AAPL"],"interval_ms":0}),
+            1 => json!({"op":"subscribe","symbols":["AAPL"],"interval_ms":1000 + i}),
+            _ => json!({"op":"unsubscribe","symbols":["AAPL"]}),
+        };
+        c.send(request).await.unwrap();
+        if i % 3 == 2 {
+            c.send(json!({"op":"subscribe","symbols":["AAPL"]}))
+                .await
+                .unwrap();
+        }
+        let until = Instant::now() + Duration::from_millis(100);
+        let msgs = c
+            .collect(until.saturating_duration_since(Instant::now()))
+            .await;
+        for e in tick_events(&msgs.unwrap()) {
+            if e.1 == "AAPL" {
+                updates.push(e.0);
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        (updates.len() as f64) <= secs + 1.0,
+        "{} AAPL updates in {secs:.1} s at a 1000 ms tier",
+        updates.len()
+    );
+}
+
 /// One anonymous 3 KB MessagePack message of 3,000 nested arrays once aborted a
 /// debug-built edge with a stack overflow: now it is a `bad_request`, and the session goes
 /// on. Then a text frame that is not UTF-8 closes that connection with 1007.
@@ -382,6 +443,8 @@ async fn hostile_clients_cost_only_themselves() {
     anonymous_sessions_get_the_demo_tier(demo).await;
     family_patterns_grant_exactly_their_family(demo).await;
     refresh_narrows_and_cannot_switch_users(demo).await;
+    an_exp_beyond_any_clock_is_harmless(demo).await;
+    resubscribing_never_beats_the_tier(demo).await;
     deep_nesting_and_bad_frames_cost_only_their_sender(demo).await;
     let elapsed = started.elapsed();
     stop.send(true).unwrap();
