@@ -170,6 +170,10 @@ struct Mesh {
 async fn mesh(with_feed: bool) -> Mesh {
     let nats = NatsServer::start().unwrap();
     let ingest = with_feed.then(|| start_ingest(ingest_config(&nats.url(), 1000)));
+    if !with_feed {
+        // Reference data of no instrument: the edge turns ready, and carries nothing.
+        create_empty_refdata(&nats.url()).await.unwrap();
+    }
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     if with_feed {
         // The KV writer runs every 250 ms: give it two rounds, so every symbol has a snapshot.
