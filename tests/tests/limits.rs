@@ -430,11 +430,40 @@ async fn address_and_edge_bounds_and_negative_caching() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (errors, ok) = subscribe(&mut c, 7, &["S4"]).await;
     assert_eq!((errors.len(), ok), (0, json!(["S4"])));
-    c.ping(8).await.unwrap();
+    // Time for a read to be made and counted, were one made.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         metric(addr, "tickmesh_edge_kv_reads_total").await,
         reads,
         "a symbol without a value was read again"
     );
+    edge.stop().await.unwrap();
+}
+
+/// New symbols come onto the edge at a bounded rate, all sessions together: past it a
+/// symbol gets `unavailable` with `retry_ms`, and is not carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_symbols_come_onto_the_edge_at_a_bounded_rate() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1", "S2", "S3"])
+        .await
+        .unwrap();
+    let mut config = edge_config(&nats.url());
+    config.limits.max_new_symbols_per_s = 1; // bursts of 2
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    let (errors, ok) = subscribe(&mut c, 1, &["S1", "S2", "S3"]).await;
+    assert_eq!(ok, json!(["S1", "S2"]));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].0.as_str(), errors[0].1.as_str()),
+        ("unavailable", "S3")
+    );
+    let retry_ms = errors[0].2.as_u64().unwrap();
+    assert!((1..=1000).contains(&retry_ms), "retry_ms {retry_ms}");
+    assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 2.0);
+    tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+    let (errors, ok) = subscribe(&mut c, 2, &["S3"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S3"])));
     edge.stop().await.unwrap();
 }
