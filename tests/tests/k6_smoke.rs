@@ -171,8 +171,9 @@ async fn mesh(with_feed: bool) -> Mesh {
     let nats = NatsServer::start().unwrap();
     let ingest = with_feed.then(|| start_ingest(ingest_config(&nats.url(), 1000)));
     if !with_feed {
-        // Reference data of no instrument: the edge turns ready, and carries nothing.
-        create_empty_refdata(&nats.url()).await.unwrap();
+        // The scripts' symbols are listed, but nothing publishes them: a dead feed.
+        let symbols: Vec<&str> = SYMBOLS.split(',').collect();
+        create_refdata(&nats.url(), &symbols).await.unwrap();
     }
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     if with_feed {
