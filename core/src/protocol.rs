@@ -72,6 +72,9 @@ pub enum ErrorCode {
     Unauthorized,
     TokenExpired,
     SlowConsumer,
+    /// The gateway cannot serve the request yet (reference data not loaded, a bound of
+    /// the whole edge reached); `retry_ms` says when to try again.
+    Unavailable,
 }
 
 /// WebSocket close codes of the protocol.
@@ -280,6 +283,12 @@ pub enum ServerMsg {
         symbol: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         interval_ms: Option<u32>,
+        /// With `unavailable` (and `rate_limited` where known): when to try again, ms.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_ms: Option<u64>,
+        /// In a summary of refusals: how many symbols it stands for.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,6 +326,21 @@ impl ServerMsg {
             message: message.into(),
             symbol: None,
             interval_ms: None,
+            retry_ms: None,
+            count: None,
+        }
+    }
+
+    /// `unavailable`: try again after `retry_ms`.
+    pub fn unavailable(id: Option<i64>, retry_ms: u64, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            id,
+            code: ErrorCode::Unavailable,
+            message: message.into(),
+            symbol: None,
+            interval_ms: None,
+            retry_ms: Some(retry_ms),
+            count: None,
         }
     }
 
@@ -334,6 +358,8 @@ impl ServerMsg {
             message: message.into(),
             symbol: Some(shown),
             interval_ms: None,
+            retry_ms: None,
+            count: None,
         }
     }
 
@@ -458,6 +484,11 @@ mod tests {
         );
         let v: serde_json::Value = rmp_serde::from_slice(&e.encode(Format::MsgPack)).unwrap();
         assert_eq!(v["code"], "invalid_symbol");
+        let u = ServerMsg::unavailable(Some(3), 1000, "not yet");
+        assert_eq!(
+            u.encode(Format::Json),
+            br#"{"type":"error","id":3,"code":"unavailable","message":"not yet","retry_ms":1000}"#
+        );
     }
 
     /// `{"op":"ping","id":1,"x":` and `depth` nested one-element arrays, in `format`.

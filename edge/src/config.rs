@@ -78,6 +78,12 @@ pub struct NatsConfig {
     /// Replicas of the mirror the edge creates: 1 (default), or 3 for a region of three
     /// or more leaf nodes that must keep its mirror through the loss of one.
     pub kv_mirror_replicas: usize,
+    /// Ticks buffered per symbol subscription (one per carried symbol) between the NATS
+    /// connection and the symbol's pump, messages. When full, async-nats drops the newest
+    /// ticks of that symbol and reports a slow consumer (counted in
+    /// `tickmesh_edge_nats_events_total{event="slow_consumer"}`); sessions then get the
+    /// next tick that arrives, which carries the whole current state. Default 1024.
+    pub subscription_capacity: usize,
     /// TLS towards NATS (`[nats.tls]`).
     pub tls: NatsTls,
     /// Credentials on NATS (`[nats.auth]`).
@@ -116,6 +122,13 @@ pub struct SnapshotConfig {
     pub cache_capacity: u64,
     /// A KV read that takes longer is abandoned (the first live tick follows), ms. Default 2000.
     pub kv_timeout_ms: u64,
+    /// Snapshot KV reads in flight at once. More wait their turn (one read per symbol
+    /// however many sessions wait for it); a read that cannot start and finish within
+    /// `kv_timeout_ms` is abandoned and the first live tick is the snapshot. Default 64.
+    pub max_kv_reads: usize,
+    /// How long a symbol found to have no value in KV is not read again, ms: its sessions'
+    /// snapshot is then the first live tick. Default 30000.
+    pub negative_ttl_ms: u64,
 }
 
 /// Connection and request limits of this process.
@@ -140,6 +153,50 @@ pub struct LimitsConfig {
     /// served, within `handshake_timeout_ms` of the accept) for a handshake to end.
     /// Established sessions are not affected. Default 2048.
     pub max_handshakes: usize,
+    /// Most connections from one address (an IPv6 address counts as its /64) that have not
+    /// sent their first request yet, waiting for a handshake slot included. More are
+    /// closed at once, before any TLS or token check. Default 256.
+    pub max_handshakes_per_ip: usize,
+    /// Failed upgrades (a refused token) from one address (IPv6: its /64) within
+    /// `auth_failure_window_ms`; past this, every upgrade from it gets HTTP 429 until the
+    /// window ends. Default 20.
+    pub max_auth_failures_per_ip: u32,
+    /// The window of `max_auth_failures_per_ip`, ms. Default 60000.
+    pub auth_failure_window_ms: u64,
+    /// Most addresses whose failed upgrades are tracked. When full, windows that ended
+    /// are forgotten; if none has, a new address is not tracked (and not throttled)
+    /// until one ends. Default 100000.
+    pub max_tracked_ips: usize,
+    /// Most distinct symbols held by the sessions of one address (IPv6: its /64), counted
+    /// once however many of its sessions hold a symbol; more get `too_many_symbols`.
+    /// Default 20000.
+    pub max_symbols_per_ip: usize,
+    /// Most distinct symbols held by the sessions of one user (`sub`); more get
+    /// `too_many_symbols`. Default 5000.
+    pub max_symbols_per_user: usize,
+    /// Most symbols this edge carries (one NATS subscription each); a subscription that
+    /// would carry one more gets `unavailable` with `retry_ms`. Default 100000.
+    pub max_carried_symbols: usize,
+    /// New symbols this edge starts carrying per second, all sessions together (token
+    /// bucket, burst twice the rate); past it a symbol gets `unavailable` with `retry_ms`.
+    /// Default 2000.
+    pub max_new_symbols_per_s: u32,
+    /// A subscribe or unsubscribe is read up to this many times the session's
+    /// `max_symbols` entries (`symbols`, then `chains`), and its chains expand up to that
+    /// many symbols in all: the entries and options past it get one `too_many_symbols`
+    /// with `count`. Default 2 (a session can never hold more than `max_symbols`; the
+    /// margin lets a request name symbols it is refused, e.g. `not_entitled`, and still
+    /// fill the session).
+    pub request_entries_factor: usize,
+    /// Refused symbols reported one by one per request; the others are summed up in one
+    /// `error` per code, with `count`. Default 20.
+    pub max_errors_per_request: usize,
+    /// A subscribe or unsubscribe costs one message of the sender's rate per this many
+    /// entries (`symbols` plus `chains`, rounded up); one whose cost is not available is
+    /// refused whole with `rate_limited`. Default 100.
+    pub entries_per_message: usize,
+    /// `retry_ms` in `unavailable` errors, ms. Default 2000.
+    pub retry_after_ms: u64,
 }
 
 /// What a tier of user may do (`tier` claim, or the anonymous tier).
@@ -226,6 +283,18 @@ impl Default for LimitsConfig {
             rate_limit_strikes: 20,
             handshake_timeout_ms: 10_000,
             max_handshakes: 2048,
+            max_handshakes_per_ip: 256,
+            max_auth_failures_per_ip: 20,
+            auth_failure_window_ms: 60_000,
+            max_tracked_ips: 100_000,
+            max_symbols_per_ip: 20_000,
+            max_symbols_per_user: 5000,
+            max_carried_symbols: 100_000,
+            max_new_symbols_per_s: 2000,
+            request_entries_factor: 2,
+            max_errors_per_request: 20,
+            entries_per_message: 100,
+            retry_after_ms: 2000,
         }
     }
 }
@@ -301,6 +370,7 @@ impl Default for NatsConfig {
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
             kv_mirror_replicas: 1,
+            subscription_capacity: 1024,
             tls: NatsTls::default(),
             auth: NatsAuth::default(),
         }
@@ -328,6 +398,8 @@ impl Default for SnapshotConfig {
             cache_ttl_ms: 1000,
             cache_capacity: 100_000,
             kv_timeout_ms: 2000,
+            max_kv_reads: 64,
+            negative_ttl_ms: 30_000,
         }
     }
 }
@@ -516,6 +588,7 @@ impl EdgeConfig {
             "limits.max_handshakes",
             || format!("must be 1..=100000, got {}", l.max_handshakes),
         )?;
+        self.validate_abuse_bounds()?;
         self.validate_auth()?;
         check(
             self.shutdown.grace_ms >= self.shutdown.reconnect_window_ms,
@@ -532,6 +605,78 @@ impl EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// The bounds that keep one client's requests from costing the edge or others.
+    fn validate_abuse_bounds(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let at_least_one = || "must be at least 1".to_string();
+        check(
+            self.nats.subscription_capacity > 0,
+            "nats.subscription_capacity",
+            at_least_one,
+        )?;
+        check(
+            self.snapshot.max_kv_reads > 0,
+            "snapshot.max_kv_reads",
+            at_least_one,
+        )?;
+        check(
+            l.max_handshakes_per_ip > 0,
+            "limits.max_handshakes_per_ip",
+            at_least_one,
+        )?;
+        check(
+            l.max_auth_failures_per_ip > 0,
+            "limits.max_auth_failures_per_ip",
+            at_least_one,
+        )?;
+        check(
+            l.auth_failure_window_ms >= 100,
+            "limits.auth_failure_window_ms",
+            || format!("must be at least 100, got {}", l.auth_failure_window_ms),
+        )?;
+        check(
+            l.max_tracked_ips > 0,
+            "limits.max_tracked_ips",
+            at_least_one,
+        )?;
+        check(
+            l.max_symbols_per_ip > 0,
+            "limits.max_symbols_per_ip",
+            at_least_one,
+        )?;
+        check(
+            l.max_symbols_per_user > 0,
+            "limits.max_symbols_per_user",
+            at_least_one,
+        )?;
+        check(
+            l.max_carried_symbols > 0,
+            "limits.max_carried_symbols",
+            at_least_one,
+        )?;
+        check(
+            l.max_new_symbols_per_s > 0,
+            "limits.max_new_symbols_per_s",
+            at_least_one,
+        )?;
+        check(
+            (1..=100).contains(&l.request_entries_factor),
+            "limits.request_entries_factor",
+            || format!("must be 1..=100, got {}", l.request_entries_factor),
+        )?;
+        check(
+            l.entries_per_message > 0,
+            "limits.entries_per_message",
+            at_least_one,
+        )?;
+        check(
+            (1..=600_000).contains(&l.retry_after_ms),
+            "limits.retry_after_ms",
+            || format!("must be 1..=600000, got {}", l.retry_after_ms),
+        )?;
+        Ok(())
+    }
+
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let a = &self.auth;
         for (name, t) in &a.tiers {

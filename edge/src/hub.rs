@@ -85,19 +85,52 @@ impl Hub {
         let mut inner = self.lock();
         symbols
             .iter()
+            .map(|symbol| self.subscribe_one(&mut inner, id, symbol, mode, interval_ms))
+            .collect()
+    }
+
+    /// Like [`Hub::subscribe`], but a symbol this edge does not carry yet is first put to
+    /// `admit` (with the number of symbols carried), under the same lock, so that an
+    /// edge-wide bound holds exactly however many sessions subscribe at once. A refused
+    /// symbol is left alone and its refusal returned in its place.
+    pub fn subscribe_admitted<E>(
+        self: &Arc<Self>,
+        id: SessionId,
+        symbols: &[Symbol],
+        mode: Mode,
+        interval_ms: u32,
+        mut admit: impl FnMut(&Symbol, usize) -> Result<(), E>,
+    ) -> Vec<Result<Subscribed, E>> {
+        let mut inner = self.lock();
+        symbols
+            .iter()
             .map(|symbol| {
-                let outcome = inner.fanout.subscribe(id, symbol, mode, interval_ms);
-                if outcome.new_subscription {
-                    metrics::gauge!("tickmesh_edge_subscriptions").increment(1.0);
+                if !inner.pumps.contains_key(symbol) {
+                    admit(symbol, inner.pumps.len())?;
                 }
-                if outcome.new_interest {
-                    let pump = self.nats.start_pump(Arc::downgrade(self), symbol.clone());
-                    inner.pumps.insert(symbol.clone(), pump);
-                    metrics::gauge!("tickmesh_edge_symbols").set(inner.pumps.len() as f64);
-                }
-                outcome
+                Ok(self.subscribe_one(&mut inner, id, symbol, mode, interval_ms))
             })
             .collect()
+    }
+
+    fn subscribe_one(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        id: SessionId,
+        symbol: &Symbol,
+        mode: Mode,
+        interval_ms: u32,
+    ) -> Subscribed {
+        let outcome = inner.fanout.subscribe(id, symbol, mode, interval_ms);
+        if outcome.new_subscription {
+            metrics::gauge!("tickmesh_edge_subscriptions").increment(1.0);
+        }
+        if outcome.new_interest {
+            let pump = self.nats.start_pump(Arc::downgrade(self), symbol.clone());
+            inner.pumps.insert(symbol.clone(), pump);
+            metrics::gauge!("tickmesh_edge_symbols").set(inner.pumps.len() as f64);
+        }
+        outcome
     }
 
     /// Unsubscribes; returns the symbols that were subscribed.

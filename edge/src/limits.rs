@@ -1,12 +1,36 @@
-//! Admission limits (connections per process, per IP and per user) and the per-session
-//! message rate limit.
+//! Admission limits (connections per process, per IP and per user), the symbol budgets of
+//! an address and a user, and the per-session message rate limit; [`peers`]: what an
+//! address may do before its token is checked.
+//!
+//! Per-address counts key an IPv6 address by its /64 ([`ip_key`]): one host commonly holds
+//! a whole /64, so counting its addresses one by one would bound nothing.
+
+mod budget;
+pub mod peers;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::LimitsConfig;
+
+pub use budget::BudgetRefusal;
+
+/// The key an address is counted under: an IPv4 address itself (an IPv4-mapped IPv6
+/// address as IPv4), an IPv6 address its /64 prefix.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 /// Why a connection was not admitted; the HTTP status says which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,18 +50,22 @@ struct Counts {
     per_user: HashMap<String, usize>,
 }
 
-/// Open sessions, counted for admission.
+/// Open sessions, counted for admission, and the symbols they hold.
 #[derive(Debug, Default)]
 pub struct Registry {
     counts: Mutex<Counts>,
+    holders: Mutex<budget::Holders>,
 }
 
-/// An admitted session's place in the counts, given back on drop.
+/// An admitted session's place in the counts and its symbols in the budgets of its address
+/// and user, given back on drop (a session that ends in any way, a panic included).
 #[derive(Debug)]
 pub struct Admission {
     registry: Arc<Registry>,
+    /// The address's key ([`ip_key`]).
     ip: IpAddr,
     user: Option<String>,
+    held: budget::Held,
 }
 
 impl Registry {
@@ -47,6 +75,7 @@ impl Registry {
         user: Option<&str>,
         limits: &LimitsConfig,
     ) -> Result<Admission, Refusal> {
+        let ip = ip_key(ip);
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if c.total >= limits.max_connections {
             return Err(Refusal::Process);
@@ -69,6 +98,7 @@ impl Registry {
             registry: self.clone(),
             ip,
             user: user.map(str::to_owned),
+            held: budget::Held::default(),
         })
     }
 
@@ -85,6 +115,7 @@ impl Admission {
         if self.user.as_deref() == user {
             return Ok(());
         }
+        self.move_held(user);
         let mut c = self
             .registry
             .counts
@@ -125,9 +156,11 @@ impl Drop for Admission {
         c.total = c.total.saturating_sub(1);
         metrics::gauge!("tickmesh_edge_connections").set(c.total as f64);
         decrement(&mut c.per_ip, &self.ip);
-        if let Some(user) = self.user.take() {
-            decrement(&mut c.per_user, &user);
+        if let Some(user) = &self.user {
+            decrement(&mut c.per_user, user);
         }
+        drop(c);
+        self.release_all();
     }
 }
 
@@ -160,15 +193,27 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(1, now)
+    }
+
+    /// Takes `n` tokens if there are that many (never, if `n` is over the burst).
+    pub fn take_n(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// How long until `n` tokens are there, ms (rounded up; 0 if they are).
+    pub fn wait_ms(&self, n: u32) -> u64 {
+        let missing = (f64::from(n) - self.tokens).max(0.0);
+        (missing * 1000.0 / self.rate).ceil() as u64
     }
 }
 
@@ -215,6 +260,43 @@ mod tests {
         assert_eq!(r.admit(ip, Some("v"), &limits).unwrap_err(), Refusal::User);
         drop(anon);
         r.admit(ip, Some("v"), &limits).unwrap();
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(other));
+        let v4: IpAddr = [192, 0, 2, 7].into();
+        assert_eq!(ip_key(v4), v4);
+        assert_eq!(ip_key("::ffff:192.0.2.7".parse().unwrap()), v4);
+
+        // Two addresses of one /64 share its connection count.
+        let r = Arc::new(Registry::default());
+        let limits = LimitsConfig {
+            max_connections_per_ip: 1,
+            ..LimitsConfig::default()
+        };
+        let _first = r.admit(a, None, &limits).unwrap();
+        assert_eq!(r.admit(b, None, &limits).unwrap_err(), Refusal::Ip);
+        r.admit(other, None, &limits).unwrap();
+    }
+
+    #[test]
+    fn requests_cost_by_their_entries() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, t0);
+        assert!(b.take_n(15, t0));
+        assert!(!b.take_n(6, t0));
+        assert_eq!(b.wait_ms(6), 100);
+        assert!(
+            !b.take_n(21, t0 + Duration::from_secs(60)),
+            "over the burst"
+        );
+        assert!(b.take_n(20, t0 + Duration::from_secs(60)));
     }
 
     #[test]

@@ -97,6 +97,10 @@ impl NatsLink {
             .name(&config.name)
             .retry_on_initial_connect()
             .retain_servers_order()
+            // Per symbol subscription: a pump that falls this far behind loses the newest
+            // ticks of its symbol (async-nats drops them and reports a slow consumer); the
+            // next tick carries the whole state again.
+            .subscription_capacity(config.subscription_capacity)
             .event_callback(move |event| {
                 let events = events.clone();
                 async move { events.on(event) }

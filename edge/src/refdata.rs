@@ -6,7 +6,8 @@
 //! it), loads every key, then applies changes as they come; after a NATS outage it loads
 //! again and swaps the fresh set in whole, so deletions made meanwhile are not missed.
 //! Until the first load completes [`RefData::is_loaded`] is false, and lookups answer as
-//! if nothing were known: callers that must not refuse symbols during start-up check it.
+//! if nothing were known: requests are then answered `unavailable` (a client never decides
+//! what the edge carries), and `/readyz` says 503.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,10 +39,11 @@ pub enum RefError {
 
 impl RefError {
     /// The protocol error code for a client: a malformed chain is `invalid_symbol`,
-    /// anything unknown `unknown_symbol`.
+    /// reference data not loaded yet `unavailable`, anything unknown `unknown_symbol`.
     pub fn code(&self) -> ErrorCode {
         match self {
             RefError::BadChain(_) => ErrorCode::InvalidSymbol,
+            RefError::NotLoaded => ErrorCode::Unavailable,
             _ => ErrorCode::UnknownSymbol,
         }
     }
@@ -172,12 +174,6 @@ impl RefData {
     /// Whether `symbol` is a listed instrument (false until loaded).
     pub fn is_known(&self, symbol: &str) -> bool {
         self.read().instruments.contains_key(symbol)
-    }
-
-    /// Whether `symbol` may be subscribed: known, or reference data not loaded (yet, or
-    /// at all: an edge without `md_ref` does not refuse symbols it cannot check).
-    pub fn is_known_or_unloaded(&self, symbol: &str) -> bool {
-        !self.is_loaded() || self.is_empty() || self.is_known(symbol)
     }
 
     /// The underlying of a listed derivative.

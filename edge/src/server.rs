@@ -33,7 +33,8 @@ use crate::auth::{AuthError, Verifier};
 use crate::config::EdgeConfig;
 use crate::fanout::FanoutConfig;
 use crate::hub::Hub;
-use crate::limits::{Refusal, Registry};
+use crate::limits::peers::{AuthThrottle, Pending, PendingHandshakes};
+use crate::limits::{Refusal, Registry, TokenBucket};
 use crate::nats::NatsLink;
 use crate::refdata::RefData;
 use crate::session::Identity;
@@ -54,6 +55,11 @@ pub struct Edge {
     /// Instruments and option chains from KV `md_ref`.
     pub refdata: RefData,
     pub registry: Arc<Registry>,
+    /// Failed upgrades per address (`limits.max_auth_failures_per_ip`).
+    pub auth_throttle: AuthThrottle,
+    /// New symbols carried per second, all sessions together
+    /// (`limits.max_new_symbols_per_s`).
+    pub new_interest: Mutex<TokenBucket>,
     /// Bumped on every revocation and key reload; sessions then check their grant.
     pub revocations: tokio::sync::watch::Sender<u64>,
     /// Set once the NATS server has confirmed the `ctl.revoke` subscription; the edge is
@@ -111,12 +117,17 @@ pub async fn run(
         },
         nats.clone(),
     );
-    let snapshots = Snapshots::new(
-        nats.clone(),
-        Duration::from_millis(config.snapshot.cache_ttl_ms),
-        config.snapshot.cache_capacity,
-    );
+    let snapshots = Snapshots::new(nats.clone(), &config.snapshot);
     let config_js_domain = config.nats.js_domain.clone();
+    let auth_throttle = AuthThrottle::new(
+        config.limits.max_auth_failures_per_ip,
+        Duration::from_millis(config.limits.auth_failure_window_ms),
+        config.limits.max_tracked_ips,
+    );
+    let new_interest = Mutex::new(TokenBucket::new(
+        config.limits.max_new_symbols_per_s,
+        std::time::Instant::now(),
+    ));
     let edge = Arc::new(Edge {
         config,
         hub,
@@ -127,6 +138,8 @@ pub async fn run(
             None => async_nats::jetstream::new(nats.client().clone()),
         }),
         registry: Arc::new(Registry::default()),
+        auth_throttle,
+        new_interest,
         revocations: tokio::sync::watch::Sender::new(0),
         control_subscribed: AtomicBool::new(false),
         shutdown: CancellationToken::new(),
@@ -164,6 +177,7 @@ pub async fn run(
         handshake_timeout,
         sessions: tracker.clone(),
         handshakes: Handshakes::new(edge.config.limits.max_handshakes),
+        pending: PendingHandshakes::new(edge.config.limits.max_handshakes_per_ip),
     };
     tokio::pin!(shutdown);
     loop {
@@ -226,8 +240,9 @@ impl Handshakes {
         Handshakes(Arc::new(Semaphore::new(max)))
     }
 
-    /// Waits for a free handshake slot (in FIFO order).
-    async fn slot(&self) -> Handshake {
+    /// Waits for a free handshake slot (in FIFO order); `pending` (the connection's place
+    /// in its address's count) is given back with the slot.
+    async fn slot(&self, pending: Pending) -> Handshake {
         let permit = self
             .0
             .clone()
@@ -235,13 +250,17 @@ impl Handshakes {
             .await
             .expect("the handshake semaphore is never closed");
         metrics::gauge!("tickmesh_edge_handshakes_in_flight").increment(1.0);
-        Handshake(Arc::new(Mutex::new(Some(Slot { _permit: permit }))))
+        Handshake(Arc::new(Mutex::new(Some(Slot {
+            _permit: permit,
+            _pending: pending,
+        }))))
     }
 }
 
 /// A taken slot; the permit goes back to the semaphore when it is dropped.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    _pending: Pending,
 }
 
 impl Drop for Slot {
@@ -296,6 +315,9 @@ struct Connections {
     /// Where WebSocket sessions run.
     sessions: TaskTracker,
     handshakes: Handshakes,
+    /// Connections of each address not past their first request
+    /// (`limits.max_handshakes_per_ip`).
+    pending: Arc<PendingHandshakes>,
 }
 
 impl Connections {
@@ -304,7 +326,9 @@ impl Connections {
     /// reconnect storm) never overflows the listen backlog, where dropped SYNs would cost
     /// clients a second or more; each then waits for one of `limits.max_handshakes` slots
     /// before its TLS handshake and request are read, within `handshake_timeout_ms` from
-    /// the accept.
+    /// the accept. An address past `limits.max_handshakes_per_ip` such connections has
+    /// the new one closed at once: idle connections from one address cannot take the
+    /// slots that everyone else waits for.
     fn serve(
         &self,
         stream: tokio::net::TcpStream,
@@ -317,10 +341,18 @@ impl Connections {
         let handshake_timeout = self.handshake_timeout;
         let sessions = self.sessions.clone();
         let handshakes = self.handshakes.clone();
+        let pending = self.pending.enter(peer.ip());
         async move {
+            let Some(pending) = pending else {
+                metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => "handshakes_per_ip")
+                    .increment(1);
+                tracing::debug!(%peer, "too many pending connections from this address; closed");
+                return;
+            };
             // The wait for a slot, TLS and the first request's head share one deadline.
             let deadline = tokio::time::Instant::now() + handshake_timeout;
-            let Ok(handshake) = tokio::time::timeout_at(deadline, handshakes.slot()).await else {
+            let Ok(handshake) = tokio::time::timeout_at(deadline, handshakes.slot(pending)).await
+            else {
                 tracing::debug!(%peer, "no handshake slot within the handshake timeout");
                 return;
             };
@@ -381,6 +413,11 @@ fn routes(
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "revocations not subscribed yet",
+            )
+        } else if !ready_edge.refdata.is_loaded() {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reference data not loaded yet",
             )
         } else {
             (StatusCode::OK, "ready")
@@ -492,6 +529,22 @@ fn upgrade(
             "draining: connect to another edge",
         );
     }
+    if let Some(left) = edge
+        .auth_throttle
+        .blocked(peer.ip(), std::time::Instant::now())
+    {
+        metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => "auth_failures")
+            .increment(1);
+        let mut res = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address: retry later",
+        );
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(left.as_secs().max(1)),
+        );
+        return res;
+    }
     let grant = match token(&req) {
         Some(token) => edge.verifier.verify(&token),
         None => edge.verifier.anonymous(),
@@ -499,6 +552,8 @@ fn upgrade(
     let grant = match grant {
         Ok(grant) => grant,
         Err(e) => {
+            edge.auth_throttle
+                .failed(peer.ip(), std::time::Instant::now());
             metrics::counter!("tickmesh_edge_auth_failures_total", "reason" => e.label())
                 .increment(1);
             // The reason and the peer; never the token.

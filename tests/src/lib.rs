@@ -228,22 +228,62 @@ pub fn open_anonymous(auth: &mut AuthConfig) {
     );
 }
 
-/// Starts an edge on a free port; returns it and its address once it is ready.
-pub async fn start_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAddr)> {
+/// Creates an empty `md_ref` where no ingest runs, so that an edge loads reference data
+/// (of no instrument) and turns ready.
+pub async fn create_empty_refdata(nats_url: &str) -> anyhow::Result<()> {
+    create_refdata(nats_url, &[]).await
+}
+
+/// Creates `md_ref` listing `symbols` (as equities) and an empty `md_last`, where no
+/// ingest runs: an edge then knows the symbols and finds no value of any.
+pub async fn create_refdata(nats_url: &str, symbols: &[&str]) -> anyhow::Result<()> {
+    use async_nats::jetstream::kv::Config;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let refs = js
+        .create_key_value(Config {
+            bucket: tickmesh_core::refdata::BUCKET.into(),
+            ..Default::default()
+        })
+        .await?;
+    for s in symbols {
+        let value = serde_json::json!({"symbol": s, "kind": "equity"});
+        refs.put(
+            tickmesh_core::refdata::instrument_key(s),
+            value.to_string().into(),
+        )
+        .await?;
+    }
+    js.create_key_value(Config {
+        bucket: "md_last".into(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// Starts an edge on a free port; returns it and its address at once, ready or not.
+pub fn spawn_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAddr)> {
     let listener = tickmesh_edge::bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let tls = config.tls.is_some();
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(async move {
         tickmesh_edge::run(config, listener, async move { token.cancelled().await }).await
     });
-    let service = Service { stop, task };
+    Ok((Service { stop, task }, addr))
+}
+
+/// Starts an edge on a free port; returns it and its address once it is ready (it has
+/// loaded the reference data that ingest writes: start ingest first).
+pub async fn start_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAddr)> {
+    let tls = config.tls.is_some();
+    let (service, addr) = spawn_edge(config)?;
     if tls {
         // Readiness is plain HTTP; over TLS the caller's own handshake waits for the edge.
         return Ok((service, addr));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Ingest may take a while to create its buckets on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if http_get(addr, "/readyz")
             .await
@@ -252,7 +292,7 @@ pub async fn start_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAd
             return Ok((service, addr));
         }
         if Instant::now() > deadline {
-            bail!("edge at {addr} not ready within 10 s");
+            bail!("edge at {addr} not ready within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -170,6 +170,11 @@ struct Mesh {
 async fn mesh(with_feed: bool) -> Mesh {
     let nats = NatsServer::start().unwrap();
     let ingest = with_feed.then(|| start_ingest(ingest_config(&nats.url(), 1000)));
+    if !with_feed {
+        // The scripts' symbols are listed, but nothing publishes them: a dead feed.
+        let symbols: Vec<&str> = SYMBOLS.split(',').collect();
+        create_refdata(&nats.url(), &symbols).await.unwrap();
+    }
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     if with_feed {
         // The KV writer runs every 250 ms: give it two rounds, so every symbol has a snapshot.

@@ -308,6 +308,9 @@ fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
             .env("TICKMESH_EDGE_AUTH__ALLOW_OPEN_ANONYMOUS", "true")
             .env("TICKMESH_EDGE_AUTH__ANONYMOUS_ENT", "[\"*\"]")
             .env("TICKMESH_EDGE_AUTH__ANONYMOUS_TIER", "realtime")
+            .env("TICKMESH_EDGE_LIMITS__MAX_HANDSHAKES_PER_IP", "100000")
+            .env("TICKMESH_EDGE_LIMITS__MAX_SYMBOLS_PER_IP", "1000000")
+            .env("TICKMESH_EDGE_LIMITS__MAX_NEW_SYMBOLS_PER_S", "1000000")
             .env("RUST_LOG", "warn")
             .stdout(log_file(env, &format!("{}-edge{}.log", spec.name, k + 1))?)
             .stderr(Stdio::inherit());

@@ -4,8 +4,9 @@
 //!
 //! A monitor task asks the region's JetStream once a second how long ago the mirror last
 //! heard from its source (`mirror.active`). Older than `nats.kv_mirror_max_idle_ms`, or no
-//! mirror at all, counts as stale. When a stale mirror turns fresh again (the region's link
-//! to the hub is back), every carried symbol is re-read.
+//! mirror at all, counts as stale. A fresh mirror's miss is final (no read of the hub).
+//! When a stale mirror turns fresh again (the region's link to the hub is back), every
+//! carried symbol is re-read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,14 +185,16 @@ impl KvReader {
             .map(|m| m.fresh.load(Ordering::Relaxed))
     }
 
-    /// The latest value of `key` for a snapshot: the mirror when fresh (the hub when the
-    /// mirror misses or fails), else the hub (the stale mirror when the hub fails).
+    /// The latest value of `key` for a snapshot: the mirror when fresh (the hub only when
+    /// the mirror fails: a fresh mirror's miss is the answer, so that clients asking for
+    /// symbols without a value cannot send reads across the WAN), else the hub (the stale
+    /// mirror when the hub fails).
     pub async fn latest(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
         match &self.mirror {
             Some(m) if m.fresh.load(Ordering::Relaxed) => {
                 match m.bucket.get(key, self.timeout).await {
-                    Ok(Some(v)) => Ok(Some(v)),
-                    Ok(None) | Err(_) => self.hub.get(key, self.timeout).await,
+                    Ok(v) => Ok(v),
+                    Err(_) => self.hub.get(key, self.timeout).await,
                 }
             }
             Some(m) => self.hub_then(&m.bucket, key).await,

@@ -6,6 +6,7 @@
 //! within `session.write_timeout_ms` closes the session with 4008, so a client that stops
 //! reading holds at most its socket buffers and its conflation state.
 
+mod refusals;
 mod requests;
 
 use std::collections::HashMap;
@@ -343,6 +344,8 @@ where
                 ),
                 symbol: None,
                 interval_ms: Some(interval_ms),
+                retry_ms: None,
+                count: None,
             }));
         }
         if !snapshots.is_empty() {
@@ -413,28 +416,46 @@ where
             return Err(End::Close(close::TOO_LARGE, "message too large"));
         }
         if !self.bucket.take(Instant::now()) {
-            self.strikes += 1;
-            metrics::counter!("tickmesh_edge_errors_total", "code" => "rate_limited").increment(1);
-            if self.strikes >= self.edge.config.limits.rate_limit_strikes {
-                return Err(End::Close(close::RATE_LIMITED, "rate limit exceeded"));
-            }
             let id = protocol::decode_client(format, bytes)
                 .ok()
                 .and_then(|m| m.id);
-            let msg = ServerMsg::error(
-                id,
-                ErrorCode::RateLimited,
-                format!(
-                    "over {} messages per second: slow down",
-                    self.grant.max_msgs_per_s
-                ),
+            let message = format!(
+                "over {} messages per second: slow down",
+                self.grant.max_msgs_per_s
             );
-            return self.send(vec![self.message(&msg)]).await;
+            return self.refuse_rate(id, message, None).await;
         }
-        self.strikes = 0;
         let replies = match protocol::decode_client(format, bytes) {
-            Ok(req) => self.on_request(req).await?,
+            Ok(req) => {
+                // A request costs by its entries: the first message was taken above.
+                let per = self.edge.config.limits.entries_per_message;
+                let cost = requests::cost(&req.request, per);
+                if cost > 1 && !self.bucket.take_n(cost - 1, Instant::now()) {
+                    let burst = self.grant.max_msgs_per_s.saturating_mul(2);
+                    let (message, retry_ms) = if cost > burst {
+                        let most = (burst as usize).saturating_mul(per);
+                        (
+                            format!(
+                                "a request may hold at most {most} entries (symbols and chains)"
+                            ),
+                            None,
+                        )
+                    } else {
+                        let wait = self.bucket.wait_ms(cost - 1);
+                        (
+                            format!(
+                                "this request costs {cost} messages of your rate (one per {per} entries): retry after retry_ms"
+                            ),
+                            Some(wait),
+                        )
+                    };
+                    return self.refuse_rate(req.id, message, retry_ms).await;
+                }
+                self.strikes = 0;
+                self.on_request(req).await?
+            }
             Err(e) => {
+                self.strikes = 0;
                 metrics::counter!("tickmesh_edge_errors_total", "code" => "bad_request")
                     .increment(1);
                 vec![ServerMsg::error(e.id, ErrorCode::BadRequest, e.message)]
@@ -471,6 +492,31 @@ fn read_error_end(e: &tungstenite::Error) -> End {
         _ => return End::Gone,
     };
     End::Close(close::PROTOCOL_ERROR, reason)
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Refuses a message over the rate with `rate_limited`; after
+    /// `limits.rate_limit_strikes` refusals in a row, closes with 4029.
+    async fn refuse_rate(
+        &mut self,
+        id: Option<i64>,
+        message: String,
+        retry_ms: Option<u64>,
+    ) -> Result<(), End> {
+        self.strikes += 1;
+        metrics::counter!("tickmesh_edge_errors_total", "code" => "rate_limited").increment(1);
+        if self.strikes >= self.edge.config.limits.rate_limit_strikes {
+            return Err(End::Close(close::RATE_LIMITED, "rate limit exceeded"));
+        }
+        let mut msg = ServerMsg::error(id, ErrorCode::RateLimited, message);
+        if let ServerMsg::Error { retry_ms: r, .. } = &mut msg {
+            *r = retry_ms;
+        }
+        self.send(vec![self.message(&msg)]).await
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

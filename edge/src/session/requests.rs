@@ -1,4 +1,10 @@
 //! Client requests of a session: subscribe, unsubscribe, list, ping, chains and auth.
+//!
+//! A request's reply and work are bounded by what it is worth: at most
+//! `limits.request_entries_factor` times the session's `max_symbols` entries (`symbols`
+//! plus `chains`) are read and at most that many symbols considered, each distinct chain
+//! is expanded once, refusals go out through [`Refusals`], and a request costs its
+//! sender's rate by its entries ([`cost`]).
 
 use std::collections::HashSet;
 
@@ -9,14 +15,52 @@ use tickmesh_core::protocol::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::refusals::{Refusals, count_error};
 use super::{End, Session};
 use crate::auth::AuthError;
 
 /// Longest interval a subscription may ask for, ms.
 const MAX_INTERVAL_MS: u32 = 60_000;
 
-fn count_error(code: &'static str) {
-    metrics::counter!("tickmesh_edge_errors_total", "code" => code).increment(1);
+/// What a request costs of its sender's message rate: one message per
+/// `entries_per_message` entries of a subscribe or unsubscribe (rounded up), one for
+/// anything else.
+pub(super) fn cost(request: &Request, entries_per_message: usize) -> u32 {
+    let entries = match request {
+        Request::Subscribe(s) => s.symbols.len() + s.chains.len(),
+        Request::Unsubscribe(u) => u.symbols.len() + u.chains.len(),
+        _ => 1,
+    };
+    u32::try_from(entries.div_ceil(entries_per_message.max(1)).max(1)).unwrap_or(u32::MAX)
+}
+
+/// Why the edge as a whole would not start carrying a symbol.
+enum EdgeFull {
+    Carried(usize),
+    Rate(u64),
+}
+
+/// The entries of a request that are read: `symbols` first, then `chains`, `max` in all;
+/// the rest are refused in one summary.
+fn cap_entries<'a>(
+    symbols: &'a [String],
+    chains: &'a [String],
+    max: usize,
+    refusals: &mut Refusals,
+) -> (&'a [String], &'a [String]) {
+    let s = symbols.len().min(max);
+    let c = chains.len().min(max - s);
+    let over = symbols.len() + chains.len() - s - c;
+    if over > 0 {
+        refusals.unread(
+            ErrorCode::TooManySymbols,
+            over,
+            format!(
+                "a request is read up to {max} entries (symbols and chains); {over} more were not"
+            ),
+        );
+    }
+    (&symbols[..s], &chains[..c])
 }
 
 impl<S> Session<S>
@@ -31,13 +75,19 @@ where
         Ok(match request {
             Request::Subscribe(sub) => return self.subscribe(id, sub).await,
             Request::Unsubscribe(unsub) => {
-                let mut replies = Vec::new();
-                let mut symbols = self.parse_symbols(id, &unsub.symbols, &mut replies);
-                let chains = self.expand_chains(id, &unsub.chains, &mut symbols, &mut replies);
+                let max = self.read_cap();
+                let mut refusals =
+                    Refusals::new(id, self.edge.config.limits.max_errors_per_request);
+                let (symbols, chains) =
+                    cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
+                let mut symbols = self.parse_symbols(symbols, &mut refusals);
+                let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
                 let removed = self.edge.hub.unsubscribe(self.id, &symbols);
                 for s in &removed {
                     self.requested.remove(s);
+                    self.admission.release(s);
                 }
+                let mut replies = refusals.finish();
                 replies.push(ServerMsg::Unsubscribed {
                     id,
                     symbols: removed.iter().map(|s| s.to_string()).collect(),
@@ -66,8 +116,9 @@ where
                     underlying,
                     expiries,
                 }],
+                None if !self.edge.refdata.is_loaded() => vec![self.not_loaded(id)],
                 None => {
-                    count_error("unknown_symbol");
+                    count_error(ErrorCode::UnknownSymbol, 1);
                     vec![ServerMsg::symbol_error(
                         id,
                         ErrorCode::UnknownSymbol,
@@ -80,12 +131,23 @@ where
         })
     }
 
-    fn parse_symbols(
-        &self,
-        id: Option<i64>,
-        raw: &[String],
-        errors: &mut Vec<ServerMsg>,
-    ) -> Vec<Symbol> {
+    /// The most entries of a request read, and symbols considered.
+    fn read_cap(&self) -> usize {
+        (self.grant.max_symbols as usize)
+            .saturating_mul(self.edge.config.limits.request_entries_factor)
+    }
+
+    /// `unavailable`: reference data is not loaded yet.
+    fn not_loaded(&self, id: Option<i64>) -> ServerMsg {
+        count_error(ErrorCode::Unavailable, 1);
+        ServerMsg::unavailable(
+            id,
+            self.edge.config.limits.retry_after_ms,
+            "reference data is not loaded yet: retry after retry_ms",
+        )
+    }
+
+    fn parse_symbols(&self, raw: &[String], refusals: &mut Refusals) -> Vec<Symbol> {
         let mut seen = HashSet::new();
         let mut symbols = Vec::new();
         for s in raw {
@@ -95,45 +157,55 @@ where
                         symbols.push(symbol);
                     }
                 }
-                Err(e) => {
-                    count_error("invalid_symbol");
-                    errors.push(ServerMsg::symbol_error(
-                        id,
-                        ErrorCode::InvalidSymbol,
-                        s,
-                        e.to_string(),
-                    ));
-                }
+                Err(e) => refusals.symbol(ErrorCode::InvalidSymbol, s, || e.to_string()),
             }
         }
         symbols
     }
 
-    /// Expands `chains` (`UNDERLYING:YYYY-MM-DD`) into `symbols` (skipping duplicates);
-    /// refused chains get an error. Returns the chains that expanded.
+    /// Expands each distinct chain of `chains` (`UNDERLYING:YYYY-MM-DD`) into `symbols`
+    /// (skipping duplicates), up to `max` symbols in all: the options past it, and the
+    /// chains left when it is reached, are refused with `too_many_symbols`. Returns the
+    /// chains that expanded.
     fn expand_chains(
         &self,
-        id: Option<i64>,
         chains: &[String],
         symbols: &mut Vec<Symbol>,
-        errors: &mut Vec<ServerMsg>,
+        max: usize,
+        refusals: &mut Refusals,
     ) -> Vec<String> {
         let mut seen: HashSet<Symbol> = symbols.iter().cloned().collect();
+        let mut distinct = HashSet::new();
         let mut expanded = Vec::new();
         for chain in chains {
+            if !distinct.insert(chain.as_str()) {
+                continue;
+            }
+            if symbols.len() >= max {
+                refusals.symbol(ErrorCode::TooManySymbols, chain, || {
+                    format!("a request is read up to {max} symbols")
+                });
+                continue;
+            }
             match self.edge.refdata.expand_chain(chain) {
                 Ok(options) => {
                     symbols.extend(options.into_iter().filter(|o| seen.insert(o.clone())));
+                    if symbols.len() > max {
+                        for o in symbols.drain(max..) {
+                            refusals.symbol(ErrorCode::TooManySymbols, o.as_str(), || {
+                                format!("a request is read up to {max} symbols")
+                            });
+                        }
+                    }
                     expanded.push(chain.clone());
                 }
-                Err(e) => {
-                    // The metric's label is the code the client gets.
-                    count_error(match e.code() {
-                        ErrorCode::InvalidSymbol => "invalid_symbol",
-                        _ => "unknown_symbol",
-                    });
-                    errors.push(ServerMsg::symbol_error(id, e.code(), chain, e.to_string()));
-                }
+                Err(e) if e.code() == ErrorCode::Unavailable => refusals.symbol_retry(
+                    ErrorCode::Unavailable,
+                    chain,
+                    self.edge.config.limits.retry_after_ms,
+                    &e.to_string(),
+                ),
+                Err(e) => refusals.symbol(e.code(), chain, || e.to_string()),
             }
         }
         expanded
@@ -143,56 +215,96 @@ where
     /// the snapshots follow `subscribed`; returns nothing more to send.
     async fn subscribe(&mut self, id: Option<i64>, req: Subscribe) -> Result<Vec<ServerMsg>, End> {
         let started = std::time::Instant::now();
+        let edge = self.edge.clone();
+        if !edge.refdata.is_loaded() {
+            // Nothing can be checked yet, so nothing is carried on a client's word.
+            return Ok(vec![self.not_loaded(id)]);
+        }
+        let limits = &edge.config.limits;
         let requested = req
             .interval_ms
             .unwrap_or(protocol::DEFAULT_INTERVAL_MS)
             .min(MAX_INTERVAL_MS);
         let interval_ms = requested.max(self.grant.min_interval_ms);
-        let mut replies = Vec::new();
-        let mut candidates = self.parse_symbols(id, &req.symbols, &mut replies);
-        let chains = self.expand_chains(id, &req.chains, &mut candidates, &mut replies);
-
-        let edge = self.edge.clone();
-        let hub = &edge.hub;
         let max = self.grant.max_symbols as usize;
+        let cap = self.read_cap();
+        let mut refusals = Refusals::new(id, limits.max_errors_per_request);
+        let (symbols, chains) = cap_entries(&req.symbols, &req.chains, cap, &mut refusals);
+        let mut candidates = self.parse_symbols(symbols, &mut refusals);
+        let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
+
+        let hub = &edge.hub;
         let mut room = max.saturating_sub(hub.subscription_count(self.id));
-        let mut accepted = Vec::with_capacity(candidates.len());
+        let mut wanted = Vec::with_capacity(candidates.len());
         for symbol in candidates {
             if !self.grant.allows(symbol.as_str(), &edge.refdata) {
-                count_error("not_entitled");
-                replies.push(ServerMsg::symbol_error(
-                    id,
-                    ErrorCode::NotEntitled,
-                    symbol.as_str(),
-                    "your entitlements do not cover this symbol",
-                ));
+                refusals.symbol(ErrorCode::NotEntitled, symbol.as_str(), || {
+                    "your entitlements do not cover this symbol".into()
+                });
             } else if hub.is_subscribed(self.id, symbol.as_str()) {
-                accepted.push(symbol);
-            } else if room > 0 && !edge.refdata.is_known_or_unloaded(symbol.as_str()) {
-                count_error("unknown_symbol");
-                replies.push(ServerMsg::symbol_error(
-                    id,
-                    ErrorCode::UnknownSymbol,
-                    symbol.as_str(),
-                    "no such instrument",
-                ));
-            } else if room > 0 {
-                room -= 1;
-                accepted.push(symbol);
+                wanted.push(symbol);
+            } else if room == 0 {
+                refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || {
+                    format!("a session may hold at most {max} symbols")
+                });
+            } else if !edge.refdata.is_known(symbol.as_str()) {
+                refusals.symbol(ErrorCode::UnknownSymbol, symbol.as_str(), || {
+                    "no such instrument".into()
+                });
+            } else if let Err(e) = self.admission.hold(&symbol, limits) {
+                refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || e.to_string());
             } else {
-                count_error("too_many_symbols");
-                replies.push(ServerMsg::symbol_error(
-                    id,
-                    ErrorCode::TooManySymbols,
-                    symbol.as_str(),
-                    format!("a session may hold at most {max} symbols"),
-                ));
+                room -= 1;
+                wanted.push(symbol);
             }
         }
-        let outcomes = hub.subscribe(self.id, &accepted, req.mode, interval_ms);
+        // Whether the edge may carry one more symbol: under the hub's lock, so that the
+        // bounds hold however many sessions subscribe at once.
+        let results =
+            hub.subscribe_admitted(self.id, &wanted, req.mode, interval_ms, |_, carried| {
+                if carried >= limits.max_carried_symbols {
+                    return Err(EdgeFull::Carried(limits.max_carried_symbols));
+                }
+                let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
+                if rate.take(std::time::Instant::now()) {
+                    Ok(())
+                } else {
+                    Err(EdgeFull::Rate(rate.wait_ms(1).max(1)))
+                }
+            });
+        let mut accepted = Vec::with_capacity(wanted.len());
+        let mut outcomes = Vec::with_capacity(wanted.len());
+        for (symbol, result) in wanted.into_iter().zip(results) {
+            match result {
+                Ok(outcome) => {
+                    accepted.push(symbol);
+                    outcomes.push(outcome);
+                }
+                Err(full) => {
+                    self.admission.release(&symbol);
+                    let (retry_ms, message) = match full {
+                        EdgeFull::Carried(n) => (
+                            limits.retry_after_ms,
+                            format!("this edge carries its most symbols ({n}): retry after retry_ms, or use another edge"),
+                        ),
+                        EdgeFull::Rate(ms) => (
+                            ms,
+                            "this edge takes on new symbols at a bounded rate: retry after retry_ms".into(),
+                        ),
+                    };
+                    refusals.symbol_retry(
+                        ErrorCode::Unavailable,
+                        symbol.as_str(),
+                        retry_ms,
+                        &message,
+                    );
+                }
+            }
+        }
         for s in &accepted {
             self.requested.insert(s.clone(), requested);
         }
+        let mut replies = refusals.finish();
         replies.push(ServerMsg::Subscribed {
             id,
             symbols: accepted.iter().map(|s| s.to_string()).collect(),
@@ -202,7 +314,6 @@ where
         });
         let replies: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await?;
-
         // One snapshot per symbol: the edge's own latest value, sent now. A symbol the
         // edge has no value of yet is awaited in the core, with one KV read per symbol
         // (`fetch`), however many sessions subscribe meanwhile; the snapshot then comes
@@ -276,7 +387,7 @@ where
         if let Err(refusal) = self.admission.set_user(grant.sub.as_deref(), limits) {
             metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => "user")
                 .increment(1);
-            count_error("unauthorized");
+            count_error(ErrorCode::Unauthorized, 1);
             return Ok(vec![ServerMsg::error(
                 id,
                 ErrorCode::Unauthorized,
@@ -295,7 +406,7 @@ where
             .partition(|(s, _)| grant.allows(s.as_str(), &self.edge.refdata));
         let excess = kept.split_off(kept.len().min(grant.max_symbols as usize));
         for (s, _) in &lost {
-            count_error("not_entitled");
+            count_error(ErrorCode::NotEntitled, 1);
             replies.push(ServerMsg::symbol_error(
                 id,
                 ErrorCode::NotEntitled,
@@ -304,7 +415,7 @@ where
             ));
         }
         for (s, _) in &excess {
-            count_error("too_many_symbols");
+            count_error(ErrorCode::TooManySymbols, 1);
             replies.push(ServerMsg::symbol_error(
                 id,
                 ErrorCode::TooManySymbols,
@@ -318,6 +429,7 @@ where
         let dropped: Vec<Symbol> = lost.into_iter().chain(excess).map(|(s, _)| s).collect();
         for s in &dropped {
             self.requested.remove(s);
+            self.admission.release(s);
         }
         self.edge.hub.unsubscribe(self.id, &dropped);
         // Intervals follow the new tier, tighter or looser.

@@ -1,0 +1,469 @@
+//! End to end: what one client can make the edge do is bounded. Reference data decides
+//! what the edge carries; a request's reply is bounded by its worth and costs no one else;
+//! a flood of connections or of bad tokens from one address keeps no one else out.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_tests::*;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A TCP connection to `addr` from the loopback address `src`.
+async fn tcp_from(src: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(src, 0))?;
+    socket.connect(addr).await
+}
+
+/// An upgrade from `src`: the WebSocket, or the HTTP status of the refusal.
+async fn upgrade_from(
+    src: IpAddr,
+    addr: SocketAddr,
+    format: Format,
+    token: Option<&str>,
+) -> Result<WebSocketStream<TcpStream>, u16> {
+    let stream = tcp_from(src, addr).await.map_err(|_| 0u16)?;
+    let req = stream_request(&format!("ws://{addr}/v1/stream"), format, token).unwrap();
+    match tokio_tungstenite::client_async(req, stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+        Err(_) => Err(0),
+    }
+}
+
+/// The next message other than `hb` and its size on the wire, within `within`; None when
+/// nothing came.
+async fn next_sized(
+    ws: &mut WebSocketStream<TcpStream>,
+    within: Duration,
+) -> Option<(usize, Value)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        let (n, v): (usize, Value) = match msg {
+            Message::Text(t) => (t.len(), serde_json::from_str(t.as_str()).unwrap()),
+            Message::Binary(b) => (b.len(), rmp_serde::from_slice(&b).unwrap()),
+            Message::Close(_) => return None,
+            _ => continue,
+        };
+        if v["type"] != "hb" {
+            return Some((n, v));
+        }
+    }
+}
+
+/// Every message until none comes for `quiet`, or `cap` bytes, or 10 s: (bytes, messages).
+async fn replies(
+    ws: &mut WebSocketStream<TcpStream>,
+    quiet: Duration,
+    cap: usize,
+) -> (usize, Vec<Value>) {
+    let deadline = Instant::now() + 10 * SECOND;
+    let (mut bytes, mut msgs) = (0, Vec::new());
+    while bytes < cap && Instant::now() < deadline {
+        match next_sized(ws, quiet).await {
+            Some((n, v)) => {
+                bytes += n;
+                msgs.push(v);
+            }
+            None => break,
+        }
+    }
+    (bytes, msgs)
+}
+
+async fn send_msgpack(ws: &mut WebSocketStream<TcpStream>, v: &Value) -> usize {
+    let bytes = rmp_serde::to_vec_named(v).unwrap();
+    let n = bytes.len();
+    ws.send(Message::Binary(bytes.into())).await.unwrap();
+    n
+}
+
+/// `/readyz` stays 503 until `md_ref` is read; meanwhile requests get `unavailable` with
+/// `retry_ms` (no symbol is carried on a client's word); the moment `/readyz` turns 200,
+/// `chains` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_carried_before_reference_data_and_chains_work_once_ready() {
+    let nats = NatsServer::start().unwrap();
+    let (edge, addr) = spawn_edge(edge_config(&nats.url())).unwrap();
+    // Connected to NATS (and subscribed to revocations) but without md_ref: not ready.
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let (status, body) = http_get(addr, "/readyz")
+            .await
+            .unwrap_or((0, String::new()));
+        assert_ne!(status, 200, "ready without reference data");
+        if body.contains("reference data") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz said {status} {body:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL","NOSUCH1"]}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["type"], &v["code"], &v["id"]),
+        (&json!("error"), &json!("unavailable"), &json!(1)),
+        "{v}"
+    );
+    assert!(v["retry_ms"].as_u64().unwrap() > 0, "{v}");
+    c.send(json!({"op":"chains","id":2,"underlying":"AAPL"}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["code"], &v["id"]),
+        (&json!("unavailable"), &json!(2)),
+        "{v}"
+    );
+    c.send(json!({"op":"list","id":3})).await.unwrap();
+    let v = c.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    assert_eq!(v["subscriptions"], json!([]), "{v}");
+
+    let ingest = start_ingest(ingest_config(&nats.url(), 200));
+    let deadline = Instant::now() + 40 * SECOND;
+    while http_get(addr, "/readyz").await.map(|r| r.0).unwrap_or(0) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready 40 s after ingest started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.send(json!({"op":"chains","id":4,"underlying":"AAPL"}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        v["type"], "chains",
+        "chains right after /readyz turned 200: {v}"
+    );
+    assert!(!v["expiries"].as_array().unwrap().is_empty(), "{v}");
+    c.send(json!({"op":"subscribe","id":5,"symbols":["AAPL","NOSUCH1"]}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["code"], &v["symbol"]),
+        (&json!("unknown_symbol"), &json!("NOSUCH1")),
+        "{v}"
+    );
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(v["symbols"], json!(["AAPL"]), "{v}");
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
+
+/// Every live update of `symbol` a session receives during `dur`, with arrival times.
+async fn watch(mut c: Client, symbol: &str, dur: Duration) -> Vec<(Instant, u64)> {
+    let msgs = c.collect(dur).await.unwrap();
+    tick_events(&msgs)
+        .into_iter()
+        .filter(|e| e.1 == symbol && !e.3)
+        .map(|e| (e.0, e.2))
+        .collect()
+}
+
+/// A 64 KiB message of 65,000 empty strings, 4,000 copies of one chain, and 500 bad
+/// symbols each get a reply of a few KiB, while a bystander on the same edge keeps getting
+/// every-tick updates in order and on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_are_bounded_by_the_request_and_cost_no_one_else() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 1000));
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    let mut bystander = Client::connect(addr, Format::Json).await.unwrap();
+    bystander
+        .send(json!({"op":"subscribe","id":1,"symbols":["SPY"],"interval_ms":0}))
+        .await
+        .unwrap();
+    bystander.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let watching = tokio::spawn(watch(bystander, "SPY", 6 * SECOND));
+
+    let local = ip("127.0.0.1");
+    let mut c = upgrade_from(local, addr, Format::MsgPack, None)
+        .await
+        .unwrap();
+    next_sized(&mut c, 5 * SECOND).await.unwrap(); // welcome
+    const SMALL: usize = 8 * 1024;
+
+    // 65,000 empty strings: 64 KiB in, never megabytes out.
+    let empties = json!({"op":"subscribe","id":1,"symbols":vec![""; 65_000]});
+    let sent = send_msgpack(&mut c, &empties).await;
+    assert!(sent <= 65_536, "{sent} bytes");
+    let (bytes, msgs) = replies(&mut c, SECOND, 1 << 20).await;
+    eprintln!(
+        "65,000 empty strings ({sent} bytes): {bytes} bytes in {} replies",
+        msgs.len()
+    );
+    assert!(bytes < SMALL, "{bytes} bytes in {} replies", msgs.len());
+    assert!(msgs.iter().all(|m| m["type"] == "error"), "{msgs:?}");
+
+    // 500 bad symbols: the first few one by one, the rest summed up with a count.
+    let bad = json!({"op":"subscribe","id":2,"symbols":vec!["a.b"; 500]});
+    send_msgpack(&mut c, &bad).await;
+    let (bytes, msgs) = replies(&mut c, SECOND, 1 << 20).await;
+    assert!(bytes < SMALL, "{bytes} bytes in {} replies", msgs.len());
+    let counted: u64 = msgs.iter().filter_map(|m| m["count"].as_u64()).sum();
+    let single = msgs.iter().filter(|m| m["symbol"].is_string()).count() as u64;
+    assert_eq!(counted + single, 500, "{msgs:?}");
+
+    // 4,000 copies of one chain: expanded and listed once.
+    c.send(Message::Binary(
+        rmp_serde::to_vec_named(&json!({"op":"chains","id":3,"underlying":"AAPL"}))
+            .unwrap()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let (_, msgs) = replies(&mut c, SECOND, 1 << 20).await;
+    let chains = msgs.iter().find(|m| m["type"] == "chains").unwrap();
+    let chain = format!("AAPL:{}", chains["expiries"][0]["expiry"].as_str().unwrap());
+    // `ltp` once a minute: what follows is the reply and one snapshot per option.
+    let copies = json!({"op":"subscribe","id":4,"chains":vec![chain.as_str(); 4000],
+        "mode":"ltp","interval_ms":60_000});
+    let sent = send_msgpack(&mut c, &copies).await;
+    let (bytes, msgs) = replies(&mut c, SECOND, 1 << 20).await;
+    eprintln!(
+        "4,000 copies of {chain} ({sent} bytes): {bytes} bytes in {} replies",
+        msgs.len()
+    );
+    let subscribed = msgs.iter().find(|m| m["type"] == "subscribed").unwrap();
+    assert_eq!(subscribed["chains"], json!([chain]), "{subscribed}");
+    assert!(bytes < SMALL, "{bytes} bytes in {} replies", msgs.len());
+
+    // The bystander saw every SPY update in order, none late.
+    let seen = watching.await.unwrap();
+    assert!(seen.len() > 20, "the bystander got {} updates", seen.len());
+    for w in seen.windows(2) {
+        assert!(w[1].1 > w[0].1, "seq {} after {}", w[1].1, w[0].1);
+        let gap = w[1].0 - w[0].0;
+        assert!(gap < SECOND, "the bystander waited {gap:?} for an update");
+    }
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
+
+/// 3,000 idle TCP connections from 127.0.0.2 hold no handshake slot that others need: a
+/// client from 127.0.0.3 is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_keep_no_one_else_out() {
+    let nats = NatsServer::start().unwrap();
+    create_empty_refdata(&nats.url()).await.unwrap();
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    let flood = ip("127.0.0.2");
+    let mut idle = Vec::new();
+    let started = Instant::now();
+    for _ in 0..3000 {
+        if started.elapsed() > 20 * SECOND {
+            break;
+        }
+        if let Ok(Ok(s)) = tokio::time::timeout(SECOND, tcp_from(flood, addr)).await {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() >= 2500, "only {} flood connections", idle.len());
+    // Give the edge time to seat (or close) every one of them.
+    tokio::time::sleep(SECOND).await;
+
+    let t0 = Instant::now();
+    let ws = tokio::time::timeout(
+        5 * SECOND,
+        upgrade_from(ip("127.0.0.3"), addr, Format::Json, None),
+    )
+    .await
+    .expect("no upgrade within 5 s during the flood")
+    .expect("upgrade refused during the flood");
+    let mut ws = ws;
+    let (_, welcome) = next_sized(&mut ws, 5 * SECOND).await.unwrap();
+    let took = t0.elapsed();
+    eprintln!("served in {took:?} beside {} idle connections", idle.len());
+    assert_eq!(welcome["type"], "welcome");
+    assert!(took < 2 * SECOND, "served after {took:?}");
+    drop(idle);
+    edge.stop().await.unwrap();
+}
+
+/// After `max_auth_failures_per_ip` refused tokens, that address gets 429 even without a
+/// token; another address is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_throttle_their_address_only() {
+    let nats = NatsServer::start().unwrap();
+    create_empty_refdata(&nats.url()).await.unwrap();
+    let mut config = edge_config(&nats.url());
+    config.auth.hs256_secret = Some("a-test-secret-of-at-least-32-bytes!!".into());
+    config.limits.max_auth_failures_per_ip = 3;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let (a, b) = (ip("127.0.0.2"), ip("127.0.0.3"));
+    for _ in 0..3 {
+        let status = upgrade_from(a, addr, Format::Json, Some("not.a.token"))
+            .await
+            .err();
+        assert_eq!(status, Some(401));
+    }
+    let status = upgrade_from(a, addr, Format::Json, None).await.err();
+    assert_eq!(status, Some(429), "anonymous upgrade after 3 failures");
+    assert!(
+        upgrade_from(b, addr, Format::Json, None).await.is_ok(),
+        "another address was refused"
+    );
+    edge.stop().await.unwrap();
+}
+
+/// The sum of a metric's series in the edge's /metrics.
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await.unwrap();
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Subscribes and returns the errors (code, symbol) and the accepted symbols.
+async fn subscribe(
+    c: &mut Client,
+    id: i64,
+    symbols: &[&str],
+) -> (Vec<(String, String, Value)>, Value) {
+    c.send(json!({"op":"subscribe","id":id,"symbols":symbols}))
+        .await
+        .unwrap();
+    let mut errors = Vec::new();
+    loop {
+        let v = c.next_non_hb(5 * SECOND).await.unwrap();
+        match v["type"].as_str() {
+            Some("error") => errors.push((
+                v["code"].as_str().unwrap().to_string(),
+                v["symbol"].as_str().unwrap_or_default().to_string(),
+                v["retry_ms"].clone(),
+            )),
+            Some("subscribed") => return (errors, v["symbols"].clone()),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+}
+
+/// A protocol client whose connection comes from the loopback address `src`.
+async fn client_from(src: &str, addr: SocketAddr) -> Client {
+    let stream = tcp_from(ip(src), addr).await.unwrap();
+    let req = stream_request(&format!("ws://{addr}/v1/stream"), Format::Json, None).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    Client::start(ws, Format::Json).await.unwrap()
+}
+
+/// The distinct symbols of one address, the symbols of the whole edge, and KV reads of
+/// symbols without a value are bounded; a refused symbol is never carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_and_edge_bounds_and_negative_caching() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1", "S2", "S3", "S4", "S5"])
+        .await
+        .unwrap();
+    let mut config = edge_config(&nats.url());
+    config.limits.max_symbols_per_ip = 3;
+    config.limits.max_carried_symbols = 4;
+    let (edge, addr) = start_edge(config).await.unwrap();
+
+    let mut a = client_from("127.0.0.2", addr).await;
+    let mut b = client_from("127.0.0.2", addr).await;
+    let mut c = client_from("127.0.0.3", addr).await;
+    let (errors, ok) = subscribe(&mut a, 1, &["S1", "S2"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S1", "S2"])));
+    // S2 is held by the address already; S3 is its third; S4 would be a fourth.
+    let (errors, ok) = subscribe(&mut b, 2, &["S2", "S3", "S4"]).await;
+    assert_eq!(ok, json!(["S2", "S3"]));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].0.as_str(), errors[0].1.as_str()),
+        ("too_many_symbols", "S4")
+    );
+    // The edge carries S1..S3; S4 is its fourth and last.
+    let (errors, ok) = subscribe(&mut c, 3, &["S4", "S5"]).await;
+    assert_eq!(ok, json!(["S4"]));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].0.as_str(), errors[0].1.as_str()),
+        ("unavailable", "S5")
+    );
+    assert!(errors[0].2.as_u64().unwrap() > 0, "{errors:?}");
+    assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 4.0);
+
+    // A symbol the address gives back makes room for another.
+    b.send(json!({"op":"unsubscribe","id":4,"symbols":["S3"]}))
+        .await
+        .unwrap();
+    b.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+    let (errors, ok) = subscribe(&mut a, 5, &["S3"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S3"])));
+
+    // None of S1..S4 has a value: each was read once. Past the positive cache's second, a
+    // resubscription reads nothing more.
+    let reads = metric(addr, "tickmesh_edge_kv_reads_total").await;
+    assert_eq!(reads, 4.0, "KV reads of S1..S4");
+    c.send(json!({"op":"unsubscribe","id":6,"symbols":["S4"]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (errors, ok) = subscribe(&mut c, 7, &["S4"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S4"])));
+    // Time for a read to be made and counted, were one made.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(addr, "tickmesh_edge_kv_reads_total").await,
+        reads,
+        "a symbol without a value was read again"
+    );
+    edge.stop().await.unwrap();
+}
+
+/// New symbols come onto the edge at a bounded rate, all sessions together: past it a
+/// symbol gets `unavailable` with `retry_ms`, and is not carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_symbols_come_onto_the_edge_at_a_bounded_rate() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1", "S2", "S3"])
+        .await
+        .unwrap();
+    let mut config = edge_config(&nats.url());
+    config.limits.max_new_symbols_per_s = 1; // bursts of 2
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    let (errors, ok) = subscribe(&mut c, 1, &["S1", "S2", "S3"]).await;
+    assert_eq!(ok, json!(["S1", "S2"]));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].0.as_str(), errors[0].1.as_str()),
+        ("unavailable", "S3")
+    );
+    let retry_ms = errors[0].2.as_u64().unwrap();
+    assert!((1..=1000).contains(&retry_ms), "retry_ms {retry_ms}");
+    assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 2.0);
+    tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+    let (errors, ok) = subscribe(&mut c, 2, &["S3"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S3"])));
+    edge.stop().await.unwrap();
+}
