@@ -122,8 +122,9 @@ async fn bystander(addr: SocketAddr, mut stop: watch::Receiver<bool>) -> Watch {
         .await
         .unwrap();
     let mut w = Watch::default();
-    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut last: HashMap<String, (u64, u64, bool)> = HashMap::new();
     let mut heard = Instant::now();
+    let began = Instant::now();
     loop {
         let msg = tokio::select! {
             _ = stop.changed() => return w,
@@ -140,9 +141,11 @@ async fn bystander(addr: SocketAddr, mut stop: watch::Receiver<bool>) -> Watch {
                 return w;
             }
         };
-        let ticks: Vec<&Value> = match v["type"].as_str() {
-            Some("snapshot") => vec![&v],
-            Some("ticks") => v["ticks"].as_array().unwrap().iter().collect(),
+        // A snapshot is the latest value the edge had; the live ticks that follow it need
+        // only be newer. From the first live tick on, every tick must come.
+        let (ticks, live): (Vec<&Value>, bool) = match v["type"].as_str() {
+            Some("snapshot") => (vec![&v], false),
+            Some("ticks") => (v["ticks"].as_array().unwrap().iter().collect(), true),
             Some("error") => {
                 w.faults.push(format!("bystander got {v}"));
                 continue;
@@ -152,18 +155,20 @@ async fn bystander(addr: SocketAddr, mut stop: watch::Receiver<bool>) -> Watch {
         for t in ticks {
             let symbol = t["symbol"].as_str().unwrap().to_string();
             let (seq, epoch) = (t["seq"].as_u64().unwrap(), t["epoch"].as_u64().unwrap());
-            if let Some(&(prev, prev_epoch)) = last.get(&symbol) {
-                let in_order = if epoch == prev_epoch {
+            if let Some(&(prev, prev_epoch, prev_live)) = last.get(&symbol) {
+                let in_order = if epoch == prev_epoch && prev_live {
                     seq == prev + 1
                 } else {
                     seq > prev
                 };
                 if !in_order && w.faults.len() < 20 {
-                    w.faults
-                        .push(format!("{symbol}: seq {seq} (epoch {epoch}) after {prev}"));
+                    w.faults.push(format!(
+                        "{symbol}: seq {seq} (epoch {epoch}) after {prev}, {:?} in",
+                        began.elapsed()
+                    ));
                 }
             }
-            last.insert(symbol.clone(), (seq, epoch));
+            last.insert(symbol.clone(), (seq, epoch, live));
             *w.ticks.entry(symbol).or_default() += 1;
         }
         if heard.elapsed() > STALL && w.faults.len() < 20 {

@@ -265,18 +265,19 @@ async fn first_option(client: &mut Client, underlying: &str) -> String {
 async fn entitlements_and_tiers_decide_symbols_and_intervals() {
     let s = setup(|_| {}).await;
     let mut c = claims("carol", &["MSFT", "AAPL*"], "delayed");
-    c["max_symbols"] = json!(2);
+    c["max_symbols"] = json!(3);
     let mut carol = Client::connect_with(s.addr, Format::Json, Some(&mint(c)))
         .await
         .unwrap();
     assert_eq!(
         carol.welcome["limits"],
-        json!({"max_symbols": 2, "max_msgs_per_s": 10, "min_interval_ms": 1000})
+        json!({"max_symbols": 3, "max_msgs_per_s": 10, "min_interval_ms": 1000})
     );
-    // An AAPL option: in the AAPL* family, by the reference data.
-    let option = first_option(&mut carol, "AAPL").await;
+    // Two AAPL options: in the AAPL* family, by the reference data.
+    let call = first_option(&mut carol, "AAPL").await;
+    let put = format!("{}P{}", &call[..call.len() - 9], &call[call.len() - 8..]);
     carol
-        .send(json!({"op":"subscribe","id":5,"symbols":["MSFT","SPY","AAPL","AAPLX","MSFTX",option],"interval_ms":0}))
+        .send(json!({"op":"subscribe","id":5,"symbols":["MSFT","SPY","AAPL","AAPLX",call,put],"interval_ms":0}))
         .await
         .unwrap();
     let mut errors = Vec::new();
@@ -290,7 +291,7 @@ async fn entitlements_and_tiers_decide_symbols_and_intervals() {
             v["symbol"].as_str().unwrap().to_string(),
         ));
     };
-    assert_eq!(sub["symbols"], json!(["MSFT", "AAPL"]));
+    assert_eq!(sub["symbols"], json!(["MSFT", "AAPL", call]));
     assert_eq!(
         sub["interval_ms"], 1000,
         "the tier's minimum interval applies"
@@ -302,12 +303,15 @@ async fn entitlements_and_tiers_decide_symbols_and_intervals() {
         [
             refused("not_entitled", "SPY"),
             refused("not_entitled", "AAPLX"),
-            refused("not_entitled", "MSFTX"),
-            refused("too_many_symbols", &option),
+            refused("too_many_symbols", &put),
         ]
     );
     let ticks = tick_events(&carol.collect(Duration::from_millis(2500)).await.unwrap());
-    assert!(ticks.iter().all(|e| e.1 == "AAPL" || e.1 == "MSFT"));
+    assert!(
+        ticks
+            .iter()
+            .all(|e| e.1 == "AAPL" || e.1 == "MSFT" || e.1 == call)
+    );
     let aapl_live = ticks.iter().filter(|e| e.1 == "AAPL" && !e.3).count();
     assert!(
         (1..=3).contains(&aapl_live),
@@ -893,7 +897,7 @@ async fn a_refresh_trims_subscriptions_past_the_new_max_symbols() {
     .await
     .unwrap();
     vic.send(
-        json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL","MSFT","QQQ"],"interval_ms":0}),
+        json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL","MSFT","NVDA"],"interval_ms":0}),
     )
     .await
     .unwrap();
@@ -910,7 +914,7 @@ async fn a_refresh_trims_subscriptions_past_the_new_max_symbols() {
     // Kept in symbol order: AAPL and MSFT.
     assert_eq!(
         dropped,
-        [("too_many_symbols", "QQQ"), ("too_many_symbols", "SPY")]
+        [("too_many_symbols", "NVDA"), ("too_many_symbols", "SPY")]
     );
     vic.send(json!({"op":"list","id":3})).await.unwrap();
     let list = vic.next_of("subscriptions", 5 * SECOND).await.unwrap();

@@ -174,6 +174,8 @@ fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_protocol_errors_close_with_their_code() {
     let nats = NatsServer::start().unwrap();
+    // No feed: an empty md_ref lets the edge turn ready.
+    create_empty_refdata(&nats.url()).await.unwrap();
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     let key = Some([0x12, 0x34, 0x56, 0x78]);
     let cases: [(&str, Vec<u8>, u16); 6] = [
