@@ -15,6 +15,10 @@
 //! password_file = "/etc/tickmesh/nats-edge.password"
 //! # or: creds_file = "/etc/tickmesh/edge.creds" (operator mode: JWT and nkey seed)
 //! ```
+//!
+//! A service logged in as user U takes its replies (requests, JetStream calls, watches) on
+//! `_INBOX_U.>` rather than the shared `_INBOX.>`, so that the servers can let each user
+//! subscribe to its own replies and to no other user's (`nats/include/permissions.conf`).
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +43,8 @@ pub struct NatsTls {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsAuth {
-    /// User name; the password is read from `password_file`.
+    /// User name; the password is read from `password_file`. One subject token (no `.`,
+    /// `*`, `>` or whitespace): replies come to `_INBOX_<user>.>` ([`inbox_prefix`]).
     pub user: Option<String>,
     /// File whose first line is the password (never the config itself: configs are shared).
     pub password_file: Option<PathBuf>,
@@ -90,11 +95,38 @@ impl NatsAuth {
                 ));
             }
         }
+        if let Some(user) = &self.user
+            && !is_subject_token(user)
+        {
+            return Err((
+                "nats.auth.user",
+                format!(
+                    "{user:?} is not one subject token (no '.', '*', '>' or whitespace): \
+                     replies come to _INBOX_<user>"
+                ),
+            ));
+        }
         if let Some(path) = &self.password_file {
             password(path).map_err(|e| ("nats.auth.password_file", format!("{e:#}")))?;
         }
         Ok(())
     }
+}
+
+/// The subject prefix of this user's replies: `_INBOX_<user>`, or nats's own `_INBOX` for
+/// a credentials file (whose user is named by its JWT, not here).
+pub fn inbox_prefix(auth: &NatsAuth) -> String {
+    match &auth.user {
+        Some(user) => format!("_INBOX_{user}"),
+        None => "_INBOX".to_string(),
+    }
+}
+
+fn is_subject_token(s: &str) -> bool {
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
 }
 
 /// Connect options with this TLS and these credentials applied.
@@ -108,6 +140,7 @@ pub async fn options(tls: &NatsTls, auth: &NatsAuth) -> anyhow::Result<async_nat
     if let (Some(user), Some(path)) = (&auth.user, &auth.password_file) {
         options = options.user_and_password(user.clone(), password(path)?);
     }
+    options = options.custom_inbox_prefix(inbox_prefix(auth));
     if tls.is_set() {
         options = options.require_tls(true);
     }
@@ -175,6 +208,16 @@ mod tests {
     }
 
     #[test]
+    fn each_user_takes_its_replies_under_its_own_inbox_prefix() {
+        let edge = NatsAuth {
+            user: Some("edge".into()),
+            ..Default::default()
+        };
+        assert_eq!(inbox_prefix(&edge), "_INBOX_edge");
+        assert_eq!(inbox_prefix(&NatsAuth::default()), "_INBOX");
+    }
+
+    #[test]
     fn settings_that_do_not_fit_together_are_refused_by_name() {
         let dir = temp_dir("validate");
         let pw = file(&dir, "pw", "x\n");
@@ -206,6 +249,13 @@ mod tests {
                     ..ok.clone()
                 },
                 ("nats.auth", "either user and password_file, or creds_file"),
+            ),
+            (
+                NatsAuth {
+                    user: Some("edge.eu".into()),
+                    ..ok.clone()
+                },
+                ("nats.auth.user", "not one subject token"),
             ),
             (
                 NatsAuth {

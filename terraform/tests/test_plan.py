@@ -1,6 +1,8 @@
 """Plan-like assertions over the evaluated example environment (tfparse): each fails when
 the property it names is broken in a copy of the tree."""
 
+import shutil
+
 import pytest
 
 import tfcheck
@@ -187,25 +189,53 @@ def test_nats_users_match_the_repository(plan, tree):
     assert tfcheck.nats_permission_problems(plan, tree) == []
 
 
-def test_hub_leaf_user_that_may_publish_ticks_is_reported(broken):
-    broken.edit("templates/hub.conf.tftpl", '            "md.>", "ctl.>", "$KV.>",\n', '            "ctl.>", "$KV.>",\n')
+def test_repository_users_are_refused_what_they_must_never_do():
+    assert tfcheck.repo_forbidden_problems() == []
+
+
+def test_repository_user_allowed_too_much_is_reported(tmp_path):
+    nats = tmp_path / "nats"
+    shutil.copytree(tfcheck.REPO_NATS_DIR, nats)
+    conf = nats / "include/permissions.conf"
+    text = conf.read_text()
+    assert '  "$JS.FC.>",\n' in text, "update this test"
+    conf.write_text(text.replace('  "$JS.FC.>",\n', '  "$JS.FC.>", "$JS.*.API.STREAM.DELETE.>",\n', 1))
+    problems = tfcheck.repo_forbidden_problems(nats)
+    assert any("the edge user may publish $JS.region.API.STREAM.DELETE.KV_md_last" in p for p in problems), problems
+
+
+LEAF_PUBLISH_START = '"$JS.${domain}.API.INFO", "$JS.FC.>",'
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ('"md.>"', "may publish md.0.AAPL"),
+        ('"$JS.${domain}.API.>"', "may publish $JS.hub.API.STREAM.DELETE.KV_md_last"),
+        ('"$JS.${domain}.API.CONSUMER.DELETE.>"', "may publish $JS.hub.API.CONSUMER.DELETE.KV_md_last.c"),
+        ('"$JS.${domain}.API.META.>"', "may publish $JS.hub.API.META.LEADER.STEPDOWN"),
+        ('"$JS.${domain}.API.STREAM.PEER.REMOVE.*"', "may publish $JS.hub.API.STREAM.PEER.REMOVE.KV_md_last"),
+    ],
+    ids=["ticks", "whole-js-api", "consumer-delete", "meta-stepdown", "peer-remove"],
+)
+def test_hub_leaf_user_allowed_too_much_is_reported(broken, extra, expected):
+    broken.edit("templates/hub.conf.tftpl", LEAF_PUBLISH_START, f"{LEAF_PUBLISH_START} {extra},")
     problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
-    hub_nodes = [p for p in problems if "module.hub.module.nats" in p and "the hub's leaf user does not deny publishing md.>" in p]
+    hub_nodes = [p for p in problems if "module.hub.module.nats" in p and f"the leaf user {expected}" in p]
     assert len(hub_nodes) == 3, problems
 
 
-def test_hub_leaf_user_that_may_change_streams_is_reported(broken):
-    broken.edit("templates/hub.conf.tftpl", '"$JS.API.>", "$JS.*.API.STREAM.CREATE.>", ', "")
+def test_hub_leaf_user_reading_other_replies_is_reported(broken):
+    broken.edit("templates/hub.conf.tftpl", '"_INBOX_edge.>", "$JS.M.>"', '"_INBOX.>", "_INBOX_edge.>", "$JS.M.>"')
     problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
-    assert any("does not deny publishing $JS.*.API.STREAM.CREATE.>" in p for p in problems), problems
-    assert any("does not deny publishing $JS.API.>" in p for p in problems), problems
+    assert any("the leaf user may subscribe _INBOX.x" in p for p in problems), problems
 
 
 @pytest.mark.parametrize(
     "template, old, new, expected",
     [
-        ("templates/hub.conf.tftpl", '"$JS.API.INFO",\n', '"$JS.API.>",\n', "user 'ingest' may"),
-        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX.>"]', 'subscribe: [">"]', "user 'edge' may"),
+        ("templates/hub.conf.tftpl", '"md.>", "$JS.API.INFO",', '"md.>", "$JS.API.>",', "user 'ingest' may"),
+        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>"]', 'subscribe: [">"]', "user 'edge' may"),
         ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "md.>",', "user 'edge' may"),
         ("templates/hub.conf.tftpl", 'publish: ["ctl.>", "$JS.API.>"', 'publish: ["md.>", "ctl.>", "$JS.API.>"', "user 'admin' may"),
     ],

@@ -531,13 +531,89 @@ def repo_leaf_deny_exports(nats_dir: Path = REPO_NATS_DIR) -> list[str]:
 # Users each kind of node has in the templates. The hub has no edge user: edges connect to
 # their region's leaf nodes only.
 TEMPLATE_USERS = {"hub": {"ingest", "admin", "leaf"}, "leaf": {"edge", "admin"}}
-# What the hub's leaf user must never publish: ticks, control messages, KV writes, and the
-# JetStream calls that change a stream.
-LEAF_USER_MUST_DENY = (
-    "md.>", "ctl.>", "$KV.>", "$JS.API.>",
-    "$JS.*.API.STREAM.CREATE.>", "$JS.*.API.STREAM.UPDATE.>",
-    "$JS.*.API.STREAM.DELETE.>", "$JS.*.API.STREAM.PURGE.>",
-)
+# What each user must never be allowed, whatever else changes: {user: {publish|subscribe:
+# [subject]}}, "{hub}" standing for the hub's JetStream domain. A leaf link injects no tick,
+# control message or KV write, and changes, deletes, steps down or removes nothing in the
+# hub's JetStream; an edge makes and deletes no stream or bucket; no user but admin (who
+# subscribes to everything) reads another user's replies.
+MUST_NEVER = {
+    "leaf": {
+        "publish": [
+            "md.0.AAPL", "ctl.revoke", "$KV.md_last.AAPL", "$JS.API.INFO", "$JS.API.STREAM.DELETE.KV_md_last",
+            "$JS.{hub}.API.STREAM.CREATE.KV_md_last", "$JS.{hub}.API.STREAM.UPDATE.KV_md_last",
+            "$JS.{hub}.API.STREAM.DELETE.KV_md_last", "$JS.{hub}.API.STREAM.PURGE.KV_md_last",
+            "$JS.{hub}.API.STREAM.MSG.DELETE.KV_md_last", "$JS.{hub}.API.META.LEADER.STEPDOWN",
+            "$JS.{hub}.API.SERVER.REMOVE", "$JS.{hub}.API.STREAM.LEADER.STEPDOWN.KV_md_last",
+            "$JS.{hub}.API.STREAM.PEER.REMOVE.KV_md_last", "$JS.{hub}.API.CONSUMER.DELETE.KV_md_last.c",
+            "$JS.{hub}.API.CONSUMER.LEADER.STEPDOWN.KV_md_last.c", "$JS.{hub}.API.ACCOUNT.PURGE.x",
+        ],
+        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x"],
+    },
+    "edge": {
+        "publish": [
+            "md.0.AAPL", "ctl.revoke", "$KV.md_last.AAPL", "$KV.md_ref.x",
+            "$JS.API.STREAM.CREATE.KV_md_last", "$JS.{hub}.API.STREAM.CREATE.KV_md_last",
+            "$JS.region.API.STREAM.CREATE.KV_md_last", "$JS.API.STREAM.CREATE.KV_x",
+            "$JS.API.STREAM.DELETE.KV_md_last", "$JS.region.API.STREAM.DELETE.KV_md_last",
+            "$JS.API.STREAM.UPDATE.KV_md_last", "$JS.API.STREAM.PURGE.KV_md_last",
+            "$JS.API.CONSUMER.DELETE.KV_md_last.c", "$JS.API.META.LEADER.STEPDOWN", "$JS.API.SERVER.REMOVE",
+        ],
+        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x"],
+    },
+    "ingest": {
+        "publish": ["ctl.revoke", "$JS.API.STREAM.DELETE.KV_md_last", "$JS.API.STREAM.PURGE.KV_md_last", "$JS.API.META.LEADER.STEPDOWN"],
+        "subscribe": ["ctl.revoke", "_INBOX.x", "_INBOX_edge.x"],
+    },
+    "admin": {"publish": ["md.0.AAPL", "$KV.md_last.AAPL"], "subscribe": []},
+}
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def may(part: dict, subject: str) -> bool:
+    """Whether a normalized publish or subscribe permission lets `subject` through."""
+    allowed = part["allow"] is None or any(subject_matches(p, subject) for p in part["allow"])
+    return allowed and not any(subject_matches(p, subject) for p in part["deny"])
+
+
+def forbidden_problems(where: str, users: dict, hub_domain: Any) -> list[str]:
+    """Every MUST_NEVER subject of each user in `users` ({name: normalized permissions})."""
+    problems = []
+    for name, perms in sorted(users.items()):
+        for kind, subjects in MUST_NEVER.get(name, {}).items():
+            for subject in subjects:
+                subject = subject.replace("{hub}", str(hub_domain))
+                if may(perms[kind], subject):
+                    problems.append(f"{where}: the {name} user may {kind} {subject}")
+    return problems
+
+
+def repo_forbidden_problems(nats_dir: Path = REPO_NATS_DIR) -> list[str]:
+    """MUST_NEVER against the repository's own users (nats/hub.conf's domain is "hub")."""
+    problems = []
+    for role, users in repo_nats_users(nats_dir).items():
+        problems += forbidden_problems(f"nats/include ({role})", users, "hub")
+    return problems
+
+
+def _in_domain(permissions: dict, domain: Any) -> dict:
+    """The repository's leaf user names the hub's JetStream domain "hub"; a rendered hub
+    names its own."""
+    def swap(subjects):
+        if subjects is None:
+            return None
+        return frozenset(s.replace("$JS.hub.", f"$JS.{domain}.") for s in subjects)
+
+    return {kind: {part: swap(v) for part, v in p.items()} for kind, p in permissions.items()}
 
 
 def _describe(p: dict) -> str:
@@ -582,15 +658,14 @@ def nats_permission_problems(plan: dict, root: Path, nats_dir: Path = REPO_NATS_
             problems.append(f"{label}: users {sorted(users)}, expected {sorted(TEMPLATE_USERS[role])}")
         for name, perms in sorted(users.items()):
             want = expected[role].get(name)
+            if want is not None and role == "hub" and name == "leaf":
+                want = _in_domain(want, variables.get("domain"))
             if want is None:
                 problems.append(f"{label}: user {name!r} is not in nats/include ({role})")
             elif perms != want:
                 problems.append(f"{label}: user {name!r} may {_describe(perms)}; nats/include says {_describe(want)}")
-        leaf_user = users.get("leaf")
-        if role == "hub" and leaf_user is not None:
-            for subject in LEAF_USER_MUST_DENY:
-                if subject not in leaf_user["publish"]["deny"]:
-                    problems.append(f"{label}: the hub's leaf user does not deny publishing {subject}")
+        hub_domain = variables.get("domain") if role == "hub" else variables.get("hub_domain")
+        problems += forbidden_problems(label, users, hub_domain)
         if role == "leaf":
             hub = variables.get("hub_domain")
             want_exports = sorted(s.replace("$JS.hub.", f"$JS.{hub}.") for s in repo_leaf_deny_exports(nats_dir))

@@ -480,7 +480,9 @@ impl Mesh {
         format!("nats-leaf://{LEAF_USER}:{LEAF_PASSWORD}@{link}")
     }
 
-    /// Every `Permissions Violation` the servers have logged so far, as `node: line`.
+    /// Every `Permissions Violation` the servers have logged so far, and every violation of
+    /// a leaf-node link (`Publish Violation on`, `Subscription Violation on`, which also cut
+    /// the link), as `node: line`.
     pub fn permission_violations(&self) -> Vec<String> {
         let nodes = self
             .hub
@@ -491,7 +493,11 @@ impl Mesh {
             let log = std::fs::read_to_string(&node.log).unwrap_or_default();
             out.extend(
                 log.lines()
-                    .filter(|l| l.contains("Permissions Violation"))
+                    .filter(|l| {
+                        l.contains("Permissions Violation")
+                            || l.contains("Publish Violation on")
+                            || l.contains("Subscription Violation on")
+                    })
                     .map(|l| format!("{}: {l}", node.name)),
             );
         }

@@ -692,8 +692,10 @@ async fn region_stream_leader(
 async fn a_three_node_region_keeps_its_mirror_through_a_leaf_loss() {
     let mut mesh = Mesh::start(&[A], 3).await.unwrap();
     let ingest = start_ingest(mesh.ingest_config(RATE));
-    // The edge creates the mirror itself, with three replicas.
+    // The edge creates the mirror itself, with three replicas. The mesh's edge user may
+    // not create a stream: this edge logs in as the operator.
     let mut config = mesh.edge_config(A);
+    config.nats.auth = mesh.pki.auth("admin");
     config.nats.kv_mirror_create = true;
     config.nats.kv_mirror_replicas = 3;
     let (edge, addr) = start_edge(config).await.unwrap();

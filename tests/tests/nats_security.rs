@@ -1,19 +1,21 @@
 //! The mesh's NATS servers, from `nats/hub.conf` and `nats/leaf.conf`, speak only TLS and
 //! give each service the least it needs (`nats/include/*.conf`): ingest publishes ticks
-//! and writes KV; an edge subscribes and reads; an operator publishes control messages;
-//! a region's leaf-node link cannot inject anything into the hub, even from a server
-//! that drops the region's own export denials.
+//! and writes KV; an edge subscribes and reads, and takes only its own user's replies; an
+//! operator publishes control messages and manages JetStream; a region's leaf-node link
+//! carries the mirror and the edges' reads, and cannot inject, delete or step down
+//! anything in the hub, even from a server that drops the region's own export denials.
 //!
 //! Each refusal is checked as a user of the mesh would notice it: the message never
-//! arrives, the value never changes; and the server names the violation to the client
-//! that tried.
+//! arrives, the value never changes, the stream, bucket or consumer is still there (or
+//! never was); and the server names the violation to the client that tried. Each needed
+//! operation is checked to work.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use tickmesh_tests::mesh::{HUB_DOMAIN, Mesh};
 use tickmesh_tests::*;
@@ -49,21 +51,31 @@ async fn client_as(
     (client, rx)
 }
 
-/// Waits for the server to name a violation on `subject` to this client.
+/// Waits for the server to name a violation on `subject` to this client. A server names a
+/// call into its own JetStream domain (`$JS.<domain>.API.…`) by the local API subject
+/// (`$JS.API.…`) it maps the call to; either is taken.
 async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
     let want = format!("\"{}\"", subject.to_lowercase());
+    let local = match subject.split('.').collect::<Vec<_>>().as_slice() {
+        ["$JS", _, "API", rest @ ..] => format!("\"$js.api.{}\"", rest.join(".").to_lowercase()),
+        _ => want.clone(),
+    };
+    let mut others = Vec::new();
     let found = tokio::time::timeout(2 * SECOND, async {
         while let Some(e) = errors.recv().await {
-            let e = e.to_lowercase();
-            if e.contains("permissions violation") && e.contains(&want) {
+            let lower = e.to_lowercase();
+            if lower.contains("permissions violation")
+                && (lower.contains(&want) || lower.contains(&local))
+            {
                 return;
             }
+            others.push(e);
         }
     })
     .await;
     assert!(
         found.is_ok(),
-        "no permissions violation reported for {subject}"
+        "no permissions violation reported for {subject}; the server said {others:?}"
     );
 }
 
@@ -85,6 +97,99 @@ async fn hub_value(mesh: &Mesh, key: &str) -> Option<Vec<u8>> {
         .await
         .ok()??;
     Some(value.to_vec())
+}
+
+/// A JetStream context of `client` in `domain`, whose calls give up after a second.
+fn js_in(client: &async_nats::Client, domain: &str) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .domain(domain)
+        .timeout(SECOND)
+        .build(client.clone())
+}
+
+/// JetStream API calls no edge makes: each is refused by name.
+const EDGE_NEVER_CALLS: [&str; 8] = [
+    "$JS.hub.API.STREAM.UPDATE.KV_md_last",
+    "$JS.hub.API.STREAM.PURGE.KV_md_last",
+    "$JS.hub.API.STREAM.MSG.DELETE.KV_md_last",
+    "$JS.hub.API.CONSUMER.DELETE.KV_md_last.any",
+    "$JS.hub.API.CONSUMER.CREATE.KV_md_lease",
+    "$JS.hub.API.STREAM.NAMES",
+    "$JS.hub.API.META.LEADER.STEPDOWN",
+    "$JS.hub.API.SERVER.REMOVE",
+];
+
+/// What an edge (as `client`, in `domain`) may not do to streams and buckets: create or
+/// delete either. Each attempt fails, the server names it, and an operator (`admin`)
+/// sees nothing change.
+async fn edge_cannot_make_or_remove_streams(
+    client: &async_nats::Client,
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    admin: &async_nats::Client,
+    domain: &str,
+) {
+    let js = js_in(client, domain);
+    let operator = js_in(admin, domain);
+    let made = js
+        .create_stream(stream::Config {
+            name: "EDGE_MADE".into(),
+            subjects: vec!["edge.made.>".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(made.is_err(), "an edge created a stream in {domain}");
+    violation(errors, &format!("$JS.{domain}.API.STREAM.CREATE.EDGE_MADE")).await;
+    assert!(operator.get_stream("EDGE_MADE").await.is_err());
+    let made = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "md_forged".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(made.is_err(), "an edge created a bucket in {domain}");
+    violation(
+        errors,
+        &format!("$JS.{domain}.API.STREAM.CREATE.KV_md_forged"),
+    )
+    .await;
+    assert!(operator.get_key_value("md_forged").await.is_err());
+    assert!(
+        js.delete_stream("KV_md_last").await.is_err(),
+        "an edge deleted md_last in {domain}"
+    );
+    violation(
+        errors,
+        &format!("$JS.{domain}.API.STREAM.DELETE.KV_md_last"),
+    )
+    .await;
+    assert!(
+        js.delete_key_value("md_last").await.is_err(),
+        "an edge deleted the bucket md_last in {domain}"
+    );
+    assert!(operator.get_stream("KV_md_last").await.is_ok());
+}
+
+/// An edge may take its own replies only: `_INBOX.>` and other users' inboxes are refused,
+/// and an operator's reply never reaches the edge.
+async fn edge_cannot_read_other_inboxes(
+    edge: &async_nats::Client,
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    admin: &async_nats::Client,
+) {
+    let mut taps = Vec::new();
+    for inbox in ["_INBOX.>", "_INBOX_admin.>", "_INBOX_ingest.>", ">"] {
+        taps.push(edge.subscribe(inbox).await.unwrap());
+        edge.flush().await.unwrap();
+        violation(errors, inbox).await;
+    }
+    // The operator's JetStream call is answered on its own inbox, which no edge hears.
+    js_in(admin, HUB_DOMAIN)
+        .get_stream("KV_md_last")
+        .await
+        .expect("the operator reads the stream's info");
+    for tap in &mut taps {
+        assert!(!receives(tap).await, "an edge read an operator's reply");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +253,12 @@ async fn every_nats_user_gets_only_what_its_service_needs() {
     assert!(created.is_err(), "an edge created a bucket on the hub");
     assert_ne!(hub_value(&mesh, "AAPL").await.unwrap(), b"forged");
     drop(before);
+    edge_cannot_make_or_remove_streams(&edge, &mut errors, &admin, HUB_DOMAIN).await;
+    for subject in EDGE_NEVER_CALLS {
+        edge.publish(subject, "{}".into()).await.unwrap();
+        violation(&mut errors, subject).await;
+    }
+    edge_cannot_read_other_inboxes(&edge, &mut errors, &admin).await;
 
     // An edge in a region reads the region's mirror... once an operator (or an edge with
     // nats.kv_mirror_create) made it.
@@ -168,6 +279,34 @@ async fn every_nats_user_gets_only_what_its_service_needs() {
         !receives(&mut fake).await,
         "a region's edge published a tick"
     );
+    // ...falls back to the hub's md_last and watches the hub's md_ref, both across the
+    // region's leaf link, as its snapshots and reference data do...
+    let hub_js = js_in(&region_edge, HUB_DOMAIN);
+    let fallback = hub_js.get_key_value("md_last").await.unwrap();
+    assert!(
+        fallback.get("AAPL").await.unwrap().is_some(),
+        "no read of the hub's md_last from a region"
+    );
+    let refdata = hub_js.get_key_value("md_ref").await.unwrap();
+    let mut entries = refdata.watch_with_history(">").await.unwrap();
+    let first = tokio::time::timeout(10 * SECOND, entries.next()).await;
+    assert!(
+        matches!(first, Ok(Some(Ok(_)))),
+        "no md_ref entry from a watch across the leaf link: {first:?}"
+    );
+    // ...and neither creates nor removes a stream or bucket there or in the hub (the
+    // region's mirror is the operator's).
+    let region_admin = mesh.region_client(A).await.unwrap();
+    edge_cannot_make_or_remove_streams(&region_edge, &mut region_errors, &region_admin, A).await;
+    assert!(
+        mirror.get("AAPL").await.unwrap().is_some(),
+        "the mirror is gone"
+    );
+    assert!(
+        hub_js.delete_stream("KV_md_ref").await.is_err(),
+        "a region's edge deleted md_ref"
+    );
+    violation(&mut region_errors, "$JS.hub.API.STREAM.DELETE.KV_md_ref").await;
 
     // Ingest: ticks and KV writes, no control messages, no reading them either.
     let (ingest_user, mut ingest_errors) = client_as(&mesh, "ingest", &hub).await;
@@ -181,6 +320,21 @@ async fn every_nats_user_gets_only_what_its_service_needs() {
     violation(&mut ingest_errors, "ctl.revoke").await;
     assert!(!receives(&mut revoke).await, "ingest revoked a user");
     assert!(!receives(&mut ctl).await);
+    // It manages its own buckets, but deletes none, and reads no one else's replies.
+    let ingest_js = jetstream::ContextBuilder::new()
+        .timeout(SECOND)
+        .build(ingest_user.clone());
+    assert!(
+        ingest_js.delete_stream("KV_md_last").await.is_err(),
+        "ingest deleted md_last"
+    );
+    violation(&mut ingest_errors, "$JS.API.STREAM.DELETE.KV_md_last").await;
+    assert!(hub_value(&mesh, "AAPL").await.is_some(), "md_last is gone");
+    for inbox in ["_INBOX.>", "_INBOX_edge.>", "_INBOX_admin.>"] {
+        let _tap = ingest_user.subscribe(inbox).await.unwrap();
+        ingest_user.flush().await.unwrap();
+        violation(&mut ingest_errors, inbox).await;
+    }
 
     // An operator revokes; it cannot forge a tick.
     admin
@@ -195,6 +349,12 @@ async fn every_nats_user_gets_only_what_its_service_needs() {
     admin2.publish("md.0.FAKE", "x".into()).await.unwrap();
     violation(&mut admin_errors, "md.0.FAKE").await;
     assert!(!receives(&mut fake).await, "an operator published a tick");
+    admin2
+        .publish("$KV.md_last.AAPL", "forged".into())
+        .await
+        .unwrap();
+    violation(&mut admin_errors, "$KV.md_last.AAPL").await;
+    assert_ne!(hub_value(&mesh, "AAPL").await.unwrap(), b"forged");
 
     ingest.stop().await.unwrap();
 }
@@ -255,10 +415,55 @@ async fn only_tls_clients_with_a_known_password_get_in() {
     edge_client.flush().await.unwrap();
 }
 
-/// A rogue server with the region's leaf credentials and none of its export denials.
+/// The hub's JetStream meta leader, as the first hub node sees it.
+async fn meta_leader(mesh: &Mesh) -> String {
+    let jsz = mesh.hub[0].monitor("/jsz").await.unwrap();
+    jsz["meta_cluster"]["leader"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A rogue server with the region's leaf credentials and none of its export denials: what
+/// its clients publish cannot reach the hub as a tick, a control message or a KV write,
+/// cannot delete, step down or remove anything in the hub's JetStream, and what the hub
+/// sends it is only what a region needs (no other user's replies).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leaf_link_cannot_inject_into_the_hub() {
-    let mesh = Mesh::start(&[A], 2).await.unwrap();
+async fn a_leaf_link_cannot_inject_into_or_manage_the_hub() {
+    let mut mesh = Mesh::start(&[A], 2).await.unwrap();
+    // A replicated stream with a durable consumer, for the leaf link to try to break.
+    let admin = mesh.hub_client().await.unwrap();
+    let operator = js_in(&admin, HUB_DOMAIN);
+    let deadline = tokio::time::Instant::now() + 20 * SECOND;
+    let probe = loop {
+        let made = operator
+            .get_or_create_stream(stream::Config {
+                name: "PROBE".into(),
+                subjects: vec!["probe.data.>".into()],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await;
+        match made {
+            Ok(s) => break s,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no replicated stream in 20 s: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    probe
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("probe-durable".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stream_leader = mesh.stream_leader("PROBE").await.unwrap();
+    let meta = meta_leader(&mesh).await;
+    assert!(!meta.is_empty(), "no meta leader");
+
     let dir = tempfile::tempdir().unwrap();
     let (port, http) = (free_port(), free_port());
     let conf = dir.path().join("rogue.conf");
@@ -281,16 +486,18 @@ async fn a_leaf_link_cannot_inject_into_the_hub() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let admin = mesh.hub_client().await.unwrap();
     let mut fake = admin.subscribe("md.*.FAKE").await.unwrap();
-    let mut revoke = admin.subscribe("ctl.>").await.unwrap();
+    let mut revoke = admin.subscribe("ctl.revoke").await.unwrap();
     let mut kv = admin.subscribe("$KV.>").await.unwrap();
-    let mut probe = admin.subscribe("probe.rogue").await.unwrap();
+    let mut plain = admin.subscribe("probe.rogue").await.unwrap();
     admin.flush().await.unwrap();
 
+    // A client of the rogue server, with replies of its own (`_INBOX_rogue`), so that the
+    // taps below hear only what crosses the link.
     let mut local = None;
     for _ in 0..50 {
-        match async_nats::connect(format!("nats://127.0.0.1:{port}")).await {
+        let options = async_nats::ConnectOptions::new().custom_inbox_prefix("_INBOX_rogue");
+        match options.connect(format!("127.0.0.1:{port}")).await {
             Ok(c) => {
                 local = Some(c);
                 break;
@@ -303,29 +510,123 @@ async fn a_leaf_link_cannot_inject_into_the_hub() {
         let said = std::fs::read_to_string(&log).unwrap_or_default();
         panic!("the rogue server did not start within 5 s:\n{said}");
     };
-    // The link is up and carries what it may: an ordinary subject crosses.
+    // Taps on other users' replies, made before the link is known to be up.
+    let mut taps = Vec::new();
+    for inbox in ["_INBOX.>", "_INBOX_admin.>", "_INBOX_ingest.>"] {
+        taps.push(local.subscribe(inbox).await.unwrap());
+    }
+    // The link is up and carries what a region needs: control messages come down it.
+    let mut control = local.subscribe("ctl.>").await.unwrap();
+    local.flush().await.unwrap();
     let mut crossed = false;
     for _ in 0..50 {
-        local.publish("probe.rogue", "x".into()).await.unwrap();
-        local.flush().await.unwrap();
-        if receives(&mut probe).await {
+        admin.publish("ctl.probe", "x".into()).await.unwrap();
+        admin.flush().await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), control.next())
+            .await
+            .is_ok()
+        {
             crossed = true;
             break;
         }
     }
-    for subject in ["md.0.FAKE", "ctl.revoke", "$KV.md_last.AAPL"] {
+    for subject in ["md.0.FAKE", "ctl.revoke", "$KV.md_last.AAPL", "probe.rogue"] {
         local.publish(subject, "forged".into()).await.unwrap();
     }
     local.flush().await.unwrap();
-    let (got_fake, got_revoke, got_kv) = (
+    // Management calls, in the hub's domain and in the local API a leaf without
+    // JetStream would otherwise reach: none gets an answer.
+    let mut answered = Vec::new();
+    for (subject, body) in [
+        ("$JS.hub.API.META.LEADER.STEPDOWN", "{}".to_string()),
+        ("$JS.API.META.LEADER.STEPDOWN", "{}".into()),
+        ("$JS.hub.API.SERVER.REMOVE", r#"{"peer":"hub-3"}"#.into()),
+        ("$JS.API.SERVER.REMOVE", r#"{"peer":"hub-3"}"#.into()),
+        ("$JS.hub.API.STREAM.LEADER.STEPDOWN.PROBE", "{}".into()),
+        (
+            "$JS.hub.API.STREAM.PEER.REMOVE.PROBE",
+            r#"{"peer":"hub-2"}"#.into(),
+        ),
+        (
+            "$JS.hub.API.CONSUMER.LEADER.STEPDOWN.PROBE.probe-durable",
+            "{}".into(),
+        ),
+        (
+            "$JS.hub.API.CONSUMER.DELETE.PROBE.probe-durable",
+            "{}".into(),
+        ),
+        ("$JS.API.CONSUMER.DELETE.PROBE.probe-durable", "{}".into()),
+        ("$JS.hub.API.STREAM.DELETE.PROBE", "{}".into()),
+        ("$JS.API.STREAM.DELETE.PROBE", "{}".into()),
+        (
+            "$JS.hub.API.STREAM.CREATE.ROGUE",
+            r#"{"name":"ROGUE"}"#.into(),
+        ),
+    ] {
+        let reply = tokio::time::timeout(SECOND, local.request(subject, body.into())).await;
+        if let Ok(Ok(m)) = reply {
+            answered.push(format!(
+                "{subject}: {}",
+                String::from_utf8_lossy(&m.payload)
+            ));
+        }
+    }
+    // An operator's call, answered on the operator's inbox.
+    operator.get_stream("PROBE").await.unwrap();
+    let (got_fake, got_revoke, got_kv, got_plain) = (
         receives(&mut fake).await,
         receives(&mut revoke).await,
         receives(&mut kv).await,
+        receives(&mut plain).await,
     );
+    let mut tapped = false;
+    for tap in &mut taps {
+        tapped |= receives(tap).await;
+    }
     let _ = rogue.kill();
     let _ = rogue.wait();
     assert!(crossed, "the rogue leaf never linked to the hub");
-    assert!(!got_fake, "a leaf link injected a tick");
-    assert!(!got_revoke, "a leaf link injected a control message");
-    assert!(!got_kv, "a leaf link injected a KV write");
+    // Every failure at once: each names a hole in the leaf user's permissions.
+    let mut holes = Vec::new();
+    for (got, what) in [
+        (got_fake, "injected a tick"),
+        (got_revoke, "injected a control message"),
+        (got_kv, "injected a KV write"),
+        (got_plain, "published outside what a region needs"),
+        (tapped, "read another user's replies"),
+    ] {
+        if got {
+            holes.push(what.to_string());
+        }
+    }
+    if !answered.is_empty() {
+        holes.push(format!("was answered: {answered:?}"));
+    }
+
+    // Nothing changed: same leaders, all peers, the stream and its consumer.
+    tokio::time::sleep(SECOND).await;
+    if meta_leader(&mesh).await != meta {
+        holes.push("stepped the meta leader down".into());
+    }
+    if mesh.stream_leader("PROBE").await.ok() != Some(stream_leader) {
+        holes.push("stepped the stream leader down".into());
+    }
+    match operator.get_stream("PROBE").await {
+        Err(_) => holes.push("deleted the stream".into()),
+        Ok(mut probe) => {
+            let info = probe.info().await.unwrap();
+            let peers = info.cluster.as_ref().map_or(0, |c| c.replicas.len());
+            if peers != 2 {
+                holes.push(format!("removed a peer of the stream: {:?}", info.cluster));
+            }
+            if probe.consumer_info("probe-durable").await.is_err() {
+                holes.push("deleted the consumer".into());
+            }
+        }
+    }
+    let jsz = mesh.hub[0].monitor("/jsz").await.unwrap();
+    if jsz["meta_cluster"]["cluster_size"].as_u64() != Some(3) {
+        holes.push(format!("removed a hub server: {}", jsz["meta_cluster"]));
+    }
+    assert!(holes.is_empty(), "a leaf link {}", holes.join("; "));
 }

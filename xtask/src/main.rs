@@ -159,6 +159,52 @@ const DEMO_HUB: [(&str, u16, u16, u16, u16); 3] = [
 ];
 
 /// A demo region: its leaf nodes (name, client, monitoring, route ports) and its edge.
+/// Creates each demo region's read-only mirror of the hub's `md_last`, as an operator does
+/// once per region: the edges' NATS user may not create streams
+/// (`nats/include/permissions.conf`). Retried for 30 s while a region's JetStream settles.
+fn demo_mirrors(pki: &pki::Pki) -> anyhow::Result<()> {
+    use tickmesh_service::nats::{NatsAuth, NatsTls, options};
+    let tls = NatsTls {
+        ca_file: Some(pki.ca.clone()),
+        ..Default::default()
+    };
+    let auth = NatsAuth {
+        user: Some("admin".into()),
+        password_file: Some(pki.password_file("admin")),
+        creds_file: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        for region in &DEMO_REGIONS {
+            let url = format!("nats://127.0.0.1:{}", region.leaves[0].1);
+            let client = options(&tls, &auth)
+                .await?
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("connecting to {url} as admin"))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let made = tickmesh_edge::nats::ensure_mirror(
+                    &client,
+                    region.name,
+                    "md_last",
+                    Some("hub"),
+                    1,
+                )
+                .await;
+                match made {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 struct DemoRegion {
     name: &'static str,
     leaves: [(&'static str, u16, u16, u16); 2],
@@ -302,6 +348,9 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    eprintln!("xtask: creating the regions' md_last mirrors (as admin)");
+    demo_mirrors(&pki)?;
+
     let hub_urls = conf_list(DEMO_HUB.iter().map(|h| format!("nats://127.0.0.1:{}", h.1)));
     let ingest = own_group(&mut Command::new(bin.join("tickmesh-ingest")))
         .args(["--config", "config/ingest.toml"])
@@ -334,7 +383,6 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
             .env("TICKMESH_EDGE_NATS__NAME", format!("tickmesh-{name}"))
             .env("TICKMESH_EDGE_NATS__JS_DOMAIN", "hub")
             .env("TICKMESH_EDGE_NATS__KV_MIRROR_DOMAIN", region.name)
-            .env("TICKMESH_EDGE_NATS__KV_MIRROR_CREATE", "true")
             .current_dir(&root)
             .spawn()
             .with_context(|| format!("starting tickmesh-edge {name}"))?;
