@@ -7,7 +7,11 @@
 // `unsubscribed`, a re-subscribed symbol gets a fresh snapshot whose seq is above anything
 // the session saw before, and `list` matches the confirmed subscriptions.
 //
-//   VUS=50 DURATION=2m CYCLES=5 DWELL_MS=1000 SYMBOLS_PER_SESSION=10 SNAPSHOT_P95_MS=1000
+//   VUS=50 DURATION=2m CYCLES=5 DWELL_MS=1000 SYMBOLS_PER_SESSION=10 SNAPSHOT_P95_MS=1500
+//
+// A symbol that comes back within its interval of its last update gets its snapshot once
+// that interval has passed (the tier's minimum holds across re-subscriptions), so with
+// intervals up to 1000 ms a snapshot may take that long: the default bound is 1500 ms.
 
 import { check } from 'k6';
 
@@ -31,7 +35,7 @@ export const options = {
     },
   },
   thresholds: Object.assign(baseThresholds(), {
-    tickmesh_time_to_snapshot: [`p(95)<${envInt('SNAPSHOT_P95_MS', 1000)}`],
+    tickmesh_time_to_snapshot: [`p(95)<${envInt('SNAPSHOT_P95_MS', 1500)}`],
     tickmesh_connect_errors: ['count==0'],
     tickmesh_unexpected_closes: ['count==0'],
   }),

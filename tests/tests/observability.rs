@@ -261,6 +261,7 @@ async fn metrics_on_their_own_listener_are_not_served_to_clients() {
     let mut config = edge_config(&nats.url());
     let metrics: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     config.metrics_listen = Some(metrics);
+    create_empty_refdata(&nats.url()).await.unwrap();
     let (edge, addr) = start_edge(config).await.unwrap();
 
     let (status, text) = http_get(metrics, "/metrics").await.unwrap();
@@ -296,6 +297,7 @@ async fn metrics_on_their_own_listener_are_not_served_to_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_files_carry_a_content_security_policy() {
     let nats = NatsServer::start().unwrap();
+    create_empty_refdata(&nats.url()).await.unwrap();
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     for path in ["/", "/app.js", "/tickmesh.js", "/msgpack.js", "/style.css"] {
         let (status, headers) = head_of(addr, path, "edge.test:8443").await;
