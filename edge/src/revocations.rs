@@ -5,7 +5,8 @@
 //! Where it is read: in a region (`nats.kv_mirror_domain` set), the region's mirror of the
 //! bucket, so that an edge starting while its region is cut off from the hub still learns
 //! every revocation the region holds; the hub's bucket (`nats.js_domain`) when the region
-//! has no mirror. No bucket anywhere means nothing was ever revoked. Edges only read: the
+//! has no mirror or its JetStream does not answer within `snapshot.kv_timeout_ms`. No
+//! bucket on the hub means nothing was ever revoked. Edges only read: the
 //! bucket and the mirrors are the operator's (`cargo xtask revoke`, docs/operations.md).
 //!
 //! A replay loads every key into a fresh set and swaps it in whole, so that a deletion or
@@ -119,7 +120,8 @@ async fn sync(
     generation: u64,
     ttl_seen: &mut Option<Duration>,
 ) -> anyhow::Result<Ended> {
-    let Some((store, label)) = open(sources).await? else {
+    let timeout = Duration::from_millis(edge.config.snapshot.kv_timeout_ms);
+    let Some((store, label)) = open(sources, timeout).await? else {
         finish(edge, RevokedSet::default(), generation, "none");
         return Ok(Ended::NoBucket);
     };
@@ -173,26 +175,39 @@ fn finish(edge: &Edge, set: RevokedSet, generation: u64, label: &'static str) {
     }
 }
 
-/// The bucket in the first source that has it; `None` when every source says it has none.
-async fn open(sources: &[Source]) -> anyhow::Result<Option<(kv::Store, &'static str)>> {
+/// The bucket in the first source that has it; `None` when the hub (the last source, the
+/// authority) says it has none. A source that cannot answer within `timeout` (a region
+/// whose JetStream lost its quorum, a cut link) is passed over for the next.
+async fn open(
+    sources: &[Source],
+    timeout: Duration,
+) -> anyhow::Result<Option<(kv::Store, &'static str)>> {
     let stream = format!("KV_{BUCKET}");
+    let mut last = Ok(None);
     for source in sources {
-        match source.js.get_stream(&stream).await {
-            Ok(_) => {
-                let store = source
+        let lookup = async {
+            match source.js.get_stream(&stream).await {
+                Ok(_) => source
                     .js
                     .get_key_value(BUCKET)
                     .await
-                    .with_context(|| format!("opening {BUCKET} ({})", source.label))?;
-                return Ok(Some((store, source.label)));
+                    .map(Some)
+                    .map_err(anyhow::Error::from),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(e.into()),
             }
-            Err(e) if is_not_found(&e) => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("looking up {BUCKET} ({})", source.label));
-            }
-        }
+        };
+        last = match tokio::time::timeout(timeout, lookup).await {
+            Ok(Ok(Some(store))) => return Ok(Some((store, source.label))),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(e.context(format!("looking up {BUCKET} ({})", source.label))),
+            Err(_) => Err(anyhow::anyhow!(
+                "looking up {BUCKET} ({}) timed out",
+                source.label
+            )),
+        };
     }
-    Ok(None)
+    last
 }
 
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
