@@ -10,6 +10,7 @@
 //! - [`date`]: calendar dates (`YYYY-MM-DD`) for option expiries.
 //! - [`occ`]: OCC option symbols ⇄ (root, expiry, right, strike).
 //! - [`refdata`]: the schema of the reference-data bucket `md_ref` (instruments, chains).
+//! - [`revocation`]: the schema of the revocation bucket `ctl_revoked` (keys, values).
 //! - `dev_pki` (feature `dev-pki`): a CA and a server certificate for the demo and tests.
 //!
 //! Data flow: ingest builds a [`tick::Tick`], [`codec::encode_wire`] puts it on
@@ -24,6 +25,7 @@ pub mod nesting;
 pub mod occ;
 pub mod protocol;
 pub mod refdata;
+pub mod revocation;
 pub mod subject;
 pub mod symbol;
 pub mod tick;

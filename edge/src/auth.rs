@@ -16,6 +16,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation, decode, errors::ErrorKind};
 use serde::Deserialize;
 use tickmesh_core::nesting;
+use tickmesh_core::revocation::Revoked;
 
 use crate::config::{AuthConfig, TierConfig};
 use crate::keys::{self, Key, Keys};
@@ -191,13 +192,52 @@ struct Claims {
     max_symbols: Option<u32>,
 }
 
-/// Revoked users and token ids, from `ctl.revoke`.
+/// Revoked users and token ids: from `ctl.revoke` (kept in memory only), and from the
+/// bucket `ctl_revoked` (replaced whole on each replay).
 #[derive(Debug, Default)]
 struct Revocations {
     /// `sub` → revoked at (seconds): tokens issued at or before it are refused.
     subs: HashMap<String, u64>,
     /// `jti` → kept until (seconds).
     jtis: HashMap<String, u64>,
+    /// What the bucket holds.
+    stored: RevokedSet,
+}
+
+/// The revocations of the bucket `ctl_revoked` ([`tickmesh_core::revocation`]): `sub` and
+/// `jti` → revoked at (seconds, the writer's clock). Entries leave with the bucket's TTL:
+/// the edge holds what the bucket holds.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RevokedSet {
+    subs: HashMap<String, u64>,
+    jtis: HashMap<String, u64>,
+}
+
+impl RevokedSet {
+    /// Records `what`, revoked at `at`.
+    pub fn insert(&mut self, what: Revoked, at: u64) {
+        match what {
+            Revoked::Sub(sub) => self.subs.insert(sub, at),
+            Revoked::Jti(jti) => self.jtis.insert(jti, at),
+        };
+    }
+
+    /// Lifts the revocation of `what` (its key was deleted).
+    pub fn remove(&mut self, what: &Revoked) {
+        match what {
+            Revoked::Sub(sub) => self.subs.remove(sub),
+            Revoked::Jti(jti) => self.jtis.remove(jti),
+        };
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.subs.len() + self.jtis.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub struct Verifier {
@@ -437,18 +477,34 @@ impl Verifier {
         })
     }
 
-    /// Records a revocation of a user (every token issued until now) or of a token id.
-    pub fn revoke(&self, sub: Option<&str>, jti: Option<&str>) {
+    /// Records a revocation of a user (every token issued until `at`, default now) or of a
+    /// token id, from `ctl.revoke`: in memory only.
+    pub fn revoke(&self, sub: Option<&str>, jti: Option<&str>, at: Option<u64>) {
         let now = now_s();
         let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         r.subs.retain(|_, at| *at + REVOCATION_TTL_S > now);
         r.jtis.retain(|_, until| *until > now);
         if let Some(sub) = sub {
-            r.subs.insert(sub.to_string(), now);
+            r.subs.insert(sub.to_string(), at.unwrap_or(now));
         }
         if let Some(jti) = jti {
             r.jtis.insert(jti.to_string(), now + REVOCATION_TTL_S);
         }
+    }
+
+    /// Replaces the bucket's revocations with a fresh replay of it; true if they changed.
+    pub fn replace_stored(&self, set: RevokedSet) -> bool {
+        let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = r.stored != set;
+        r.stored = set;
+        changed
+    }
+
+    /// Applies a change of the bucket; returns how many entries it now holds.
+    pub fn update_stored(&self, f: impl FnOnce(&mut RevokedSet)) -> usize {
+        let mut r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut r.stored);
+        r.stored.len()
     }
 
     /// Whether a revocation since covers this grant.
@@ -461,11 +517,12 @@ impl Verifier {
 
     fn is_revoked(&self, sub: &str, jti: Option<&str>, iat: Option<u64>) -> bool {
         let r = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        let by_sub = r
-            .subs
-            .get(sub)
-            .is_some_and(|at| iat.is_none_or(|iat| iat <= *at));
-        by_sub || jti.is_some_and(|j| r.jtis.contains_key(j))
+        // A token without `iat` cannot show it was issued after: it is covered.
+        let covers = |at: &u64| iat.is_none_or(|iat| iat <= *at);
+        let by_sub =
+            r.subs.get(sub).is_some_and(covers) || r.stored.subs.get(sub).is_some_and(covers);
+        let by_jti = jti.is_some_and(|j| r.jtis.contains_key(j) || r.stored.jtis.contains_key(j));
+        by_sub || by_jti
     }
 }
 
@@ -794,14 +851,44 @@ mod tests {
         c["jti"] = json!("t-1");
         c["iat"] = json!(now_s() - 5);
         v.verify(&token(c.clone())).unwrap();
-        v.revoke(None, Some("t-1"));
+        v.revoke(None, Some("t-1"), None);
         assert_eq!(v.verify(&token(c.clone())), Err(AuthError::Revoked));
         c["jti"] = json!("t-2");
         v.verify(&token(c.clone())).unwrap();
-        v.revoke(Some("alice"), None);
+        v.revoke(Some("alice"), None, None);
         assert_eq!(v.verify(&token(c.clone())), Err(AuthError::Revoked));
         // A token issued after the revocation works again.
         c["iat"] = json!(now_s() + 2);
+        v.verify(&token(c)).unwrap();
+    }
+
+    #[test]
+    fn stored_revocations_go_by_the_tokens_iat_and_are_replaced_whole() {
+        let v = verifier(|_| {});
+        let at = now_s() - 100;
+        let mut set = RevokedSet::default();
+        set.insert(Revoked::Sub("alice".into()), at);
+        set.insert(Revoked::Jti("t-9".into()), at);
+        v.replace_stored(set);
+        // Issued at or before `at`: refused; after it (by the token's own iat): accepted,
+        // however late the edge heard of the revocation.
+        let mut c = claims();
+        c["iat"] = json!(at);
+        assert_eq!(v.verify(&token(c.clone())), Err(AuthError::Revoked));
+        c["iat"] = json!(at + 1);
+        v.verify(&token(c.clone())).unwrap();
+        c["sub"] = json!("bob");
+        c["jti"] = json!("t-9");
+        assert_eq!(v.verify(&token(c.clone())), Err(AuthError::Revoked));
+        // A deleted key lifts its revocation; a fresh replay replaces everything.
+        assert_eq!(
+            v.update_stored(|s| s.remove(&Revoked::Jti("t-9".into()))),
+            1
+        );
+        v.verify(&token(c.clone())).unwrap();
+        v.replace_stored(RevokedSet::default());
+        c["sub"] = json!("alice");
+        c["iat"] = json!(at);
         v.verify(&token(c)).unwrap();
     }
 

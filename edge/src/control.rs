@@ -2,8 +2,11 @@
 //! when they change (sessions whose key is gone are then closed).
 //!
 //! A revocation is a JSON object naming a user, a token id or both:
-//! `{"sub": "alice"}` revokes every token of alice issued until now; `{"jti": "t-42"}`
-//! revokes one token. Every edge receives it and closes the matching sessions with 4403.
+//! `{"sub": "alice"}` revokes every token of alice issued until now (or until `"at"`, in
+//! seconds, when given); `{"jti": "t-42"}` revokes one token. Every edge connected at that
+//! moment closes the matching sessions with 4403. This path keeps nothing: an edge that
+//! was cut off or starts later never hears it. The durable path is the bucket
+//! `ctl_revoked` ([`crate::revocations`]); `ctl.revoke` stays for scripts that publish it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +26,10 @@ struct Revoke {
     sub: Option<String>,
     #[serde(default)]
     jti: Option<String>,
+    /// When the revocation was made (seconds): a user's tokens issued at or before it are
+    /// refused. Default: when the edge receives it.
+    #[serde(default)]
+    at: Option<u64>,
 }
 
 /// Subscribes to revocations and starts the key reloader; both stop with the edge.
@@ -52,7 +59,7 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
             };
             match tickmesh_core::nesting::from_json::<Revoke>(&msg.payload) {
                 Ok(r) if r.sub.is_some() || r.jti.is_some() => {
-                    e.verifier.revoke(r.sub.as_deref(), r.jti.as_deref());
+                    e.verifier.revoke(r.sub.as_deref(), r.jti.as_deref(), r.at);
                     e.revocations.send_modify(|n| *n += 1);
                     metrics::counter!("tickmesh_edge_revocations_total").increment(1);
                     tracing::info!(sub = ?r.sub, jti = ?r.jti, "revocation");

@@ -6,6 +6,8 @@
 //! - [`nats`]: the only NATS code: the connection, the pumps and KV reads.
 //! - [`snapshot`]: snapshots on subscribe through a moka cache over KV.
 //! - [`refdata`]: instruments and option chains from KV `md_ref`, cached and watched.
+//! - [`revocations`]: revoked users and tokens from KV `ctl_revoked`, replayed and watched
+//!   ([`control`] also takes them from NATS `ctl.revoke`, and reloads key files).
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //!
@@ -23,6 +25,7 @@ mod keys;
 pub mod limits;
 pub mod nats;
 pub mod refdata;
+pub mod revocations;
 pub mod server;
 pub mod session;
 pub mod snapshot;

@@ -72,6 +72,7 @@ pub struct NatsLink {
     shards: u32,
     kv: Arc<kv::KvReader>,
     resync: Arc<watch::Sender<u64>>,
+    reconnects: Arc<watch::Sender<u64>>,
     resync_reads: Arc<Semaphore>,
 }
 
@@ -86,8 +87,10 @@ impl NatsLink {
     ) -> anyhow::Result<Self> {
         let urls = config.urls.join(",");
         let resync = Arc::new(watch::channel(0u64).0);
+        let reconnects = Arc::new(watch::channel(0u64).0);
         let events = Arc::new(Events {
             resync: resync.clone(),
+            reconnects: reconnects.clone(),
             down: AtomicBool::new(false),
         });
         metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
@@ -120,6 +123,7 @@ impl NatsLink {
             shards,
             kv: Arc::new(kv),
             resync,
+            reconnects,
             resync_reads: Arc::new(Semaphore::new(RESYNC_READS)),
         })
     }
@@ -129,6 +133,12 @@ impl NatsLink {
     /// Sessions that want an explicit `snapshot` after a gap wait on `changed()`.
     pub fn resyncs(&self) -> watch::Receiver<u64> {
         self.resync.subscribe()
+    }
+
+    /// The reconnect generation: it grows by one each time the connection comes back after
+    /// a disconnect, and only then.
+    pub fn reconnects(&self) -> watch::Receiver<u64> {
+        self.reconnects.subscribe()
     }
 
     /// Whether snapshots come from the regional mirror (None: no mirror configured).
@@ -264,6 +274,7 @@ fn event_name(event: &async_nats::Event) -> &'static str {
 #[derive(Debug)]
 struct Events {
     resync: Arc<watch::Sender<u64>>,
+    reconnects: Arc<watch::Sender<u64>>,
     /// Set by a disconnect, cleared by the next connect (which is then a reconnect).
     down: AtomicBool,
 }
@@ -277,6 +288,7 @@ impl Events {
                 metrics::gauge!("tickmesh_edge_nats_connected").set(1.0);
                 if self.down.swap(false, Ordering::Relaxed) {
                     metrics::counter!("tickmesh_edge_nats_reconnects_total").increment(1);
+                    self.reconnects.send_modify(|g| *g += 1);
                     metrics::counter!("tickmesh_edge_resyncs_total", "cause" => "reconnect")
                         .increment(1);
                     self.resync.send_modify(|g| *g += 1);

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ use crate::refdata::RefData;
 use crate::session::Identity;
 use crate::snapshot::Snapshots;
 use crate::tls::ReloadingCert;
-use crate::{control, session, telemetry, tls};
+use crate::{control, revocations, session, telemetry, tls};
 
 /// Listen backlog: a connection storm needs more than tokio's default 128.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -65,6 +65,9 @@ pub struct Edge {
     /// Set once the NATS server has confirmed the `ctl.revoke` subscription; the edge is
     /// not ready before, so that no revocation published after readiness can miss it.
     pub control_subscribed: AtomicBool,
+    /// One more than the reconnect generation whose replay of KV `ctl_revoked` is done
+    /// (0: none yet); see [`revocations::is_replayed`].
+    pub revocations_replayed: AtomicU64,
     /// Cancelled when the edge starts draining.
     pub shutdown: CancellationToken,
 }
@@ -142,6 +145,7 @@ pub async fn run(
         new_interest,
         revocations: tokio::sync::watch::Sender::new(0),
         control_subscribed: AtomicBool::new(false),
+        revocations_replayed: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
     });
     control::spawn(edge.clone(), nats.client().clone()).await?;
@@ -151,6 +155,7 @@ pub async fn run(
     if let Some(listener) = metrics_listener {
         telemetry::serve(listener, prometheus, metrics_stop);
     }
+    revocations::spawn(edge.clone());
     let routes = routes(edge.clone(), prometheus);
     let tracker = TaskTracker::new();
     tracing::info!(addr = ?listener.local_addr().ok(), edge = %edge.config.name, "edge listening");
@@ -418,6 +423,11 @@ fn routes(
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "reference data not loaded yet",
+            )
+        } else if !revocations::is_replayed(&ready_edge) {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "revocations not replayed yet",
             )
         } else {
             (StatusCode::OK, "ready")

@@ -2,9 +2,11 @@
 //! the I/O-free vocabulary of `tickmesh-core`:
 //!
 //! - [`nats`]: connecting to NATS with TLS and credentials (`[nats.tls]`, `[nats.auth]`).
+//! - [`revocation`]: the operator's side of the revocation bucket `ctl_revoked`.
 //! - [`shutdown_signal`]: SIGINT or SIGTERM, which starts a service's orderly stop.
 
 pub mod nats;
+pub mod revocation;
 
 /// Resolves on SIGINT or SIGTERM: what starts the drain of `tickmesh-edge` and the stop of
 /// `tickmesh-ingest`.

@@ -290,6 +290,7 @@ SCRIPTS = {
         "domain": "eu-west-1",
         "hub_domain": "hub",
         "replicas": 3,
+        "revocation_ttl_s": 86400,
     },
     "edge-lifecycle-watch.sh.tftpl": {"deregistration_delay_s": 90, "poll_interval_s": 5},
 }

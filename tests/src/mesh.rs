@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use tickmesh_core::revocation::Revoked;
 use tickmesh_edge::EdgeConfig;
 use tickmesh_ingest::IngestConfig;
+use tickmesh_service::revocation;
 
 use crate::proxy::Proxy;
 use crate::{free_port, nats_server_bin, root};
@@ -34,6 +36,8 @@ use crate::{free_port, nats_server_bin, root};
 pub const HUB_DOMAIN: &str = "hub";
 /// The latest-value bucket.
 pub const BUCKET: &str = "md_last";
+/// The TTL of the `ctl_revoked` bucket the kit creates.
+const REVOCATION_TTL: Duration = Duration::from_secs(3600);
 const LEAF_USER: &str = "region";
 const LEAF_PASSWORD: &str = "test-leaf-secret";
 
@@ -422,6 +426,40 @@ impl Mesh {
             }
             if Instant::now() > deadline {
                 bail!("the {region} mirror holds no {key} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Writes a revocation made at `at` into the hub's `ctl_revoked` (as user `admin`, as
+    /// `cargo xtask revoke` does), creating the bucket (TTL 1 h, 3 replicas) if missing.
+    pub async fn revoke(&self, what: &Revoked, at: u64) -> anyhow::Result<()> {
+        let js = async_nats::jetstream::new(self.hub_client().await?);
+        let store = revocation::ensure_bucket(&js, REVOCATION_TTL, 3).await?;
+        revocation::revoke(&store, what, at).await?;
+        Ok(())
+    }
+
+    /// Creates the region's read-only mirror of the hub's `ctl_revoked` (what an operator
+    /// does once per region).
+    pub async fn create_revocation_mirror(&self, region: &str) -> anyhow::Result<()> {
+        let client = self.region_client(region).await?;
+        revocation::ensure_mirror(&client, region, Some(HUB_DOMAIN), REVOCATION_TTL, 1).await
+    }
+
+    /// Waits until the region's mirror of `ctl_revoked` holds `what`.
+    pub async fn wait_mirrored(&self, region: &str, what: &Revoked) -> anyhow::Result<()> {
+        let key = what.key()?;
+        let js = async_nats::jetstream::with_domain(self.region_client(region).await?, region);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(kv) = js.get_key_value(tickmesh_core::revocation::BUCKET).await
+                && let Ok(Some(_)) = kv.get(&key).await
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the {region} mirror of ctl_revoked holds no {key} within 20 s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -11,10 +11,11 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod pki;
+mod revoke;
 mod token;
 mod tools;
 
-const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...] | token [--help] | bench [--quick] [--scenario NAME]>";
+const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...] | token [--help] | revoke [--help] | bench [--quick] [--scenario NAME]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("token") => token::token(&root(), &args[1..]),
+        Some("revoke") => revoke::revoke(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

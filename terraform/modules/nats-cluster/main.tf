@@ -149,6 +149,8 @@ resource "aws_instance" "node" {
           domain     = var.domain
           hub_domain = var.hub_domain
           replicas   = length(var.azs)
+          # The mirror of the revocation bucket keeps each entry as long as the hub does.
+          revocation_ttl_s = var.revocation_ttl_s
         }))
         "/etc/systemd/system/tickmesh-kv-mirror.service" = base64encode(templatefile("${local.templates}/systemd/tickmesh-kv-mirror.service.tftpl", {
           env_file = "/etc/nats/nats.env"

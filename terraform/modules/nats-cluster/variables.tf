@@ -291,6 +291,17 @@ variable "lame_duck_duration" {
   }
 }
 
+variable "revocation_ttl_s" {
+  description = "TTL of the revocation bucket ctl_revoked, in seconds (leaf role: its regional mirror keeps each revocation this long). The hub's bucket must be created with the same TTL, at least the edges' auth.max_token_lifetime_s (docs/operations.md)."
+  type        = number
+  default     = 86400
+
+  validation {
+    condition     = var.revocation_ttl_s >= 60
+    error_message = "revocation_ttl_s must be at least 60 seconds."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

@@ -1,0 +1,255 @@
+//! Durable revocations: the KV bucket `ctl_revoked` (schema:
+//! [`tickmesh_core::revocation`]), written on the hub by an operator and mirrored into
+//! each region, replayed by the edge at start and after every reconnect, then watched.
+//!
+//! Where it is read: in a region (`nats.kv_mirror_domain` set), the region's mirror of the
+//! bucket, so that an edge starting while its region is cut off from the hub still learns
+//! every revocation the region holds; the hub's bucket (`nats.js_domain`) when the region
+//! has no mirror or its JetStream does not answer within `snapshot.kv_timeout_ms`. No
+//! bucket on the hub means nothing was ever revoked. Edges only read: the
+//! bucket and the mirrors are the operator's (`cargo xtask revoke`, docs/operations.md).
+//!
+//! A replay loads every key into a fresh set and swaps it in whole, so that a deletion or
+//! an expiry made while the edge was away is not missed; until the replay that follows the
+//! latest (re)connect is done, `/readyz` is 503. Each change then bumps
+//! [`Edge::revocations`], and sessions check their grant against it. A watch that fails is
+//! opened again every second, keeping what the edge knows meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use tickmesh_core::revocation::{BUCKET, Revoked, Value};
+use tokio::sync::watch;
+
+use crate::auth::RevokedSet;
+use crate::server::Edge;
+
+/// Pause between two attempts to open or watch the bucket.
+const RETRY: Duration = Duration::from_secs(1);
+/// A replay that has not reached the bucket's last entry in this long is started again
+/// (an entry that expires between the count and the watch would otherwise be awaited
+/// for ever).
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One place the bucket may be: the region's mirror, or the hub.
+struct Source {
+    js: jetstream::Context,
+    label: &'static str,
+}
+
+/// Replays and watches the bucket until the edge shuts down.
+pub fn spawn(edge: Arc<Edge>) {
+    let client = edge.hub.nats().client().clone();
+    let config = &edge.config.nats;
+    let mut sources = Vec::new();
+    if let Some(domain) = &config.kv_mirror_domain {
+        sources.push(Source {
+            js: jetstream::with_domain(client.clone(), domain),
+            label: "mirror",
+        });
+    }
+    sources.push(Source {
+        js: match &config.js_domain {
+            Some(domain) => jetstream::with_domain(client, domain),
+            None => jetstream::new(client),
+        },
+        label: "hub",
+    });
+    let reconnects = edge.hub.nats().reconnects();
+    tokio::spawn(run(edge, sources, reconnects));
+}
+
+/// Whether the replay that follows the latest (re)connect is done.
+pub fn is_replayed(edge: &Edge) -> bool {
+    let generation = *edge.hub.nats().reconnects().borrow();
+    edge.revocations_replayed.load(Ordering::Acquire) == generation + 1
+}
+
+async fn run(edge: Arc<Edge>, sources: Vec<Source>, mut reconnects: watch::Receiver<u64>) {
+    let mut failures = 0u32;
+    let mut ttl_seen = None;
+    loop {
+        let generation = *reconnects.borrow_and_update();
+        let result = tokio::select! {
+            _ = edge.shutdown.cancelled() => return,
+            // Reconnected: whatever happened meanwhile is read again from the start.
+            _ = reconnects.changed() => continue,
+            r = sync(&edge, &sources, generation, &mut ttl_seen) => r,
+        };
+        match result {
+            Ok(Ended::NoBucket) => failures = 0,
+            Ok(Ended::Watch) => {
+                failures = 0;
+                tracing::info!("revocation watch ended; replaying");
+            }
+            Err(e) if failures == 0 => {
+                tracing::warn!(error = %format!("{e:#}"), "revocations: cannot read {BUCKET}; retrying")
+            }
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "revocations: still cannot read {BUCKET}")
+            }
+        }
+        failures = failures.saturating_add(1);
+        tokio::select! {
+            _ = edge.shutdown.cancelled() => return,
+            _ = reconnects.changed() => {}
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Why a [`sync`] ended without an error.
+enum Ended {
+    /// No source has the bucket: nothing is revoked. It is looked for again after [`RETRY`].
+    NoBucket,
+    /// The watch ended.
+    Watch,
+}
+
+/// Opens the bucket where it is, replays it, swaps it in, then applies changes until the
+/// watch ends or fails. No bucket at all counts as a replay of nothing.
+/// `ttl_seen`: the bucket's TTL when last checked, so that a warning about it is logged
+/// once, not at every replay.
+async fn sync(
+    edge: &Edge,
+    sources: &[Source],
+    generation: u64,
+    ttl_seen: &mut Option<Duration>,
+) -> anyhow::Result<Ended> {
+    let timeout = Duration::from_millis(edge.config.snapshot.kv_timeout_ms);
+    let Some((store, label)) = open(sources, timeout).await? else {
+        finish(edge, RevokedSet::default(), generation, "none");
+        return Ok(Ended::NoBucket);
+    };
+    let status = store.status().await?;
+    if *ttl_seen != Some(status.max_age()) {
+        *ttl_seen = Some(status.max_age());
+        check_ttl(edge, status.max_age());
+    }
+    let empty = status.values() == 0;
+    // The last value of every key (deletions included), then every change.
+    let mut entries = store.watch_with_history(">").await?;
+    let mut fresh = RevokedSet::default();
+    if !empty {
+        let replay = async {
+            while let Some(entry) = entries.next().await {
+                let entry = entry?;
+                apply(&mut fresh, &entry);
+                if entry.delta == 0 {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the watch of {BUCKET} ended during the replay")
+        };
+        tokio::time::timeout(REPLAY_TIMEOUT, replay)
+            .await
+            .with_context(|| format!("replaying {BUCKET} ({label}) timed out"))??;
+    }
+    finish(edge, fresh, generation, label);
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        let held = edge.verifier.update_stored(|set| apply(set, &entry));
+        metrics::gauge!("tickmesh_edge_revocations_stored").set(held as f64);
+        edge.revocations.send_modify(|n| *n += 1);
+    }
+    Ok(Ended::Watch)
+}
+
+/// Swaps a replay in, tells the sessions, and marks the edge ready for `generation`.
+fn finish(edge: &Edge, set: RevokedSet, generation: u64, label: &'static str) {
+    let held = set.len();
+    if edge.verifier.replace_stored(set) {
+        edge.revocations.send_modify(|n| *n += 1);
+    }
+    let before = edge
+        .revocations_replayed
+        .swap(generation + 1, Ordering::AcqRel);
+    metrics::gauge!("tickmesh_edge_revocations_stored").set(held as f64);
+    metrics::counter!("tickmesh_edge_revocation_replays_total", "source" => label).increment(1);
+    if before != generation + 1 {
+        tracing::info!(held, source = label, "revocations replayed");
+    }
+}
+
+/// The bucket in the first source that has it; `None` when the hub (the last source, the
+/// authority) says it has none. A source that cannot answer within `timeout` (a region
+/// whose JetStream lost its quorum, a cut link) is passed over for the next.
+async fn open(
+    sources: &[Source],
+    timeout: Duration,
+) -> anyhow::Result<Option<(kv::Store, &'static str)>> {
+    let stream = format!("KV_{BUCKET}");
+    let mut last = Ok(None);
+    for source in sources {
+        let lookup = async {
+            match source.js.get_stream(&stream).await {
+                Ok(_) => source
+                    .js
+                    .get_key_value(BUCKET)
+                    .await
+                    .map(Some)
+                    .map_err(anyhow::Error::from),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        };
+        last = match tokio::time::timeout(timeout, lookup).await {
+            Ok(Ok(Some(store))) => return Ok(Some((store, source.label))),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(e.context(format!("looking up {BUCKET} ({})", source.label))),
+            Err(_) => Err(anyhow::anyhow!(
+                "looking up {BUCKET} ({}) timed out",
+                source.label
+            )),
+        };
+    }
+    last
+}
+
+fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref err)
+            if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Warns when the bucket could drop a revocation while a token it refuses is still valid.
+fn check_ttl(edge: &Edge, ttl: Duration) {
+    let lifetime = edge.config.auth.max_token_lifetime_s;
+    let short = !ttl.is_zero() && lifetime.is_none_or(|l| Duration::from_secs(l) > ttl);
+    if short {
+        tracing::warn!(
+            ttl_s = ttl.as_secs(),
+            max_token_lifetime_s = ?lifetime,
+            "{BUCKET} keeps revocations for less than a token may live: set \
+             auth.max_token_lifetime_s at or below the bucket's TTL"
+        );
+    }
+}
+
+/// Applies one entry of the bucket. A key outside the scheme is ignored; a value that is
+/// not `{"at": <seconds>}` revokes every token of the user, whenever issued, until the
+/// entry goes (a revocation is never dropped for being badly written).
+fn apply(set: &mut RevokedSet, entry: &kv::Entry) {
+    let Some(what) = Revoked::parse_key(&entry.key) else {
+        tracing::warn!(key = %entry.key, "ignored a {BUCKET} key outside the scheme");
+        return;
+    };
+    if entry.operation != kv::Operation::Put {
+        set.remove(&what);
+        return;
+    }
+    let at = match Value::parse(&entry.value) {
+        Some(v) => v.at,
+        None => {
+            tracing::warn!(key = %entry.key, "{BUCKET} value is not {{\"at\": <seconds>}}; revoking every token it names");
+            u64::MAX
+        }
+    };
+    set.insert(what, at);
+}

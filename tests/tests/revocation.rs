@@ -1,0 +1,237 @@
+//! Durable revocations on the real mesh: written into the hub's KV bucket `ctl_revoked`
+//! (as `cargo xtask revoke` does), mirrored into each region, replayed by every edge at
+//! start and after every reconnect.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+use tickmesh_core::Format;
+use tickmesh_core::revocation::Revoked;
+use tickmesh_edge::EdgeConfig;
+use tickmesh_tests::mesh::{HUB_DOMAIN, Mesh};
+use tickmesh_tests::proxy::Proxy;
+use tickmesh_tests::*;
+
+const A: &str = "region-a";
+const B: &str = "region-b";
+const SECRET: &str = "a-test-only-hs256-secret-32-bytes-long!";
+const SECOND: Duration = Duration::from_secs(1);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token of `sub` issued at `iat`.
+fn token(sub: &str, iat: u64) -> String {
+    let claims = json!({"sub": sub, "iat": iat, "exp": now() + 600, "ent": ["*"], "tier": "pro"});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// An edge of `region` that takes tokens signed with [`SECRET`] only.
+fn edge_config(mesh: &Mesh, region: &str) -> EdgeConfig {
+    let mut c = mesh.edge_config(region);
+    c.auth.hs256_secret = Some(SECRET.into());
+    c.auth.anonymous = false;
+    c
+}
+
+async fn session(addr: SocketAddr, token: &str) -> Client {
+    Client::connect_with(addr, Format::Json, Some(token))
+        .await
+        .unwrap()
+}
+
+async fn upgrade(addr: SocketAddr, token: &str) -> (u16, String) {
+    upgrade_status(&format!("ws://{addr}/v1/stream"), Some(token)).await
+}
+
+async fn readyz(addr: SocketAddr) -> (u16, String) {
+    http_get(addr, "/readyz")
+        .await
+        .unwrap_or((0, String::new()))
+}
+
+/// Waits until `/readyz` answers `status`; returns its body.
+async fn wait_readyz(addr: SocketAddr, status: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, body) = readyz(addr).await;
+        if s == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz is {s} {body:?}, not {status}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_regions_honour_a_revocation_and_edges_started_later_refuse_the_token() {
+    let mesh = Mesh::start(&[A, B], 2).await.unwrap();
+    let (_ea, addr_a) = start_edge(edge_config(&mesh, A)).await.unwrap();
+    let (_eb, addr_b) = start_edge(edge_config(&mesh, B)).await.unwrap();
+    let old = token("alice", now() - 60);
+    let mut alice_a = session(addr_a, &old).await;
+    let mut alice_b = session(addr_b, &old).await;
+    let mut bob_a = session(addr_a, &token("bob", now() - 60)).await;
+
+    // Revoked as of 10 s ago: tokens of alice issued until then.
+    let at = now() - 10;
+    let what = Revoked::Sub("alice".into());
+    let written = Instant::now();
+    mesh.revoke(&what, at).await.unwrap();
+    for (region, c) in [(A, &mut alice_a), (B, &mut alice_b)] {
+        let code = c.closed_within(10 * SECOND, |_| {}).await.unwrap();
+        assert_eq!(code, Some(4403), "alice's session in {region}");
+    }
+    eprintln!(
+        "both regions closed alice's sessions {:?} after the write",
+        written.elapsed()
+    );
+    bob_a.ping(1).await.unwrap();
+
+    // The operator mirrors the bucket into each region; then region A is cut off from
+    // the hub, and new edges start in both regions: they replay the region's copy.
+    for region in [A, B] {
+        mesh.create_revocation_mirror(region).await.unwrap();
+        mesh.wait_mirrored(region, &what).await.unwrap();
+    }
+    mesh.region(A).link.black_hole();
+    let (_ea2, addr_a2) = start_edge(edge_config(&mesh, A)).await.unwrap();
+    let (_eb2, addr_b2) = start_edge(edge_config(&mesh, B)).await.unwrap();
+    // After the revocation by the token's own iat, not by when an edge heard of it: a
+    // token issued after `at` works, on edges that learnt of the revocation later still.
+    let fresh = token("alice", at + 5);
+    for addr in [addr_a, addr_b, addr_a2, addr_b2] {
+        assert_eq!(
+            upgrade(addr, &old).await,
+            (401, "token revoked".into()),
+            "{addr}"
+        );
+        assert_eq!(upgrade(addr, &fresh).await.0, 101, "{addr}");
+        assert_eq!(upgrade(addr, &token("bob", at - 5)).await.0, 101, "{addr}");
+    }
+    mesh.region(A).link.pass();
+
+    // Edges only read the bucket; an operator writes it.
+    let edge = mesh.pki.connect("edge", &mesh.hub_urls()).await.unwrap();
+    let js = async_nats::jetstream::with_domain(edge, HUB_DOMAIN);
+    let bucket = js.get_key_value("ctl_revoked").await.unwrap();
+    let bob = Revoked::Sub("bob".into()).key().unwrap();
+    assert!(
+        bucket.put(&bob, "{\"at\":1}".into()).await.is_err(),
+        "an edge wrote a revocation"
+    );
+    let forged: Vec<String> = mesh
+        .permission_violations()
+        .into_iter()
+        .filter(|v| !v.contains("ctl_revoked.sub"))
+        .collect();
+    assert!(
+        forged.is_empty(),
+        "permission violations:\n{}",
+        forged.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_cut_off_while_a_revocation_is_written_closes_the_sessions_when_it_heals() {
+    let mesh = Mesh::start(&[A], 2).await.unwrap();
+    // The deployment's state: the bucket on the hub (something revoked earlier) and its
+    // mirror in the region.
+    mesh.revoke(&Revoked::Jti("an-earlier-one".into()), now())
+        .await
+        .unwrap();
+    mesh.create_revocation_mirror(A).await.unwrap();
+    // The edge reaches its leaf node through a link the test can cut.
+    let leaves = mesh.region(A).leaves.iter();
+    let leaves = leaves.map(|l| SocketAddr::from(([127, 0, 0, 1], l.port)));
+    let link = Proxy::start(leaves.collect()).await.unwrap();
+    let mut config = edge_config(&mesh, A);
+    config.nats.urls = vec![format!("nats://{}", link.addr())];
+    let (_edge, addr) = start_edge(config).await.unwrap();
+    let old = token("carol", now() - 60);
+    let mut carol = session(addr, &old).await;
+    let mut dave = session(addr, &token("dave", now() - 60)).await;
+
+    link.black_hole();
+    link.reset();
+    let body = wait_readyz(addr, 503, 10 * SECOND).await;
+    assert_eq!(body, "NATS disconnected");
+    let what = Revoked::Sub("carol".into());
+    mesh.revoke(&what, now()).await.unwrap();
+    mesh.wait_mirrored(A, &what).await.unwrap();
+    // Nothing reached the edge meanwhile: carol is still streaming.
+    let quiet = carol.collect(SECOND).await;
+    assert!(
+        quiet.is_ok(),
+        "carol's session ended during the cut: {quiet:?}"
+    );
+
+    let healed = Instant::now();
+    link.pass();
+    let code = carol.closed_within(10 * SECOND, |_| {}).await.unwrap();
+    let took = healed.elapsed();
+    assert_eq!(code, Some(4403));
+    assert!(
+        took < SECOND,
+        "carol's session closed {took:?} after the link healed"
+    );
+    eprintln!("closed {took:?} after the link healed");
+    wait_readyz(addr, 200, 10 * SECOND).await;
+    assert_eq!(upgrade(addr, &old).await, (401, "token revoked".into()));
+    dave.ping(1).await.unwrap();
+    let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
+    let stored = metrics
+        .lines()
+        .find(|l| l.starts_with("tickmesh_edge_revocations_stored "))
+        .map(|l| l.to_string());
+    assert_eq!(
+        stored.as_deref(),
+        Some("tickmesh_edge_revocations_stored 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_cannot_replay_the_revocations_is_not_ready() {
+    let mesh = Mesh::start(&[A], 2).await.unwrap();
+    // No mirror in the region, and the hub out of reach: the edge cannot know what is
+    // revoked.
+    mesh.region(A).link.black_hole();
+    let config = edge_config(&mesh, A);
+    let listener = tickmesh_edge::bind(config.listen).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let edge = tokio::spawn(async move {
+        tickmesh_edge::run(config, listener, async move { stopped.cancelled().await }).await
+    });
+    let mut last = (0, String::new());
+    let until = Instant::now() + 4 * SECOND;
+    while Instant::now() < until {
+        last = readyz(addr).await;
+        assert_ne!(last.0, 200, "ready without the revocations");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, (503, "revocations not replayed yet".into()));
+    // The hub answers again: no bucket there, nothing revoked, ready.
+    mesh.region(A).link.pass();
+    wait_readyz(addr, 200, 20 * SECOND).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(5 * SECOND, edge).await;
+}
