@@ -99,6 +99,12 @@ pub struct SessionConfig {
     /// A write to a client that does not finish in this long closes it with 4008, ms.
     /// Default 5000.
     pub write_timeout_ms: u64,
+    /// How long a session closed as a slow consumer keeps trying to write its
+    /// `slow_consumer` notice and 4008 close behind the stalled data, ms: a client that
+    /// reads again within this finds them at the end of what was sent. The session has
+    /// left the fan-out by then; it holds its socket and its place in the connection
+    /// counts until the write side is shut down. Default 5000.
+    pub close_linger_ms: u64,
     /// Most ticks in one `ticks` frame. Default 500.
     pub max_ticks_per_frame: usize,
 }
@@ -293,6 +299,7 @@ impl Default for SessionConfig {
             live_budget_bytes: 1024 * 1024,
             slow_interval_ms: 250,
             write_timeout_ms: 5000,
+            close_linger_ms: 5000,
             max_ticks_per_frame: 500,
         }
     }
@@ -429,6 +436,11 @@ impl EdgeConfig {
             (1..=60_000).contains(&s.slow_interval_ms),
             "session.slow_interval_ms",
             || format!("must be 1..=60000, got {}", s.slow_interval_ms),
+        )?;
+        check(
+            s.close_linger_ms <= 60_000,
+            "session.close_linger_ms",
+            || format!("must be at most 60000, got {}", s.close_linger_ms),
         )?;
         check(s.write_timeout_ms >= 10, "session.write_timeout_ms", || {
             format!("must be at least 10, got {}", s.write_timeout_ms)

@@ -18,7 +18,7 @@ use rand::Rng;
 use tickmesh_core::codec::ticks_frame;
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
 use tickmesh_core::{Format, Symbol};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -115,7 +115,13 @@ where
                 .increment(1);
         }
         metrics::counter!("tickmesh_edge_closes_total", "code" => code.to_string()).increment(1);
-        session.close(code, reason).await;
+        if code == close::SLOW_CONSUMER {
+            session.cut_slow_consumer().await;
+        } else {
+            session
+                .close(code, reason, Vec::new(), Duration::from_secs(1))
+                .await;
+        }
     }
     tracing::debug!(session = id, %user, "session closed");
 }
@@ -243,24 +249,56 @@ where
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &'static str) {
+    /// Closes a session whose write stalled: the `slow_consumer` notice and the 4008 close
+    /// go behind whatever the stalled write had left, and wait up to
+    /// `session.close_linger_ms` for the client to make room for them. The session has
+    /// already left the fan-out, so the wait holds only its socket and its place in the
+    /// connection counts.
+    async fn cut_slow_consumer(&mut self) {
+        let cfg = &self.edge.config.session;
+        let linger = Duration::from_millis(cfg.close_linger_ms);
+        let notice = ServerMsg::Error {
+            id: None,
+            code: ErrorCode::SlowConsumer,
+            message: format!(
+                "not reading: a write stalled for {} ms; closing with 4008",
+                cfg.write_timeout_ms
+            ),
+            symbol: None,
+            interval_ms: None,
+        };
+        let notice = self.message(&notice);
+        self.close(close::SLOW_CONSUMER, "slow consumer", vec![notice], linger)
+            .await;
+    }
+
+    /// Writes `last` and the close frame behind what is already queued, then reads (and
+    /// drops) what the client had sent until its close reply, then shuts the write side
+    /// down, all within `wait`.
+    async fn close(&mut self, code: u16, reason: &'static str, last: Vec<Message>, wait: Duration) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        // Send the close frame, then read (and drop) what the client had already sent
-        // until its close reply. Input left unread when the socket closes makes the
-        // kernel answer with a reset, and the client would lose the close frame and its
-        // code. A client that stopped reading may never take the frame: bound the wait.
+        // Input left unread when the socket closes makes the kernel answer with a reset,
+        // and the client would lose what was still on its way to it: the close frame and
+        // its code among it. Hence the read to the close reply, and a shutdown of the
+        // write side (a FIN behind the data) rather than a bare drop. A client that
+        // stopped reading may never take the frame: bound the wait.
         let ws = &mut self.ws;
         let handshake = async {
+            for msg in last {
+                ws.feed(msg).await?;
+            }
             ws.close(Some(frame)).await?;
             while let Some(msg) = ws.next().await {
                 msg?;
             }
             Ok::<_, tungstenite::Error>(())
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let _ = tokio::time::timeout_at(deadline, handshake).await;
+        let _ = tokio::time::timeout_at(deadline, self.ws.get_mut().shutdown()).await;
     }
 
     /// Tells the client to reconnect after a delay drawn from the reconnect window (so that
