@@ -8,6 +8,7 @@
 //! - [`refdata`]: instruments and option chains from KV `md_ref`, cached and watched.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
+//! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
 //!
 //! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::Fanout::publish`]
 //! marks sessions dirty and wakes them → each session drains its frames, built from tick
@@ -18,6 +19,8 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod fanout;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod hub;
 pub mod limits;
 pub mod nats;

@@ -82,12 +82,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let notify = Arc::new(Notify::new());
-    let id = edge.hub.join(notify.clone(), who.grant.max_symbols);
     let encoding = match format {
         Format::Json => "json",
         Format::MsgPack => "msgpack",
     };
-    metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
+    let joined = Joined::new(&edge, notify.clone(), who.grant.max_symbols, encoding);
+    let id = joined.id;
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
     let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
     tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
@@ -107,8 +107,7 @@ where
         last_heard: Instant::now(),
     };
     let end = session.serve(&notify).await;
-    edge.hub.leave(id);
-    metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).decrement(1.0);
+    drop(joined);
     if let End::Close(code, reason) = end {
         if code == close::SLOW_CONSUMER {
             metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "closed")
@@ -124,6 +123,40 @@ where
         }
     }
     tracing::debug!(session = id, %user, "session closed");
+}
+
+/// A session's place in the edge: its fan-out state (and through it the NATS interest of
+/// the symbols only it held) and its count in `tickmesh_edge_sessions`. Given back on
+/// drop, so that a session task that panics leaks none of it; its place in the
+/// connection counts is its [`Admission`], given back the same way.
+struct Joined {
+    edge: Arc<Edge>,
+    id: SessionId,
+    encoding: &'static str,
+}
+
+impl Joined {
+    fn new(
+        edge: &Arc<Edge>,
+        notify: Arc<Notify>,
+        max_symbols: u32,
+        encoding: &'static str,
+    ) -> Self {
+        let id = edge.hub.join(notify, max_symbols);
+        metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
+        Joined {
+            edge: edge.clone(),
+            id,
+            encoding,
+        }
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.edge.hub.leave(self.id);
+        metrics::gauge!("tickmesh_edge_sessions", "encoding" => self.encoding).decrement(1.0);
+    }
 }
 
 impl<S> Session<S>
@@ -443,7 +476,11 @@ where
         }
         self.strikes = 0;
         let replies = match protocol::decode_client(format, bytes) {
-            Ok(req) => self.on_request(req).await?,
+            Ok(req) => {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::on_request(&req);
+                self.on_request(req).await?
+            }
             Err(e) => {
                 metrics::counter!("tickmesh_edge_errors_total", "code" => "bad_request")
                     .increment(1);
