@@ -74,6 +74,15 @@ pub struct NatsConfig {
     /// Replicas of the mirror the edge creates: 1 (default), or 3 for a region of three
     /// or more leaf nodes that must keep its mirror through the loss of one.
     pub kv_mirror_replicas: usize,
+    /// After the NATS connection has been down this long, sessions get `status` with
+    /// `stale: true` for each subscribed symbol (and `stale: false` when it is back), ms.
+    /// Default 2000.
+    pub stale_after_ms: u64,
+    /// After the NATS connection has been down this long, sessions are sent `reconnect`
+    /// (with `after_ms` drawn from `shutdown.reconnect_window_ms`) and then closed with
+    /// 4001, so that clients move to a healthy edge; must exceed `stale_after_ms`, ms.
+    /// Default 30000.
+    pub move_clients_after_ms: u64,
     /// TLS towards NATS (`[nats.tls]`).
     pub tls: NatsTls,
     /// Credentials on NATS (`[nats.auth]`).
@@ -283,6 +292,8 @@ impl Default for NatsConfig {
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
             kv_mirror_replicas: 1,
+            stale_after_ms: 2000,
+            move_clients_after_ms: 30_000,
             tls: NatsTls::default(),
             auth: NatsAuth::default(),
         }
@@ -368,6 +379,21 @@ impl EdgeConfig {
         check(!self.nats.kv_bucket.is_empty(), "nats.kv_bucket", || {
             "must not be empty".into()
         })?;
+        check(
+            self.nats.stale_after_ms >= 100,
+            "nats.stale_after_ms",
+            || format!("must be at least 100, got {}", self.nats.stale_after_ms),
+        )?;
+        check(
+            self.nats.move_clients_after_ms > self.nats.stale_after_ms,
+            "nats.move_clients_after_ms",
+            || {
+                format!(
+                    "must exceed nats.stale_after_ms ({}), got {}",
+                    self.nats.stale_after_ms, self.nats.move_clients_after_ms
+                )
+            },
+        )?;
         if let Some(domain) = &self.nats.kv_mirror_domain {
             check(
                 !domain.is_empty() && self.nats.js_domain.as_deref() != Some(domain.as_str()),

@@ -6,6 +6,7 @@
 //! - [`nats`]: the only NATS code: the connection, the pumps and KV reads.
 //! - [`snapshot`]: snapshots on subscribe through a moka cache over KV.
 //! - [`refdata`]: instruments and option chains from KV `md_ref`, cached and watched.
+//! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
@@ -30,6 +31,7 @@ pub mod session;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 pub use config::EdgeConfig;
 pub use server::{bind, run};

@@ -73,6 +73,7 @@ pub struct NatsLink {
     kv: Arc<kv::KvReader>,
     resync: Arc<watch::Sender<u64>>,
     resync_reads: Arc<Semaphore>,
+    connected: Arc<watch::Sender<bool>>,
 }
 
 impl NatsLink {
@@ -86,8 +87,10 @@ impl NatsLink {
     ) -> anyhow::Result<Self> {
         let urls = config.urls.join(",");
         let resync = Arc::new(watch::channel(0u64).0);
+        let connected = Arc::new(watch::channel(false).0);
         let events = Arc::new(Events {
             resync: resync.clone(),
+            connected: connected.clone(),
             down: AtomicBool::new(false),
         });
         metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
@@ -117,6 +120,7 @@ impl NatsLink {
             kv: Arc::new(kv),
             resync,
             resync_reads: Arc::new(Semaphore::new(RESYNC_READS)),
+            connected,
         })
     }
 
@@ -125,6 +129,11 @@ impl NatsLink {
     /// Sessions that want an explicit `snapshot` after a gap wait on `changed()`.
     pub fn resyncs(&self) -> watch::Receiver<u64> {
         self.resync.subscribe()
+    }
+
+    /// Whether the NATS connection is up, as its events tell.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
     }
 
     /// Whether snapshots come from the regional mirror (None: no mirror configured).
@@ -260,6 +269,8 @@ fn event_name(event: &async_nats::Event) -> &'static str {
 #[derive(Debug)]
 struct Events {
     resync: Arc<watch::Sender<u64>>,
+    /// Whether the connection is up, for [`crate::upstream`].
+    connected: Arc<watch::Sender<bool>>,
     /// Set by a disconnect, cleared by the next connect (which is then a reconnect).
     down: AtomicBool,
 }
@@ -271,6 +282,7 @@ impl Events {
         match event {
             async_nats::Event::Connected => {
                 metrics::gauge!("tickmesh_edge_nats_connected").set(1.0);
+                self.connected.send_replace(true);
                 if self.down.swap(false, Ordering::Relaxed) {
                     metrics::counter!("tickmesh_edge_nats_reconnects_total").increment(1);
                     metrics::counter!("tickmesh_edge_resyncs_total", "cause" => "reconnect")
@@ -283,6 +295,7 @@ impl Events {
             }
             async_nats::Event::Disconnected => {
                 metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
+                self.connected.send_replace(false);
                 self.down.store(true, Ordering::Relaxed);
                 tracing::warn!("NATS disconnected; reconnecting");
             }

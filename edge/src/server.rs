@@ -60,6 +60,8 @@ pub struct Edge {
     pub control_subscribed: AtomicBool,
     /// Cancelled when the edge starts draining.
     pub shutdown: CancellationToken,
+    /// Whether sessions' data is fresh, stale, or lost with the NATS connection.
+    pub upstream: tokio::sync::watch::Receiver<crate::upstream::Upstream>,
 }
 
 /// Binds `addr` with a large backlog, `SO_REUSEADDR` and `SO_REUSEPORT` (several edge
@@ -108,6 +110,10 @@ pub async fn run(
         config.snapshot.cache_capacity,
     );
     let config_js_domain = config.nats.js_domain.clone();
+    let (config_stale_after_ms, config_move_after_ms) = (
+        config.nats.stale_after_ms,
+        config.nats.move_clients_after_ms,
+    );
     let edge = Arc::new(Edge {
         config,
         hub,
@@ -121,6 +127,11 @@ pub async fn run(
         revocations: tokio::sync::watch::Sender::new(0),
         control_subscribed: AtomicBool::new(false),
         shutdown: CancellationToken::new(),
+        upstream: crate::upstream::spawn(
+            nats.connection(),
+            Duration::from_millis(config_stale_after_ms),
+            Duration::from_millis(config_move_after_ms),
+        ),
     });
     control::spawn(edge.clone(), nats.client().clone()).await?;
     let routes = routes(edge.clone(), prometheus);

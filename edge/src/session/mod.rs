@@ -29,6 +29,7 @@ use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId};
 use crate::limits::{Admission, TokenBucket};
 use crate::server::Edge;
+use crate::upstream::Upstream;
 
 /// Why a session ends.
 enum End {
@@ -205,13 +206,26 @@ where
         // Draining: the session was told to reconnect and is closed at this instant;
         // until then it streams as before.
         let mut leave_at: Option<tokio::time::Instant> = None;
+        let mut upstream = edge.upstream.clone();
+        let mut upstream_open = true;
+        // Whether the session was told its symbols are stale (and not yet fresh again).
+        let mut told_stale = false;
         loop {
             let flush_at = due;
             let expires_at = self.expiry();
             let step = tokio::select! {
                 biased;
                 _ = &mut shutdown, if leave_at.is_none() => {
-                    self.announce_drain().await.map(|at| leave_at = Some(at))
+                    self.announce_drain("draining").await.map(|at| leave_at = Some(at))
+                }
+                changed = upstream.changed(), if upstream_open => {
+                    if changed.is_err() {
+                        upstream_open = false;
+                        Ok(())
+                    } else {
+                        let state = *upstream.borrow_and_update();
+                        self.on_upstream(state, &mut told_stale, &mut leave_at).await
+                    }
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
                 _ = revocations.changed() => {
@@ -337,7 +351,7 @@ where
     /// Tells the client to reconnect after a delay drawn from the reconnect window (so that
     /// the edge's clients do not all land on the others at once); returns when to close
     /// the session with 4001. Data keeps flowing until then.
-    async fn announce_drain(&mut self) -> Result<tokio::time::Instant, End> {
+    async fn announce_drain(&mut self, reason: &str) -> Result<tokio::time::Instant, End> {
         let window = self.edge.config.shutdown.reconnect_window_ms;
         let after_ms = if window == 0 {
             0
@@ -346,10 +360,52 @@ where
         };
         let msg = ServerMsg::Reconnect {
             after_ms,
-            reason: "draining".into(),
+            reason: reason.into(),
         };
         self.send(vec![self.message(&msg)]).await?;
         Ok(tokio::time::Instant::now() + Duration::from_millis(after_ms))
+    }
+
+    /// Tells the client what the edge's NATS connection means for its data: `status` with
+    /// `stale: true` for each subscribed symbol once it has been down for
+    /// `nats.stale_after_ms`, `stale: false` when it is back; and, once it has been down
+    /// for `nats.move_clients_after_ms`, `reconnect` (as in a drain) so that the client
+    /// moves to a healthy edge.
+    async fn on_upstream(
+        &mut self,
+        state: Upstream,
+        told_stale: &mut bool,
+        leave_at: &mut Option<tokio::time::Instant>,
+    ) -> Result<(), End> {
+        let stale = state != Upstream::Fresh;
+        if stale != *told_stale {
+            *told_stale = stale;
+            let reason = if stale {
+                "upstream lost"
+            } else {
+                "upstream back"
+            };
+            let ts = now_us();
+            let statuses = self
+                .edge
+                .hub
+                .subscriptions(self.id)
+                .into_iter()
+                .map(|(symbol, _)| {
+                    self.message(&ServerMsg::Status {
+                        symbol: symbol.to_string(),
+                        stale,
+                        reason: reason.into(),
+                        ts,
+                    })
+                })
+                .collect();
+            self.send(statuses).await?;
+        }
+        if state == Upstream::Lost && leave_at.is_none() {
+            *leave_at = Some(self.announce_drain("upstream lost").await?);
+        }
+        Ok(())
     }
 
     /// Sends what the fan-out core has for the session. When data goes out and the next
