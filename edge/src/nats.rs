@@ -32,6 +32,11 @@ pub use kv::ensure_mirror;
 /// does not flood JetStream; the others wait their turn.
 const RESYNC_READS: usize = 32;
 
+/// A pump whose subscription failed or ended asks the hub for a new one this long after,
+/// as long as the symbol is still carried: one try per symbol per interval, never a
+/// symbol left silently frozen.
+const PUMP_RESTART_DELAY: Duration = Duration::from_secs(1);
+
 /// The thread that runs the NATS connection, the pumps and the KV reads on a runtime of its
 /// own. However many sessions are runnable on the main runtime (a reconnect storm, a
 /// market open), a tick or a KV reply is read and handed to the core without waiting
@@ -171,7 +176,7 @@ impl NatsLink {
                 Ok(sub) => sub,
                 Err(e) => {
                     tracing::error!(%subject, error = %e, "subscribe failed");
-                    return;
+                    return restart(hub, symbol).await;
                 }
             };
             let ticks_in = metrics::counter!("tickmesh_edge_ticks_in_total");
@@ -187,7 +192,14 @@ impl NatsLink {
                         continue;
                     }
                 };
-                let Some(msg) = msg else { return };
+                let Some(msg) = msg else {
+                    tracing::warn!(%subject, "NATS subscription ended");
+                    return restart(hub, symbol).await;
+                };
+                #[cfg(feature = "fault-injection")]
+                if crate::fault::take_pump_end(symbol.as_str()) {
+                    let _ = sub.unsubscribe().await;
+                }
                 let Some(hub) = hub.upgrade() else { return };
                 match decode_wire(&msg.payload) {
                     Ok(tick) if tick.symbol == symbol.as_str() => {
@@ -301,6 +313,16 @@ impl Events {
             }
             event => tracing::info!(%event, "NATS"),
         }
+    }
+}
+
+/// After [`PUMP_RESTART_DELAY`], has the hub start a new pump for `symbol` if it still
+/// carries it (this pump is aborted, as any, when the symbol is released).
+async fn restart(hub: Weak<Hub>, symbol: Symbol) {
+    tokio::time::sleep(PUMP_RESTART_DELAY).await;
+    if let Some(hub) = hub.upgrade() {
+        metrics::counter!("tickmesh_edge_pump_restarts_total").increment(1);
+        hub.restart_pump(&symbol);
     }
 }
 

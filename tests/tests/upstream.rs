@@ -112,3 +112,43 @@ async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
     ingest.stop().await.unwrap();
     edge.stop().await.unwrap();
 }
+
+/// A symbol's NATS subscription that ends under the edge (here: unsubscribed by its pump,
+/// as a server or client closing it would) is taken again: the client's ticks resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbol_whose_subscription_ends_does_not_freeze() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 400));
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op": "subscribe", "id": 1, "symbols": ["AAPL"], "interval_ms": 0}))
+        .await
+        .unwrap();
+    c.next_of("subscribed", Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.next_of("ticks", Duration::from_secs(5)).await.unwrap();
+
+    tickmesh_edge::fault::end_pump_of("AAPL");
+    // What was already on its way when the subscription ended.
+    let before = c.collect(Duration::from_millis(500)).await.unwrap();
+    let last_before = tick_events(&before).iter().map(|e| e.2).max();
+    let after = c.collect(Duration::from_secs(4)).await.unwrap();
+    let seqs: Vec<u64> = tick_events(&after)
+        .into_iter()
+        .filter(|e| e.1 == "AAPL" && !e.3)
+        .map(|e| e.2)
+        .collect();
+    assert!(
+        seqs.len() >= 5,
+        "AAPL froze: {} live ticks in 4 s after its subscription ended",
+        seqs.len()
+    );
+    if let Some(last) = last_before {
+        assert!(seqs[0] > last, "seq {} after {last}", seqs[0]);
+    }
+
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
