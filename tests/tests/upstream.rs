@@ -16,11 +16,15 @@ use tickmesh_tests::*;
 
 const SYMBOLS: [&str; 2] = ["AAPL", "MSFT"];
 
-/// The next `status` of each subscribed symbol: symbol → (stale, reason).
-async fn statuses(c: &mut Client, within: Duration) -> BTreeMap<String, (bool, String)> {
+/// The next `status` of `count` symbols: symbol → (stale, reason).
+async fn statuses(
+    c: &mut Client,
+    within: Duration,
+    count: usize,
+) -> BTreeMap<String, (bool, String)> {
     let deadline = Instant::now() + within;
     let mut got = BTreeMap::new();
-    while got.len() < SYMBOLS.len() {
+    while got.len() < count {
         let left = deadline.saturating_duration_since(Instant::now());
         let v: Value = c
             .next_of("status", left)
@@ -71,18 +75,27 @@ async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
     link.reset();
     let cut = Instant::now();
     assert_eq!(
-        statuses(&mut c, Duration::from_secs(5)).await,
+        statuses(&mut c, Duration::from_secs(5), 2).await,
         all(true, "upstream lost")
     );
     assert!(
         cut.elapsed() >= Duration::from_millis(400),
         "stale too soon"
     );
-    link.pass();
+    // A symbol subscribed while the link is down is stale from the start.
+    c.send(json!({"op": "subscribe", "id": 2, "symbols": ["TSLA"], "interval_ms": 0}))
+        .await
+        .unwrap();
+    let v = c.next_of("status", Duration::from_secs(5)).await.unwrap();
     assert_eq!(
-        statuses(&mut c, Duration::from_secs(5)).await,
-        all(false, "upstream back")
+        (&v["symbol"], &v["stale"]),
+        (&json!("TSLA"), &json!(true)),
+        "{v}"
     );
+    link.pass();
+    let mut back = all(false, "upstream back");
+    back.insert("TSLA".into(), (false, "upstream back".into()));
+    assert_eq!(statuses(&mut c, Duration::from_secs(5), 3).await, back);
     c.next_of("ticks", Duration::from_secs(5))
         .await
         .expect("no tick once fresh again");
@@ -90,10 +103,9 @@ async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
     // Down past move_clients_after_ms: stale, then told to move, then closed with 4001.
     link.black_hole();
     link.reset();
-    assert_eq!(
-        statuses(&mut c, Duration::from_secs(5)).await,
-        all(true, "upstream lost")
-    );
+    let mut lost = all(true, "upstream lost");
+    lost.insert("TSLA".into(), (true, "upstream lost".into()));
+    assert_eq!(statuses(&mut c, Duration::from_secs(5), 3).await, lost);
     let moved = c
         .next_of("reconnect", Duration::from_secs(10))
         .await

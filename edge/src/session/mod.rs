@@ -8,7 +8,7 @@
 
 mod requests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -208,8 +208,9 @@ where
         let mut leave_at: Option<tokio::time::Instant> = None;
         let mut upstream = edge.upstream.clone();
         let mut upstream_open = true;
-        // Whether the session was told its symbols are stale (and not yet fresh again).
-        let mut told_stale = false;
+        // While the upstream is not fresh: the subscribed symbols the session was told are
+        // stale (kept to its subscriptions, so bounded by them).
+        let mut told_stale: Option<HashSet<Symbol>> = None;
         loop {
             let flush_at = due;
             let expires_at = self.expiry();
@@ -239,7 +240,10 @@ where
                     let _ = self.send(vec![self.message(&msg)]).await;
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
-                msg = self.ws.next() => self.on_message(msg).await,
+                msg = self.ws.next() => match self.on_message(msg).await {
+                    Ok(()) if told_stale.is_some() => self.tell_stale(&mut told_stale).await,
+                    step => step,
+                },
                 _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
                 _ = sleep_until(flush_at) => self.flush(&mut heartbeat).await.map(|next| due = next),
                 _ = heartbeat.tick() => self.heartbeat().await,
@@ -368,44 +372,70 @@ where
 
     /// Tells the client what the edge's NATS connection means for its data: `status` with
     /// `stale: true` for each subscribed symbol once it has been down for
-    /// `nats.stale_after_ms`, `stale: false` when it is back; and, once it has been down
-    /// for `nats.move_clients_after_ms`, `reconnect` (as in a drain) so that the client
-    /// moves to a healthy edge.
+    /// `nats.stale_after_ms` (and for each symbol subscribed while it stays down),
+    /// `stale: false` when it is back; and, once it has been down for
+    /// `nats.move_clients_after_ms`, `reconnect` (as in a drain) so that the client moves
+    /// to a healthy edge.
     async fn on_upstream(
         &mut self,
         state: Upstream,
-        told_stale: &mut bool,
+        told_stale: &mut Option<HashSet<Symbol>>,
         leave_at: &mut Option<tokio::time::Instant>,
     ) -> Result<(), End> {
-        let stale = state != Upstream::Fresh;
-        if stale != *told_stale {
-            *told_stale = stale;
-            let reason = if stale {
-                "upstream lost"
-            } else {
-                "upstream back"
-            };
-            let ts = now_us();
-            let statuses = self
-                .edge
-                .hub
-                .subscriptions(self.id)
-                .into_iter()
-                .map(|(symbol, _)| {
-                    self.message(&ServerMsg::Status {
-                        symbol: symbol.to_string(),
-                        stale,
-                        reason: reason.into(),
-                        ts,
-                    })
-                })
-                .collect();
-            self.send(statuses).await?;
+        if state == Upstream::Fresh {
+            if told_stale.take().is_some() {
+                let symbols = self.edge.hub.subscriptions(self.id);
+                let symbols = symbols.into_iter().map(|(s, _)| s);
+                self.send_status(symbols, false).await?;
+            }
+        } else {
+            told_stale.get_or_insert_with(HashSet::new);
+            self.tell_stale(told_stale).await?;
         }
         if state == Upstream::Lost && leave_at.is_none() {
             *leave_at = Some(self.announce_drain("upstream lost").await?);
         }
         Ok(())
+    }
+
+    /// Sends `stale: true` for the subscribed symbols not yet told, and forgets those no
+    /// longer subscribed.
+    async fn tell_stale(&mut self, told: &mut Option<HashSet<Symbol>>) -> Result<(), End> {
+        let Some(told) = told else { return Ok(()) };
+        let subscribed: HashSet<Symbol> = self
+            .edge
+            .hub
+            .subscriptions(self.id)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let new: Vec<Symbol> = subscribed.difference(told).cloned().collect();
+        *told = subscribed;
+        self.send_status(new.into_iter(), true).await
+    }
+
+    async fn send_status(
+        &mut self,
+        symbols: impl Iterator<Item = Symbol>,
+        stale: bool,
+    ) -> Result<(), End> {
+        let reason = if stale {
+            "upstream lost"
+        } else {
+            "upstream back"
+        };
+        let ts = now_us();
+        let statuses = symbols
+            .map(|symbol| {
+                self.message(&ServerMsg::Status {
+                    symbol: symbol.to_string(),
+                    stale,
+                    reason: reason.into(),
+                    ts,
+                })
+            })
+            .collect();
+        self.send(statuses).await
     }
 
     /// Sends what the fan-out core has for the session. When data goes out and the next
