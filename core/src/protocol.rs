@@ -315,6 +315,15 @@ pub enum ServerMsg {
         after_ms: u64,
         reason: String,
     },
+    /// A subscribed symbol turned stale (the gateway cannot vouch for its value) or fresh
+    /// again.
+    Status {
+        symbol: String,
+        stale: bool,
+        reason: String,
+        /// When the gateway saw the change, microseconds since the Unix epoch.
+        ts: u64,
+    },
 }
 
 impl ServerMsg {

@@ -84,6 +84,15 @@ pub struct NatsConfig {
     /// `tickmesh_edge_nats_events_total{event="slow_consumer"}`); sessions then get the
     /// next tick that arrives, which carries the whole current state. Default 1024.
     pub subscription_capacity: usize,
+    /// After the NATS connection has been down this long, sessions get `status` with
+    /// `stale: true` for each subscribed symbol (and `stale: false` when it is back), ms.
+    /// Default 2000.
+    pub stale_after_ms: u64,
+    /// After the NATS connection has been down this long, sessions are sent `reconnect`
+    /// (with `after_ms` drawn from `shutdown.reconnect_window_ms`) and then closed with
+    /// 4001, so that clients move to a healthy edge; must exceed `stale_after_ms`, ms.
+    /// Default 30000.
+    pub move_clients_after_ms: u64,
     /// TLS towards NATS (`[nats.tls]`).
     pub tls: NatsTls,
     /// Credentials on NATS (`[nats.auth]`).
@@ -109,6 +118,12 @@ pub struct SessionConfig {
     /// A write to a client that does not finish in this long closes it with 4008, ms.
     /// Default 5000.
     pub write_timeout_ms: u64,
+    /// How long a session closed as a slow consumer keeps trying to write its
+    /// `slow_consumer` notice and 4008 close behind the stalled data, ms: a client that
+    /// reads again within this finds them at the end of what was sent. The session has
+    /// left the fan-out by then; it holds its socket and its place in the connection
+    /// counts until the write side is shut down. Default 5000.
+    pub close_linger_ms: u64,
     /// Most ticks in one `ticks` frame. Default 500.
     pub max_ticks_per_frame: usize,
 }
@@ -371,6 +386,8 @@ impl Default for NatsConfig {
             kv_mirror_create: false,
             kv_mirror_replicas: 1,
             subscription_capacity: 1024,
+            stale_after_ms: 2000,
+            move_clients_after_ms: 30_000,
             tls: NatsTls::default(),
             auth: NatsAuth::default(),
         }
@@ -387,6 +404,7 @@ impl Default for SessionConfig {
             live_budget_bytes: 1024 * 1024,
             slow_interval_ms: 250,
             write_timeout_ms: 5000,
+            close_linger_ms: 5000,
             max_ticks_per_frame: 500,
         }
     }
@@ -472,6 +490,21 @@ impl EdgeConfig {
         check(!self.nats.kv_bucket.is_empty(), "nats.kv_bucket", || {
             "must not be empty".into()
         })?;
+        check(
+            self.nats.stale_after_ms >= 100,
+            "nats.stale_after_ms",
+            || format!("must be at least 100, got {}", self.nats.stale_after_ms),
+        )?;
+        check(
+            self.nats.move_clients_after_ms > self.nats.stale_after_ms,
+            "nats.move_clients_after_ms",
+            || {
+                format!(
+                    "must exceed nats.stale_after_ms ({}), got {}",
+                    self.nats.stale_after_ms, self.nats.move_clients_after_ms
+                )
+            },
+        )?;
         if let Some(domain) = &self.nats.kv_mirror_domain {
             check(
                 !domain.is_empty() && self.nats.js_domain.as_deref() != Some(domain.as_str()),
@@ -540,6 +573,11 @@ impl EdgeConfig {
             (1..=60_000).contains(&s.slow_interval_ms),
             "session.slow_interval_ms",
             || format!("must be 1..=60000, got {}", s.slow_interval_ms),
+        )?;
+        check(
+            s.close_linger_ms <= 60_000,
+            "session.close_linger_ms",
+            || format!("must be at most 60000, got {}", s.close_linger_ms),
         )?;
         check(s.write_timeout_ms >= 10, "session.write_timeout_ms", || {
             format!("must be at least 10, got {}", s.write_timeout_ms)

@@ -133,6 +133,16 @@ impl Hub {
         outcome
     }
 
+    /// Replaces the pump of `symbol`, whose subscription failed or ended, if the symbol is
+    /// still carried.
+    pub fn restart_pump(self: &Arc<Self>, symbol: &Symbol) {
+        let mut inner = self.lock();
+        if inner.pumps.contains_key(symbol) {
+            let pump = self.nats.start_pump(Arc::downgrade(self), symbol.clone());
+            inner.pumps.insert(symbol.clone(), pump);
+        }
+    }
+
     /// Unsubscribes; returns the symbols that were subscribed.
     pub fn unsubscribe(&self, id: SessionId, symbols: &[Symbol]) -> Vec<Symbol> {
         let mut inner = self.lock();

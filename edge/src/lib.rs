@@ -8,8 +8,10 @@
 //! - [`refdata`]: instruments and option chains from KV `md_ref`, cached and watched.
 //! - [`revocations`]: revoked users and tokens from KV `ctl_revoked`, replayed and watched
 //!   ([`control`] also takes them from NATS `ctl.revoke`, and reloads key files).
+//! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
+//! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
 //!
 //! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::Fanout::publish`]
 //! marks sessions dirty and wakes them → each session drains its frames, built from tick
@@ -20,6 +22,8 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod fanout;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod hub;
 mod keys;
 pub mod limits;
@@ -31,6 +35,7 @@ pub mod session;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 pub use config::EdgeConfig;
 pub use server::{bind, run};

@@ -32,6 +32,11 @@ pub use kv::ensure_mirror;
 /// does not flood JetStream; the others wait their turn.
 const RESYNC_READS: usize = 32;
 
+/// A pump whose subscription failed or ended asks the hub for a new one this long after,
+/// as long as the symbol is still carried: one try per symbol per interval, never a
+/// symbol left silently frozen.
+const PUMP_RESTART_DELAY: Duration = Duration::from_secs(1);
+
 /// The thread that runs the NATS connection, the pumps and the KV reads on a runtime of its
 /// own. However many sessions are runnable on the main runtime (a reconnect storm, a
 /// market open), a tick or a KV reply is read and handed to the core without waiting
@@ -74,6 +79,7 @@ pub struct NatsLink {
     resync: Arc<watch::Sender<u64>>,
     reconnects: Arc<watch::Sender<u64>>,
     resync_reads: Arc<Semaphore>,
+    connected: Arc<watch::Sender<bool>>,
 }
 
 impl NatsLink {
@@ -88,9 +94,11 @@ impl NatsLink {
         let urls = config.urls.join(",");
         let resync = Arc::new(watch::channel(0u64).0);
         let reconnects = Arc::new(watch::channel(0u64).0);
+        let connected = Arc::new(watch::channel(false).0);
         let events = Arc::new(Events {
             resync: resync.clone(),
             reconnects: reconnects.clone(),
+            connected: connected.clone(),
             down: AtomicBool::new(false),
         });
         metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
@@ -125,6 +133,7 @@ impl NatsLink {
             resync,
             reconnects,
             resync_reads: Arc::new(Semaphore::new(RESYNC_READS)),
+            connected,
         })
     }
 
@@ -139,6 +148,11 @@ impl NatsLink {
     /// a disconnect, and only then.
     pub fn reconnects(&self) -> watch::Receiver<u64> {
         self.reconnects.subscribe()
+    }
+
+    /// Whether the NATS connection is up, as its events tell.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
     }
 
     /// Whether snapshots come from the regional mirror (None: no mirror configured).
@@ -176,7 +190,7 @@ impl NatsLink {
                 Ok(sub) => sub,
                 Err(e) => {
                     tracing::error!(%subject, error = %e, "subscribe failed");
-                    return;
+                    return restart(hub, symbol).await;
                 }
             };
             let ticks_in = metrics::counter!("tickmesh_edge_ticks_in_total");
@@ -192,7 +206,14 @@ impl NatsLink {
                         continue;
                     }
                 };
-                let Some(msg) = msg else { return };
+                let Some(msg) = msg else {
+                    tracing::warn!(%subject, "NATS subscription ended");
+                    return restart(hub, symbol).await;
+                };
+                #[cfg(feature = "fault-injection")]
+                if crate::fault::take_pump_end(symbol.as_str()) {
+                    let _ = sub.unsubscribe().await;
+                }
                 let Some(hub) = hub.upgrade() else { return };
                 match decode_wire(&msg.payload) {
                     Ok(tick) if tick.symbol == symbol.as_str() => {
@@ -275,6 +296,8 @@ fn event_name(event: &async_nats::Event) -> &'static str {
 struct Events {
     resync: Arc<watch::Sender<u64>>,
     reconnects: Arc<watch::Sender<u64>>,
+    /// Whether the connection is up, for [`crate::upstream`].
+    connected: Arc<watch::Sender<bool>>,
     /// Set by a disconnect, cleared by the next connect (which is then a reconnect).
     down: AtomicBool,
 }
@@ -286,6 +309,7 @@ impl Events {
         match event {
             async_nats::Event::Connected => {
                 metrics::gauge!("tickmesh_edge_nats_connected").set(1.0);
+                self.connected.send_replace(true);
                 if self.down.swap(false, Ordering::Relaxed) {
                     metrics::counter!("tickmesh_edge_nats_reconnects_total").increment(1);
                     self.reconnects.send_modify(|g| *g += 1);
@@ -299,11 +323,22 @@ impl Events {
             }
             async_nats::Event::Disconnected => {
                 metrics::gauge!("tickmesh_edge_nats_connected").set(0.0);
+                self.connected.send_replace(false);
                 self.down.store(true, Ordering::Relaxed);
                 tracing::warn!("NATS disconnected; reconnecting");
             }
             event => tracing::info!(%event, "NATS"),
         }
+    }
+}
+
+/// After [`PUMP_RESTART_DELAY`], has the hub start a new pump for `symbol` if it still
+/// carries it (this pump is aborted, as any, when the symbol is released).
+async fn restart(hub: Weak<Hub>, symbol: Symbol) {
+    tokio::time::sleep(PUMP_RESTART_DELAY).await;
+    if let Some(hub) = hub.upgrade() {
+        metrics::counter!("tickmesh_edge_pump_restarts_total").increment(1);
+        hub.restart_pump(&symbol);
     }
 }
 

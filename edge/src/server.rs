@@ -70,6 +70,8 @@ pub struct Edge {
     pub revocations_replayed: AtomicU64,
     /// Cancelled when the edge starts draining.
     pub shutdown: CancellationToken,
+    /// Whether sessions' data is fresh, stale, or lost with the NATS connection.
+    pub upstream: tokio::sync::watch::Receiver<crate::upstream::Upstream>,
 }
 
 /// Binds `addr` with a large backlog, `SO_REUSEADDR` and `SO_REUSEPORT` (several edge
@@ -131,6 +133,10 @@ pub async fn run(
         config.limits.max_new_symbols_per_s,
         std::time::Instant::now(),
     ));
+    let (config_stale_after_ms, config_move_after_ms) = (
+        config.nats.stale_after_ms,
+        config.nats.move_clients_after_ms,
+    );
     let edge = Arc::new(Edge {
         config,
         hub,
@@ -147,6 +153,11 @@ pub async fn run(
         control_subscribed: AtomicBool::new(false),
         revocations_replayed: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
+        upstream: crate::upstream::spawn(
+            nats.connection(),
+            Duration::from_millis(config_stale_after_ms),
+            Duration::from_millis(config_move_after_ms),
+        ),
     });
     control::spawn(edge.clone(), nats.client().clone()).await?;
     // Stopped when `run` returns, whatever the way.

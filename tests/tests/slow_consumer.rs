@@ -192,3 +192,65 @@ async fn a_stalled_every_tick_client_is_cut_off_without_hurting_a_reader() {
     ingest.stop().await.unwrap();
     edge.stop().await.unwrap();
 }
+
+/// A client that stops reading until the edge has cut it, then reads everything, finds
+/// why at the end: the `slow_consumer` notice, then the 4008 close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_client_that_reads_again_finds_the_notice_and_4008_last() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 4000));
+    let mut config = edge_config(&nats.url());
+    config.session.write_timeout_ms = 500;
+    config.session.close_linger_ms = 10_000;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let subscribe =
+        json!({"op": "subscribe", "id": 1, "symbols": SYMBOLS, "mode": "full", "interval_ms": 0});
+    let mut stalled = small_buffer_client(addr).await;
+    stalled
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    until_subscribed(&mut stalled).await;
+
+    // Reads nothing until the edge has cut the session, and a while after.
+    let closed = r#"tickmesh_edge_slow_consumer_total{action="closed"}"#;
+    let started = Instant::now();
+    while metric(addr, closed).await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stalled session was never cut"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut last_text = None;
+    let mut close_code = None;
+    let reading = async {
+        while let Some(msg) = stalled.next().await {
+            match msg {
+                Ok(Message::Text(t)) => last_text = Some(t.to_string()),
+                Ok(Message::Close(frame)) => {
+                    close_code = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("the connection did not end after the cut");
+    let last: Value = serde_json::from_str(&last_text.expect("no text at all")).unwrap();
+    let what = format!("type {} code {}", last["type"], last["code"]);
+    assert_eq!(last["type"], "error", "the last message was of {what}");
+    assert_eq!(
+        last["code"], "slow_consumer",
+        "the last message was of {what}"
+    );
+    assert_eq!(close_code, Some(4008), "after the last message, of {what}");
+
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}

@@ -9,7 +9,7 @@
 mod refusals;
 mod requests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ use rand::Rng;
 use tickmesh_core::codec::ticks_frame;
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
 use tickmesh_core::{Format, Symbol};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -30,6 +30,7 @@ use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId};
 use crate::limits::{Admission, TokenBucket};
 use crate::server::Edge;
+use crate::upstream::Upstream;
 
 /// Why a session ends.
 enum End {
@@ -77,38 +78,18 @@ struct Session<S> {
     last_heard: Instant,
 }
 
-/// A session's place in the hub and the sessions gauge, given back on drop: however the
-/// session ends, a panic included, it leaves no fan-out state or count behind.
-struct Joined {
-    edge: Arc<Edge>,
-    id: SessionId,
-    encoding: &'static str,
-}
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        self.edge.hub.leave(self.id);
-        metrics::gauge!("tickmesh_edge_sessions", "encoding" => self.encoding).decrement(1.0);
-    }
-}
-
 /// Runs a session until the client leaves, it is closed, or the edge drains.
 pub async fn run<S>(ws: WebSocketStream<S>, edge: Arc<Edge>, format: Format, who: Identity)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let notify = Arc::new(Notify::new());
-    let id = edge.hub.join(notify.clone(), who.grant.max_symbols);
     let encoding = match format {
         Format::Json => "json",
         Format::MsgPack => "msgpack",
     };
-    metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
-    let joined = Joined {
-        edge: edge.clone(),
-        id,
-        encoding,
-    };
+    let joined = Joined::new(&edge, notify.clone(), who.grant.max_symbols, encoding);
+    let id = joined.id;
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
     let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
     tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
@@ -135,9 +116,49 @@ where
                 .increment(1);
         }
         metrics::counter!("tickmesh_edge_closes_total", "code" => code.to_string()).increment(1);
-        session.close(code, reason).await;
+        if code == close::SLOW_CONSUMER {
+            session.cut_slow_consumer().await;
+        } else {
+            session
+                .close(code, reason, Vec::new(), Duration::from_secs(1))
+                .await;
+        }
     }
     tracing::debug!(session = id, %user, "session closed");
+}
+
+/// A session's place in the edge: its fan-out state (and through it the NATS interest of
+/// the symbols only it held) and its count in `tickmesh_edge_sessions`. Given back on
+/// drop, so that a session task that panics leaks none of it; its place in the
+/// connection counts is its [`Admission`], given back the same way.
+struct Joined {
+    edge: Arc<Edge>,
+    id: SessionId,
+    encoding: &'static str,
+}
+
+impl Joined {
+    fn new(
+        edge: &Arc<Edge>,
+        notify: Arc<Notify>,
+        max_symbols: u32,
+        encoding: &'static str,
+    ) -> Self {
+        let id = edge.hub.join(notify, max_symbols);
+        metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
+        Joined {
+            edge: edge.clone(),
+            id,
+            encoding,
+        }
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.edge.hub.leave(self.id);
+        metrics::gauge!("tickmesh_edge_sessions", "encoding" => self.encoding).decrement(1.0);
+    }
 }
 
 impl<S> Session<S>
@@ -186,13 +207,27 @@ where
         // Draining: the session was told to reconnect and is closed at this instant;
         // until then it streams as before.
         let mut leave_at: Option<tokio::time::Instant> = None;
+        let mut upstream = edge.upstream.clone();
+        let mut upstream_open = true;
+        // While the upstream is not fresh: the subscribed symbols the session was told are
+        // stale (kept to its subscriptions, so bounded by them).
+        let mut told_stale: Option<HashSet<Symbol>> = None;
         loop {
             let flush_at = due;
             let expires_at = self.expiry();
             let step = tokio::select! {
                 biased;
                 _ = &mut shutdown, if leave_at.is_none() => {
-                    self.announce_drain().await.map(|at| leave_at = Some(at))
+                    self.announce_drain("draining").await.map(|at| leave_at = Some(at))
+                }
+                changed = upstream.changed(), if upstream_open => {
+                    if changed.is_err() {
+                        upstream_open = false;
+                        Ok(())
+                    } else {
+                        let state = *upstream.borrow_and_update();
+                        self.on_upstream(state, &mut told_stale, &mut leave_at).await
+                    }
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
                 _ = revocations.changed() => self.check_grant().await,
@@ -201,7 +236,10 @@ where
                     let _ = self.send(vec![self.message(&msg)]).await;
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
-                msg = self.ws.next() => self.on_message(msg).await,
+                msg = self.ws.next() => match self.on_message(msg).await {
+                    Ok(()) if told_stale.is_some() => self.tell_stale(&mut told_stale).await,
+                    step => step,
+                },
                 _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
                 _ = sleep_until(flush_at) => self.flush(&mut heartbeat).await.map(|next| due = next),
                 _ = heartbeat.tick() => self.heartbeat().await,
@@ -275,30 +313,64 @@ where
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &'static str) {
+    /// Closes a session whose write stalled: the `slow_consumer` notice and the 4008 close
+    /// go behind whatever the stalled write had left, and wait up to
+    /// `session.close_linger_ms` for the client to make room for them. The session has
+    /// already left the fan-out, so the wait holds only its socket and its place in the
+    /// connection counts.
+    async fn cut_slow_consumer(&mut self) {
+        let cfg = &self.edge.config.session;
+        let linger = Duration::from_millis(cfg.close_linger_ms);
+        let notice = ServerMsg::Error {
+            id: None,
+            code: ErrorCode::SlowConsumer,
+            message: format!(
+                "not reading: a write stalled for {} ms; closing with 4008",
+                cfg.write_timeout_ms
+            ),
+            symbol: None,
+            interval_ms: None,
+            retry_ms: None,
+            count: None,
+        };
+        let notice = self.message(&notice);
+        self.close(close::SLOW_CONSUMER, "slow consumer", vec![notice], linger)
+            .await;
+    }
+
+    /// Writes `last` and the close frame behind what is already queued, then reads (and
+    /// drops) what the client had sent until its close reply, then shuts the write side
+    /// down, all within `wait`.
+    async fn close(&mut self, code: u16, reason: &'static str, last: Vec<Message>, wait: Duration) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        // Send the close frame, then read (and drop) what the client had already sent
-        // until its close reply. Input left unread when the socket closes makes the
-        // kernel answer with a reset, and the client would lose the close frame and its
-        // code. A client that stopped reading may never take the frame: bound the wait.
+        // Input left unread when the socket closes makes the kernel answer with a reset,
+        // and the client would lose what was still on its way to it: the close frame and
+        // its code among it. Hence the read to the close reply, and a shutdown of the
+        // write side (a FIN behind the data) rather than a bare drop. A client that
+        // stopped reading may never take the frame: bound the wait.
         let ws = &mut self.ws;
         let handshake = async {
+            for msg in last {
+                ws.feed(msg).await?;
+            }
             ws.close(Some(frame)).await?;
             while let Some(msg) = ws.next().await {
                 msg?;
             }
             Ok::<_, tungstenite::Error>(())
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let _ = tokio::time::timeout_at(deadline, handshake).await;
+        let _ = tokio::time::timeout_at(deadline, self.ws.get_mut().shutdown()).await;
     }
 
     /// Tells the client to reconnect after a delay drawn from the reconnect window (so that
     /// the edge's clients do not all land on the others at once); returns when to close
     /// the session with 4001. Data keeps flowing until then.
-    async fn announce_drain(&mut self) -> Result<tokio::time::Instant, End> {
+    async fn announce_drain(&mut self, reason: &str) -> Result<tokio::time::Instant, End> {
         let window = self.edge.config.shutdown.reconnect_window_ms;
         let after_ms = if window == 0 {
             0
@@ -307,10 +379,78 @@ where
         };
         let msg = ServerMsg::Reconnect {
             after_ms,
-            reason: "draining".into(),
+            reason: reason.into(),
         };
         self.send(vec![self.message(&msg)]).await?;
         Ok(tokio::time::Instant::now() + Duration::from_millis(after_ms))
+    }
+
+    /// Tells the client what the edge's NATS connection means for its data: `status` with
+    /// `stale: true` for each subscribed symbol once it has been down for
+    /// `nats.stale_after_ms` (and for each symbol subscribed while it stays down),
+    /// `stale: false` when it is back; and, once it has been down for
+    /// `nats.move_clients_after_ms`, `reconnect` (as in a drain) so that the client moves
+    /// to a healthy edge.
+    async fn on_upstream(
+        &mut self,
+        state: Upstream,
+        told_stale: &mut Option<HashSet<Symbol>>,
+        leave_at: &mut Option<tokio::time::Instant>,
+    ) -> Result<(), End> {
+        if state == Upstream::Fresh {
+            if told_stale.take().is_some() {
+                let symbols = self.edge.hub.subscriptions(self.id);
+                let symbols = symbols.into_iter().map(|(s, _)| s);
+                self.send_status(symbols, false).await?;
+            }
+        } else {
+            told_stale.get_or_insert_with(HashSet::new);
+            self.tell_stale(told_stale).await?;
+        }
+        if state == Upstream::Lost && leave_at.is_none() {
+            *leave_at = Some(self.announce_drain("upstream lost").await?);
+        }
+        Ok(())
+    }
+
+    /// Sends `stale: true` for the subscribed symbols not yet told, and forgets those no
+    /// longer subscribed.
+    async fn tell_stale(&mut self, told: &mut Option<HashSet<Symbol>>) -> Result<(), End> {
+        let Some(told) = told else { return Ok(()) };
+        let subscribed: HashSet<Symbol> = self
+            .edge
+            .hub
+            .subscriptions(self.id)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let new: Vec<Symbol> = subscribed.difference(told).cloned().collect();
+        *told = subscribed;
+        self.send_status(new.into_iter(), true).await
+    }
+
+    async fn send_status(
+        &mut self,
+        symbols: impl Iterator<Item = Symbol>,
+        stale: bool,
+    ) -> Result<(), End> {
+        let reason = if stale {
+            "upstream lost"
+        } else {
+            "upstream back"
+        };
+        let ts = now_us();
+        let statuses = symbols
+            .map(|symbol| {
+                self.message(&ServerMsg::Status {
+                    symbol: symbol.to_string(),
+                    stale,
+                    reason: reason.into(),
+                    ts,
+                })
+            })
+            .collect();
+        self.send(statuses).await
     }
 
     /// Sends what the fan-out core has for the session. When data goes out and the next
@@ -452,6 +592,8 @@ where
                     return self.refuse_rate(req.id, message, retry_ms).await;
                 }
                 self.strikes = 0;
+                #[cfg(feature = "fault-injection")]
+                crate::fault::on_request(&req);
                 self.on_request(req).await?
             }
             Err(e) => {

@@ -1,0 +1,52 @@
+//! Faults a test can inject into a running edge, to check that the edge survives them
+//! without leaking or freezing. Built only with the `fault-injection` feature, which the end-to-end
+//! tests turn on; inert until a test arms it from inside the process (no config key, no
+//! client message and no environment variable can).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use tickmesh_core::protocol::{ClientMsg, Request};
+
+/// The `ping` id that makes a session panic; `i64::MIN` (no client can be sure to hit it
+/// by chance, and none can arm it) while disarmed.
+static PANIC_ON_PING_ID: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// From now on, a session that receives `ping` with this `id` panics.
+pub fn panic_on_ping(id: i64) {
+    PANIC_ON_PING_ID.store(id, Ordering::Relaxed);
+}
+
+/// The symbol whose NATS subscription its pump unsubscribes once, as if the subscription
+/// had been closed under it.
+static END_PUMP_OF: Mutex<Option<String>> = Mutex::new(None);
+/// Whether `END_PUMP_OF` is set: the per-tick check stays a load while disarmed.
+static PUMP_END_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// The pump of `symbol` ends its NATS subscription after its next tick.
+pub fn end_pump_of(symbol: &str) {
+    *END_PUMP_OF.lock().unwrap_or_else(|e| e.into_inner()) = Some(symbol.to_string());
+    PUMP_END_ARMED.store(true, Ordering::Release);
+}
+
+/// Called by a pump for each tick; true once for the armed symbol.
+pub(crate) fn take_pump_end(symbol: &str) -> bool {
+    if !PUMP_END_ARMED.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut armed = END_PUMP_OF.lock().unwrap_or_else(|e| e.into_inner());
+    if armed.as_deref() == Some(symbol) {
+        *armed = None;
+        PUMP_END_ARMED.store(false, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// Called by a session for each request it decoded.
+pub(crate) fn on_request(req: &ClientMsg) {
+    let armed = PANIC_ON_PING_ID.load(Ordering::Relaxed);
+    if armed != i64::MIN && matches!(req.request, Request::Ping) && req.id == Some(armed) {
+        panic!("fault injection: ping {armed}");
+    }
+}

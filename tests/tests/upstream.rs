@@ -1,0 +1,166 @@
+//! End to end: sessions learn when the edge has lost NATS. After `nats.stale_after_ms`
+//! each subscribed symbol gets `status` with `stale: true`, and `stale: false` when the
+//! link is back; after `nats.move_clients_after_ms` the client is sent `reconnect` and
+//! closed with 4001, so that it moves to a healthy edge.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_tests::proxy::Proxy;
+use tickmesh_tests::*;
+
+const SYMBOLS: [&str; 2] = ["AAPL", "MSFT"];
+
+/// The next `status` of `count` symbols: symbol → (stale, reason).
+async fn statuses(
+    c: &mut Client,
+    within: Duration,
+    count: usize,
+) -> BTreeMap<String, (bool, String)> {
+    let deadline = Instant::now() + within;
+    let mut got = BTreeMap::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v: Value = c
+            .next_of("status", left)
+            .await
+            .unwrap_or_else(|e| panic!("status so far {got:?}: {e}"));
+        got.insert(
+            v["symbol"].as_str().unwrap().to_string(),
+            (
+                v["stale"].as_bool().unwrap(),
+                v["reason"].as_str().unwrap().to_string(),
+            ),
+        );
+    }
+    got
+}
+
+fn all(stale: bool, reason: &str) -> BTreeMap<String, (bool, String)> {
+    SYMBOLS
+        .iter()
+        .map(|s| (s.to_string(), (stale, reason.to_string())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 400));
+    let link = Proxy::start(vec![SocketAddr::from(([127, 0, 0, 1], nats.port))])
+        .await
+        .unwrap();
+    let mut config = edge_config(&format!("nats://{}", link.addr()));
+    config.nats.stale_after_ms = 500;
+    config.nats.move_clients_after_ms = 6000;
+    let window = config.shutdown.reconnect_window_ms;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op": "subscribe", "id": 1, "symbols": SYMBOLS, "interval_ms": 0}))
+        .await
+        .unwrap();
+    c.next_of("subscribed", Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.next_of("ticks", Duration::from_secs(5)).await.unwrap();
+
+    // The link drops and stays down past stale_after_ms, then comes back.
+    link.black_hole();
+    link.reset();
+    let cut = Instant::now();
+    assert_eq!(
+        statuses(&mut c, Duration::from_secs(5), 2).await,
+        all(true, "upstream lost")
+    );
+    assert!(
+        cut.elapsed() >= Duration::from_millis(400),
+        "stale too soon"
+    );
+    // A symbol subscribed while the link is down is stale from the start.
+    c.send(json!({"op": "subscribe", "id": 2, "symbols": ["TSLA"], "interval_ms": 0}))
+        .await
+        .unwrap();
+    let v = c.next_of("status", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (&v["symbol"], &v["stale"]),
+        (&json!("TSLA"), &json!(true)),
+        "{v}"
+    );
+    link.pass();
+    let mut back = all(false, "upstream back");
+    back.insert("TSLA".into(), (false, "upstream back".into()));
+    assert_eq!(statuses(&mut c, Duration::from_secs(5), 3).await, back);
+    c.next_of("ticks", Duration::from_secs(5))
+        .await
+        .expect("no tick once fresh again");
+
+    // Down past move_clients_after_ms: stale, then told to move, then closed with 4001.
+    link.black_hole();
+    link.reset();
+    let mut lost = all(true, "upstream lost");
+    lost.insert("TSLA".into(), (true, "upstream lost".into()));
+    assert_eq!(statuses(&mut c, Duration::from_secs(5), 3).await, lost);
+    let moved = c
+        .next_of("reconnect", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(moved["reason"], "upstream lost", "{moved}");
+    assert!(
+        moved["after_ms"].as_u64().unwrap() < window.max(1),
+        "{moved}"
+    );
+    let code = c
+        .closed_within(Duration::from_secs(5), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(code, Some(4001));
+
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
+
+/// A symbol's NATS subscription that ends under the edge (here: unsubscribed by its pump,
+/// as a server or client closing it would) is taken again: the client's ticks resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbol_whose_subscription_ends_does_not_freeze() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 400));
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op": "subscribe", "id": 1, "symbols": ["AAPL"], "interval_ms": 0}))
+        .await
+        .unwrap();
+    c.next_of("subscribed", Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.next_of("ticks", Duration::from_secs(5)).await.unwrap();
+
+    tickmesh_edge::fault::end_pump_of("AAPL");
+    // What was already on its way when the subscription ended.
+    let before = c.collect(Duration::from_millis(500)).await.unwrap();
+    let last_before = tick_events(&before).iter().map(|e| e.2).max();
+    let after = c.collect(Duration::from_secs(4)).await.unwrap();
+    let seqs: Vec<u64> = tick_events(&after)
+        .into_iter()
+        .filter(|e| e.1 == "AAPL" && !e.3)
+        .map(|e| e.2)
+        .collect();
+    assert!(
+        seqs.len() >= 5,
+        "AAPL froze: {} live ticks in 4 s after its subscription ended",
+        seqs.len()
+    );
+    if let Some(last) = last_before {
+        assert!(seqs[0] > last, "seq {} after {last}", seqs[0]);
+    }
+
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
