@@ -355,6 +355,93 @@ async fn refresh_narrows_and_cannot_switch_users(demo: &Demo) {
     assert_eq!(code, Some(4401), "a refresh to another user");
 }
 
+/// Bytes of every message until the one of type `until` (its own included).
+async fn reply_bytes(client: &mut Client, request: String, until: &str) -> (usize, Vec<Value>) {
+    use tokio_tungstenite::tungstenite::Message;
+    client
+        .send_raw(Message::Text(request.into()))
+        .await
+        .unwrap();
+    let (mut bytes, mut out) = (0, Vec::new());
+    loop {
+        let v = client.next_non_hb(10 * SECOND).await.unwrap();
+        if v["type"] == "ticks" || v["type"] == "snapshot" {
+            continue;
+        }
+        bytes += v.to_string().len();
+        let done = v["type"] == until;
+        out.push(v);
+        if done {
+            return (bytes, out);
+        }
+    }
+}
+
+/// A request's reply is bounded by what the request is worth: 20,000 empty strings, or
+/// 3,000 copies of one chain, in one 60 KB message, get a few KB back; a symbol no feed
+/// lists is never carried.
+async fn replies_are_bounded_by_the_request(demo: &Demo) {
+    let mut c = demo.client(None).await;
+    let empties = vec![""; 20_000];
+    let request = json!({"op":"subscribe","id":1,"symbols":empties}).to_string();
+    assert!(request.len() > 50_000);
+    let (bytes, replies) = reply_bytes(&mut c, request, "subscribed").await;
+    assert!(
+        bytes < 16 * 1024,
+        "{bytes} bytes of replies to 20,000 empty strings"
+    );
+    assert!(replies.iter().any(|v| v["code"] == "invalid_symbol"));
+
+    let call = first_call(&mut c, "NVDA").await;
+    let expiry = format!("20{}-{}-{}", &call[4..6], &call[6..8], &call[8..10]);
+    let chains = vec![format!("NVDA:{expiry}"); 3000];
+    let request = json!({"op":"subscribe","id":2,"chains":chains}).to_string();
+    let (bytes, replies) = reply_bytes(&mut c, request, "subscribed").await;
+    assert!(
+        bytes < 16 * 1024,
+        "{bytes} bytes of replies to 3,000 copies of one chain"
+    );
+    let sub = replies.last().unwrap();
+    assert_eq!(sub["chains"].as_array().map(Vec::len), Some(1), "{sub}");
+
+    let replies = exchange(
+        &mut c,
+        json!({"op":"subscribe","id":3,"symbols":["NOSUCHTICKER"]}),
+        "subscribed",
+    )
+    .await;
+    assert_eq!(
+        refused(&replies),
+        [("unknown_symbol".to_string(), "NOSUCHTICKER".to_string())]
+    );
+    c.ping(4).await.unwrap();
+}
+
+/// 3,000 idle TCP connections from one address (127.0.0.2) keep nobody else out: a
+/// client from another address is served within 2 s.
+async fn a_connection_flood_costs_only_its_address(demo: &Demo) {
+    let flood: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut idle = Vec::new();
+    let started = Instant::now();
+    while idle.len() < 3000 && started.elapsed() < 20 * SECOND {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(flood, 0)).unwrap();
+        if let Ok(Ok(s)) = tokio::time::timeout(SECOND, socket.connect(demo.edge.addr)).await {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() >= 2500, "only {} flood connections", idle.len());
+    tokio::time::sleep(SECOND).await;
+    let t0 = Instant::now();
+    let mut c = tokio::time::timeout(5 * SECOND, demo.client(None))
+        .await
+        .expect("no session within 5 s during the flood");
+    let took = t0.elapsed();
+    assert!(took < 2 * SECOND, "served after {took:?} beside the flood");
+    c.ping(1).await.unwrap();
+    drop(idle);
+}
+
 /// A token whose `exp` lies beyond any clock (10^19 s) once panicked its session: now it
 /// is served like any other, and the session answers.
 async fn an_exp_beyond_any_clock_is_harmless(demo: &Demo) {
@@ -451,6 +538,8 @@ async fn hostile_clients_cost_only_themselves() {
     an_exp_beyond_any_clock_is_harmless(demo).await;
     resubscribing_never_beats_the_tier(demo).await;
     deep_nesting_and_bad_frames_cost_only_their_sender(demo).await;
+    replies_are_bounded_by_the_request(demo).await;
+    a_connection_flood_costs_only_its_address(demo).await;
     let elapsed = started.elapsed();
     stop.send(true).unwrap();
     let w = task.await.unwrap();
