@@ -71,7 +71,14 @@ pub fn check(tick: &Tick) -> Result<(), CodecError> {
         Ok::<(), ()>(())
     })
     .ok();
-    match bad {
+    // Depth is one value to `visit`: its prices are checked here.
+    let depth_finite = tick.depth.as_ref().is_none_or(|d| {
+        d.bids
+            .iter()
+            .chain(&d.asks)
+            .all(|(price, _)| price.is_finite())
+    });
+    match bad.or((!depth_finite).then_some("depth")) {
         Some(name) => Err(CodecError::NotFinite(name)),
         None => Ok(()),
     }
@@ -377,6 +384,21 @@ mod tests {
             decode_wire(&encode_wire(&t)),
             Err(CodecError::NotFinite("bid"))
         ));
+        // Found by the wire_tick fuzz target: a NaN depth price passed the check.
+        for price in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut t = aapl();
+            t.depth = Some(Depth {
+                bids: vec![(189.11, 300)],
+                asks: vec![(189.13, 200), (price, 100)],
+            });
+            assert!(
+                matches!(
+                    decode_wire(&encode_wire(&t)),
+                    Err(CodecError::NotFinite("depth"))
+                ),
+                "depth price {price}"
+            );
+        }
         assert!(matches!(
             decode_wire(b"\xc1"),
             Err(CodecError::Malformed(_))
@@ -384,6 +406,19 @@ mod tests {
         assert!(matches!(
             decode_wire(&vec![0u8; MAX_WIRE_TICK + 1]),
             Err(CodecError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_nan_depth_price_is_refused() {
+        // Found by the wire_tick fuzz target (reduced): {"symbol": "A", "seq": 1,
+        // "epoch": 1, "ts": 1, "depth": {"bids": [[NaN, 1]], "asks": []}}. Before, it was
+        // accepted and reached JSON clients as a `null` price.
+        let bytes = b"\x85\xa6symbol\xa1A\xa3seq\x01\xa5epoch\x01\xa2ts\x01\
+            \xa5depth\x82\xa4bids\x91\x92\xcb\x7f\xf8\0\0\0\0\0\0\x01\xa4asks\x90";
+        assert!(matches!(
+            decode_wire(bytes),
+            Err(CodecError::NotFinite("depth"))
         ));
     }
 
