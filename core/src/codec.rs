@@ -33,6 +33,13 @@ pub enum CodecError {
     Unsafe { field: &'static str, value: u64 },
     #[error("tick field {0} is not a finite number")]
     NotFinite(&'static str),
+    #[error("invalid tick underlying {underlying:?}: {source}")]
+    Underlying {
+        underlying: String,
+        source: symbol::SymbolError,
+    },
+    #[error("tick expiry: {0}")]
+    Expiry(#[from] crate::date::DateError),
 }
 
 /// Encodes a tick for NATS and KV.
@@ -56,6 +63,17 @@ pub fn check(tick: &Tick) -> Result<(), CodecError> {
         symbol: tick.symbol.chars().take(80).collect(),
         source,
     })?;
+    // An option's underlying and expiry are what a tick file requires of them, so that
+    // whatever the wire carries can be recorded and replayed.
+    if let Some(u) = &tick.underlying {
+        symbol::validate(u).map_err(|source| CodecError::Underlying {
+            underlying: u.chars().take(80).collect(),
+            source,
+        })?;
+    }
+    if let Some(e) = &tick.expiry {
+        crate::date::Date::parse(e)?;
+    }
     let src_ts = ("src_ts", tick.src_ts.unwrap_or(0));
     for (field, value) in [
         ("seq", tick.seq),
@@ -417,6 +435,21 @@ mod tests {
             decode_wire(&deep),
             Err(CodecError::Malformed(crate::nesting::NestingError::TooDeep))
         ));
+        // Found by the wire_tick fuzz target: a NaN depth price passed the check.
+        for price in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut t = aapl();
+            t.depth = Some(Depth {
+                bids: vec![(189.11, 300)],
+                asks: vec![(189.13, 200), (price, 100)],
+            });
+            assert!(
+                matches!(
+                    decode_wire(&encode_wire(&t)),
+                    Err(CodecError::NotFinite("depth"))
+                ),
+                "depth price {price}"
+            );
+        }
         assert!(matches!(
             decode_wire(b"\xc1"),
             Err(CodecError::Malformed(_))
@@ -425,6 +458,47 @@ mod tests {
             decode_wire(&vec![0u8; MAX_WIRE_TICK + 1]),
             Err(CodecError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_nan_depth_price_is_refused() {
+        // Found by the wire_tick fuzz target (reduced): {"symbol": "A", "seq": 1,
+        // "epoch": 1, "ts": 1, "depth": {"bids": [[NaN, 1]], "asks": []}}. Before, it was
+        // accepted and reached JSON clients as a `null` price.
+        let bytes = b"\x85\xa6symbol\xa1A\xa3seq\x01\xa5epoch\x01\xa2ts\x01\
+            \xa5depth\x82\xa4bids\x91\x92\xcb\x7f\xf8\0\0\0\0\0\0\x01\xa4asks\x90";
+        assert!(matches!(
+            decode_wire(bytes),
+            Err(CodecError::NotFinite("depth"))
+        ));
+    }
+
+    #[test]
+    fn an_option_s_underlying_and_expiry_are_checked() {
+        // Found by the record fuzz target (reduced): {"symbol": "A", "seq": 1, "epoch": 1,
+        // "ts": 1, "expiry": "2026-12-38"}. Before, the wire took it and the recorder wrote
+        // it to a file that replay then refused as corrupt.
+        let bytes = b"\x85\xa6symbol\xa1A\xa3seq\x01\xa5epoch\x01\xa2ts\x01\
+            \xa6expiry\xaa2026-12-38";
+        assert!(matches!(decode_wire(bytes), Err(CodecError::Expiry(_))));
+        let option = |underlying: &str, expiry: &str| Tick {
+            symbol: "AAPL261218C00150000".into(),
+            kind: crate::Kind::Option,
+            underlying: Some(underlying.into()),
+            expiry: Some(expiry.into()),
+            ..Tick::default()
+        };
+        decode_wire(&encode_wire(&option("AAPL", "2026-12-18"))).unwrap();
+        for (underlying, expiry) in [
+            ("AAPL", "18/12/2026"),
+            ("md.>", "2026-12-18"),
+            ("", "2026-12-18"),
+        ] {
+            assert!(
+                decode_wire(&encode_wire(&option(underlying, expiry))).is_err(),
+                "{underlying} {expiry}"
+            );
+        }
     }
 
     proptest! {

@@ -52,6 +52,28 @@ pub fn parse_key(key: &str) -> Option<RefKey<'_>> {
     key.strip_prefix(CHAIN_PREFIX).map(RefKey::Chain)
 }
 
+/// A decoded `md_ref` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefValue {
+    Instrument(Instrument),
+    Chain(Chain),
+}
+
+/// Decodes the value stored under `key` (untrusted bytes: whatever the bucket holds).
+/// `Ok(None)` for keys this version does not know.
+pub fn decode_value(
+    key: &str,
+    value: &[u8],
+) -> Result<Option<RefValue>, crate::nesting::NestingError> {
+    Ok(match parse_key(key) {
+        Some(RefKey::Instrument(_)) => {
+            Some(RefValue::Instrument(crate::nesting::from_json(value)?))
+        }
+        Some(RefKey::Chain(_)) => Some(RefValue::Chain(crate::nesting::from_json(value)?)),
+        None => None,
+    })
+}
+
 /// One instrument. Price-grid fields are absent when the writer does not know them (an
 /// instrument first seen in a replayed file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +261,20 @@ mod tests {
         }
         assert_eq!(occ_root("BRK-B"), "BRKB");
         assert_eq!(occ_root("GOOGLEX1"), "GOOGLE");
+    }
+
+    #[test]
+    fn values_decode_by_their_key() {
+        let chain_json = serde_json::to_vec(&chain()).unwrap();
+        assert_eq!(
+            decode_value("chain.AAPL", &chain_json).unwrap(),
+            Some(RefValue::Chain(chain()))
+        );
+        let v = decode_value("instr.AAPL", br#"{"symbol":"AAPL","kind":"etf"}"#).unwrap();
+        assert!(matches!(v, Some(RefValue::Instrument(i)) if i.kind == Kind::Etf));
+        assert_eq!(decode_value("other.AAPL", b"not json").unwrap(), None);
+        assert!(decode_value("instr.AAPL", &chain_json).is_err());
+        assert!(decode_value("chain.AAPL", b"{").is_err());
     }
 
     #[test]

@@ -20,16 +20,35 @@ use crate::server::Edge;
 /// The revocation subject.
 pub const REVOKE_SUBJECT: &str = "ctl.revoke";
 
-#[derive(Debug, Deserialize)]
-struct Revoke {
+/// One revocation: a user, a token id or both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Revocation {
     #[serde(default)]
-    sub: Option<String>,
+    pub sub: Option<String>,
     #[serde(default)]
-    jti: Option<String>,
+    pub jti: Option<String>,
     /// When the revocation was made (seconds): a user's tokens issued at or before it are
     /// refused. Default: when the edge receives it.
     #[serde(default)]
-    at: Option<u64>,
+    pub at: Option<u64>,
+}
+
+/// Why a `ctl.revoke` message was ignored.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    #[error("not a revocation object: {0}")]
+    Malformed(#[from] tickmesh_core::nesting::NestingError),
+    #[error("a revocation names a `sub`, a `jti` or both")]
+    Empty,
+}
+
+/// Parses a `ctl.revoke` payload (untrusted bytes from NATS).
+pub fn parse_revocation(payload: &[u8]) -> Result<Revocation, RevocationError> {
+    let r: Revocation = tickmesh_core::nesting::from_json(payload)?;
+    if r.sub.is_none() && r.jti.is_none() {
+        return Err(RevocationError::Empty);
+    }
+    Ok(r)
 }
 
 /// Subscribes to revocations and starts the key reloader; both stop with the edge.
@@ -57,14 +76,16 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
                 _ = e.shutdown.cancelled() => return,
                 msg = sub.next() => match msg { Some(m) => m, None => return },
             };
-            match tickmesh_core::nesting::from_json::<Revoke>(&msg.payload) {
-                Ok(r) if r.sub.is_some() || r.jti.is_some() => {
+            match parse_revocation(&msg.payload) {
+                Ok(r) => {
                     e.verifier.revoke(r.sub.as_deref(), r.jti.as_deref(), r.at);
                     e.revocations.send_modify(|n| *n += 1);
                     metrics::counter!("tickmesh_edge_revocations_total").increment(1);
                     tracing::info!(sub = ?r.sub, jti = ?r.jti, "revocation");
                 }
-                _ => tracing::warn!("ignored a malformed revocation on {REVOKE_SUBJECT}"),
+                Err(error) => {
+                    tracing::warn!(%error, "ignored a malformed revocation on {REVOKE_SUBJECT}")
+                }
             }
         }
     });
@@ -90,4 +111,29 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_names_a_user_or_a_token() {
+        let r = parse_revocation(br#"{"sub":"alice"}"#).unwrap();
+        assert_eq!(r.sub.as_deref(), Some("alice"));
+        let r = parse_revocation(br#"{"jti":"t-42","reason":"leaked"}"#).unwrap();
+        assert_eq!((r.sub, r.jti.as_deref()), (None, Some("t-42")));
+        for empty in [&b"{}"[..], br#"{"sub":null}"#] {
+            assert!(matches!(
+                parse_revocation(empty),
+                Err(RevocationError::Empty)
+            ));
+        }
+        for bad in [&b"[1]"[..], b"", br#"{"sub":7}"#] {
+            assert!(matches!(
+                parse_revocation(bad),
+                Err(RevocationError::Malformed(_))
+            ));
+        }
+    }
 }

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
+use tickmesh_core::Symbol;
 use tickmesh_core::protocol::ErrorCode;
 use tickmesh_core::refdata::{
-    self, Chain, ChainExpiry, ChainRef, ChainRefError, Instrument, RefKey,
+    self, Chain, ChainExpiry, ChainRef, ChainRefError, Instrument, RefKey, RefValue,
 };
-use tickmesh_core::{Symbol, nesting};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -65,18 +65,20 @@ impl Cache {
             Some(RefKey::Chain(underlying)) if !put => {
                 self.chains.remove(underlying);
             }
-            Some(RefKey::Instrument(symbol)) => match nesting::from_json(&entry.value) {
-                Ok(i) => {
-                    self.instruments.insert(symbol.to_string(), i);
+            Some(RefKey::Instrument(symbol) | RefKey::Chain(symbol)) => {
+                match refdata::decode_value(&entry.key, &entry.value) {
+                    Ok(Some(RefValue::Instrument(i))) => {
+                        self.instruments.insert(symbol.to_string(), i);
+                    }
+                    Ok(Some(RefValue::Chain(c))) => {
+                        self.chains.insert(symbol.to_string(), c);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %entry.key, error = %e, "unreadable md_ref entry")
+                    }
                 }
-                Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable md_ref entry"),
-            },
-            Some(RefKey::Chain(underlying)) => match nesting::from_json(&entry.value) {
-                Ok(c) => {
-                    self.chains.insert(underlying.to_string(), c);
-                }
-                Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable md_ref entry"),
-            },
+            }
             None => {}
         }
     }

@@ -430,15 +430,15 @@ fn routes(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "revocations not subscribed yet",
             )
-        } else if !ready_edge.refdata.is_loaded() {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "reference data not loaded yet",
-            )
         } else if !revocations::is_replayed(&ready_edge) {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "revocations not replayed yet",
+            )
+        } else if !ready_edge.refdata.is_loaded() {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reference data not loaded yet",
             )
         } else {
             (StatusCode::OK, "ready")

@@ -692,13 +692,17 @@ async fn region_stream_leader(
 async fn a_three_node_region_keeps_its_mirror_through_a_leaf_loss() {
     let mut mesh = Mesh::start(&[A], 3).await.unwrap();
     let ingest = start_ingest(mesh.ingest_config(RATE));
-    // The edge creates the mirror itself, with three replicas. The mesh's edge user may
-    // not create a stream: this edge logs in as the operator.
-    let mut config = mesh.edge_config(A);
-    config.nats.auth = mesh.pki.auth("admin");
-    config.nats.kv_mirror_create = true;
-    config.nats.kv_mirror_replicas = 3;
-    let (edge, addr) = start_edge(config).await.unwrap();
+    // The operator creates the mirror with three replicas (an edge may not create a
+    // stream); the edge reads it.
+    let operator = mesh.region_client(A).await.unwrap();
+    let deadline = Instant::now() + 20 * SECOND;
+    while let Err(e) =
+        tickmesh_edge::nats::ensure_mirror(&operator, A, BUCKET, Some(HUB_DOMAIN), 3).await
+    {
+        assert!(Instant::now() < deadline, "no mirror: {e:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (edge, addr) = start_edge(mesh.edge_config(A)).await.unwrap();
     let deadline = Instant::now() + 30 * SECOND;
     while gauge(addr, "tickmesh_edge_kv_mirror_fresh").await != Some(1.0) {
         assert!(

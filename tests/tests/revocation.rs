@@ -79,9 +79,22 @@ async fn wait_readyz(addr: SocketAddr, status: u16, within: Duration) -> String 
     }
 }
 
+/// An empty `md_ref` on the hub, as ingest would make it: an edge serves (and is ready)
+/// only once it has read the reference data.
+async fn create_refdata(mesh: &Mesh) {
+    let js = async_nats::jetstream::with_domain(mesh.hub_client().await.unwrap(), HUB_DOMAIN);
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: tickmesh_core::refdata::BUCKET.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_regions_honour_a_revocation_and_edges_started_later_refuse_the_token() {
     let mesh = Mesh::start(&[A, B], 2).await.unwrap();
+    create_refdata(&mesh).await;
     let (_ea, addr_a) = start_edge(edge_config(&mesh, A)).await.unwrap();
     let (_eb, addr_b) = start_edge(edge_config(&mesh, B)).await.unwrap();
     let old = token("alice", now() - 60);
@@ -104,15 +117,16 @@ async fn both_regions_honour_a_revocation_and_edges_started_later_refuse_the_tok
     );
     bob_a.ping(1).await.unwrap();
 
-    // The operator mirrors the bucket into each region; then region A is cut off from
-    // the hub, and new edges start in both regions: they replay the region's copy.
+    // The operator mirrors the bucket into each region; new edges start in both regions
+    // and replay the region's copy; then region A is cut off from the hub. (An edge cannot
+    // start while its region is cut off: it needs the hub's reference data.)
     for region in [A, B] {
         mesh.create_revocation_mirror(region).await.unwrap();
         mesh.wait_mirrored(region, &what).await.unwrap();
     }
-    mesh.region(A).link.black_hole();
     let (_ea2, addr_a2) = start_edge(edge_config(&mesh, A)).await.unwrap();
     let (_eb2, addr_b2) = start_edge(edge_config(&mesh, B)).await.unwrap();
+    mesh.region(A).link.black_hole();
     // After the revocation by the token's own iat, not by when an edge heard of it: a
     // token issued after `at` works, on edges that learnt of the revocation later still.
     let fresh = token("alice", at + 5);
@@ -151,6 +165,7 @@ async fn both_regions_honour_a_revocation_and_edges_started_later_refuse_the_tok
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_cut_off_while_a_revocation_is_written_closes_the_sessions_when_it_heals() {
     let mesh = Mesh::start(&[A], 2).await.unwrap();
+    create_refdata(&mesh).await;
     // The deployment's state: the bucket on the hub (something revoked earlier) and its
     // mirror in the region.
     mesh.revoke(&Revoked::Jti("an-earlier-one".into()), now())
@@ -210,6 +225,7 @@ async fn an_edge_cut_off_while_a_revocation_is_written_closes_the_sessions_when_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_that_cannot_replay_the_revocations_is_not_ready() {
     let mesh = Mesh::start(&[A], 2).await.unwrap();
+    create_refdata(&mesh).await;
     // No mirror in the region, and the hub out of reach: the edge cannot know what is
     // revoked.
     mesh.region(A).link.black_hole();

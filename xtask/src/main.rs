@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod bench;
+mod fuzz;
 mod pki;
 mod revoke;
 mod token;
 mod tools;
 
-const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...] | token [--help] | revoke [--help] | bench [--quick] [--scenario NAME]>";
+const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...] | token [--help] | revoke [--help] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         Some("token") => token::token(&root(), &args[1..]),
         Some("revoke") => revoke::revoke(&root(), &args[1..]),
+        Some("fuzz") => fuzz::fuzz(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -54,6 +56,9 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: &str = "4";
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let root = root();
@@ -104,6 +109,12 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .current_dir(&root);
         steps.push(("browser", browser));
     }
+    // A short run of every fuzz target: it proves they build and run, and replays the
+    // seeds and the corpus a longer local run left in target/fuzz.
+    let mut fuzz = Command::new(std::env::current_exe().context("locating xtask")?);
+    fuzz.args(["fuzz", "--seconds", FUZZ_SMOKE_SECONDS])
+        .current_dir(&root);
+    steps.push(("fuzz smoke", fuzz));
     if root.join("terraform/tests/run.sh").is_file() {
         let mut tf = Command::new("bash");
         tf.arg("terraform/tests/run.sh").current_dir(&root);

@@ -49,3 +49,34 @@ pub fn has_nextest() -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Ensures a C++ compiler for libFuzzer's runtime (`cargo xtask fuzz`): `c++`, else Debian's
+/// `g++` installed with apt-get (as CI runs: root on a fresh Debian machine).
+pub fn ensure_cxx() -> anyhow::Result<()> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let works = |c: &str| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(&cxx) {
+        return Ok(());
+    }
+    eprintln!("xtask: no C++ compiler ({cxx}); installing g++ with apt-get");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(apt(&["update", "-q"]) && apt(&["install", "-y", "-q", "--no-install-recommends", "g++"]))
+    {
+        bail!("apt-get install g++ failed; the fuzz targets need a C++ compiler (set CXX)");
+    }
+    if !works(&cxx) {
+        bail!("g++ is installed but {cxx} does not run");
+    }
+    Ok(())
+}
