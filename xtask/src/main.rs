@@ -111,8 +111,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     }
     // A short run of every fuzz target: it proves they build and run, and replays the
     // seeds and the corpus a longer local run left in target/fuzz.
-    let mut fuzz = Command::new(std::env::current_exe().context("locating xtask")?);
-    fuzz.args(["fuzz", "--seconds", FUZZ_SMOKE_SECONDS])
+    // Through cargo: the workspace build above may have replaced this very binary.
+    let mut fuzz = Command::new(env!("CARGO"));
+    fuzz.args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(["fuzz", "--seconds", FUZZ_SMOKE_SECONDS])
         .current_dir(&root);
     steps.push(("fuzz smoke", fuzz));
     if root.join("terraform/tests/run.sh").is_file() {
