@@ -262,6 +262,8 @@ export class TickMeshClient {
     this._pending = new Map();
     /** Made while not connected, sent after the next `welcome`. @type {Pending[]} */
     this._outbox = [];
+    /** Set while a subscribe answered `unavailable` waits to be asked again. @type {any} */
+    this._unavailableTimer = null;
     this._nextId = 1;
 
     /** @type {WebSocket | null} */
@@ -592,6 +594,15 @@ export class TickMeshClient {
   _onError(msg) {
     const id = msg.id;
     const p = id != null ? this._pending.get(id) : undefined;
+    // The edge cannot serve yet (its reference data is loading, its upstream is down):
+    // everything held is asked for again once `retry_ms` has passed, jittered.
+    if (msg.code === 'unavailable' && p?.msg.op === 'subscribe' && this._unavailableTimer === null) {
+      const wait = Math.max(100, Number(msg.retry_ms) || 1000) * (1 + this._random() * 0.25);
+      this._unavailableTimer = this._setTimeout(() => {
+        this._unavailableTimer = null;
+        if (this._ready) this._resubscribe();
+      }, wait);
+    }
     // Only a refusal of a subscribe (or an event outside any request) ends a subscription:
     // `chains AAPL` answered with `unknown_symbol AAPL` says nothing about the AAPL quote.
     if (msg.symbol && REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) {

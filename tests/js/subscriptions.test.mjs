@@ -176,3 +176,19 @@ test('unsubscribing forgets the seq, so subscribing again shows the snapshot', (
     'only the other expiry keeps its seq',
   );
 });
+
+test('a subscribe answered `unavailable` is asked again after its retry_ms', async () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  h.client.subscribe({ symbols: ['AAPL', 'NVDA'], interval_ms: 250 }).catch(() => {});
+  const first = h.ws.lastOp('subscribe');
+  h.ws.deliver({ type: 'error', id: first.id, code: 'unavailable', message: 'reference data is not loaded yet', retry_ms: 2000 });
+  await h.clock.advance(1000);
+  assert.equal(h.ws.messages().filter((m) => m.op === 'subscribe').length, 1, 'not before retry_ms');
+  await h.clock.advance(2000);
+  const again = h.ws.lastOp('subscribe');
+  assert.notEqual(again.id, first.id);
+  assert.deepEqual(again.symbols, ['AAPL', 'NVDA']);
+  assert.equal(again.interval_ms, 250);
+});
