@@ -128,6 +128,7 @@ pub fn tickfile(data: &[u8]) {
     let _ = tickfile::read_file(
         &path,
         format,
+        tickfile::DEFAULT_MAX_RECORD,
         |tick| {
             codec::check(&tick).expect("a tick read from a file holds the wire invariants");
             ControlFlow::Continue(())
@@ -144,23 +145,20 @@ pub fn replay(data: &[u8]) {
         return;
     };
     let path = scratch_file(format, gzip, content);
-    // Every pass reads the same file: the same ticks, in the same order.
-    let mut per_pass = 0usize;
-    let _ = tickfile::read_file(
-        &path,
-        format,
-        |_| {
-            per_pass += 1;
-            ControlFlow::Continue(())
-        },
-        |_| {},
-    );
-    let config = ReplayConfig {
+    // Every pass yields the same ticks, in the same order: count one pass's.
+    let mut config = ReplayConfig {
         files: vec![path.clone()],
         speed: 0.0,
-        repeat: true,
+        repeat: false,
         format,
+        ..ReplayConfig::default()
     };
+    let mut once = replay::spawn(&config, Arc::new(ReplayStats::default()));
+    let mut per_pass = 0usize;
+    while let Some(batch) = once.blocking_recv() {
+        per_pass += batch.len();
+    }
+    config.repeat = true;
     let mut rx = replay::spawn(&config, Arc::new(ReplayStats::default()));
     // Two passes and a tick of the third; with no ticks the reader stops by itself.
     let mut times = Vec::new();
@@ -202,6 +200,7 @@ pub fn record(data: &[u8]) {
         tickfile::read_file(
             &path,
             format,
+            tickfile::DEFAULT_MAX_RECORD,
             |t| {
                 read.push(t);
                 ControlFlow::Continue(())

@@ -109,17 +109,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .current_dir(&root);
         steps.push(("browser", browser));
     }
-    // A short run of every fuzz target, when asked for (TICKMESH_FUZZ_SMOKE=1): it proves
-    // they build and run, and replays the seeds and the corpus a longer local run left in
-    // target/fuzz. Off by default until the fuzz crate follows the decoders' current API.
-    // Through cargo: the workspace build above may have replaced this very binary.
-    if std::env::var_os("TICKMESH_FUZZ_SMOKE").is_some() {
-        let mut fuzz = Command::new(env!("CARGO"));
-        fuzz.args(["run", "--quiet", "--package", "xtask", "--"])
-            .args(["fuzz", "--seconds", FUZZ_SMOKE_SECONDS])
-            .current_dir(&root);
-        steps.push(("fuzz smoke", fuzz));
-    }
+    // A short run of every fuzz target: it proves they build against the decoders' current
+    // API and run, and replays the seeds and the corpus a longer local run left in
+    // target/fuzz. Through cargo: the workspace build above may have replaced this binary.
+    let mut fuzz = Command::new(env!("CARGO"));
+    fuzz.args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(["fuzz", "--seconds", FUZZ_SMOKE_SECONDS])
+        .current_dir(&root);
+    steps.push(("fuzz smoke", fuzz));
     if root.join("terraform/tests/run.sh").is_file() {
         let mut tf = Command::new("bash");
         tf.arg("terraform/tests/run.sh").current_dir(&root);
