@@ -11,6 +11,9 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tickmesh_service::nats::{NatsAuth, NatsTls};
 
+/// The least `nats.subscription_capacity` accepted.
+pub const MIN_SUBSCRIPTION_CAPACITY: usize = 64;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
@@ -82,7 +85,10 @@ pub struct NatsConfig {
     /// connection and the symbol's pump, messages. When full, async-nats drops the newest
     /// ticks of that symbol and reports a slow consumer (counted in
     /// `tickmesh_edge_nats_events_total{event="slow_consumer"}`); sessions then get the
-    /// next tick that arrives, which carries the whole current state. Default 1024.
+    /// next tick that arrives, which carries the whole current state. The same bound holds
+    /// for every subscription of the connection, the `md_ref` and revocation watches too:
+    /// their ordered consumers recover from a drop by starting again after the last entry
+    /// they got, so a small bound slows them down. Default 1024, at least 64.
     pub subscription_capacity: usize,
     /// After the NATS connection has been down this long, sessions get `status` with
     /// `stale: true` for each subscribed symbol (and `stale: false` when it is back), ms.
@@ -648,9 +654,14 @@ impl EdgeConfig {
         let l = &self.limits;
         let at_least_one = || "must be at least 1".to_string();
         check(
-            self.nats.subscription_capacity > 0,
+            self.nats.subscription_capacity >= MIN_SUBSCRIPTION_CAPACITY,
             "nats.subscription_capacity",
-            at_least_one,
+            || {
+                format!(
+                    "must be at least {MIN_SUBSCRIPTION_CAPACITY} (the md_ref and revocation watches share it), got {}",
+                    self.nats.subscription_capacity
+                )
+            },
         )?;
         check(
             self.snapshot.max_kv_reads > 0,

@@ -38,6 +38,19 @@ impl Expiry<Symbol, Value> for Ttl {
     }
 }
 
+/// Runs `read` once a permit of `reads` is free, waiting at most `timeout` for one.
+async fn bounded<T>(
+    reads: &Semaphore,
+    timeout: Duration,
+    read: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let _permit = tokio::time::timeout(timeout, reads.acquire())
+        .await
+        .map_err(|_| anyhow::anyhow!("no KV read could start in time: too many in flight"))?
+        .map_err(|_| anyhow::anyhow!("KV reads are closed"))?;
+    read.await
+}
+
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     nats: NatsLink,
@@ -68,16 +81,7 @@ impl Snapshots {
     /// first live tick then follows).
     pub async fn kv(&self, symbol: &Symbol) -> (Option<Arc<SharedTick>>, &'static str) {
         let nats = &self.nats;
-        let read = async {
-            // Within the read's timeout from the start of the wait for a permit.
-            let permit = tokio::time::timeout(self.timeout, self.reads.acquire())
-                .await
-                .map_err(|_| anyhow::anyhow!("no KV read could start in time: too many in flight"))?
-                .map_err(|_| anyhow::anyhow!("KV reads are closed"))?;
-            let value = nats.kv_latest(symbol).await;
-            drop(permit);
-            value
-        };
+        let read = bounded(&self.reads, self.timeout, nats.kv_latest(symbol));
         let entry = self
             .cache
             .entry_by_ref(symbol)
@@ -114,5 +118,44 @@ impl Snapshots {
             metrics::counter!("tickmesh_edge_snapshot_reads_total", "source" => rest_source)
                 .increment(rest as u64);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// With `max_kv_reads` = 2 and reads that never finish, two start; the others wait
+    /// their turn for the read timeout and then give up (the first live tick becomes their
+    /// snapshot) without ever reaching KV.
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_kv_reads_are_in_flight() {
+        let reads = Arc::new(Semaphore::new(2));
+        let started = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let (reads, started) = (reads.clone(), started.clone());
+                tokio::spawn(async move {
+                    let never = async {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<anyhow::Result<()>>().await
+                    };
+                    bounded(&reads, Duration::from_millis(500), never).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 2, "reads in flight");
+        let mut gave_up = 0;
+        for t in tasks {
+            if t.is_finished() {
+                let e = t.await.unwrap().unwrap_err();
+                assert!(e.to_string().contains("too many in flight"), "{e}");
+                gave_up += 1;
+            }
+        }
+        assert_eq!(gave_up, 3, "reads that waited past the timeout");
     }
 }

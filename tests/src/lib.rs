@@ -565,3 +565,45 @@ pub fn tick_events(msgs: &[(Instant, Value)]) -> Vec<(Instant, String, u64, bool
     }
     out
 }
+
+/// A WebSocket to `addr`'s `/v1/stream` over a socket with a 4 KiB receive buffer, so that
+/// a client that stops reading pushes back on the edge within a second instead of
+/// filling megabytes of kernel buffer first.
+pub async fn small_buffer_client(
+    addr: SocketAddr,
+    format: Format,
+    token: Option<&str>,
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let stream = socket.connect(addr).await?;
+    let req = stream_request(&format!("ws://{addr}/v1/stream"), format, token)?;
+    let (ws, _) = tokio_tungstenite::client_async(req, stream).await?;
+    Ok(ws)
+}
+
+/// Reads a JSON session to its end, within `within`: its last text message and its close
+/// code (1005 for a close frame without one; None when it ended without a close frame).
+pub async fn last_words(
+    ws: &mut WebSocketStream<TcpStream>,
+    within: Duration,
+) -> anyhow::Result<(Option<Value>, Option<u16>)> {
+    let (mut last, mut code) = (None, None);
+    let reading = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Text(t)) => last = Some(t),
+                Ok(Message::Close(frame)) => {
+                    code = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    };
+    tokio::time::timeout(within, reading)
+        .await
+        .context("the connection did not end")?;
+    let last = last.map(|t| serde_json::from_str(t.as_str())).transpose()?;
+    Ok((last, code))
+}

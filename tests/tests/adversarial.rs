@@ -60,17 +60,10 @@ struct Demo {
 }
 
 impl Demo {
+    /// The mesh, then the edge, then ingest: the edge's first seconds, before any reference
+    /// data exists, are the first case ([`nothing_is_carried_on_a_clients_word`]).
     async fn start() -> Demo {
         let mesh = Mesh::start(&[A], 2).await.unwrap();
-        // The demo's ingest (its universe, options and session), on the test mesh.
-        let mut ic =
-            tickmesh_ingest::IngestConfig::load(Some(&root().join("config/ingest.toml"))).unwrap();
-        let kit = mesh.ingest_config(RATE);
-        ic.nats = kit.nats;
-        ic.kv.replicas = kit.kv.replicas;
-        ic.metrics_listen = None;
-        ic.sim.ticks_per_sec = RATE;
-        let ingest = start_ingest(ic);
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("hs256.secret");
         std::fs::write(&secret, SECRET).unwrap();
@@ -80,9 +73,20 @@ impl Demo {
             "TICKMESH_EDGE_AUTH__HS256_SECRET_FILE",
             secret.display().to_string(),
         )];
-        let edge = EdgeProcess::start_from(&bin, Some(&file), &mesh.edge_config(A), &env)
+        let mut edge = EdgeProcess::launch(&bin, Some(&file), &mesh.edge_config(A), &env)
             .await
             .unwrap();
+        nothing_is_carried_on_a_clients_word(edge.addr).await;
+        // The demo's ingest (its universe, options and session), on the test mesh.
+        let mut ic =
+            tickmesh_ingest::IngestConfig::load(Some(&root().join("config/ingest.toml"))).unwrap();
+        let kit = mesh.ingest_config(RATE);
+        ic.nats = kit.nats;
+        ic.kv.replicas = kit.kv.replicas;
+        ic.metrics_listen = None;
+        ic.sim.ticks_per_sec = RATE;
+        let ingest = start_ingest(ic);
+        edge.ready_within(60 * SECOND).await.unwrap();
         Demo {
             _mesh: mesh,
             _ingest: ingest,
@@ -226,6 +230,52 @@ fn refused(replies: &[Value]) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Before the edge has its reference data (no ingest has written `md_ref` yet), it is not
+/// ready, and it carries nothing on a client's word: a well-formed name, listed or not,
+/// and a chain get `unavailable` with `retry_ms`, and the session holds no subscription.
+async fn nothing_is_carried_on_a_clients_word(addr: SocketAddr) {
+    let deadline = Instant::now() + 20 * SECOND;
+    loop {
+        let (status, body) = http_get(addr, "/readyz")
+            .await
+            .unwrap_or((0, String::new()));
+        assert_ne!(status, 200, "ready before any reference data exists");
+        if body.contains("reference data") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz said {status} {body:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = token("early", &["*"], "realtime");
+    let mut c = Client::connect_with(addr, Format::Json, Some(&t))
+        .await
+        .unwrap();
+    let unavailable = |v: &Value, id: u64| {
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str(), v["id"].as_u64()),
+            (Some("error"), Some("unavailable"), Some(id)),
+            "{v}"
+        );
+        assert!(v["retry_ms"].as_u64().is_some_and(|ms| ms > 0), "{v}");
+    };
+    let names: Vec<String> = (0..50).map(|i| format!("ZZ{i}")).collect();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL"],"chains":["AAPL"]}))
+        .await
+        .unwrap();
+    unavailable(&c.next_non_hb(5 * SECOND).await.unwrap(), 1);
+    c.send(json!({"op":"subscribe","id":2,"symbols":names}))
+        .await
+        .unwrap();
+    unavailable(&c.next_non_hb(5 * SECOND).await.unwrap(), 2);
+    c.send(json!({"op":"chains","id":3,"underlying":"SPY"}))
+        .await
+        .unwrap();
+    unavailable(&c.next_non_hb(5 * SECOND).await.unwrap(), 3);
+    c.send(json!({"op":"list","id":4})).await.unwrap();
+    let v = c.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    assert_eq!(v["subscriptions"], json!([]), "{v}");
 }
 
 /// Tokens that must not open a session, each refused before the upgrade with its reason.
@@ -523,6 +573,83 @@ async fn deep_nesting_and_bad_frames_cost_only_their_sender(demo: &Demo) {
     assert_eq!(code, Some(1007), "a text frame that is not UTF-8");
 }
 
+/// The sum of a metric's series in the edge's `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await.unwrap();
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A client that subscribes to every option of the demo's chains, every tick, over a
+/// socket with a 4 KiB receive buffer, and then reads nothing while it asks for the list
+/// of its subscriptions (about 40 KB each time) at its rate limit. The edge cuts it; when
+/// it reads again, it finds why at the end of what was sent: the `slow_consumer` notice,
+/// then the 4008 close.
+async fn a_client_that_stops_reading_finds_why_at_the_end(demo: &Demo) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let addr = demo.edge.addr;
+    let closed = r#"tickmesh_edge_slow_consumer_total{action="closed"}"#;
+    let closed_before = metric(addr, closed).await;
+    let t = token("sloth", &["*"], "realtime");
+    let mut ws = small_buffer_client(addr, Format::Json, Some(&t))
+        .await
+        .unwrap();
+    let underlyings = ["AAPL", "SPY", "NVDA", "TSLA"];
+    // Every listed expiry of each, as chain references (UNDERLYING:YYYY-MM-DD).
+    let mut chains = Vec::new();
+    let mut asker = demo.client(Some(&t)).await;
+    for (id, u) in underlyings.iter().enumerate() {
+        let replies = exchange(
+            &mut asker,
+            json!({"op":"chains","id":id,"underlying":u}),
+            "chains",
+        )
+        .await;
+        for e in replies.last().unwrap()["expiries"].as_array().unwrap() {
+            chains.push(format!("{u}:{}", e["expiry"].as_str().unwrap()));
+        }
+    }
+    drop(asker);
+    let subscribe = json!({"op":"subscribe","id":0,"symbols":underlyings,"chains":chains,"mode":"full","interval_ms":0});
+    ws.send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    // 100 requests a second (the tier's rate) for at most 30 s, until the edge has cut
+    // the session.
+    let started = Instant::now();
+    let mut id = 1;
+    while metric(addr, closed).await <= closed_before {
+        assert!(
+            started.elapsed() < 30 * SECOND,
+            "a client that read nothing for 30 s was not cut"
+        );
+        for _ in 0..10 {
+            // A send that cannot finish means the edge stopped reading this client too.
+            let list = json!({"op":"list","id":id}).to_string();
+            let send = ws.send(Message::Text(list.into()));
+            let _ = tokio::time::timeout(Duration::from_millis(100), send).await;
+            id += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reads again (well within the edge's close_linger_ms, 5 s in the demo), to the end.
+    tokio::time::sleep(SECOND).await;
+    let (last, close_code) = last_words(&mut ws, 15 * SECOND)
+        .await
+        .expect("the connection did not end after the edge cut it");
+    let last = last.expect("no text at all");
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("slow_consumer")),
+        "the last message before the close: {last}"
+    );
+    assert_eq!(close_code, Some(4008), "the close, after {last}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_cost_only_themselves() {
     let demo = Demo::start().await;
@@ -541,6 +668,7 @@ async fn hostile_clients_cost_only_themselves() {
     deep_nesting_and_bad_frames_cost_only_their_sender(demo).await;
     replies_are_bounded_by_the_request(demo).await;
     a_connection_flood_costs_only_its_address(demo).await;
+    a_client_that_stops_reading_finds_why_at_the_end(demo).await;
     let elapsed = started.elapsed();
     stop.send(true).unwrap();
     let w = task.await.unwrap();

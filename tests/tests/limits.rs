@@ -467,3 +467,101 @@ async fn new_symbols_come_onto_the_edge_at_a_bounded_rate() {
     assert_eq!((errors.len(), ok), (0, json!(["S3"])));
     edge.stop().await.unwrap();
 }
+
+/// `nats.subscription_capacity` bounds what waits between the NATS connection and a
+/// symbol's pump: a burst past it costs that symbol its newest ticks (a NATS slow consumer,
+/// counted), never unbounded memory; the next tick carries the whole state to clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_subscription_capacity_is_dropped_and_the_next_tick_heals_it() {
+    use tickmesh_core::codec::encode_wire;
+    use tickmesh_core::subject::tick_subject;
+    use tickmesh_core::{Symbol, Tick};
+    let nats = NatsServer::start().unwrap();
+    // Ingest lists the universe in md_ref, then stops: from here on the test alone
+    // publishes AAPL.
+    let ingest = start_ingest(ingest_config(&nats.url(), 200));
+    let mut config = edge_config(&nats.url());
+    config.nats.subscription_capacity = tickmesh_edge::config::MIN_SUBSCRIPTION_CAPACITY;
+    let shards = config.shards;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"interval_ms":0}))
+        .await
+        .unwrap();
+    let snapshot = c.next_of("snapshot", 10 * SECOND).await.unwrap();
+    ingest.stop().await.unwrap();
+    let (epoch, seq0) = (
+        snapshot["epoch"].as_u64().unwrap(),
+        snapshot["seq"].as_u64().unwrap() + 1_000_000,
+    );
+    let tick = |n: u64| Tick {
+        symbol: "AAPL".into(),
+        epoch,
+        seq: seq0 + n,
+        ts: 1,
+        last: Some(n as f64),
+        bid: Some(99.0),
+        ask: Some(101.0),
+        volume: Some(n),
+        ..Tick::default()
+    };
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let subject = tick_subject(&Symbol::parse("AAPL").unwrap(), shards);
+    const BURST: u64 = 5000;
+    for n in 1..=BURST {
+        nc.publish(subject.clone(), encode_wire(&tick(n)).into())
+            .await
+            .unwrap();
+    }
+    nc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nc.publish(subject.clone(), encode_wire(&tick(BURST + 1)).into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+
+    // Every tick the client gets is in order, and the last one is the whole latest state.
+    let (mut got, mut last) = (0u64, None);
+    let deadline = Instant::now() + 10 * SECOND;
+    while last
+        .as_ref()
+        .is_none_or(|t: &Value| t["seq"] != json!(seq0 + BURST + 1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the tick after the burst never came"
+        );
+        let v = c.next_of("ticks", 10 * SECOND).await.unwrap();
+        for t in v["ticks"].as_array().unwrap() {
+            if let Some(prev) = &last {
+                assert!(t["seq"].as_u64() > prev["seq"].as_u64(), "{t} after {prev}");
+            }
+            got += 1;
+            last = Some(t.clone());
+        }
+    }
+    let last = last.unwrap();
+    let field = |k: &str| last[k].as_f64();
+    assert_eq!(
+        (field("last"), field("bid"), field("ask"), field("volume")),
+        (
+            Some((BURST + 1) as f64),
+            Some(99.0),
+            Some(101.0),
+            Some((BURST + 1) as f64)
+        ),
+        "{last}"
+    );
+    let dropped = metric(
+        addr,
+        r#"tickmesh_edge_nats_events_total{event="slow_consumer"}"#,
+    )
+    .await;
+    assert!(dropped >= 1.0, "no NATS slow consumer was counted");
+    assert!(
+        got <= BURST,
+        "the client got all {got} ticks: nothing was dropped"
+    );
+    eprintln!("the client got {got} of {} ticks", BURST + 1);
+    edge.stop().await.unwrap();
+}

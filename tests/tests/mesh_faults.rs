@@ -688,6 +688,71 @@ async fn region_stream_leader(
     None
 }
 
+/// A series of `tickmesh_edge_kv_reads_total` in an edge's `/metrics` (0 when absent).
+async fn kv_reads(addr: SocketAddr, source: &str, result: &str) -> f64 {
+    let (source, result) = (
+        format!("source=\"{source}\""),
+        format!("result=\"{result}\""),
+    );
+    let (_, text) = http_get(addr, "/metrics").await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("tickmesh_edge_kv_reads_total{"))
+        .filter(|l| l.contains(&source) && l.contains(&result))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// With the region's mirror fresh, a snapshot of a listed symbol that has no value is read
+/// from the mirror only: its miss is the answer, and no read crosses to the hub (else any
+/// client could send reads across the WAN by asking for valueless symbols).
+async fn a_fresh_mirrors_miss_is_final(mesh: &Mesh, addr: SocketAddr) {
+    // As ingest, the one writer of md_ref.
+    let ingest = mesh.pki.connect("ingest", &mesh.hub_urls()).await.unwrap();
+    let refdata = async_nats::jetstream::new(ingest)
+        .get_key_value("md_ref")
+        .await
+        .unwrap();
+    let valueless = ["ZZQA", "ZZQB", "ZZQC"];
+    for s in valueless {
+        let instrument = json!({"symbol": s, "kind": "equity"}).to_string();
+        refdata
+            .put(format!("instr.{s}"), instrument.into())
+            .await
+            .unwrap();
+    }
+    let hub_before = kv_reads(addr, "hub", "hit").await + kv_reads(addr, "hub", "miss").await;
+    let misses_before = kv_reads(addr, "mirror", "miss").await;
+    // Listed once the edge's md_ref watch has the entries: a subscribe then succeeds.
+    let deadline = Instant::now() + 20 * SECOND;
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    for id in 1.. {
+        c.send(json!({"op": "subscribe", "id": id, "symbols": valueless}))
+            .await
+            .unwrap();
+        let v = c.next_non_hb(5 * SECOND).await.unwrap();
+        if v["type"] == "subscribed" && v["symbols"] == json!(valueless) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + 10 * SECOND;
+    while kv_reads(addr, "mirror", "miss").await < misses_before + 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror was not asked for the valueless symbols"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A read of the hub after a miss would follow within milliseconds.
+    tokio::time::sleep(SECOND).await;
+    let hub_after = kv_reads(addr, "hub", "hit").await + kv_reads(addr, "hub", "miss").await;
+    assert_eq!(
+        hub_after, hub_before,
+        "reads crossed to the hub after a fresh mirror's miss"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_region_keeps_its_mirror_through_a_leaf_loss() {
     let mut mesh = Mesh::start(&[A], 3).await.unwrap();
@@ -715,6 +780,7 @@ async fn a_three_node_region_keeps_its_mirror_through_a_leaf_loss() {
         .await
         .expect("no node of the region leads the mirror");
     assert_eq!(replicas, 3, "the mirror has {replicas} replicas");
+    a_fresh_mirrors_miss_is_final(&mesh, addr).await;
 
     let region = mesh.region_client(A).await.unwrap();
     let js = async_nats::jetstream::ContextBuilder::new()

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tickmesh_core::Format;
 use tickmesh_tests::*;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -28,18 +28,6 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// A WebSocket over a socket with a tiny receive buffer, so that a client that stops
-/// reading pushes back on the edge within a second instead of filling megabytes of
-/// kernel buffer first.
-async fn small_buffer_client(addr: SocketAddr) -> WebSocketStream<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let req = stream_request(&format!("ws://{addr}/v1/stream"), Format::Json, None).unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-    ws
 }
 
 /// Reads until `subscribed` arrives (skipping welcome, hb and snapshots).
@@ -106,7 +94,7 @@ async fn a_stalled_every_tick_client_is_cut_off_without_hurting_a_reader() {
 
     let mut reader = Client::connect(addr, Format::Json).await.unwrap();
     reader.send(subscribe.clone()).await.unwrap();
-    let mut stalled = small_buffer_client(addr).await;
+    let mut stalled = small_buffer_client(addr, Format::Json, None).await.unwrap();
     stalled
         .send(Message::Text(subscribe.to_string().into()))
         .await
@@ -206,7 +194,7 @@ async fn a_cut_client_that_reads_again_finds_the_notice_and_4008_last() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let subscribe =
         json!({"op": "subscribe", "id": 1, "symbols": SYMBOLS, "mode": "full", "interval_ms": 0});
-    let mut stalled = small_buffer_client(addr).await;
+    let mut stalled = small_buffer_client(addr, Format::Json, None).await.unwrap();
     stalled
         .send(Message::Text(subscribe.to_string().into()))
         .await
@@ -225,24 +213,10 @@ async fn a_cut_client_that_reads_again_finds_the_notice_and_4008_last() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let mut last_text = None;
-    let mut close_code = None;
-    let reading = async {
-        while let Some(msg) = stalled.next().await {
-            match msg {
-                Ok(Message::Text(t)) => last_text = Some(t.to_string()),
-                Ok(Message::Close(frame)) => {
-                    close_code = Some(frame.map_or(1005, |f| u16::from(f.code)));
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), reading)
+    let (last, close_code) = last_words(&mut stalled, Duration::from_secs(10))
         .await
         .expect("the connection did not end after the cut");
-    let last: Value = serde_json::from_str(&last_text.expect("no text at all")).unwrap();
+    let last = last.expect("no text at all");
     let what = format!("type {} code {}", last["type"], last["code"]);
     assert_eq!(last["type"], "error", "the last message was of {what}");
     assert_eq!(

@@ -77,6 +77,19 @@ impl EdgeProcess {
         config: &EdgeConfig,
         env: &[(&str, String)],
     ) -> anyhow::Result<EdgeProcess> {
+        let mut edge = EdgeProcess::launch(bin, file, config, env).await?;
+        edge.ready_within(Duration::from_secs(20)).await?;
+        Ok(edge)
+    }
+
+    /// Like [`EdgeProcess::start_from`], but returns as soon as the edge answers HTTP
+    /// (`/healthz`), ready or not: for a test of what an edge does before it is ready.
+    pub async fn launch(
+        bin: &Path,
+        file: Option<&Path>,
+        config: &EdgeConfig,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<EdgeProcess> {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let n = &config.nats;
         let mut cmd = Command::new(bin);
@@ -124,19 +137,46 @@ impl EdgeProcess {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if http_get(addr, "/readyz").await.is_ok_and(|(s, _)| s == 200) {
+            if http_get(addr, "/healthz")
+                .await
+                .is_ok_and(|(s, _)| s == 200)
+            {
                 return Ok(edge);
             }
-            if let Some(c) = edge.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                bail!("tickmesh-edge exited at start: {status}");
-            }
+            edge.exited()?;
             if Instant::now() > deadline {
-                bail!("tickmesh-edge at {addr} not ready within 20 s");
+                bail!("tickmesh-edge at {addr} not listening within 20 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until `/readyz` says ready.
+    pub async fn ready_within(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if http_get(self.addr, "/readyz")
+                .await
+                .is_ok_and(|(s, _)| s == 200)
+            {
+                return Ok(());
+            }
+            self.exited()?;
+            if Instant::now() > deadline {
+                bail!("tickmesh-edge at {} not ready within {within:?}", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An error if the process has exited.
+    fn exited(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            bail!("tickmesh-edge exited: {status}");
+        }
+        Ok(())
     }
 
     /// SIGKILL: clients see their connections drop with no close frame.
