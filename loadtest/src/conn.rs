@@ -45,6 +45,9 @@ pub struct Workload {
     /// Leave the slow connections out (the baseline run).
     pub slow_skip: bool,
     pub full_picture_deadline: Duration,
+    /// Reading connections send their subscription again this often (a client that
+    /// re-sends its subscribe at its rate limit); None: once.
+    pub resubscribe_every: Option<Duration>,
 }
 
 /// When things happen, the same for every process of a run.
@@ -80,6 +83,8 @@ struct SymState {
 struct Conn {
     /// Indices into the universe of the symbols this connection subscribed to.
     mine: Vec<bool>,
+    /// Times the subscription was sent.
+    rounds: u32,
     state: Vec<SymState>,
     seen: usize,
     started: Instant,
@@ -163,13 +168,14 @@ pub async fn run(
             v
         },
         state: vec![SymState::default(); if mine.is_empty() { 0 } else { universe }],
+        rounds: 1,
         seen: 0,
         started: start,
         slow_consumer: false,
         updates_in_window: 0,
         full_picture_done: mine.is_empty(),
     };
-    if let Err(e) = subscribe(&mut ws, &w, &mine).await {
+    if let Err(e) = subscribe(&mut ws, &w, &mine, 0).await {
         return failed(&stats, &progress, format!("subscribe: {e:#}"));
     }
 
@@ -240,7 +246,14 @@ fn failed(stats: &RefCell<Stats>, progress: &Progress, why: String) {
     }
 }
 
-async fn subscribe(ws: &mut WsClient, w: &Workload, mine: &[usize]) -> anyhow::Result<()> {
+/// Sends the subscription to `mine`, for the `round`-th time (0: the first). NATS has no
+/// subscribe-again: a later round unsubscribes the round before's sids and subscribes anew.
+async fn subscribe(
+    ws: &mut WsClient,
+    w: &Workload,
+    mine: &[usize],
+    round: u32,
+) -> anyhow::Result<()> {
     if mine.is_empty() {
         return Ok(());
     }
@@ -249,7 +262,7 @@ async fn subscribe(ws: &mut WsClient, w: &Workload, mine: &[usize]) -> anyhow::R
             let symbols: Vec<&str> = mine.iter().map(|&s| w.symbols[s].as_str()).collect();
             let req = serde_json::json!({
                 "op": "subscribe",
-                "id": 1,
+                "id": round + 1,
                 "symbols": symbols,
                 "mode": w.mode.as_str(),
                 "interval_ms": w.interval_ms,
@@ -257,15 +270,23 @@ async fn subscribe(ws: &mut WsClient, w: &Workload, mine: &[usize]) -> anyhow::R
             ws.send_text(&req.to_string()).await
         }
         Protocol::Nats => {
-            let mut out = String::from(
-                "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"tickmesh-loadgen\"}\r\n",
-            );
-            for (sid, &s) in mine.iter().enumerate() {
+            let mut out = String::new();
+            if round == 0 {
+                out.push_str(
+                    "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"tickmesh-loadgen\"}\r\n",
+                );
+            }
+            let n = mine.len();
+            let base = round as usize * n;
+            for (k, &s) in mine.iter().enumerate() {
+                if round > 0 {
+                    out.push_str(&format!("UNSUB {}\r\n", base - n + k + 1));
+                }
                 let symbol = Symbol::parse(&w.symbols[s])?;
                 out.push_str(&format!(
                     "SUB {} {}\r\n",
                     tick_subject(&symbol, w.shards),
-                    sid + 1
+                    base + k + 1
                 ));
             }
             out.push_str("PING\r\n");
@@ -287,10 +308,22 @@ async fn read(
 ) -> Ended {
     let deadline = tokio::time::sleep_until(until);
     tokio::pin!(deadline);
+    let mine: Vec<usize> = (0..conn.mine.len()).filter(|&i| conn.mine[i]).collect();
+    let every = w.resubscribe_every.unwrap_or(Duration::from_secs(86_400));
+    let mut again = tokio::time::interval_at(Instant::now() + every, every);
+    again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let pong = tokio::select! {
             biased;
             _ = &mut deadline => return Ended::Deadline,
+            _ = again.tick(), if w.resubscribe_every.is_some() && !mine.is_empty() => {
+                if subscribe(ws, w, &mine, conn.rounds).await.is_err() {
+                    return Ended::Closed(None);
+                }
+                conn.rounds += 1;
+                stats.borrow_mut().counts.resubscribes += 1;
+                false
+            }
             ev = ws.next() => {
                 let ev = match ev {
                     Ok(ev) => ev,

@@ -125,6 +125,11 @@ struct Args {
     /// long of its start, ms.
     #[arg(long, default_value_t = 2000)]
     full_picture_ms: u64,
+    /// Each reading connection sends its subscription again this many times a second
+    /// (NATS: unsubscribes and subscribes anew); 0 = once. With the tier's rate limit, a
+    /// client that re-sends a subscribe as fast as it is allowed to.
+    #[arg(long, default_value_t = 0.0)]
+    resubscribe_per_s: f64,
     /// Source addresses 127.0.<source-net>.1 ..= .<source-addrs>.
     #[arg(long, default_value_t = 8)]
     source_addrs: u8,
@@ -187,6 +192,12 @@ fn check(args: &Args) -> anyhow::Result<()> {
     }
     if args.symbols.is_empty() {
         bail!("--symbols is empty");
+    }
+    if !(0.0..=1000.0).contains(&args.resubscribe_per_s) {
+        bail!(
+            "--resubscribe-per-s must be 0..=1000, got {}",
+            args.resubscribe_per_s
+        );
     }
     for s in &args.symbols {
         Symbol::parse(s).map_err(|e| anyhow::anyhow!("--symbols: {s:?}: {e}"))?;
@@ -287,6 +298,8 @@ fn workload(args: &Args) -> Workload {
         slow_per_conn: args.slow_per_conn.unwrap_or(args.per_conn),
         slow_skip: args.slow_skip,
         full_picture_deadline: Duration::from_millis(args.full_picture_ms),
+        resubscribe_every: (args.resubscribe_per_s > 0.0)
+            .then(|| Duration::from_secs_f64(1.0 / args.resubscribe_per_s)),
     }
 }
 

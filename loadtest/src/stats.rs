@@ -34,6 +34,8 @@ pub struct Counts {
     /// Live updates over the whole run.
     pub updates_total: u64,
     pub snapshots: u64,
+    /// Subscriptions sent again (`--resubscribe-per-s`).
+    pub resubscribes: u64,
     pub frames: u64,
     pub bytes: u64,
     /// Ticks missing between two every-tick updates of a symbol in the same epoch.
@@ -102,6 +104,7 @@ impl Counts {
         self.updates += o.updates;
         self.updates_total += o.updates_total;
         self.snapshots += o.snapshots;
+        self.resubscribes += o.resubscribes;
         self.frames += o.frames;
         self.bytes += o.bytes;
         self.seq_missing += o.seq_missing;

@@ -24,9 +24,9 @@ use crate::{Procs, root, run, tools, wait_http};
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
-scenarios: idle, throughput, latency, conflation, slow, storm, ingest (default: all)";
+scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe (default: all)";
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "idle",
     "throughput",
     "latency",
@@ -34,13 +34,21 @@ const SCENARIOS: [&str; 7] = [
     "slow",
     "storm",
     "ingest",
+    "resubscribe",
 ];
+
+/// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
+/// running one alone leaves the main block as it is.
+const OWN_SECTION: [&str; 1] = ["resubscribe"];
 
 /// The generated part of docs/benchmarks.md lies between these lines; text outside them
 /// (the analysis, other benchmarks' sections) is kept when the report is rebuilt.
 const BEGIN: &str =
     "<!-- bench:begin: written by `cargo xtask bench`; edit outside these markers -->";
 const END: &str = "<!-- bench:end -->";
+const RESUBSCRIBE_BEGIN: &str =
+    "<!-- bench:resubscribe:begin: written by `cargo xtask bench --scenario resubscribe` -->";
+const RESUBSCRIBE_END: &str = "<!-- bench:resubscribe:end -->";
 
 struct Opts {
     quick: bool,
@@ -129,6 +137,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "slow" => slow(&env),
             "storm" => storm(&env),
             "ingest" => ingest(&env),
+            "resubscribe" => resubscribe(&env),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;
@@ -140,17 +149,32 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&result)?,
         )?;
     }
-    let report = report(&env)?;
     let path = root.join("docs/benchmarks.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{BEGIN}\n{report}{}", &old[..b], &old[e..]),
-        _ if old.trim().is_empty() => format!("# Benchmarks\n\n{BEGIN}\n{report}{END}\n"),
-        _ => format!("{}\n\n{BEGIN}\n{report}{END}\n", old.trim_end()),
-    };
-    std::fs::write(&path, new)?;
+    let mut page = std::fs::read_to_string(&path).unwrap_or_default();
+    if opts.report_only || scenarios.iter().any(|n| !OWN_SECTION.contains(&n.as_str())) {
+        page = with_section(&page, BEGIN, END, &report(&env)?);
+    }
+    if let Some(v) = load(&env, "resubscribe") {
+        page = with_section(
+            &page,
+            RESUBSCRIBE_BEGIN,
+            RESUBSCRIBE_END,
+            &resubscribe_report(&v),
+        );
+    }
+    std::fs::write(&path, page)?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// `page` with the text between `begin` and `end` replaced by `body` (appended, with the
+/// markers, when they are missing).
+fn with_section(page: &str, begin: &str, end: &str, body: &str) -> String {
+    match (page.find(begin), page.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{begin}\n{body}{}", &page[..b], &page[e..]),
+        _ if page.trim().is_empty() => format!("# Benchmarks\n\n{begin}\n{body}{end}\n"),
+        _ => format!("{}\n\n{begin}\n{body}{end}\n", page.trim_end()),
+    }
 }
 
 struct Env {
@@ -345,11 +369,34 @@ fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
 }
 
 impl Mesh {
+    /// Stops ingest (SIGTERM, then SIGKILL after 10 s): no tick flows from here on.
+    fn stop_ingest(&mut self) {
+        if let Some(i) = self
+            .procs
+            .0
+            .iter()
+            .position(|(n, _)| *n == "tickmesh-ingest")
+        {
+            let (_, mut child) = self.procs.0.remove(i);
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            self.ingest_pid = 0;
+        }
+    }
+
     fn target_pids(&self) -> Vec<String> {
-        let mut v = vec![
-            format!("nats-server={}", self.nats_pid),
-            format!("ingest={}", self.ingest_pid),
-        ];
+        let mut v = vec![format!("nats-server={}", self.nats_pid)];
+        if self.ingest_pid != 0 {
+            v.push(format!("ingest={}", self.ingest_pid));
+        }
         for (k, pid) in self.edge_pids.iter().enumerate() {
             v.push(format!("edge{}={pid}", k + 1));
         }
@@ -921,6 +968,134 @@ fn storm(env: &Env) -> anyhow::Result<Value> {
     }))
 }
 
+/// Client-driven state stays bounded: 20 sessions re-send a 200-symbol subscribe (`quote`,
+/// 250 ms conflation) at their tier's rate limit (100 requests/s, a 200-entry subscribe
+/// costing 2) for two minutes, with ingest stopped so that every symbol is quiet (the case
+/// where per-subscribe state once grew until a tick came). The edge's RSS at the start and
+/// end of the window, beside nats-server's with the same clients re-sending UNSUB and SUB.
+fn resubscribe(env: &Env) -> anyhow::Result<Value> {
+    let symbols = universe(200);
+    let mut mesh = start_mesh(
+        env,
+        &MeshSpec {
+            name: "resubscribe",
+            universe: symbols.clone(),
+            ticks_per_sec: 400,
+            edges: 1,
+            edge_env: vec![],
+            batch_ms: 5,
+        },
+    )?;
+    mesh.stop_ingest();
+    let duration = env.pick("120", "20");
+    let common = |net: &str| {
+        args(&[
+            "--conns",
+            "20",
+            "--symbols",
+            &join(&symbols),
+            "--per-conn",
+            "200",
+            "--interval-ms",
+            "250",
+            "--mode",
+            "quote",
+            "--resubscribe-per-s",
+            "50",
+            "--source-net",
+            net,
+            "--settle-s",
+            "1",
+            "--warmup-s",
+            "3",
+            "--duration-s",
+            duration,
+        ])
+    };
+    let mut runs = Vec::new();
+    for (label, nats, net) in [("tickmesh", false, "71"), ("nats", true, "72")] {
+        runs.push(loadgen(
+            env,
+            &mesh,
+            "resubscribe",
+            &Load {
+                label,
+                nats,
+                args: common(net),
+            },
+        )?);
+    }
+    let edge_sessions = metric(mesh.edge_port, "tickmesh_edge_sessions ")?;
+    mesh.stop();
+    Ok(json!({
+        "scenario": "resubscribe",
+        "conns": 20,
+        "symbols": symbols.len(),
+        "resubscribe_per_s": 50,
+        "duration_s": duration,
+        "edge_sessions_after": edge_sessions,
+        "runs": runs,
+    }))
+}
+
+fn resubscribe_report(v: &Value) -> String {
+    let mut md = String::new();
+    let quick = if v["quick"] == true { " (--quick)" } else { "" };
+    let _ = writeln!(
+        md,
+        "## Memory under a resubscribe flood{quick}\n\n\
+         {} sessions each re-send a subscribe of the same {} symbols (`quote`, 250 ms \
+         conflation) {} times a second, their tier's rate limit, for {} s, with ingest stopped \
+         (every symbol quiet). nats-server WS: the same clients re-send `UNSUB` and `SUB` of \
+         each subject as often. Produced by `{}`.\n",
+        v["conns"],
+        v["symbols"],
+        v["resubscribe_per_s"],
+        v["duration_s"].as_str().unwrap_or("?"),
+        v["xtask_command"]
+            .as_str()
+            .unwrap_or("cargo xtask bench --scenario resubscribe"),
+    );
+    let _ = writeln!(
+        md,
+        "| server | requests re-sent | refused `rate_limited` | RSS before clients | RSS window start | RSS window end | RSS max | cores |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (label, who, name) in [
+        ("tickmesh", "TickMesh edge", "edge"),
+        ("nats", "nats-server WS", "nats-server"),
+    ] {
+        let r = run_of(v, label);
+        if r.is_null() {
+            continue;
+        }
+        let mib = |field: &str| format!("{:.1} MiB", kib(r, name, field) / 1024.0);
+        let _ = writeln!(
+            md,
+            "| {who} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            num(f(&r["counts"]["resubscribes"])),
+            num(f(&r["counts"]["errors_by_code"]["rate_limited"])),
+            mib("rss_before_kib"),
+            mib("rss_window_start_kib"),
+            mib("rss_end_kib"),
+            mib("rss_max_kib"),
+            cores(r, name),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nLoad generator commands: {}.\n",
+        v["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["command"].as_str())
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    md
+}
+
 /// Target rates of the ingest scenario: the publish phase, and the phase with the
 /// gap-checking subscriber.
 const INGEST_RATE: u32 = 1_000_000;
@@ -1214,7 +1389,8 @@ fn report(env: &Env) -> anyhow::Result<String> {
         "| scenario | target | TickMesh | nats-server WS | ratio | target met? |\n|---|---|---|---|---|---|"
     );
     let mut details = String::new();
-    for name in SCENARIOS {
+    for name in SCENARIOS.iter().filter(|n| !OWN_SECTION.contains(n)) {
+        let name = *name;
         let Some(v) = load(env, name) else {
             let _ = writeln!(md, "| {name} | | not run | | | |");
             continue;
