@@ -250,3 +250,87 @@ fn an_edge_refuses_to_start_when_anyone_could_get_everything() {
         }
     }
 }
+
+/// The first whole number in `text` (digits, with thousands separators dropped).
+fn first_number(text: &str) -> Option<u64> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Every bound in docs/security.md's tables whose first cell names a config key states
+/// the key's real default: the edge's (`key`, `limits.key`, `auth.key`) or ingest's
+/// (`replay.*`). A row that names no key of either is listed here by name, so that a new
+/// row is checked or consciously left out.
+#[test]
+fn the_security_docs_state_the_real_defaults() {
+    let edge = serde_json::to_value(tickmesh_edge::EdgeConfig::default()).unwrap();
+    let ingest = serde_json::to_value(tickmesh_ingest::IngestConfig::default()).unwrap();
+    // Rows whose first cell is not a config key with a number for a default.
+    const NOT_KEYS: [&str; 8] = [
+        "auth.anonymous",
+        "auth.anonymous_ent",
+        "auth.anonymous_tier",
+        "auth.allow_open_anonymous",
+        "auth.tiers",
+        "*",
+        "md_last",
+        "src_ts",
+    ];
+    let lookup = |root: &serde_json::Value, path: &str| {
+        path.split('.')
+            .try_fold(root, |v, k| v.get(k))
+            .and_then(serde_json::Value::as_u64)
+    };
+    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let mut checked = Vec::new();
+    let mut in_table_with_defaults = false;
+    for line in doc.lines() {
+        if !line.starts_with('|') {
+            in_table_with_defaults = false;
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.get(2) == Some(&"default") {
+            in_table_with_defaults = true;
+            continue;
+        }
+        if !in_table_with_defaults {
+            continue;
+        }
+        let Some(key) = cells[1].strip_prefix('`').and_then(|k| k.split('`').next()) else {
+            continue;
+        };
+        if NOT_KEYS.contains(&key) {
+            continue;
+        }
+        let real = [
+            lookup(&edge, key),
+            lookup(&edge, &format!("limits.{key}")),
+            lookup(&edge, &format!("auth.{key}")),
+            lookup(&ingest, key),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        let Some(real) = real else {
+            panic!("docs/security.md: `{key}` is no numeric config key of the edge or ingest");
+        };
+        assert_eq!(
+            first_number(cells[2]),
+            Some(real),
+            "docs/security.md says `{key}` defaults to {:?}; the code says {real}",
+            cells[2]
+        );
+        checked.push(key);
+    }
+    assert!(
+        checked.len() >= 25,
+        "only {} keys checked: {checked:?}",
+        checked.len()
+    );
+}
