@@ -335,6 +335,15 @@ async fn every_nats_user_gets_only_what_its_service_needs() {
         ingest_user.flush().await.unwrap();
         violation(&mut ingest_errors, inbox).await;
     }
+    // Nor does it touch a stream that is not its own: the revocations, or a purge.
+    for subject in [
+        "$KV.ctl_revoked.sub.mallory",
+        "$JS.API.STREAM.INFO.KV_ctl_revoked",
+        "$JS.API.STREAM.PURGE.KV_md_ref",
+    ] {
+        ingest_user.publish(subject, "{}".into()).await.unwrap();
+        violation(&mut ingest_errors, subject).await;
+    }
 
     // An operator revokes; it cannot forge a tick.
     admin
