@@ -139,6 +139,15 @@ async fn both_regions_honour_a_revocation_and_edges_started_later_refuse_the_tok
         assert_eq!(upgrade(addr, &fresh).await.0, 101, "{addr}");
         assert_eq!(upgrade(addr, &token("bob", at - 5)).await.0, 101, "{addr}");
     }
+    // Region A's edges stay ready while it is cut off: they replayed all the region holds.
+    tokio::time::sleep(3 * SECOND).await;
+    for addr in [addr_a, addr_a2] {
+        assert_eq!(
+            readyz(addr).await.0,
+            200,
+            "{addr} while its region is cut off"
+        );
+    }
     mesh.region(A).link.pass();
 
     // Edges only read the bucket; an operator writes it.
@@ -248,6 +257,14 @@ async fn an_edge_that_cannot_replay_the_revocations_is_not_ready() {
     // The hub answers again: no bucket there, nothing revoked, ready.
     mesh.region(A).link.pass();
     wait_readyz(addr, 200, 20 * SECOND).await;
+    // Its watch of the hub's bucket, which does not exist yet, is opened again every
+    // second: the first revocation written there still closes the user's session.
+    let mut erin = session(addr, &token("erin", now() - 60)).await;
+    mesh.revoke(&Revoked::Sub("erin".into()), now())
+        .await
+        .unwrap();
+    let code = erin.closed_within(5 * SECOND, |_| {}).await.unwrap();
+    assert_eq!(code, Some(4403), "erin's session after the bucket appeared");
     stop.cancel();
     let _ = tokio::time::timeout(5 * SECOND, edge).await;
 }
