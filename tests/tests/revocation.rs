@@ -268,3 +268,30 @@ async fn an_edge_that_cannot_replay_the_revocations_is_not_ready() {
     stop.cancel();
     let _ = tokio::time::timeout(5 * SECOND, edge).await;
 }
+
+/// A region whose JetStream cannot answer (one of its two leaf nodes down: no quorum) is
+/// passed over within `snapshot.kv_timeout_ms`: an edge that starts there replays the
+/// hub's bucket, and refuses the revoked token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_regions_jetstream_is_down_replays_the_hubs_bucket() {
+    let mut mesh = Mesh::start(&[A], 2).await.unwrap();
+    create_refdata(&mesh).await;
+    let what = Revoked::Sub("frank".into());
+    mesh.revoke(&what, now() - 10).await.unwrap();
+    mesh.create_revocation_mirror(A).await.unwrap();
+    mesh.wait_mirrored(A, &what).await.unwrap();
+    mesh.region_mut(A).leaves[0].kill();
+    let (_edge, addr) = start_edge(edge_config(&mesh, A)).await.unwrap();
+    assert_eq!(
+        upgrade(addr, &token("frank", now() - 60)).await,
+        (401, "token revoked".into())
+    );
+    assert_eq!(upgrade(addr, &token("grace", now() - 60)).await.0, 101);
+    let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tickmesh_edge_revocation_replays_total{source=\"hub\"}")),
+        "not replayed from the hub:\n{metrics}"
+    );
+}
