@@ -207,6 +207,12 @@ def test_edge_auth_follows_what_the_operator_sets(broken):
     rules = [r for r in plan["aws_vpc_security_group_ingress_rule"] if ".aws_vpc_security_group_ingress_rule.edge_metrics" in tfcheck.path_of(r)]
     assert rules and all(r["from_port"] == r["to_port"] for r in rules)
     assert {r["from_port"] for r in rules if "eu_west_1" in tfcheck.path_of(r)} == {9200}
+    # Only the monitoring system reaches it, and the load balancers never forward it.
+    example = (broken.root / tfcheck.EXAMPLE_ENV / tfcheck.EXAMPLE_VARS).read_text()
+    monitoring = set(re.findall(r'"([0-9./]+)"', re.search(r"monitoring_cidr_blocks\s*=\s*\[([^]]*)\]", example).group(1)))
+    assert monitoring and {r["cidr_ipv4"] for r in rules} == monitoring
+    lb_ports = {x.get("port") for kind in ("aws_lb_listener", "aws_lb_target_group") for x in plan.get(kind, [])}
+    assert lb_ports and 9200 not in lb_ports, lb_ports
 
 
 @pytest.mark.parametrize(
