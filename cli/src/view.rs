@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufWriter, IsTerminal, Stdout, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tickmesh_core::Tick;
@@ -77,12 +77,7 @@ pub fn json_line(kind: &str, tick: &Map<String, Value>) -> String {
     out
 }
 
-/// Wall clock in µs since the Unix epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+pub use tickmesh_core::tick::now_us;
 
 pub struct View {
     json: bool,

@@ -6,6 +6,14 @@ use serde::{Deserialize, Serialize};
 /// JavaScript reads integers exactly only below 2^53; `seq`, `epoch` and `ts` stay below it.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// Wall clock in µs since the Unix epoch, the unit of a tick's `ts` and `src_ts` (0 if the
+/// clock is before the epoch).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Instrument kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::server::Edge;
+use crate::state::Edge;
 
 /// The revocation subject.
 pub const REVOKE_SUBJECT: &str = "ctl.revoke";

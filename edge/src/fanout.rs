@@ -41,6 +41,16 @@ pub trait Wake {
     fn wake(&self);
 }
 
+/// Where a symbol's NATS pump delivers: the core's side of the pump. The NATS layer
+/// knows the core only through this.
+pub trait TickSink: Send + Sync + 'static {
+    /// Hands a decoded tick on; false when it was not newer than what the core has.
+    fn publish(&self, tick: Arc<SharedTick>) -> bool;
+    /// The pump of `symbol` ended (its subscription closed): start a new one if the
+    /// symbol is still carried.
+    fn restart_pump(self: Arc<Self>, symbol: &Symbol);
+}
+
 /// One decoded tick, shared by every session, with its client encodings built lazily,
 /// once per (format, mode), by whichever session needs them first.
 #[derive(Debug)]

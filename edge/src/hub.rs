@@ -4,15 +4,27 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use tickmesh_core::{Mode, Symbol};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::fanout::{Drained, Fanout, FanoutConfig, SessionId, SharedTick, Subscribed, Wake};
+use crate::fanout::{
+    Drained, Fanout, FanoutConfig, SessionId, SharedTick, Subscribed, TickSink, Wake,
+};
 use crate::nats::NatsLink;
+
+impl TickSink for Hub {
+    fn publish(&self, tick: Arc<SharedTick>) -> bool {
+        Hub::publish(self, tick)
+    }
+
+    fn restart_pump(self: Arc<Self>, symbol: &Symbol) {
+        Hub::restart_pump(&self, symbol);
+    }
+}
 
 impl Wake for Arc<Notify> {
     fn wake(&self) {
@@ -126,11 +138,17 @@ impl Hub {
             metrics::gauge!("tickmesh_edge_subscriptions").increment(1.0);
         }
         if outcome.new_interest {
-            let pump = self.nats.start_pump(Arc::downgrade(self), symbol.clone());
+            let pump = self.nats.start_pump(self.sink(), symbol.clone());
             inner.pumps.insert(symbol.clone(), pump);
             metrics::gauge!("tickmesh_edge_symbols").set(inner.pumps.len() as f64);
         }
         outcome
+    }
+
+    /// What a pump of this hub delivers to (it does not keep the hub alive).
+    fn sink(self: &Arc<Self>) -> Weak<dyn TickSink> {
+        let weak: Weak<Hub> = Arc::downgrade(self);
+        weak
     }
 
     /// Replaces the pump of `symbol`, whose subscription failed or ended, if the symbol is
@@ -138,7 +156,7 @@ impl Hub {
     pub fn restart_pump(self: &Arc<Self>, symbol: &Symbol) {
         let mut inner = self.lock();
         if inner.pumps.contains_key(symbol) {
-            let pump = self.nats.start_pump(Arc::downgrade(self), symbol.clone());
+            let pump = self.nats.start_pump(self.sink(), symbol.clone());
             inner.pumps.insert(symbol.clone(), pump);
         }
     }

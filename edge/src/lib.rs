@@ -10,10 +10,12 @@
 //!   ([`control`] also takes them from NATS `ctl.revoke`, and reloads key files).
 //! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
+//! - [`state`]: what every session shares (built by the server, read by sessions).
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
 //!
-//! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::Fanout::publish`]
+//! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::TickSink`] (the hub)
+//! → [`fanout::Fanout::publish`]
 //! marks sessions dirty and wakes them → each session drains its frames, built from tick
 //! bytes encoded once per (format, mode), and writes them.
 
@@ -33,6 +35,7 @@ pub mod revocations;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

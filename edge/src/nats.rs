@@ -23,8 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
 use crate::config::NatsConfig;
-use crate::fanout::SharedTick;
-use crate::hub::Hub;
+use crate::fanout::{SharedTick, TickSink};
 
 pub use kv::ensure_mirror;
 
@@ -181,7 +180,7 @@ impl NatsLink {
     /// Subscribes to the symbol's subject and feeds every valid tick to the hub, until
     /// aborted (which drops the subscription) or the hub is gone. On each resync it also
     /// feeds the symbol's latest KV value.
-    pub fn start_pump(&self, hub: Weak<Hub>, symbol: Symbol) -> AbortHandle {
+    pub fn start_pump(&self, hub: Weak<dyn TickSink>, symbol: Symbol) -> AbortHandle {
         let link = self.clone();
         let subject = tick_subject(&symbol, self.shards);
         let mut resyncs = Some(self.resync.subscribe());
@@ -237,7 +236,7 @@ impl NatsLink {
 
     /// Feeds the symbol's latest KV value to the hub; the core passes it on only if it is
     /// newer than the live ticks it has.
-    async fn resync(self, hub: Weak<Hub>, symbol: Symbol) {
+    async fn resync(self, hub: Weak<dyn TickSink>, symbol: Symbol) {
         let Ok(_permit) = self.resync_reads.acquire().await else {
             return;
         };
@@ -334,7 +333,7 @@ impl Events {
 
 /// After [`PUMP_RESTART_DELAY`], has the hub start a new pump for `symbol` if it still
 /// carries it (this pump is aborted, as any, when the symbol is released).
-async fn restart(hub: Weak<Hub>, symbol: Symbol) {
+async fn restart(hub: Weak<dyn TickSink>, symbol: Symbol) {
     tokio::time::sleep(PUMP_RESTART_DELAY).await;
     if let Some(hub) = hub.upgrade() {
         metrics::counter!("tickmesh_edge_pump_restarts_total").increment(1);

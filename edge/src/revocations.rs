@@ -26,7 +26,7 @@ use tickmesh_core::revocation::{BUCKET, Revoked, Value};
 use tokio::sync::watch;
 
 use crate::auth::RevokedSet;
-use crate::server::Edge;
+use crate::state::Edge;
 
 /// Pause between two attempts to open or watch the bucket.
 const RETRY: Duration = Duration::from_secs(1);

@@ -39,40 +39,12 @@ use crate::nats::NatsLink;
 use crate::refdata::RefData;
 use crate::session::Identity;
 use crate::snapshot::Snapshots;
+use crate::state::Edge;
 use crate::tls::ReloadingCert;
 use crate::{control, revocations, session, telemetry, tls};
 
 /// Listen backlog: a connection storm needs more than tokio's default 128.
 pub const LISTEN_BACKLOG: i32 = 4096;
-
-/// State shared by every session of this edge.
-#[derive(Debug)]
-pub struct Edge {
-    pub config: EdgeConfig,
-    pub hub: Arc<Hub>,
-    pub snapshots: Snapshots,
-    pub verifier: Verifier,
-    /// Instruments and option chains from KV `md_ref`.
-    pub refdata: RefData,
-    pub registry: Arc<Registry>,
-    /// Failed upgrades per address (`limits.max_auth_failures_per_ip`).
-    pub auth_throttle: AuthThrottle,
-    /// New symbols carried per second, all sessions together
-    /// (`limits.max_new_symbols_per_s`).
-    pub new_interest: Mutex<TokenBucket>,
-    /// Bumped on every revocation and key reload; sessions then check their grant.
-    pub revocations: tokio::sync::watch::Sender<u64>,
-    /// Set once the NATS server has confirmed the `ctl.revoke` subscription; the edge is
-    /// not ready before, so that no revocation published after readiness can miss it.
-    pub control_subscribed: AtomicBool,
-    /// One more than the reconnect generation whose replay of KV `ctl_revoked` is done
-    /// (0: none yet); see [`revocations::is_replayed`].
-    pub revocations_replayed: AtomicU64,
-    /// Cancelled when the edge starts draining.
-    pub shutdown: CancellationToken,
-    /// Whether sessions' data is fresh, stale, or lost with the NATS connection.
-    pub upstream: tokio::sync::watch::Receiver<crate::upstream::Upstream>,
-}
 
 /// Binds `addr` with a large backlog, `SO_REUSEADDR` and `SO_REUSEPORT` (several edge
 /// processes may share a port).

@@ -108,7 +108,7 @@ fn sample(opts: &BenchOptions) -> Vec<(async_nats::Subject, Bytes)> {
     (0..8192u64)
         .map(|n| {
             let (_, mut tick) = sim.next_tick();
-            (tick.seq, tick.epoch, tick.ts) = (n + 1, 1, publisher::now_us());
+            (tick.seq, tick.epoch, tick.ts) = (n + 1, 1, tickmesh_core::tick::now_us());
             let symbol = Symbol::parse(&tick.symbol).expect("simulated symbols are valid");
             (
                 tick_subject(&symbol, opts.shards).into(),
@@ -127,7 +127,7 @@ fn simulator(opts: &BenchOptions) -> Simulator {
         session: &config.sim.session,
         options: &config.sim.options,
         depth: config.sim.depth,
-        today: tickmesh_core::date::Date::from_unix_us(publisher::now_us()),
+        today: tickmesh_core::date::Date::from_unix_us(tickmesh_core::tick::now_us()),
     })
 }
 
@@ -153,7 +153,7 @@ fn thread_cpu_secs() -> Option<f64> {
 /// Simulate, sequence and encode for about a second: the tick path's own cost.
 fn tick_path_alone(opts: &BenchOptions) -> (u64, f64, Option<f64>) {
     let mut sim = simulator(opts);
-    let mut seq = crate::sequencer::Sequencer::new(publisher::now_us(), 0);
+    let mut seq = crate::sequencer::Sequencer::new(tickmesh_core::tick::now_us(), 0);
     let mut encoder = crate::wire::Encoder::new();
     let mut tick = Tick::default();
     let mut bytes = 0usize;

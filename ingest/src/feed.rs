@@ -13,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, SourceKind};
 use crate::lease::{Held, Lease};
-use crate::publisher::{self, Counts, Publisher, now_us};
+use crate::publisher::{self, Counts, Publisher};
 use crate::refdata::{self, Catalog, RefWriter};
 use crate::sequencer::next_epoch;
 use crate::snapshot::{self, Slots};
 use crate::sources::replay::{self, Pacer, ReplayStats, Replayed};
 use crate::sources::sim::{SimParams, Simulator};
 use crate::telemetry;
+use tickmesh_core::tick::now_us;
 
 /// After a stall the simulator catches up at most this much; older ticks are skipped.
 const MAX_CATCH_UP_S: f64 = 1.0;

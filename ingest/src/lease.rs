@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::publisher::now_us;
+use tickmesh_core::tick::now_us;
 
 /// `[lease]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, kv};
@@ -18,14 +18,6 @@ use crate::config::NatsConfig;
 use crate::sequencer::Sequencer;
 use crate::snapshot::Slots;
 use crate::wire::{self, Encoder};
-
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
 
 /// Commands queued in the client before `publish` waits; at ~400 B a tick, 16k of them
 /// are a few MB while NATS is unreachable.

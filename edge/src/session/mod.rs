@@ -12,12 +12,13 @@ mod requests;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tickmesh_core::codec::ticks_frame;
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
+use tickmesh_core::tick::now_us;
 use tickmesh_core::{Format, Symbol};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -29,7 +30,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId};
 use crate::limits::{Admission, TokenBucket};
-use crate::server::Edge;
+use crate::state::Edge;
 use crate::upstream::Upstream;
 
 /// Why a session ends.
@@ -38,13 +39,6 @@ enum End {
     Gone,
     /// We close with this code and reason.
     Close(u16, &'static str),
-}
-
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// Who the session is, decided at the upgrade.
