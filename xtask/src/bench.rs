@@ -151,7 +151,12 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     }
     let path = root.join("docs/benchmarks.md");
     let mut page = std::fs::read_to_string(&path).unwrap_or_default();
-    if opts.report_only || scenarios.iter().any(|n| !OWN_SECTION.contains(&n.as_str())) {
+    // The main block from the main scenarios' results; never from none (it would say
+    // "not run" over the figures of an earlier run).
+    let main = |n: &str| !OWN_SECTION.contains(&n);
+    let have_main = SCENARIOS.iter().any(|n| main(n) && load(&env, n).is_some());
+    let ran_main = opts.report_only || scenarios.iter().any(|n| main(n));
+    if have_main && ran_main {
         page = with_section(&page, BEGIN, END, &report(&env)?);
     }
     if let Some(v) = load(&env, "resubscribe") {
@@ -1038,6 +1043,26 @@ fn resubscribe(env: &Env) -> anyhow::Result<Value> {
     }))
 }
 
+/// A command line with a long `--symbols` list shown by its ends and count.
+fn shorten_symbols(command: &str) -> String {
+    let mut words: Vec<String> = command.split(' ').map(str::to_string).collect();
+    for i in 1..words.len() {
+        if words[i - 1] == "--symbols" {
+            let list: Vec<&str> = words[i].split(',').collect();
+            if list.len() > 4 {
+                words[i] = format!(
+                    "{},{},…,{} ({} symbols)",
+                    list[0],
+                    list[1],
+                    list[list.len() - 1],
+                    list.len()
+                );
+            }
+        }
+    }
+    words.join(" ")
+}
+
 fn resubscribe_report(v: &Value) -> String {
     let mut md = String::new();
     let quick = if v["quick"] == true { " (--quick)" } else { "" };
@@ -1058,7 +1083,7 @@ fn resubscribe_report(v: &Value) -> String {
     );
     let _ = writeln!(
         md,
-        "| server | requests re-sent | refused `rate_limited` | RSS before clients | RSS window start | RSS window end | RSS max | cores |\n|---|---|---|---|---|---|---|---|"
+        "| server | requests re-sent | refused `rate_limited` | RSS before clients | RSS window start | RSS window end | RSS max | cores | other load |\n|---|---|---|---|---|---|---|---|---|"
     );
     for (label, who, name) in [
         ("tickmesh", "TickMesh edge", "edge"),
@@ -1071,7 +1096,7 @@ fn resubscribe_report(v: &Value) -> String {
         let mib = |field: &str| format!("{:.1} MiB", kib(r, name, field) / 1024.0);
         let _ = writeln!(
             md,
-            "| {who} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {who} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} cores |",
             num(f(&r["counts"]["resubscribes"])),
             num(f(&r["counts"]["errors_by_code"]["rate_limited"])),
             mib("rss_before_kib"),
@@ -1079,6 +1104,7 @@ fn resubscribe_report(v: &Value) -> String {
             mib("rss_end_kib"),
             mib("rss_max_kib"),
             cores(r, name),
+            f(&r["other_cores"]),
         );
     }
     let _ = writeln!(
@@ -1089,7 +1115,7 @@ fn resubscribe_report(v: &Value) -> String {
             .into_iter()
             .flatten()
             .filter_map(|r| r["command"].as_str())
-            .map(|c| format!("`{c}`"))
+            .map(|c| format!("`{}`", shorten_symbols(c)))
             .collect::<Vec<_>>()
             .join(", ")
     );
