@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,14 +31,9 @@ use warp::reply::{Reply, Response};
 
 use crate::auth::{AuthError, Verifier};
 use crate::config::EdgeConfig;
-use crate::fanout::FanoutConfig;
-use crate::hub::Hub;
-use crate::limits::peers::{AuthThrottle, Pending, PendingHandshakes};
-use crate::limits::{Refusal, Registry, TokenBucket};
-use crate::nats::NatsLink;
-use crate::refdata::RefData;
+use crate::limits::Refusal;
+use crate::limits::peers::{Pending, PendingHandshakes};
 use crate::session::Identity;
-use crate::snapshot::Snapshots;
 use crate::state::Edge;
 use crate::tls::ReloadingCert;
 use crate::{control, revocations, session, telemetry, tls};
@@ -83,54 +78,8 @@ pub async fn run(
         ),
         None => None,
     };
-    let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
-    let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
-    nats.open_kv();
-    let hub = Hub::new(
-        FanoutConfig {
-            live_budget_bytes: config.session.live_budget_bytes,
-            slow_interval_ms: config.session.slow_interval_ms,
-            max_ticks_per_frame: config.session.max_ticks_per_frame,
-        },
-        nats.clone(),
-    );
-    let snapshots = Snapshots::new(nats.clone(), &config.snapshot);
-    let config_js_domain = config.nats.js_domain.clone();
-    let auth_throttle = AuthThrottle::new(
-        config.limits.max_auth_failures_per_ip,
-        Duration::from_millis(config.limits.auth_failure_window_ms),
-        config.limits.max_tracked_ips,
-    );
-    let new_interest = Mutex::new(TokenBucket::new(
-        config.limits.max_new_symbols_per_s,
-        std::time::Instant::now(),
-    ));
-    let (config_stale_after_ms, config_move_after_ms) = (
-        config.nats.stale_after_ms,
-        config.nats.move_clients_after_ms,
-    );
-    let edge = Arc::new(Edge {
-        config,
-        hub,
-        snapshots,
-        verifier,
-        refdata: RefData::new(match &config_js_domain {
-            Some(domain) => async_nats::jetstream::with_domain(nats.client().clone(), domain),
-            None => async_nats::jetstream::new(nats.client().clone()),
-        }),
-        registry: Arc::new(Registry::default()),
-        auth_throttle,
-        new_interest,
-        revocations: tokio::sync::watch::Sender::new(0),
-        control_subscribed: AtomicBool::new(false),
-        revocations_replayed: AtomicU64::new(0),
-        shutdown: CancellationToken::new(),
-        upstream: crate::upstream::spawn(
-            nats.connection(),
-            Duration::from_millis(config_stale_after_ms),
-            Duration::from_millis(config_move_after_ms),
-        ),
-    });
+    let edge = Edge::new(config, verifier).await?;
+    let nats = edge.hub.nats().clone();
     control::spawn(edge.clone(), nats.client().clone()).await?;
     // Stopped when `run` returns, whatever the way.
     let metrics_stop = CancellationToken::new();

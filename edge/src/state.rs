@@ -3,17 +3,19 @@
 //! revocations, draining and the state of NATS. The server builds it; sessions, control
 //! and revocations read it. It imports none of them.
 
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;
+use crate::fanout::FanoutConfig;
 use crate::hub::Hub;
 use crate::limits::peers::AuthThrottle;
 use crate::limits::{Registry, TokenBucket};
+use crate::nats::NatsLink;
 use crate::refdata::RefData;
 use crate::snapshot::Snapshots;
 
@@ -44,4 +46,60 @@ pub struct Edge {
     pub shutdown: CancellationToken,
     /// Whether sessions' data is fresh, stale, or lost with the NATS connection.
     pub upstream: tokio::sync::watch::Receiver<crate::upstream::Upstream>,
+}
+
+impl Edge {
+    /// The shared state of an edge with `config`: its NATS connection (which keeps trying
+    /// in the background until a server answers), the fan-out hub over it, snapshots,
+    /// reference data and the limits. Nothing is served yet.
+    pub async fn new(config: EdgeConfig, verifier: Verifier) -> anyhow::Result<Arc<Edge>> {
+        let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
+        let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
+        nats.open_kv();
+        let hub = Hub::new(
+            FanoutConfig {
+                live_budget_bytes: config.session.live_budget_bytes,
+                slow_interval_ms: config.session.slow_interval_ms,
+                max_ticks_per_frame: config.session.max_ticks_per_frame,
+            },
+            nats.clone(),
+        );
+        let snapshots = Snapshots::new(nats.clone(), &config.snapshot);
+        let config_js_domain = config.nats.js_domain.clone();
+        let auth_throttle = AuthThrottle::new(
+            config.limits.max_auth_failures_per_ip,
+            Duration::from_millis(config.limits.auth_failure_window_ms),
+            config.limits.max_tracked_ips,
+        );
+        let new_interest = Mutex::new(TokenBucket::new(
+            config.limits.max_new_symbols_per_s,
+            std::time::Instant::now(),
+        ));
+        let (config_stale_after_ms, config_move_after_ms) = (
+            config.nats.stale_after_ms,
+            config.nats.move_clients_after_ms,
+        );
+        Ok(Arc::new(Edge {
+            config,
+            hub,
+            snapshots,
+            verifier,
+            refdata: RefData::new(match &config_js_domain {
+                Some(domain) => async_nats::jetstream::with_domain(nats.client().clone(), domain),
+                None => async_nats::jetstream::new(nats.client().clone()),
+            }),
+            registry: Arc::new(Registry::default()),
+            auth_throttle,
+            new_interest,
+            revocations: tokio::sync::watch::Sender::new(0),
+            control_subscribed: AtomicBool::new(false),
+            revocations_replayed: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+            upstream: crate::upstream::spawn(
+                nats.connection(),
+                Duration::from_millis(config_stale_after_ms),
+                Duration::from_millis(config_move_after_ms),
+            ),
+        }))
+    }
 }

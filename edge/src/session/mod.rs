@@ -8,6 +8,8 @@
 
 mod refusals;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
