@@ -34,6 +34,8 @@ pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod telemetry;
+#[cfg(test)]
+mod testlog;
 pub mod tls;
 pub mod upstream;
 
