@@ -908,7 +908,7 @@ mod tests {
     }
 
     #[test]
-    fn eddsa_and_rsa_keys_from_pem_and_jwks_reload() {
+    fn an_ed25519_pem_key_verifies_until_its_file_is_rotated() {
         use rcgen::{KeyPair, PKCS_ED25519};
         let dir = tempfile::tempdir().unwrap();
         let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
@@ -1055,5 +1055,182 @@ mod tests {
         };
         let e = format!("{:#}", Verifier::new(&c).unwrap_err());
         assert!(e.contains("no usable key"), "{e}");
+    }
+
+    /// Writes `bytes` to `path`, stamped `modified`, so that a rewrite is noticed however
+    /// coarse the file system's clock.
+    fn write_stamped(path: &Path, bytes: &[u8], modified: SystemTime) {
+        std::fs::write(path, bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+    }
+
+    fn later(s: u64) -> SystemTime {
+        SystemTime::now() + std::time::Duration::from_secs(s)
+    }
+
+    /// An RSA key pair, generated now: its public key as a PEM file's text, its JWKS entry
+    /// under `kid`, and its signing key.
+    fn rsa_key(kid: &str) -> (String, serde_json::Value, EncodingKey) {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        use rsa::traits::PublicKeyParts;
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let public = private.to_public_key();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = json!({"kty": "RSA", "n": b64(&public.n().to_bytes_be()),
+            "e": b64(&public.e().to_bytes_be()), "kid": kid, "alg": "RS256", "use": "sig"});
+        let pem = public.to_public_key_pem(LineEnding::LF).unwrap();
+        let private_pem = private.to_pkcs1_pem(LineEnding::LF).unwrap();
+        let enc = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap();
+        (pem, jwk, enc)
+    }
+
+    fn rs256(enc: &EncodingKey, kid: Option<&str>) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = kid.map(str::to_owned);
+        encode(&h, &claims(), enc).unwrap()
+    }
+
+    #[test]
+    fn rs256_tokens_verify_with_pem_files_and_jwks_until_their_key_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pem_a, _, enc_a) = rsa_key("a");
+        let (pem_b, jwk_b, enc_b) = rsa_key("b");
+        let pem = dir.path().join("rsa.pem");
+        let jwks = dir.path().join("jwks.json");
+        write_stamped(&pem, pem_a.as_bytes(), SystemTime::now());
+        write_jwks(&jwks, std::slice::from_ref(&jwk_b), SystemTime::now());
+        let v = verifier(|c| {
+            c.rsa_public_keys = vec![pem.clone()];
+            c.jwks_file = Some(jwks.clone());
+        });
+        // A from the PEM file, B from the JWKS (by its kid, or tried without one).
+        let grant_a = v.verify(&rs256(&enc_a, None)).unwrap();
+        let grant_b = v.verify(&rs256(&enc_b, Some("b"))).unwrap();
+        assert_eq!(grant_a.sub.as_deref(), Some("alice"));
+        v.verify(&rs256(&enc_b, None)).unwrap();
+        // A key of neither is refused.
+        let (_, _, enc_c) = rsa_key("c");
+        assert_eq!(v.verify(&rs256(&enc_c, None)), Err(AuthError::BadSignature));
+        // B leaves the JWKS: its tokens are refused (its kid now falls back to the PEM
+        // key, which did not sign them) and the sessions it verified are no longer trusted.
+        write_jwks(&jwks, &[], later(2));
+        assert!(v.reload_if_changed().unwrap());
+        assert_eq!(
+            v.verify(&rs256(&enc_b, Some("b"))),
+            Err(AuthError::BadSignature)
+        );
+        assert!(!v.is_grant_trusted(&grant_b) && v.is_grant_trusted(&grant_a));
+        // The PEM file now holds B instead of A: A's tokens and sessions are done, B's
+        // tokens verify again, through the file.
+        write_stamped(&pem, pem_b.as_bytes(), later(4));
+        assert!(v.reload_if_changed().unwrap());
+        assert_eq!(v.verify(&rs256(&enc_a, None)), Err(AuthError::BadSignature));
+        assert!(!v.is_grant_trusted(&grant_a));
+        v.verify(&rs256(&enc_b, Some("b"))).unwrap();
+    }
+
+    #[test]
+    fn a_jwks_entry_whose_alg_does_not_match_its_key_type_is_skipped_and_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (mut ed_as_rs, enc_ed) = ed_jwk("ed-as-rs");
+        ed_as_rs["alg"] = json!("RS256");
+        // An RSA entry that says EdDSA (the check comes before the modulus is looked at).
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let rsa_as_ed = json!({"kty": "RSA", "n": b64(&[0xc5; 256]), "e": "AQAB",
+            "kid": "rsa-as-ed", "alg": "EdDSA"});
+        let (good, enc_good) = ed_jwk("good");
+        write_jwks(&path, &[ed_as_rs, rsa_as_ed, good], SystemTime::now());
+        let logs = crate::testlog::Logs::default();
+        let v = logs.capture(|| verifier(|c| c.jwks_file = Some(path.clone())));
+        let keys = v.keys.read().unwrap();
+        assert_eq!((keys.jwks_usable, keys.jwks_skipped), (1, 2));
+        drop(keys);
+        // The skipped key verifies nothing, by its kid or without one; the other one does.
+        assert_eq!(
+            v.verify(&signed(&enc_ed, Some("ed-as-rs"))),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            v.verify(&signed(&enc_ed, None)),
+            Err(AuthError::BadSignature)
+        );
+        v.verify(&signed(&enc_good, Some("good"))).unwrap();
+        let text = logs.text();
+        for kid in ["ed-as-rs", "rsa-as-ed"] {
+            let line = text
+                .lines()
+                .find(|l| l.contains("JWKS key skipped") && l.contains(&format!("kid={kid}")))
+                .unwrap_or_else(|| panic!("no warning for {kid} in:\n{text}"));
+            assert!(
+                line.contains("WARN")
+                    && line.contains(&path.display().to_string())
+                    && line.contains("`alg` does not match the key type"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_be_read_or_parsed_keeps_the_old_keys() {
+        use rcgen::{KeyPair, PKCS_ED25519};
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ed.pem");
+        let jwks = dir.path().join("jwks.json");
+        let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+        write_stamped(&pem, kp.public_key_pem().as_bytes(), SystemTime::now());
+        let (j, enc_j) = ed_jwk("j");
+        write_jwks(&jwks, std::slice::from_ref(&j), SystemTime::now());
+        let v = verifier(|c| {
+            c.ed25519_public_keys = vec![pem.clone()];
+            c.jwks_file = Some(jwks.clone());
+        });
+        let enc_pem = EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap();
+        let from_pem = signed(&enc_pem, None);
+        let from_jwks = signed(&enc_j, Some("j"));
+        let grants = [v.verify(&from_pem).unwrap(), v.verify(&from_jwks).unwrap()];
+        let still_trusted = |what: &str| {
+            assert_eq!(v.verify(&from_pem).unwrap().sub.as_deref(), Some("alice"));
+            assert_eq!(v.verify(&from_jwks).unwrap().sub.as_deref(), Some("alice"));
+            assert!(grants.iter().all(|g| v.is_grant_trusted(g)), "{what}");
+        };
+        let breakages: [(&str, &Path, Option<&[u8]>); 4] = [
+            (
+                "a PEM file that is no key",
+                &pem,
+                Some(b"-----BEGIN PUBLIC KEY-----\nnope\n"),
+            ),
+            ("a JWKS file that is no JSON", &jwks, Some(b"{\"keys\": [")),
+            ("a JWKS file without its keys", &jwks, Some(b"{}")),
+            ("a PEM file removed", &pem, None),
+        ];
+        for (i, (what, path, bytes)) in breakages.into_iter().enumerate() {
+            let stamp = later(2 * i as u64 + 2);
+            match bytes {
+                Some(bytes) => write_stamped(path, bytes, stamp),
+                None => std::fs::remove_file(path).unwrap(),
+            }
+            let e = format!("{:#}", v.reload_if_changed().unwrap_err());
+            assert!(e.contains(&path.display().to_string()), "{what}: {e}");
+            still_trusted(what);
+            // Mended, the file is read again.
+            if path == pem.as_path() {
+                write_stamped(
+                    &pem,
+                    kp.public_key_pem().as_bytes(),
+                    later(2 * i as u64 + 3),
+                );
+            } else {
+                write_jwks(&jwks, std::slice::from_ref(&j), later(2 * i as u64 + 3));
+            }
+            assert!(v.reload_if_changed().unwrap(), "{what}");
+            still_trusted(what);
+        }
     }
 }
