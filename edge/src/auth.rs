@@ -1233,4 +1233,144 @@ mod tests {
             still_trusted(what);
         }
     }
+
+    #[test]
+    fn leeway_covers_exp_and_nbf_by_that_many_seconds_and_no_more() {
+        let v = verifier(|c| c.leeway_s = 30);
+        let now = now_s();
+        let with = |k: &str, t: u64| {
+            let mut c = claims();
+            c[k] = json!(t);
+            token(c)
+        };
+        v.verify(&with("exp", now - 10)).unwrap();
+        assert_eq!(v.verify(&with("exp", now - 60)), Err(AuthError::Expired));
+        v.verify(&with("nbf", now + 10)).unwrap();
+        assert_eq!(
+            v.verify(&with("nbf", now + 60)),
+            Err(AuthError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn a_token_without_tier_gets_the_default_tier() {
+        let v = verifier(|c| c.default_tier = "delayed".into());
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("tier");
+        let g = v.verify(&token(c)).unwrap();
+        assert_eq!(
+            (
+                g.tier.as_str(),
+                g.min_interval_ms,
+                g.max_symbols,
+                g.max_msgs_per_s
+            ),
+            ("delayed", 1000, 50, 10)
+        );
+    }
+
+    #[test]
+    fn a_revocation_of_a_user_covers_their_tokens_without_iat() {
+        let mut no_iat = claims();
+        no_iat.as_object_mut().unwrap().remove("iat");
+        let mut after = claims();
+        after["iat"] = json!(now_s());
+        let at = now_s() - 3600;
+        // From ctl.revoke, and from the bucket.
+        let by_message = verifier(|_| {});
+        by_message.revoke(Some("alice"), None, Some(at));
+        let by_bucket = verifier(|_| {});
+        let mut set = RevokedSet::default();
+        set.insert(Revoked::Sub("alice".into()), at);
+        by_bucket.replace_stored(set);
+        for v in [by_message, by_bucket] {
+            assert_eq!(v.verify(&token(no_iat.clone())), Err(AuthError::Revoked));
+            let session = Grant {
+                iat: None,
+                ..v.verify(&token(after.clone())).unwrap()
+            };
+            assert!(v.is_grant_revoked(&session));
+            // Issued after `at`: not covered.
+            v.verify(&token(after.clone())).unwrap();
+        }
+    }
+
+    /// Every refusal counts under its own label of `tickmesh_edge_auth_failures_total`.
+    #[test]
+    fn each_refusal_has_its_metric_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (ed, enc_ed) = ed_jwk("ed");
+        write_jwks(&path, &[ed], SystemTime::now());
+        let v = verifier(|c| {
+            c.audience = Some("tickmesh".into());
+            c.issuer = Some("https://auth.example".into());
+            c.max_token_lifetime_s = Some(3600);
+            c.leeway_s = 0;
+            c.jwks_file = Some(path.clone());
+        });
+        let good = || {
+            let mut c = claims();
+            c["aud"] = json!("tickmesh");
+            c["iss"] = json!("https://auth.example");
+            c["jti"] = json!("t-1");
+            c
+        };
+        let with = |k: &str, val: serde_json::Value| {
+            let mut c = good();
+            c[k] = val;
+            token(c)
+        };
+        let without = |k: &str| {
+            let mut c = good();
+            c.as_object_mut().unwrap().remove(k);
+            token(c)
+        };
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let now = now_s();
+        let mut unknown_kid = Header::new(Algorithm::EdDSA);
+        unknown_kid.kid = Some("nope".into());
+        let cases = [
+            ("garbage".to_string(), "malformed"),
+            (
+                format!("{}.{}.", b64(json!({"alg": "none"})), b64(good())),
+                "algorithm",
+            ),
+            (
+                encode(
+                    &Header::new(Algorithm::HS256),
+                    &good(),
+                    &EncodingKey::from_secret(b"another-secret-that-is-32-bytes-long"),
+                )
+                .unwrap(),
+                "bad_signature",
+            ),
+            (with("exp", json!(now - 10)), "expired"),
+            (with("nbf", json!(now + 600)), "not_yet_valid"),
+            (with("aud", json!("other")), "audience"),
+            (without("aud"), "audience"),
+            (with("iss", json!("https://evil.example")), "issuer"),
+            (without("iss"), "issuer"),
+            (without("sub"), "missing_claim"),
+            (without("exp"), "missing_claim"),
+            (without("iat"), "missing_claim"),
+            (with("exp", json!(now + 7200)), "lifetime"),
+            (with("iat", json!(now + 600)), "issued_in_future"),
+            (
+                encode(&unknown_kid, &good(), &enc_ed).unwrap(),
+                "unknown_key",
+            ),
+            (with("tier", json!("platinum")), "unknown_tier"),
+        ];
+        v.verify(&token(good())).unwrap();
+        for (token, label) in &cases {
+            let e = v.verify(token).unwrap_err();
+            assert_eq!(e.label(), *label, "{e}");
+        }
+        v.revoke(None, Some("t-1"), None);
+        assert_eq!(v.verify(&token(good())).unwrap_err().label(), "revoked");
+        assert_eq!(v.anonymous().unwrap_err().label(), "missing");
+    }
 }
