@@ -1151,6 +1151,119 @@ async fn a_refresh_with_a_token_that_fails_verification_closes_4401() {
     s.stop().await;
 }
 
+/// Sends `n` pings at once (ids from `first`) and reads their `n` answers: how many were
+/// answered with `pong` and how many refused with `rate_limited`.
+async fn ping_burst(c: &mut Client, first: i64, n: i64) -> (usize, usize) {
+    for id in first..first + n {
+        c.send(json!({"op":"ping","id":id})).await.unwrap();
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    for _ in 0..n {
+        let v = c.next_non_hb(5 * SECOND).await.unwrap();
+        match (v["type"].as_str(), v["code"].as_str()) {
+            (Some("pong"), _) => pongs += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    (pongs, limited)
+}
+
+/// Tiers of 1, 2 and 100 messages a second.
+fn rate_tiers(c: &mut EdgeConfig) {
+    for (name, rate) in [("trickle", 1), ("slow", 2), ("fast", 100)] {
+        let tier = tickmesh_edge::config::TierConfig {
+            min_interval_ms: 0,
+            max_symbols: 10,
+            max_msgs_per_s: rate,
+        };
+        c.auth.tiers.insert(name.into(), tier);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_rate_follows_the_tier_of_a_refresh() {
+    let s = setup(|c| {
+        rate_tiers(c);
+        c.limits.rate_limit_strikes = 1000;
+    })
+    .await;
+    let mut pia = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("pia", &["*"], "fast"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ping_burst(&mut pia, 0, 20).await, (20, 0));
+    // Down to 2 a second (bursts of 4), however long it waits.
+    let (_, v) = refresh(&mut pia, 100, &mint(claims("pia", &["*"], "slow"))).await;
+    assert_eq!(v["type"], "authed", "{v}");
+    tokio::time::sleep(1500 * Duration::from_millis(1)).await;
+    let (pongs, limited) = ping_burst(&mut pia, 200, 20).await;
+    assert!(
+        pongs <= 5 && limited >= 15,
+        "{pongs} pongs, {limited} refused"
+    );
+    // Up again: once the bucket has filled at the new rate, a burst of 20 goes through.
+    tokio::time::sleep(SECOND).await;
+    let (_, v) = refresh(&mut pia, 300, &mint(claims("pia", &["*"], "fast"))).await;
+    assert_eq!(v["type"], "authed", "{v}");
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(ping_burst(&mut pia, 400, 20).await, (20, 0));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_refusals_in_a_row_close_with_4029() {
+    let s = setup(|c| {
+        rate_tiers(c);
+        c.limits.rate_limit_strikes = 3;
+    })
+    .await;
+    // One message a second, bursts of 2.
+    let mut quin = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("quin", &["*"], "trickle"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ping_burst(&mut quin, 0, 4).await, (2, 2));
+    tokio::time::sleep(1200 * Duration::from_millis(1)).await;
+    // An accepted message between refusals starts the count again: four refusals, never
+    // three in a row, and the session goes on.
+    assert_eq!(ping_burst(&mut quin, 10, 1).await, (1, 0));
+    assert_eq!(ping_burst(&mut quin, 20, 2).await, (0, 2));
+    tokio::time::sleep(1200 * Duration::from_millis(1)).await;
+    assert_eq!(ping_burst(&mut quin, 30, 1).await, (1, 0));
+    // Three in a row: two refusals, then the close.
+    for id in 40..43 {
+        quin.send(json!({"op":"ping","id":id})).await.unwrap();
+    }
+    let mut answers: Vec<String> = Vec::new();
+    let code = quin
+        .closed_within(5 * SECOND, |v| {
+            if v["type"] != "hb" {
+                answers.push(v["code"].as_str().unwrap_or("-").to_string());
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            answers
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            code
+        ),
+        (["rate_limited", "rate_limited"].as_slice(), Some(4029))
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_id_on_ctl_revoke_closes_the_sessions_holding_that_token_only() {
     let s = setup(|_| {}).await;
