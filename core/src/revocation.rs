@@ -91,9 +91,10 @@ impl Value {
         serde_json::to_vec(&self).expect("a struct of one integer always serializes")
     }
 
-    /// Reads a stored value; `None` when it is not `{"at": <seconds>}`.
+    /// Reads a stored value; `None` when it is not `{"at": <seconds>}`, or nests deeper
+    /// than [`crate::nesting::MAX_DEPTH`] (untrusted bytes: see [`crate::nesting`]).
     pub fn parse(bytes: &[u8]) -> Option<Value> {
-        serde_json::from_slice(bytes).ok()
+        crate::nesting::from_json(bytes).ok()
     }
 }
 
@@ -140,5 +141,23 @@ mod tests {
             Some(Value { at: 5 })
         );
         assert_eq!(Value::parse(b"yes"), None);
+    }
+
+    #[test]
+    fn a_value_nested_past_the_bound_is_not_read() {
+        let nested = |depth: usize| {
+            // `depth` levels in all, the value's own object included.
+            let inner = depth - 1;
+            format!(
+                r#"{{"at": 5, "x": {}{}}}"#,
+                "[".repeat(inner),
+                "]".repeat(inner)
+            )
+        };
+        let at_bound = nested(crate::nesting::MAX_DEPTH);
+        assert_eq!(Value::parse(at_bound.as_bytes()), Some(Value { at: 5 }));
+        let past = nested(crate::nesting::MAX_DEPTH + 1);
+        assert_eq!(Value::parse(past.as_bytes()), None);
+        assert_eq!(Value::parse(nested(3_000).as_bytes()), None);
     }
 }

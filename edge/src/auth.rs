@@ -908,7 +908,7 @@ mod tests {
     }
 
     #[test]
-    fn eddsa_and_rsa_keys_from_pem_and_jwks_reload() {
+    fn an_ed25519_pem_key_verifies_until_its_file_is_rotated() {
         use rcgen::{KeyPair, PKCS_ED25519};
         let dir = tempfile::tempdir().unwrap();
         let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
@@ -1055,5 +1055,322 @@ mod tests {
         };
         let e = format!("{:#}", Verifier::new(&c).unwrap_err());
         assert!(e.contains("no usable key"), "{e}");
+    }
+
+    /// Writes `bytes` to `path`, stamped `modified`, so that a rewrite is noticed however
+    /// coarse the file system's clock.
+    fn write_stamped(path: &Path, bytes: &[u8], modified: SystemTime) {
+        std::fs::write(path, bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+    }
+
+    fn later(s: u64) -> SystemTime {
+        SystemTime::now() + std::time::Duration::from_secs(s)
+    }
+
+    /// An RSA key pair, generated now: its public key as a PEM file's text, its JWKS entry
+    /// under `kid`, and its signing key.
+    fn rsa_key(kid: &str) -> (String, serde_json::Value, EncodingKey) {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        use rsa::traits::PublicKeyParts;
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let public = private.to_public_key();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = json!({"kty": "RSA", "n": b64(&public.n().to_bytes_be()),
+            "e": b64(&public.e().to_bytes_be()), "kid": kid, "alg": "RS256", "use": "sig"});
+        let pem = public.to_public_key_pem(LineEnding::LF).unwrap();
+        let private_pem = private.to_pkcs1_pem(LineEnding::LF).unwrap();
+        let enc = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap();
+        (pem, jwk, enc)
+    }
+
+    fn rs256(enc: &EncodingKey, kid: Option<&str>) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = kid.map(str::to_owned);
+        encode(&h, &claims(), enc).unwrap()
+    }
+
+    #[test]
+    fn rs256_tokens_verify_with_pem_files_and_jwks_until_their_key_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pem_a, _, enc_a) = rsa_key("a");
+        let (pem_b, jwk_b, enc_b) = rsa_key("b");
+        let pem = dir.path().join("rsa.pem");
+        let jwks = dir.path().join("jwks.json");
+        write_stamped(&pem, pem_a.as_bytes(), SystemTime::now());
+        write_jwks(&jwks, std::slice::from_ref(&jwk_b), SystemTime::now());
+        let v = verifier(|c| {
+            c.rsa_public_keys = vec![pem.clone()];
+            c.jwks_file = Some(jwks.clone());
+        });
+        // A from the PEM file, B from the JWKS (by its kid, or tried without one).
+        let grant_a = v.verify(&rs256(&enc_a, None)).unwrap();
+        let grant_b = v.verify(&rs256(&enc_b, Some("b"))).unwrap();
+        assert_eq!(grant_a.sub.as_deref(), Some("alice"));
+        v.verify(&rs256(&enc_b, None)).unwrap();
+        // A key of neither is refused.
+        let (_, _, enc_c) = rsa_key("c");
+        assert_eq!(v.verify(&rs256(&enc_c, None)), Err(AuthError::BadSignature));
+        // B leaves the JWKS: its tokens are refused (its kid now falls back to the PEM
+        // key, which did not sign them) and the sessions it verified are no longer trusted.
+        write_jwks(&jwks, &[], later(2));
+        assert!(v.reload_if_changed().unwrap());
+        assert_eq!(
+            v.verify(&rs256(&enc_b, Some("b"))),
+            Err(AuthError::BadSignature)
+        );
+        assert!(!v.is_grant_trusted(&grant_b) && v.is_grant_trusted(&grant_a));
+        // The PEM file now holds B instead of A: A's tokens and sessions are done, B's
+        // tokens verify again, through the file.
+        write_stamped(&pem, pem_b.as_bytes(), later(4));
+        assert!(v.reload_if_changed().unwrap());
+        assert_eq!(v.verify(&rs256(&enc_a, None)), Err(AuthError::BadSignature));
+        assert!(!v.is_grant_trusted(&grant_a));
+        v.verify(&rs256(&enc_b, Some("b"))).unwrap();
+    }
+
+    #[test]
+    fn a_jwks_entry_whose_alg_does_not_match_its_key_type_is_skipped_and_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (mut ed_as_rs, enc_ed) = ed_jwk("ed-as-rs");
+        ed_as_rs["alg"] = json!("RS256");
+        // An RSA entry that says EdDSA (the check comes before the modulus is looked at).
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let rsa_as_ed = json!({"kty": "RSA", "n": b64(&[0xc5; 256]), "e": "AQAB",
+            "kid": "rsa-as-ed", "alg": "EdDSA"});
+        let (good, enc_good) = ed_jwk("good");
+        write_jwks(&path, &[ed_as_rs, rsa_as_ed, good], SystemTime::now());
+        let logs = crate::testlog::Logs::default();
+        let v = logs.capture(|| verifier(|c| c.jwks_file = Some(path.clone())));
+        let keys = v.keys.read().unwrap();
+        assert_eq!((keys.jwks_usable, keys.jwks_skipped), (1, 2));
+        drop(keys);
+        // The skipped key verifies nothing, by its kid or without one; the other one does.
+        assert_eq!(
+            v.verify(&signed(&enc_ed, Some("ed-as-rs"))),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            v.verify(&signed(&enc_ed, None)),
+            Err(AuthError::BadSignature)
+        );
+        v.verify(&signed(&enc_good, Some("good"))).unwrap();
+        let text = logs.text();
+        for kid in ["ed-as-rs", "rsa-as-ed"] {
+            let line = text
+                .lines()
+                .find(|l| l.contains("JWKS key skipped") && l.contains(&format!("kid={kid}")))
+                .unwrap_or_else(|| panic!("no warning for {kid} in:\n{text}"));
+            assert!(
+                line.contains("WARN")
+                    && line.contains(&path.display().to_string())
+                    && line.contains("`alg` does not match the key type"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_be_read_or_parsed_keeps_the_old_keys() {
+        use rcgen::{KeyPair, PKCS_ED25519};
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ed.pem");
+        let jwks = dir.path().join("jwks.json");
+        let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+        write_stamped(&pem, kp.public_key_pem().as_bytes(), SystemTime::now());
+        let (j, enc_j) = ed_jwk("j");
+        write_jwks(&jwks, std::slice::from_ref(&j), SystemTime::now());
+        let v = verifier(|c| {
+            c.ed25519_public_keys = vec![pem.clone()];
+            c.jwks_file = Some(jwks.clone());
+        });
+        let enc_pem = EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap();
+        let from_pem = signed(&enc_pem, None);
+        let from_jwks = signed(&enc_j, Some("j"));
+        let grants = [v.verify(&from_pem).unwrap(), v.verify(&from_jwks).unwrap()];
+        let still_trusted = |what: &str| {
+            assert_eq!(v.verify(&from_pem).unwrap().sub.as_deref(), Some("alice"));
+            assert_eq!(v.verify(&from_jwks).unwrap().sub.as_deref(), Some("alice"));
+            assert!(grants.iter().all(|g| v.is_grant_trusted(g)), "{what}");
+        };
+        let breakages: [(&str, &Path, Option<&[u8]>); 4] = [
+            (
+                "a PEM file that is no key",
+                &pem,
+                Some(b"-----BEGIN PUBLIC KEY-----\nnope\n"),
+            ),
+            ("a JWKS file that is no JSON", &jwks, Some(b"{\"keys\": [")),
+            ("a JWKS file without its keys", &jwks, Some(b"{}")),
+            ("a PEM file removed", &pem, None),
+        ];
+        for (i, (what, path, bytes)) in breakages.into_iter().enumerate() {
+            let stamp = later(2 * i as u64 + 2);
+            match bytes {
+                Some(bytes) => write_stamped(path, bytes, stamp),
+                None => std::fs::remove_file(path).unwrap(),
+            }
+            let e = format!("{:#}", v.reload_if_changed().unwrap_err());
+            assert!(e.contains(&path.display().to_string()), "{what}: {e}");
+            still_trusted(what);
+            // Mended, the file is read again.
+            if path == pem.as_path() {
+                write_stamped(
+                    &pem,
+                    kp.public_key_pem().as_bytes(),
+                    later(2 * i as u64 + 3),
+                );
+            } else {
+                write_jwks(&jwks, std::slice::from_ref(&j), later(2 * i as u64 + 3));
+            }
+            assert!(v.reload_if_changed().unwrap(), "{what}");
+            still_trusted(what);
+        }
+    }
+
+    #[test]
+    fn leeway_covers_exp_and_nbf_by_that_many_seconds_and_no_more() {
+        let v = verifier(|c| c.leeway_s = 30);
+        let now = now_s();
+        let with = |k: &str, t: u64| {
+            let mut c = claims();
+            c[k] = json!(t);
+            token(c)
+        };
+        v.verify(&with("exp", now - 10)).unwrap();
+        assert_eq!(v.verify(&with("exp", now - 60)), Err(AuthError::Expired));
+        v.verify(&with("nbf", now + 10)).unwrap();
+        assert_eq!(
+            v.verify(&with("nbf", now + 60)),
+            Err(AuthError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn a_token_without_tier_gets_the_default_tier() {
+        let v = verifier(|c| c.default_tier = "delayed".into());
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("tier");
+        let g = v.verify(&token(c)).unwrap();
+        assert_eq!(
+            (
+                g.tier.as_str(),
+                g.min_interval_ms,
+                g.max_symbols,
+                g.max_msgs_per_s
+            ),
+            ("delayed", 1000, 50, 10)
+        );
+    }
+
+    #[test]
+    fn a_revocation_of_a_user_covers_their_tokens_without_iat() {
+        let mut no_iat = claims();
+        no_iat.as_object_mut().unwrap().remove("iat");
+        let mut after = claims();
+        after["iat"] = json!(now_s());
+        let at = now_s() - 3600;
+        // From ctl.revoke, and from the bucket.
+        let by_message = verifier(|_| {});
+        by_message.revoke(Some("alice"), None, Some(at));
+        let by_bucket = verifier(|_| {});
+        let mut set = RevokedSet::default();
+        set.insert(Revoked::Sub("alice".into()), at);
+        by_bucket.replace_stored(set);
+        for v in [by_message, by_bucket] {
+            assert_eq!(v.verify(&token(no_iat.clone())), Err(AuthError::Revoked));
+            let session = Grant {
+                iat: None,
+                ..v.verify(&token(after.clone())).unwrap()
+            };
+            assert!(v.is_grant_revoked(&session));
+            // Issued after `at`: not covered.
+            v.verify(&token(after.clone())).unwrap();
+        }
+    }
+
+    /// Every refusal counts under its own label of `tickmesh_edge_auth_failures_total`.
+    #[test]
+    fn each_refusal_has_its_metric_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (ed, enc_ed) = ed_jwk("ed");
+        write_jwks(&path, &[ed], SystemTime::now());
+        let v = verifier(|c| {
+            c.audience = Some("tickmesh".into());
+            c.issuer = Some("https://auth.example".into());
+            c.max_token_lifetime_s = Some(3600);
+            c.leeway_s = 0;
+            c.jwks_file = Some(path.clone());
+        });
+        let good = || {
+            let mut c = claims();
+            c["aud"] = json!("tickmesh");
+            c["iss"] = json!("https://auth.example");
+            c["jti"] = json!("t-1");
+            c
+        };
+        let with = |k: &str, val: serde_json::Value| {
+            let mut c = good();
+            c[k] = val;
+            token(c)
+        };
+        let without = |k: &str| {
+            let mut c = good();
+            c.as_object_mut().unwrap().remove(k);
+            token(c)
+        };
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let now = now_s();
+        let mut unknown_kid = Header::new(Algorithm::EdDSA);
+        unknown_kid.kid = Some("nope".into());
+        let cases = [
+            ("garbage".to_string(), "malformed"),
+            (
+                format!("{}.{}.", b64(json!({"alg": "none"})), b64(good())),
+                "algorithm",
+            ),
+            (
+                encode(
+                    &Header::new(Algorithm::HS256),
+                    &good(),
+                    &EncodingKey::from_secret(b"another-secret-that-is-32-bytes-long"),
+                )
+                .unwrap(),
+                "bad_signature",
+            ),
+            (with("exp", json!(now - 10)), "expired"),
+            (with("nbf", json!(now + 600)), "not_yet_valid"),
+            (with("aud", json!("other")), "audience"),
+            (without("aud"), "audience"),
+            (with("iss", json!("https://evil.example")), "issuer"),
+            (without("iss"), "issuer"),
+            (without("sub"), "missing_claim"),
+            (without("exp"), "missing_claim"),
+            (without("iat"), "missing_claim"),
+            (with("exp", json!(now + 7200)), "lifetime"),
+            (with("iat", json!(now + 600)), "issued_in_future"),
+            (
+                encode(&unknown_kid, &good(), &enc_ed).unwrap(),
+                "unknown_key",
+            ),
+            (with("tier", json!("platinum")), "unknown_tier"),
+        ];
+        v.verify(&token(good())).unwrap();
+        for (token, label) in &cases {
+            let e = v.verify(token).unwrap_err();
+            assert_eq!(e.label(), *label, "{e}");
+        }
+        v.revoke(None, Some("t-1"), None);
+        assert_eq!(v.verify(&token(good())).unwrap_err().label(), "revoked");
+        assert_eq!(v.anonymous().unwrap_err().label(), "missing");
     }
 }

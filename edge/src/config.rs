@@ -878,6 +878,17 @@ mod tests {
     }
 
     #[test]
+    fn an_hs256_secret_under_32_bytes_is_refused() {
+        let mut c = with_key();
+        c.auth.hs256_secret = Some("s".repeat(32));
+        c.validate().unwrap();
+        c.auth.hs256_secret = Some("s".repeat(31));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "auth.hs256_secret");
+        assert!(e.to_string().contains("at least 32 bytes"), "{e}");
+    }
+
+    #[test]
     fn metrics_listener_needs_its_own_port() {
         let mut c = with_key();
         c.metrics_listen = Some(([127, 0, 0, 1], 9102).into());

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::auth::Verifier;
 use crate::state::Edge;
 
 /// The revocation subject.
@@ -78,7 +79,7 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
             };
             match parse_revocation(&msg.payload) {
                 Ok(r) => {
-                    e.verifier.revoke(r.sub.as_deref(), r.jti.as_deref(), r.at);
+                    revoke(&e.verifier, &r);
                     e.revocations.send_modify(|n| *n += 1);
                     metrics::counter!("tickmesh_edge_revocations_total").increment(1);
                     tracing::info!(sub = ?r.sub, jti = ?r.jti, "revocation");
@@ -97,20 +98,34 @@ pub async fn spawn(edge: Arc<Edge>, client: async_nats::Client) -> anyhow::Resul
                 _ = edge.shutdown.cancelled() => return,
                 _ = timer.tick() => {}
             }
-            match edge.verifier.reload_if_changed() {
-                Ok(true) => {
-                    tracing::info!("authentication keys reloaded");
-                    // Sessions check that the key of their token is still there.
-                    edge.revocations.send_modify(|n| *n += 1);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "key reload failed; keeping the old keys")
-                }
+            if reload_keys(&edge.verifier) {
+                // Sessions check that the key of their token is still there.
+                edge.revocations.send_modify(|n| *n += 1);
             }
         }
     });
     Ok(())
+}
+
+/// Records a revocation from `ctl.revoke`.
+fn revoke(verifier: &Verifier, r: &Revocation) {
+    verifier.revoke(r.sub.as_deref(), r.jti.as_deref(), r.at);
+}
+
+/// Re-reads the key files if any changed; true when the keys were replaced. A file that
+/// cannot be read or parsed is logged as an error and the old keys stay.
+fn reload_keys(verifier: &Verifier) -> bool {
+    match verifier.reload_if_changed() {
+        Ok(true) => {
+            tracing::info!("authentication keys reloaded");
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "key reload failed; keeping the old keys");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,5 +150,81 @@ mod tests {
                 Err(RevocationError::Malformed(_))
             ));
         }
+    }
+
+    use crate::auth::{AuthError, now_s};
+    use crate::config::AuthConfig;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
+
+    fn verifier() -> Verifier {
+        Verifier::new(&AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn token(sub: &str, iat: u64) -> String {
+        let claims = serde_json::json!({"sub": sub, "iat": iat, "exp": now_s() + 600});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_revocation_with_at_refuses_the_tokens_issued_until_then() {
+        let at = now_s() - 100;
+        let r = parse_revocation(format!(r#"{{"sub":"alice","at":{at}}}"#).as_bytes()).unwrap();
+        assert_eq!((r.sub.as_deref(), r.at), (Some("alice"), Some(at)));
+        let v = verifier();
+        revoke(&v, &r);
+        for iat in [at - 50, at] {
+            assert_eq!(v.verify(&token("alice", iat)), Err(AuthError::Revoked));
+        }
+        v.verify(&token("alice", at + 1)).unwrap();
+        v.verify(&token("bob", at - 50)).unwrap();
+        // Without `at`: every token issued until the edge heard of it.
+        revoke(&v, &parse_revocation(br#"{"sub":"alice"}"#).unwrap());
+        assert_eq!(v.verify(&token("alice", at + 1)), Err(AuthError::Revoked));
+    }
+
+    #[test]
+    fn a_failed_key_reload_is_logged_and_keeps_the_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hs256.secret");
+        std::fs::write(&path, SECRET).unwrap();
+        let v = Verifier::new(&AuthConfig {
+            hs256_secret_file: Some(path.clone()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let t = token("alice", now_s());
+        let grant = v.verify(&t).unwrap();
+        // Too short a secret, stamped later so that the change is seen.
+        std::fs::write(&path, "short").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + Duration::from_secs(2))
+            .unwrap();
+        let logs = crate::testlog::Logs::default();
+        assert!(!logs.capture(|| reload_keys(&v)));
+        let text = logs.text();
+        let line = text
+            .lines()
+            .find(|l| l.contains("key reload failed; keeping the old keys"))
+            .unwrap_or_else(|| panic!("no error logged:\n{text}"));
+        assert!(
+            line.contains("ERROR") && line.contains(&path.display().to_string()),
+            "{line}"
+        );
+        v.verify(&t).unwrap();
+        assert!(v.is_grant_trusted(&grant));
     }
 }

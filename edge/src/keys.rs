@@ -85,7 +85,7 @@ pub(crate) fn load(config: &AuthConfig) -> anyhow::Result<Keys> {
         let secret = secret.trim_ascii();
         anyhow::ensure!(
             secret.len() >= 32,
-            "{}: an HS256 secret needs at least 32 bytes",
+            "auth.hs256_secret_file: {}: an HS256 secret needs at least 32 bytes",
             path.display()
         );
         keys.keys.retain(|k| k.alg != Algorithm::HS256);
@@ -173,4 +173,40 @@ fn jwks_key(entry: &serde_json::Value) -> Result<(Option<String>, Algorithm, Dec
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
     Ok((jwk.common.key_id, alg, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads the keys of a config whose only key is a secret file holding `content`.
+    fn load_secret_file(content: &[u8]) -> (PathBuf, anyhow::Result<Keys>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hs256.secret");
+        std::fs::write(&path, content).unwrap();
+        let config = AuthConfig {
+            hs256_secret_file: Some(path.clone()),
+            ..AuthConfig::default()
+        };
+        (path, load(&config))
+    }
+
+    #[test]
+    fn an_hs256_secret_file_under_32_bytes_is_refused_naming_the_key_and_file() {
+        let (_, keys) = load_secret_file(&[b'k'; 32]);
+        let keys = keys.unwrap().keys;
+        assert_eq!((keys.len(), keys[0].alg), (1, Algorithm::HS256));
+        // The whitespace around it (a trailing newline) does not count.
+        let padded = [&b"  "[..], &[b'k'; 31], b"\n\n\n"].concat();
+        for short in [&[b'k'; 31][..], &padded, b""] {
+            let (path, keys) = load_secret_file(short);
+            let e = format!("{:#}", keys.err().expect("a short secret was accepted"));
+            assert!(
+                e.contains("auth.hs256_secret_file")
+                    && e.contains(&path.display().to_string())
+                    && e.contains("at least 32 bytes"),
+                "{e}"
+            );
+        }
+    }
 }

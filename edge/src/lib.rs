@@ -37,6 +37,8 @@ pub mod session;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+mod testlog;
 pub mod tls;
 pub mod upstream;
 

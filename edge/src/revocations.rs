@@ -253,3 +253,120 @@ fn apply(set: &mut RevokedSet, entry: &kv::Entry) {
     };
     set.insert(what, at);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthError, Verifier, now_s};
+    use crate::config::AuthConfig;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
+
+    fn entry(key: &str, value: &[u8], operation: kv::Operation) -> kv::Entry {
+        kv::Entry {
+            bucket: BUCKET.into(),
+            key: key.into(),
+            value: bytes::Bytes::copy_from_slice(value),
+            revision: 1,
+            delta: 0,
+            created: async_nats::datetime::now(),
+            operation,
+            seen_current: true,
+        }
+    }
+
+    fn put(key: &str, value: &[u8]) -> kv::Entry {
+        entry(key, value, kv::Operation::Put)
+    }
+
+    /// An edge's verifier holding `set` as the bucket's revocations (leeway 5 s).
+    fn verifier(set: RevokedSet) -> Verifier {
+        let v = Verifier::new(&AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        v.replace_stored(set);
+        v
+    }
+
+    fn token(sub: &str, iat: u64) -> String {
+        let claims = serde_json::json!({"sub": sub, "iat": iat, "exp": now_s() + 600});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_malformed_value_revokes_every_token_of_the_user_whenever_issued() {
+        let alice = Revoked::Sub("alice".into()).key().unwrap();
+        let deep = |depth: usize| {
+            let inner = depth - 1;
+            format!(
+                r#"{{"at": 5, "x": {}{}}}"#,
+                "[".repeat(inner),
+                "]".repeat(inner)
+            )
+        };
+        let now = now_s();
+        for value in [
+            &b"yes"[..],
+            b"",
+            b"{}",
+            br#"{"at": "yesterday"}"#,
+            br#"{"at": -1}"#,
+            // `at` is there, but past the nesting bound of untrusted bytes.
+            deep(tickmesh_core::nesting::MAX_DEPTH + 1).as_bytes(),
+        ] {
+            let shown = String::from_utf8_lossy(&value[..value.len().min(24)]).into_owned();
+            let mut set = RevokedSet::default();
+            apply(&mut set, &put(&alice, value));
+            let v = verifier(set);
+            // Issued long ago, now, and as late as the leeway lets a token say.
+            for iat in [now - 86_400, now, now + 4] {
+                assert_eq!(
+                    v.verify(&token("alice", iat)),
+                    Err(AuthError::Revoked),
+                    "{shown}: iat {iat}"
+                );
+            }
+            v.verify(&token("bob", now)).unwrap();
+        }
+        // Within the bound, the same value is read: tokens issued after `at` pass.
+        let mut set = RevokedSet::default();
+        apply(
+            &mut set,
+            &put(&alice, deep(tickmesh_core::nesting::MAX_DEPTH).as_bytes()),
+        );
+        verifier(set).verify(&token("alice", now)).unwrap();
+        // Deleting the key lifts the revocation.
+        let mut set = RevokedSet::default();
+        apply(&mut set, &put(&alice, b"yes"));
+        apply(&mut set, &entry(&alice, b"", kv::Operation::Delete));
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_key_outside_the_scheme_is_ignored_with_a_log_line() {
+        let value = Value { at: now_s() }.to_json();
+        let logs = crate::testlog::Logs::default();
+        let mut set = RevokedSet::default();
+        for key in ["alice", "sub.***", "other.YWxpY2U", "jti.", "sub"] {
+            logs.capture(|| apply(&mut set, &put(key, &value)));
+            assert!(set.is_empty(), "{key}");
+            let text = logs.text();
+            assert!(
+                text.lines().any(|l| l.contains("WARN")
+                    && l.contains("outside the scheme")
+                    && l.contains(&format!("key={key}"))),
+                "{key}: {text}"
+            );
+        }
+        let v = verifier(set);
+        v.verify(&token("alice", now_s() - 10)).unwrap();
+    }
+}

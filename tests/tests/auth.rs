@@ -132,12 +132,13 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
         c.as_object_mut().unwrap().remove(k);
         mint(c)
     };
-    let cases: Vec<(&str, Option<String>, &str)> = vec![
-        ("missing", None, "a token is required"),
+    let cases: Vec<(&str, Option<String>, &str, &str)> = vec![
+        ("missing", None, "a token is required", "missing"),
         (
             "alg none",
             Some(format!("{}.{}.", b64(json!({"alg":"none"})), b64(good()))),
             "algorithm none",
+            "algorithm",
         ),
         (
             "HS384",
@@ -150,6 +151,7 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
                 .unwrap(),
             ),
             "algorithm HS384",
+            "algorithm",
         ),
         (
             "forged",
@@ -162,55 +164,84 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
                 .unwrap(),
             ),
             "bad signature",
+            "bad_signature",
         ),
         (
             "expired",
             Some(with("exp", json!(now() - 5))),
             "token expired",
+            "expired",
         ),
         (
             "not yet valid",
             Some(with("nbf", json!(now() + 600))),
             "not yet valid",
+            "not_yet_valid",
         ),
         (
             "audience",
             Some(with("aud", json!("someone-else"))),
             "wrong audience",
+            "audience",
         ),
         (
             "issuer",
             Some(with("iss", json!("https://evil.test"))),
             "wrong issuer",
+            "issuer",
         ),
-        ("garbage", Some("garbage".into()), "malformed"),
+        ("garbage", Some("garbage".into()), "malformed", "malformed"),
         (
             "unknown tier",
             Some(with("tier", json!("platinum"))),
             "unknown tier",
+            "unknown_tier",
         ),
-        ("no sub", Some(without("sub")), "missing claim sub"),
-        ("no exp", Some(without("exp")), "missing claim exp"),
-        ("no audience", Some(without("aud")), "wrong audience"),
-        ("no issuer", Some(without("iss")), "wrong issuer"),
-        ("no iat", Some(without("iat")), "missing claim iat"),
+        (
+            "no sub",
+            Some(without("sub")),
+            "missing claim sub",
+            "missing_claim",
+        ),
+        (
+            "no exp",
+            Some(without("exp")),
+            "missing claim exp",
+            "missing_claim",
+        ),
+        (
+            "no audience",
+            Some(without("aud")),
+            "wrong audience",
+            "audience",
+        ),
+        ("no issuer", Some(without("iss")), "wrong issuer", "issuer"),
+        (
+            "no iat",
+            Some(without("iat")),
+            "missing claim iat",
+            "missing_claim",
+        ),
         (
             "too long",
             Some(with("exp", json!(now() + 7200))),
             "token lifetime over 3600 s",
+            "lifetime",
         ),
         (
             "exp 10^19",
             Some(with("exp", json!(10_000_000_000_000_000_000u64))),
             "token lifetime over 3600 s",
+            "lifetime",
         ),
         (
             "issued in the future",
             Some(with("iat", json!(now() + 600))),
             "token issued in the future",
+            "issued_in_future",
         ),
     ];
-    for (name, token, reason) in &cases {
+    for (name, token, reason, _) in &cases {
         let (status, body) = upgrade_status(&s.url(), token.as_deref()).await;
         assert_eq!(status, 401, "{name}: {body}");
         assert!(
@@ -222,10 +253,18 @@ async fn bad_tokens_are_refused_before_the_upgrade_with_401_and_a_reason() {
     let (status, _) = upgrade_status(&format!("{}?token={}", s.url(), mint(good())), None).await;
     assert_eq!(status, 101);
     let (_, metrics) = http_get(s.addr, "/metrics").await.unwrap();
-    assert!(
-        metrics.contains("tickmesh_edge_auth_failures_total{reason=\"bad_signature\"} 1"),
-        "{metrics}"
-    );
+    // Each refusal counted under its reason's label.
+    let mut expected = std::collections::BTreeMap::<&str, usize>::new();
+    for (_, _, _, label) in &cases {
+        *expected.entry(label).or_default() += 1;
+    }
+    for (label, n) in expected {
+        let line = format!("tickmesh_edge_auth_failures_total{{reason=\"{label}\"}} {n}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
     assert!(
         !metrics.contains(&mint(good())[..20]),
         "a token reached the metrics"
@@ -263,7 +302,18 @@ async fn first_option(client: &mut Client, underlying: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entitlements_and_tiers_decide_symbols_and_intervals() {
-    let s = setup(|_| {}).await;
+    let s = setup(|c| c.auth.default_tier = "realtime".into()).await;
+    // A token that names no tier gets the default tier's limits.
+    let mut untiered = claims("tom", &["*"], "-");
+    untiered.as_object_mut().unwrap().remove("tier");
+    let tom = Client::connect_with(s.addr, Format::Json, Some(&mint(untiered)))
+        .await
+        .unwrap();
+    assert_eq!(
+        tom.welcome["limits"],
+        json!({"max_symbols": 2000, "max_msgs_per_s": 100, "min_interval_ms": 0})
+    );
+    drop(tom);
     let mut c = claims("carol", &["MSFT", "AAPL*"], "delayed");
     c["max_symbols"] = json!(3);
     let mut carol = Client::connect_with(s.addr, Format::Json, Some(&mint(c)))
@@ -1005,5 +1055,248 @@ async fn a_key_removed_from_the_jwks_is_dropped_with_its_sessions() {
     still_live(&mut wes).await;
     let (status, _) = upgrade_status(&s.url(), Some(&t1)).await;
     assert_eq!(status, 101);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_hs256_secret_file_closes_every_hs256_session_with_4401() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hs256.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let (ed, ed_token) = ed_key("ed", "yara");
+    write_jwks(&jwks, &[ed], Duration::ZERO);
+    let s = setup(|c| {
+        c.auth.hs256_secret = None;
+        c.auth.hs256_secret_file = Some(secret_file.clone());
+        c.auth.jwks_file = Some(jwks.clone());
+        c.auth.key_reload_ms = 100;
+    })
+    .await;
+    let old = [
+        mint(claims("ann", &["*"], "pro")),
+        mint(claims("ben", &["*"], "realtime")),
+    ];
+    let mut hs256 = Vec::new();
+    for t in &old {
+        hs256.push(s.on_aapl(t, 0).await);
+    }
+    // A session verified by another key is not concerned.
+    let mut yara = s.on_aapl(&ed_token, 0).await;
+    const NEW: &str = "another-hs256-secret-of-32-bytes-or-more";
+    std::fs::write(&secret_file, NEW).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&secret_file)
+        .unwrap()
+        .set_modified(SystemTime::now() + 2 * SECOND)
+        .unwrap();
+    for c in &mut hs256 {
+        let mut told = None;
+        let code = c
+            .closed_within(5 * SECOND, |v| {
+                if v["type"] == "error" {
+                    told = v["code"].as_str().map(str::to_owned);
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((code, told.as_deref()), (Some(4401), Some("unauthorized")));
+    }
+    for t in &old {
+        assert_eq!(
+            upgrade_status(&s.url(), Some(t)).await,
+            (401, "bad signature".into())
+        );
+    }
+    let fresh = encode(
+        &Header::new(Algorithm::HS256),
+        &claims("ann", &["*"], "pro"),
+        &EncodingKey::from_secret(NEW.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(upgrade_status(&s.url(), Some(&fresh)).await.0, 101);
+    still_live(&mut yara).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_with_a_token_that_fails_verification_closes_4401() {
+    let s = setup(|_| {}).await;
+    let mut other = s.bystander().await;
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &claims("olga", &["*"], "pro"),
+        &EncodingKey::from_secret(b"some-other-secret-of-32-bytes-or-more"),
+    )
+    .unwrap();
+    let mut expired = claims("olga", &["*"], "pro");
+    expired["exp"] = json!(now() - 5);
+    let cases = [
+        ("forged", forged, "unauthorized"),
+        ("garbage", "garbage".to_string(), "unauthorized"),
+        ("expired", mint(expired), "token_expired"),
+    ];
+    for (name, token, code) in cases {
+        let mut olga = s.on_aapl(&mint(claims("olga", &["*"], "pro")), 0).await;
+        let (_, v) = refresh(&mut olga, 7, &token).await;
+        assert_eq!(
+            (v["type"].as_str(), v["id"].as_i64(), v["code"].as_str()),
+            (Some("error"), Some(7), Some(code)),
+            "{name}: {v}"
+        );
+        assert_eq!(close_code(&mut olga).await, Some(4401), "{name}");
+    }
+    still_live(&mut other).await;
+    s.stop().await;
+}
+
+/// Sends `n` pings at once (ids from `first`) and reads their `n` answers: how many were
+/// answered with `pong` and how many refused with `rate_limited`.
+async fn ping_burst(c: &mut Client, first: i64, n: i64) -> (usize, usize) {
+    for id in first..first + n {
+        c.send(json!({"op":"ping","id":id})).await.unwrap();
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    for _ in 0..n {
+        let v = c.next_non_hb(5 * SECOND).await.unwrap();
+        match (v["type"].as_str(), v["code"].as_str()) {
+            (Some("pong"), _) => pongs += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    (pongs, limited)
+}
+
+/// Tiers of 1, 2 and 100 messages a second.
+fn rate_tiers(c: &mut EdgeConfig) {
+    for (name, rate) in [("trickle", 1), ("slow", 2), ("fast", 100)] {
+        let tier = tickmesh_edge::config::TierConfig {
+            min_interval_ms: 0,
+            max_symbols: 10,
+            max_msgs_per_s: rate,
+        };
+        c.auth.tiers.insert(name.into(), tier);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_rate_follows_the_tier_of_a_refresh() {
+    let s = setup(|c| {
+        rate_tiers(c);
+        c.limits.rate_limit_strikes = 1000;
+    })
+    .await;
+    let mut pia = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("pia", &["*"], "fast"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ping_burst(&mut pia, 0, 20).await, (20, 0));
+    // Down to 2 a second (bursts of 4), however long it waits.
+    let (_, v) = refresh(&mut pia, 100, &mint(claims("pia", &["*"], "slow"))).await;
+    assert_eq!(v["type"], "authed", "{v}");
+    tokio::time::sleep(1500 * Duration::from_millis(1)).await;
+    let (pongs, limited) = ping_burst(&mut pia, 200, 20).await;
+    assert!(
+        pongs <= 5 && limited >= 15,
+        "{pongs} pongs, {limited} refused"
+    );
+    // Up again: once the bucket has filled at the new rate, a burst of 20 goes through.
+    tokio::time::sleep(SECOND).await;
+    let (_, v) = refresh(&mut pia, 300, &mint(claims("pia", &["*"], "fast"))).await;
+    assert_eq!(v["type"], "authed", "{v}");
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(ping_burst(&mut pia, 400, 20).await, (20, 0));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_refusals_in_a_row_close_with_4029() {
+    let s = setup(|c| {
+        rate_tiers(c);
+        c.limits.rate_limit_strikes = 3;
+    })
+    .await;
+    // One message a second, bursts of 2.
+    let mut quin = Client::connect_with(
+        s.addr,
+        Format::Json,
+        Some(&mint(claims("quin", &["*"], "trickle"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ping_burst(&mut quin, 0, 4).await, (2, 2));
+    tokio::time::sleep(1200 * Duration::from_millis(1)).await;
+    // An accepted message between refusals starts the count again: four refusals, never
+    // three in a row, and the session goes on.
+    assert_eq!(ping_burst(&mut quin, 10, 1).await, (1, 0));
+    assert_eq!(ping_burst(&mut quin, 20, 2).await, (0, 2));
+    tokio::time::sleep(1200 * Duration::from_millis(1)).await;
+    assert_eq!(ping_burst(&mut quin, 30, 1).await, (1, 0));
+    // Three in a row: two refusals, then the close.
+    for id in 40..43 {
+        quin.send(json!({"op":"ping","id":id})).await.unwrap();
+    }
+    let mut answers: Vec<String> = Vec::new();
+    let code = quin
+        .closed_within(5 * SECOND, |v| {
+            if v["type"] != "hb" {
+                answers.push(v["code"].as_str().unwrap_or("-").to_string());
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            answers
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            code
+        ),
+        (["rate_limited", "rate_limited"].as_slice(), Some(4029))
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_id_on_ctl_revoke_closes_the_sessions_holding_that_token_only() {
+    let s = setup(|_| {}).await;
+    let with_jti = |jti: &str| {
+        let mut c = claims("rita", &["*"], "pro");
+        c["jti"] = json!(jti);
+        mint(c)
+    };
+    let (t1, t2) = (with_jti("t-1"), with_jti("t-2"));
+    let mut holders = [
+        Client::connect_with(s.addr, Format::Json, Some(&t1))
+            .await
+            .unwrap(),
+        Client::connect_with(s.addr, Format::MsgPack, Some(&t1))
+            .await
+            .unwrap(),
+    ];
+    let mut same_user = Client::connect_with(s.addr, Format::Json, Some(&t2))
+        .await
+        .unwrap();
+    let nats = async_nats::connect(s.nats.url()).await.unwrap();
+    nats.publish("ctl.revoke", r#"{"jti":"t-1"}"#.into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    for c in &mut holders {
+        assert_eq!(close_code(c).await, Some(4403));
+    }
+    assert_eq!(
+        upgrade_status(&s.url(), Some(&t1)).await,
+        (401, "token revoked".into())
+    );
+    same_user.ping(1).await.unwrap();
+    assert_eq!(upgrade_status(&s.url(), Some(&t2)).await.0, 101);
     s.stop().await;
 }

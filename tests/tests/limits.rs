@@ -311,6 +311,7 @@ async fn failed_authentications_throttle_their_address_only() {
     let mut config = edge_config(&nats.url());
     config.auth.hs256_secret = Some("a-test-secret-of-at-least-32-bytes!!".into());
     config.limits.max_auth_failures_per_ip = 3;
+    config.limits.auth_failure_window_ms = 30_000;
     let (edge, addr) = start_edge(config).await.unwrap();
     let (a, b) = (ip("127.0.0.2"), ip("127.0.0.3"));
     for _ in 0..3 {
@@ -321,6 +322,28 @@ async fn failed_authentications_throttle_their_address_only() {
     }
     let status = upgrade_from(a, addr, Format::Json, None).await.err();
     assert_eq!(status, Some(429), "anonymous upgrade after 3 failures");
+    // The refusal says when to come back: by the end of the 30 s window.
+    let stream = tcp_from(a, addr).await.unwrap();
+    let req = stream_request(&format!("ws://{addr}/v1/stream"), Format::Json, None).unwrap();
+    let refused = tokio::time::timeout(5 * SECOND, tokio_tungstenite::client_async(req, stream))
+        .await
+        .expect("no answer within 5 s");
+    let Err(tokio_tungstenite::tungstenite::Error::Http(res)) = refused else {
+        panic!("the upgrade was not refused with an HTTP answer");
+    };
+    assert_eq!(res.status().as_u16(), 429);
+    let retry_after: u64 = res
+        .headers()
+        .get("retry-after")
+        .expect("a 429 without Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=30).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
     assert!(
         upgrade_from(b, addr, Format::Json, None).await.is_ok(),
         "another address was refused"

@@ -291,7 +291,7 @@ async fn metrics_on_their_own_listener_are_not_served_to_clients() {
     }
 }
 
-/// The dashboard and its files refuse to be framed, send no Referer (the page's URL may
+/// The dashboard and its files refuse to be framed and to be sniffed, send no Referer (the page's URL may
 /// hold a token), and may load only the edge's own files and open a WebSocket only to the
 /// host that served them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +311,7 @@ async fn dashboard_files_carry_a_content_security_policy() {
         };
         assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
         assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         let csp = header("content-security-policy");
         for directive in [
             "default-src 'none'",

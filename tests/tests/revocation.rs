@@ -295,3 +295,79 @@ async fn an_edge_whose_regions_jetstream_is_down_replays_the_hubs_bucket() {
         "not replayed from the hub:\n{metrics}"
     );
 }
+
+/// On one nats-server (the hub's bucket, no region): a `jti` entry closes the sessions of
+/// that token and no other; a `sub` entry whose value is not `{"at": <seconds>}` refuses
+/// every token of the user, a fresh one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_entries_close_the_sessions_of_a_token_id_and_malformed_ones_every_token() {
+    use async_nats::jetstream::kv;
+    use tickmesh_core::revocation::{BUCKET, Value};
+    let nats = NatsServer::start().unwrap();
+    create_empty_refdata(&nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = js
+        .create_key_value(kv::Config {
+            bucket: BUCKET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut config = tickmesh_tests::edge_config(&nats.url());
+    config.auth.hs256_secret = Some(SECRET.into());
+    config.auth.anonymous = false;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let with_jti = |sub: &str, jti: &str| {
+        let claims = json!({"sub": sub, "iat": now() - 60, "exp": now() + 600, "ent": ["*"],
+            "tier": "pro", "jti": jti});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let (t1, t2) = (with_jti("sam", "t-1"), with_jti("sam", "t-2"));
+    let mut holders = [session(addr, &t1).await, session(addr, &t1).await];
+    let mut other = session(addr, &t2).await;
+    let jti = Revoked::Jti("t-1".into()).key().unwrap();
+    bucket
+        .put(&jti, Value { at: now() }.to_json().into())
+        .await
+        .unwrap();
+    for c in &mut holders {
+        assert_eq!(
+            c.closed_within(5 * SECOND, |_| {}).await.unwrap(),
+            Some(4403)
+        );
+    }
+    assert_eq!(upgrade(addr, &t1).await, (401, "token revoked".into()));
+    other.ping(1).await.unwrap();
+    assert_eq!(upgrade(addr, &t2).await.0, 101);
+
+    // A value nested past the bound (though it holds an `at` of long ago) is not read as
+    // one: every token of the user is refused, issued before it or after.
+    let sub = Revoked::Sub("sam".into()).key().unwrap();
+    let deep = format!(r#"{{"at": 1, "x": {}{}}}"#, "[".repeat(40), "]".repeat(40));
+    bucket.put(&sub, deep.into()).await.unwrap();
+    assert_eq!(
+        other.closed_within(5 * SECOND, |_| {}).await.unwrap(),
+        Some(4403)
+    );
+    assert_eq!(
+        upgrade(addr, &token("sam", now())).await,
+        (401, "token revoked".into())
+    );
+    // Deleted, both revocations are lifted.
+    bucket.delete(&sub).await.unwrap();
+    bucket.delete(&jti).await.unwrap();
+    let deadline = Instant::now() + 5 * SECOND;
+    while upgrade(addr, &t1).await.0 != 101 {
+        assert!(
+            Instant::now() < deadline,
+            "t-1 still refused after the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    edge.stop().await.unwrap();
+}
