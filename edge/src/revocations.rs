@@ -221,8 +221,7 @@ fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
 /// Warns when the bucket could drop a revocation while a token it refuses is still valid.
 fn check_ttl(edge: &Edge, ttl: Duration) {
     let lifetime = edge.config.auth.max_token_lifetime_s;
-    let short = !ttl.is_zero() && lifetime.is_none_or(|l| Duration::from_secs(l) > ttl);
-    if short {
+    if ttl_too_short(ttl, lifetime) {
         tracing::warn!(
             ttl_s = ttl.as_secs(),
             max_token_lifetime_s = ?lifetime,
@@ -230,6 +229,13 @@ fn check_ttl(edge: &Edge, ttl: Duration) {
              auth.max_token_lifetime_s at or below the bucket's TTL"
         );
     }
+}
+
+/// Whether a bucket that keeps entries for `ttl` (zero: for ever) can drop a revocation
+/// before every token it refuses has expired: a token may live `lifetime` seconds (None:
+/// without limit).
+fn ttl_too_short(ttl: Duration, lifetime: Option<u64>) -> bool {
+    !ttl.is_zero() && lifetime.is_none_or(|l| Duration::from_secs(l) > ttl)
 }
 
 /// Applies one entry of the bucket. A key outside the scheme is ignored; a value that is
@@ -262,6 +268,16 @@ mod tests {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
     const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
+
+    #[test]
+    fn a_ttl_shorter_than_a_token_may_live_is_too_short() {
+        let day = Duration::from_secs(86_400);
+        assert!(!ttl_too_short(day, Some(3600)), "24 h against 1 h tokens");
+        assert!(!ttl_too_short(day, Some(86_400)), "equal");
+        assert!(ttl_too_short(day, Some(86_401)), "tokens outlive the entry");
+        assert!(ttl_too_short(day, None), "tokens without a lifetime limit");
+        assert!(!ttl_too_short(Duration::ZERO, None), "a bucket that keeps entries for ever");
+    }
 
     fn entry(key: &str, value: &[u8], operation: kv::Operation) -> kv::Entry {
         kv::Entry {
