@@ -30,6 +30,15 @@ pub fn ensure_dev_secret(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn token(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    if let Some(token) = mint(root, args)? {
+        println!("{token}");
+    }
+    Ok(())
+}
+
+/// The token `args` ask for, signed with the development secret under `root` (made now
+/// if there is none); None when only the usage was asked for.
+fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let mut sub = "dev".to_string();
     let mut ent = vec!["*".to_string()];
     let mut tier = "realtime".to_string();
@@ -53,7 +62,7 @@ pub fn token(root: &Path, args: &[String]) -> anyhow::Result<()> {
             "--jti" => jti = Some(value()?.clone()),
             "-h" | "--help" => {
                 println!("{USAGE}");
-                return Ok(());
+                return Ok(None);
             }
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
@@ -74,6 +83,42 @@ pub fn token(root: &Path, args: &[String]) -> anyhow::Result<()> {
         &claims,
         &EncodingKey::from_secret(secret.trim_ascii()),
     )?;
-    println!("{token}");
-    Ok(())
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use tickmesh_edge::auth::Verifier;
+    use tickmesh_edge::config::AuthConfig;
+
+    use super::*;
+
+    /// A token from `cargo xtask token` verifies on an edge that trusts the development
+    /// secret, as the demo's does (`auth.hs256_secret_file`), with the claims asked for;
+    /// the secret is made on first use and kept.
+    #[test]
+    fn a_development_token_verifies_with_the_demo_edges_key() {
+        let root = std::env::temp_dir().join(format!("xtask-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let args: Vec<String> = ["--sub", "alice", "--ent", "AAPL*,SPY", "--tier", "pro"]
+            .map(String::from)
+            .to_vec();
+        let token = mint(&root, &args).unwrap().unwrap();
+        let secret_file = root.join(".tools/dev-hs256.secret");
+        let secret = std::fs::read_to_string(&secret_file).unwrap();
+        assert_eq!(secret.len(), 64, "a 32-byte secret in hex");
+        let config = AuthConfig {
+            hs256_secret_file: Some(secret_file.clone()),
+            ..AuthConfig::default()
+        };
+        let grant = Verifier::new(&config).unwrap().verify(&token).unwrap();
+        assert_eq!(grant.sub.as_deref(), Some("alice"));
+        assert_eq!(grant.tier, "pro");
+        assert_eq!(grant.ent, ["AAPL*", "SPY"]);
+        // The second token is signed with the same secret.
+        let again = mint(&root, &args).unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), secret);
+        assert!(Verifier::new(&config).unwrap().verify(&again).is_ok());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
