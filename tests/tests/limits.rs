@@ -565,3 +565,115 @@ async fn a_burst_past_the_subscription_capacity_is_dropped_and_the_next_tick_hea
     eprintln!("the client got {got} of {} ticks", BURST + 1);
     edge.stop().await.unwrap();
 }
+
+/// A WebSocket opened by hand on `addr`, past its response head: a client that never
+/// writes again, so it answers no ping.
+async fn silent_upgrade(addr: SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(5 * SECOND, s.read_u8())
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads server frames until a close frame, within `within`: its code and reason, or
+/// `None` when the connection ends without one.
+async fn read_close(s: &mut TcpStream, within: Duration) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let read = async {
+        loop {
+            let mut hdr = [0u8; 2];
+            s.read_exact(&mut hdr).await.ok()?;
+            let len = match hdr[1] & 0x7f {
+                126 => u64::from(s.read_u16().await.ok()?),
+                127 => s.read_u64().await.ok()?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+            s.read_exact(&mut payload).await.ok()?;
+            if hdr[0] & 0x0f == 0x8 {
+                let code = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+                return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, read)
+        .await
+        .expect("no close frame in time")
+}
+
+/// A client that sends nothing, not even a pong, is closed with 1000 `idle timeout` once
+/// `session.idle_timeout_ms` has passed; one that only reads (its WebSocket answers the
+/// edge's pings) and one that only sends requests are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_kept() {
+    let nats = NatsServer::start().unwrap();
+    create_empty_refdata(&nats.url()).await.unwrap();
+    let mut config = edge_config(&nats.url());
+    config.session.ping_interval_ms = 200;
+    config.session.idle_timeout_ms = 1000;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let closed_normal = r#"tickmesh_edge_closes_total{code="1000"}"#;
+
+    let mut silent = silent_upgrade(addr).await;
+    let started = Instant::now();
+    let mut reader = Client::connect(addr, Format::Json).await.unwrap();
+    let mut sender = Client::connect(addr, Format::Json).await.unwrap();
+    let reading = tokio::spawn(async move {
+        let msgs = reader.collect(3 * SECOND).await;
+        (reader, msgs)
+    });
+    let sending = tokio::spawn(async move {
+        for id in 0..10 {
+            sender.send(json!({"op":"ping","id":id})).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        sender
+    });
+
+    let mut closed_after = None;
+    while started.elapsed() < 3 * SECOND {
+        if closed_after.is_none() && metric(addr, closed_normal).await >= 1.0 {
+            closed_after = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_after = closed_after.expect("the silent session was not closed");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2500)).contains(&closed_after),
+        "closed {closed_after:?} after it connected"
+    );
+    assert_eq!(
+        read_close(&mut silent, 5 * SECOND).await,
+        Some((1000, "idle timeout".to_string()))
+    );
+
+    // The other two were kept, and only the silent one was closed.
+    let (mut reader, msgs) = reading.await.unwrap();
+    let msgs = msgs.expect("the reading client was closed");
+    assert!(!msgs.is_empty());
+    reader.ping(100).await.unwrap();
+    // The sender read nothing: its pongs are waiting, each of them, then one more.
+    let mut sender = sending.await.unwrap();
+    sender.send(json!({"op":"ping","id":100})).await.unwrap();
+    for id in (0..10).chain([100]) {
+        let pong = sender.next_of("pong", 5 * SECOND).await.unwrap();
+        assert_eq!(pong["id"], json!(id), "{pong}");
+    }
+    assert_eq!(metric(addr, closed_normal).await, 1.0);
+    edge.stop().await.unwrap();
+}
