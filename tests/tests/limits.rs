@@ -566,6 +566,13 @@ async fn a_burst_past_the_subscription_capacity_is_dropped_and_the_next_tick_hea
     edge.stop().await.unwrap();
 }
 
+/// Sets the anonymous tier's `max_symbols` and `max_msgs_per_s`.
+fn anonymous_tier(config: &mut tickmesh_edge::EdgeConfig, max_symbols: u32, max_msgs_per_s: u32) {
+    let tier = config.auth.tiers.get_mut("anonymous").unwrap();
+    tier.max_symbols = max_symbols;
+    tier.max_msgs_per_s = max_msgs_per_s;
+}
+
 /// A WebSocket opened by hand on `addr`, past its response head: a client that never
 /// writes again, so it answers no ping.
 async fn silent_upgrade(addr: SocketAddr) -> TcpStream {
@@ -675,5 +682,171 @@ async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_kept
         assert_eq!(pong["id"], json!(id), "{pong}");
     }
     assert_eq!(metric(addr, closed_normal).await, 1.0);
+    edge.stop().await.unwrap();
+}
+
+/// Creates `chain.<underlying>` in `md_ref` with `strikes` for each of `expiries`, and
+/// its options as instruments; returns each expiry's options.
+async fn create_chain(
+    nats_url: &str,
+    underlying: &str,
+    expiries: &[&str],
+    strikes: &[f64],
+) -> Vec<Vec<String>> {
+    use tickmesh_core::date::Date;
+    use tickmesh_core::refdata::{Chain, ChainExpiry, chain_key, instrument_key};
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let refs = js
+        .get_key_value(tickmesh_core::refdata::BUCKET)
+        .await
+        .unwrap();
+    let chain = Chain {
+        underlying: underlying.into(),
+        root: underlying.into(),
+        expiries: expiries
+            .iter()
+            .map(|e| ChainExpiry {
+                expiry: Date::parse(e).unwrap(),
+                strikes: strikes.to_vec(),
+            })
+            .collect(),
+    };
+    refs.put(
+        chain_key(underlying),
+        serde_json::to_vec(&chain).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for e in expiries {
+        let options: Vec<String> = chain
+            .symbols(Date::parse(e).unwrap())
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for o in &options {
+            let value = json!({"symbol": o, "kind": "option", "underlying": underlying});
+            refs.put(instrument_key(o), value.to_string().into())
+                .await
+                .unwrap();
+        }
+        out.push(options);
+    }
+    out
+}
+
+/// Every reply to request `id` up to its `subscribed`: (errors, subscribed).
+async fn replies_to(c: &mut Client, id: i64) -> (Vec<Value>, Value) {
+    let mut errors = Vec::new();
+    loop {
+        let v = c.next_non_hb(5 * SECOND).await.unwrap();
+        match v["type"].as_str() {
+            Some("error") => {
+                assert_eq!(v["id"], json!(id), "{v}");
+                errors.push(v);
+            }
+            Some("subscribed") => return (errors, v),
+            Some("snapshot") => {}
+            _ => panic!("unexpected {v}"),
+        }
+    }
+}
+
+/// `limits.request_entries_factor` × the tier's `max_symbols` (2 × 10 here): a subscribe
+/// is read up to 20 entries (`symbols`, then `chains`), the rest get one
+/// `too_many_symbols` with `count`; chains expand up to 20 symbols in all, and the options
+/// and chains past that get `too_many_symbols`. The rate (one message per 100 entries)
+/// lets both requests through, so the cap is what answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_read_up_to_its_entries_cap_and_chains_expand_up_to_it() {
+    let nats = NatsServer::start().unwrap();
+    let names: Vec<String> = (1..=25).map(|i| format!("S{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    create_refdata(&nats.url(), &names).await.unwrap();
+    let strikes: Vec<f64> = (1..=8).map(|k| f64::from(k) * 10.0).collect();
+    let options = create_chain(&nats.url(), "ZZZ", &["2030-01-18", "2030-02-15"], &strikes).await;
+    assert_eq!(options[0].len(), 16);
+    let mut config = edge_config(&nats.url());
+    anonymous_tier(&mut config, 10, 50);
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+
+    // 26 entries: S1..S20 are read, S21..S25 and the chain are not.
+    c.send(json!({"op":"subscribe","id":1,"symbols":names,"chains":["ZZZ:2030-01-18"]}))
+        .await
+        .unwrap();
+    let (errors, subscribed) = replies_to(&mut c, 1).await;
+    assert_eq!(subscribed["symbols"], json!(names[..10]), "{subscribed}");
+    assert!(
+        subscribed["chains"].as_array().is_none_or(Vec::is_empty),
+        "{subscribed}"
+    );
+    let counted: Vec<&Value> = errors.iter().filter(|e| e["count"].is_u64()).collect();
+    assert_eq!(counted.len(), 1, "{errors:?}");
+    assert_eq!(
+        (
+            &counted[0]["code"],
+            &counted[0]["count"],
+            &counted[0]["symbol"]
+        ),
+        (&json!("too_many_symbols"), &json!(6), &Value::Null),
+        "{errors:?}"
+    );
+    // S11..S20 were read and refused one by one (the session holds 10); S21.. were not.
+    let refused: Vec<&str> = errors.iter().filter_map(|e| e["symbol"].as_str()).collect();
+    assert_eq!(refused, names[10..20], "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e["code"] == "too_many_symbols"),
+        "{errors:?}"
+    );
+    c.send(json!({"op":"unsubscribe","id":2,"symbols":names[..10]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+
+    // 5 symbols and 3 distinct chains: 5 + 16 options reach 21, so the first chain's last
+    // option is refused, and the chains after it are not expanded at all.
+    let chains = [
+        "ZZZ:2030-01-18",
+        "ZZZ:2030-02-15",
+        "ZZZ:2030-01-18",
+        "ZZZ:2030-03-20",
+    ];
+    c.send(json!({"op":"subscribe","id":3,"symbols":names[..5],"chains":chains}))
+        .await
+        .unwrap();
+    let (errors, subscribed) = replies_to(&mut c, 3).await;
+    assert_eq!(
+        subscribed["chains"],
+        json!(["ZZZ:2030-01-18"]),
+        "{subscribed}"
+    );
+    let mut held: Vec<String> = names[..5].iter().map(|s| s.to_string()).collect();
+    held.extend(options[0][..5].iter().cloned());
+    assert_eq!(subscribed["symbols"], json!(held), "{subscribed}");
+    assert!(errors.iter().all(|e| e["count"].is_null()), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e["code"] == "too_many_symbols"),
+        "{errors:?}"
+    );
+    let past_cap: Vec<&str> = errors
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().contains("read up to 20"))
+        .filter_map(|e| e["symbol"].as_str())
+        .collect();
+    assert_eq!(
+        past_cap,
+        [options[0][15].as_str(), "ZZZ:2030-02-15", "ZZZ:2030-03-20"],
+        "{errors:?}"
+    );
+    // Read, but past the 10 a session may hold.
+    let past_room: Vec<&str> = errors
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().contains("at most 10"))
+        .filter_map(|e| e["symbol"].as_str())
+        .collect();
+    assert_eq!(past_room, options[0][5..15], "{errors:?}");
+    assert_eq!(errors.len(), 13, "{errors:?}");
     edge.stop().await.unwrap();
 }
