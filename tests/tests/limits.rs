@@ -850,3 +850,68 @@ async fn a_request_is_read_up_to_its_entries_cap_and_chains_expand_up_to_it() {
     assert_eq!(errors.len(), 13, "{errors:?}");
     edge.stop().await.unwrap();
 }
+
+/// `limits.entries_per_message`: a subscribe of 350 entries costs 4 messages of the rate.
+/// With 2 messages a second (bursts of 4), one sent after a ping finds 3 tokens: it is
+/// refused whole with `rate_limited` and `retry_ms`, nothing is subscribed, and it is a
+/// strike (the second in a row closes with 4029). A fresh session takes it, and its
+/// next message finds no token left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_costs_its_entries_and_is_refused_whole_without_the_tokens() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1", "S2", "S3", "S4", "S5"])
+        .await
+        .unwrap();
+    let mut config = edge_config(&nats.url());
+    // Read up to 400 entries: the rate, not the entries cap, answers.
+    anonymous_tier(&mut config, 200, 2);
+    config.limits.rate_limit_strikes = 2;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let symbols: Vec<&str> = ["S1", "S2", "S3", "S4", "S5"].repeat(70);
+    assert_eq!(symbols.len(), 350);
+
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.ping(1).await.unwrap();
+    c.send(json!({"op":"subscribe","id":2,"symbols":symbols}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["type"], &v["code"], &v["id"]),
+        (&json!("error"), &json!("rate_limited"), &json!(2)),
+        "{v}"
+    );
+    let retry_ms = v["retry_ms"].as_u64().unwrap();
+    assert!((1..=500).contains(&retry_ms), "{v}");
+    c.send(json!({"op":"subscribe","id":3,"symbols":symbols}))
+        .await
+        .unwrap();
+    let mut before_close = Vec::new();
+    let code = c
+        .closed_within(5 * SECOND, |v| before_close.push(v.clone()))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(4029), "{before_close:?}");
+    assert!(
+        before_close.iter().all(|v| v["type"] == "hb"),
+        "{before_close:?}"
+    );
+    assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 0.0);
+
+    let mut fresh = Client::connect(addr, Format::Json).await.unwrap();
+    fresh
+        .send(json!({"op":"subscribe","id":1,"symbols":symbols}))
+        .await
+        .unwrap();
+    let (errors, subscribed) = replies_to(&mut fresh, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(subscribed["symbols"], json!(["S1", "S2", "S3", "S4", "S5"]));
+    fresh.send(json!({"op":"ping","id":2})).await.unwrap();
+    let v = fresh.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["code"], &v["id"]),
+        (&json!("rate_limited"), &json!(2)),
+        "{v}"
+    );
+    edge.stop().await.unwrap();
+}
