@@ -101,7 +101,9 @@ async fn send_msgpack(ws: &mut WebSocketStream<TcpStream>, v: &Value) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_carried_before_reference_data_and_chains_work_once_ready() {
     let nats = NatsServer::start().unwrap();
-    let (edge, addr) = spawn_edge(edge_config(&nats.url())).unwrap();
+    let mut config = edge_config(&nats.url());
+    config.limits.retry_after_ms = 1234;
+    let (edge, addr) = spawn_edge(config).unwrap();
     // Connected to NATS (and subscribed to revocations) but without md_ref: not ready.
     let deadline = Instant::now() + 10 * SECOND;
     loop {
@@ -125,7 +127,7 @@ async fn nothing_is_carried_before_reference_data_and_chains_work_once_ready() {
         (&json!("error"), &json!("unavailable"), &json!(1)),
         "{v}"
     );
-    assert!(v["retry_ms"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["retry_ms"], json!(1234), "limits.retry_after_ms: {v}");
     c.send(json!({"op":"chains","id":2,"underlying":"AAPL"}))
         .await
         .unwrap();
@@ -385,6 +387,7 @@ async fn address_and_edge_bounds_and_negative_caching() {
     let mut config = edge_config(&nats.url());
     config.limits.max_symbols_per_ip = 3;
     config.limits.max_carried_symbols = 4;
+    config.limits.retry_after_ms = 1234;
     let (edge, addr) = start_edge(config).await.unwrap();
 
     let mut a = client_from("127.0.0.2", addr).await;
@@ -408,7 +411,11 @@ async fn address_and_edge_bounds_and_negative_caching() {
         (errors[0].0.as_str(), errors[0].1.as_str()),
         ("unavailable", "S5")
     );
-    assert!(errors[0].2.as_u64().unwrap() > 0, "{errors:?}");
+    assert_eq!(
+        errors[0].2,
+        json!(1234),
+        "limits.retry_after_ms: {errors:?}"
+    );
     assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 4.0);
 
     // A symbol the address gives back makes room for another.
@@ -912,6 +919,65 @@ async fn a_subscribe_costs_its_entries_and_is_refused_whole_without_the_tokens()
         (&v["code"], &v["id"]),
         (&json!("rate_limited"), &json!(2)),
         "{v}"
+    );
+    edge.stop().await.unwrap();
+}
+
+/// `snapshot.negative_ttl_ms`: a symbol found without a value is not read from KV again
+/// while its negative entry lives, and is read again once it has expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbol_without_a_value_is_read_again_once_its_negative_entry_expires() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1"]).await.unwrap();
+    let mut config = edge_config(&nats.url());
+    config.snapshot.negative_ttl_ms = 1000;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    let kv_reads = "tickmesh_edge_kv_reads_total";
+    let until = |name: &'static str, want: f64| async move {
+        let deadline = Instant::now() + 3 * SECOND;
+        loop {
+            let got = metric(addr, name).await;
+            if got >= want || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (errors, ok) = subscribe(&mut c, 1, &["S1"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S1"])));
+    assert_eq!(until(kv_reads, 1.0).await, 1.0);
+    let read_at = Instant::now();
+
+    // Within the negative entry's life: served from the cache, no KV read.
+    c.send(json!({"op":"unsubscribe","id":2,"symbols":["S1"]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+    subscribe(&mut c, 3, &["S1"]).await;
+    // Time for a read to be made and counted, were one made.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        metric(addr, kv_reads).await,
+        1.0,
+        "read again within the TTL"
+    );
+    assert!(
+        read_at.elapsed() < Duration::from_millis(800),
+        "the machine is too slow for this test's timing"
+    );
+
+    // Past it: read again.
+    tokio::time::sleep(Duration::from_millis(1300).saturating_sub(read_at.elapsed())).await;
+    c.send(json!({"op":"unsubscribe","id":4,"symbols":["S1"]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+    subscribe(&mut c, 5, &["S1"]).await;
+    assert_eq!(
+        until(kv_reads, 2.0).await,
+        2.0,
+        "not read again after its negative entry expired"
     );
     edge.stop().await.unwrap();
 }
