@@ -405,6 +405,22 @@ mod tests {
             Err(CodecError::Unsafe { field: "seq", .. })
         ));
         let mut t = aapl();
+        t.epoch = 1 << 53;
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::Unsafe { field: "epoch", .. })
+        ));
+        let mut t = aapl();
+        t.ts = u64::MAX;
+        assert!(matches!(
+            decode_wire(&encode_wire(&t)),
+            Err(CodecError::Unsafe { field: "ts", .. })
+        ));
+        // Just below 2^53 each is taken.
+        let mut t = aapl();
+        (t.seq, t.epoch, t.ts) = (MAX_SAFE_INTEGER, MAX_SAFE_INTEGER, MAX_SAFE_INTEGER);
+        assert_eq!(decode_wire(&encode_wire(&t)).unwrap(), t);
+        let mut t = aapl();
         t.bid = Some(f64::NAN);
         assert!(matches!(
             decode_wire(&encode_wire(&t)),

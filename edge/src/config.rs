@@ -203,9 +203,10 @@ pub struct LimitsConfig {
     /// Default 2000.
     pub max_new_symbols_per_s: u32,
     /// A subscribe or unsubscribe is read up to this many times the session's
-    /// `max_symbols` entries (`symbols`, then `chains`), and its chains expand up to that
-    /// many symbols in all: the entries and options past it get one `too_many_symbols`
-    /// with `count`. Default 2 (a session can never hold more than `max_symbols`; the
+    /// `max_symbols` entries (`symbols`, then `chains`): the entries past it are not read
+    /// and get one `too_many_symbols` with `count`. Its chains expand up to that many
+    /// symbols in all: the options and chains past it get `too_many_symbols` (one by one,
+    /// then summed up past `max_errors_per_request`). Default 2 (a session can never hold more than `max_symbols`; the
     /// margin lets a request name symbols it is refused, e.g. `not_entitled`, and still
     /// fill the session).
     pub request_entries_factor: usize,

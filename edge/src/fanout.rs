@@ -1500,6 +1500,43 @@ mod tests {
         assert!(f.footprint().max_left <= 3);
     }
 
+    /// The symbols session 1 remembers having left, sorted.
+    fn left_symbols(f: &Fanout<Counter>) -> Vec<String> {
+        let mut left: Vec<String> = f.sessions[&1].left.keys().map(|s| s.to_string()).collect();
+        left.sort();
+        left
+    }
+
+    #[test]
+    fn past_the_cap_the_symbol_left_longest_ago_is_forgotten() {
+        let mut f = core();
+        f.add_session(1, Counter::default(), 3);
+        let now = Instant::now();
+        let cycle = |f: &mut Fanout<Counter>, name: &str, seq: u64| {
+            f.subscribe(1, &sym(name), Mode::Quote, 0);
+            f.publish(tick(name, seq, 1.0));
+            f.drain(1, now);
+            f.unsubscribe(1, name);
+        };
+        for name in ["S0", "S1", "S2"] {
+            cycle(&mut f, name, 5);
+        }
+        assert_eq!(left_symbols(&f), ["S0", "S1", "S2"]);
+        cycle(&mut f, "S3", 5);
+        assert_eq!(left_symbols(&f), ["S1", "S2", "S3"], "S0 went first");
+        // S1 taken back and left again: now the latest left, so S2 goes next.
+        cycle(&mut f, "S1", 6);
+        assert_eq!(left_symbols(&f), ["S1", "S2", "S3"]);
+        cycle(&mut f, "S4", 5);
+        assert_eq!(left_symbols(&f), ["S1", "S3", "S4"], "S2 went, not S1");
+        // What was forgotten is kept as the core's floor, so S0 and S2 never repeat.
+        assert_eq!(
+            (f.forgotten.get("S0"), f.forgotten.get("S2")),
+            (Some(&5), Some(&5))
+        );
+        assert!(!f.forgotten.contains_key("S1") && !f.forgotten.contains_key("S3"));
+    }
+
     #[test]
     fn unsubscribed_symbols_stop() {
         let mut f = core();

@@ -169,6 +169,11 @@ pub struct Counts {
 /// Invalid ticks logged one by one; after that, every 1000th.
 const LOG_FIRST_INVALID: u64 = 20;
 
+/// Whether the `n`th invalid tick (from 1) is logged: the first 20, then every 1000th.
+fn log_invalid(n: u64) -> bool {
+    n <= LOG_FIRST_INVALID || n.is_multiple_of(1000)
+}
+
 /// The tick path. Symbols get dense indices in the order they are registered; the
 /// sequencer, the subjects and the KV slots share them.
 #[derive(Debug)]
@@ -281,7 +286,7 @@ impl Publisher {
             let n = self.counts.invalid;
             metrics::counter!("tickmesh_ingest_invalid_ticks_total", "source" => self.source, "reason" => reason.label())
                 .increment(1);
-            if n <= LOG_FIRST_INVALID || n.is_multiple_of(1000) {
+            if log_invalid(n) {
                 tracing::warn!(symbol = %tick.symbol, %reason, refused = n, "invalid tick refused");
             }
             return Ok(false);
@@ -321,5 +326,18 @@ impl Publisher {
         metrics::counter!("tickmesh_ingest_stale_ticks_total", "source" => source)
             .increment(now.stale - before.stale);
         self.flushed = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_ticks_are_logged_the_first_20_then_every_1000th() {
+        let logged: Vec<u64> = (1..=5000).filter(|&n| log_invalid(n)).collect();
+        let want: Vec<u64> = (1..=20).chain([1000, 2000, 3000, 4000, 5000]).collect();
+        assert_eq!(logged, want);
+        assert!(log_invalid(1_000_000) && !log_invalid(1_000_001));
     }
 }

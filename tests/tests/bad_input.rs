@@ -153,24 +153,40 @@ async fn read_close_code(s: &mut TcpStream, within: Duration) -> Option<u16> {
 
 /// A client frame: `first` is FIN, RSV and opcode; masked unless `mask` is `None`.
 fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    assert!(payload.len() < 126);
+    assert!(payload.len() <= usize::from(u16::MAX));
     let mut f = vec![first];
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        f.push(masked | payload.len() as u8);
+    } else {
+        f.push(masked | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
     match mask {
         Some(key) => {
-            f.push(0x80 | payload.len() as u8);
             f.extend_from_slice(&key);
             f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
         }
-        None => {
-            f.push(payload.len() as u8);
-            f.extend_from_slice(payload);
-        }
+        None => f.extend_from_slice(payload),
     }
     f
 }
 
+/// The sum of a metric's series in the edge's /metrics.
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await.unwrap();
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Each WebSocket protocol error closes its connection with RFC 6455's code (read back
-/// from the close frame), never a bare reset; the edge serves the next client.
+/// from the close frame), never a bare reset, and is counted in
+/// `tickmesh_edge_closes_total{code}`; the edge serves the next client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_protocol_errors_close_with_their_code() {
     let nats = NatsServer::start().unwrap();
@@ -178,7 +194,7 @@ async fn websocket_protocol_errors_close_with_their_code() {
     create_empty_refdata(&nats.url()).await.unwrap();
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     let key = Some([0x12, 0x34, 0x56, 0x78]);
-    let cases: [(&str, Vec<u8>, u16); 6] = [
+    let cases: [(&str, Vec<u8>, u16); 10] = [
         (
             "invalid UTF-8 in a text frame",
             frame(0x81, b"\xff\xfe{}", key),
@@ -205,7 +221,28 @@ async fn websocket_protocol_errors_close_with_their_code() {
         ),
         ("a reserved data opcode", frame(0x83, b"", key), 1002),
         ("a reserved control opcode", frame(0x8b, b"", key), 1002),
+        ("a fragmented ping", frame(0x09, b"ping", key), 1002),
+        (
+            "a ping of 126 bytes (control frames are at most 125)",
+            frame(0x89, &[b'p'; 126], key),
+            1002,
+        ),
+        (
+            "a continuation frame with no message started",
+            frame(0x80, br#"{"op":"ping"}"#, key),
+            1002,
+        ),
+        (
+            "a new text frame while a fragmented message is open",
+            [
+                frame(0x01, br#"{"op":"#, key),
+                frame(0x81, br#"{"op":"ping"}"#, key),
+            ]
+            .concat(),
+            1002,
+        ),
     ];
+    let mut want_closes = std::collections::BTreeMap::<u16, f64>::new();
     for (what, bytes, want) in cases {
         let mut s = raw_upgrade(addr).await;
         s.write_all(&bytes).await.unwrap();
@@ -216,6 +253,11 @@ async fn websocket_protocol_errors_close_with_their_code() {
             started.elapsed() < 3 * SECOND,
             "{what}: close took too long"
         );
+        *want_closes.entry(want).or_default() += 1.0;
+    }
+    for (code, want) in want_closes {
+        let name = format!("tickmesh_edge_closes_total{{code=\"{code}\"}}");
+        assert_eq!(metric(addr, &name).await, want, "{name}");
     }
     let mut c = Client::connect(addr, Format::Json).await.unwrap();
     c.ping(1).await.unwrap();

@@ -36,11 +36,12 @@ async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Bytes> 
     out
 }
 
-/// Whatever the source, a tick with a NaN or infinite price (depth included) or one
-/// larger than an edge accepts is refused before it takes a seq: counted, never
-/// published.
+/// Whatever the source, a tick with a NaN or infinite price (depth included), a `src_ts`
+/// not below 2^53 or one larger than an edge accepts is refused before it takes a seq:
+/// counted under its reason in `tickmesh_ingest_invalid_ticks_total`, never published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nan_infinite_and_oversized_ticks_are_refused_at_ingest() {
+    let metrics = tickmesh_ingest::telemetry::prometheus();
     let nats = NatsServer::start().unwrap();
     let mut sub = subscribe_all(&nats.url()).await;
     let config = NatsConfig {
@@ -98,6 +99,23 @@ async fn nan_infinite_and_oversized_ticks_are_refused_at_ingest() {
         "no seq taken"
     );
     assert_eq!(p.counts().invalid, 5);
+    let text = metrics.render();
+    let refused = |reason: &str| -> f64 {
+        let label = format!(r#"reason="{reason}""#);
+        text.lines()
+            .filter(|l| l.starts_with("tickmesh_ingest_invalid_ticks_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        [
+            refused("not_finite"),
+            refused("src_ts"),
+            refused("too_large")
+        ],
+        [3.0, 1.0, 1.0],
+        "{text}"
+    );
 }
 
 /// A replay paces by source time, but one record years ahead (within

@@ -101,7 +101,9 @@ async fn send_msgpack(ws: &mut WebSocketStream<TcpStream>, v: &Value) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_carried_before_reference_data_and_chains_work_once_ready() {
     let nats = NatsServer::start().unwrap();
-    let (edge, addr) = spawn_edge(edge_config(&nats.url())).unwrap();
+    let mut config = edge_config(&nats.url());
+    config.limits.retry_after_ms = 1234;
+    let (edge, addr) = spawn_edge(config).unwrap();
     // Connected to NATS (and subscribed to revocations) but without md_ref: not ready.
     let deadline = Instant::now() + 10 * SECOND;
     loop {
@@ -125,7 +127,7 @@ async fn nothing_is_carried_before_reference_data_and_chains_work_once_ready() {
         (&json!("error"), &json!("unavailable"), &json!(1)),
         "{v}"
     );
-    assert!(v["retry_ms"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["retry_ms"], json!(1234), "limits.retry_after_ms: {v}");
     c.send(json!({"op":"chains","id":2,"underlying":"AAPL"}))
         .await
         .unwrap();
@@ -408,6 +410,7 @@ async fn address_and_edge_bounds_and_negative_caching() {
     let mut config = edge_config(&nats.url());
     config.limits.max_symbols_per_ip = 3;
     config.limits.max_carried_symbols = 4;
+    config.limits.retry_after_ms = 1234;
     let (edge, addr) = start_edge(config).await.unwrap();
 
     let mut a = client_from("127.0.0.2", addr).await;
@@ -431,7 +434,11 @@ async fn address_and_edge_bounds_and_negative_caching() {
         (errors[0].0.as_str(), errors[0].1.as_str()),
         ("unavailable", "S5")
     );
-    assert!(errors[0].2.as_u64().unwrap() > 0, "{errors:?}");
+    assert_eq!(
+        errors[0].2,
+        json!(1234),
+        "limits.retry_after_ms: {errors:?}"
+    );
     assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 4.0);
 
     // A symbol the address gives back makes room for another.
@@ -586,5 +593,414 @@ async fn a_burst_past_the_subscription_capacity_is_dropped_and_the_next_tick_hea
         "the client got all {got} ticks: nothing was dropped"
     );
     eprintln!("the client got {got} of {} ticks", BURST + 1);
+    edge.stop().await.unwrap();
+}
+
+/// Sets the anonymous tier's `max_symbols` and `max_msgs_per_s`.
+fn anonymous_tier(config: &mut tickmesh_edge::EdgeConfig, max_symbols: u32, max_msgs_per_s: u32) {
+    let tier = config.auth.tiers.get_mut("anonymous").unwrap();
+    tier.max_symbols = max_symbols;
+    tier.max_msgs_per_s = max_msgs_per_s;
+}
+
+/// A WebSocket opened by hand on `addr`, past its response head: a client that never
+/// writes again, so it answers no ping.
+async fn silent_upgrade(addr: SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(5 * SECOND, s.read_u8())
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads server frames until a close frame, within `within`: its code and reason, or
+/// `None` when the connection ends without one.
+async fn read_close(s: &mut TcpStream, within: Duration) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let read = async {
+        loop {
+            let mut hdr = [0u8; 2];
+            s.read_exact(&mut hdr).await.ok()?;
+            let len = match hdr[1] & 0x7f {
+                126 => u64::from(s.read_u16().await.ok()?),
+                127 => s.read_u64().await.ok()?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+            s.read_exact(&mut payload).await.ok()?;
+            if hdr[0] & 0x0f == 0x8 {
+                let code = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+                return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, read)
+        .await
+        .expect("no close frame in time")
+}
+
+/// A client that sends nothing, not even a pong, is closed with 1000 `idle timeout` once
+/// `session.idle_timeout_ms` has passed; one that only reads (its WebSocket answers the
+/// edge's pings) and one that only sends requests are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_kept() {
+    let nats = NatsServer::start().unwrap();
+    create_empty_refdata(&nats.url()).await.unwrap();
+    let mut config = edge_config(&nats.url());
+    config.session.ping_interval_ms = 200;
+    config.session.idle_timeout_ms = 1000;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let closed_normal = r#"tickmesh_edge_closes_total{code="1000"}"#;
+
+    let mut silent = silent_upgrade(addr).await;
+    let started = Instant::now();
+    let mut reader = Client::connect(addr, Format::Json).await.unwrap();
+    let mut sender = Client::connect(addr, Format::Json).await.unwrap();
+    let reading = tokio::spawn(async move {
+        let msgs = reader.collect(3 * SECOND).await;
+        (reader, msgs)
+    });
+    let sending = tokio::spawn(async move {
+        for id in 0..10 {
+            sender.send(json!({"op":"ping","id":id})).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        sender
+    });
+
+    let mut closed_after = None;
+    while started.elapsed() < 3 * SECOND {
+        if closed_after.is_none() && metric(addr, closed_normal).await >= 1.0 {
+            closed_after = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_after = closed_after.expect("the silent session was not closed");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2500)).contains(&closed_after),
+        "closed {closed_after:?} after it connected"
+    );
+    assert_eq!(
+        read_close(&mut silent, 5 * SECOND).await,
+        Some((1000, "idle timeout".to_string()))
+    );
+
+    // The other two were kept, and only the silent one was closed.
+    let (mut reader, msgs) = reading.await.unwrap();
+    let msgs = msgs.expect("the reading client was closed");
+    assert!(!msgs.is_empty());
+    reader.ping(100).await.unwrap();
+    // The sender read nothing: its pongs are waiting, each of them, then one more.
+    let mut sender = sending.await.unwrap();
+    sender.send(json!({"op":"ping","id":100})).await.unwrap();
+    for id in (0..10).chain([100]) {
+        let pong = sender.next_of("pong", 5 * SECOND).await.unwrap();
+        assert_eq!(pong["id"], json!(id), "{pong}");
+    }
+    assert_eq!(metric(addr, closed_normal).await, 1.0);
+    edge.stop().await.unwrap();
+}
+
+/// Creates `chain.<underlying>` in `md_ref` with `strikes` for each of `expiries`, and
+/// its options as instruments; returns each expiry's options.
+async fn create_chain(
+    nats_url: &str,
+    underlying: &str,
+    expiries: &[&str],
+    strikes: &[f64],
+) -> Vec<Vec<String>> {
+    use tickmesh_core::date::Date;
+    use tickmesh_core::refdata::{Chain, ChainExpiry, chain_key, instrument_key};
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let refs = js
+        .get_key_value(tickmesh_core::refdata::BUCKET)
+        .await
+        .unwrap();
+    let chain = Chain {
+        underlying: underlying.into(),
+        root: underlying.into(),
+        expiries: expiries
+            .iter()
+            .map(|e| ChainExpiry {
+                expiry: Date::parse(e).unwrap(),
+                strikes: strikes.to_vec(),
+            })
+            .collect(),
+    };
+    refs.put(
+        chain_key(underlying),
+        serde_json::to_vec(&chain).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for e in expiries {
+        let options: Vec<String> = chain
+            .symbols(Date::parse(e).unwrap())
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for o in &options {
+            let value = json!({"symbol": o, "kind": "option", "underlying": underlying});
+            refs.put(instrument_key(o), value.to_string().into())
+                .await
+                .unwrap();
+        }
+        out.push(options);
+    }
+    out
+}
+
+/// Every reply to request `id` up to its `subscribed`: (errors, subscribed).
+async fn replies_to(c: &mut Client, id: i64) -> (Vec<Value>, Value) {
+    let mut errors = Vec::new();
+    loop {
+        let v = c.next_non_hb(5 * SECOND).await.unwrap();
+        match v["type"].as_str() {
+            Some("error") => {
+                assert_eq!(v["id"], json!(id), "{v}");
+                errors.push(v);
+            }
+            Some("subscribed") => return (errors, v),
+            Some("snapshot") => {}
+            _ => panic!("unexpected {v}"),
+        }
+    }
+}
+
+/// `limits.request_entries_factor` × the tier's `max_symbols` (2 × 10 here): a subscribe
+/// is read up to 20 entries (`symbols`, then `chains`), the rest get one
+/// `too_many_symbols` with `count`; chains expand up to 20 symbols in all, and the options
+/// and chains past that get `too_many_symbols`. The rate (one message per 100 entries)
+/// lets both requests through, so the cap is what answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_read_up_to_its_entries_cap_and_chains_expand_up_to_it() {
+    let nats = NatsServer::start().unwrap();
+    let names: Vec<String> = (1..=25).map(|i| format!("S{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    create_refdata(&nats.url(), &names).await.unwrap();
+    let strikes: Vec<f64> = (1..=8).map(|k| f64::from(k) * 10.0).collect();
+    let options = create_chain(&nats.url(), "ZZZ", &["2030-01-18", "2030-02-15"], &strikes).await;
+    assert_eq!(options[0].len(), 16);
+    let mut config = edge_config(&nats.url());
+    anonymous_tier(&mut config, 10, 50);
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+
+    // 26 entries: S1..S20 are read, S21..S25 and the chain are not.
+    c.send(json!({"op":"subscribe","id":1,"symbols":names,"chains":["ZZZ:2030-01-18"]}))
+        .await
+        .unwrap();
+    let (errors, subscribed) = replies_to(&mut c, 1).await;
+    assert_eq!(subscribed["symbols"], json!(names[..10]), "{subscribed}");
+    assert!(
+        subscribed["chains"].as_array().is_none_or(Vec::is_empty),
+        "{subscribed}"
+    );
+    let counted: Vec<&Value> = errors.iter().filter(|e| e["count"].is_u64()).collect();
+    assert_eq!(counted.len(), 1, "{errors:?}");
+    assert_eq!(
+        (
+            &counted[0]["code"],
+            &counted[0]["count"],
+            &counted[0]["symbol"]
+        ),
+        (&json!("too_many_symbols"), &json!(6), &Value::Null),
+        "{errors:?}"
+    );
+    // S11..S20 were read and refused one by one (the session holds 10); S21.. were not.
+    let refused: Vec<&str> = errors.iter().filter_map(|e| e["symbol"].as_str()).collect();
+    assert_eq!(refused, names[10..20], "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e["code"] == "too_many_symbols"),
+        "{errors:?}"
+    );
+    c.send(json!({"op":"unsubscribe","id":2,"symbols":names[..10]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+
+    // 5 symbols and 3 distinct chains: 5 + 16 options reach 21, so the first chain's last
+    // option is refused, and the chains after it are not expanded at all.
+    let chains = [
+        "ZZZ:2030-01-18",
+        "ZZZ:2030-02-15",
+        "ZZZ:2030-01-18",
+        "ZZZ:2030-03-20",
+    ];
+    c.send(json!({"op":"subscribe","id":3,"symbols":names[..5],"chains":chains}))
+        .await
+        .unwrap();
+    let (errors, subscribed) = replies_to(&mut c, 3).await;
+    assert_eq!(
+        subscribed["chains"],
+        json!(["ZZZ:2030-01-18"]),
+        "{subscribed}"
+    );
+    let mut held: Vec<String> = names[..5].iter().map(|s| s.to_string()).collect();
+    held.extend(options[0][..5].iter().cloned());
+    assert_eq!(subscribed["symbols"], json!(held), "{subscribed}");
+    assert!(errors.iter().all(|e| e["count"].is_null()), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e["code"] == "too_many_symbols"),
+        "{errors:?}"
+    );
+    let past_cap: Vec<&str> = errors
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().contains("read up to 20"))
+        .filter_map(|e| e["symbol"].as_str())
+        .collect();
+    assert_eq!(
+        past_cap,
+        [options[0][15].as_str(), "ZZZ:2030-02-15", "ZZZ:2030-03-20"],
+        "{errors:?}"
+    );
+    // Read, but past the 10 a session may hold.
+    let past_room: Vec<&str> = errors
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().contains("at most 10"))
+        .filter_map(|e| e["symbol"].as_str())
+        .collect();
+    assert_eq!(past_room, options[0][5..15], "{errors:?}");
+    assert_eq!(errors.len(), 13, "{errors:?}");
+    edge.stop().await.unwrap();
+}
+
+/// `limits.entries_per_message`: a subscribe of 350 entries costs 4 messages of the rate.
+/// With 2 messages a second (bursts of 4), one sent after a ping finds 3 tokens: it is
+/// refused whole with `rate_limited` and `retry_ms`, nothing is subscribed, and it is a
+/// strike (the second in a row closes with 4029). A fresh session takes it, and its
+/// next message finds no token left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_costs_its_entries_and_is_refused_whole_without_the_tokens() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1", "S2", "S3", "S4", "S5"])
+        .await
+        .unwrap();
+    let mut config = edge_config(&nats.url());
+    // Read up to 400 entries: the rate, not the entries cap, answers.
+    anonymous_tier(&mut config, 200, 2);
+    config.limits.rate_limit_strikes = 2;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let symbols: Vec<&str> = ["S1", "S2", "S3", "S4", "S5"].repeat(70);
+    assert_eq!(symbols.len(), 350);
+
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.ping(1).await.unwrap();
+    c.send(json!({"op":"subscribe","id":2,"symbols":symbols}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["type"], &v["code"], &v["id"]),
+        (&json!("error"), &json!("rate_limited"), &json!(2)),
+        "{v}"
+    );
+    let retry_ms = v["retry_ms"].as_u64().unwrap();
+    assert!((1..=500).contains(&retry_ms), "{v}");
+    c.send(json!({"op":"subscribe","id":3,"symbols":symbols}))
+        .await
+        .unwrap();
+    let mut before_close = Vec::new();
+    let code = c
+        .closed_within(5 * SECOND, |v| before_close.push(v.clone()))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(4029), "{before_close:?}");
+    assert!(
+        before_close.iter().all(|v| v["type"] == "hb"),
+        "{before_close:?}"
+    );
+    assert_eq!(metric(addr, "tickmesh_edge_symbols").await, 0.0);
+
+    let mut fresh = Client::connect(addr, Format::Json).await.unwrap();
+    fresh
+        .send(json!({"op":"subscribe","id":1,"symbols":symbols}))
+        .await
+        .unwrap();
+    let (errors, subscribed) = replies_to(&mut fresh, 1).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(subscribed["symbols"], json!(["S1", "S2", "S3", "S4", "S5"]));
+    fresh.send(json!({"op":"ping","id":2})).await.unwrap();
+    let v = fresh.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(
+        (&v["code"], &v["id"]),
+        (&json!("rate_limited"), &json!(2)),
+        "{v}"
+    );
+    edge.stop().await.unwrap();
+}
+
+/// `snapshot.negative_ttl_ms`: a symbol found without a value is not read from KV again
+/// while its negative entry lives, and is read again once it has expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbol_without_a_value_is_read_again_once_its_negative_entry_expires() {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["S1"]).await.unwrap();
+    let mut config = edge_config(&nats.url());
+    config.snapshot.negative_ttl_ms = 1000;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    let kv_reads = "tickmesh_edge_kv_reads_total";
+    let until = |name: &'static str, want: f64| async move {
+        let deadline = Instant::now() + 3 * SECOND;
+        loop {
+            let got = metric(addr, name).await;
+            if got >= want || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (errors, ok) = subscribe(&mut c, 1, &["S1"]).await;
+    assert_eq!((errors.len(), ok), (0, json!(["S1"])));
+    assert_eq!(until(kv_reads, 1.0).await, 1.0);
+    let read_at = Instant::now();
+
+    // Within the negative entry's life: served from the cache, no KV read.
+    c.send(json!({"op":"unsubscribe","id":2,"symbols":["S1"]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+    subscribe(&mut c, 3, &["S1"]).await;
+    // Time for a read to be made and counted, were one made.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        metric(addr, kv_reads).await,
+        1.0,
+        "read again within the TTL"
+    );
+    assert!(
+        read_at.elapsed() < Duration::from_millis(800),
+        "the machine is too slow for this test's timing"
+    );
+
+    // Past it: read again.
+    tokio::time::sleep(Duration::from_millis(1300).saturating_sub(read_at.elapsed())).await;
+    c.send(json!({"op":"unsubscribe","id":4,"symbols":["S1"]}))
+        .await
+        .unwrap();
+    c.next_of("unsubscribed", 5 * SECOND).await.unwrap();
+    subscribe(&mut c, 5, &["S1"]).await;
+    assert_eq!(
+        until(kv_reads, 2.0).await,
+        2.0,
+        "not read again after its negative entry expired"
+    );
     edge.stop().await.unwrap();
 }

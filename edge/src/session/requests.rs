@@ -461,3 +461,42 @@ where
         End::Close(close::UNAUTHORIZED, "unauthorized")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickmesh_core::protocol::Unsubscribe;
+
+    fn subscribe(symbols: usize, chains: usize) -> Request {
+        Request::Subscribe(Subscribe {
+            symbols: vec!["AAPL".into(); symbols],
+            chains: vec!["AAPL:2030-01-18".into(); chains],
+            mode: Default::default(),
+            interval_ms: None,
+        })
+    }
+
+    #[test]
+    fn a_subscribe_or_unsubscribe_costs_one_message_per_entries_per_message() {
+        for (entries, want) in [(0, 1), (1, 1), (100, 1), (101, 2), (200, 2), (350, 4)] {
+            assert_eq!(cost(&subscribe(entries, 0), 100), want, "{entries} symbols");
+        }
+        // Symbols and chains count together.
+        assert_eq!(cost(&subscribe(60, 41), 100), 2);
+        assert_eq!(cost(&subscribe(0, 250), 100), 3);
+        let unsubscribe = Request::Unsubscribe(Unsubscribe {
+            symbols: vec!["AAPL".into(); 150],
+            chains: vec!["AAPL:2030-01-18".into(); 51],
+        });
+        assert_eq!(cost(&unsubscribe, 100), 3);
+        assert_eq!(cost(&subscribe(7, 0), 1), 7);
+        // Anything else costs one message, whatever it holds.
+        assert_eq!(cost(&Request::Ping, 100), 1);
+        let chains = Request::Chains {
+            underlying: "A".repeat(1000),
+        };
+        assert_eq!(cost(&chains, 1), 1);
+        // So large a request costs more than any tier's burst, never wraps around.
+        assert_eq!(cost(&subscribe(1_000_000, 0), 1), 1_000_000);
+    }
+}
