@@ -192,6 +192,26 @@ impl std::fmt::Display for ChainRef {
 mod tests {
     use super::*;
 
+    /// A value nested past the bound is refused (the watch logs and drops it), without
+    /// reaching serde's recursion.
+    #[test]
+    fn a_value_nested_past_the_bound_is_refused() {
+        let deep = format!(
+            r#"{{"symbol":"AAPL","kind":"equity","x":{}1{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        for key in ["instr.AAPL", "chain.AAPL"] {
+            let e = decode_value(key, deep.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("nested"), "{key}: {e}");
+        }
+        let flat = r#"{"symbol":"AAPL","kind":"equity"}"#;
+        assert!(matches!(
+            decode_value("instr.AAPL", flat.as_bytes()),
+            Ok(Some(RefValue::Instrument(_)))
+        ));
+    }
+
     fn chain() -> Chain {
         Chain {
             underlying: "AAPL".into(),

@@ -276,7 +276,10 @@ mod tests {
         assert!(!ttl_too_short(day, Some(86_400)), "equal");
         assert!(ttl_too_short(day, Some(86_401)), "tokens outlive the entry");
         assert!(ttl_too_short(day, None), "tokens without a lifetime limit");
-        assert!(!ttl_too_short(Duration::ZERO, None), "a bucket that keeps entries for ever");
+        assert!(
+            !ttl_too_short(Duration::ZERO, None),
+            "a bucket that keeps entries for ever"
+        );
     }
 
     fn entry(key: &str, value: &[u8], operation: kv::Operation) -> kv::Entry {

@@ -171,3 +171,48 @@ async fn a_client_that_stops_reading_finds_slow_consumer_and_4008_last() {
     );
     assert_eq!(close, Some(4008));
 }
+
+/// A session cut as a slow consumer keeps its socket and its place in the connection
+/// counts while its notice waits for room (`session.close_linger_ms`); then it lets both
+/// go: the count drops, and the client finds the end of the stream after what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_session_keeps_its_place_while_it_lingers_then_lets_go() {
+    let edge = edge(|c| {
+        c.session.write_timeout_ms = 200;
+        c.session.close_linger_ms = 2000;
+        c.auth.anonymous_tier = "realtime".into();
+    })
+    .await;
+    let mut ws = open(&edge, None, 2048).await;
+    assert_eq!(edge.registry.total(), 1);
+    for id in 0..150 {
+        let ping = json!({"op": "ping", "id": id}).to_string();
+        let send = ws.send(Message::Text(ping.into()));
+        if tokio::time::timeout(Duration::from_millis(300), send)
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Cut about 200 ms after its write stalled, lingering 2 s from then.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        edge.registry.total(),
+        1,
+        "gave its place up while lingering"
+    );
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    while edge.registry.total() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still counted 5 s after the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = tokio::time::timeout(2 * SECOND, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream did not end after the linger");
+}

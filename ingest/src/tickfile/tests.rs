@@ -258,3 +258,23 @@ fn records_over_the_bound_are_skipped_unread_with_their_line_and_offset() {
         }
     }
 }
+
+/// An NDJSON record nested past the decoders' bound (`tickmesh_core::nesting`) is a
+/// corrupt record, counted with its line; the records around it are read.
+#[test]
+fn a_record_nested_past_the_bound_is_corrupt_and_the_others_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.ndjson");
+    let deep = format!(
+        r#"{{"symbol":"AAPL","seq":2,"last":1.0,"x":{}1{}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let ok = |seq: u64| format!(r#"{{"symbol":"AAPL","seq":{seq},"last":1.0}}"#);
+    std::fs::write(&path, format!("{}\n{deep}\n{}\n", ok(1), ok(3))).unwrap();
+    let (ticks, bad, summary) = read_all(&path);
+    assert_eq!(ticks.len(), 2, "{ticks:?}");
+    assert_eq!(summary.corrupt, 1);
+    assert_eq!(bad[0].line, 2, "{:?}", bad[0]);
+    assert!(bad[0].error.contains("nested"), "{}", bad[0].error);
+}
