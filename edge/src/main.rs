@@ -18,16 +18,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    tickmesh_service::init_logging(args.log_json);
     raise_nofile_limit();
     let config = EdgeConfig::load(args.config.as_deref())?;
     let listener = tickmesh_edge::bind(config.listen)?;

@@ -79,16 +79,7 @@ fn parse_format(s: &str) -> Result<FileFormat, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    tickmesh_service::init_logging(args.log_json);
     let mut config = IngestConfig::load(args.config.as_deref())?;
     match args.command.unwrap_or(Command::Run {
         replay: Vec::new(),

@@ -1,12 +1,30 @@
 //! What TickMesh's services (ingest, the edge, their tools) share at run time, apart from
 //! the I/O-free vocabulary of `tickmesh-core`:
 //!
+//! - [`kv`]: KV buckets as the mesh lays them out (a region's mirror of a hub bucket).
 //! - [`nats`]: connecting to NATS with TLS and credentials (`[nats.tls]`, `[nats.auth]`).
 //! - [`revocation`]: the operator's side of the revocation bucket `ctl_revoked`.
 //! - [`shutdown_signal`]: SIGINT or SIGTERM, which starts a service's orderly stop.
+//! - [`init_logging`]: the services' log output (`RUST_LOG`, text or JSON lines).
 
+pub mod kv;
 pub mod nats;
 pub mod revocation;
+
+/// Logs to stderr as text, or as one JSON object per line (`--log-json`), at the level
+/// `RUST_LOG` sets (default `info`).
+pub fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
 
 /// Resolves on SIGINT or SIGTERM: what starts the drain of `tickmesh-edge` and the stop of
 /// `tickmesh-ingest`.

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::stream::{External, Source};
 use async_nats::jetstream::{self, kv};
 use tickmesh_core::revocation::{BUCKET, Revoked, Value};
 
@@ -42,29 +41,7 @@ pub async fn ensure_mirror(
     ttl: Duration,
     replicas: usize,
 ) -> anyhow::Result<()> {
-    let js = jetstream::with_domain(client.clone(), domain);
-    if js.get_key_value(BUCKET).await.is_ok() {
-        return Ok(());
-    }
-    js.create_key_value(kv::Config {
-        bucket: BUCKET.to_string(),
-        description: format!("read-only mirror of {BUCKET} for region {domain}"),
-        history: 1,
-        max_age: ttl,
-        num_replicas: replicas,
-        // As in the edge's mirror of md_last: the source's domain as an API prefix.
-        mirror: Some(Source {
-            name: BUCKET.to_string(),
-            external: source_domain.map(|d| External {
-                api_prefix: format!("$JS.{d}.API"),
-                delivery_prefix: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("creating the mirror of {BUCKET} in JetStream domain {domain}"))?;
+    crate::kv::ensure_mirror(client, domain, BUCKET, source_domain, ttl, replicas).await?;
     Ok(())
 }
 

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::stream::{External, Source};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use tokio::sync::{OnceCell, watch};
@@ -313,33 +312,17 @@ pub async fn ensure_mirror(
     source_domain: Option<&str>,
     replicas: usize,
 ) -> anyhow::Result<()> {
-    let js = jetstream::with_domain(client.clone(), domain);
-    if js.get_key_value(bucket).await.is_ok() {
-        return Ok(());
+    let created = tickmesh_service::kv::ensure_mirror(
+        client,
+        domain,
+        bucket,
+        source_domain,
+        Duration::ZERO,
+        replicas,
+    )
+    .await?;
+    if created {
+        tracing::info!(%domain, %bucket, "created the regional KV mirror");
     }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_string(),
-        history: 1,
-        num_replicas: replicas,
-        description: format!("read-only mirror of {bucket} for region {domain}"),
-        // The source's domain as an explicit API prefix: async-nats passes a `domain`
-        // field through to the server unchanged on this path, which the server refuses.
-        mirror: Some(Source {
-            name: bucket.to_string(),
-            external: source_domain.map(|d| External {
-                api_prefix: format!("$JS.{d}.API"),
-                delivery_prefix: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "creating the mirror of {bucket} in JetStream domain {domain} (from {source_domain:?})"
-        )
-    })?;
-    tracing::info!(%domain, %bucket, "created the regional KV mirror");
     Ok(())
 }
