@@ -24,9 +24,11 @@ use crate::{Procs, root, run, tools, wait_http};
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
-scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe (default: all)";
+scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve (default: all)";
 
-const SCENARIOS: [&str; 8] = [
+mod curve;
+
+const SCENARIOS: [&str; 9] = [
     "idle",
     "throughput",
     "latency",
@@ -35,11 +37,12 @@ const SCENARIOS: [&str; 8] = [
     "storm",
     "ingest",
     "resubscribe",
+    "curve",
 ];
 
 /// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
 /// running one alone leaves the main block as it is.
-const OWN_SECTION: [&str; 1] = ["resubscribe"];
+const OWN_SECTION: [&str; 2] = ["resubscribe", "curve"];
 
 /// The generated part of docs/benchmarks.md lies between these lines; text outside them
 /// (the analysis, other benchmarks' sections) is kept when the report is rebuilt.
@@ -49,6 +52,9 @@ const END: &str = "<!-- bench:end -->";
 const RESUBSCRIBE_BEGIN: &str =
     "<!-- bench:resubscribe:begin: written by `cargo xtask bench --scenario resubscribe` -->";
 const RESUBSCRIBE_END: &str = "<!-- bench:resubscribe:end -->";
+const CURVE_BEGIN: &str =
+    "<!-- bench:curve:begin: written by `cargo xtask bench --scenario curve` -->";
+const CURVE_END: &str = "<!-- bench:curve:end -->";
 
 struct Opts {
     quick: bool,
@@ -138,6 +144,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "storm" => storm(&env),
             "ingest" => ingest(&env),
             "resubscribe" => resubscribe(&env),
+            "curve" => curve::run(&env),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         let mut result = result.with_context(|| format!("scenario {name}"))?;
@@ -166,6 +173,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             RESUBSCRIBE_END,
             &resubscribe_report(&v),
         );
+    }
+    if let Some(v) = load(&env, "curve") {
+        let (section, svg) = curve::report(&v)?;
+        page = with_section(&page, CURVE_BEGIN, CURVE_END, &section);
+        std::fs::write(root.join("docs/bench-curve.svg"), svg)?;
     }
     std::fs::write(&path, page)?;
     eprintln!("xtask: wrote {}", path.display());
