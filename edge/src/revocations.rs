@@ -111,7 +111,10 @@ enum Ended {
 }
 
 /// Opens the bucket where it is, replays it, swaps it in, then applies changes until the
-/// watch ends or fails. No bucket at all counts as a replay of nothing.
+/// watch ends or fails. No bucket at all counts as a replay of nothing. A source that
+/// cannot be replayed (not found in time, or its watch cannot be made or does not reach
+/// the last entry: a region whose JetStream lost its quorum may still answer for the
+/// stream but cannot make a consumer) is passed over for the next.
 /// `ttl_seen`: the bucket's TTL when last checked, so that a warning about it is logged
 /// once, not at every replay.
 async fn sync(
@@ -121,18 +124,86 @@ async fn sync(
     ttl_seen: &mut Option<Duration>,
 ) -> anyhow::Result<Ended> {
     let timeout = Duration::from_millis(edge.config.snapshot.kv_timeout_ms);
-    let Some((store, label)) = open(sources, timeout).await? else {
-        finish(edge, RevokedSet::default(), generation, "none");
-        return Ok(Ended::NoBucket);
+    let mut failed = None;
+    for (n, source) in sources.iter().enumerate() {
+        let store = match lookup(source, timeout).await {
+            Ok(Some(store)) => store,
+            // The hub (the last source, the authority) has none: nothing was revoked.
+            Ok(None) if n + 1 == sources.len() => {
+                finish(edge, RevokedSet::default(), generation, "none");
+                return Ok(Ended::NoBucket);
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
+        };
+        let (fresh, mut entries) = match replay(edge, &store, source.label, timeout, ttl_seen).await
+        {
+            Ok(replayed) => replayed,
+            Err(e) => {
+                tracing::debug!(source = source.label, error = %format!("{e:#}"), "revocations: replay failed; trying the next source");
+                failed = Some(e);
+                continue;
+            }
+        };
+        finish(edge, fresh, generation, source.label);
+        while let Some(entry) = entries.next().await {
+            let entry = entry?;
+            let held = edge.verifier.update_stored(|set| apply(set, &entry));
+            metrics::gauge!("tickmesh_edge_revocations_stored").set(held as f64);
+            edge.revocations.send_modify(|n| *n += 1);
+        }
+        return Ok(Ended::Watch);
+    }
+    Err(failed.unwrap_or_else(|| anyhow::anyhow!("no source of {BUCKET}")))
+}
+
+/// The bucket in `source`, `None` if it says it has none, within `timeout`.
+async fn lookup(source: &Source, timeout: Duration) -> anyhow::Result<Option<kv::Store>> {
+    let stream = format!("KV_{BUCKET}");
+    let lookup = async {
+        match source.js.get_stream(&stream).await {
+            Ok(_) => source
+                .js
+                .get_key_value(BUCKET)
+                .await
+                .map(Some)
+                .map_err(anyhow::Error::from),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     };
-    let status = store.status().await?;
+    match tokio::time::timeout(timeout, lookup).await {
+        Ok(r) => r.with_context(|| format!("looking up {BUCKET} ({})", source.label)),
+        Err(_) => Err(anyhow::anyhow!(
+            "looking up {BUCKET} ({}) timed out",
+            source.label
+        )),
+    }
+}
+
+/// Reads every entry of `store` (the last value of every key, deletions included), and
+/// returns them with the watch, which then yields every change.
+async fn replay(
+    edge: &Edge,
+    store: &kv::Store,
+    label: &str,
+    timeout: Duration,
+    ttl_seen: &mut Option<Duration>,
+) -> anyhow::Result<(RevokedSet, kv::Watch)> {
+    let status = tokio::time::timeout(timeout, store.status())
+        .await
+        .with_context(|| format!("{BUCKET} ({label}): no status in time"))??;
     if *ttl_seen != Some(status.max_age()) {
         *ttl_seen = Some(status.max_age());
         check_ttl(edge, status.max_age());
     }
     let empty = status.values() == 0;
-    // The last value of every key (deletions included), then every change.
-    let mut entries = store.watch_with_history(">").await?;
+    let mut entries = tokio::time::timeout(timeout, store.watch_with_history(">"))
+        .await
+        .with_context(|| format!("{BUCKET} ({label}): the watch was not made in time"))??;
     let mut fresh = RevokedSet::default();
     if !empty {
         let replay = async {
@@ -149,14 +220,7 @@ async fn sync(
             .await
             .with_context(|| format!("replaying {BUCKET} ({label}) timed out"))??;
     }
-    finish(edge, fresh, generation, label);
-    while let Some(entry) = entries.next().await {
-        let entry = entry?;
-        let held = edge.verifier.update_stored(|set| apply(set, &entry));
-        metrics::gauge!("tickmesh_edge_revocations_stored").set(held as f64);
-        edge.revocations.send_modify(|n| *n += 1);
-    }
-    Ok(Ended::Watch)
+    Ok((fresh, entries))
 }
 
 /// Swaps a replay in, tells the sessions, and marks the edge ready for `generation`.
@@ -173,41 +237,6 @@ fn finish(edge: &Edge, set: RevokedSet, generation: u64, label: &'static str) {
     if before != generation + 1 {
         tracing::info!(held, source = label, "revocations replayed");
     }
-}
-
-/// The bucket in the first source that has it; `None` when the hub (the last source, the
-/// authority) says it has none. A source that cannot answer within `timeout` (a region
-/// whose JetStream lost its quorum, a cut link) is passed over for the next.
-async fn open(
-    sources: &[Source],
-    timeout: Duration,
-) -> anyhow::Result<Option<(kv::Store, &'static str)>> {
-    let stream = format!("KV_{BUCKET}");
-    let mut last = Ok(None);
-    for source in sources {
-        let lookup = async {
-            match source.js.get_stream(&stream).await {
-                Ok(_) => source
-                    .js
-                    .get_key_value(BUCKET)
-                    .await
-                    .map(Some)
-                    .map_err(anyhow::Error::from),
-                Err(e) if is_not_found(&e) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
-        };
-        last = match tokio::time::timeout(timeout, lookup).await {
-            Ok(Ok(Some(store))) => return Ok(Some((store, source.label))),
-            Ok(Ok(None)) => Ok(None),
-            Ok(Err(e)) => Err(e.context(format!("looking up {BUCKET} ({})", source.label))),
-            Err(_) => Err(anyhow::anyhow!(
-                "looking up {BUCKET} ({}) timed out",
-                source.label
-            )),
-        };
-    }
-    last
 }
 
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {

@@ -285,14 +285,12 @@ pub async fn start_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAd
     // Ingest may take a while to create its buckets on a busy machine.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if http_get(addr, "/readyz")
-            .await
-            .is_ok_and(|(status, _)| status == 200)
-        {
+        let said = http_get(addr, "/readyz").await;
+        if said.as_ref().is_ok_and(|(status, _)| *status == 200) {
             return Ok((service, addr));
         }
         if Instant::now() > deadline {
-            bail!("edge at {addr} not ready within 30 s");
+            bail!("edge at {addr} not ready within 30 s: /readyz said {said:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

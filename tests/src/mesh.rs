@@ -564,6 +564,37 @@ impl Mesh {
             .with_context(|| format!("{stream} is led by {leader}, not a hub node"))
     }
 
+    /// The leaf node of `region` that leads JetStream stream `stream` (a mirror, e.g.
+    /// `KV_md_last`), and how many replicas the stream has.
+    pub async fn region_stream_leader(
+        &mut self,
+        region: &str,
+        stream: &str,
+    ) -> Option<(usize, usize)> {
+        for node in self.region_mut(region).leaves.iter_mut() {
+            if !node.is_running() {
+                continue;
+            }
+            let Ok(v) = node.monitor("/jsz?accounts=true&streams=true").await else {
+                continue;
+            };
+            let details = v["account_details"].as_array().into_iter().flatten();
+            for s in details.flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()) {
+                if s["name"] == stream
+                    && let Some(leader) = s["cluster"]["leader"].as_str()
+                {
+                    let replicas = 1 + s["cluster"]["replicas"].as_array().map_or(0, Vec::len);
+                    let leaves = &self.region(region).leaves;
+                    return leaves
+                        .iter()
+                        .position(|n| n.name == leader)
+                        .map(|i| (i, replicas));
+                }
+            }
+        }
+        None
+    }
+
     /// The hub node a client named `name` is connected to.
     pub async fn hub_node_of(&mut self, client_name: &str) -> anyhow::Result<usize> {
         for (i, node) in self.hub.iter_mut().enumerate() {

@@ -657,37 +657,6 @@ async fn gauge(addr: SocketAddr, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// The region node that leads stream `stream` (the mirror, `KV_md_last`), and how many
-/// replicas it has.
-async fn region_stream_leader(
-    mesh: &mut Mesh,
-    region: &str,
-    stream: &str,
-) -> Option<(usize, usize)> {
-    for node in mesh.region_mut(region).leaves.iter_mut() {
-        if !node.is_running() {
-            continue;
-        }
-        let Ok(v) = node.monitor("/jsz?accounts=true&streams=true").await else {
-            continue;
-        };
-        let details = v["account_details"].as_array().into_iter().flatten();
-        for s in details.flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()) {
-            if s["name"] == stream
-                && let Some(leader) = s["cluster"]["leader"].as_str()
-            {
-                let replicas = 1 + s["cluster"]["replicas"].as_array().map_or(0, Vec::len);
-                let leaves = &mesh.region(region).leaves;
-                return leaves
-                    .iter()
-                    .position(|n| n.name == leader)
-                    .map(|i| (i, replicas));
-            }
-        }
-    }
-    None
-}
-
 /// A series of `tickmesh_edge_kv_reads_total` in an edge's `/metrics` (0 when absent).
 async fn kv_reads(addr: SocketAddr, source: &str, result: &str) -> f64 {
     let (source, result) = (
@@ -776,7 +745,8 @@ async fn a_three_node_region_keeps_its_mirror_through_a_leaf_loss() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (leader, replicas) = region_stream_leader(&mut mesh, A, "KV_md_last")
+    let (leader, replicas) = mesh
+        .region_stream_leader(A, "KV_md_last")
         .await
         .expect("no node of the region leads the mirror");
     assert_eq!(replicas, 3, "the mirror has {replicas} replicas");

@@ -269,9 +269,9 @@ async fn an_edge_that_cannot_replay_the_revocations_is_not_ready() {
     let _ = tokio::time::timeout(5 * SECOND, edge).await;
 }
 
-/// A region whose JetStream cannot answer (one of its two leaf nodes down: no quorum) is
-/// passed over within `snapshot.kv_timeout_ms`: an edge that starts there replays the
-/// hub's bucket, and refuses the revoked token.
+/// A region whose JetStream cannot serve a replay (one of its two leaf nodes down: no
+/// quorum) is passed over within `snapshot.kv_timeout_ms`: an edge that starts there
+/// replays the hub's bucket, and refuses the revoked token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_whose_regions_jetstream_is_down_replays_the_hubs_bucket() {
     let mut mesh = Mesh::start(&[A], 2).await.unwrap();
@@ -280,7 +280,13 @@ async fn an_edge_whose_regions_jetstream_is_down_replays_the_hubs_bucket() {
     mesh.revoke(&what, now() - 10).await.unwrap();
     mesh.create_revocation_mirror(A).await.unwrap();
     mesh.wait_mirrored(A, &what).await.unwrap();
-    mesh.region_mut(A).leaves[0].kill();
+    // The node without the mirror goes: the survivor still answers for the mirror's
+    // stream, but without a quorum nothing can make the consumer a replay needs.
+    let (leader, _) = mesh
+        .region_stream_leader(A, "KV_ctl_revoked")
+        .await
+        .expect("no node of the region leads the mirror");
+    mesh.region_mut(A).leaves[1 - leader].kill();
     let (_edge, addr) = start_edge(edge_config(&mesh, A)).await.unwrap();
     assert_eq!(
         upgrade(addr, &token("frank", now() - 60)).await,

@@ -155,15 +155,16 @@ impl EdgeProcess {
     pub async fn ready_within(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if http_get(self.addr, "/readyz")
-                .await
-                .is_ok_and(|(s, _)| s == 200)
-            {
+            let said = http_get(self.addr, "/readyz").await;
+            if said.as_ref().is_ok_and(|(s, _)| *s == 200) {
                 return Ok(());
             }
             self.exited()?;
             if Instant::now() > deadline {
-                bail!("tickmesh-edge at {} not ready within {within:?}", self.addr);
+                bail!(
+                    "tickmesh-edge at {} not ready within {within:?}: /readyz said {said:?}",
+                    self.addr
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
