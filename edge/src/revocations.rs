@@ -5,8 +5,8 @@
 //! Where it is read: in a region (`nats.kv_mirror_domain` set), the region's mirror of the
 //! bucket, so that an edge starting while its region is cut off from the hub still learns
 //! every revocation the region holds; the hub's bucket (`nats.js_domain`) when the region
-//! has no mirror or its JetStream does not answer within `snapshot.kv_timeout_ms`. No
-//! bucket on the hub means nothing was ever revoked. Edges only read: the
+//! has no mirror or its JetStream cannot serve the replay, each step within
+//! `snapshot.kv_timeout_ms`. No bucket on the hub means nothing was ever revoked. Edges only read: the
 //! bucket and the mirrors are the operator's (`cargo xtask revoke`, docs/operations.md).
 //!
 //! A replay loads every key into a fresh set and swaps it in whole, so that a deletion or
