@@ -559,6 +559,37 @@ fn candidates<'k>(
     }
 }
 
+/// What the edge's unit tests sign their tokens with.
+#[cfg(test)]
+pub(crate) mod test_keys {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    use super::{Verifier, now_s};
+    use crate::config::AuthConfig;
+
+    pub const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
+
+    /// A verifier that trusts [`SECRET`].
+    pub fn verifier() -> Verifier {
+        Verifier::new(&AuthConfig {
+            hs256_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// A token of `sub` issued at `iat`, valid for ten minutes from now.
+    pub fn token(sub: &str, iat: u64) -> String {
+        let claims = serde_json::json!({"sub": sub, "iat": iat, "exp": now_s() + 600});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -154,27 +154,8 @@ mod tests {
 
     use crate::auth::{AuthError, now_s};
     use crate::config::AuthConfig;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
-    const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
-
-    fn verifier() -> Verifier {
-        Verifier::new(&AuthConfig {
-            hs256_secret: Some(SECRET.into()),
-            ..AuthConfig::default()
-        })
-        .unwrap()
-    }
-
-    fn token(sub: &str, iat: u64) -> String {
-        let claims = serde_json::json!({"sub": sub, "iat": iat, "exp": now_s() + 600});
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
-    }
+    use crate::auth::test_keys::{SECRET, token, verifier};
 
     #[test]
     fn a_revocation_with_at_refuses_the_tokens_issued_until_then() {

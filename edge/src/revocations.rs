@@ -293,10 +293,8 @@ fn apply(set: &mut RevokedSet, entry: &kv::Entry) {
 mod tests {
     use super::*;
     use crate::auth::{AuthError, Verifier, now_s};
-    use crate::config::AuthConfig;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
-    const SECRET: &str = "a-secret-for-these-tests-32-bytes-long";
+    use crate::auth::test_keys::token;
 
     #[test]
     fn a_ttl_shorter_than_a_token_may_live_is_too_short() {
@@ -330,23 +328,9 @@ mod tests {
 
     /// An edge's verifier holding `set` as the bucket's revocations (leeway 5 s).
     fn verifier(set: RevokedSet) -> Verifier {
-        let v = Verifier::new(&AuthConfig {
-            hs256_secret: Some(SECRET.into()),
-            ..AuthConfig::default()
-        })
-        .unwrap();
+        let v = crate::auth::test_keys::verifier();
         v.replace_stored(set);
         v
-    }
-
-    fn token(sub: &str, iat: u64) -> String {
-        let claims = serde_json::json!({"sub": sub, "iat": iat, "exp": now_s() + 600});
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
     }
 
     #[test]

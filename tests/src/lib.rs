@@ -605,3 +605,39 @@ pub async fn last_words(
     let last = last.map(|t| serde_json::from_str(t.as_str())).transpose()?;
     Ok((last, code))
 }
+
+/// The sum of a metric's series (every label set, or the one written out in `name`) in an
+/// edge's `/metrics`; 0 when it has none, or when `/metrics` cannot be read.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let Ok((_, body)) = http_get(addr, "/metrics").await else {
+        return 0.0;
+    };
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A WebSocket opened by hand on `addr`'s `/v1/stream` (anonymous, JSON), past its `101`
+/// response head: the raw socket, for a test that writes frames of its own or none at all.
+pub async fn raw_upgrade(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!(
+        "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(Duration::from_secs(5), s.read_u8())
+            .await
+            .context("no upgrade response within 5 s")?
+            .context("the edge closed during the upgrade")?;
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head);
+    anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+    Ok(s)
+}

@@ -573,16 +573,6 @@ async fn deep_nesting_and_bad_frames_cost_only_their_sender(demo: &Demo) {
     assert_eq!(code, Some(1007), "a text frame that is not UTF-8");
 }
 
-/// The sum of a metric's series in the edge's `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await.unwrap();
-    body.lines()
-        .filter_map(|l| l.strip_prefix(name))
-        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A client that subscribes to every option of the demo's chains, every tick, over a
 /// socket with a 4 KiB receive buffer, and then reads nothing while it asks for the list
 /// of its subscriptions (about 40 KB each time) at its rate limit. The edge cuts it; when

@@ -36,6 +36,28 @@ fn claims(sub: &str, ent: &[&str], tier: &str) -> Value {
     json!({"sub": sub, "iat": now() - 1, "exp": now() + 600, "ent": ent, "tier": tier})
 }
 
+/// How `c`'s session ends within 5 s: its close code, and the code of the last `error`
+/// before it.
+async fn closed_with_error(c: &mut Client) -> (Option<u16>, Option<String>) {
+    let mut told = None;
+    let code = c
+        .closed_within(5 * SECOND, |v| {
+            if v["type"] == "error" {
+                told = v["code"].as_str().map(str::to_owned);
+            }
+        })
+        .await
+        .unwrap();
+    (code, told)
+}
+
+/// A JSON session of `sub` on `addr` with a token for `ent` and `tier`.
+async fn signed_in(addr: SocketAddr, sub: &str, ent: &[&str], tier: &str) -> Client {
+    Client::connect_with(addr, Format::Json, Some(&mint(claims(sub, ent, tier))))
+        .await
+        .unwrap()
+}
+
 struct Setup {
     nats: NatsServer,
     ingest: Service,
@@ -490,13 +512,7 @@ async fn message_floods_get_rate_limited_then_4029() {
     })
     .await;
     let mut other = s.bystander().await;
-    let mut g = Client::connect_with(
-        s.addr,
-        Format::Json,
-        Some(&mint(claims("gina", &["*"], "delayed"))),
-    )
-    .await
-    .unwrap();
+    let mut g = signed_in(s.addr, "gina", &["*"], "delayed").await;
     for i in 0..60 {
         if g.send(json!({"op":"ping","id":i})).await.is_err() {
             break;
@@ -539,20 +555,8 @@ async fn connection_limits_per_user_and_per_ip() {
     let _b2 = Client::connect_with(s.addr, Format::Json, Some(&t))
         .await
         .unwrap();
-    let _c = Client::connect_with(
-        s.addr,
-        Format::Json,
-        Some(&mint(claims("ivy", &["*"], "pro"))),
-    )
-    .await
-    .unwrap();
-    let _d = Client::connect_with(
-        s.addr,
-        Format::Json,
-        Some(&mint(claims("jay", &["*"], "pro"))),
-    )
-    .await
-    .unwrap();
+    let _c = signed_in(s.addr, "ivy", &["*"], "pro").await;
+    let _d = signed_in(s.addr, "jay", &["*"], "pro").await;
     let (status, _) = upgrade_status(&s.url(), Some(&mint(claims("kim", &["*"], "pro")))).await;
     assert_eq!(status, 429, "fifth connection from one address");
     s.stop().await;
@@ -939,13 +943,7 @@ async fn a_refresh_cannot_exceed_the_users_session_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_trims_subscriptions_past_the_new_max_symbols() {
     let s = setup(|_| {}).await;
-    let mut vic = Client::connect_with(
-        s.addr,
-        Format::Json,
-        Some(&mint(claims("vic", &["*"], "pro"))),
-    )
-    .await
-    .unwrap();
+    let mut vic = signed_in(s.addr, "vic", &["*"], "pro").await;
     vic.send(
         json!({"op":"subscribe","id":1,"symbols":["SPY","AAPL","MSFT","NVDA"],"interval_ms":0}),
     )
@@ -1039,15 +1037,7 @@ async fn a_key_removed_from_the_jwks_is_dropped_with_its_sessions() {
     );
     // k2 leaves the set: its session is closed, and its token refused from then on.
     write_jwks(&jwks, &[k1, es256], Duration::from_secs(2));
-    let mut told = None;
-    let code = xia
-        .closed_within(5 * SECOND, |v| {
-            if v["type"] == "error" {
-                told = v["code"].as_str().map(str::to_owned);
-            }
-        })
-        .await
-        .unwrap();
+    let (code, told) = closed_with_error(&mut xia).await;
     assert_eq!((code, told.as_deref()), (Some(4401), Some("unauthorized")));
     let (status, body) = upgrade_status(&s.url(), Some(&t2)).await;
     assert_eq!((status, body.as_str()), (401, "unknown key id"));
@@ -1092,15 +1082,7 @@ async fn changing_the_hs256_secret_file_closes_every_hs256_session_with_4401() {
         .set_modified(SystemTime::now() + 2 * SECOND)
         .unwrap();
     for c in &mut hs256 {
-        let mut told = None;
-        let code = c
-            .closed_within(5 * SECOND, |v| {
-                if v["type"] == "error" {
-                    told = v["code"].as_str().map(str::to_owned);
-                }
-            })
-            .await
-            .unwrap();
+        let (code, told) = closed_with_error(c).await;
         assert_eq!((code, told.as_deref()), (Some(4401), Some("unauthorized")));
     }
     for t in &old {
@@ -1188,13 +1170,7 @@ async fn the_message_rate_follows_the_tier_of_a_refresh() {
         c.limits.rate_limit_strikes = 1000;
     })
     .await;
-    let mut pia = Client::connect_with(
-        s.addr,
-        Format::Json,
-        Some(&mint(claims("pia", &["*"], "fast"))),
-    )
-    .await
-    .unwrap();
+    let mut pia = signed_in(s.addr, "pia", &["*"], "fast").await;
     assert_eq!(ping_burst(&mut pia, 0, 20).await, (20, 0));
     // Down to 2 a second (bursts of 4), however long it waits.
     let (_, v) = refresh(&mut pia, 100, &mint(claims("pia", &["*"], "slow"))).await;
@@ -1222,13 +1198,7 @@ async fn only_refusals_in_a_row_close_with_4029() {
     })
     .await;
     // One message a second, bursts of 2.
-    let mut quin = Client::connect_with(
-        s.addr,
-        Format::Json,
-        Some(&mint(claims("quin", &["*"], "trickle"))),
-    )
-    .await
-    .unwrap();
+    let mut quin = signed_in(s.addr, "quin", &["*"], "trickle").await;
     assert_eq!(ping_burst(&mut quin, 0, 4).await, (2, 2));
     tokio::time::sleep(1200 * Duration::from_millis(1)).await;
     // An accepted message between refusals starts the count again: four refusals, never

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -101,29 +100,6 @@ async fn deeply_nested_messages_are_bad_requests_and_the_edge_serves_on() {
     ingest.stop().await.unwrap();
 }
 
-/// Opens a WebSocket by hand on `addr` and reads the response head.
-async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        let n = tokio::time::timeout(5 * SECOND, s.read(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 1, "the edge closed during the upgrade");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s
-}
-
 /// Reads server frames (unmasked) until a close frame, within `within`: its status code,
 /// or `None` when the connection ends without one.
 async fn read_close_code(s: &mut TcpStream, within: Duration) -> Option<u16> {
@@ -170,18 +146,6 @@ fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
         None => f.extend_from_slice(payload),
     }
     f
-}
-
-/// The sum of a metric's series in the edge's /metrics.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await.unwrap();
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Each WebSocket protocol error closes its connection with RFC 6455's code (read back
@@ -244,7 +208,7 @@ async fn websocket_protocol_errors_close_with_their_code() {
     ];
     let mut want_closes = std::collections::BTreeMap::<u16, f64>::new();
     for (what, bytes, want) in cases {
-        let mut s = raw_upgrade(addr).await;
+        let mut s = raw_upgrade(addr).await.unwrap();
         s.write_all(&bytes).await.unwrap();
         let started = Instant::now();
         let code = read_close_code(&mut s, 5 * SECOND).await;

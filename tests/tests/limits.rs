@@ -353,18 +353,6 @@ async fn failed_authentications_throttle_their_address_only() {
     edge.stop().await.unwrap();
 }
 
-/// The sum of a metric's series in the edge's /metrics.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await.unwrap();
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Subscribes and returns the errors (code, symbol) and the accepted symbols.
 async fn subscribe(
     c: &mut Client,
@@ -603,29 +591,6 @@ fn anonymous_tier(config: &mut tickmesh_edge::EdgeConfig, max_symbols: u32, max_
     tier.max_msgs_per_s = max_msgs_per_s;
 }
 
-/// A WebSocket opened by hand on `addr`, past its response head: a client that never
-/// writes again, so it answers no ping.
-async fn silent_upgrade(addr: SocketAddr) -> TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let b = tokio::time::timeout(5 * SECOND, s.read_u8())
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(b);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s
-}
-
 /// Reads server frames until a close frame, within `within`: its code and reason, or
 /// `None` when the connection ends without one.
 async fn read_close(s: &mut TcpStream, within: Duration) -> Option<(u16, String)> {
@@ -666,7 +631,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_kept
     let (edge, addr) = start_edge(config).await.unwrap();
     let closed_normal = r#"tickmesh_edge_closes_total{code="1000"}"#;
 
-    let mut silent = silent_upgrade(addr).await;
+    let mut silent = raw_upgrade(addr).await.unwrap();
     let started = Instant::now();
     let mut reader = Client::connect(addr, Format::Json).await.unwrap();
     let mut sender = Client::connect(addr, Format::Json).await.unwrap();

@@ -13,18 +13,6 @@ use tickmesh_tests::*;
 
 const PANIC_PING_ID: i64 = 4242;
 
-/// The sum of a metric's series in the edge's /metrics.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await.unwrap();
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// How many NATS subscriptions the edge's connection (named `name`) holds, from the
 /// server's monitoring endpoint.
 async fn edge_nats_subs(nats: &NatsServer, name: &str) -> u64 {

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,18 +16,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const SYMBOLS: [&str; 5] = ["AAPL", "MSFT", "SPY", "NVDA", "TSLA"];
-
-/// The sum of a metric's series in the edge's /metrics.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await.unwrap();
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Reads until `subscribed` arrives (skipping welcome, hb and snapshots).
 async fn until_subscribed(ws: &mut WebSocketStream<TcpStream>) {
