@@ -13,11 +13,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tickmesh_core::Format;
+use tickmesh_edge::auth::now_s as now;
 use tickmesh_tests::mesh::{EdgeProcess, Mesh};
 use tickmesh_tests::*;
 use tokio::sync::watch;
@@ -27,13 +28,6 @@ const SECOND: Duration = Duration::from_secs(1);
 const SECRET: &str = "an-adversarial-suite-hs256-secret-of-32-bytes";
 /// Ticks per second the demo's ingest publishes here.
 const RATE: u32 = 400;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn mint(claims: &Value) -> String {
     encode(

@@ -5,23 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tickmesh_core::Format;
 use tickmesh_edge::EdgeConfig;
+use tickmesh_edge::auth::now_s as now;
 use tickmesh_tests::*;
 
 const SECRET: &str = "a-test-only-hs256-secret-32-bytes-long!";
 const SECOND: Duration = Duration::from_secs(1);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn mint(claims: Value) -> String {
     encode(

@@ -5,13 +5,14 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use tickmesh_core::Format;
 use tickmesh_core::revocation::Revoked;
 use tickmesh_edge::EdgeConfig;
+use tickmesh_edge::auth::now_s as now;
 use tickmesh_tests::mesh::{HUB_DOMAIN, Mesh};
 use tickmesh_tests::proxy::Proxy;
 use tickmesh_tests::*;
@@ -20,13 +21,6 @@ const A: &str = "region-a";
 const B: &str = "region-b";
 const SECRET: &str = "a-test-only-hs256-secret-32-bytes-long!";
 const SECOND: Duration = Duration::from_secs(1);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A token of `sub` issued at `iat`.
 fn token(sub: &str, iat: u64) -> String {

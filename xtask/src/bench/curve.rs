@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Env, Load, MeshSpec, args, f, join, loadgen, start_mesh, universe};
+use super::{
+    Env, Load, MeshSpec, args, f, fix_repeat, latency_load, loadgen, start_mesh, universe,
+};
 
 /// Updates per second out, offered at each step.
 const STEPS: [u64; 6] = [10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000];
@@ -45,28 +47,14 @@ pub fn run(env: &Env) -> anyhow::Result<Value> {
                 &Load {
                     label: &label,
                     nats,
-                    args: args(&[
-                        "--conns",
-                        "1000",
-                        "--symbols",
-                        &join(&symbols),
-                        "--per-conn",
-                        "1",
-                        "--interval-ms",
-                        "0",
-                        "--mode",
-                        "quote",
-                        "--format",
-                        "json",
-                        "--threads",
-                        "2",
-                        "--source-net",
-                        net,
-                        "--warmup-s",
-                        "2",
-                        "--duration-s",
-                        duration,
-                    ]),
+                    // The latency scenario's load, with a thread more and a shorter warm-up.
+                    args: fix_repeat(
+                        [
+                            latency_load(1000, &symbols, duration, net),
+                            args(&["--threads", "2", "--warmup-s", "2"]),
+                        ]
+                        .concat(),
+                    ),
                 },
             )?;
             run["system"] = json!(system);
