@@ -41,16 +41,34 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
+/** @param {number} port */
+function canBind(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = /** @type {net.AddressInfo} */ (srv.address());
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+const FIRST_PORT = 20000;
+const PORT_COUNT = 12000;
+let nextPort = (process.pid * 977) % PORT_COUNT;
+
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago.
+ *
+ * Taken below the kernel's ephemeral range (32768–60999), as the Rust test kit does: a
+ * port the kernel hands out for `listen(0)` may be handed out again a moment later as the
+ * source port of an outgoing connection (ingest dialling NATS, Chromium's own sockets),
+ * and the edge then cannot bind it (seen as an edge that exits at start with
+ * "Address already in use").
+ */
+export async function freePort() {
+  for (let i = 0; i < PORT_COUNT; i++) {
+    const port = FIRST_PORT + (nextPort++ % PORT_COUNT);
+    if (await canBind(port)) return port;
+  }
+  throw new Error(`no free loopback port in ${FIRST_PORT}..${FIRST_PORT + PORT_COUNT}`);
 }
 
 /** @param {number} ms */
@@ -67,7 +85,9 @@ function launch(name, bin, args, env) {
   fs.writeSync(log, `\n=== ${new Date().toISOString()} ${bin} ${args.join(' ')}\n`);
   const child = spawn(bin, args, {
     cwd: ROOT,
-    env: { ...process.env, NO_COLOR: '1', ...env },
+    // RUST_LIB_BACKTRACE=0: an error that ends a process is its last lines, not a
+    // backtrace that pushes it out of the tail shown in failure messages.
+    env: { ...process.env, NO_COLOR: '1', RUST_LIB_BACKTRACE: '0', ...env },
     stdio: ['ignore', log, log],
   });
   fs.closeSync(log);
@@ -94,10 +114,16 @@ function launch(name, bin, args, env) {
     get status() {
       return status;
     },
-    /** The last lines of its log, for failure messages. */
+    /**
+     * The last lines of its log, for failure messages; a panic's message first when a
+     * backtrace pushed it out of those lines.
+     */
     tail(lines = 15) {
       const text = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n');
-      return text.slice(-lines).join('\n');
+      const last = text.slice(-lines);
+      const panic = text.findLastIndex((l) => l.includes('panicked at'));
+      if (panic >= 0 && panic < text.length - lines) last.unshift(...text.slice(panic, panic + 3), '[…]');
+      return last.join('\n');
     },
   };
 }
