@@ -30,8 +30,8 @@ use bytes::Bytes;
 use tickmesh_core::codec::encode_client;
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 
-pub use subscriber::Sub;
 use subscriber::{Feed, Session, Snap};
+pub use subscriber::{Queued, Sub};
 
 pub type SessionId = u64;
 
@@ -49,6 +49,16 @@ pub trait TickSink: Send + Sync + 'static {
     /// The pump of `symbol` ended (its subscription closed): start a new one if the
     /// symbol is still carried.
     fn restart_pump(self: Arc<Self>, symbol: &Symbol);
+}
+
+/// Where the runtime gets a carried symbol's ticks from: it starts a pump when a symbol
+/// gains its first subscriber and drops it when the last one leaves (dropping it stops
+/// it). NATS at run time; nothing in the core's benches.
+pub trait Upstream: Send + Sync + 'static {
+    type Pump: Send + 'static;
+    /// Starts delivering `symbol`'s ticks to `sink`. Called under the runtime's lock of
+    /// the symbol's shard: it must not call back into the runtime before it returns.
+    fn start_pump(&self, sink: std::sync::Weak<dyn TickSink>, symbol: Symbol) -> Self::Pump;
 }
 
 /// One decoded tick, shared by every session, with its client encodings built lazily,
@@ -191,6 +201,9 @@ pub struct Subscribed {
     /// Nobody is reading the symbol's KV value yet: the caller must, and hand the result
     /// to [`Fanout::offer_snapshot`]. At most one read per symbol is under way.
     pub fetch: bool,
+    /// A new subscription's snapshot, taken by the runtime in the same turn if it could go
+    /// out at once (see [`Fanout::take_snapshot`]).
+    pub snapshot: Option<Arc<SharedTick>>,
 }
 
 /// One `ticks` frame to send: shared ticks and the mode each is sent in.
@@ -265,7 +278,21 @@ impl<W: Wake> Fanout<W> {
     /// Registers a session that may hold up to `max_symbols`: it remembers as many of the
     /// symbols it leaves, so that subscribing to them again keeps the guarantees.
     pub fn add_session(&mut self, id: SessionId, waker: W, max_symbols: usize) {
-        self.sessions.insert(id, Session::new(waker, max_symbols));
+        self.add_session_queued(id, waker, max_symbols, Queued::default());
+    }
+
+    /// Like [`Fanout::add_session`], with the session's every-tick queue counted in
+    /// `queued`, which other cores holding the session's other symbols share: the byte
+    /// budget is then over all of them.
+    pub fn add_session_queued(
+        &mut self,
+        id: SessionId,
+        waker: W,
+        max_symbols: usize,
+        queued: Queued,
+    ) {
+        self.sessions
+            .insert(id, Session::new(waker, max_symbols, queued));
     }
 
     /// Removes a session; returns the symbols nobody on this edge wants any more.
@@ -392,6 +419,7 @@ impl<W: Wake> Fanout<W> {
             new_subscription: true,
             latest: slot.latest.clone(),
             fetch,
+            snapshot: None,
         }
     }
 
@@ -630,31 +658,32 @@ impl<W: Wake> Fanout<W> {
             let Some(sub) = session.subs.get(&symbol) else {
                 continue;
             };
-            session.live.push_back((tick.clone(), sub.mode));
-            session.live_bytes += tick.wire_len;
-            session.wake();
-            if session.live_bytes > budget {
+            let mode = sub.mode;
+            if session.enqueue(tick.clone(), mode) > budget {
                 overflowed.push(id);
             }
         }
         for id in overflowed {
-            self.fall_back_to_conflation(id);
+            self.fall_back_to_conflation(id, true);
         }
         true
     }
 
-    /// Moves every every-tick subscription of a slow session to conflation.
-    fn fall_back_to_conflation(&mut self, id: SessionId) {
+    /// Moves every every-tick subscription of a slow session to conflation; with
+    /// `notify`, the session is told (`slow_consumer`) at its next drain. Another core
+    /// that found the session over its budget tells it once for all.
+    pub fn fall_back_to_conflation(&mut self, id: SessionId, notify: bool) {
         let interval = self.config.slow_interval_ms;
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
         // What was queued is not lost: a symbol with a value the session has not had is
         // dirty at once in its new group.
-        session.live.clear();
-        session.live_bytes = 0;
-        session.slow_notice = Some(interval);
-        session.wake();
+        session.clear_queue();
+        if notify {
+            session.slow_notice = Some(interval);
+            session.wake();
+        }
         let moved: Vec<(Symbol, usize)> = session
             .subs
             .iter()
@@ -690,7 +719,7 @@ impl<W: Wake> Fanout<W> {
         };
         session.wake_pending = false;
         out.slow_consumer = session.slow_notice.take();
-        out.queued_bytes = session.live_bytes;
+        out.queued_bytes = session.unqueued();
         let max = self.config.max_ticks_per_frame.max(1);
         let mut next_due: Option<Instant> = None;
         let mut keep = |at: Instant| next_due = Some(next_due.map_or(at, |n| n.min(at)));
@@ -747,7 +776,6 @@ impl<W: Wake> Fanout<W> {
                 out.frames.push(std::mem::take(&mut frame));
             }
         }
-        session.live_bytes = 0;
 
         // Conflated groups that are due: the latest value of each changed symbol, unless
         // the symbol went out within its interval (it subscribed again, or changed
@@ -821,9 +849,8 @@ fn feed_live<W: Wake>(session: &mut Session<W>, slot: &mut Slot, id: SessionId, 
     if sub.behind(slot.latest.as_ref())
         && let Some(latest) = &slot.latest
     {
-        session.live.push_back((latest.clone(), sub.mode));
-        session.live_bytes += latest.wire_len;
-        session.wake();
+        let mode = sub.mode;
+        session.enqueue(latest.clone(), mode);
     }
 }
 

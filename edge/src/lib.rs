@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: figment config, validated before anything is bound.
 //! - [`fanout`]: the I/O-free core: latest values, conflation per session, encode once.
-//! - [`hub`]: the core behind a mutex, with one NATS pump per carried symbol.
+//! - [`runtime`]: the core split into shards, each behind its own lock, with one pump
+//!   per carried symbol.
 //! - [`nats`]: the only NATS code: the connection, the pumps and KV reads.
 //! - [`snapshot`]: snapshots on subscribe through a moka cache over KV.
 //! - [`refdata`]: instruments and option chains from KV `md_ref`, cached and watched.
@@ -14,8 +15,8 @@
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
 //!
-//! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::TickSink`] (the hub)
-//! → [`fanout::Fanout::publish`]
+//! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::TickSink`] (the
+//! runtime, which picks the symbol's shard) → [`fanout::Fanout::publish`]
 //! marks sessions dirty and wakes them → each session drains its frames, built from tick
 //! bytes encoded once per (format, mode), and writes them.
 
@@ -26,12 +27,12 @@ pub mod control;
 pub mod fanout;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
-pub mod hub;
 mod keys;
 pub mod limits;
 pub mod nats;
 pub mod refdata;
 pub mod revocations;
+pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod snapshot;

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
 use crate::config::NatsConfig;
-use crate::fanout::{SharedTick, TickSink};
+use crate::fanout::{SharedTick, TickSink, Upstream};
 
 pub use kv::ensure_mirror;
 
@@ -79,6 +79,30 @@ pub struct NatsLink {
     reconnects: Arc<watch::Sender<u64>>,
     resync_reads: Arc<Semaphore>,
     connected: Arc<watch::Sender<bool>>,
+}
+
+/// A symbol's pump: its NATS subscription ends when this is dropped.
+#[derive(Debug)]
+pub struct Pump(AbortHandle);
+
+impl From<AbortHandle> for Pump {
+    fn from(task: AbortHandle) -> Self {
+        Pump(task)
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Upstream for NatsLink {
+    type Pump = Pump;
+
+    fn start_pump(&self, sink: Weak<dyn TickSink>, symbol: Symbol) -> Pump {
+        self.pump(sink, symbol)
+    }
 }
 
 impl NatsLink {
@@ -180,7 +204,7 @@ impl NatsLink {
     /// Subscribes to the symbol's subject and feeds every valid tick to the hub, until
     /// aborted (which drops the subscription) or the hub is gone. On each resync it also
     /// feeds the symbol's latest KV value.
-    pub fn start_pump(&self, hub: Weak<dyn TickSink>, symbol: Symbol) -> AbortHandle {
+    fn pump(&self, hub: Weak<dyn TickSink>, symbol: Symbol) -> Pump {
         let link = self.clone();
         let subject = tick_subject(&symbol, self.shards);
         let mut resyncs = Some(self.resync.subscribe());
@@ -232,6 +256,7 @@ impl NatsLink {
             }
         })
         .abort_handle()
+        .into()
     }
 
     /// Feeds the symbol's latest KV value to the hub; the core passes it on only if it is

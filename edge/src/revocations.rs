@@ -43,7 +43,7 @@ struct Source {
 
 /// Replays and watches the bucket until the edge shuts down.
 pub fn spawn(edge: Arc<Edge>) {
-    let client = edge.hub.nats().client().clone();
+    let client = edge.nats.client().clone();
     let config = &edge.config.nats;
     let mut sources = Vec::new();
     if let Some(domain) = &config.kv_mirror_domain {
@@ -59,13 +59,13 @@ pub fn spawn(edge: Arc<Edge>) {
         },
         label: "hub",
     });
-    let reconnects = edge.hub.nats().reconnects();
+    let reconnects = edge.nats.reconnects();
     tokio::spawn(run(edge, sources, reconnects));
 }
 
 /// Whether the replay that follows the latest (re)connect is done.
 pub fn is_replayed(edge: &Edge) -> bool {
-    let generation = *edge.hub.nats().reconnects().borrow();
+    let generation = *edge.nats.reconnects().borrow();
     edge.revocations_replayed.load(Ordering::Acquire) == generation + 1
 }
 

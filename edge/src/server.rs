@@ -79,7 +79,7 @@ pub async fn run(
         None => None,
     };
     let edge = Edge::new(config, verifier).await?;
-    let nats = edge.hub.nats().clone();
+    let nats = edge.nats.clone();
     control::spawn(edge.clone(), nats.client().clone()).await?;
     // Stopped when `run` returns, whatever the way.
     let metrics_stop = CancellationToken::new();
@@ -158,10 +158,7 @@ pub async fn run(
     let left = deadline
         .saturating_duration_since(tokio::time::Instant::now())
         .min(Duration::from_secs(2));
-    if tokio::time::timeout(left, edge.hub.nats().drain())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(left, edge.nats.drain()).await.is_err() {
         tracing::warn!(?left, "NATS drain did not finish in time");
     }
     Ok(())
@@ -344,7 +341,7 @@ fn routes(
     let readyz = warp::path!("readyz").map(move || {
         let (status, body) = if ready_edge.shutdown.is_cancelled() {
             (StatusCode::SERVICE_UNAVAILABLE, "draining")
-        } else if !ready_edge.hub.nats().is_connected() {
+        } else if !ready_edge.nats.is_connected() {
             (StatusCode::SERVICE_UNAVAILABLE, "NATS disconnected")
         } else if !ready_edge.control_subscribed.load(Ordering::Acquire) {
             (

@@ -17,7 +17,6 @@ use tokio::sync::Semaphore;
 
 use crate::config::SnapshotConfig;
 use crate::fanout::SharedTick;
-use crate::hub::Hub;
 use crate::nats::NatsLink;
 
 type Value = Option<Arc<SharedTick>>;
@@ -99,13 +98,18 @@ impl Snapshots {
         }
     }
 
-    /// Reads `symbol` for the sessions awaiting its snapshot and hands the value to the
-    /// hub, on the NATS thread: one read per symbol, however many sessions wait.
-    pub fn fetch_for(&self, hub: Arc<Hub>, symbol: Symbol) {
+    /// Reads `symbol` for the sessions awaiting its snapshot and hands the value to
+    /// `offer` (the core's `offer_snapshot`, which returns how many sessions it served),
+    /// on the NATS thread: one read per symbol, however many sessions wait.
+    pub fn fetch_for(
+        &self,
+        symbol: Symbol,
+        offer: impl FnOnce(&str, Value) -> usize + Send + 'static,
+    ) {
         let snapshots = self.clone();
         self.nats.spawn(async move {
             let (candidate, source) = snapshots.kv(&symbol).await;
-            let waiting = hub.offer_snapshot(symbol.as_str(), candidate);
+            let waiting = offer(symbol.as_str(), candidate);
             // The read itself counts where it came from; the others waiting on it were
             // served from what it read, as from a cache.
             let (first, rest) = match source {

@@ -1,4 +1,4 @@
-//! What every session of an edge shares: its configuration, the fan-out hub, snapshots,
+//! What every session of an edge shares: its configuration, the sharded fan-out core, snapshots,
 //! token verification, reference data, limits and the signals that tell sessions of
 //! revocations, draining and the state of NATS. The server builds it; sessions, control
 //! and revocations read it. It imports none of them.
@@ -12,18 +12,22 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;
 use crate::fanout::FanoutConfig;
-use crate::hub::Hub;
 use crate::limits::peers::AuthThrottle;
 use crate::limits::{Registry, TokenBucket};
 use crate::nats::NatsLink;
 use crate::refdata::RefData;
+use crate::runtime::{Runtime, default_shards};
 use crate::snapshot::Snapshots;
+
+/// The sharded fan-out core over NATS, as sessions use it.
+pub type EdgeRuntime = Runtime<NatsLink, Arc<tokio::sync::Notify>>;
 
 /// State shared by every session of this edge.
 #[derive(Debug)]
 pub struct Edge {
     pub config: EdgeConfig,
-    pub hub: Arc<Hub>,
+    pub runtime: Arc<EdgeRuntime>,
+    pub nats: NatsLink,
     pub snapshots: Snapshots,
     pub verifier: Verifier,
     /// Instruments and option chains from KV `md_ref`.
@@ -50,18 +54,19 @@ pub struct Edge {
 
 impl Edge {
     /// The shared state of an edge with `config`: its NATS connection (which keeps trying
-    /// in the background until a server answers), the fan-out hub over it, snapshots,
+    /// in the background until a server answers), the sharded fan-out core over it, snapshots,
     /// reference data and the limits. Nothing is served yet.
     pub async fn new(config: EdgeConfig, verifier: Verifier) -> anyhow::Result<Arc<Edge>> {
         let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
         let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
         nats.open_kv();
-        let hub = Hub::new(
+        let runtime = Runtime::new(
             FanoutConfig {
                 live_budget_bytes: config.session.live_budget_bytes,
                 slow_interval_ms: config.session.slow_interval_ms,
                 max_ticks_per_frame: config.session.max_ticks_per_frame,
             },
+            default_shards(),
             nats.clone(),
         );
         let snapshots = Snapshots::new(nats.clone(), &config.snapshot);
@@ -81,7 +86,8 @@ impl Edge {
         );
         Ok(Arc::new(Edge {
             config,
-            hub,
+            runtime,
+            nats: nats.clone(),
             snapshots,
             verifier,
             refdata: RefData::new(match &config_js_domain {

@@ -9,6 +9,9 @@
 //! - nothing of a symbol the session does not hold;
 //! - the core's collections bounded by the live subscriptions (the symbols a session
 //!   left by its `max_symbols`), however often clients ask.
+//!
+//! The same sequences drive one core alone and the runtime's sharded core, whose sessions
+//! span shards: both must keep the same promises.
 
 #![allow(clippy::unwrap_used)] // a failed setup is a failed test
 
@@ -18,7 +21,11 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use tickmesh_core::{Mode, Symbol, Tick};
-use tickmesh_edge::fanout::{Drained, Fanout, FanoutConfig, SessionId, SharedTick, Wake};
+use tickmesh_edge::fanout::{
+    Drained, Fanout, FanoutConfig, Footprint, SessionId, SharedTick, Sub, Subscribed, TickSink,
+    Upstream, Wake,
+};
+use tickmesh_edge::runtime::{Member, Runtime};
 
 const SYMBOLS: [&str; 4] = ["AAPL", "MSFT", "SPY", "TSLA"];
 const INTERVALS: [u32; 6] = [0, 0, 100, 250, 1000, 1001];
@@ -27,9 +34,137 @@ const MAX_SYMBOLS: usize = 2;
 const WIRE_LEN: usize = 100;
 const BUDGET: usize = 800;
 
+#[derive(Clone)]
 struct NoWake;
 impl Wake for NoWake {
     fn wake(&self) {}
+}
+
+/// The runtime's pumps: none, the test publishes.
+struct NoUpstream;
+impl Upstream for NoUpstream {
+    type Pump = ();
+    fn start_pump(&self, _: std::sync::Weak<dyn TickSink>, _: Symbol) {}
+}
+
+fn config() -> FanoutConfig {
+    FanoutConfig {
+        live_budget_bytes: BUDGET,
+        slow_interval_ms: 250,
+        max_ticks_per_frame: 3,
+    }
+}
+
+/// What the model drives: one core, or the sharded runtime.
+trait Core {
+    fn join(&mut self) -> SessionId;
+    fn leave(&mut self, id: SessionId);
+    /// Subscribes as the session glue does; the snapshot, if one goes out at once.
+    fn subscribe(
+        &mut self,
+        id: SessionId,
+        symbol: &Symbol,
+        how: (Mode, u32),
+        now: Instant,
+    ) -> (Subscribed, Option<Arc<SharedTick>>);
+    fn unsubscribe(&mut self, id: SessionId, symbol: &str);
+    fn publish(&mut self, tick: Arc<SharedTick>);
+    fn offer(&mut self, symbol: &str, candidate: Option<Arc<SharedTick>>);
+    fn drain(&mut self, id: SessionId, now: Instant) -> Drained;
+    fn subscriptions(&self, id: SessionId) -> Vec<(Symbol, Sub)>;
+    fn footprint(&self) -> Footprint;
+}
+
+/// One core alone, with the ids the model hands out.
+struct Alone(Fanout<NoWake>, SessionId);
+
+impl Core for Alone {
+    fn join(&mut self) -> SessionId {
+        self.1 += 1;
+        self.0.add_session(self.1, NoWake, MAX_SYMBOLS);
+        self.1
+    }
+    fn leave(&mut self, id: SessionId) {
+        self.0.remove_session(id);
+    }
+    fn subscribe(
+        &mut self,
+        id: SessionId,
+        symbol: &Symbol,
+        (mode, interval_ms): (Mode, u32),
+        now: Instant,
+    ) -> (Subscribed, Option<Arc<SharedTick>>) {
+        let out = self.0.subscribe(id, symbol, mode, interval_ms);
+        // As the runtime does: a snapshot for new subscriptions only.
+        let snapshot = (out.new_subscription && out.latest.is_some())
+            .then(|| self.0.take_snapshot(id, symbol.as_str(), None, now))
+            .flatten();
+        (out, snapshot)
+    }
+    fn unsubscribe(&mut self, id: SessionId, symbol: &str) {
+        self.0.unsubscribe(id, symbol);
+    }
+    fn publish(&mut self, tick: Arc<SharedTick>) {
+        self.0.publish(tick);
+    }
+    fn offer(&mut self, symbol: &str, candidate: Option<Arc<SharedTick>>) {
+        self.0.offer_snapshot(symbol, candidate);
+    }
+    fn drain(&mut self, id: SessionId, now: Instant) -> Drained {
+        self.0.drain(id, now)
+    }
+    fn subscriptions(&self, id: SessionId) -> Vec<(Symbol, Sub)> {
+        self.0.subscriptions(id)
+    }
+    fn footprint(&self) -> Footprint {
+        self.0.footprint()
+    }
+}
+
+/// The sharded runtime, with the places of its sessions.
+struct Sharded(Arc<Runtime<NoUpstream, NoWake>>, HashMap<SessionId, Member>);
+
+impl Core for Sharded {
+    fn join(&mut self) -> SessionId {
+        let member = self.0.join(NoWake, MAX_SYMBOLS as u32);
+        let id = member.id();
+        self.1.insert(id, member);
+        id
+    }
+    fn leave(&mut self, id: SessionId) {
+        self.0.leave(id);
+        self.1.remove(&id);
+    }
+    fn subscribe(
+        &mut self,
+        id: SessionId,
+        symbol: &Symbol,
+        how: (Mode, u32),
+        now: Instant,
+    ) -> (Subscribed, Option<Arc<SharedTick>>) {
+        let mut out = self.0.subscribe(id, std::slice::from_ref(symbol), how, now);
+        let out = out.pop().unwrap();
+        let snapshot = out.snapshot.clone();
+        (out, snapshot)
+    }
+    fn unsubscribe(&mut self, id: SessionId, symbol: &str) {
+        self.0.unsubscribe(id, &[Symbol::parse(symbol).unwrap()]);
+    }
+    fn publish(&mut self, tick: Arc<SharedTick>) {
+        self.0.publish(tick);
+    }
+    fn offer(&mut self, symbol: &str, candidate: Option<Arc<SharedTick>>) {
+        self.0.offer_snapshot(symbol, candidate);
+    }
+    fn drain(&mut self, id: SessionId, now: Instant) -> Drained {
+        self.0.drain(&self.1[&id], now)
+    }
+    fn subscriptions(&self, id: SessionId) -> Vec<(Symbol, Sub)> {
+        self.0.subscriptions(id)
+    }
+    fn footprint(&self) -> Footprint {
+        self.0.footprint()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,28 +201,22 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The core, and what the sessions received, kept for ever: the model it is held to.
-struct Model {
-    f: Fanout<NoWake>,
+struct Model<C> {
+    f: C,
     now: Instant,
     sessions: Vec<SessionId>,
-    next_id: SessionId,
     /// Newest seq published per symbol.
     seq: [u64; 4],
     /// Per (session, symbol): highest seq given and when it was given.
     given: HashMap<(SessionId, &'static str), (u64, Instant)>,
 }
 
-impl Model {
-    fn new() -> Self {
+impl<C: Core> Model<C> {
+    fn new(f: C) -> Self {
         Model {
-            f: Fanout::new(FanoutConfig {
-                live_budget_bytes: BUDGET,
-                slow_interval_ms: 250,
-                max_ticks_per_frame: 3,
-            }),
+            f,
             now: Instant::now(),
             sessions: Vec::new(),
-            next_id: 1,
             seq: [0; 4],
             given: HashMap::new(),
         }
@@ -159,9 +288,7 @@ impl Model {
         match op {
             Op::Join => {
                 if self.sessions.len() < 4 {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.f.add_session(id, NoWake, MAX_SYMBOLS);
+                    let id = self.f.join();
                     self.sessions.push(id);
                 }
             }
@@ -173,18 +300,18 @@ impl Model {
                 let Some(id) = self.session(s) else {
                     return Ok(());
                 };
-                let held = self.f.subscription_count(id);
-                if held >= MAX_SYMBOLS && !self.f.is_subscribed(id, SYMBOLS[y]) {
+                let subs = self.f.subscriptions(id);
+                if subs.len() >= MAX_SYMBOLS && !subs.iter().any(|(s, _)| s.as_str() == SYMBOLS[y])
+                {
                     return Ok(()); // the session glue refuses it: too_many_symbols
                 }
                 let symbol = Symbol::parse(SYMBOLS[y]).unwrap();
-                let out = self.f.subscribe(id, &symbol, MODES[m], INTERVALS[i]);
+                let (out, snapshot) =
+                    self.f
+                        .subscribe(id, &symbol, (MODES[m], INTERVALS[i]), self.now);
                 prop_assert!(!out.new_interest || out.new_subscription);
-                if out.new_subscription && out.latest.is_some() {
-                    // As the session glue does: a snapshot for new subscriptions only.
-                    if let Some(t) = self.f.take_snapshot(id, SYMBOLS[y], None, self.now) {
-                        self.given(id, &t)?;
-                    }
+                if let Some(t) = snapshot {
+                    self.given(id, &t)?;
                 }
             }
             Op::Unsubscribe(s, y) => {
@@ -204,7 +331,7 @@ impl Model {
             Op::Offer(y, lag) => {
                 let seq = self.seq[y].saturating_sub(lag);
                 let candidate = (seq > 0).then(|| Self::tick(y, seq));
-                self.f.offer_snapshot(SYMBOLS[y], candidate);
+                self.f.offer(SYMBOLS[y], candidate);
             }
             Op::Drain(s) => {
                 if let Some(id) = self.session(s) {
@@ -214,7 +341,7 @@ impl Model {
             }
             Op::Leave(s) => {
                 if let Some(id) = self.session(s) {
-                    self.f.remove_session(id);
+                    self.f.leave(id);
                     self.sessions.retain(|&x| x != id);
                 }
             }
@@ -248,6 +375,25 @@ impl Model {
     }
 }
 
+/// Runs `ops`, then lets every session drain past every interval: nothing owed is stuck.
+fn run<C: Core>(core: C, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut m = Model::new(core);
+    for op in ops {
+        m.step(op)?;
+    }
+    for _ in 0..3 {
+        m.now += Duration::from_millis(1100);
+        for id in m.sessions.clone() {
+            let d = m.f.drain(id, m.now);
+            m.drained(id, d)?;
+        }
+    }
+    let fp = m.f.footprint();
+    prop_assert_eq!(fp.dirty, 0, "{:?}", fp);
+    prop_assert_eq!(fp.snapshots, 0, "{:?}", fp);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -255,20 +401,13 @@ proptest! {
     fn the_fanout_core_keeps_its_guarantees_and_its_bounds(
         ops in proptest::collection::vec(op(), 1..300),
     ) {
-        let mut m = Model::new();
-        for op in ops {
-            m.step(op)?;
-        }
-        // Once every session drained past every interval, nothing owed is stuck.
-        for _ in 0..3 {
-            m.now += Duration::from_millis(1100);
-            for id in m.sessions.clone() {
-                let d = m.f.drain(id, m.now);
-                m.drained(id, d)?;
-            }
-        }
-        let fp = m.f.footprint();
-        prop_assert_eq!(fp.dirty, 0, "{:?}", fp);
-        prop_assert_eq!(fp.snapshots, 0, "{:?}", fp);
+        run(Alone(Fanout::new(config()), 0), ops)?;
+    }
+
+    #[test]
+    fn the_sharded_core_keeps_the_same_guarantees_and_bounds(
+        ops in proptest::collection::vec(op(), 1..300),
+    ) {
+        run(Sharded(Runtime::new(config(), 3, NoUpstream), HashMap::new()), ops)?;
     }
 }

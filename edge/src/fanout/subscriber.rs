@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tickmesh_core::{Mode, Symbol};
@@ -110,13 +111,21 @@ pub(super) struct Left {
     order: u64,
 }
 
+/// Bytes waiting in one session's every-tick queues, counted across every core that
+/// holds some of its symbols (the runtime's shards): the byte budget is the session's,
+/// however its symbols are spread.
+#[derive(Debug, Clone, Default)]
+pub struct Queued(Arc<AtomicUsize>);
+
 #[derive(Debug)]
 pub(super) struct Session<W> {
     pub(super) waker: W,
     pub(super) subs: HashMap<Symbol, Sub>,
     pub(super) groups: HashMap<u32, Group>,
     pub(super) live: VecDeque<(Arc<SharedTick>, Mode)>,
-    pub(super) live_bytes: usize,
+    /// Bytes in `live` (this core's share of `queued`).
+    live_bytes: usize,
+    queued: Queued,
     /// Interval the session was moved to, not yet told.
     pub(super) slow_notice: Option<u32>,
     /// Symbols the session left, at most `left_cap` of them (see [`Session::remember`]).
@@ -140,13 +149,14 @@ pub(super) struct Session<W> {
 }
 
 impl<W: Wake> Session<W> {
-    pub(super) fn new(waker: W, left_cap: usize) -> Self {
+    pub(super) fn new(waker: W, left_cap: usize, queued: Queued) -> Self {
         Session {
             waker,
             subs: HashMap::new(),
             groups: HashMap::new(),
             live: VecDeque::new(),
             live_bytes: 0,
+            queued,
             slow_notice: None,
             left: HashMap::new(),
             left_cap,
@@ -158,6 +168,30 @@ impl<W: Wake> Session<W> {
             timer: None,
             snapshots: HashSet::new(),
         }
+    }
+
+    /// Queues a tick for every-tick delivery and wakes the session; returns the bytes the
+    /// session has queued, all cores together.
+    pub(super) fn enqueue(&mut self, tick: Arc<SharedTick>, mode: Mode) -> usize {
+        let len = tick.wire_len;
+        self.live.push_back((tick, mode));
+        self.live_bytes += len;
+        self.wake();
+        self.queued.0.fetch_add(len, Ordering::Relaxed) + len
+    }
+
+    /// Empties the every-tick queue (drained, or dropped for conflation); returns the
+    /// bytes it held.
+    pub(super) fn clear_queue(&mut self) -> usize {
+        self.live.clear();
+        self.unqueued()
+    }
+
+    /// The queue was taken: its bytes no longer count against the budget.
+    pub(super) fn unqueued(&mut self) -> usize {
+        let bytes = std::mem::take(&mut self.live_bytes);
+        self.queued.0.fetch_sub(bytes, Ordering::Relaxed);
+        bytes
     }
 
     pub(super) fn wake(&mut self) {

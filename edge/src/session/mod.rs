@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId};
 use crate::limits::{Admission, TokenBucket};
+use crate::runtime::Member;
 use crate::state::Edge;
 use crate::upstream::Upstream;
 
@@ -54,6 +55,8 @@ pub struct Identity {
 
 struct Session<S> {
     id: SessionId,
+    /// Its place in the runtime, for drains.
+    member: Member,
     format: Format,
     edge: Arc<Edge>,
     ws: WebSocketStream<S>,
@@ -85,12 +88,13 @@ where
         Format::MsgPack => "msgpack",
     };
     let joined = Joined::new(&edge, notify.clone(), who.grant.max_symbols, encoding);
-    let id = joined.id;
+    let id = joined.member.id();
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
     let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
     tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
     let mut session = Session {
         id,
+        member: joined.member.clone(),
         format,
         edge: edge.clone(),
         ws,
@@ -129,7 +133,7 @@ where
 /// connection counts is its [`Admission`], given back the same way.
 struct Joined {
     edge: Arc<Edge>,
-    id: SessionId,
+    member: Member,
     encoding: &'static str,
 }
 
@@ -140,11 +144,11 @@ impl Joined {
         max_symbols: u32,
         encoding: &'static str,
     ) -> Self {
-        let id = edge.hub.join(notify, max_symbols);
+        let member = edge.runtime.join(notify, max_symbols);
         metrics::gauge!("tickmesh_edge_sessions", "encoding" => encoding).increment(1.0);
         Joined {
             edge: edge.clone(),
-            id,
+            member,
             encoding,
         }
     }
@@ -152,7 +156,7 @@ impl Joined {
 
 impl Drop for Joined {
     fn drop(&mut self) {
-        self.edge.hub.leave(self.id);
+        self.edge.runtime.leave(self.member.id());
         metrics::gauge!("tickmesh_edge_sessions", "encoding" => self.encoding).decrement(1.0);
     }
 }
@@ -395,7 +399,7 @@ where
     ) -> Result<(), End> {
         if state == Upstream::Fresh {
             if told_stale.take().is_some() {
-                let symbols = self.edge.hub.subscriptions(self.id);
+                let symbols = self.edge.runtime.subscriptions(self.id);
                 let symbols = symbols.into_iter().map(|(s, _)| s);
                 self.send_status(symbols, false).await?;
             }
@@ -415,7 +419,7 @@ where
         let Some(told) = told else { return Ok(()) };
         let subscribed: HashSet<Symbol> = self
             .edge
-            .hub
+            .runtime
             .subscriptions(self.id)
             .into_iter()
             .map(|(s, _)| s)
@@ -464,7 +468,7 @@ where
             slow_consumer,
             next_due,
             queued_bytes,
-        } = self.edge.hub.drain(self.id, Instant::now());
+        } = self.edge.runtime.drain(&self.member, Instant::now());
         if queued_bytes > 0 {
             metrics::histogram!("tickmesh_edge_session_queue_bytes").record(queued_bytes as f64);
         }

@@ -7,6 +7,8 @@
 //! sender's rate by its entries ([`cost`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tickmesh_core::Symbol;
 use tickmesh_core::protocol::{
@@ -82,7 +84,7 @@ where
                     cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
                 let mut symbols = self.parse_symbols(symbols, &mut refusals);
                 let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
-                let removed = self.edge.hub.unsubscribe(self.id, &symbols);
+                let removed = self.edge.runtime.unsubscribe(self.id, &symbols);
                 for s in &removed {
                     self.requested.remove(s);
                     self.admission.release(s);
@@ -99,7 +101,7 @@ where
             Request::List => {
                 let subscriptions = self
                     .edge
-                    .hub
+                    .runtime
                     .subscriptions(self.id)
                     .into_iter()
                     .map(|(symbol, sub)| SubscriptionInfo {
@@ -214,7 +216,7 @@ where
     /// Sends the replies (errors, `subscribed`) and then the snapshots itself, so that
     /// the snapshots follow `subscribed`; returns nothing more to send.
     async fn subscribe(&mut self, id: Option<i64>, req: Subscribe) -> Result<Vec<ServerMsg>, End> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let edge = self.edge.clone();
         if !edge.refdata.is_loaded() {
             // Nothing can be checked yet, so nothing is carried on a client's word.
@@ -233,15 +235,16 @@ where
         let mut candidates = self.parse_symbols(symbols, &mut refusals);
         let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
 
-        let hub = &edge.hub;
-        let mut room = max.saturating_sub(hub.subscription_count(self.id));
+        let runtime = &edge.runtime;
+        let mut room = max.saturating_sub(runtime.subscription_count(self.id));
+        let held = runtime.holds(self.id, &candidates);
         let mut wanted = Vec::with_capacity(candidates.len());
-        for symbol in candidates {
+        for (symbol, held) in candidates.into_iter().zip(held) {
             if !self.grant.allows(symbol.as_str(), &edge.refdata) {
                 refusals.symbol(ErrorCode::NotEntitled, symbol.as_str(), || {
                     "your entitlements do not cover this symbol".into()
                 });
-            } else if hub.is_subscribed(self.id, symbol.as_str()) {
+            } else if held {
                 wanted.push(symbol);
             } else if room == 0 {
                 refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || {
@@ -258,20 +261,25 @@ where
                 wanted.push(symbol);
             }
         }
-        // Whether the edge may carry one more symbol: under the hub's lock, so that the
+        // Whether the edge may carry one more symbol: decided by the runtime, so that the
         // bounds hold however many sessions subscribe at once.
-        let results =
-            hub.subscribe_admitted(self.id, &wanted, req.mode, interval_ms, |_, carried| {
+        let results = runtime.subscribe_admitted(
+            self.id,
+            &wanted,
+            (req.mode, interval_ms),
+            Instant::now(),
+            |_, carried| {
                 if carried >= limits.max_carried_symbols {
                     return Err(EdgeFull::Carried(limits.max_carried_symbols));
                 }
                 let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
-                if rate.take(std::time::Instant::now()) {
+                if rate.take(Instant::now()) {
                     Ok(())
                 } else {
                     Err(EdgeFull::Rate(rate.wait_ms(1).max(1)))
                 }
-            });
+            },
+        );
         let mut accepted = Vec::with_capacity(wanted.len());
         let mut outcomes = Vec::with_capacity(wanted.len());
         for (symbol, result) in wanted.into_iter().zip(results) {
@@ -329,8 +337,8 @@ where
             }
             if outcome.latest.is_some() {
                 local += 1;
-                match hub.take_snapshot(self.id, symbol.as_str(), None) {
-                    Some(tick) => ticks.push(tick),
+                match &outcome.snapshot {
+                    Some(tick) => ticks.push(tick.clone()),
                     // Nothing newer than what the session had: the next tick is awaited.
                     None => {
                         self.awaiting_since = Some(started);
@@ -341,7 +349,13 @@ where
                 self.awaiting_since = Some(started);
                 awaited = true;
                 if outcome.fetch {
-                    edge.snapshots.fetch_for(hub.clone(), symbol.clone());
+                    let runtime = Arc::downgrade(runtime);
+                    edge.snapshots
+                        .fetch_for(symbol.clone(), move |symbol, candidate| {
+                            runtime
+                                .upgrade()
+                                .map_or(0, |r| r.offer_snapshot(symbol, candidate))
+                        });
                 }
             }
         }
@@ -400,7 +414,7 @@ where
         // at most as many as the session held.
         let (mut kept, lost): (Vec<_>, Vec<_>) = self
             .edge
-            .hub
+            .runtime
             .subscriptions(self.id)
             .into_iter()
             .partition(|(s, _)| grant.allows(s.as_str(), &self.edge.refdata));
@@ -431,7 +445,7 @@ where
             self.requested.remove(s);
             self.admission.release(s);
         }
-        self.edge.hub.unsubscribe(self.id, &dropped);
+        self.edge.runtime.unsubscribe(self.id, &dropped);
         // Intervals follow the new tier, tighter or looser.
         for (symbol, sub) in &kept {
             let requested = self
@@ -441,9 +455,12 @@ where
                 .unwrap_or(sub.interval_ms);
             let wanted = requested.max(grant.min_interval_ms);
             if wanted != sub.interval_ms {
-                self.edge
-                    .hub
-                    .subscribe(self.id, std::slice::from_ref(symbol), sub.mode, wanted);
+                self.edge.runtime.subscribe(
+                    self.id,
+                    std::slice::from_ref(symbol),
+                    (sub.mode, wanted),
+                    Instant::now(),
+                );
             }
         }
         self.bucket.set_rate(grant.max_msgs_per_s);
