@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::fanout::{
     Drained, Fanout, FanoutConfig, Footprint, Frame, Queued, SessionId, SharedTick, Sub,
-    Subscribed, TickSink, Upstream, Wake,
+    Subscribed, TickSink, Upstream, Wake, into_frames,
 };
 
 impl Wake for Arc<Notify> {
@@ -43,15 +43,20 @@ struct Shard<W, P> {
 /// Most shards: one bit each in [`Due::woken`].
 pub const MAX_SHARDS: usize = 64;
 
-/// A session's place in the runtime: its id, and what tells its drain which shards to
-/// visit. Only the session's own task drains it.
+/// A session's place in the runtime: its id, what it joins a shard with when it first
+/// subscribes to a symbol there, and what tells its drain which shards to visit. Only the
+/// session's own task subscribes and drains with it.
 #[derive(Debug, Clone)]
-pub struct Member {
+pub struct Member<W> {
     id: SessionId,
+    waker: W,
+    max_symbols: usize,
+    /// The session's every-tick bytes, counted by all its shards together.
+    queued: Queued,
     due: Arc<Due>,
 }
 
-impl Member {
+impl<W> Member<W> {
     pub fn id(&self) -> SessionId {
         self.id
     }
@@ -59,6 +64,9 @@ impl Member {
 
 #[derive(Debug)]
 struct Due {
+    /// Shards the session has joined, one bit each: only those hold anything of it, so
+    /// an idle session costs no shard anything and a session of a few symbols a few.
+    joined: AtomicU64,
     /// Shards that woke the session since its drain last visited them, one bit each.
     woken: AtomicU64,
     /// Each shard's own next flush for the session, from the drain that last visited it.
@@ -159,33 +167,44 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
 
     /// Registers a session that may hold up to `max_symbols`; `waker` is signalled when
     /// it has something to flush.
-    pub fn join(&self, waker: W, max_symbols: u32) -> Member {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let due = Arc::new(Due {
-            woken: AtomicU64::new(0),
-            timers: Mutex::new(vec![None; self.shards.len()].into()),
-        });
-        // The session's every-tick bytes, counted by all its shards together.
-        let queued = Queued::default();
-        for index in 0..self.shards.len() {
-            let waker = Marked {
-                inner: waker.clone(),
-                due: due.clone(),
-                bit: 1 << index,
-            };
-            self.lock(index).fanout.add_session_queued(
-                id,
-                waker,
-                max_symbols as usize,
-                queued.clone(),
-            );
+    pub fn join(&self, waker: W, max_symbols: u32) -> Member<W> {
+        Member {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            waker,
+            max_symbols: max_symbols as usize,
+            queued: Queued::default(),
+            due: Arc::new(Due {
+                joined: AtomicU64::new(0),
+                woken: AtomicU64::new(0),
+                timers: Mutex::new(vec![None; self.shards.len()].into()),
+            }),
         }
-        Member { id, due }
     }
 
-    pub fn leave(&self, id: SessionId) {
+    /// Registers the session in shard `index` unless it is there already.
+    fn enter(&self, member: &Member<W>, index: usize, shard: &mut Shard<W, U::Pump>) {
+        let bit = 1 << index;
+        if member.due.joined.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+            return;
+        }
+        let waker = Marked {
+            inner: member.waker.clone(),
+            due: member.due.clone(),
+            bit,
+        };
+        shard.fanout.add_session_queued(
+            member.id,
+            waker,
+            member.max_symbols,
+            member.queued.clone(),
+        );
+    }
+
+    pub fn leave(&self, member: &Member<W>) {
+        let id = member.id;
+        let joined = member.due.joined.swap(0, Ordering::AcqRel);
         let mut subs = 0;
-        for index in 0..self.shards.len() {
+        for index in (0..self.shards.len()).filter(|i| joined & (1 << i) != 0) {
             let mut shard = self.lock(index);
             subs += shard.fanout.subscription_count(id);
             for symbol in shard.fanout.remove_session(id) {
@@ -198,12 +217,12 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
     /// Subscribes `id` to each symbol at `now`; returns each symbol's outcome, in order.
     pub fn subscribe(
         self: &Arc<Self>,
-        id: SessionId,
+        member: &Member<W>,
         symbols: &[Symbol],
         (mode, interval_ms): (Mode, u32),
         now: Instant,
     ) -> Vec<Subscribed> {
-        self.subscribe_admitted(id, symbols, (mode, interval_ms), now, |_, _| {
+        self.subscribe_admitted(member, symbols, (mode, interval_ms), now, |_, _| {
             Ok::<(), ()>(())
         })
         .into_iter()
@@ -218,7 +237,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
     /// refused symbol is left alone and its refusal returned in its place.
     pub fn subscribe_admitted<E>(
         self: &Arc<Self>,
-        id: SessionId,
+        member: &Member<W>,
         symbols: &[Symbol],
         how: (Mode, u32),
         now: Instant,
@@ -232,7 +251,9 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
             (0..self.shards.len()).map(|_| None).collect();
         for (index, guard) in guards.iter_mut().enumerate() {
             if indices.contains(&index) {
-                *guard = Some(self.lock(index));
+                let mut shard = self.lock(index);
+                self.enter(member, index, &mut shard);
+                *guard = Some(shard);
             }
         }
         symbols
@@ -240,7 +261,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
             .zip(indices)
             .map(|(symbol, index)| {
                 let shard = guards[index].as_mut().expect("locked above");
-                self.subscribe_one(shard, id, symbol, how, now, &mut admit)
+                self.subscribe_one(shard, member.id, symbol, how, now, &mut admit)
             })
             .collect()
     }
@@ -357,7 +378,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
     /// Everything the session must send now: snapshots first, then its updates in frames
     /// of at most `max_ticks_per_frame`, from the shards that woke it or whose flush is
     /// due (the others have nothing to send).
-    pub fn drain(&self, member: &Member, now: Instant) -> Drained {
+    pub fn drain(&self, member: &Member<W>, now: Instant) -> Drained {
         let id = member.id;
         let mut out = Drained::default();
         let mut ticks = Frame::new();
@@ -368,17 +389,14 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
             if woken & (1 << index) == 0 && timer.is_none_or(|t| t > now) {
                 continue;
             }
-            let part = self.lock(index).fanout.drain(id, now);
-            *timer = part.next_due;
-            out.snapshots.extend(part.snapshots);
-            for frame in part.frames {
-                ticks.extend(frame);
-            }
-            if part.slow_consumer.is_some() {
-                out.slow_consumer = part.slow_consumer;
+            let told = out.slow_consumer;
+            *timer = self
+                .lock(index)
+                .fanout
+                .drain_into(id, now, &mut out, &mut ticks);
+            if out.slow_consumer != told {
                 slow_in = Some(index);
             }
-            out.queued_bytes += part.queued_bytes;
         }
         out.next_due = timers.iter().fold(None, |a, &b| min_instant(a, b));
         if let Some(slow) = slow_in {
@@ -389,24 +407,17 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
                 self.lock(index).fanout.fall_back_to_conflation(id, false);
             }
         }
-        let max = self.max_ticks_per_frame;
-        while ticks.len() > max {
-            let rest = ticks.split_off(max);
-            out.frames.push(std::mem::replace(&mut ticks, rest));
-        }
-        if !ticks.is_empty() {
-            out.frames.push(ticks);
-        }
+        into_frames(ticks, self.max_ticks_per_frame, &mut out.frames);
         out
     }
 
-    /// Sizes of everything the shards keep, summed (a session counted once: each shard
-    /// holds an entry for it). Costs a walk over every shard.
+    /// Sizes of everything the shards keep, summed (`sessions`: entries, one per shard a
+    /// session joined). Costs a walk over every shard.
     pub fn footprint(&self) -> Footprint {
         let mut all = Footprint::default();
         for index in 0..self.shards.len() {
             let f = self.lock(index).fanout.footprint();
-            all.sessions = all.sessions.max(f.sessions);
+            all.sessions += f.sessions;
             all.max_left = all.max_left.max(f.max_left);
             all.subscriptions += f.subscriptions;
             all.conflated += f.conflated;
@@ -529,7 +540,7 @@ mod tests {
         let id = member.id();
         let symbols = spread(&r, 4);
         let now = Instant::now();
-        let outcomes = r.subscribe(id, &symbols, (Mode::Quote, 0), now);
+        let outcomes = r.subscribe(&member, &symbols, (Mode::Quote, 0), now);
         assert_eq!(outcomes.len(), 4);
         assert!(outcomes.iter().all(|o| o.new_interest && o.fetch));
         for (seq, symbol) in symbols.iter().enumerate() {
@@ -559,7 +570,7 @@ mod tests {
         for symbol in [&a, &b] {
             r.publish(tick(symbol, 1));
         }
-        r.subscribe(id, &[a.clone(), b.clone()], (Mode::Quote, 0), now);
+        r.subscribe(&member, &[a.clone(), b.clone()], (Mode::Quote, 0), now);
         for symbol in [&a, &b] {
             r.offer_snapshot(symbol.as_str(), Some(tick(symbol, 1)));
         }
@@ -590,12 +601,12 @@ mod tests {
                 .map(|t| {
                     let r = r.clone();
                     s.spawn(move || {
-                        let id = r.join(NoWake, 100).id();
+                        let member = r.join(NoWake, 100);
                         let symbols: Vec<Symbol> = (0..50)
                             .map(|i| Symbol::parse(&format!("T{t}X{i}")).unwrap())
                             .collect();
                         let results = r.subscribe_admitted(
-                            id,
+                            &member,
                             &symbols,
                             (Mode::Ltp, 0),
                             Instant::now(),
@@ -616,18 +627,35 @@ mod tests {
     }
 
     #[test]
+    fn a_session_costs_only_the_shards_it_subscribed_in() {
+        let r = runtime(8, 1 << 20);
+        let member = r.join(NoWake, 10);
+        assert_eq!(r.footprint().sessions, 0, "an idle session is in no shard");
+        let x = Symbol::parse("X").unwrap();
+        r.subscribe(
+            &member,
+            std::slice::from_ref(&x),
+            (Mode::Ltp, 0),
+            Instant::now(),
+        );
+        assert_eq!(r.footprint().sessions, 1);
+        r.leave(&member);
+        assert_eq!(r.footprint().sessions, 0);
+    }
+
+    #[test]
     fn a_symbol_has_one_pump_while_anyone_holds_it() {
         let r = runtime(3, 1 << 20);
         let x = Symbol::parse("X").unwrap();
         let pumps = || r.upstream().0.load(Ordering::Relaxed);
-        let (one, two) = (r.join(NoWake, 10).id(), r.join(NoWake, 10).id());
+        let (one, two) = (r.join(NoWake, 10), r.join(NoWake, 10));
         let now = Instant::now();
-        r.subscribe(one, std::slice::from_ref(&x), (Mode::Ltp, 0), now);
-        r.subscribe(two, std::slice::from_ref(&x), (Mode::Ltp, 250), now);
+        r.subscribe(&one, std::slice::from_ref(&x), (Mode::Ltp, 0), now);
+        r.subscribe(&two, std::slice::from_ref(&x), (Mode::Ltp, 250), now);
         assert_eq!((pumps(), r.symbol_count()), (1, 1));
-        r.leave(one);
+        r.leave(&one);
         assert_eq!((pumps(), r.symbol_count()), (1, 1));
-        assert_eq!(r.unsubscribe(two, &[x.clone(), x.clone()]), vec![x]);
+        assert_eq!(r.unsubscribe(two.id(), &[x.clone(), x.clone()]), vec![x]);
         assert_eq!((pumps(), r.symbol_count()), (0, 0));
     }
 }

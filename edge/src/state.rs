@@ -16,11 +16,14 @@ use crate::limits::peers::AuthThrottle;
 use crate::limits::{Registry, TokenBucket};
 use crate::nats::NatsLink;
 use crate::refdata::RefData;
-use crate::runtime::{Runtime, default_shards};
+use crate::runtime::{Member, Runtime, default_shards};
 use crate::snapshot::Snapshots;
 
 /// The sharded fan-out core over NATS, as sessions use it.
 pub type EdgeRuntime = Runtime<NatsLink, Arc<tokio::sync::Notify>>;
+
+/// A session's place in the edge's runtime.
+pub type EdgeMember = Member<Arc<tokio::sync::Notify>>;
 
 /// State shared by every session of this edge.
 #[derive(Debug)]

@@ -32,8 +32,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId};
 use crate::limits::{Admission, TokenBucket};
-use crate::runtime::Member;
-use crate::state::Edge;
+use crate::state::{Edge, EdgeMember};
 use crate::upstream::Upstream;
 
 /// Why a session ends.
@@ -56,7 +55,7 @@ pub struct Identity {
 struct Session<S> {
     id: SessionId,
     /// Its place in the runtime, for drains.
-    member: Member,
+    member: EdgeMember,
     format: Format,
     edge: Arc<Edge>,
     ws: WebSocketStream<S>,
@@ -133,7 +132,7 @@ where
 /// connection counts is its [`Admission`], given back the same way.
 struct Joined {
     edge: Arc<Edge>,
-    member: Member,
+    member: EdgeMember,
     encoding: &'static str,
 }
 
@@ -156,7 +155,7 @@ impl Joined {
 
 impl Drop for Joined {
     fn drop(&mut self) {
-        self.edge.runtime.leave(self.member.id());
+        self.edge.runtime.leave(&self.member);
         metrics::gauge!("tickmesh_edge_sessions", "encoding" => self.encoding).decrement(1.0);
     }
 }

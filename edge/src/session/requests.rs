@@ -264,7 +264,7 @@ where
         // Whether the edge may carry one more symbol: decided by the runtime, so that the
         // bounds hold however many sessions subscribe at once.
         let results = runtime.subscribe_admitted(
-            self.id,
+            &self.member,
             &wanted,
             (req.mode, interval_ms),
             Instant::now(),
@@ -456,7 +456,7 @@ where
             let wanted = requested.max(grant.min_interval_ms);
             if wanted != sub.interval_ms {
                 self.edge.runtime.subscribe(
-                    self.id,
+                    &self.member,
                     std::slice::from_ref(symbol),
                     (sub.mode, wanted),
                     Instant::now(),
