@@ -19,12 +19,9 @@
 //! invisible where the Markdown is rendered, read by `cargo xtask bench --scenario ingest`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tickmesh_core::codec::{decode_wire, encode_wire};
@@ -34,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, NatsConfig, SourceKind};
 use crate::feed::{self, Summary};
-use crate::publisher;
+use crate::nats;
 use crate::sources::sim::{SimParams, Simulator};
 
 /// What to run.
@@ -103,7 +100,7 @@ fn bench_config(opts: &BenchOptions, rate: u32) -> IngestConfig {
 }
 
 /// Encoded ticks and their subjects, as the simulator makes them.
-fn sample(opts: &BenchOptions) -> Vec<(async_nats::Subject, Bytes)> {
+fn sample(opts: &BenchOptions) -> Vec<(String, Bytes)> {
     let mut sim = simulator(opts);
     (0..8192u64)
         .map(|n| {
@@ -111,7 +108,7 @@ fn sample(opts: &BenchOptions) -> Vec<(async_nats::Subject, Bytes)> {
             (tick.seq, tick.epoch, tick.ts) = (n + 1, 1, tickmesh_core::tick::now_us());
             let symbol = Symbol::parse(&tick.symbol).expect("simulated symbols are valid");
             (
-                tick_subject(&symbol, opts.shards).into(),
+                tick_subject(&symbol, opts.shards),
                 Bytes::from(encode_wire(&tick)),
             )
         })
@@ -178,22 +175,13 @@ fn tick_path_alone(opts: &BenchOptions) -> (u64, f64, Option<f64>) {
 }
 
 async fn baseline(opts: &BenchOptions) -> anyhow::Result<(u64, f64, usize)> {
-    let client = publisher::connect(&opts.nats).await?;
+    let client = nats::connect(&opts.nats).await?;
     let ticks = sample(opts);
     let bytes = ticks.iter().map(|(_, b)| b.len()).sum::<usize>() / ticks.len();
     let start = Instant::now();
-    let until = start + Duration::from_secs(opts.seconds);
-    let mut n = 0u64;
-    'outer: loop {
-        for (subject, payload) in &ticks {
-            client.publish(subject.clone(), payload.clone()).await?;
-            n += 1;
-        }
-        if Instant::now() >= until {
-            break 'outer;
-        }
-    }
-    client.flush().await?;
+    let n = client
+        .publish_until(&ticks, start + Duration::from_secs(opts.seconds))
+        .await?;
     Ok((n, start.elapsed().as_secs_f64(), bytes))
 }
 
@@ -239,7 +227,7 @@ struct Checker {
 }
 
 impl Checker {
-    fn see(&mut self, subject: &async_nats::Subject, payload: &[u8]) {
+    fn see(&mut self, subject: &str, payload: &[u8]) {
         self.check.received += 1;
         let seq = match peek_seq(payload) {
             Some(seq) => seq,
@@ -248,7 +236,7 @@ impl Checker {
                 Err(_) => return,
             },
         };
-        match self.last.get_mut(subject.as_str()) {
+        match self.last.get_mut(subject) {
             Some(last) => {
                 if seq <= *last {
                     self.check.out_of_order += 1;
@@ -262,7 +250,7 @@ impl Checker {
                 if let Ok(Tick { epoch, .. }) = decode_wire(payload) {
                     self.check.gaps += seq.saturating_sub(epoch + 1);
                 }
-                self.last.insert(subject.as_str().into(), seq);
+                self.last.insert(subject.into(), seq);
             }
         }
     }
@@ -272,25 +260,11 @@ async fn ingest_phase(opts: &BenchOptions, rate: u32, check: bool) -> anyhow::Re
     let config = bench_config(opts, rate);
     let stop = CancellationToken::new();
     let subscriber = if check {
-        let slow = Arc::new(AtomicU64::new(0));
-        let counter = slow.clone();
-        let client = tickmesh_service::nats::options(&opts.nats.tls, &opts.nats.auth)
-            .await?
-            .name("tickmesh-bench-check")
-            .subscription_capacity(1 << 20)
-            .event_callback(move |event| {
-                let counter = counter.clone();
-                async move {
-                    if let async_nats::Event::SlowConsumer(_) = event {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .connect(opts.nats.urls.as_slice())
+        let tap = nats::Tap::connect(&opts.nats, "tickmesh-bench-check".into(), 1 << 20)
             .await
             .context("connecting the checking subscriber")?;
-        let mut sub = client.subscribe("md.>").await?;
-        client.flush().await?;
+        let mut sub = tap.subscribe("md.>".into()).await?;
+        tap.flush().await?;
         let stop = stop.clone();
         Some(tokio::spawn(async move {
             let mut checker = Checker {
@@ -309,10 +283,10 @@ async fn ingest_phase(opts: &BenchOptions, rate: u32, check: bool) -> anyhow::Re
                     }
                 };
                 let Some(msg) = msg else { break };
-                checker.see(&msg.subject, &msg.payload);
+                checker.see(msg.subject(), msg.payload());
             }
             checker.check.symbols = checker.last.len();
-            checker.check.slow_consumer_events = slow.load(Ordering::Relaxed);
+            checker.check.slow_consumer_events = tap.slow_consumer_events();
             checker.check
         }))
     } else {
@@ -339,9 +313,9 @@ async fn ingest_phase(opts: &BenchOptions, rate: u32, check: bool) -> anyhow::Re
 
 /// Symbols whose `md_last` value carries the last seq published.
 async fn kv_current(config: &IngestConfig, summary: &Summary) -> anyhow::Result<(usize, usize)> {
-    let client = publisher::connect(&config.nats).await?;
-    let store = jetstream::new(client)
-        .get_key_value(&config.kv.bucket)
+    let store = nats::connect(&config.nats)
+        .await?
+        .bucket(&config.kv.bucket)
         .await?;
     let published: Vec<(String, u64)> = summary
         .last_seqs
@@ -349,11 +323,11 @@ async fn kv_current(config: &IngestConfig, summary: &Summary) -> anyhow::Result<
         .filter_map(|(s, seq)| seq.map(|q| (s.clone(), q)))
         .collect();
     let store = &store;
-    let current = futures_util::stream::iter(published.iter().map(|(s, want)| async move {
-        let got = store.get(s.as_str()).await.ok().flatten();
-        got.and_then(|b| decode_wire(&b).ok())
-            .is_some_and(|t| t.seq == *want)
-    }))
+    let current = futures_util::stream::iter(
+        published
+            .iter()
+            .map(|(s, want)| async move { nats::stored_seq(store, s).await == Some(*want) }),
+    )
     .buffer_unordered(64)
     .filter(|ok| std::future::ready(*ok))
     .count()
@@ -571,7 +545,7 @@ mod tests {
             last: HashMap::new(),
             check: Check::default(),
         };
-        let subject = async_nats::Subject::from("md.1.A");
+        let subject = "md.1.A";
         let tick = |seq| {
             encode_wire(&Tick {
                 symbol: "A".into(),
@@ -581,14 +555,13 @@ mod tests {
             })
         };
         for seq in [101, 102, 105, 104, 106, 106] {
-            c.see(&subject, &tick(seq));
+            c.see(subject, &tick(seq));
         }
         assert_eq!(
             (c.check.received, c.check.gaps, c.check.out_of_order),
             (6, 2, 2)
         );
-        let other = async_nats::Subject::from("md.2.B");
-        c.see(&other, &tick(103));
+        c.see("md.2.B", &tick(103));
         assert_eq!(
             c.check.gaps, 4,
             "a first tick above epoch + 1 means missed ticks"

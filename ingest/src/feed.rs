@@ -8,13 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, SourceKind};
 use crate::lease::{Held, Lease};
-use crate::publisher::{self, Counts, Publisher};
-use crate::refdata::{self, Catalog, RefWriter};
+use crate::nats;
+use crate::publisher::{Counts, Publisher};
+use crate::refdata::{Catalog, RefWriter};
 use crate::sequencer::next_epoch;
 use crate::snapshot::{self, Slots};
 use crate::sources::replay::{self, Pacer, ReplayStats, Replayed};
@@ -101,11 +101,12 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
     if let Some(addr) = config.metrics_listen {
         telemetry::serve(addr, background.clone()).await?;
     }
-    let client = publisher::connect(&config.nats).await?;
-    let js = jetstream::new(client.clone());
-    let store = publisher::latest_bucket(&js, &config.kv.bucket, config.kv.replicas).await?;
+    let client = nats::connect(&config.nats).await?;
+    let store = client
+        .latest_bucket(&config.kv.bucket, config.kv.replicas)
+        .await?;
     let lease = match config.lease.enabled {
-        true => Some(Lease::open(&js, &config.lease, config.kv.replicas).await?),
+        true => Some(Lease::open(&client, &config.lease, config.kv.replicas).await?),
         false => None,
     };
     let refs = Arc::new(match config.refdata.enabled {
@@ -114,7 +115,9 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
     });
     let ref_task = match config.refdata.enabled {
         true => {
-            let store = refdata::open(&js, &config.refdata.bucket, config.kv.replicas).await?;
+            let store = client
+                .ref_bucket(&config.refdata.bucket, config.kv.replicas)
+                .await?;
             let (refs, cancel) = (refs.clone(), background.clone());
             Some(tokio::spawn(async move { refs.run(store, cancel).await }))
         }
@@ -153,9 +156,9 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
         };
         let keys = match &source {
             Source::Sim(sim) => sim.symbols().map(str::to_owned).collect(),
-            Source::Replay { .. } => publisher::all_keys(&store).await.unwrap_or_default(),
+            Source::Replay { .. } => nats::all_keys(&store).await.unwrap_or_default(),
         };
-        let floor = publisher::highest_seq(&store, keys).await;
+        let floor = nats::highest_seq(&store, keys).await;
         let bound = match &held {
             Some(h) => h.prior_bound().await,
             None => 0,

@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use tickmesh_core::tick::now_us;
+
+use crate::kv::{Bucket, Entry, UpdateError};
 
 /// `[lease]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,41 +173,50 @@ impl Standby {
     }
 }
 
+/// Where the bucket of leases is kept: JetStream, through [`crate::nats`].
+pub trait OpenLeases {
+    /// Opens the bucket of leases, creating it (history 1, `replicas` copies) if needed.
+    fn open_leases(
+        &self,
+        bucket: &str,
+        replicas: usize,
+    ) -> impl Future<Output = anyhow::Result<Arc<dyn Bucket>>> + Send;
+}
+
 /// The feed's lease in KV.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    store: kv::Store,
+    store: Arc<dyn Bucket>,
     key: String,
     node: String,
     ttl: Duration,
 }
 
+/// The lease's value in `entry`, if it holds one that reads.
+fn value_of(entry: Option<&Entry>) -> Option<LeaseValue> {
+    let bytes = entry?.value.as_ref()?;
+    serde_json::from_slice(bytes).ok()
+}
+
 impl Lease {
     /// Opens the lease bucket, creating it if needed.
     pub async fn open(
-        js: &jetstream::Context,
+        buckets: &(impl OpenLeases + ?Sized),
         config: &LeaseConfig,
         replicas: usize,
     ) -> anyhow::Result<Self> {
-        let store = match js.get_key_value(&config.bucket).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: config.bucket.clone(),
-                    history: 1,
-                    num_replicas: replicas,
-                    description: "TickMesh feed leases: one writer per feed".into(),
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("creating KV bucket {}", config.bucket))?,
-        };
-        Ok(Lease {
+        let store = buckets.open_leases(&config.bucket, replicas).await?;
+        Ok(Lease::in_bucket(store, config))
+    }
+
+    /// The lease of `config` in `store`.
+    fn in_bucket(store: Arc<dyn Bucket>, config: &LeaseConfig) -> Self {
+        Lease {
             store,
             key: config.name.clone(),
             node: config.node_name(),
             ttl: Duration::from_millis(config.ttl_ms),
-        })
+        }
     }
 
     pub fn node(&self) -> &str {
@@ -240,14 +249,11 @@ impl Lease {
 
     async fn try_take(&self, standby: &mut Standby) -> anyhow::Result<Option<Held>> {
         let entry = self.store.entry(&self.key).await?;
-        let prior: Option<LeaseValue> = entry
-            .as_ref()
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| serde_json::from_slice(&e.value).ok());
+        let prior = value_of(entry.as_ref());
         // Free: deleted, released, or our own entry from a term that lapsed (taking it
         // back is a compare-and-set like any other, so a standby elsewhere cannot also win).
         let observed = entry.as_ref().map(|e| {
-            let free = e.operation != kv::Operation::Put
+            let free = e.value.is_none()
                 || prior
                     .as_ref()
                     .is_some_and(|p| p.released || p.holder == self.node);
@@ -435,13 +441,10 @@ async fn write(lease: &Lease, shared: &Shared) -> anyhow::Result<bool> {
             shared.extend(sent, lease.ttl);
             Ok(true)
         }
-        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+        Ok(Err(UpdateError::WrongRevision(_))) => {
             // Our own write may have landed with its acknowledgement lost.
             let entry = lease.store.entry(&lease.key).await?;
-            let current: Option<LeaseValue> = entry
-                .as_ref()
-                .filter(|e| e.operation == kv::Operation::Put)
-                .and_then(|e| serde_json::from_slice(&e.value).ok());
+            let current = value_of(entry.as_ref());
             match (entry, current) {
                 (Some(e), Some(v)) if v.holder == lease.node && !v.released => {
                     *last = (v, e.revision);
@@ -484,6 +487,61 @@ async fn renew(lease: Lease, shared: Arc<Shared>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::memory::Memory;
+
+    fn in_memory(kv: &Memory, node: &str) -> Lease {
+        let config = LeaseConfig {
+            ttl_ms: 300,
+            node: Some(node.into()),
+            ..LeaseConfig::default()
+        };
+        Lease::in_bucket(Arc::new(kv.clone()), &config)
+    }
+
+    fn stored(kv: &Memory) -> LeaseValue {
+        serde_json::from_slice(&kv.value("main").unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_at_once_and_an_overwritten_one_is_lost() {
+        let kv = Memory::default();
+        let (a, b) = (in_memory(&kv, "a"), in_memory(&kv, "b"));
+        let never = CancellationToken::new();
+        let held_a = a.acquire(&never).await.unwrap();
+        held_a.start_term(1_000).await.unwrap();
+        assert!(held_a.is_valid());
+        assert_eq!(
+            (stored(&kv).holder.as_str(), stored(&kv).epoch),
+            ("a", 1_000)
+        );
+
+        // b sees a renewed entry: it waits.
+        let mut standby = Standby::new(b.ttl);
+        assert!(b.try_take(&mut standby).await.unwrap().is_none());
+        // a lets go, keeping its bound: b takes over without waiting for the ttl.
+        held_a.release().await;
+        assert!(stored(&kv).released);
+        let held_b = b
+            .try_take(&mut standby)
+            .await
+            .unwrap()
+            .expect("released: free");
+        assert!(held_b.prior_bound().await > 1_000);
+        assert_eq!(stored(&kv).holder, "b");
+
+        // Another node writes the entry over: b notices at its next renewal and stops.
+        let other = LeaseValue {
+            holder: "intruder".into(),
+            ..LeaseValue::default()
+        };
+        kv.put("main", serde_json::to_vec(&other).unwrap().into())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), held_b.lost())
+            .await
+            .expect("the holder notices it lost the lease");
+        assert!(!held_b.is_valid());
+    }
 
     #[test]
     fn standby_takes_a_free_lease_at_once() {

@@ -6,7 +6,9 @@
 //! - [`tickfile`]: the NDJSON and CSV tick files that `record` writes and replay reads.
 //! - [`lease`]: the feed's lease in KV `md_lease`: only its holder publishes.
 //! - [`sequencer`]: stamps `epoch`, `seq` and `ts`; chooses epochs; drops stale input.
-//! - [`publisher`]: the tick path and the NATS connection; [`wire`] its encoder.
+//! - [`publisher`]: the tick path; [`wire`] its encoder.
+//! - [`nats`]: the one module that speaks to NATS: the connection, publishing,
+//!   subscribing, and the KV buckets, which the writers use through [`kv`].
 //! - [`snapshot`]: the KV writer that keeps `md_last` at most every `kv.interval_ms` per symbol.
 //! - [`refdata`]: instruments and chains in KV `md_ref`.
 //! - [`feed`]: one ingest node: lease → epoch → source loop, until shutdown.
@@ -21,7 +23,9 @@
 pub mod bench;
 pub mod config;
 pub mod feed;
+pub mod kv;
 pub mod lease;
+pub mod nats;
 pub mod publisher;
 pub mod record;
 pub mod refdata;

@@ -1,97 +1,46 @@
-//! The tick path and the NATS connection: stamp, encode once, publish
-//! `md.<shard>.<symbol>`, hand the bytes to the KV writer.
+//! The tick path: stamp, encode once, publish `md.<shard>.<symbol>` through a
+//! [`TickSink`] (the NATS connection, [`crate::nats::Client`]), hand the bytes to the KV
+//! writer. [`connect`] and [`latest_bucket`] are the NATS boundary's, named here too for
+//! the callers that set up a publisher.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
-use anyhow::Context;
-use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
-use tickmesh_core::codec::{MAX_WIRE_TICK, decode_wire, non_finite};
+use tickmesh_core::codec::{MAX_WIRE_TICK, non_finite};
 use tickmesh_core::subject::tick_subject;
 use tickmesh_core::tick::MAX_SAFE_INTEGER;
 use tickmesh_core::{Symbol, SymbolError, Tick};
 
-use crate::config::NatsConfig;
+use crate::nats;
+pub use crate::nats::{connect, latest_bucket};
 use crate::sequencer::Sequencer;
 use crate::snapshot::Slots;
 use crate::wire::{self, Encoder};
 
-/// Commands queued in the client before `publish` waits; at ~400 B a tick, 16k of them
-/// are a few MB while NATS is unreachable.
-const CLIENT_CAPACITY: usize = 16 * 1024;
+/// Where published ticks go: NATS in service, a list in the unit tests.
+pub trait TickSink {
+    type Error: std::error::Error + Send + Sync + 'static;
 
-pub async fn connect(config: &NatsConfig) -> anyhow::Result<async_nats::Client> {
-    let urls = config.urls.join(",");
-    tickmesh_service::nats::options(&config.tls, &config.auth)
-        .await?
-        .name(&config.name)
-        .client_capacity(CLIENT_CAPACITY)
-        // Tick subjects are built from validated symbols: no need to rescan each one.
-        .skip_subject_validation(true)
-        .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS");
-        })
-        .connect(config.urls.as_slice())
-        .await
-        .with_context(|| format!("connecting to NATS at {urls}"))
+    /// Queues `payload` on `subject`; waits only while the queue is full.
+    fn publish(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
-/// Opens the latest-value bucket, creating it (history 1, `replicas` copies) if it does
-/// not exist.
-pub async fn latest_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    replicas: usize,
-) -> anyhow::Result<kv::Store> {
-    anyhow::ensure!(
-        (1..=5).contains(&replicas),
-        "invalid config: kv.replicas: must be 1..=5, got {replicas}"
-    );
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
+impl TickSink for nats::Client {
+    type Error = nats::PublishError;
+
+    fn publish(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        nats::Client::publish(self, subject, payload)
     }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_string(),
-        history: 1,
-        num_replicas: replicas,
-        description: "TickMesh latest value per symbol".into(),
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("creating KV bucket {bucket} with {replicas} replicas"))
-}
-
-/// The highest `seq` in `store` among `keys` (0 if none). Unreadable entries are skipped:
-/// this feeds [`crate::sequencer::next_epoch`], which also has the wall clock.
-pub async fn highest_seq(store: &kv::Store, keys: Vec<String>) -> u64 {
-    let gets = keys.into_iter().map(|key| async move {
-        let value = tokio::time::timeout(Duration::from_secs(5), store.get(key)).await;
-        match value {
-            Ok(Ok(Some(bytes))) => decode_wire(&bytes).map(|t| t.seq).unwrap_or(0),
-            _ => 0,
-        }
-    });
-    futures_util::stream::iter(gets)
-        .buffer_unordered(64)
-        .fold(0, |max, seq| async move { max.max(seq) })
-        .await
-}
-
-/// Every key of `store` (within 10 s).
-pub async fn all_keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
-    let keys = async {
-        let keys = store.keys().await.context("listing KV keys")?;
-        keys.try_collect::<Vec<String>>()
-            .await
-            .context("listing KV keys")
-    };
-    tokio::time::timeout(Duration::from_secs(10), keys)
-        .await
-        .context("listing KV keys timed out")?
 }
 
 /// `subject` as a `&'static str`, interned for the life of the process. A publish then
@@ -177,8 +126,8 @@ fn log_invalid(n: u64) -> bool {
 /// The tick path. Symbols get dense indices in the order they are registered; the
 /// sequencer, the subjects and the KV slots share them.
 #[derive(Debug)]
-pub struct Publisher {
-    client: async_nats::Client,
+pub struct Publisher<S = nats::Client> {
+    sink: S,
     shards: u32,
     source: &'static str,
     names: HashMap<Arc<str>, usize>,
@@ -196,15 +145,10 @@ pub struct Publisher {
     flushed: Counts,
 }
 
-impl Publisher {
-    pub fn new(
-        client: async_nats::Client,
-        shards: u32,
-        source: &'static str,
-        slots: Arc<Slots>,
-    ) -> Self {
+impl<S: TickSink> Publisher<S> {
+    pub fn new(sink: S, shards: u32, source: &'static str, slots: Arc<Slots>) -> Self {
         Publisher {
-            client,
+            sink,
             shards,
             source,
             names: HashMap::new(),
@@ -274,12 +218,7 @@ impl Publisher {
     /// `Ok(false)`: dropped as stale, or refused as invalid (before it takes a `seq`, so
     /// readers see no gap): whatever the source, no client ever reads a NaN as `null`,
     /// and no edge is sent a tick it would refuse.
-    pub async fn emit(
-        &mut self,
-        i: usize,
-        tick: &mut Tick,
-        now_us: u64,
-    ) -> Result<bool, async_nats::PublishError> {
+    pub async fn emit(&mut self, i: usize, tick: &mut Tick, now_us: u64) -> Result<bool, S::Error> {
         self.counts.ticks_in += 1;
         if let Some(reason) = invalid(tick) {
             self.counts.invalid += 1;
@@ -302,7 +241,7 @@ impl Publisher {
         }
         latest.clear();
         latest.extend_from_slice(&bytes);
-        self.client.publish(self.subjects[i], bytes).await?;
+        self.sink.publish(self.subjects[i], bytes).await?;
         self.counts.ticks_out += 1;
         Ok(true)
     }
@@ -332,6 +271,68 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keeps what is published.
+    #[derive(Debug, Default)]
+    struct Sent(Mutex<Vec<(&'static str, Bytes)>>);
+
+    impl TickSink for Sent {
+        type Error = std::convert::Infallible;
+
+        async fn publish(&self, subject: &'static str, payload: Bytes) -> Result<(), Self::Error> {
+            self.0.lock().unwrap().push((subject, payload));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn only_valid_fresh_ticks_take_a_seq_and_are_published_and_offered_to_kv() {
+        let slots = Arc::new(Slots::new());
+        let mut p = Publisher::new(Sent::default(), 16, "test", slots.clone());
+        p.start_epoch(1_000);
+        let (i, new) = p.index_of("AAPL").unwrap();
+        assert!(new);
+        let good = Tick {
+            symbol: "AAPL".into(),
+            src_ts: Some(10),
+            last: Some(1.5),
+            ..Tick::default()
+        };
+        let mut nan = Tick {
+            bid: Some(f64::NAN),
+            ..good.clone()
+        };
+        assert!(!p.emit(i, &mut nan, 1).await.unwrap());
+        let mut t = good.clone();
+        assert!(p.emit(i, &mut t, 2).await.unwrap());
+        let mut stale = Tick {
+            src_ts: Some(9),
+            ..good.clone()
+        };
+        assert!(!p.emit(i, &mut stale, 3).await.unwrap());
+        p.end_batch();
+        let sent = p.sink.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        let symbol = Symbol::parse("AAPL").unwrap();
+        assert_eq!(sent[0].0, tick_subject(&symbol, 16));
+        let tick = tickmesh_core::codec::decode_wire(&sent[0].1).unwrap();
+        assert_eq!((tick.seq, tick.ts), (1_001, 2));
+        let counts = p.counts();
+        assert_eq!(
+            (
+                counts.ticks_in,
+                counts.ticks_out,
+                counts.invalid,
+                counts.stale
+            ),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(
+            slots.pending(),
+            1,
+            "the published bytes wait for the KV writer"
+        );
+    }
 
     #[test]
     fn invalid_ticks_are_logged_the_first_20_then_every_1000th() {

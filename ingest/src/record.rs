@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
 use tickmesh_core::Tick;
 use tickmesh_core::codec::decode_wire;
 use tokio::sync::mpsc;
 
 use crate::config::NatsConfig;
+use crate::nats;
 use crate::tickfile::{self, FileFormat};
 
 /// Batches in flight to the writer thread.
@@ -51,7 +51,7 @@ pub struct RecordSummary {
 
 /// Records until `shutdown`, `duration` or `max_ticks`, whichever comes first.
 pub async fn record(
-    nats: &NatsConfig,
+    nats_config: &NatsConfig,
     opts: &RecordOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RecordSummary> {
@@ -68,25 +68,10 @@ pub async fn record(
         .spawn(move || write_file(file, format, gzip, rx))
         .context("spawning the writer thread")?;
 
-    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = dropped.clone();
     // The service's TLS and credentials, with this recorder's own name and buffers.
-    let client = tickmesh_service::nats::options(&nats.tls, &nats.auth)
-        .await?
-        .name(format!("{}-record", nats.name))
-        .subscription_capacity(1 << 16)
-        .event_callback(move |event| {
-            let counter = counter.clone();
-            async move {
-                if let async_nats::Event::SlowConsumer(_) = event {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        })
-        .connect(nats.urls.as_slice())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", nats.urls.join(", ")))?;
-    let mut sub = client
+    let tap =
+        nats::Tap::connect(nats_config, format!("{}-record", nats_config.name), 1 << 16).await?;
+    let mut sub = tap
         .subscribe(opts.subject.clone())
         .await
         .with_context(|| format!("subscribing to {}", opts.subject))?;
@@ -116,7 +101,7 @@ pub async fn record(
             }
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
-                match decode_wire(&msg.payload) {
+                match decode_wire(msg.payload()) {
                     Ok(tick) => {
                         summary.ticks += 1;
                         batch.push(tick);
@@ -127,7 +112,7 @@ pub async fn record(
                     }
                     Err(e) => {
                         summary.invalid += 1;
-                        tracing::warn!(subject = %msg.subject, error = %e, "not a tick; skipped");
+                        tracing::warn!(subject = %msg.subject(), error = %e, "not a tick; skipped");
                     }
                 }
             }
@@ -143,7 +128,7 @@ pub async fn record(
         .context("joining the writer thread")?
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
         .with_context(|| format!("writing {}", opts.out.display()))?;
-    summary.dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
+    summary.dropped = tap.slow_consumer_events();
     tracing::info!(
         ticks = summary.ticks,
         invalid = summary.invalid,

@@ -9,8 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::Context;
-use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tickmesh_core::date::Date;
@@ -19,6 +17,8 @@ use tickmesh_core::refdata::{self, Chain, ChainExpiry, Instrument, chain_key, in
 use tickmesh_core::{Kind, Tick};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::kv::Bucket;
 
 /// Reference data to write: instruments and chains to put, symbols to delete.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,26 +33,6 @@ impl RefUpdate {
     pub fn is_empty(&self) -> bool {
         self.instruments.is_empty() && self.chains.is_empty() && self.removed.is_empty()
     }
-}
-
-/// Opens the reference-data bucket, creating it (history 1) if needed.
-pub async fn open(
-    js: &jetstream::Context,
-    bucket: &str,
-    replicas: usize,
-) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_string(),
-        history: 1,
-        num_replicas: replicas,
-        description: "TickMesh reference data: instruments and option chains".into(),
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("creating KV bucket {bucket}"))
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +105,7 @@ impl RefWriter {
 
     /// Writes queued updates until `cancel`, then once more (within 5 s). Failed writes
     /// are retried a second later.
-    pub async fn run(&self, store: kv::Store, cancel: CancellationToken) {
+    pub async fn run(&self, store: impl Bucket, cancel: CancellationToken) {
         loop {
             let stopping = tokio::select! {
                 _ = self.notify.notified() => false,
@@ -152,7 +132,7 @@ impl RefWriter {
         }
     }
 
-    async fn write(&self, store: &kv::Store, ops: BTreeMap<String, Option<Bytes>>) {
+    async fn write(&self, store: &impl Bucket, ops: BTreeMap<String, Option<Bytes>>) {
         let writes = ops.into_iter().map(|(key, value)| async move {
             let result = match &value {
                 Some(bytes) => store

@@ -17,11 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::{self, Store};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tickmesh_core::codec::decode_wire;
 use tokio_util::sync::CancellationToken;
+
+use crate::kv::{Bucket, UpdateError};
 
 /// How long the final write at shutdown may take.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
@@ -138,7 +139,7 @@ impl Slots {
 
 /// Runs until `cancel`, then writes what is pending one last time (within 5 s).
 pub async fn run_writer(
-    kv: Store,
+    kv: impl Bucket,
     slots: Arc<Slots>,
     interval: Duration,
     max_in_flight: usize,
@@ -201,21 +202,23 @@ fn order(bytes: &[u8]) -> Option<(u64, u64)> {
 /// back: one whose `(epoch, seq)` is not older than ours stays; otherwise ours replaces
 /// it, at most [`WRITE_ATTEMPTS`] times.
 pub async fn write_checked(
-    kv: &Store,
+    kv: &(impl Bucket + ?Sized),
     key: &str,
     bytes: Bytes,
     mut known: u64,
-) -> Result<Written, async_nats::Error> {
+) -> anyhow::Result<Written> {
     let ours = order(&bytes);
     for _ in 0..WRITE_ATTEMPTS {
         match kv.update(key, bytes.clone(), known).await {
             Ok(revision) => return Ok(Written::Stored(revision)),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
-            Err(e) => return Err(e.into()),
+            Err(UpdateError::WrongRevision(_)) => {}
+            Err(UpdateError::Other(e)) => return Err(e),
         }
         match kv.entry(key).await? {
             Some(entry) => {
-                if entry.operation == kv::Operation::Put && order(&entry.value) >= ours {
+                if let Some(value) = &entry.value
+                    && order(value) >= ours
+                {
                     return Ok(Written::Superseded(entry.revision));
                 }
                 known = entry.revision;
@@ -223,11 +226,11 @@ pub async fn write_checked(
             None => known = 0,
         }
     }
-    Err(format!("{key} changed under {WRITE_ATTEMPTS} writes in a row").into())
+    anyhow::bail!("{key} changed under {WRITE_ATTEMPTS} writes in a row")
 }
 
 async fn write_all(
-    kv: &Store,
+    kv: &impl Bucket,
     slots: &Slots,
     due: Vec<(usize, Arc<str>, Pending)>,
     revisions: &mut Vec<u64>,
@@ -293,6 +296,79 @@ async fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::memory::Memory;
+    use tickmesh_core::Tick;
+    use tickmesh_core::codec::encode_wire;
+
+    fn tick(epoch: u64, n: u64) -> Bytes {
+        encode_wire(&Tick {
+            symbol: "A".into(),
+            epoch,
+            seq: epoch + n,
+            ..Tick::default()
+        })
+        .into()
+    }
+
+    fn seq(bytes: Option<Bytes>) -> Option<u64> {
+        order(&bytes?).map(|(_, seq)| seq)
+    }
+
+    #[tokio::test]
+    async fn a_checked_write_gives_way_to_a_newer_tick_only() {
+        let kv = Memory::default();
+        let Written::Stored(old) = write_checked(&kv, "A", tick(100, 5), 0).await.unwrap() else {
+            panic!("the first write stores");
+        };
+        // A new writer that knows no revision reads the older value back and replaces it.
+        let Written::Stored(new) = write_checked(&kv, "A", tick(200, 1), 0).await.unwrap() else {
+            panic!("a newer tick replaces an older one");
+        };
+        // The former writer, from the revision it last wrote, gives way.
+        let late = write_checked(&kv, "A", tick(100, 6), old).await.unwrap();
+        assert_eq!(late, Written::Superseded(new));
+        assert_eq!(seq(kv.value("A")), Some(201));
+        // A deleted key is written again.
+        kv.delete("A").await.unwrap();
+        let again = write_checked(&kv, "A", tick(100, 7), new).await.unwrap();
+        assert!(matches!(again, Written::Stored(_)));
+        assert_eq!(seq(kv.value("A")), Some(107));
+    }
+
+    #[tokio::test]
+    async fn the_writer_writes_each_symbol_once_per_interval_and_the_rest_at_the_end() {
+        let kv = Memory::default();
+        let slots = Arc::new(Slots::new());
+        slots.add_key("A");
+        slots.add_key("B");
+        slots.offer_batch([(0, tick(100, 1)), (0, tick(100, 2)), (1, tick(100, 1))]);
+        let cancel = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            kv.clone(),
+            slots.clone(),
+            Duration::from_secs(3600),
+            4,
+            cancel.clone(),
+        ));
+        let stats = slots.stats();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.writes.load(Ordering::Relaxed) < 2 {
+            assert!(Instant::now() < deadline, "the first round wrote nothing");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(seq(kv.value("A")), Some(102), "the latest offer is written");
+        // Written a moment ago: the next values wait for the interval, or the end.
+        slots.offer(0, tick(100, 3));
+        slots.offer(0, tick(100, 4));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(seq(kv.value("A")), Some(102));
+        assert_eq!(slots.pending(), 1);
+        cancel.cancel();
+        writer.await.unwrap();
+        assert_eq!(seq(kv.value("A")), Some(104));
+        assert_eq!(stats.writes.load(Ordering::Relaxed), 3);
+        assert_eq!(slots.pending(), 0);
+    }
 
     #[test]
     fn latest_offer_wins_and_each_symbol_is_taken_once() {

@@ -2,12 +2,14 @@
 //! the I/O-free vocabulary of `tickmesh-core`:
 //!
 //! - [`kv`]: KV buckets as the mesh lays them out (a region's mirror of a hub bucket).
+//! - [`metrics`]: the process's Prometheus recorder, with each service's histogram buckets.
 //! - [`nats`]: connecting to NATS with TLS and credentials (`[nats.tls]`, `[nats.auth]`).
 //! - [`revocation`]: the operator's side of the revocation bucket `ctl_revoked`.
 //! - [`shutdown_signal`]: SIGINT or SIGTERM, which starts a service's orderly stop.
 //! - [`init_logging`]: the services' log output (`RUST_LOG`, text or JSON lines).
 
 pub mod kv;
+pub mod metrics;
 pub mod nats;
 pub mod revocation;
 

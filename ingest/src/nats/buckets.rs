@@ -1,0 +1,153 @@
+//! Ingest's JetStream KV buckets: `md_last` (the latest tick per symbol), `md_ref`
+//! (reference data) and the lease bucket, each created with history 1 if missing, and
+//! written through [`crate::kv::Bucket`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
+use tickmesh_core::codec::decode_wire;
+
+use crate::kv::{Bucket, Entry, UpdateError};
+use crate::lease::OpenLeases;
+
+/// Opens `bucket`, or creates it (history 1) with `replicas` copies if it does not exist.
+async fn get_or_create(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    description: &str,
+) -> Result<kv::Store, jetstream::context::CreateKeyValueError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: bucket.to_string(),
+        history: 1,
+        num_replicas: replicas,
+        description: description.into(),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Opens the latest-value bucket, creating it (history 1, `replicas` copies) if it does
+/// not exist.
+pub async fn latest_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
+    anyhow::ensure!(
+        (1..=5).contains(&replicas),
+        "invalid config: kv.replicas: must be 1..=5, got {replicas}"
+    );
+    get_or_create(js, bucket, replicas, "TickMesh latest value per symbol")
+        .await
+        .with_context(|| format!("creating KV bucket {bucket} with {replicas} replicas"))
+}
+
+/// Opens the reference-data bucket, creating it (history 1) if needed.
+pub(super) async fn ref_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
+    let description = "TickMesh reference data: instruments and option chains";
+    get_or_create(js, bucket, replicas, description)
+        .await
+        .with_context(|| format!("creating KV bucket {bucket}"))
+}
+
+impl OpenLeases for jetstream::Context {
+    async fn open_leases(&self, bucket: &str, replicas: usize) -> anyhow::Result<Arc<dyn Bucket>> {
+        let description = "TickMesh feed leases: one writer per feed";
+        let store = get_or_create(self, bucket, replicas, description)
+            .await
+            .with_context(|| format!("creating KV bucket {bucket}"))?;
+        Ok(Arc::new(store))
+    }
+}
+
+impl OpenLeases for super::Client {
+    async fn open_leases(&self, bucket: &str, replicas: usize) -> anyhow::Result<Arc<dyn Bucket>> {
+        self.js.open_leases(bucket, replicas).await
+    }
+}
+
+/// The seq of the tick stored under `key`; `None` if there is none or it is unreadable.
+pub async fn stored_seq(store: &kv::Store, key: &str) -> Option<u64> {
+    let bytes = store.get(key).await.ok().flatten()?;
+    decode_wire(&bytes).ok().map(|t| t.seq)
+}
+
+/// The highest `seq` in `store` among `keys` (0 if none). Unreadable entries, and reads
+/// that take over 5 s, are skipped: this feeds [`crate::sequencer::next_epoch`], which
+/// also has the wall clock.
+pub async fn highest_seq(store: &kv::Store, keys: Vec<String>) -> u64 {
+    let gets = keys.into_iter().map(|key| async move {
+        let seq = tokio::time::timeout(Duration::from_secs(5), stored_seq(store, &key)).await;
+        seq.ok().flatten().unwrap_or(0)
+    });
+    futures_util::stream::iter(gets)
+        .buffer_unordered(64)
+        .fold(0, |max, seq| async move { max.max(seq) })
+        .await
+}
+
+/// Every key of `store` (within 10 s).
+pub async fn all_keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
+    let keys = async {
+        let keys = store.keys().await.context("listing KV keys")?;
+        keys.try_collect::<Vec<String>>()
+            .await
+            .context("listing KV keys")
+    };
+    tokio::time::timeout(Duration::from_secs(10), keys)
+        .await
+        .context("listing KV keys timed out")?
+}
+
+impl Bucket for kv::Store {
+    fn entry<'a>(&'a self, key: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Entry>>> {
+        Box::pin(async move {
+            let entry = kv::Store::entry(self, key).await?;
+            Ok(entry.map(|e| Entry {
+                revision: e.revision,
+                value: (e.operation == kv::Operation::Put).then_some(e.value),
+            }))
+        })
+    }
+
+    fn create<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(async move { Ok(kv::Store::create(self, key, value).await?) })
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<u64, UpdateError>> {
+        Box::pin(async move {
+            kv::Store::update(self, key, value, revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => UpdateError::WrongRevision(e.into()),
+                    _ => UpdateError::Other(e.into()),
+                })
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: Bytes) -> BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(async move { Ok(kv::Store::put(self, key, value).await?) })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { Ok(kv::Store::delete(self, key).await?) })
+    }
+}
