@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::{Procs, root, run, tools, wait_http};
+use tickmesh_devkit::{NatsSpec, free_port, wait_http};
+
+use crate::{Procs, root, run, tools};
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
@@ -113,7 +115,6 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(out_dir.join("logs"))?;
     let env = Env {
-        root: root.clone(),
         nats,
         bin: root.join("target/release"),
         out: out_dir.clone(),
@@ -195,7 +196,6 @@ fn with_section(page: &str, begin: &str, end: &str, body: &str) -> String {
 }
 
 struct Env {
-    root: PathBuf,
     nats: PathBuf,
     bin: PathBuf,
     out: PathBuf,
@@ -206,12 +206,6 @@ impl Env {
     fn pick<T>(&self, full: T, quick: T) -> T {
         if self.quick { quick } else { full }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A running nats-server, ingest and edge(s).
@@ -257,29 +251,23 @@ fn start_nats(
     name: &str,
     ws_port: Option<u16>,
 ) -> anyhow::Result<(u32, u16, TempDir)> {
-    let (port, http_port) = (free_port()?, free_port()?);
     let store = TempDir(env.out.join(format!("store-{name}")));
     let _ = std::fs::remove_dir_all(&store.0);
     std::fs::create_dir_all(&store.0)?;
-    let mut cmd = Command::new(&env.nats);
-    cmd.args(["-c", conf])
-        .env("TICKMESH_NATS_PORT", port.to_string())
-        .env("TICKMESH_NATS_HTTP_PORT", http_port.to_string())
-        .env("TICKMESH_NATS_STORE", store.0.join("js"))
-        .current_dir(&env.root)
+    let mut spec = NatsSpec::new(conf, free_port(), free_port(), &store.0.join("js"));
+    spec.ws_port = ws_port;
+    let server = spec
+        .command(&env.nats)
         .stdout(log_file(env, &format!("{name}-nats.log"))?)
-        .stderr(log_file(env, &format!("{name}-nats.err"))?);
-    if let Some(ws) = ws_port {
-        cmd.env("TICKMESH_NATS_WS_PORT", ws.to_string());
-    }
-    let server = cmd.spawn().context("starting nats-server")?;
+        .stderr(log_file(env, &format!("{name}-nats.err"))?)
+        .spawn()
+        .context("starting nats-server")?;
     let pid = server.id();
     procs.0.push(("nats-server", server));
-    wait_http(
-        &format!("http://127.0.0.1:{http_port}/healthz"),
-        Duration::from_secs(10),
-    )?;
-    Ok((pid, port, store))
+    if let Some((_, server)) = procs.0.last_mut() {
+        spec.wait_healthy(server, Duration::from_secs(10))?;
+    }
+    Ok((pid, spec.port, store))
 }
 
 /// Ingest's pacing step in the latency-bound scenarios: 1 ms, so that ticks leave about
@@ -288,7 +276,7 @@ fn start_nats(
 const LATENCY_BATCH_MS: u64 = 1;
 
 fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
-    let (ws_port, edge_port) = (free_port()?, free_port()?);
+    let (ws_port, edge_port) = (free_port(), free_port());
     let mut procs = Procs(Vec::new());
     let (nats_pid, port, store) = start_nats(
         env,
