@@ -6,7 +6,8 @@
 //! - [`ws`]: a minimal WebSocket client with small buffers.
 //! - [`scan`]: lean readers of TickMesh JSON/MessagePack messages and NATS `MSG`s.
 //! - [`conn`]: one connection's life and its checks.
-//! - [`stats`]: counters, histograms, and the JSON summary.
+//! - [`stats`]: counters and histograms; the JSON summary is the library's
+//!   [`tickmesh_loadgen::summary`].
 //! - [`procfs`]: CPU and RSS from /proc.
 //!
 //! Connections are spread over source addresses 127.0.K.1.. (about 28k ports each) and,

@@ -11,8 +11,8 @@ pub mod mesh;
 pub mod proxy;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,6 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tickmesh_core::Format;
 use tickmesh_core::protocol::{SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use tickmesh_devkit::NatsSpec;
 use tickmesh_edge::EdgeConfig;
 use tickmesh_edge::config::{AuthConfig, TierConfig};
 use tickmesh_ingest::IngestConfig;
@@ -32,54 +33,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives in the workspace")
-        .to_path_buf()
-}
-
-/// The `nats-server` binary: `$TICKMESH_NATS_SERVER`, else the one `cargo xtask` installs.
-pub fn nats_server_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TICKMESH_NATS_SERVER") {
-        return p.into();
-    }
-    let local = root().join(".tools/venv/bin/nats-server");
-    if local.exists() {
-        return local;
-    }
-    "nats-server".into()
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; bind soon after).
-///
-/// Taken below the kernel's ephemeral range (32768–60999), never from it: a server that
-/// dials a peer's port in that range before the peer listens (a route, a leaf link) can be
-/// handed that very port as its source port, and connects to itself; the peer then cannot
-/// bind its port (seen as a mesh whose JetStream never found a leader, its log full of
-/// `TLS route handshake error` from the same address). Each process walks the range from
-/// its own starting point, so that test processes running at once rarely meet.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const COUNT: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(977) % COUNT,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..COUNT {
-        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
-        let port = u16::try_from(port).expect("below 32000");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
-}
+// Where nats-server is, free ports and the workspace root are shared with `cargo xtask`.
+pub use tickmesh_devkit::{free_port, nats_server_bin, root};
 
 /// A `nats-server` started from `nats/local.conf`.
 pub struct NatsServer {
@@ -92,48 +47,24 @@ pub struct NatsServer {
 impl NatsServer {
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir()?;
-        let port = free_port();
-        let http_port = free_port();
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(root().join("nats/local.conf"))
-            .env("TICKMESH_NATS_PORT", port.to_string())
-            .env("TICKMESH_NATS_HTTP_PORT", http_port.to_string())
-            .env("TICKMESH_NATS_STORE", store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (run `cargo xtask test` to install it)",
-                    nats_server_bin().display()
-                )
-            })?;
-        let mut server = NatsServer {
-            child,
-            port,
-            http_port,
-            store,
-        };
-        server.wait_ready(Duration::from_secs(10))?;
-        Ok(server)
-    }
-
-    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("nats-server exited at start: {status}");
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let spec = NatsSpec::new("nats/local.conf", free_port(), free_port(), store.path());
+        let mut child = spec.command(&nats_server_bin()).spawn().with_context(|| {
+            format!(
+                "starting {} (run `cargo xtask test` to install it)",
+                nats_server_bin().display()
+            )
+        })?;
+        if let Err(e) = spec.wait_healthy(&mut child, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
         }
-        bail!(
-            "nats-server did not listen on {} within {within:?}",
-            self.port
-        )
+        Ok(NatsServer {
+            child,
+            port: spec.port,
+            http_port: spec.http_port,
+            store,
+        })
     }
 
     pub fn url(&self) -> String {

@@ -19,18 +19,19 @@ pub use roam::Roamer;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 use tickmesh_core::revocation::Revoked;
+use tickmesh_devkit::NatsSpec;
 use tickmesh_edge::EdgeConfig;
 use tickmesh_ingest::IngestConfig;
 use tickmesh_service::revocation;
 
 use crate::proxy::Proxy;
-use crate::{free_port, nats_server_bin, root};
+use crate::{free_port, nats_server_bin};
 
 /// The hub's JetStream domain (a contract: edges fall back to it).
 pub const HUB_DOMAIN: &str = "hub";
@@ -46,8 +47,7 @@ const LEAF_PASSWORD: &str = "test-leaf-secret";
 #[derive(Debug)]
 pub struct NatsNode {
     pub name: String,
-    conf: PathBuf,
-    env: Vec<(String, String)>,
+    spec: NatsSpec,
     child: Option<Child>,
     pub port: u16,
     pub http_port: u16,
@@ -55,16 +55,28 @@ pub struct NatsNode {
 }
 
 impl NatsNode {
+    /// A node of the mesh in `dir` (its store and log there), started at once.
+    fn start(dir: &Path, name: &str, spec: NatsSpec) -> anyhow::Result<Self> {
+        let mut node = NatsNode {
+            name: name.to_string(),
+            log: dir.join(format!("{name}.log")),
+            port: spec.port,
+            http_port: spec.http_port,
+            spec,
+            child: None,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&self.conf)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+        let child = self
+            .spec
+            .command(&nats_server_bin())
             .stderr(log)
             .spawn()
             .with_context(|| {
@@ -184,24 +196,11 @@ pub(crate) fn list(items: impl IntoIterator<Item = String>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-fn common_env(
-    name: &str,
-    port: u16,
-    http: u16,
-    cluster: u16,
-    store: &Path,
-) -> Vec<(String, String)> {
-    [
-        ("TICKMESH_NATS_NAME", name.to_string()),
-        ("TICKMESH_NATS_HOST", "127.0.0.1".into()),
-        ("TICKMESH_NATS_PORT", port.to_string()),
-        ("TICKMESH_NATS_HTTP_PORT", http.to_string()),
-        ("TICKMESH_NATS_CLUSTER_PORT", cluster.to_string()),
-        ("TICKMESH_NATS_STORE", store.display().to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+/// A mesh node from `conf` on these ports, its store in `dir`.
+fn node_spec(conf: &str, dir: &Path, name: &str, [port, http, cluster]: [u16; 3]) -> NatsSpec {
+    NatsSpec::new(conf, port, http, &dir.join(name))
+        .name(name)
+        .cluster_port(cluster)
 }
 
 impl Mesh {
@@ -221,28 +220,15 @@ impl Mesh {
         );
         for (i, [port, http, cluster, leaf]) in hub_ports.iter().copied().enumerate() {
             let name = format!("hub-{}", i + 1);
-            let store = dir.path().join(&name);
-            let mut env = common_env(&name, port, http, cluster, &store);
-            env.extend(
-                [
+            let spec = node_spec("nats/hub.conf", dir.path(), &name, [port, http, cluster])
+                .envs([
                     ("TICKMESH_NATS_ROUTES", routes.clone()),
                     ("TICKMESH_NATS_LEAF_PORT", leaf.to_string()),
                     ("TICKMESH_NATS_LEAF_USER", LEAF_USER.to_string()),
                     ("TICKMESH_NATS_LEAF_PASSWORD", LEAF_PASSWORD.to_string()),
-                ]
-                .map(|(k, v)| (k.to_string(), v)),
-            );
-            env.extend(pki.server_env());
-            let mut node = NatsNode {
-                log: dir.path().join(format!("{name}.log")),
-                name,
-                conf: root().join("nats/hub.conf"),
-                env,
-                child: None,
-                port,
-                http_port: http,
-            };
-            node.spawn()?;
+                ])
+                .envs(pki.server_env());
+            let node = NatsNode::start(dir.path(), &name, spec)?;
             hub.push(node);
         }
         let leaf_listeners: Vec<SocketAddr> = hub_ports
@@ -264,27 +250,14 @@ impl Mesh {
             let mut nodes = Vec::new();
             for (i, [port, http, cluster]) in ports.iter().copied().enumerate() {
                 let name = format!("{region}-{}", i + 1);
-                let store = dir.path().join(&name);
-                let mut env = common_env(&name, port, http, cluster, &store);
-                env.extend(
-                    [
+                let spec = node_spec("nats/leaf.conf", dir.path(), &name, [port, http, cluster])
+                    .envs([
                         ("TICKMESH_REGION", region.to_string()),
                         ("TICKMESH_NATS_ROUTES", routes.clone()),
                         ("TICKMESH_HUB_LEAF_URLS", hub_urls.clone()),
-                    ]
-                    .map(|(k, v)| (k.to_string(), v)),
-                );
-                env.extend(pki.server_env());
-                let mut node = NatsNode {
-                    log: dir.path().join(format!("{name}.log")),
-                    name,
-                    conf: root().join("nats/leaf.conf"),
-                    env,
-                    child: None,
-                    port,
-                    http_port: http,
-                };
-                node.spawn()?;
+                    ])
+                    .envs(pki.server_env());
+                let node = NatsNode::start(dir.path(), &name, spec)?;
                 nodes.push(node);
             }
             out.push(Region {

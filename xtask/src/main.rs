@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tickmesh_devkit::{NatsSpec, wait_http};
 
 mod bench;
 mod fuzz;
@@ -304,19 +305,12 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
 
     let routes = conf_list(DEMO_HUB.iter().map(|h| format!("nats://127.0.0.1:{}", h.3)));
     for (name, port, http, cluster, leaf) in DEMO_HUB {
-        let node = nats_node(
-            &nats,
-            &root,
-            "nats/hub.conf",
-            name,
-            [port, http, cluster],
-            &state,
-        )?
-        .env("TICKMESH_NATS_ROUTES", &routes)
-        .env("TICKMESH_NATS_LEAF_PORT", leaf.to_string())
-        .envs(pki.server_env())
-        .spawn()
-        .with_context(|| format!("starting nats-server {name}"))?;
+        let node = nats_node(&nats, "nats/hub.conf", name, [port, http, cluster], &state)?
+            .env("TICKMESH_NATS_ROUTES", &routes)
+            .env("TICKMESH_NATS_LEAF_PORT", leaf.to_string())
+            .envs(pki.server_env())
+            .spawn()
+            .with_context(|| format!("starting nats-server {name}"))?;
         procs.0.push((name, node));
     }
     eprintln!("xtask: waiting for the hub's JetStream cluster");
@@ -339,20 +333,13 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
                 .map(|l| format!("nats://127.0.0.1:{}", l.3)),
         );
         for (name, port, http, cluster) in region.leaves {
-            let node = nats_node(
-                &nats,
-                &root,
-                "nats/leaf.conf",
-                name,
-                [port, http, cluster],
-                &state,
-            )?
-            .env("TICKMESH_REGION", region.name)
-            .env("TICKMESH_NATS_ROUTES", &routes)
-            .env("TICKMESH_HUB_LEAF_URLS", &hub_leaf_urls)
-            .envs(pki.server_env())
-            .spawn()
-            .with_context(|| format!("starting nats-server {name}"))?;
+            let node = nats_node(&nats, "nats/leaf.conf", name, [port, http, cluster], &state)?
+                .env("TICKMESH_REGION", region.name)
+                .env("TICKMESH_NATS_ROUTES", &routes)
+                .env("TICKMESH_HUB_LEAF_URLS", &hub_leaf_urls)
+                .envs(pki.server_env())
+                .spawn()
+                .with_context(|| format!("starting nats-server {name}"))?;
             procs.0.push((name, node));
         }
     }
@@ -496,25 +483,17 @@ fn demo_wait(url: &str, ca: Option<&Path>, stop: &AtomicBool) -> anyhow::Result<
 /// monitoring and route ports, its own store under `state`, its log in `state/logs`.
 fn nats_node(
     nats: &Path,
-    root: &Path,
     conf: &str,
     name: &str,
     [port, http, cluster]: [u16; 3],
     state: &Path,
 ) -> anyhow::Result<Command> {
     let log = std::fs::File::create(state.join("logs").join(format!("{name}.log")))?;
-    let mut cmd = Command::new(nats);
-    own_group(&mut cmd)
-        .args(["-c", conf])
-        .env("TICKMESH_NATS_NAME", name)
-        .env("TICKMESH_NATS_HOST", "127.0.0.1")
-        .env("TICKMESH_NATS_PORT", port.to_string())
-        .env("TICKMESH_NATS_HTTP_PORT", http.to_string())
-        .env("TICKMESH_NATS_CLUSTER_PORT", cluster.to_string())
-        .env("TICKMESH_NATS_STORE", state.join(name))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .current_dir(root);
+    let mut cmd = NatsSpec::new(conf, port, http, &state.join(name))
+        .name(name)
+        .cluster_port(cluster)
+        .command(nats);
+    own_group(&mut cmd).stderr(log);
     Ok(cmd)
 }
 
@@ -550,27 +529,4 @@ fn https_ok(url: &str, ca: &Path) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
         bail!("{url}: {}", String::from_utf8_lossy(&head))
     }
-}
-
-/// Polls a plain-HTTP URL on loopback until it answers 200.
-fn wait_http(url: &str, within: Duration) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").context("http URL")?;
-    let (host, path) = rest.split_once('/').context("URL with a path")?;
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(host) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-            let mut buf = String::new();
-            if s.write_all(req.as_bytes()).is_ok()
-                && s.read_to_string(&mut buf).is_ok()
-                && buf.starts_with("HTTP/1.1 200")
-            {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("{url} did not become ready within {within:?}")
 }

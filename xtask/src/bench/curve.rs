@@ -7,11 +7,11 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
-use super::{
-    Env, Load, MeshSpec, args, f, fix_repeat, latency_load, loadgen, start_mesh, universe,
-};
+use super::latency;
+use super::results::{Run, Stored, System};
+use super::runner::{Env, Load, MeshSpec, args, fix_repeat, loadgen, start_mesh, universe};
 
 /// Updates per second out, offered at each step.
 const STEPS: [u64; 6] = [10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000];
@@ -20,7 +20,22 @@ const FAN: u64 = 10;
 /// A step keeps up when it delivers this share of the offer.
 const KEEPS_UP: f64 = 0.9;
 
-pub fn run(env: &Env) -> anyhow::Result<Value> {
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Curve {
+    pub conns: u64,
+    pub symbols: u64,
+    pub steps: Vec<Step>,
+}
+
+/// One step: its offer and a run of each system.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Step {
+    pub offered: u64,
+    pub ticks_per_sec_in: u64,
+    pub runs: Vec<Run>,
+}
+
+pub fn run(env: &Env) -> anyhow::Result<Curve> {
     let symbols = universe(100);
     let duration = env.pick("8", "4");
     let mut steps = Vec::new();
@@ -28,19 +43,12 @@ pub fn run(env: &Env) -> anyhow::Result<Value> {
         let rate = offered / FAN;
         let mesh = start_mesh(
             env,
-            &MeshSpec {
-                name: "curve",
-                universe: symbols.clone(),
-                ticks_per_sec: u32::try_from(rate)?,
-                edges: 1,
-                edge_env: vec![],
-                batch_ms: super::LATENCY_BATCH_MS,
-            },
+            &MeshSpec::new("curve", &symbols, u32::try_from(rate)?).paced(),
         )?;
         let mut runs = Vec::new();
         for (system, nats, net) in [("tickmesh", false, "81"), ("nats", true, "82")] {
             let label = format!("{system}-{offered}");
-            let mut run = loadgen(
+            runs.push(loadgen(
                 env,
                 &mesh,
                 "curve",
@@ -50,26 +58,32 @@ pub fn run(env: &Env) -> anyhow::Result<Value> {
                     // The latency scenario's load, with a thread more and a shorter warm-up.
                     args: fix_repeat(
                         [
-                            latency_load(1000, &symbols, duration, net),
+                            latency::load(1000, &symbols, duration, net),
                             args(&["--threads", "2", "--warmup-s", "2"]),
                         ]
                         .concat(),
                     ),
                 },
-            )?;
-            run["system"] = json!(system);
-            runs.push(run);
+            )?);
         }
         mesh.stop();
         let behind = runs
             .iter()
-            .all(|r| f(&r["updates_per_s"]) < KEEPS_UP * offered as f64);
-        steps.push(json!({"offered": offered, "ticks_per_sec_in": rate, "runs": runs}));
+            .all(|r| r.summary.updates_per_s < KEEPS_UP * offered as f64);
+        steps.push(Step {
+            offered,
+            ticks_per_sec_in: rate,
+            runs,
+        });
         if behind {
             break;
         }
     }
-    Ok(json!({"scenario": "curve", "conns": 1000, "symbols": 100, "steps": steps}))
+    Ok(Curve {
+        conns: 1000,
+        symbols: 100,
+        steps,
+    })
 }
 
 /// One system's figures at one step.
@@ -95,31 +109,29 @@ impl Point {
     }
 }
 
-/// The points of `system` ("tickmesh" or "nats"), in step order. TickMesh's server CPU is
-/// the edge's plus nats-server's (which feeds it); the comparison's is nats-server's.
-fn points(v: &Value, system: &str) -> anyhow::Result<Vec<Point>> {
+/// The points of `system`, in step order. TickMesh's server CPU is the edge's plus
+/// nats-server's (which feeds it); the comparison's is nats-server's.
+fn points(v: &Curve, system: System) -> anyhow::Result<Vec<Point>> {
     let mut out = Vec::new();
-    for step in v["steps"].as_array().into_iter().flatten() {
-        let run = step["runs"]
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["system"] == system))
-            .ok_or_else(|| anyhow::anyhow!("curve: a step has no {system} run"))?;
-        let need = |x: &Value, what: &str| {
-            x.as_f64()
-                .ok_or_else(|| anyhow::anyhow!("curve: {system} run without {what}"))
-        };
-        let cores = super::cores(run, "nats-server")
-            + if system == "tickmesh" {
-                super::cores(run, "edge")
-            } else {
-                0.0
-            };
+    for step in &v.steps {
+        let run = step
+            .runs
+            .iter()
+            .find(|r| r.system == system)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "curve: the step at {} has no {} run",
+                    step.offered,
+                    system.name()
+                )
+            })?;
+        let latency = &run.summary.latency;
         out.push(Point {
-            offered: need(&step["offered"], "offered")?,
-            delivered: need(&run["updates_per_s"], "updates_per_s")?,
-            p50_ms: need(&run["latency"]["p50_us"], "p50")? / 1000.0,
-            p99_ms: need(&run["latency"]["p99_us"], "p99")? / 1000.0,
-            cores,
+            offered: step.offered as f64,
+            delivered: run.summary.updates_per_s,
+            p50_ms: latency.p50_us as f64 / 1000.0,
+            p99_ms: latency.p99_us as f64 / 1000.0,
+            cores: run.server_cores()?,
         });
     }
     Ok(out)
@@ -134,10 +146,10 @@ fn rate(x: f64) -> String {
 }
 
 /// The report section (table, saturation points) and the SVG.
-pub fn report(v: &Value) -> anyhow::Result<(String, String)> {
-    let tm = points(v, "tickmesh")?;
-    let nats = points(v, "nats")?;
-    let quick = if v["quick"] == true { " (--quick)" } else { "" };
+pub fn report(v: &Stored<Curve>) -> anyhow::Result<(String, String)> {
+    let tm = points(&v.result, System::Tickmesh)?;
+    let nats = points(&v.result, System::Nats)?;
+    let quick = v.quick_mark();
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -147,9 +159,7 @@ pub fn report(v: &Value) -> anyhow::Result<(String, String)> {
          TickMesh cores are the edge's plus nats-server's (which feeds it); the comparison's \
          are nats-server's. Produced by `{}`.\n\n\
          ![p50 and p99 latency against delivered updates per second](bench-curve.svg)\n",
-        v["xtask_command"]
-            .as_str()
-            .unwrap_or("cargo xtask bench --scenario curve")
+        v.xtask_command
     );
     let _ = writeln!(
         md,
@@ -317,22 +327,39 @@ fn svg(tm: &[Point], nats: &[Point]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::results::sample_run;
 
-    fn run(system: &str, delivered: f64, p50: f64, p99: f64) -> Value {
-        json!({
-            "system": system,
-            "updates_per_s": delivered,
-            "latency": {"p50_us": p50, "p99_us": p99},
-            "targets": [{"name": "nats-server", "cores": 0.5}, {"name": "edge1", "cores": 0.5}],
-        })
+    fn stored(steps: Vec<Step>) -> Stored<Curve> {
+        Stored {
+            scenario: "curve".into(),
+            quick: false,
+            took_s: 1,
+            xtask_command: "cargo xtask bench --scenario curve".into(),
+            result: Curve {
+                conns: 1000,
+                symbols: 100,
+                steps,
+            },
+        }
+    }
+
+    fn step(offered: u64, tm: (f64, u64, u64), nats: (f64, u64, u64)) -> Step {
+        Step {
+            offered,
+            ticks_per_sec_in: offered / FAN,
+            runs: vec![
+                sample_run("tickmesh", System::Tickmesh, tm.0, tm.1, tm.2),
+                sample_run("nats", System::Nats, nats.0, nats.1, nats.2),
+            ],
+        }
     }
 
     #[test]
     fn the_report_names_each_saturation_point_and_draws_both_systems() {
-        let v = json!({"steps": [
-            {"offered": 10_000, "runs": [run("tickmesh", 10_000.0, 300.0, 900.0), run("nats", 10_000.0, 250.0, 800.0)]},
-            {"offered": 30_000, "runs": [run("tickmesh", 29_000.0, 400.0, 1200.0), run("nats", 20_000.0, 900.0, 9000.0)]},
-        ]});
+        let v = stored(vec![
+            step(10_000, (10_000.0, 300, 900), (10_000.0, 250, 800)),
+            step(30_000, (29_000.0, 400, 1200), (20_000.0, 900, 9000)),
+        ]);
         let (md, svg) = report(&v).unwrap();
         assert!(md.contains("TickMesh keeps up to 30k/s offered"), "{md}");
         assert!(
@@ -340,16 +367,17 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("20k/s (behind)"), "{md}");
+        assert!(md.contains("Produced by `cargo xtask bench --scenario curve`"));
         assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     }
 
     #[test]
-    fn a_missing_figure_is_an_error_not_a_zero() {
-        let mut broken = run("tickmesh", 10_000.0, 300.0, 900.0);
-        broken["latency"] = json!({});
-        let v =
-            json!({"steps": [{"offered": 10_000, "runs": [broken, run("nats", 1.0, 1.0, 1.0)]}]});
+    fn a_step_without_a_system_s_run_is_an_error() {
+        let mut v = stored(vec![step(10_000, (1.0, 1, 1), (1.0, 1, 1))]);
+        v.result.steps[0]
+            .runs
+            .retain(|r| r.system == System::Tickmesh);
         assert!(report(&v).is_err());
     }
 }
