@@ -74,6 +74,25 @@ struct Session<S> {
     /// (and cleared) by the first flush that sends awaited snapshots.
     awaiting_since: Option<Instant>,
     last_heard: Instant,
+    /// What every flush counts, looked up once: a lookup by name costs a lock and a hash
+    /// in the recorder on every flush of every session.
+    counted: Counted,
+}
+
+struct Counted {
+    bytes_out: metrics::Counter,
+    updates_out: metrics::Counter,
+    queue_bytes: metrics::Histogram,
+}
+
+impl Counted {
+    fn new() -> Self {
+        Counted {
+            bytes_out: metrics::counter!("tickmesh_edge_bytes_out_total"),
+            updates_out: metrics::counter!("tickmesh_edge_updates_out_total"),
+            queue_bytes: metrics::histogram!("tickmesh_edge_session_queue_bytes"),
+        }
+    }
 }
 
 /// Runs a session until the client leaves, it is closed, or the edge drains.
@@ -106,6 +125,7 @@ where
         last_hb: Instant::now(),
         awaiting_since: None,
         last_heard: Instant::now(),
+        counted: Counted::new(),
     };
     let end = session.serve(&notify).await;
     drop(joined);
@@ -469,7 +489,7 @@ where
             queued_bytes,
         } = self.edge.runtime.drain(&self.member, Instant::now());
         if queued_bytes > 0 {
-            metrics::histogram!("tickmesh_edge_session_queue_bytes").record(queued_bytes as f64);
+            self.counted.queue_bytes.record(queued_bytes as f64);
         }
         let mut out = Vec::with_capacity(frames.len() + 1);
         if let Some(interval_ms) = slow_consumer {
@@ -506,10 +526,10 @@ where
                 self.format,
                 frame.iter().map(|(t, m)| &t.encoded(self.format, *m)[..]),
             );
-            metrics::counter!("tickmesh_edge_bytes_out_total").increment(bytes.len() as u64);
+            self.counted.bytes_out.increment(bytes.len() as u64);
             out.push(self.frame(bytes));
         }
-        metrics::counter!("tickmesh_edge_updates_out_total").increment(updates);
+        self.counted.updates_out.increment(updates);
         let period = heartbeat.period();
         if updates > 0 && self.last_hb.elapsed() >= period - period / 4 {
             out.push(self.heartbeat_message());
