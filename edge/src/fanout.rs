@@ -94,6 +94,8 @@ pub struct SharedTick {
     pub tick: Tick,
     /// Size of the tick on the wire: the unit of the every-tick byte budget.
     pub wire_len: usize,
+    /// When the edge decoded it: how long it then waits in the edge is measured from here.
+    pub arrived: Instant,
     live: [[OnceLock<Bytes>; 3]; 2],
     snapshot: [[OnceLock<Bytes>; 3]; 2],
 }
@@ -103,6 +105,7 @@ impl SharedTick {
         SharedTick {
             tick,
             wire_len,
+            arrived: Instant::now(),
             live: Default::default(),
             snapshot: Default::default(),
         }

@@ -217,6 +217,7 @@ impl NatsLink {
                 }
             };
             let ticks_in = metrics::counter!("tickmesh_edge_ticks_in_total");
+            let transit = metrics::histogram!("tickmesh_edge_tick_transit_seconds");
             loop {
                 let msg = tokio::select! {
                     msg = sub.next() => msg,
@@ -241,6 +242,9 @@ impl NatsLink {
                 match decode_wire(&msg.payload) {
                     Ok(tick) if tick.symbol == symbol.as_str() => {
                         ticks_in.increment(1);
+                        // Ingest's stamp to here, on the two hosts' wall clocks.
+                        let age_us = tickmesh_core::tick::now_us().saturating_sub(tick.ts);
+                        transit.record(age_us as f64 / 1e6);
                         if !hub.publish(Arc::new(SharedTick::new(tick, msg.payload.len()))) {
                             metrics::counter!("tickmesh_edge_ticks_dropped_total", "reason" => "stale").increment(1);
                         }

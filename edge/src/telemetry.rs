@@ -22,6 +22,11 @@ const MAX_SCRAPE_CONNECTIONS: usize = 16;
 /// is closed.
 const SCRAPE_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+const DWELL_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+    1.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's Prometheus handle, installing the recorder on first use. Several edges
@@ -35,6 +40,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                     0.5, 1.0, 2.5,
                 ],
+            ),
+            (
+                // Time inside the edge and from ingest to it: tens of microseconds matter.
+                Matcher::Full("tickmesh_edge_tick_dwell_seconds".into()),
+                DWELL_BUCKETS,
+            ),
+            (
+                Matcher::Full("tickmesh_edge_tick_transit_seconds".into()),
+                DWELL_BUCKETS,
             ),
             (
                 Matcher::Full("tickmesh_edge_session_queue_bytes".into()),

@@ -360,6 +360,16 @@ async fn health_readiness_metrics_and_dashboard_are_served() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // Where a tick's time goes: ingest to the edge, and inside the edge to the socket.
+    for name in [
+        "tickmesh_edge_tick_transit_seconds",
+        "tickmesh_edge_tick_dwell_seconds",
+    ] {
+        let count = metric(m.addr, &format!("{name}_count")).await;
+        let within = metric(m.addr, &format!("{name}_bucket{{le=\"1\"}}")).await;
+        assert!(count > 0.0, "{name}: no samples");
+        assert_eq!(within, count, "{name}: a tick took more than a second");
+    }
     let (status, page) = http_get(m.addr, "/").await.unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));

@@ -83,6 +83,7 @@ struct Counted {
     bytes_out: metrics::Counter,
     updates_out: metrics::Counter,
     queue_bytes: metrics::Histogram,
+    dwell: metrics::Histogram,
 }
 
 impl Counted {
@@ -91,6 +92,7 @@ impl Counted {
             bytes_out: metrics::counter!("tickmesh_edge_bytes_out_total"),
             updates_out: metrics::counter!("tickmesh_edge_updates_out_total"),
             queue_bytes: metrics::histogram!("tickmesh_edge_session_queue_bytes"),
+            dwell: metrics::histogram!("tickmesh_edge_tick_dwell_seconds"),
         }
     }
 }
@@ -517,8 +519,10 @@ where
             }
         }
         let mut updates = 0u64;
+        let mut newest: Option<Instant> = None;
         for frame in frames {
             updates += frame.len() as u64;
+            newest = frame.iter().map(|(t, _)| t.arrived).chain(newest).max();
             if let Some(ts) = frame.iter().map(|(t, _)| t.tick.ts).max() {
                 self.freshest_ts = Some(self.freshest_ts.map_or(ts, |f| f.max(ts)));
             }
@@ -536,6 +540,9 @@ where
             heartbeat.reset();
         }
         self.send(out).await?;
+        if let Some(arrived) = newest {
+            self.counted.dwell.record(arrived.elapsed().as_secs_f64());
+        }
         Ok(next_due.map(tokio::time::Instant::from_std))
     }
 
