@@ -225,6 +225,17 @@ where
         let shutdown = edge.shutdown.cancelled();
         tokio::pin!(shutdown);
         let mut due: Option<tokio::time::Instant> = None;
+        // The flush and expiry timers are kept across turns and moved only when their
+        // deadline does: made anew each turn, each would be put into the runtime's timer
+        // wheel and taken out again on every wake-up, for every session.
+        let never = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let flush_timer = tokio::time::sleep_until(never);
+        tokio::pin!(flush_timer);
+        let mut flush_armed: Option<tokio::time::Instant> = None;
+        let expiry_timer = tokio::time::sleep_until(never);
+        tokio::pin!(expiry_timer);
+        // The token expiry the timer was set for (`None`: not set yet).
+        let mut expiry_for: Option<Option<u64>> = None;
         // Draining: the session was told to reconnect and is closed at this instant;
         // until then it streams as before.
         let mut leave_at: Option<tokio::time::Instant> = None;
@@ -234,8 +245,19 @@ where
         // stale (kept to its subscriptions, so bounded by them).
         let mut told_stale: Option<HashSet<Symbol>> = None;
         loop {
-            let flush_at = due;
-            let expires_at = self.expiry();
+            if due != flush_armed {
+                if let Some(at) = due {
+                    flush_timer.as_mut().reset(at);
+                }
+                flush_armed = due;
+            }
+            if expiry_for != Some(self.grant.exp) {
+                if let Some(at) = self.expiry() {
+                    expiry_timer.as_mut().reset(at);
+                }
+                expiry_for = Some(self.grant.exp);
+            }
+            let expires = self.grant.exp.is_some();
             let step = tokio::select! {
                 biased;
                 _ = &mut shutdown, if leave_at.is_none() => {
@@ -252,7 +274,7 @@ where
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
                 _ = revocations.changed() => self.check_grant().await,
-                _ = sleep_until(expires_at) => {
+                _ = &mut expiry_timer, if expires => {
                     let msg = ServerMsg::error(None, ErrorCode::TokenExpired, "the token expired: send auth with a fresh one, or reconnect");
                     let _ = self.send(vec![self.message(&msg)]).await;
                     return End::Close(close::UNAUTHORIZED, "token expired");
@@ -262,7 +284,11 @@ where
                     step => step,
                 },
                 _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
-                _ = sleep_until(flush_at) => self.flush(&mut heartbeat).await.map(|next| due = next),
+                _ = &mut flush_timer, if flush_armed.is_some() => {
+                    // Fired: armed again at the top only if the flush asks to come back.
+                    flush_armed = None;
+                    self.flush(&mut heartbeat).await.map(|next| due = next)
+                }
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > idle_timeout {
