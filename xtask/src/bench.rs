@@ -27,7 +27,8 @@ use serde::Serialize;
 
 use crate::{root, run, tools};
 use report::{
-    BEGIN, CURVE_BEGIN, CURVE_END, END, RESUBSCRIBE_BEGIN, RESUBSCRIBE_END, with_section,
+    BEGIN, CURVE_BEGIN, CURVE_END, END, MARKET_OPEN_BEGIN, MARKET_OPEN_END, RESUBSCRIBE_BEGIN,
+    RESUBSCRIBE_END, with_section,
 };
 use results::Stored;
 use runner::Env;
@@ -37,6 +38,7 @@ mod curve;
 mod idle;
 mod ingest;
 mod latency;
+mod market_open;
 mod report;
 mod resubscribe;
 mod results;
@@ -47,9 +49,10 @@ mod throughput;
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
-scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve (default: all)";
+scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve,
+market-open (default: all)";
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "idle",
     "throughput",
     "latency",
@@ -59,11 +62,12 @@ const SCENARIOS: [&str; 9] = [
     "ingest",
     "resubscribe",
     "curve",
+    "market-open",
 ];
 
 /// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
 /// running one alone leaves the main block as it is.
-const OWN_SECTION: [&str; 2] = ["resubscribe", "curve"];
+const OWN_SECTION: [&str; 3] = ["resubscribe", "curve", "market-open"];
 
 struct Opts {
     quick: bool,
@@ -160,6 +164,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "ingest" => ingest::run(&env).and_then(|r| keep.write(r)),
             "resubscribe" => resubscribe::run(&env).and_then(|r| keep.write(r)),
             "curve" => curve::run(&env).and_then(|r| keep.write(r)),
+            "market-open" => market_open::run(&env).and_then(|r| keep.write(r)),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         result.with_context(|| format!("scenario {name}"))?;
@@ -198,6 +203,11 @@ fn rebuild(
         let section = resubscribe::report(&v)
             .with_context(|| results::path(dir, "resubscribe").display().to_string())?;
         page = with_section(&page, RESUBSCRIBE_BEGIN, RESUBSCRIBE_END, &section);
+    }
+    if let Some(v) = results::load(dir, "market-open")? {
+        let section = market_open::report(&v)
+            .with_context(|| results::path(dir, "market-open").display().to_string())?;
+        page = with_section(&page, MARKET_OPEN_BEGIN, MARKET_OPEN_END, &section);
     }
     let mut svg = None;
     if let Some(v) = results::load(dir, "curve")? {

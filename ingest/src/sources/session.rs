@@ -1,9 +1,10 @@
-//! The simulated session clock: a trading day from the open to the close, then the next
-//! weekday's open (no overnight, no holiday calendar).
+//! The simulated session clock: a trading day from the open (or a pre-open before it) to
+//! the close, then the next weekday's open (no overnight, no holiday calendar).
 //!
 //! The clock runs `speed` simulated seconds per wall second. Activity bursts at the open:
 //! the tick rate is multiplied by `1 + (open_burst − 1)·e^(−t/burst_decay_s)`, `t` being
-//! the simulated seconds since the open.
+//! the simulated seconds since the open. Before the open (a `start` earlier than `open`)
+//! the multiplier is 1, so that the open is a step up in the tick rate at a known time.
 
 use serde::{Deserialize, Serialize};
 use tickmesh_core::date::Date;
@@ -19,7 +20,9 @@ pub struct SessionConfig {
     pub open: String,
     /// Regular session close, `HH:MM`. Default `16:00`.
     pub close: String,
-    /// Time of day the simulation starts at, `HH:MM` or `HH:MM:SS`. Default: the open.
+    /// Time of day the simulation starts at, `HH:MM` or `HH:MM:SS`, before the close.
+    /// Default: the open. A start before the open is a pre-open at the base rate (no
+    /// burst) until the open, `(open − start) / speed` wall seconds later.
     pub start: Option<String>,
     /// Simulated seconds per wall second. Default 1.
     pub speed: f64,
@@ -71,8 +74,8 @@ impl SessionConfig {
         }
         if let Some(start) = &self.start {
             let t = parse_time(start).map_err(|e| ("start", e))?;
-            if !(open..close).contains(&t) {
-                return Err(("start", format!("{start} is outside the session")));
+            if t >= close {
+                return Err(("start", format!("{start} is not before the close")));
             }
         }
         if !(self.speed > 0.0 && self.speed <= 100_000.0) {
@@ -155,10 +158,11 @@ impl SessionClock {
         self.close - self.open
     }
 
-    /// The tick-rate multiplier now: `open_burst` at the open, decaying towards 1.
+    /// The tick-rate multiplier now: 1 before the open, `open_burst` at the open, decaying
+    /// towards 1.
     pub fn activity(&self) -> f64 {
-        let since_open = (self.secs - self.open).max(0.0);
-        if self.burst == 1.0 || since_open > 40.0 * self.decay {
+        let since_open = self.secs - self.open;
+        if self.burst == 1.0 || !(0.0..=40.0 * self.decay).contains(&since_open) {
             return 1.0;
         }
         1.0 + (self.burst - 1.0) * (-since_open / self.decay).exp()
@@ -200,10 +204,29 @@ mod tests {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
         let c = SessionConfig {
-            start: Some("08:00".into()),
+            start: Some("16:00".into()),
             ..SessionConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().0, "start");
+    }
+
+    #[test]
+    fn a_pre_open_runs_at_the_base_rate_until_the_open_steps_it_up() {
+        let config = SessionConfig {
+            start: Some("09:29:50".into()),
+            open_burst: 10.0,
+            burst_decay_s: 1e6,
+            ..SessionConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let mut clock = SessionClock::new(&config, day("2026-03-02"));
+        assert_eq!(clock.activity(), 1.0);
+        clock.advance(9.9);
+        assert_eq!(clock.activity(), 1.0);
+        clock.advance(0.1);
+        assert!((clock.activity() - 10.0).abs() < 1e-9);
+        clock.advance(30.0);
+        assert!(clock.activity() > 9.99);
     }
 
     #[test]

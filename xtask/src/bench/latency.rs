@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::report::{commands, ms, num, ratio, run_table, yes};
 use super::results::{Run, Stored};
-use super::runner::{Env, Load, MeshSpec, args, join, loadgen, start_mesh, universe};
+use super::runner::{Env, Load, MeshSpec, args, loadgen, start_mesh, subscribers, universe};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Latency {
@@ -19,17 +19,8 @@ pub struct Latency {
 /// The latency workload (also the slow-consumer scenario's and the curve's): `conns`
 /// clients, each on every tick of one of `symbols`, JSON `quote`.
 pub fn load(conns: u64, symbols: &[String], duration: &str, net: &str) -> Vec<String> {
-    args(&[
-        "--conns",
-        &conns.to_string(),
-        "--symbols",
-        &join(symbols),
-        "--per-conn",
-        "1",
-        "--interval-ms",
-        "0",
-        "--mode",
-        "quote",
+    let mut a = subscribers(conns, symbols, 1, 0, "quote");
+    a.extend(args(&[
         "--format",
         "json",
         "--threads",
@@ -40,7 +31,8 @@ pub fn load(conns: u64, symbols: &[String], duration: &str, net: &str) -> Vec<St
         "3",
         "--duration-s",
         duration,
-    ])
+    ]));
+    a
 }
 
 pub fn run(env: &Env) -> anyhow::Result<Latency> {

@@ -21,6 +21,9 @@ pub const RESUBSCRIBE_END: &str = "<!-- bench:resubscribe:end -->";
 pub const CURVE_BEGIN: &str =
     "<!-- bench:curve:begin: written by `cargo xtask bench --scenario curve` -->";
 pub const CURVE_END: &str = "<!-- bench:curve:end -->";
+pub const MARKET_OPEN_BEGIN: &str =
+    "<!-- bench:market-open:begin: written by `cargo xtask bench --scenario market-open` -->";
+pub const MARKET_OPEN_END: &str = "<!-- bench:market-open:end -->";
 
 /// `page` with the text between `begin` and `end` replaced by `body` (appended, with the
 /// markers, when they are missing).

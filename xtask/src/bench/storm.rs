@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::report::{commands, ms, num, other, yes};
 use super::results::{Run, Stored};
-use super::runner::{Env, Load, MeshSpec, args, join, loadgen, metric, start_mesh, universe};
+use super::runner::{
+    Env, Load, MeshSpec, args, loadgen, metric, start_mesh, subscribers, universe,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Storm {
@@ -56,6 +58,37 @@ impl Histogram {
     }
 }
 
+/// Clients that connect (`connect_rate` a second, 0: all at once) and each subscribe to
+/// 20 of `symbols` (`ltp`, 1 s conflation), counting how soon each holds a value of all
+/// 20 (`full_picture_ms`); the storm's and the market open's.
+pub fn reconnecting(
+    conns: u64,
+    symbols: &[String],
+    connect_rate: u64,
+    net: &str,
+    duration_s: u64,
+    full_picture_ms: u64,
+) -> Vec<String> {
+    let mut a = subscribers(conns, symbols, 20, 1000, "ltp");
+    a.extend(args(&[
+        "--connect-rate",
+        &connect_rate.to_string(),
+        "--threads",
+        "2",
+        "--source-net",
+        net,
+        "--settle-s",
+        "0",
+        "--warmup-s",
+        "0",
+        "--duration-s",
+        &duration_s.to_string(),
+        "--full-picture-ms",
+        &full_picture_ms.to_string(),
+    ]));
+    a
+}
+
 pub fn run(env: &Env) -> anyhow::Result<Storm> {
     let conns = env.pick(10_000u64, 2_000);
     let symbols = universe(60);
@@ -63,34 +96,7 @@ pub fn run(env: &Env) -> anyhow::Result<Storm> {
     let mesh = start_mesh(env, &MeshSpec::new("storm", &symbols, rate))?;
     let kv_metric = "tickmesh_edge_snapshot_reads_total{source=\"kv\"}";
     let before = metric(mesh.edge_port, kv_metric)?;
-    let common = |net: &str| {
-        args(&[
-            "--conns",
-            &conns.to_string(),
-            "--symbols",
-            &join(&symbols),
-            "--per-conn",
-            "20",
-            "--interval-ms",
-            "1000",
-            "--mode",
-            "ltp",
-            "--connect-rate",
-            "0",
-            "--threads",
-            "2",
-            "--source-net",
-            net,
-            "--settle-s",
-            "0",
-            "--warmup-s",
-            "0",
-            "--duration-s",
-            "10",
-            "--full-picture-ms",
-            "2000",
-        ])
-    };
+    let common = |net: &str| reconnecting(conns, &symbols, 0, net, 10, 2000);
     let tm = loadgen(
         env,
         &mesh,
