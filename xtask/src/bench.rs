@@ -171,20 +171,38 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     }
     let path = root.join("docs/benchmarks.md");
     let page = std::fs::read_to_string(&path).unwrap_or_default();
-    // The main block from the main scenarios' results; never from none (it would say
-    // "not run" over the figures of an earlier run).
-    let main = |n: &str| !OWN_SECTION.contains(&n);
-    let have_main = SCENARIOS
-        .iter()
-        .any(|n| main(n) && results::path(&out_dir, n).exists());
-    let ran_main = opts.report_only || scenarios.iter().any(|n| main(n));
-    let (page, svg) = rebuild(&page, &out_dir, &env.nats, have_main && ran_main)?;
+    let ran_main = opts.report_only || scenarios.iter().any(|n| is_main(n));
+    let complete = main_results_complete(|n| results::path(&out_dir, n).exists());
+    if ran_main && !complete {
+        // A partial set would put "not run" over the figures of the run the page shows:
+        // the main block is rewritten only from a result of every main scenario, and a
+        // partial one goes where it can be read without losing anything.
+        let partial = out_dir.join("report.md");
+        std::fs::write(&partial, report::report(&out_dir, &env.nats)?)?;
+        eprintln!(
+            "xtask: wrote {} (the main block of docs/benchmarks.md is rewritten only when \
+             {} has a result of every main scenario)",
+            partial.display(),
+            out_dir.display()
+        );
+    }
+    let (page, svg) = rebuild(&page, &out_dir, &env.nats, ran_main && complete)?;
     if let Some(svg) = svg {
         std::fs::write(root.join("docs/bench-curve.svg"), svg)?;
     }
     std::fs::write(&path, page)?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// A scenario of the main block (not one with a section of its own).
+fn is_main(name: &str) -> bool {
+    !OWN_SECTION.contains(&name)
+}
+
+/// Whether every main scenario has a result (`has` says whether one has).
+fn main_results_complete(has: impl Fn(&str) -> bool) -> bool {
+    SCENARIOS.iter().filter(|n| is_main(n)).all(|n| has(n))
 }
 
 /// `page` (docs/benchmarks.md) with its generated sections rebuilt from the results in
@@ -242,5 +260,21 @@ impl Keep<'_> {
             serde_json::to_string_pretty(&stored)?,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_main_block_is_rewritten_only_from_a_result_of_every_main_scenario() {
+        assert!(main_results_complete(|_| true));
+        // One main scenario run alone, on a machine with no other results: the block
+        // with the committed figures must stay.
+        assert!(!main_results_complete(|n| n == "conflation"));
+        // The scenarios with sections of their own are not needed.
+        assert!(main_results_complete(is_main));
+        assert!(!main_results_complete(|n| n != "ingest"));
     }
 }
