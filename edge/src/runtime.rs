@@ -50,7 +50,9 @@ pub const MAX_SHARDS: usize = 64;
 pub struct Member<W> {
     id: SessionId,
     waker: W,
-    max_symbols: usize,
+    /// What each shard may remember of the symbols the session left (`Fanout`'s
+    /// `max_symbols`): the session's share per shard.
+    left_per_shard: usize,
     /// The session's every-tick bytes, counted by all its shards together.
     queued: Queued,
     due: Arc<Due>,
@@ -171,7 +173,12 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
         Member {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             waker,
-            max_symbols: max_symbols as usize,
+            // What a shard may remember of the symbols the session left: its share of the
+            // session's `max_symbols`, so that all shards together remember about as many
+            // as one core would (a client cycling through symbols spread over every shard
+            // must not make the edge keep `shards` times more); past it a shard forgets,
+            // which costs only that session later snapshots (see `Session::remember`).
+            left_per_shard: (max_symbols as usize).div_ceil(self.shards.len()),
             queued: Queued::default(),
             due: Arc::new(Due {
                 joined: AtomicU64::new(0),
@@ -195,7 +202,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
         shard.fanout.add_session_queued(
             member.id,
             waker,
-            member.max_symbols,
+            member.left_per_shard,
             member.queued.clone(),
         );
     }
@@ -641,6 +648,25 @@ mod tests {
         assert_eq!(r.footprint().sessions, 1);
         r.leave(&member);
         assert_eq!(r.footprint().sessions, 0);
+    }
+
+    #[test]
+    fn what_a_session_remembers_of_symbols_it_left_is_bounded_by_its_max_symbols() {
+        let shards = 4;
+        let r = runtime(shards, 1 << 20);
+        let member = r.join(NoWake, 8);
+        let now = Instant::now();
+        // Subscribe to 200 symbols one at a time (each with a value, so each is
+        // remembered when left), leaving each at once.
+        for i in 0..200u64 {
+            let s = Symbol::parse(&format!("C{i}")).unwrap();
+            r.subscribe(&member, std::slice::from_ref(&s), (Mode::Ltp, 0), now);
+            r.publish(tick(&s, i + 1));
+            r.drain(&member, now);
+            r.unsubscribe(member.id(), &[s]);
+        }
+        let f = r.footprint();
+        assert!(f.left <= 8 + shards, "{f:?}");
     }
 
     #[test]
