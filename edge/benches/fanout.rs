@@ -49,6 +49,7 @@ fn core(subscribers: u64, interval_ms: u32) -> Fanout<NoWake> {
         live_budget_bytes: 1024 * 1024,
         slow_interval_ms: 250,
         max_ticks_per_frame: 500,
+        beats: Default::default(),
     });
     let aapl = Symbol::parse("AAPL").expect("valid symbol");
     for id in 0..subscribers {

@@ -79,6 +79,7 @@ fn config() -> FanoutConfig {
         live_budget_bytes: 64 * 1024 * 1024,
         slow_interval_ms: 250,
         max_ticks_per_frame: 500,
+        beats: Default::default(),
     }
 }
 

@@ -28,11 +28,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tickmesh_core::codec::encode_client;
+use tickmesh_core::codec::{encode_client, ticks_frame};
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 
+pub use subscriber::{Beats, Queued, Sub};
 use subscriber::{Feed, Session, Snap};
-pub use subscriber::{Queued, Sub};
 
 pub type SessionId = u64;
 
@@ -98,6 +98,8 @@ pub struct SharedTick {
     pub arrived: Instant,
     live: [[OnceLock<Bytes>; 3]; 2],
     snapshot: [[OnceLock<Bytes>; 3]; 2],
+    /// Whole `ticks` frames holding this tick alone, made when first asked for.
+    alone: OnceLock<Box<[[OnceLock<Bytes>; 3]; 2]>>,
 }
 
 impl SharedTick {
@@ -108,6 +110,7 @@ impl SharedTick {
             arrived: Instant::now(),
             live: Default::default(),
             snapshot: Default::default(),
+            alone: OnceLock::new(),
         }
     }
 
@@ -119,6 +122,14 @@ impl SharedTick {
     pub fn encoded(&self, format: Format, mode: Mode) -> &Bytes {
         self.live[format.index()][mode.index()]
             .get_or_init(|| encode_client(&self.tick, format, mode, None).into())
+    }
+
+    /// The whole `ticks` frame of this tick alone: built once, whoever sends it (every
+    /// session that flushes one conflated symbol at a shared instant sends this one).
+    pub fn frame_alone(&self, format: Format, mode: Mode) -> &Bytes {
+        self.alone.get_or_init(Default::default)[format.index()][mode.index()].get_or_init(|| {
+            ticks_frame(format, std::iter::once(&self.encoded(format, mode)[..])).into()
+        })
     }
 
     /// The whole `snapshot` message.
@@ -137,6 +148,9 @@ pub struct FanoutConfig {
     pub slow_interval_ms: u32,
     /// Most ticks in one `ticks` frame.
     pub max_ticks_per_frame: usize,
+    /// When conflated subscriptions flush: on a clock shared by every session, or each
+    /// session on its own phase.
+    pub beats: Beats,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +166,21 @@ struct Slot {
     awaiting: Vec<SessionId>,
     /// A KV read of the symbol is under way (see [`Fanout::offer_snapshot`]).
     fetching: bool,
+    /// With a shared clock: the value conflated subscriptions get for flush instants up
+    /// to this one (the latest when the first of them flushed), so that every session
+    /// flushing at one instant sends the same tick, and the same frame.
+    frozen: Option<(Instant, Arc<SharedTick>)>,
+}
+
+impl Slot {
+    /// The value for a conflated flush at the shared flush instant `beat`: the latest when
+    /// the first session flushed at `beat` or a later instant.
+    fn at_beat(&mut self, beat: Instant) -> Option<&Arc<SharedTick>> {
+        if self.frozen.as_ref().is_none_or(|(at, _)| *at < beat) {
+            self.frozen = self.latest.clone().map(|latest| (beat, latest));
+        }
+        self.frozen.as_ref().map(|(_, tick)| tick)
+    }
 }
 
 /// One of a slot's session lists.
@@ -639,7 +668,7 @@ impl<W: Wake> Fanout<W> {
         }
         let session = self.sessions.get_mut(&id)?;
         let entry = session.subs.get_mut(symbol)?;
-        if entry.held_until(now).is_some() {
+        if entry.held_until(now, self.config.beats.of(id)).is_some() {
             // Given within its interval before it left: the snapshot waits its turn.
             entry.snap = Snap::Ready;
             session.snapshots.insert(key);
@@ -673,9 +702,10 @@ impl<W: Wake> Fanout<W> {
                 session.snapshot_ready(&symbol);
             }
         }
+        let beats = self.config.beats;
         for id in std::mem::take(&mut slot.armed) {
             if let Some(session) = self.sessions.get_mut(&id) {
-                session.mark_dirty(&symbol);
+                session.mark_dirty(&symbol, beats.of(id));
             }
         }
         let budget = self.config.live_budget_bytes;
@@ -766,6 +796,7 @@ impl<W: Wake> Fanout<W> {
             out.slow_consumer = Some(interval);
         }
         out.queued_bytes += session.unqueued();
+        let beats = self.config.beats.of(id);
         let mut next_due: Option<Instant> = None;
         let mut keep = |at: Instant| next_due = Some(next_due.map_or(at, |n| n.min(at)));
 
@@ -790,7 +821,7 @@ impl<W: Wake> Fanout<W> {
                     // Nothing newer than what the session had before it subscribed again:
                     // the next tick is its snapshot.
                     sub.snap = Snap::Awaiting(slot.enlist(List::Awaiting, id));
-                } else if let Some(at) = sub.held_until(now) {
+                } else if let Some(at) = sub.held_until(now, beats) {
                     keep(at);
                     held.push(symbol);
                 } else {
@@ -820,16 +851,27 @@ impl<W: Wake> Fanout<W> {
 
         // Conflated groups that are due: the latest value of each changed symbol, unless
         // the symbol went out within its interval (it subscribed again, or changed
-        // interval): that one stays dirty for the group's next flush.
+        // interval): that one stays dirty for the group's next flush. On a shared clock
+        // the value is the one every session flushing at the same instant gets.
         for group in session.groups.values_mut() {
-            let Some(due) = group.due(now) else { continue };
+            let Some(due) = group.due(now, beats) else {
+                continue;
+            };
             if due > now {
                 group.hot = true;
                 keep(due);
                 continue;
             }
+            // The flush instant this drain belongs to: the last one (now, without a
+            // shared clock). The holds above keep it an interval after the last update.
+            let at = beats.down(now, group.interval_ms);
+            let interval = Duration::from_millis(u64::from(group.interval_ms));
             let mut held = Vec::new();
             let mut held_until: Option<Instant> = None;
+            let mut hold = |symbol: Symbol, until: Instant| {
+                held_until = Some(held_until.map_or(until, |h| h.min(until)));
+                held.push(symbol);
+            };
             let mut sent = false;
             for symbol in group.dirty.drain() {
                 let Some(sub) = session.subs.get_mut(&symbol) else {
@@ -839,32 +881,45 @@ impl<W: Wake> Fanout<W> {
                     continue;
                 };
                 if sub.behind(slot.latest.as_ref()) {
-                    if let Some(at) = sub.held_until(now) {
-                        held_until = Some(held_until.map_or(at, |h| h.min(at)));
-                        held.push(symbol);
+                    if let Some(until) = sub.held_until(at, beats) {
+                        hold(symbol, until);
                         continue;
                     }
-                    if let Some(latest) = &slot.latest {
-                        sub.delivered(latest.seq(), now);
-                        frame.push((latest.clone(), sub.mode));
-                        sent = true;
+                    let value = if beats.is_shared() {
+                        slot.at_beat(at)
+                    } else {
+                        slot.latest.as_ref()
+                    };
+                    match value {
+                        Some(value) if value.seq() > sub.last_seq => {
+                            sub.delivered(value.seq(), at);
+                            frame.push((value.clone(), sub.mode));
+                            sent = true;
+                        }
+                        _ => {
+                            // What this instant sends is older than what the session
+                            // has (a snapshot went out since): the next instant sends
+                            // the newer value.
+                            hold(symbol, beats.up(at + interval, group.interval_ms));
+                            continue;
+                        }
                     }
                 }
                 // Sent, or nothing to send (an owed snapshot carries the latest value).
                 sub.feed = Feed::Armed(slot.enlist(List::Armed, id));
             }
             group.dirty.extend(held);
-            if let (false, Some(at)) = (sent, held_until) {
+            if let (false, Some(until)) = (sent, held_until) {
                 // Nothing went out: the group has not flushed, and comes back when the
                 // first held symbol may go.
-                keep(at);
+                keep(until);
                 continue;
             }
-            group.last_flush = Some(now);
+            group.last_flush = Some(at);
             if std::mem::take(&mut group.hot) || held_until.is_some() {
                 // It will most likely have changed again by its next flush: come back
                 // then rather than be woken by the first change and sleep again.
-                keep(now + Duration::from_millis(u64::from(group.interval_ms)));
+                keep(beats.up(at + interval, group.interval_ms));
             }
         }
         session.timer = next_due;
@@ -950,6 +1005,7 @@ mod tests {
             live_budget_bytes: 1000,
             slow_interval_ms: 500,
             max_ticks_per_frame: 100,
+            beats: Default::default(),
         })
     }
 
@@ -1608,6 +1664,95 @@ mod tests {
             (Some(&5), Some(&5))
         );
         assert!(!f.forgotten.contains_key("S1") && !f.forgotten.contains_key("S3"));
+    }
+
+    /// A core on a shared clock (one slot) started at `origin`, with sessions 1 and 2
+    /// subscribed to AAPL at 250 ms and seq 1 in hand for their snapshots.
+    fn two_on_a_clock(origin: Instant) -> Fanout<Counter> {
+        let mut f = Fanout::new(FanoutConfig {
+            beats: Beats::shared(origin, 1),
+            ..core().config
+        });
+        for id in [1, 2] {
+            f.add_session(id, Counter::default(), 100);
+            f.subscribe(id, &sym("AAPL"), Mode::Quote, 250);
+        }
+        f.offer_snapshot("AAPL", Some(tick("AAPL", 1, 1.0)));
+        f
+    }
+
+    #[test]
+    fn on_the_shared_clock_sessions_of_an_interval_flush_at_one_instant_with_one_frame() {
+        let origin = Instant::now();
+        let ms = |n: u64| origin + Duration::from_millis(n);
+        let mut f = two_on_a_clock(origin);
+        // Subscribed at different moments: each gets its snapshot at once.
+        assert_eq!(f.drain(1, ms(0)).snapshots.len(), 1);
+        assert_eq!(f.drain(2, ms(170)).snapshots.len(), 1);
+        f.publish(tick("AAPL", 2, 2.0));
+        // The next update comes at the first flush instant at least an interval after
+        // the snapshot: 250 for the first session, 500 (not 420) for the second.
+        let d = f.drain(1, ms(100));
+        assert_eq!(d.next_due, Some(ms(250)));
+        assert_eq!(seqs(&f.drain(1, ms(250))), [("AAPL".to_string(), 2)]);
+        let d = f.drain(2, ms(260));
+        assert!(d.frames.is_empty());
+        assert_eq!(d.next_due, Some(ms(500)));
+        f.publish(tick("AAPL", 3, 3.0));
+        // From then on both flush at 500, 750, ...: what each gets at an instant is the
+        // value the first of them took, although a newer tick came in between the two
+        // drains, and its frame is one and the same.
+        let first = f.drain(1, ms(500));
+        f.publish(tick("AAPL", 4, 4.0));
+        let second = f.drain(2, ms(503));
+        assert_eq!(seqs(&first), [("AAPL".to_string(), 3)]);
+        assert_eq!(seqs(&second), [("AAPL".to_string(), 3)]);
+        let (a, b) = (&first.frames[0][0].0, &second.frames[0][0].0);
+        assert!(Arc::ptr_eq(a, b));
+        assert_eq!(
+            a.frame_alone(Format::Json, Mode::Quote).as_ptr(),
+            b.frame_alone(Format::Json, Mode::Quote).as_ptr(),
+            "the frame is built once"
+        );
+        // A session drained late (at 760, past 750) is given the value of 750, and its
+        // next flush is still at 1000: late once, it does not lose its place.
+        f.publish(tick("AAPL", 5, 5.0));
+        assert_eq!(seqs(&f.drain(2, ms(760))), [("AAPL".to_string(), 5)]);
+        f.publish(tick("AAPL", 6, 6.0));
+        let d = f.drain(2, ms(990));
+        assert!(d.frames.is_empty());
+        assert_eq!(d.next_due, Some(ms(1000)));
+        assert_eq!(seqs(&f.drain(2, ms(1000))), [("AAPL".to_string(), 6)]);
+    }
+
+    #[test]
+    fn on_the_shared_clock_a_value_older_than_what_the_session_has_waits_for_the_next_instant() {
+        let origin = Instant::now();
+        let ms = |n: u64| origin + Duration::from_millis(n);
+        let mut f = two_on_a_clock(origin);
+        assert_eq!(f.drain(1, ms(0)).snapshots.len(), 1);
+        assert_eq!(f.drain(2, ms(0)).snapshots.len(), 1);
+        f.publish(tick("AAPL", 2, 2.0));
+        assert_eq!(seqs(&f.drain(1, ms(250))), [("AAPL".to_string(), 2)]);
+        assert_eq!(seqs(&f.drain(2, ms(250))), [("AAPL".to_string(), 2)]);
+        // The first session takes seq 3 for the instant 500; the second re-subscribes
+        // in between and, an interval after its last update, gets seq 4 as its snapshot.
+        f.publish(tick("AAPL", 3, 3.0));
+        assert_eq!(seqs(&f.drain(1, ms(500))), [("AAPL".to_string(), 3)]);
+        f.publish(tick("AAPL", 4, 4.0));
+        f.unsubscribe(2, "AAPL");
+        f.subscribe(2, &sym("AAPL"), Mode::Quote, 250);
+        let d = f.drain(2, ms(501));
+        assert_eq!(d.snapshots.len(), 1);
+        assert_eq!(d.snapshots[0].0.seq(), 4);
+        // Seq 3, what the instant 500 sends, is older: nothing goes back. The snapshot
+        // went out at 501, so seq 5 waits for the first instant an interval after it.
+        f.publish(tick("AAPL", 5, 5.0));
+        let d = f.drain(2, ms(502));
+        assert!(d.frames.is_empty(), "{:?}", seqs(&d));
+        assert_eq!(d.next_due, Some(ms(1000)));
+        assert_eq!(seqs(&f.drain(2, ms(1000))), [("AAPL".to_string(), 5)]);
+        assert_eq!(seqs(&f.drain(1, ms(750))), [("AAPL".to_string(), 5)]);
     }
 
     #[test]

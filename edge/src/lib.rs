@@ -10,6 +10,7 @@
 //! - [`revocations`]: revoked users and tokens from KV `ctl_revoked`, replayed and watched
 //!   ([`control`] also takes them from NATS `ctl.revoke`, and reloads key files).
 //! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
+//! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
@@ -22,6 +23,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fanout;

@@ -505,6 +505,7 @@ mod tests {
             live_budget_bytes: budget,
             slow_interval_ms: 250,
             max_ticks_per_frame: 500,
+            beats: Default::default(),
         };
         Runtime::new(config, shards, Counted::default())
     }

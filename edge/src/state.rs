@@ -10,14 +10,21 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
+use crate::clock::Clock;
 use crate::config::EdgeConfig;
-use crate::fanout::FanoutConfig;
+use crate::fanout::{Beats, FanoutConfig};
 use crate::limits::peers::AuthThrottle;
 use crate::limits::{Registry, TokenBucket};
 use crate::nats::NatsLink;
 use crate::refdata::RefData;
 use crate::runtime::{Member, Runtime, default_shards};
 use crate::snapshot::Snapshots;
+
+/// Instants per interval the shared flush clock spreads sessions over: those of one slot
+/// flush together and share their frames, and no instant wakes more than a
+/// thirty-second of the sessions of an interval at once (a burst of work that would
+/// otherwise age the values sent last and bunch their spacing).
+pub const CLOCK_SLOTS: u32 = 32;
 
 /// The sharded fan-out core over NATS, as sessions use it.
 pub type EdgeRuntime = Runtime<NatsLink, Arc<tokio::sync::Notify>>;
@@ -53,6 +60,8 @@ pub struct Edge {
     pub shutdown: CancellationToken,
     /// Whether sessions' data is fresh, stale, or lost with the NATS connection.
     pub upstream: tokio::sync::watch::Receiver<crate::upstream::Upstream>,
+    /// Wakes sessions whose flush is due (`session.shared_clock`).
+    pub clock: Clock,
 }
 
 impl Edge {
@@ -68,6 +77,11 @@ impl Edge {
                 live_budget_bytes: config.session.live_budget_bytes,
                 slow_interval_ms: config.session.slow_interval_ms,
                 max_ticks_per_frame: config.session.max_ticks_per_frame,
+                beats: if config.session.shared_clock {
+                    Beats::shared(std::time::Instant::now(), CLOCK_SLOTS)
+                } else {
+                    Beats::default()
+                },
             },
             default_shards(),
             nats.clone(),
@@ -109,6 +123,7 @@ impl Edge {
                 Duration::from_millis(config_stale_after_ms),
                 Duration::from_millis(config_move_after_ms),
             ),
+            clock: Clock::start(),
         }))
     }
 }

@@ -11,7 +11,10 @@
 //!   left by its `max_symbols`), however often clients ask.
 //!
 //! The same sequences drive one core alone and the runtime's sharded core, whose sessions
-//! span shards: both must keep the same promises.
+//! span shards, each with every session on its own phase and on the shared flush clock:
+//! all must keep the same promises. On the shared clock a flush is cut at its instant
+//! (`origin + k·N`, shifted by the session's slot) and may be drained a little after it: there, guarantee 2 holds
+//! between the flush instants of two updates.
 
 #![allow(clippy::unwrap_used)] // a failed setup is a failed test
 
@@ -22,8 +25,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use tickmesh_core::{Mode, Symbol, Tick};
 use tickmesh_edge::fanout::{
-    Drained, Fanout, FanoutConfig, Footprint, SessionId, SharedTick, Sub, Subscribed, TickSink,
-    Upstream, Wake,
+    Beats, Drained, Fanout, FanoutConfig, Footprint, SessionId, SharedTick, Sub, Subscribed,
+    TickSink, Upstream, Wake,
 };
 use tickmesh_edge::runtime::{Member, Runtime};
 
@@ -49,11 +52,12 @@ impl Upstream for NoUpstream {
     fn start_pump(&self, _: std::sync::Weak<dyn TickSink>, _: Symbol) {}
 }
 
-fn config() -> FanoutConfig {
+fn config(beats: Beats) -> FanoutConfig {
     FanoutConfig {
         live_budget_bytes: BUDGET,
         slow_interval_ms: 250,
         max_ticks_per_frame: 3,
+        beats,
     }
 }
 
@@ -223,18 +227,20 @@ struct Model<C> {
     sessions: Vec<SessionId>,
     /// Newest seq published per symbol.
     seq: [u64; 4],
-    /// Per (session, symbol): highest seq given and when it was given.
+    /// Per (session, symbol): highest seq given and when (see `given`).
     given: HashMap<(SessionId, &'static str), (u64, Instant)>,
+    beats: Beats,
 }
 
 impl<C: Core> Model<C> {
-    fn new(f: C) -> Self {
+    fn new(f: C, now: Instant, beats: Beats) -> Self {
         Model {
             f,
-            now: Instant::now(),
+            now,
             sessions: Vec::new(),
             seq: [0; 4],
             given: HashMap::new(),
+            beats,
         }
     }
 
@@ -266,8 +272,20 @@ impl<C: Core> Model<C> {
             symbol,
             id
         );
-        let interval = sub.unwrap().1.interval_ms;
-        if let Some(&(seq, at)) = self.given.get(&(id, symbol)) {
+        let sub = sub.unwrap().1;
+        let interval = sub.interval_ms;
+        // When the core says it gave the update: now, or on the shared clock the flush
+        // instant this drain belongs to (the last one before it).
+        let at = sub.given_at().unwrap();
+        prop_assert!(
+            at == self.now || at == self.beats.of(id).down(self.now, interval.max(1)),
+            "{} to session {} given at {:?}, drained at {:?}",
+            symbol,
+            id,
+            at,
+            self.now
+        );
+        if let Some(&(seq, was)) = self.given.get(&(id, symbol)) {
             prop_assert!(
                 tick.seq() > seq,
                 "guarantee 1: {} seq {} after {} to session {}",
@@ -276,7 +294,7 @@ impl<C: Core> Model<C> {
                 seq,
                 id
             );
-            let gap = self.now - at;
+            let gap = at - was;
             prop_assert!(
                 gap >= Duration::from_millis(u64::from(interval)),
                 "guarantee 2: {} to session {} {:?} after the previous one, interval {} ms",
@@ -286,7 +304,7 @@ impl<C: Core> Model<C> {
                 interval
             );
         }
-        self.given.insert((id, symbol), (tick.seq(), self.now));
+        self.given.insert((id, symbol), (tick.seq(), at));
         Ok(())
     }
 
@@ -400,8 +418,8 @@ impl<C: Core> Model<C> {
 }
 
 /// Runs `ops`, then lets every session drain past every interval: nothing owed is stuck.
-fn run<C: Core>(core: C, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut m = Model::new(core);
+fn run<C: Core>(core: C, now: Instant, beats: Beats, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut m = Model::new(core, now, beats);
     for op in ops {
         m.step(op)?;
     }
@@ -425,13 +443,35 @@ proptest! {
     fn the_fanout_core_keeps_its_guarantees_and_its_bounds(
         ops in proptest::collection::vec(op(), 1..300),
     ) {
-        run(Alone(Fanout::new(config()), 0), ops)?;
+        let (now, beats) = (Instant::now(), Beats::default());
+        run(Alone(Fanout::new(config(beats)), 0), now, beats, ops)?;
     }
 
     #[test]
     fn the_sharded_core_keeps_the_same_guarantees_and_bounds(
         ops in proptest::collection::vec(op(), 1..300),
     ) {
-        run(Sharded(Runtime::new(config(), SHARDS, NoUpstream), HashMap::new()), ops)?;
+        let (now, beats) = (Instant::now(), Beats::default());
+        run(Sharded(Runtime::new(config(beats), SHARDS, NoUpstream), HashMap::new()), now, beats, ops)?;
+    }
+
+    #[test]
+    fn on_the_shared_clock_the_core_keeps_its_guarantees_and_its_bounds(
+        ops in proptest::collection::vec(op(), 1..300),
+        phase in 0..1000u64,
+    ) {
+        let now = Instant::now() + Duration::from_secs(2);
+        let beats = Beats::shared(now - Duration::from_millis(phase), 3);
+        run(Alone(Fanout::new(config(beats)), 0), now, beats, ops)?;
+    }
+
+    #[test]
+    fn on_the_shared_clock_the_sharded_core_keeps_them_too(
+        ops in proptest::collection::vec(op(), 1..300),
+        phase in 0..1000u64,
+    ) {
+        let now = Instant::now() + Duration::from_secs(2);
+        let beats = Beats::shared(now - Duration::from_millis(phase), 3);
+        run(Sharded(Runtime::new(config(beats), SHARDS, NoUpstream), HashMap::new()), now, beats, ops)?;
     }
 }

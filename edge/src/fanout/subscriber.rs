@@ -12,6 +12,75 @@ use tickmesh_core::{Mode, Symbol};
 
 use super::{SharedTick, Wake};
 
+/// The instants at which conflated subscriptions flush. With a shared clock (an origin),
+/// the flushes of interval N fall on `origin + k·N + (slot/slots)·N`: sessions of one
+/// interval and slot flush at the same instants and share what they send, and the
+/// sessions are spread over `slots` instants per interval so that no instant wakes all of
+/// them at once. Without a clock, each session keeps its own phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Beats {
+    pub origin: Option<Instant>,
+    /// Instants per interval the sessions are spread over (at least 1).
+    pub slots: u32,
+    /// This session's.
+    slot: u32,
+}
+
+impl Beats {
+    pub fn shared(origin: Instant, slots: u32) -> Beats {
+        Beats {
+            origin: Some(origin),
+            slots: slots.max(1),
+            slot: 0,
+        }
+    }
+
+    /// The flush instants of session `id`.
+    pub fn of(self, id: u64) -> Beats {
+        Beats {
+            slot: (id % u64::from(self.slots.max(1))) as u32,
+            ..self
+        }
+    }
+
+    /// This session's origin for `interval_ms`, and the interval in ns.
+    fn grid(self, interval_ms: u32) -> Option<(Instant, u128)> {
+        let step = u128::from(interval_ms.max(1)) * 1_000_000;
+        let offset = step * u128::from(self.slot) / u128::from(self.slots.max(1));
+        Some((self.origin? + nanos(offset), step))
+    }
+
+    /// The first flush instant of `interval_ms` at or after `t` (`t` without a clock).
+    pub fn up(self, t: Instant, interval_ms: u32) -> Instant {
+        let Some((origin, step)) = self.grid(interval_ms) else {
+            return t;
+        };
+        let since = t.saturating_duration_since(origin).as_nanos();
+        origin + nanos(since.div_ceil(step) * step)
+    }
+
+    /// The last flush instant of `interval_ms` at or before `t` (`t` without a clock, or
+    /// before the clock's first instant).
+    pub fn down(self, t: Instant, interval_ms: u32) -> Instant {
+        let Some((origin, step)) = self.grid(interval_ms) else {
+            return t;
+        };
+        let Some(since) = t.checked_duration_since(origin) else {
+            return t;
+        };
+        let since = since.as_nanos();
+        origin + nanos(since / step * step)
+    }
+
+    pub fn is_shared(self) -> bool {
+        self.origin.is_some()
+    }
+}
+
+fn nanos(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
 /// How a subscription learns of its symbol's changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Feed {
@@ -51,13 +120,21 @@ pub struct Sub {
 }
 
 impl Sub {
-    /// The earliest the session may be given the symbol again, if that is still ahead.
-    pub(super) fn held_until(&self, now: Instant) -> Option<Instant> {
+    /// The earliest the session may be given the symbol again (a flush instant, with a
+    /// shared clock), if that is still ahead.
+    pub(super) fn held_until(&self, now: Instant, beats: Beats) -> Option<Instant> {
         if self.interval_ms == 0 {
             return None;
         }
         let at = self.last_sent? + Duration::from_millis(u64::from(self.interval_ms));
+        let at = beats.up(at, self.interval_ms);
         (at > now).then_some(at)
+    }
+
+    /// The instant the session was last given the symbol: when it was drained, or the
+    /// flush instant on the shared clock.
+    pub fn given_at(&self) -> Option<Instant> {
+        self.last_sent
     }
 
     pub(super) fn delivered(&mut self, seq: u64, now: Instant) {
@@ -87,17 +164,19 @@ pub(super) struct Group {
 
 impl Group {
     /// When the group must flush, if anything changed: `now` if it never flushed.
-    pub(super) fn due(&self, now: Instant) -> Option<Instant> {
+    pub(super) fn due(&self, now: Instant, beats: Beats) -> Option<Instant> {
         if self.dirty.is_empty() {
             return None;
         }
-        Some(self.next_flush().unwrap_or(now))
+        Some(self.next_flush(beats).unwrap_or(now))
     }
 
-    /// The earliest the group may flush again, if it ever flushed.
-    pub(super) fn next_flush(&self) -> Option<Instant> {
+    /// The earliest the group may flush again, if it ever flushed: an interval after its
+    /// last flush (the first flush instant from then, with a shared clock).
+    pub(super) fn next_flush(&self, beats: Beats) -> Option<Instant> {
         let interval = Duration::from_millis(u64::from(self.interval_ms));
-        self.last_flush.map(|t| t + interval)
+        self.last_flush
+            .map(|t| beats.up(t + interval, self.interval_ms))
     }
 }
 
@@ -227,7 +306,7 @@ impl<W: Wake> Session<W> {
     }
 
     /// An armed subscription's symbol changed: it joins its group's dirty set.
-    pub(super) fn mark_dirty(&mut self, symbol: &Symbol) {
+    pub(super) fn mark_dirty(&mut self, symbol: &Symbol, beats: Beats) {
         let Some(sub) = self.subs.get_mut(symbol) else {
             return;
         };
@@ -242,7 +321,7 @@ impl<W: Wake> Session<W> {
         group.dirty.insert(symbol.clone());
         // A timer that fires by the time the group may flush anyway will drain it: no
         // need to wake the session now only to find the group not yet due.
-        if let (Some(timer), Some(next)) = (timer, group.next_flush())
+        if let (Some(timer), Some(next)) = (timer, group.next_flush(beats))
             && timer <= next
         {
             group.hot = true;

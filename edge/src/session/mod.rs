@@ -200,7 +200,7 @@ where
         }
     }
 
-    async fn serve(&mut self, notify: &Notify) -> End {
+    async fn serve(&mut self, notify: &Arc<Notify>) -> End {
         let edge = self.edge.clone();
         let cfg = &edge.config.session;
         // Watched from before the check: a revocation that lands after the token was
@@ -232,6 +232,10 @@ where
         let flush_timer = tokio::time::sleep_until(never);
         tokio::pin!(flush_timer);
         let mut flush_armed: Option<tokio::time::Instant> = None;
+        // With the shared clock, the session's flushes are woken by the edge's clock
+        // rather than a timer of its own: the instant it asked the clock for.
+        let shared_clock = cfg.shared_clock;
+        let mut asked: Option<tokio::time::Instant> = None;
         let expiry_timer = tokio::time::sleep_until(never);
         tokio::pin!(expiry_timer);
         // The token expiry the timer was set for (`None`: not set yet).
@@ -245,7 +249,14 @@ where
         // stale (kept to its subscriptions, so bounded by them).
         let mut told_stale: Option<HashSet<Symbol>> = None;
         loop {
-            if due != flush_armed {
+            if shared_clock {
+                if let Some(at) = due
+                    && asked.is_none_or(|a| at < a || (at > a && a <= tokio::time::Instant::now()))
+                {
+                    edge.clock.wake_at(at, notify);
+                    asked = Some(at);
+                }
+            } else if due != flush_armed {
                 if let Some(at) = due {
                     flush_timer.as_mut().reset(at);
                 }
@@ -284,7 +295,7 @@ where
                     step => step,
                 },
                 _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
-                _ = &mut flush_timer, if flush_armed.is_some() => {
+                _ = &mut flush_timer, if !shared_clock && flush_armed.is_some() => {
                     // Fired: armed again at the top only if the flush asks to come back.
                     flush_armed = None;
                     self.flush(&mut heartbeat).await.map(|next| due = next)
@@ -552,10 +563,15 @@ where
             if let Some(ts) = frame.iter().map(|(t, _)| t.tick.ts).max() {
                 self.freshest_ts = Some(self.freshest_ts.map_or(ts, |f| f.max(ts)));
             }
-            let bytes = ticks_frame(
-                self.format,
-                frame.iter().map(|(t, m)| &t.encoded(self.format, *m)[..]),
-            );
+            let bytes: bytes::Bytes = match &frame[..] {
+                // Alone in its frame, a tick's frame is shared by every session sending it.
+                [(tick, mode)] => tick.frame_alone(self.format, *mode).clone(),
+                _ => ticks_frame(
+                    self.format,
+                    frame.iter().map(|(t, m)| &t.encoded(self.format, *m)[..]),
+                )
+                .into(),
+            };
             self.counted.bytes_out.increment(bytes.len() as u64);
             out.push(self.frame(bytes));
         }
