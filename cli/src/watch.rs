@@ -16,7 +16,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{self, Backoff};
-use crate::board::SeqGate;
+use crate::board::{Continuity, SeqGate};
 use crate::conn::{self, Conn, Incoming};
 use crate::render::{Level, Status};
 use crate::view::{FRAME, View};
@@ -68,6 +68,7 @@ struct Watch {
     opts: Options,
     view: View,
     gate: SeqGate,
+    continuity: Continuity,
     /// Symbols still asked for (refused ones leave for good).
     active: Vec<String>,
     next_id: i64,
@@ -93,6 +94,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         active: opts.symbols.clone(),
         opts,
         gate: SeqGate::default(),
+        continuity: Continuity::default(),
         next_id: 1,
         welcomed_before: false,
         backoff: Backoff::new(backoff::BASE, backoff::MAX),
@@ -228,6 +230,7 @@ impl Watch {
                     let kind = msg.get("type").and_then(Value::as_str).unwrap_or_default();
                     match kind {
                         "ticks" => self.ticks(&msg)?,
+                        "gap" => self.gap(&msg),
                         "snapshot" => self.snapshot(msg)?,
                         "hb" => self.view.status.lag_ms = msg.get("lag_ms").and_then(Value::as_u64),
                         "welcome" => {
@@ -360,7 +363,32 @@ impl Watch {
         self.pass(&fields, true)
     }
 
-    /// The seq gate, then the view.
+    /// Ticks of a symbol that never reached the edge: noted, and counted as lost.
+    fn gap(&mut self, msg: &Value) {
+        let symbol = msg
+            .get("symbol")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let from = msg
+            .get("from_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or_default();
+        let to = msg.get("to_seq").and_then(Value::as_u64).unwrap_or(from);
+        let reason = msg
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.continuity.gap(symbol, from, to);
+        self.view.note(
+            Level::Warn,
+            format!(
+                "{symbol}: {} ticks ({from}..={to}) never reached the edge ({reason})",
+                to.saturating_sub(from) + 1
+            ),
+        );
+    }
+
+    /// The seq gate, the continuity check, then the view.
     fn pass(&mut self, fields: &Map<String, Value>, snapshot: bool) -> io::Result<()> {
         let symbol = fields.get("symbol").and_then(Value::as_str);
         let seq = fields.get("seq").and_then(Value::as_u64);
@@ -370,6 +398,13 @@ impl Watch {
         if !self.gate.admit(symbol, seq) {
             self.view.status.stale = self.gate.stale();
             return Ok(());
+        }
+        let from_seq = fields.get("from_seq").and_then(Value::as_u64);
+        if !self.continuity.tick(symbol, seq, from_seq, snapshot) {
+            self.view.note(
+                Level::Warn,
+                format!("{symbol}: seq {seq} does not follow from what came before (from_seq {from_seq:?})"),
+            );
         }
         self.view.tick(fields, snapshot)
     }

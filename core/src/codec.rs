@@ -163,6 +163,48 @@ where
     }
 }
 
+/// Appends to `out` the tick object `encoded` (by [`encode_client`] in `format`) with one
+/// more field, `from_seq`, so that a per-session field costs a copy of the shared bytes,
+/// never a second serialization. Returns false (and appends nothing) if `encoded` is not
+/// an object this function can extend.
+pub fn with_from_seq(format: Format, encoded: &[u8], from_seq: u64, out: &mut Vec<u8>) -> bool {
+    match format {
+        Format::Json => {
+            let Some((b'{', rest)) = encoded.split_first() else {
+                return false;
+            };
+            out.extend_from_slice(br#"{"from_seq":"#);
+            out.extend_from_slice(from_seq.to_string().as_bytes());
+            if rest.first() != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        }
+        Format::MsgPack => {
+            let (count, body) = match encoded.split_first() {
+                Some((&b, body)) if b & 0xf0 == 0x80 => (usize::from(b & 0x0f), body),
+                Some((0xde, [hi, lo, body @ ..])) => {
+                    (usize::from(u16::from_be_bytes([*hi, *lo])), body)
+                }
+                _ => return false,
+            };
+            let count = count + 1;
+            if count < 16 {
+                out.push(0x80 | count as u8);
+            } else if let Ok(count) = u16::try_from(count) {
+                out.push(0xde);
+                out.extend_from_slice(&count.to_be_bytes());
+            } else {
+                return false;
+            }
+            out.extend_from_slice(b"\xa8from_seq");
+            rmp::encode::write_uint(out, from_seq).expect("writing to a Vec cannot fail");
+            out.extend_from_slice(body);
+        }
+    }
+    true
+}
+
 /// A field value, borrowed from the tick.
 enum Val<'a> {
     U64(u64),
@@ -515,6 +557,40 @@ mod tests {
                 "{underlying} {expiry}"
             );
         }
+    }
+
+    #[test]
+    fn from_seq_is_added_to_an_encoded_tick_in_both_formats_and_every_mode() {
+        let mut t = aapl();
+        t.depth = Some(crate::tick::Depth {
+            bids: vec![(189.11, 300)],
+            asks: vec![(189.13, 200)],
+        });
+        for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
+            for from in [0, 7, 200, 70_000, t.seq - 5] {
+                let mut want = serde_json::to_value(TickView {
+                    tick: &t,
+                    mode,
+                    tag: None,
+                })
+                .unwrap();
+                want["from_seq"] = from.into();
+                let mut json = Vec::new();
+                let plain = encode_client(&t, Format::Json, mode, None);
+                assert!(with_from_seq(Format::Json, &plain, from, &mut json));
+                let got: serde_json::Value = serde_json::from_slice(&json).unwrap();
+                assert_eq!(got, want, "{mode:?} {from}");
+                let mut mp = Vec::new();
+                let plain = encode_client(&t, Format::MsgPack, mode, None);
+                assert!(with_from_seq(Format::MsgPack, &plain, from, &mut mp));
+                let got: serde_json::Value = rmp_serde::from_slice(&mp).unwrap();
+                assert_eq!(got, want, "{mode:?} {from}");
+            }
+        }
+        let mut out = Vec::new();
+        assert!(!with_from_seq(Format::Json, b"[1]", 3, &mut out));
+        assert!(!with_from_seq(Format::MsgPack, b"\x91\x01", 3, &mut out));
+        assert!(out.is_empty());
     }
 
     proptest! {

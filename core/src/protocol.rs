@@ -324,6 +324,18 @@ pub enum ServerMsg {
         /// When the gateway saw the change, microseconds since the Unix epoch.
         ts: u64,
     },
+    /// Ticks of a subscribed symbol that never reached the gateway: seqs `from_seq`
+    /// through `to_seq` (inclusive) of `epoch`. Sent before the symbol's next update.
+    Gap {
+        symbol: String,
+        epoch: u64,
+        from_seq: u64,
+        to_seq: u64,
+        /// `upstream`: the gateway's stream of the symbol skipped them; `snapshot`: they
+        /// came between the snapshot the client was given and the first tick the
+        /// gateway received.
+        reason: String,
+    },
 }
 
 impl ServerMsg {

@@ -72,7 +72,9 @@ fn step(f: &mut Fanout<NoWake>, subscribers: u64, seq: u64, now: Instant) -> usi
         for frame in f.drain(id, now).frames {
             let out = ticks_frame(
                 Format::Json,
-                frame.iter().map(|(t, m)| &t.encoded(Format::Json, *m)[..]),
+                frame
+                    .iter()
+                    .map(|u| &u.tick.encoded(Format::Json, u.mode)[..]),
             );
             bytes += out.len();
         }

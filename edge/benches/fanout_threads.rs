@@ -169,7 +169,9 @@ fn run(
             for frame in drained.frames {
                 let out = ticks_frame(
                     Format::Json,
-                    frame.iter().map(|(t, m)| &t.encoded(Format::Json, *m)[..]),
+                    frame
+                        .iter()
+                        .map(|u| &u.tick.encoded(Format::Json, u.mode)[..]),
                 );
                 bytes += out.len();
             }

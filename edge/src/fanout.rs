@@ -170,6 +170,8 @@ struct Slot {
     /// to this one (the latest when the first of them flushed), so that every session
     /// flushing at one instant sends the same tick, and the same frame.
     frozen: Option<(Instant, Arc<SharedTick>)>,
+    /// What the edge received of the symbol's live stream.
+    stream: Option<Stream>,
 }
 
 impl Slot {
@@ -265,13 +267,153 @@ pub struct Subscribed {
 }
 
 /// One `ticks` frame to send: shared ticks and the mode each is sent in.
-pub type Frame = Vec<(Arc<SharedTick>, Mode)>;
+pub type Frame = Vec<Update>;
+
+/// One live update in a frame.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub tick: Arc<SharedTick>,
+    pub mode: Mode,
+    /// The first seq the update stands for, when below its own: every tick from there
+    /// through `tick.seq` reached the edge and is folded into this one.
+    pub from_seq: Option<u64>,
+}
+
+/// Why ticks of a symbol never reached the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The edge's stream of the symbol skipped them (NATS dropped them, or the edge was
+    /// cut off from it for a while).
+    Upstream,
+    /// They came between the snapshot the session was given and the first tick of the
+    /// symbol the edge received.
+    Snapshot,
+}
+
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Upstream => "upstream",
+            GapReason::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Seqs `from_seq..=to_seq` of `epoch` that a session's next update of `symbol` skips
+/// because they never reached the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub symbol: Symbol,
+    pub epoch: u64,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub reason: GapReason,
+}
+
+/// Runs of a symbol's stream the edge missed, kept per symbol.
+const GAPS_KEPT: usize = 16;
+
+/// What the edge received of a symbol's live stream in its current epoch.
+#[derive(Debug, Default)]
+struct Stream {
+    epoch: u64,
+    /// The first seq received in the epoch, and the highest.
+    first: u64,
+    last: u64,
+    /// The latest runs of seqs that never came, oldest first, at most [`GAPS_KEPT`].
+    gaps: std::collections::VecDeque<(u64, u64)>,
+    /// The highest seq of the runs pushed out of `gaps` (0: none).
+    forgotten_to: u64,
+}
+
+impl Stream {
+    fn new(epoch: u64, seq: u64) -> Self {
+        Stream {
+            epoch,
+            first: seq,
+            last: seq,
+            ..Stream::default()
+        }
+    }
+
+    /// A tick came (whether or not it is newer than the symbol's latest value).
+    fn received(&mut self, epoch: u64, seq: u64) {
+        if epoch != self.epoch {
+            // A new epoch: seqs jump forward, and nothing of the old one is owed.
+            *self = Stream::new(epoch, seq);
+            return;
+        }
+        if seq > self.last + 1 {
+            if self.gaps.len() == GAPS_KEPT
+                && let Some((_, to)) = self.gaps.pop_front()
+            {
+                self.forgotten_to = to;
+            }
+            self.gaps.push_back((self.last + 1, seq - 1));
+        }
+        self.last = self.last.max(seq);
+    }
+
+    /// What an update with `tick` stands for, to a session that last had `had_seq` of
+    /// `had_epoch`: the gaps to tell it of first (into `gaps`), and its `from_seq`. The
+    /// stream is the symbol's, if the edge received any of it.
+    fn cover(
+        stream: Option<&Stream>,
+        symbol: &Symbol,
+        (had_epoch, had_seq): (u64, u64),
+        tick: &Tick,
+        gaps: &mut Vec<Gap>,
+    ) -> Option<u64> {
+        let mut gap = |from: u64, to: u64, reason: GapReason| {
+            gaps.push(Gap {
+                symbol: symbol.clone(),
+                epoch: tick.epoch,
+                from_seq: from,
+                to_seq: to,
+                reason,
+            });
+        };
+        let from_stream =
+            stream.filter(|s| tick.epoch == s.epoch && (s.first..=s.last).contains(&tick.seq));
+        let Some(stream) = from_stream else {
+            // A value the edge read from KV, not from its stream: what came between it
+            // and what the session had never reached the edge.
+            if had_epoch == tick.epoch && had_seq.saturating_add(1) < tick.seq {
+                gap(had_seq + 1, tick.seq - 1, GapReason::Snapshot);
+            }
+            return None;
+        };
+        let first = stream.first;
+        let mut start = had_seq.saturating_add(1);
+        if start < first {
+            if had_epoch == stream.epoch {
+                gap(start, first - 1, GapReason::Snapshot);
+            }
+            start = first;
+        }
+        if stream.forgotten_to >= start {
+            // Runs too old to be kept: they are reported as one, from where the session
+            // stands, which may count ticks the edge did receive.
+            gap(start, stream.forgotten_to, GapReason::Upstream);
+            start = stream.forgotten_to + 1;
+        }
+        for &(from, to) in &stream.gaps {
+            if to >= start && from < tick.seq {
+                gap(from.max(start), to.min(tick.seq - 1), GapReason::Upstream);
+                start = to + 1;
+            }
+        }
+        (start < tick.seq).then_some(start)
+    }
+}
 
 /// What a session must send now.
 #[derive(Debug, Default)]
 pub struct Drained {
     /// Awaited snapshots, to send before the frames: the tick and the mode of each.
     pub snapshots: Vec<(Arc<SharedTick>, Mode)>,
+    /// Ticks that never reached the edge, to tell of before the frames.
+    pub gaps: Vec<Gap>,
     pub frames: Vec<Frame>,
     /// The session was moved to conflation at this interval (`slow_consumer`).
     pub slow_consumer: Option<u32>,
@@ -467,6 +609,7 @@ impl<W: Wake> Fanout<W> {
                 mode,
                 interval_ms,
                 last_seq,
+                last_epoch: 0,
                 last_sent,
                 feed,
                 snap,
@@ -676,7 +819,7 @@ impl<W: Wake> Fanout<W> {
             return None;
         }
         entry.snap = Snap::Sent;
-        entry.delivered(best.seq(), now);
+        entry.delivered(&best, now);
         session.snapshots.remove(symbol);
         Some(best)
     }
@@ -692,6 +835,11 @@ impl<W: Wake> Fanout<W> {
             .symbols
             .get_mut(&symbol)
             .expect("slot looked up just above");
+        let (epoch, seq) = (tick.tick.epoch, tick.seq());
+        match &mut slot.stream {
+            Some(stream) => stream.received(epoch, seq),
+            None => slot.stream = Some(Stream::new(epoch, seq)),
+        }
         if slot.latest.as_ref().is_some_and(|l| l.seq() >= tick.seq()) {
             return false;
         }
@@ -826,7 +974,7 @@ impl<W: Wake> Fanout<W> {
                     held.push(symbol);
                 } else {
                     sub.snap = Snap::Sent;
-                    sub.delivered(latest.seq(), now);
+                    sub.delivered(latest, now);
                     out.snapshots.push((latest.clone(), sub.mode));
                 }
             }
@@ -845,8 +993,23 @@ impl<W: Wake> Fanout<W> {
             {
                 continue;
             }
-            sub.delivered(tick.seq(), now);
-            frame.push((tick, sub.mode));
+            // The next seq after what the session had stands for itself alone, and no
+            // tick can be missing before it: no lookup on the hot path.
+            let next = tick.seq() == sub.last_seq + 1 && tick.tick.epoch == sub.last_epoch;
+            let from_seq = (!next)
+                .then(|| self.symbols.get_key_value(tick.tick.symbol.as_str()))
+                .flatten()
+                .and_then(|(symbol, slot)| {
+                    let had = (sub.last_epoch, sub.last_seq);
+                    Stream::cover(slot.stream.as_ref(), symbol, had, &tick.tick, &mut out.gaps)
+                });
+            sub.delivered(&tick, now);
+            let mode = sub.mode;
+            frame.push(Update {
+                tick,
+                mode,
+                from_seq,
+            });
         }
 
         // Conflated groups that are due: the latest value of each changed symbol, unless
@@ -892,8 +1055,21 @@ impl<W: Wake> Fanout<W> {
                     };
                     match value {
                         Some(value) if value.seq() > sub.last_seq => {
-                            sub.delivered(value.seq(), at);
-                            frame.push((value.clone(), sub.mode));
+                            let value = value.clone();
+                            let had = (sub.last_epoch, sub.last_seq);
+                            let from_seq = Stream::cover(
+                                slot.stream.as_ref(),
+                                &symbol,
+                                had,
+                                &value.tick,
+                                &mut out.gaps,
+                            );
+                            sub.delivered(&value, at);
+                            frame.push(Update {
+                                tick: value,
+                                mode: sub.mode,
+                                from_seq,
+                            });
                             sent = true;
                         }
                         _ => {
@@ -1046,7 +1222,7 @@ mod tests {
         d.frames
             .iter()
             .flatten()
-            .map(|(t, _)| (t.tick.symbol.clone(), t.seq()))
+            .map(|u| (u.tick.tick.symbol.clone(), u.tick.seq()))
             .collect()
     }
 
@@ -1317,7 +1493,7 @@ mod tests {
         assert_eq!(d.frames.len(), 1);
         let modes: Vec<_> = d.frames[0]
             .iter()
-            .map(|(t, m)| (t.tick.symbol.as_str(), *m))
+            .map(|u| (u.tick.tick.symbol.as_str(), u.mode))
             .collect();
         assert!(modes.contains(&("AAPL", Mode::Ltp)) && modes.contains(&("MSFT", Mode::Full)));
     }
@@ -1505,10 +1681,11 @@ mod tests {
 
     /// Updates and snapshots of `symbol` in a drain.
     fn deliveries(d: &Drained, symbol: &str) -> usize {
-        d.snapshots
-            .iter()
-            .chain(d.frames.iter().flatten())
-            .filter(|(t, _)| t.tick.symbol == symbol)
+        let snapshots = d.snapshots.iter().map(|(t, _)| t);
+        let updates = d.frames.iter().flatten().map(|u| &u.tick);
+        snapshots
+            .chain(updates)
+            .filter(|t| t.tick.symbol == symbol)
             .count()
     }
 
@@ -1707,7 +1884,7 @@ mod tests {
         let second = f.drain(2, ms(503));
         assert_eq!(seqs(&first), [("AAPL".to_string(), 3)]);
         assert_eq!(seqs(&second), [("AAPL".to_string(), 3)]);
-        let (a, b) = (&first.frames[0][0].0, &second.frames[0][0].0);
+        let (a, b) = (&first.frames[0][0].tick, &second.frames[0][0].tick);
         assert!(Arc::ptr_eq(a, b));
         assert_eq!(
             a.frame_alone(Format::Json, Mode::Quote).as_ptr(),

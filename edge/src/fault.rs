@@ -4,7 +4,7 @@
 //! client message and no environment variable can).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use tickmesh_core::protocol::{ClientMsg, Request};
 
@@ -41,6 +41,29 @@ pub(crate) fn take_pump_end(symbol: &str) -> bool {
         return true;
     }
     false
+}
+
+/// The symbol whose next ticks its pump drops, and how many: as if NATS had dropped them
+/// on the way to the edge (a slow consumer).
+static DROP_TICKS_OF: Mutex<Option<String>> = Mutex::new(None);
+static DROPS_LEFT: AtomicU64 = AtomicU64::new(0);
+
+/// The pump of `symbol` drops its next `n` ticks.
+pub fn drop_ticks_of(symbol: &str, n: u64) {
+    *DROP_TICKS_OF.lock().unwrap_or_else(|e| e.into_inner()) = Some(symbol.to_string());
+    DROPS_LEFT.store(n, Ordering::Release);
+}
+
+/// Called by a pump for each tick; true for the ticks it must drop.
+pub(crate) fn take_tick_drop(symbol: &str) -> bool {
+    if DROPS_LEFT.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let armed = DROP_TICKS_OF.lock().unwrap_or_else(|e| e.into_inner());
+    armed.as_deref() == Some(symbol)
+        && DROPS_LEFT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
 }
 
 /// Called by a session for each request it decoded.

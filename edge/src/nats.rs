@@ -238,6 +238,10 @@ impl NatsLink {
                 if crate::fault::take_pump_end(symbol.as_str()) {
                     let _ = sub.unsubscribe().await;
                 }
+                #[cfg(feature = "fault-injection")]
+                if crate::fault::take_tick_drop(symbol.as_str()) {
+                    continue;
+                }
                 let Some(hub) = hub.upgrade() else { return };
                 match decode_wire(&msg.payload) {
                     Ok(tick) if tick.symbol == symbol.as_str() => {

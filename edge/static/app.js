@@ -198,7 +198,7 @@ function addSymbol(raw) {
   tr.classList.toggle('selected', sym === depth.symbol);
   $('watchlist-body').append(tr);
   watch.symbols.push(sym);
-  watch.rows.set(sym, { tr, cells, flashAt: 0 });
+  watch.rows.set(sym, { tr, cells, flashAt: 0, lost: 0 });
   rowObserver.observe(tr);
   if (quotes.has(sym)) watch.dirty.add(sym);
   return true;
@@ -509,6 +509,18 @@ client.on('error', (e) => {
     row.tr.title = `${e.code}: ${e.message}`;
   }
 });
+client.on('gap', (g) => {
+  const n = g.to_seq - g.from_seq + 1;
+  const what = g.reason === 'snapshot' ? 'between its snapshot and the stream' : 'lost upstream';
+  log(`${g.symbol}: ${n} ticks ${what} (seq ${g.from_seq}–${g.to_seq})`, g.reason === 'snapshot' ? 'info' : 'warn');
+  const row = g.reason === 'upstream' ? watch.rows.get(g.symbol) : undefined;
+  if (row) {
+    row.lost += n;
+    row.tr.classList.add('gapped');
+    row.tr.title = `${row.lost} ticks never reached the edge; the last gap: seq ${g.from_seq}–${g.to_seq}`;
+  }
+});
+client.on('continuity', (c) => log(`${c.symbol}: seq ${c.seq} skips ticks neither folded nor told lost`, 'error'));
 client.on('status', (s) => {
   if (s.status === 'draining') log(`edge draining, moving in ${s.afterMs} ms`, 'warn');
 });

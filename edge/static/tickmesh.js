@@ -50,6 +50,7 @@ const OPEN = 1;
  * @typedef {object} Tick
  * @property {string} symbol
  * @property {number} seq
+ * @property {number} [from_seq] the first seq a live update stands for, when below `seq`
  * @property {number} [epoch]
  * @property {number} [ts]
  * @property {number} [src_ts]
@@ -247,8 +248,14 @@ export class TickMeshClient {
     this.welcome = null;
     /** Latest `lag_ms` from a heartbeat. @type {number | null} */
     this.lagMs = null;
-    /** `reconnects`: connections opened after the first; `stale`: ticks dropped by seq. */
-    this.stats = { reconnects: 0, ticks: 0, stale: 0 };
+    /**
+     * `reconnects`: connections opened after the first; `stale`: ticks dropped by seq;
+     * `conflated`: ticks the gateway folded into the updates it sent; `lost`: ticks it said
+     * never reached it (`gap`); `broken`: updates that skipped seqs neither folded nor told.
+     */
+    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0 };
+    /** Per symbol since its last tick: the highest seq and the count of `gap`s told. @type {Map<string, {to: number, n: number}>} */
+    this._told = new Map();
 
     /** @type {Map<string, Set<Function>>} */
     this._listeners = new Map();
@@ -534,12 +541,28 @@ export class TickMeshClient {
     switch (msg.type) {
       case 'ticks':
         if (Array.isArray(msg.ticks)) {
-          for (const tick of msg.ticks) if (this._fresh(tick)) this._emit('tick', tick);
+          for (const tick of msg.ticks) {
+            const had = this._seq.get(tick?.symbol);
+            if (!this._fresh(tick)) continue;
+            this._continuity(tick, had);
+            this._emit('tick', tick);
+          }
         }
         return;
+      case 'gap': {
+        const n = Math.max(0, msg.to_seq - msg.from_seq + 1) || 0;
+        this.stats.lost += n;
+        const told = this._told.get(msg.symbol) ?? { to: 0, n: 0 };
+        this._told.set(msg.symbol, { to: Math.max(told.to, msg.to_seq), n: told.n + n });
+        this._emit('gap', msg);
+        return;
+      }
       case 'snapshot': {
         const { type, ...tick } = msg;
-        if (this._fresh(tick)) this._emit('snapshot', tick);
+        if (this._fresh(tick)) {
+          this._told.delete(tick.symbol);
+          this._emit('snapshot', tick);
+        }
         return;
       }
       case 'hb':
@@ -577,6 +600,26 @@ export class TickMeshClient {
     }
     this.stats.ticks++;
     return true;
+  }
+
+  /**
+   * Accounts for the seqs between what the client had of a symbol and a live update: each
+   * was folded into an update (`from_seq`, docs/protocol.md) or told lost by a `gap`. An
+   * update that skips seqs neither folded nor told is counted in `stats.broken` and
+   * emitted as `continuity`. Overlap (after a reconnect) is not a break.
+   * @param {Tick} tick
+   * @param {number | undefined} had
+   */
+  _continuity(tick, had) {
+    const told = this._told.get(tick.symbol) ?? { to: 0, n: 0 };
+    this._told.delete(tick.symbol);
+    if (had === undefined || typeof tick.seq !== 'number') return;
+    this.stats.conflated += Math.max(0, tick.seq - had - 1 - told.n);
+    const from = typeof tick.from_seq === 'number' ? tick.from_seq : tick.seq;
+    if (from > Math.max(had, told.to) + 1) {
+      this.stats.broken++;
+      this._emit('continuity', { symbol: tick.symbol, seq: tick.seq, from_seq: from, had });
+    }
   }
 
   /** @param {Welcome} msg */

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use tickmesh_core::{Mode, Symbol, Tick};
 use tickmesh_edge::fanout::{
-    Beats, Drained, Fanout, FanoutConfig, Footprint, SessionId, SharedTick, Sub, Subscribed,
+    Beats, Drained, Fanout, FanoutConfig, Footprint, Gap, SessionId, SharedTick, Sub, Subscribed,
     TickSink, Upstream, Wake,
 };
 use tickmesh_edge::runtime::{Member, Runtime};
@@ -195,8 +195,9 @@ enum Op {
     Unsubscribe(usize, usize),
     /// Unsubscribe, then subscribe again at once.
     Cycle(usize, usize, usize, usize),
-    /// Symbol; a stale tick when the flag is set (the core must drop it).
-    Publish(usize, bool),
+    /// Symbol; a stale tick when the first flag is set (the core must drop it); with the
+    /// second, the seq before it never reaches the edge (an upstream drop).
+    Publish(usize, bool, bool),
     /// A KV read coming back: the symbol's newest seq minus the lag.
     Offer(usize, u64),
     Drain(usize),
@@ -212,7 +213,8 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0..4usize, 0..4usize).prop_map(|(s, y)| Op::Unsubscribe(s, y)),
         3 => (0..4usize, 0..4usize, 0..3usize, 0..6usize)
             .prop_map(|(s, y, m, i)| Op::Cycle(s, y, m, i)),
-        3 => (0..4usize, proptest::bool::weighted(0.1)).prop_map(|(y, stale)| Op::Publish(y, stale)),
+        3 => (0..4usize, proptest::bool::weighted(0.1), proptest::bool::weighted(0.1))
+            .prop_map(|(y, stale, skip)| Op::Publish(y, stale, skip)),
         2 => (0..4usize, 0..3u64).prop_map(|(y, lag)| Op::Offer(y, lag)),
         6 => (0..4usize).prop_map(Op::Drain),
         1 => (0..4usize).prop_map(Op::Leave),
@@ -227,6 +229,8 @@ struct Model<C> {
     sessions: Vec<SessionId>,
     /// Newest seq published per symbol.
     seq: [u64; 4],
+    /// Per symbol, the seqs that were never published (upstream drops).
+    skipped: [std::collections::BTreeSet<u64>; 4],
     /// Per (session, symbol): highest seq given and when (see `given`).
     given: HashMap<(SessionId, &'static str), (u64, Instant)>,
     beats: Beats,
@@ -239,6 +243,7 @@ impl<C: Core> Model<C> {
             now,
             sessions: Vec::new(),
             seq: [0; 4],
+            skipped: Default::default(),
             given: HashMap::new(),
             beats,
         }
@@ -309,9 +314,74 @@ impl<C: Core> Model<C> {
     }
 
     fn drained(&mut self, id: SessionId, d: Drained) -> Result<(), TestCaseError> {
-        for (tick, _) in d.snapshots.iter().chain(d.frames.iter().flatten()) {
+        for (tick, _) in &d.snapshots {
             self.given(id, tick)?;
         }
+        // Continuity: the gaps told before an update lie, in order, between what the
+        // session had and the update; every seq that never reached the edge is in one;
+        // the update's `from_seq` is the first seq after the last of them (after what the
+        // session had, without one).
+        let mut gaps: Vec<&Gap> = d.gaps.iter().collect();
+        for u in d.frames.iter().flatten() {
+            let y = SYMBOLS
+                .iter()
+                .position(|s| *s == u.tick.tick.symbol)
+                .unwrap();
+            let seq = u.tick.seq();
+            if let Some(&(had, _)) = self.given.get(&(id, SYMBOLS[y])) {
+                let mut next = had + 1;
+                let mut told = Vec::new();
+                while let Some(i) = gaps
+                    .iter()
+                    .position(|g| g.symbol.as_str() == SYMBOLS[y] && g.from_seq < seq)
+                {
+                    let g = gaps.remove(i);
+                    prop_assert!(
+                        g.from_seq >= next,
+                        "{:?} to session {} after seq {}",
+                        g,
+                        id,
+                        had
+                    );
+                    prop_assert!(g.to_seq < seq && g.to_seq >= g.from_seq, "{:?}", g);
+                    told.push(g.from_seq..=g.to_seq);
+                    next = g.to_seq + 1;
+                }
+                for lost in self.skipped[y].range(had + 1..seq) {
+                    prop_assert!(
+                        told.iter().any(|r| r.contains(lost)),
+                        "{} seq {} never reached the edge, and session {} was not told",
+                        SYMBOLS[y],
+                        lost,
+                        id
+                    );
+                }
+                let from = u.from_seq.unwrap_or(seq);
+                prop_assert!(
+                    u.from_seq.is_none_or(|f| f < seq),
+                    "from_seq {:?} of seq {}",
+                    u.from_seq,
+                    seq
+                );
+                prop_assert_eq!(
+                    from,
+                    next,
+                    "{} seq {} to session {}: from_seq {:?} after seq {} (gaps {:?})",
+                    SYMBOLS[y],
+                    seq,
+                    id,
+                    u.from_seq,
+                    had,
+                    d.gaps
+                );
+            }
+            self.given(id, &u.tick)?;
+        }
+        prop_assert!(
+            gaps.is_empty(),
+            "gaps with no update after them: {:?}",
+            gaps
+        );
         if let Some(next) = d.next_due {
             prop_assert!(next > self.now, "a drain asks to come back in the past");
         }
@@ -353,10 +423,16 @@ impl<C: Core> Model<C> {
                     self.f.unsubscribe(id, SYMBOLS[y]);
                 }
             }
-            Op::Publish(y, stale) => {
+            Op::Publish(y, stale, skip) => {
                 let seq = if stale {
+                    // Published after all, late: it may yet reach the edge.
+                    self.skipped[y].remove(&self.seq[y].saturating_sub(1));
                     self.seq[y].saturating_sub(1)
                 } else {
+                    if skip {
+                        self.seq[y] += 1;
+                        self.skipped[y].insert(self.seq[y]);
+                    }
                     self.seq[y] += 1;
                     self.seq[y]
                 };

@@ -75,6 +75,10 @@ pub struct Progress {
 struct SymState {
     epoch: u64,
     seq: u64,
+    /// Ticks `gap` messages said never reached the gateway since the last update, and
+    /// the highest seq they named.
+    told: u64,
+    told_to: u64,
     seen: bool,
     last_was_live: bool,
     last_live: Option<Instant>,
@@ -387,6 +391,18 @@ fn on_tickmesh(
     match parsed {
         Ok(Msg::Ticks) => {}
         Ok(Msg::Snapshot) => s.counts.snapshots += 1,
+        Ok(Msg::Gap(g)) => match w.index.get(g.symbol) {
+            Some(&idx) if g.to_seq >= g.from_seq => {
+                let st = &mut conn.state[idx as usize];
+                let n = g.to_seq - g.from_seq + 1;
+                st.told += n;
+                st.told_to = st.told_to.max(g.to_seq);
+                s.counts.lost_told += n;
+            }
+            _ => s
+                .counts
+                .sample("gap of an unknown symbol, or with an empty range"),
+        },
         Ok(Msg::Error(code)) => {
             let code = String::from_utf8_lossy(code).into_owned();
             if code == "slow_consumer" {
@@ -478,15 +494,30 @@ fn on_tick(
                 t.seq,
                 st.seq
             ));
-        } else if t.epoch == st.epoch
-            && t.seq > st.seq + 1
-            && !snapshot
-            && st.last_was_live
-            && w.interval_ms == 0
-            && !conn.slow_consumer
-        {
-            s.counts.seq_gaps += 1;
-            s.counts.seq_missing += t.seq - st.seq - 1;
+        } else if t.epoch == st.epoch && !snapshot {
+            let skipped = t.seq - st.seq - 1;
+            let told = st.told.min(skipped);
+            if matches!(w.protocol, Protocol::TickMesh(_)) {
+                // What the update stands for starts right after what the connection had,
+                // or after the last gap it was told of.
+                let from = t.from_seq.unwrap_or(t.seq);
+                if from != st.seq.max(st.told_to) + 1 {
+                    s.counts.continuity_errors += 1;
+                    s.counts.sample(format!(
+                        "{}: update seq {} from_seq {} after seq {} (gaps told up to {})",
+                        String::from_utf8_lossy(t.symbol),
+                        t.seq,
+                        from,
+                        st.seq,
+                        st.told_to
+                    ));
+                }
+                s.counts.conflated += skipped - told;
+            }
+            if skipped > told && st.last_was_live && w.interval_ms == 0 && !conn.slow_consumer {
+                s.counts.seq_gaps += 1;
+                s.counts.seq_missing += skipped - told;
+            }
         }
     } else {
         st.seen = true;
@@ -503,6 +534,8 @@ fn on_tick(
     }
     st.epoch = t.epoch;
     st.seq = st.seq.max(t.seq);
+    st.told = 0;
+    st.told_to = 0;
     st.last_was_live = !snapshot;
     if snapshot {
         return;

@@ -746,6 +746,10 @@ fn print_summary(s: &Summary) {
         "seq gaps {} ({} missing), regressions {}, protocol errors {}, interval violations {}",
         c.seq_gaps, c.seq_missing, c.seq_regressions, c.protocol_errors, c.interval_violations
     );
+    println!(
+        "ticks conflated {}, lost and told (gap) {}, continuity errors {}",
+        c.conflated, c.lost_told, c.continuity_errors
+    );
     if !c.errors_by_code.is_empty() || !c.closes.is_empty() {
         println!("errors {:?} closes {:?}", c.errors_by_code, c.closes);
     }

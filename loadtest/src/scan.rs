@@ -11,6 +11,17 @@ pub struct TickRef<'a> {
     pub seq: u64,
     pub epoch: u64,
     pub ts: u64,
+    /// The first seq an update stands for, when below its own.
+    pub from_seq: Option<u64>,
+}
+
+/// A `gap` message: seqs `from_seq..=to_seq` of `symbol` never reached the gateway.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GapRef<'a> {
+    pub symbol: &'a [u8],
+    pub epoch: u64,
+    pub from_seq: u64,
+    pub to_seq: u64,
 }
 
 /// One TickMesh server message, as far as the load generator cares.
@@ -18,6 +29,7 @@ pub struct TickRef<'a> {
 pub enum Msg<'a> {
     Ticks,
     Snapshot,
+    Gap(GapRef<'a>),
     Error(&'a [u8]),
     Other(&'a [u8]),
 }
@@ -47,6 +59,15 @@ pub fn json_message<'a>(
         b"error" => Ok(Msg::Error(
             str_after(b, b"\"code\":\"").ok_or("error without a code")?,
         )),
+        b"gap" => {
+            let uint = |key: &[u8]| json_uint_after(b, &mut 0, key).ok_or("gap without its range");
+            Ok(Msg::Gap(GapRef {
+                symbol: str_after(b, b"\"symbol\":\"").ok_or("gap without a symbol")?,
+                epoch: uint(b"\"epoch\":")?,
+                from_seq: uint(b"\"from_seq\":")?,
+                to_seq: uint(b"\"to_seq\":")?,
+            }))
+        }
         other => Ok(Msg::Other(other)),
     }
 }
@@ -56,6 +77,13 @@ fn json_tick<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<TickRef<'a>>, &'
     let Some(at) = find(&b[*pos..], b"\"symbol\":\"") else {
         return Ok(None);
     };
+    // `from_seq`, when the gateway adds it, comes first in the object, just before
+    // `symbol`.
+    const FROM: &[u8] = b"{\"from_seq\":";
+    let from_seq = memchr::memmem::rfind(&b[*pos..*pos + at], FROM).and_then(|f| {
+        let mut q = *pos + f + FROM.len() - 1;
+        json_uint_after(b, &mut q, b":")
+    });
     let mut p = *pos + at + 10;
     let end = memchr::memchr(b'"', &b[p..]).ok_or("unterminated symbol")?;
     let symbol = &b[p..p + end];
@@ -69,6 +97,7 @@ fn json_tick<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<TickRef<'a>>, &'
         seq,
         epoch,
         ts,
+        from_seq,
     }))
 }
 
@@ -234,6 +263,7 @@ pub fn mp_tick<'a>(mp: &mut Mp<'a>) -> Option<(TickRef<'a>, Option<&'a [u8]>)> {
         seq: 0,
         epoch: 0,
         ts: 0,
+        from_seq: None,
     };
     let mut tag = None;
     for _ in 0..n {
@@ -242,6 +272,7 @@ pub fn mp_tick<'a>(mp: &mut Mp<'a>) -> Option<(TickRef<'a>, Option<&'a [u8]>)> {
             b"seq" => t.seq = mp.uint()?,
             b"epoch" => t.epoch = mp.uint()?,
             b"ts" => t.ts = mp.uint()?,
+            b"from_seq" => t.from_seq = Some(mp.uint()?),
             b"type" => tag = Some(mp.str()?),
             _ => mp.skip()?,
         }
@@ -264,7 +295,9 @@ pub fn mp_message<'a>(
         seq: 0,
         epoch: 0,
         ts: 0,
+        from_seq: None,
     };
+    let mut to_seq = None;
     for _ in 0..n {
         match mp.str().ok_or(BAD)? {
             b"type" => kind = mp.str().ok_or(BAD)?,
@@ -280,11 +313,19 @@ pub fn mp_message<'a>(
             b"seq" => tick.seq = mp.uint().ok_or(BAD)?,
             b"epoch" => tick.epoch = mp.uint().ok_or(BAD)?,
             b"ts" => tick.ts = mp.uint().ok_or(BAD)?,
+            b"from_seq" => tick.from_seq = Some(mp.uint().ok_or(BAD)?),
+            b"to_seq" => to_seq = Some(mp.uint().ok_or(BAD)?),
             _ => mp.skip().ok_or(BAD)?,
         }
     }
     Ok(match kind {
         b"ticks" => Msg::Ticks,
+        b"gap" => Msg::Gap(GapRef {
+            symbol: tick.symbol,
+            epoch: tick.epoch,
+            from_seq: tick.from_seq.ok_or(BAD)?,
+            to_seq: to_seq.ok_or(BAD)?,
+        }),
         b"snapshot" => {
             on_tick(tick, true);
             Msg::Snapshot
@@ -409,6 +450,50 @@ mod tests {
                 assert_eq!(kind, "Snapshot");
                 assert_eq!(ticks, [("SPY".into(), 9, 7, 1_700_000_000_000_009)]);
             }
+        }
+    }
+
+    #[test]
+    fn reads_from_seq_and_gaps_as_the_edge_writes_them() {
+        for format in [Format::Json, Format::MsgPack] {
+            for mode in Mode::ALL {
+                let a = encode_client(&tick("AAPL", 3), format, mode, None);
+                let mut b = Vec::new();
+                let plain = encode_client(&tick("BRK-B", 9), format, mode, None);
+                assert!(tickmesh_core::codec::with_from_seq(
+                    format, &plain, 5, &mut b
+                ));
+                let frame = ticks_frame(format, [a.as_slice(), b.as_slice()].into_iter());
+                let mut from = Vec::new();
+                let f = |t: TickRef, _| from.push((t.seq, t.from_seq));
+                match format {
+                    Format::Json => json_message(&frame, f),
+                    Format::MsgPack => mp_message(&frame, f),
+                }
+                .unwrap();
+                assert_eq!(from, [(3, None), (9, Some(5))], "{format:?} {mode:?}");
+            }
+            let gap = tickmesh_core::protocol::ServerMsg::Gap {
+                symbol: "AAPL".into(),
+                epoch: 7,
+                from_seq: 4,
+                to_seq: 6,
+                reason: "upstream".into(),
+            }
+            .encode(format);
+            let got = match format {
+                Format::Json => json_message(&gap, |_, _| {}),
+                Format::MsgPack => mp_message(&gap, |_, _| {}),
+            };
+            assert_eq!(
+                got.unwrap(),
+                Msg::Gap(GapRef {
+                    symbol: b"AAPL",
+                    epoch: 7,
+                    from_seq: 4,
+                    to_seq: 6
+                })
+            );
         }
     }
 

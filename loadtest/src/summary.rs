@@ -24,6 +24,16 @@ pub struct Counts {
     pub seq_missing: u64,
     /// Places where ticks were missing.
     pub seq_gaps: u64,
+    /// Ticks the gateway folded into the updates it sent (conflation: not a loss).
+    #[serde(default)]
+    pub conflated: u64,
+    /// Ticks the gateway said never reached it (`gap` messages): a loss it owned up to.
+    #[serde(default)]
+    pub lost_told: u64,
+    /// Updates whose `from_seq` did not follow from what the connection had and the gaps
+    /// it was told of (a broken continuity promise).
+    #[serde(default)]
+    pub continuity_errors: u64,
     /// A seq not above the last one of its symbol (a broken ordering guarantee).
     pub seq_regressions: u64,
     /// Malformed messages, unexpected symbols, and other protocol violations.
@@ -80,6 +90,9 @@ impl Counts {
         self.bytes += o.bytes;
         self.seq_missing += o.seq_missing;
         self.seq_gaps += o.seq_gaps;
+        self.conflated += o.conflated;
+        self.lost_told += o.lost_told;
+        self.continuity_errors += o.continuity_errors;
         self.seq_regressions += o.seq_regressions;
         self.protocol_errors += o.protocol_errors;
         self.interval_violations += o.interval_violations;

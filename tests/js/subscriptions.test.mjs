@@ -192,3 +192,23 @@ test('a subscribe answered `unavailable` is asked again after its retry_ms', asy
   assert.deepEqual(again.symbols, ['AAPL', 'NVDA']);
   assert.equal(again.interval_ms, 250);
 });
+
+test('every seq between two updates is accounted for: folded (from_seq) or told lost (gap)', () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  h.ws.deliver({ type: 'snapshot', ...tick('AAPL', 10) });
+  h.ws.deliver({ type: 'ticks', ticks: [{ from_seq: 11, ...tick('AAPL', 14) }] });
+  h.ws.deliver({ type: 'gap', symbol: 'AAPL', epoch: 1, from_seq: 16, to_seq: 18, reason: 'upstream' });
+  h.ws.deliver({ type: 'ticks', ticks: [{ from_seq: 19, ...tick('AAPL', 20) }] });
+  assert.deepEqual(h.of('gap').map((g) => [g.from_seq, g.to_seq]), [[16, 18]]);
+  // 11-13 and 15, 19 folded; 16-18 lost; nothing unaccounted for.
+  assert.deepEqual(
+    [h.client.stats.conflated, h.client.stats.lost, h.client.stats.broken],
+    [5, 3, 0],
+  );
+  // 21 and 22 neither folded into 23 nor told: a break.
+  h.ws.deliver({ type: 'ticks', ticks: [tick('AAPL', 23)] });
+  assert.equal(h.client.stats.broken, 1);
+  assert.deepEqual(h.of('continuity'), [{ symbol: 'AAPL', seq: 23, from_seq: 23, had: 20 }]);
+});

@@ -243,6 +243,7 @@ async fn correctness_thresholds_fail_on_each_broken_guarantee() {
     reorder.assert_crossed("tickmesh_seq_regressions");
     tight.assert_crossed("tickmesh_conflation_violations");
     drop.assert_crossed("tickmesh_seq_gaps");
+    drop.assert_crossed("tickmesh_continuity_errors");
     no_snapshot.assert_crossed("tickmesh_tick_before_snapshot");
     m.stop().await;
 }

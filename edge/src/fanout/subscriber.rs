@@ -112,6 +112,8 @@ pub struct Sub {
     pub interval_ms: u32,
     /// Highest seq this session has been given for the symbol (snapshot included).
     pub(super) last_seq: u64,
+    /// The epoch of that tick (0: not known, e.g. after the session left the symbol).
+    pub(super) last_epoch: u64,
     /// When the session was last given the symbol. Nothing more goes out before this plus
     /// the interval, however the client re-subscribes: the tier's minimum is per symbol.
     pub(super) last_sent: Option<Instant>,
@@ -137,8 +139,9 @@ impl Sub {
         self.last_sent
     }
 
-    pub(super) fn delivered(&mut self, seq: u64, now: Instant) {
-        self.last_seq = seq;
+    pub(super) fn delivered(&mut self, tick: &SharedTick, now: Instant) {
+        self.last_seq = tick.seq();
+        self.last_epoch = tick.tick.epoch;
         self.last_sent = Some(now);
     }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
-use tickmesh_core::codec::ticks_frame;
+use tickmesh_core::codec::{ticks_frame, with_from_seq};
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
 use tickmesh_core::tick::now_us;
 use tickmesh_core::{Format, Symbol};
@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::auth::Grant;
-use crate::fanout::{Drained, SessionId};
+use crate::fanout::{Drained, SessionId, Update};
 use crate::limits::{Admission, TokenBucket};
 use crate::state::{Edge, EdgeMember};
 use crate::upstream::Upstream;
@@ -522,6 +522,7 @@ where
     ) -> Result<Option<tokio::time::Instant>, End> {
         let Drained {
             snapshots,
+            gaps,
             frames,
             slow_consumer,
             next_due,
@@ -555,23 +556,27 @@ where
                     .record(since.elapsed().as_secs_f64());
             }
         }
+        if !gaps.is_empty() {
+            metrics::counter!("tickmesh_edge_gaps_total").increment(gaps.len() as u64);
+        }
+        for gap in gaps {
+            out.push(self.message(&ServerMsg::Gap {
+                symbol: gap.symbol.to_string(),
+                epoch: gap.epoch,
+                from_seq: gap.from_seq,
+                to_seq: gap.to_seq,
+                reason: gap.reason.as_str().into(),
+            }));
+        }
         let mut updates = 0u64;
         let mut newest: Option<Instant> = None;
         for frame in frames {
             updates += frame.len() as u64;
-            newest = frame.iter().map(|(t, _)| t.arrived).chain(newest).max();
-            if let Some(ts) = frame.iter().map(|(t, _)| t.tick.ts).max() {
+            newest = frame.iter().map(|u| u.tick.arrived).chain(newest).max();
+            if let Some(ts) = frame.iter().map(|u| u.tick.tick.ts).max() {
                 self.freshest_ts = Some(self.freshest_ts.map_or(ts, |f| f.max(ts)));
             }
-            let bytes: bytes::Bytes = match &frame[..] {
-                // Alone in its frame, a tick's frame is shared by every session sending it.
-                [(tick, mode)] => tick.frame_alone(self.format, *mode).clone(),
-                _ => ticks_frame(
-                    self.format,
-                    frame.iter().map(|(t, m)| &t.encoded(self.format, *m)[..]),
-                )
-                .into(),
-            };
+            let bytes = self.ticks_frame(&frame);
             self.counted.bytes_out.increment(bytes.len() as u64);
             out.push(self.frame(bytes));
         }
@@ -586,6 +591,40 @@ where
             self.counted.dwell.record(arrived.elapsed().as_secs_f64());
         }
         Ok(next_due.map(tokio::time::Instant::from_std))
+    }
+
+    /// The `ticks` frame of `frame`: from the ticks' shared encodings, with `from_seq`
+    /// spliced into those that stand for more than themselves.
+    fn ticks_frame(&self, frame: &[Update]) -> bytes::Bytes {
+        let format = self.format;
+        if let [one] = frame
+            && one.from_seq.is_none()
+        {
+            // Alone in its frame, a tick's frame is shared by every session sending it.
+            return one.tick.frame_alone(format, one.mode).clone();
+        }
+        if frame.iter().all(|u| u.from_seq.is_none()) {
+            let objects = frame.iter().map(|u| &u.tick.encoded(format, u.mode)[..]);
+            return ticks_frame(format, objects).into();
+        }
+        let mut spliced: Vec<Vec<u8>> = Vec::new();
+        for u in frame {
+            if let Some(from) = u.from_seq {
+                let mut with = Vec::new();
+                let encoded = u.tick.encoded(format, u.mode);
+                if !with_from_seq(format, encoded, from, &mut with) {
+                    with.extend_from_slice(encoded);
+                }
+                spliced.push(with);
+            }
+        }
+        let mut spliced = spliced.iter();
+        let objects = frame.iter().map(|u| match u.from_seq {
+            Some(_) => &spliced.next().expect("one spliced object per from_seq")[..],
+            None => &u.tick.encoded(format, u.mode)[..],
+        });
+        let objects: Vec<&[u8]> = objects.collect();
+        ticks_frame(format, objects.into_iter()).into()
     }
 
     async fn heartbeat(&mut self) -> Result<(), End> {

@@ -21,6 +21,8 @@ export const metrics = {
   conflationPairs: new Counter('tickmesh_conflation_pairs'),
   sessionsCompleted: new Counter('tickmesh_sessions_completed'),
   seqGaps: new Counter('tickmesh_seq_gaps'),
+  continuityErrors: new Counter('tickmesh_continuity_errors'),
+  lostTold: new Counter('tickmesh_lost_told'),
   unrequested: new Counter('tickmesh_unrequested_updates'),
   malformed: new Counter('tickmesh_malformed'),
   serverErrors: new Counter('tickmesh_server_errors'),
@@ -34,6 +36,7 @@ export function guaranteeThresholds() {
     tickmesh_tick_before_snapshot: ['count==0'],
     tickmesh_conflation_violations: ['count==0'],
     tickmesh_seq_gaps: ['count==0'],
+    tickmesh_continuity_errors: ['count==0'],
     tickmesh_unrequested_updates: ['count==0'],
     tickmesh_malformed: ['count==0'],
   };

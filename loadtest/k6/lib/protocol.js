@@ -8,7 +8,13 @@
 //   tickmesh_conflation_violations  two live updates of a symbol closer than interval_ms - slack
 //                                   (or twice in one frame)
 //   tickmesh_seq_gaps               a seq step > 1 between live ticks of an every-tick
-//                                   subscription, within one epoch, with no slow_consumer
+//                                   subscription, within one epoch, with no slow_consumer,
+//                                   that no `gap` message owned up to
+//   tickmesh_continuity_errors      a live update whose `from_seq` (its seq when absent) is
+//                                   not the seq after what the session had, or after the
+//                                   last `gap` told since (docs/protocol.md, Continuity)
+//   tickmesh_lost_told              (no threshold) seqs `gap` messages said never reached
+//                                   the edge
 //   tickmesh_unrequested_updates    data for a symbol that is not subscribed (or after
 //                                   `unsubscribed`)
 //   tickmesh_malformed              undecodable frames, unknown types, ticks missing the
@@ -209,6 +215,7 @@ export class Session {
       case 'ticks': return this.onTicks(msg, at);
       case 'hb': return this.onHeartbeat(msg);
       case 'error': return this.onServerError(msg);
+      case 'gap': return this.onGap(msg);
       case 'reconnect':
         metrics.reconnects.add(1);
         this.draining = true;
@@ -372,6 +379,8 @@ export class Session {
       report('bad snapshot', `${msg.symbol}: ${problem}`);
     }
     this.checkSeq(msg, sub, 'snapshot');
+    sub.told = 0;
+    sub.toldTo = 0;
     sub.awaitingData = false;
     sub.needsSnapshot = false;
     // The first live update may follow a snapshot sooner than interval_ms (protocol.md).
@@ -418,6 +427,19 @@ export class Session {
     }
   }
 
+  onGap(msg) {
+    const sub = this.subs[msg.symbol];
+    const n = msg.to_seq - msg.from_seq + 1;
+    if (!sub || !Number.isSafeInteger(msg.from_seq) || !Number.isSafeInteger(msg.to_seq) || n < 1) {
+      metrics.malformed.add(1);
+      report('bad gap', JSON.stringify(msg).slice(0, 200));
+      return;
+    }
+    metrics.lostTold.add(n);
+    sub.toldTo = Math.max(sub.toldTo || 0, msg.to_seq);
+    sub.told = (sub.told || 0) + n;
+  }
+
   onLive(t, sub, at, tolerance) {
     sub.live += 1;
     if (config.fault === 'drop' && sub.interval === 0 && sub.live % 10 === 0) return;
@@ -436,9 +458,20 @@ export class Session {
       sub.awaitingData = false;
       sub.needsSnapshot = false;
     }
+    if (sub.lastSeq > 0 && t.epoch === sub.lastEpoch && t.seq > sub.lastSeq) {
+      const from = Number.isSafeInteger(t.from_seq) ? t.from_seq : t.seq;
+      const expected = Math.max(sub.lastSeq, sub.toldTo || 0) + 1;
+      if (from !== expected) {
+        metrics.continuityErrors.add(1);
+        report('continuity', `${t.symbol}: seq ${t.seq} from_seq ${from} after ${sub.lastSeq} (gaps told up to ${sub.toldTo || 0})`);
+      }
+    }
+    const told = sub.told || 0;
+    sub.told = 0;
+    sub.toldTo = 0;
     this.checkSeq(t, sub, 'tick');
     if (sub.interval === 0 && !sub.slowed && sub.lastLiveSeq > 0 && t.epoch === sub.lastEpochLive) {
-      if (t.seq - sub.lastLiveSeq > 1) {
+      if (t.seq - sub.lastLiveSeq - 1 > told) {
         metrics.seqGaps.add(1);
         report('gap', `${t.symbol}: seq ${sub.lastLiveSeq} then ${t.seq} at interval 0`);
       }
