@@ -17,6 +17,7 @@
 //! [`subject::tick_subject`]; the edge runs [`codec::decode_wire`] once and encodes it
 //! once per (format, mode) with [`codec::encode_client`].
 
+pub mod alive;
 pub mod codec;
 pub mod date;
 #[cfg(feature = "dev-pki")]

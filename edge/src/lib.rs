@@ -10,6 +10,7 @@
 //! - [`revocations`]: revoked users and tokens from KV `ctl_revoked`, replayed and watched
 //!   ([`control`] also takes them from NATS `ctl.revoke`, and reloads key files).
 //! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
+//! - [`liveness`]: which shards' owner (the ingest holding the feed) went quiet.
 //! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
@@ -31,6 +32,7 @@ pub mod fanout;
 pub mod fault;
 mod keys;
 pub mod limits;
+pub mod liveness;
 pub mod nats;
 pub mod refdata;
 pub mod revocations;

@@ -192,6 +192,30 @@ impl NatsLink {
         self.io.handle.spawn(task)
     }
 
+    /// Feeds every message on `subject` to `on`, on the NATS thread, until `on` returns
+    /// false. The subscription outlives reconnects (the client subscribes again).
+    pub fn follow(
+        &self,
+        subject: &'static str,
+        mut on: impl FnMut(&[u8]) -> bool + Send + 'static,
+    ) {
+        let client = self.client.clone();
+        self.spawn(async move {
+            let mut sub = match client.subscribe(subject).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::error!(%subject, error = %e, "subscribe failed");
+                    return;
+                }
+            };
+            while let Some(msg) = sub.next().await {
+                if !on(&msg.payload) {
+                    return;
+                }
+            }
+        });
+    }
+
     /// The NATS client, for control-plane subscriptions (`ctl.>`).
     pub fn client(&self) -> &async_nats::Client {
         &self.client

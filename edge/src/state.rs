@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tickmesh_core::alive;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
@@ -15,6 +16,7 @@ use crate::config::EdgeConfig;
 use crate::fanout::{Beats, FanoutConfig};
 use crate::limits::peers::AuthThrottle;
 use crate::limits::{Registry, TokenBucket};
+use crate::liveness::Owners;
 use crate::nats::NatsLink;
 use crate::refdata::RefData;
 use crate::runtime::{Member, Runtime, default_shards};
@@ -62,6 +64,8 @@ pub struct Edge {
     pub upstream: tokio::sync::watch::Receiver<crate::upstream::Upstream>,
     /// Wakes sessions whose flush is due (`session.shared_clock`).
     pub clock: Clock,
+    /// Which shards' owner went quiet (ingest's `ctl.alive`).
+    pub owners: Arc<Owners>,
 }
 
 impl Edge {
@@ -86,6 +90,12 @@ impl Edge {
             default_shards(),
             nats.clone(),
         );
+        let owners = Owners::new(
+            config.shards,
+            Duration::from_millis(config.nats.stale_after_ms),
+        );
+        owners.spawn_checks(nats.connection());
+        follow_liveness(&nats, &owners);
         let snapshots = Snapshots::new(nats.clone(), &config.snapshot);
         let config_js_domain = config.nats.js_domain.clone();
         let auth_throttle = AuthThrottle::new(
@@ -124,6 +134,32 @@ impl Edge {
                 Duration::from_millis(config_move_after_ms),
             ),
             clock: Clock::start(),
+            owners,
         }))
     }
+}
+
+/// Feeds ingest's liveness announcements into `owners` while the edge lives. One that is
+/// too big or does not parse is counted and dropped.
+fn follow_liveness(nats: &NatsLink, owners: &Arc<Owners>) {
+    let owners = Arc::downgrade(owners);
+    nats.follow(alive::SUBJECT, move |payload| {
+        let Some(owners) = owners.upgrade() else {
+            return false;
+        };
+        let parsed = (payload.len() <= alive::MAX_BYTES)
+            .then(|| serde_json::from_slice::<alive::Alive>(payload).ok())
+            .flatten();
+        match parsed {
+            Some(announcement) => owners.heard(&announcement, std::time::Instant::now()),
+            None => {
+                metrics::counter!("tickmesh_edge_liveness_invalid_total").increment(1);
+                tracing::debug!(
+                    bytes = payload.len(),
+                    "dropped an invalid liveness announcement"
+                );
+            }
+        }
+        true
+    });
 }

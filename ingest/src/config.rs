@@ -30,6 +30,10 @@ pub struct IngestConfig {
     pub lease: LeaseConfig,
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); not served when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the node announces, while it publishes, that it is alive and which shards
+    /// it owns (`ctl.alive`), ms; 0 = never (edges then cannot tell a quiet feed from a dead
+    /// one). Default 500: well below the edges' `nats.stale_after_ms` (2000).
+    pub liveness_ms: u64,
 }
 
 /// Which feed `run` publishes.
@@ -120,6 +124,7 @@ impl Default for IngestConfig {
             refdata: RefDataConfig::default(),
             lease: LeaseConfig::default(),
             metrics_listen: None,
+            liveness_ms: 500,
         }
     }
 }
@@ -203,6 +208,12 @@ impl IngestConfig {
             .validate()
             .and_then(|()| self.nats.auth.validate());
         nats.map_err(|(key, reason)| bad(key, reason))?;
+        if self.liveness_ms > 60_000 {
+            return Err(bad(
+                "liveness_ms",
+                format!("must be 0 (off) or at most 60000, got {}", self.liveness_ms),
+            ));
+        }
         if !(1..=65_536).contains(&self.shards) {
             return Err(bad(
                 "shards",

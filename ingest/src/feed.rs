@@ -185,6 +185,13 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
             source = name,
             "publishing"
         );
+        let announcing = crate::liveness::announce(
+            client.clone(),
+            config.nats.name.clone(),
+            epoch,
+            config.shards,
+            config.liveness_ms,
+        );
         let began = Instant::now();
         let end = match &mut source {
             Source::Sim(sim) => {
@@ -205,6 +212,7 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
                 .await
             }
         };
+        drop(announcing);
         publisher.end_batch();
         summary.publish_secs += began.elapsed().as_secs_f64();
         match end {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod feed;
 pub mod kv;
 pub mod lease;
+pub mod liveness;
 pub mod nats;
 pub mod publisher;
 pub mod record;

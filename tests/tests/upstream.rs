@@ -41,6 +41,19 @@ async fn statuses(
     got
 }
 
+/// A client subscribed to `symbols` at every tick, past its first ticks.
+async fn streaming(addr: SocketAddr, symbols: &[&str]) -> Client {
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op": "subscribe", "id": 1, "symbols": symbols, "interval_ms": 0}))
+        .await
+        .unwrap();
+    c.next_of("subscribed", Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.next_of("ticks", Duration::from_secs(5)).await.unwrap();
+    c
+}
+
 fn all(stale: bool, reason: &str) -> BTreeMap<String, (bool, String)> {
     SYMBOLS
         .iter()
@@ -61,14 +74,7 @@ async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
     let window = config.shutdown.reconnect_window_ms;
     let (edge, addr) = start_edge(config).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut c = Client::connect(addr, Format::Json).await.unwrap();
-    c.send(json!({"op": "subscribe", "id": 1, "symbols": SYMBOLS, "interval_ms": 0}))
-        .await
-        .unwrap();
-    c.next_of("subscribed", Duration::from_secs(5))
-        .await
-        .unwrap();
-    c.next_of("ticks", Duration::from_secs(5)).await.unwrap();
+    let mut c = streaming(addr, &SYMBOLS).await;
 
     // The link drops and stays down past stale_after_ms, then comes back.
     link.black_hole();
@@ -133,14 +139,7 @@ async fn a_symbol_whose_subscription_ends_does_not_freeze() {
     let ingest = start_ingest(ingest_config(&nats.url(), 400));
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut c = Client::connect(addr, Format::Json).await.unwrap();
-    c.send(json!({"op": "subscribe", "id": 1, "symbols": ["AAPL"], "interval_ms": 0}))
-        .await
-        .unwrap();
-    c.next_of("subscribed", Duration::from_secs(5))
-        .await
-        .unwrap();
-    c.next_of("ticks", Duration::from_secs(5)).await.unwrap();
+    let mut c = streaming(addr, &["AAPL"]).await;
 
     tickmesh_edge::fault::end_pump_of("AAPL");
     // What was already on its way when the subscription ended.
@@ -162,5 +161,49 @@ async fn a_symbol_whose_subscription_ends_does_not_freeze() {
     }
 
     ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
+
+/// The ingest that owns the symbols stops (its NATS link to the edge is fine): within
+/// `stale_after_ms` and a check, each subscribed symbol is `stale` ("feed quiet"); a new
+/// ingest takes the feed over, announces itself, and they are fresh again ("feed back")
+/// as its ticks flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbols_go_stale_when_their_ingest_goes_quiet_and_fresh_when_another_takes_over() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 400));
+    let mut config = edge_config(&nats.url());
+    config.nats.stale_after_ms = 1000;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c = streaming(addr, &SYMBOLS).await;
+    // Fresh while the ingest announces itself, though nothing is told.
+    let quiet = c.collect(Duration::from_millis(1500)).await.unwrap();
+    assert!(
+        quiet.iter().all(|(_, v)| v["type"] != "status"),
+        "a status while the feed is alive"
+    );
+
+    ingest.stop().await.unwrap();
+    let stopped = Instant::now();
+    assert_eq!(
+        statuses(&mut c, Duration::from_secs(5), 2).await,
+        all(true, "feed quiet")
+    );
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took <= Duration::from_millis(2000),
+        "stale after {took:?}"
+    );
+
+    let successor = start_ingest(ingest_config(&nats.url(), 400));
+    assert_eq!(
+        statuses(&mut c, Duration::from_secs(10), 2).await,
+        all(false, "feed back")
+    );
+    c.next_of("ticks", Duration::from_secs(5))
+        .await
+        .expect("no tick from the successor");
+    successor.stop().await.unwrap();
     edge.stop().await.unwrap();
 }

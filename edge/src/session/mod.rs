@@ -20,6 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tickmesh_core::codec::{ticks_frame, with_from_seq};
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
+use tickmesh_core::subject::shard;
 use tickmesh_core::tick::now_us;
 use tickmesh_core::{Format, Symbol};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -32,6 +33,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId, Update};
 use crate::limits::{Admission, TokenBucket};
+use crate::liveness::Quiet;
 use crate::state::{Edge, EdgeMember};
 use crate::upstream::Upstream;
 
@@ -41,6 +43,31 @@ enum End {
     Gone,
     /// We close with this code and reason.
     Close(u16, &'static str),
+}
+
+/// What a session was told is stale.
+#[derive(Debug)]
+struct Stale {
+    /// The state of the edge's NATS connection, as last seen.
+    upstream: Upstream,
+    /// Subscribed symbols told `stale: true` and not since `stale: false`.
+    told: HashSet<Symbol>,
+}
+
+impl Default for Stale {
+    fn default() -> Self {
+        Stale {
+            upstream: Upstream::Fresh,
+            told: HashSet::new(),
+        }
+    }
+}
+
+impl Stale {
+    /// Whether a change of subscriptions may change what is stale.
+    fn watching(&self, quiet: &Quiet) -> bool {
+        self.upstream != Upstream::Fresh || !self.told.is_empty() || !quiet.is_empty()
+    }
 }
 
 /// Who the session is, decided at the upgrade.
@@ -245,9 +272,11 @@ where
         let mut leave_at: Option<tokio::time::Instant> = None;
         let mut upstream = edge.upstream.clone();
         let mut upstream_open = true;
-        // While the upstream is not fresh: the subscribed symbols the session was told are
-        // stale (kept to its subscriptions, so bounded by them).
-        let mut told_stale: Option<HashSet<Symbol>> = None;
+        // What the session was told is stale, and why (kept to its subscriptions, so
+        // bounded by them).
+        let mut stale = Stale::default();
+        let mut quiet = edge.owners.subscribe();
+        let mut quiet_open = true;
         loop {
             if shared_clock {
                 if let Some(at) = due
@@ -280,7 +309,17 @@ where
                         Ok(())
                     } else {
                         let state = *upstream.borrow_and_update();
-                        self.on_upstream(state, &mut told_stale, &mut leave_at).await
+                        let quiet = quiet.borrow().clone();
+                        self.on_upstream(state, &quiet, &mut stale, &mut leave_at).await
+                    }
+                }
+                changed = quiet.changed(), if quiet_open => {
+                    if changed.is_err() {
+                        quiet_open = false;
+                        Ok(())
+                    } else {
+                        let quiet = quiet.borrow_and_update().clone();
+                        self.restale(&quiet, &mut stale, "feed back").await
                     }
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
@@ -291,7 +330,10 @@ where
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
                 msg = self.ws.next() => match self.on_message(msg).await {
-                    Ok(()) if told_stale.is_some() => self.tell_stale(&mut told_stale).await,
+                    Ok(()) if stale.watching(&quiet.borrow()) => {
+                        let quiet = quiet.borrow().clone();
+                        self.restale(&quiet, &mut stale, "feed back").await
+                    }
                     step => step,
                 },
                 _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
@@ -446,35 +488,41 @@ where
     /// Tells the client what the edge's NATS connection means for its data: `status` with
     /// `stale: true` for each subscribed symbol once it has been down for
     /// `nats.stale_after_ms` (and for each symbol subscribed while it stays down),
-    /// `stale: false` when it is back; and, once it has been down for
-    /// `nats.move_clients_after_ms`, `reconnect` (as in a drain) so that the client moves
-    /// to a healthy edge.
+    /// `stale: false` when it is back (but for symbols whose feed is quiet); and, once it
+    /// has been down for `nats.move_clients_after_ms`, `reconnect` (as in a drain) so
+    /// that the client moves to a healthy edge.
     async fn on_upstream(
         &mut self,
         state: Upstream,
-        told_stale: &mut Option<HashSet<Symbol>>,
+        quiet: &Quiet,
+        stale: &mut Stale,
         leave_at: &mut Option<tokio::time::Instant>,
     ) -> Result<(), End> {
-        if state == Upstream::Fresh {
-            if told_stale.take().is_some() {
-                let symbols = self.edge.runtime.subscriptions(self.id);
-                let symbols = symbols.into_iter().map(|(s, _)| s);
-                self.send_status(symbols, false).await?;
-            }
+        let was_down = stale.upstream != Upstream::Fresh;
+        stale.upstream = state;
+        let back = if was_down {
+            "upstream back"
         } else {
-            told_stale.get_or_insert_with(HashSet::new);
-            self.tell_stale(told_stale).await?;
-        }
+            "feed back"
+        };
+        self.restale(quiet, stale, back).await?;
         if state == Upstream::Lost && leave_at.is_none() {
             *leave_at = Some(self.announce_drain("upstream lost").await?);
         }
         Ok(())
     }
 
-    /// Sends `stale: true` for the subscribed symbols not yet told, and forgets those no
-    /// longer subscribed.
-    async fn tell_stale(&mut self, told: &mut Option<HashSet<Symbol>>) -> Result<(), End> {
-        let Some(told) = told else { return Ok(()) };
+    /// Brings what the client was told in line with what is stale now: every subscribed
+    /// symbol while the upstream is not fresh, else those of quiet shards (their ingest
+    /// stopped announcing itself). `stale: true` for each newly stale symbol, `stale:
+    /// false` (with `back` as the reason) for each no longer stale; symbols no longer
+    /// subscribed are forgotten.
+    async fn restale(&mut self, quiet: &Quiet, stale: &mut Stale, back: &str) -> Result<(), End> {
+        let upstream_down = stale.upstream != Upstream::Fresh;
+        if !upstream_down && quiet.is_empty() && stale.told.is_empty() {
+            return Ok(());
+        }
+        let shards = self.edge.config.shards;
         let subscribed: HashSet<Symbol> = self
             .edge
             .runtime
@@ -482,21 +530,34 @@ where
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        let new: Vec<Symbol> = subscribed.difference(told).cloned().collect();
-        *told = subscribed;
-        self.send_status(new.into_iter(), true).await
+        let now_stale: HashSet<Symbol> = subscribed
+            .iter()
+            .filter(|s| upstream_down || quiet.contains(shard(s.as_str(), shards)))
+            .cloned()
+            .collect();
+        let newly: Vec<Symbol> = now_stale.difference(&stale.told).cloned().collect();
+        let fresh: Vec<Symbol> = stale
+            .told
+            .iter()
+            .filter(|s| subscribed.contains(*s) && !now_stale.contains(*s))
+            .cloned()
+            .collect();
+        stale.told = now_stale;
+        let reason = if upstream_down {
+            "upstream lost"
+        } else {
+            "feed quiet"
+        };
+        self.send_status(newly.into_iter(), true, reason).await?;
+        self.send_status(fresh.into_iter(), false, back).await
     }
 
     async fn send_status(
         &mut self,
         symbols: impl Iterator<Item = Symbol>,
         stale: bool,
+        reason: &str,
     ) -> Result<(), End> {
-        let reason = if stale {
-            "upstream lost"
-        } else {
-            "upstream back"
-        };
         let ts = now_us();
         let statuses = symbols
             .map(|symbol| {
