@@ -1,11 +1,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tickmesh_ingest::IngestConfig;
 use tickmesh_ingest::bench::{self, BenchOptions};
 use tickmesh_ingest::config::SourceKind;
 use tickmesh_ingest::record::{self, RecordOptions};
+use tickmesh_ingest::sources::itch::generate;
 use tickmesh_ingest::tickfile::FileFormat;
 
 /// TickMesh ingest: market data (simulated or replayed), sequenced and published to NATS.
@@ -52,6 +54,18 @@ enum Command {
         /// ndjson or csv; default: from the file name.
         #[arg(long, value_parser = parse_format, default_value = "auto")]
         format: FileFormat,
+    },
+    /// Write a synthetic NASDAQ TotalView-ITCH 5.0 day of the simulator's universe
+    /// (`[sim] universe`; gzip when the name ends in .gz).
+    ItchGen {
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed: the same seed and universe write the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Order events in the continuous session (09:30–16:00).
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
     },
     /// Measure publish throughput against the configured nats-server.
     Bench {
@@ -131,6 +145,22 @@ async fn main() -> anyhow::Result<()> {
                 summary.invalid,
                 summary.dropped
             );
+            Ok(())
+        }
+        Command::ItchGen { out, seed, events } => {
+            anyhow::ensure!(events <= 100_000_000, "--events must be at most 100000000");
+            let universe = match config.sim.universe.is_empty() {
+                true => tickmesh_ingest::sources::universe::default_universe(),
+                false => config.sim.universe.clone(),
+            };
+            let params = generate::GenParams {
+                seed,
+                universe: &universe,
+                events,
+            };
+            let messages = generate::write_file(&out, &params)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("wrote {messages} ITCH 5.0 messages to {}", out.display());
             Ok(())
         }
         Command::Bench {

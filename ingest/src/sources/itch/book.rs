@@ -1,0 +1,525 @@
+//! Order books from order-level messages: every live order by reference number, and per
+//! stock its price levels, last trade, volume and trading state.
+//!
+//! A message that cannot apply (an order reference that does not exist or belongs to
+//! another stock, a reference added twice, more shares executed or cancelled than the
+//! order holds, a side other than B or S) is counted in [`Malformed`] and changes
+//! nothing, so one bad message never touches a book it does not name.
+
+use rustc_hash::FxHashMap;
+
+use super::msg::{Body, Directory, Message, Stock};
+
+/// Levels per side that a tick carries and that changes are watched on.
+pub const DEPTH: usize = 5;
+
+/// One live order. 12 bytes: a real day holds a few million at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Order {
+    locate: u16,
+    buy: bool,
+    shares: u32,
+    price: u32,
+}
+
+/// One side's price levels (price, shares), sorted so that the best is last: inserts,
+/// fills and cancels happen mostly near the top, where a `Vec` moves few elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Side {
+    buy: bool,
+    levels: Vec<(u32, u64)>,
+}
+
+impl Side {
+    fn new(buy: bool) -> Self {
+        Side {
+            buy,
+            levels: Vec::new(),
+        }
+    }
+
+    /// Sort key: ascending towards the best price.
+    #[inline(always)]
+    fn key(&self, price: u32) -> u32 {
+        if self.buy { price } else { !price }
+    }
+
+    #[inline]
+    fn find(&self, price: u32) -> Result<usize, usize> {
+        let key = self.key(price);
+        self.levels
+            .binary_search_by_key(&key, |&(p, _)| self.key(p))
+    }
+
+    /// Adds shares at `price`; returns the level's rank (0 = best).
+    #[inline]
+    fn add(&mut self, price: u32, shares: u32) -> usize {
+        let i = match self.find(price) {
+            Ok(i) => {
+                self.levels[i].1 += u64::from(shares);
+                i
+            }
+            Err(i) => {
+                self.levels.insert(i, (price, u64::from(shares)));
+                i
+            }
+        };
+        self.levels.len() - 1 - i
+    }
+
+    /// Takes shares off `price`; returns the level's rank before the change. The order
+    /// map only holds orders that are on a level, so the level exists.
+    #[inline]
+    fn remove(&mut self, price: u32, shares: u32) -> usize {
+        let Ok(i) = self.find(price) else {
+            return usize::MAX;
+        };
+        let rank = self.levels.len() - 1 - i;
+        let level = &mut self.levels[i].1;
+        *level = level.saturating_sub(u64::from(shares));
+        if *level == 0 {
+            self.levels.remove(i);
+        }
+        rank
+    }
+
+    /// Levels best first.
+    pub fn best_first(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.levels.iter().rev().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+}
+
+/// A stock's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Book {
+    /// The stock's name, padding trimmed.
+    pub symbol: String,
+    /// From the directory's ETP flag.
+    pub etp: bool,
+    pub round_lot: u32,
+    pub bids: Side,
+    pub asks: Side,
+    /// Last print: (price, shares).
+    pub last: Option<(u32, u32)>,
+    /// Shares printed: executions (C only when printable), non-displayed trades, crosses.
+    pub volume: u64,
+    /// Trading state from `H`: H, P, Q or T (`b' '` before the first).
+    pub trading: u8,
+    /// Operational halt from `h`: `b'H'` or `b'T'` (`b' '` before the first).
+    pub operational: u8,
+    /// Nanoseconds since midnight of the last message that changed the book.
+    pub ts_ns: u64,
+    /// A message touched the top levels, last print or volume since
+    /// [`Books::take_changed`].
+    dirty: bool,
+    /// What [`Books::take_changed`] last reported.
+    reported: Top,
+}
+
+/// What a tick shows of a book: the top levels, last print and volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Top {
+    bids: [(u32, u64); DEPTH],
+    asks: [(u32, u64); DEPTH],
+    last: Option<(u32, u32)>,
+    volume: u64,
+}
+
+impl Top {
+    fn of(book: &Book) -> Top {
+        let mut top = Top {
+            last: book.last,
+            volume: book.volume,
+            ..Top::default()
+        };
+        for (slot, level) in top.bids.iter_mut().zip(book.bids.best_first()) {
+            *slot = level;
+        }
+        for (slot, level) in top.asks.iter_mut().zip(book.asks.best_first()) {
+            *slot = level;
+        }
+        top
+    }
+}
+
+impl Book {
+    fn new(stock: &[u8; 8]) -> Self {
+        Book {
+            symbol: super::msg::trimmed(stock).unwrap_or_default().to_owned(),
+            etp: false,
+            round_lot: 0,
+            bids: Side::new(true),
+            asks: Side::new(false),
+            last: None,
+            volume: 0,
+            trading: b' ',
+            operational: b' ',
+            ts_ns: 0,
+            dirty: false,
+            reported: Top::default(),
+        }
+    }
+
+    fn side(&mut self, buy: bool) -> &mut Side {
+        if buy { &mut self.bids } else { &mut self.asks }
+    }
+
+    fn print(&mut self, price: u32, shares: u32) {
+        self.last = Some((price, shares));
+        self.volume += u64::from(shares);
+    }
+}
+
+/// Messages that could not apply, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Malformed {
+    /// An order reference that no live order has (or one of another stock).
+    pub unknown_ref: u64,
+    /// An add or replace whose new reference is already live.
+    pub duplicate_ref: u64,
+    /// More shares executed or cancelled than the order holds.
+    pub overfill: u64,
+    /// A side other than `B` or `S`.
+    pub bad_side: u64,
+    /// A timestamp at or past 24 h.
+    pub bad_time: u64,
+}
+
+impl Malformed {
+    pub fn total(&self) -> u64 {
+        self.unknown_ref + self.duplicate_ref + self.overfill + self.bad_side + self.bad_time
+    }
+}
+
+/// Why [`Books::apply`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("order reference {0} does not exist for this stock")]
+    UnknownRef(u64),
+    #[error("order reference {0} is already live")]
+    DuplicateRef(u64),
+    #[error("order {0} holds fewer shares than the message takes")]
+    Overfill(u64),
+    #[error("side {0:#04x} is neither B nor S")]
+    BadSide(u8),
+    #[error("timestamp {0} ns is past the end of the day")]
+    BadTime(u64),
+}
+
+/// Every stock's book, indexed by stock locate, and the orders of the day.
+#[derive(Debug, Default)]
+pub struct Books {
+    orders: FxHashMap<u64, Order>,
+    books: Vec<Option<Box<Book>>>,
+    /// Stock locates whose book changed since the last [`Books::take_changed`].
+    changed: Vec<u16>,
+    /// The last system event (`S`): O, S, Q, M, E or C (`b' '` before the first).
+    pub system: u8,
+    /// Latest MWCB breach (`W`), `b' '` before the first.
+    pub mwcb_breached: u8,
+    pub malformed: Malformed,
+}
+
+const DAY_NS: u64 = 86_400 * 1_000_000_000;
+
+impl Books {
+    pub fn new() -> Self {
+        Books {
+            orders: FxHashMap::with_capacity_and_hasher(1 << 16, Default::default()),
+            system: b' ',
+            mwcb_breached: b' ',
+            ..Books::default()
+        }
+    }
+
+    /// The book of stock locate `locate`, if any message named it.
+    pub fn book(&self, locate: u16) -> Option<&Book> {
+        self.books.get(usize::from(locate))?.as_deref()
+    }
+
+    /// Every book with its locate.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Book)> {
+        (0u16..)
+            .zip(&self.books)
+            .filter_map(|(i, b)| Some((i, b.as_deref()?)))
+    }
+
+    /// Live orders.
+    pub fn orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// The stocks whose top levels, last print or volume differ from what the last call
+    /// reported (an empty book with no print before the first), each once; `into` is
+    /// cleared first. Only books a message touched near the top are compared.
+    pub fn take_changed(&mut self, into: &mut Vec<u16>) {
+        into.clear();
+        for locate in self.changed.drain(..) {
+            if let Some(Some(book)) = self.books.get_mut(usize::from(locate))
+                && std::mem::take(&mut book.dirty)
+            {
+                let top = Top::of(book);
+                if top != book.reported {
+                    book.reported = top;
+                    into.push(locate);
+                }
+            }
+        }
+    }
+
+    fn book_mut(&mut self, locate: u16, stock: Option<Stock<'_>>) -> &mut Book {
+        let i = usize::from(locate);
+        if self.books.len() <= i {
+            self.books.resize_with(i + 1, || None);
+        }
+        self.books[i].get_or_insert_with(|| Box::new(Book::new(stock.unwrap_or(&[b' '; 8]))))
+    }
+
+    fn touched(&mut self, locate: u16, rank: usize, ts_ns: u64) {
+        if rank < DEPTH {
+            self.mark(locate, ts_ns);
+        }
+    }
+
+    fn mark(&mut self, locate: u16, ts_ns: u64) {
+        let book = self.book_mut(locate, None);
+        book.ts_ns = ts_ns;
+        if !book.dirty {
+            book.dirty = true;
+            self.changed.push(locate);
+        }
+    }
+
+    /// Applies one message. A refused message is counted and changes nothing.
+    #[inline]
+    pub fn apply(&mut self, m: &Message<'_>) -> Result<(), Refused> {
+        let result = self.try_apply(m);
+        if let Err(e) = result {
+            let c = &mut self.malformed;
+            *match e {
+                Refused::UnknownRef(_) => &mut c.unknown_ref,
+                Refused::DuplicateRef(_) => &mut c.duplicate_ref,
+                Refused::Overfill(_) => &mut c.overfill,
+                Refused::BadSide(_) => &mut c.bad_side,
+                Refused::BadTime(_) => &mut c.bad_time,
+            } += 1;
+        }
+        result
+    }
+
+    #[inline]
+    fn try_apply(&mut self, m: &Message<'_>) -> Result<(), Refused> {
+        let (locate, ts) = (m.header.locate, m.header.ts_ns);
+        if ts >= DAY_NS {
+            return Err(Refused::BadTime(ts));
+        }
+        match m.body {
+            Body::AddOrder {
+                reference,
+                side,
+                shares,
+                stock,
+                price,
+                ..
+            } => self.add(locate, ts, reference, side, shares, stock, price),
+            Body::Executed {
+                reference, shares, ..
+            } => self.execute(locate, ts, reference, shares, None),
+            Body::ExecutedWithPrice {
+                reference,
+                shares,
+                printable,
+                price,
+                ..
+            } => {
+                let print = (printable == b'Y').then_some(price);
+                self.execute(locate, ts, reference, shares, Some(print))
+            }
+            Body::Cancel { reference, shares } => self.reduce(locate, ts, reference, shares),
+            Body::Delete { reference } => self.reduce(locate, ts, reference, 0),
+            Body::Replace {
+                original,
+                new,
+                shares,
+                price,
+            } => self.replace(locate, ts, original, new, shares, price),
+            Body::Trade {
+                shares,
+                stock,
+                price,
+                ..
+            } => {
+                self.book_mut(locate, Some(stock)).print(price, shares);
+                self.mark(locate, ts);
+                Ok(())
+            }
+            Body::CrossTrade {
+                shares,
+                stock,
+                price,
+                ..
+            } => {
+                if shares > 0 {
+                    let shares = u32::try_from(shares).unwrap_or(u32::MAX);
+                    self.book_mut(locate, Some(stock)).print(price, shares);
+                    self.mark(locate, ts);
+                }
+                Ok(())
+            }
+            _ => {
+                self.reference(locate, &m.body);
+                Ok(())
+            }
+        }
+    }
+
+    /// Messages that change no price level: directory, states.
+    #[cold]
+    fn reference(&mut self, locate: u16, body: &Body<'_>) {
+        match *body {
+            Body::SystemEvent { event } => self.system = event,
+            Body::MwcbStatus { level } => self.mwcb_breached = level,
+            Body::StockDirectory(Directory {
+                stock,
+                round_lot,
+                etp_flag,
+                ..
+            }) => {
+                let book = self.book_mut(locate, Some(stock));
+                if book.symbol.is_empty() {
+                    book.symbol = super::msg::trimmed(stock).unwrap_or_default().to_owned();
+                }
+                (book.round_lot, book.etp) = (round_lot, etp_flag == b'Y');
+            }
+            Body::TradingAction { stock, state, .. } => {
+                self.book_mut(locate, Some(stock)).trading = state;
+            }
+            Body::OperationalHalt { stock, action, .. } => {
+                self.book_mut(locate, Some(stock)).operational = action;
+            }
+            // Reg SHO, participant positions, MWCB levels, IPO, LULD, broken trades,
+            // NOII, RPII and DLCR change no book; the feed counts them.
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn add(
+        &mut self,
+        locate: u16,
+        ts: u64,
+        reference: u64,
+        side: u8,
+        shares: u32,
+        stock: Stock<'_>,
+        price: u32,
+    ) -> Result<(), Refused> {
+        let buy = match side {
+            b'B' => true,
+            b'S' => false,
+            other => return Err(Refused::BadSide(other)),
+        };
+        let order = Order {
+            locate,
+            buy,
+            shares,
+            price,
+        };
+        match self.orders.entry(reference) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(Refused::DuplicateRef(reference));
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(order),
+        };
+        let rank = self
+            .book_mut(locate, Some(stock))
+            .side(buy)
+            .add(price, shares);
+        self.touched(locate, rank, ts);
+        Ok(())
+    }
+
+    /// The live order `reference` of stock `locate`.
+    #[inline]
+    fn order(&self, locate: u16, reference: u64) -> Result<Order, Refused> {
+        match self.orders.get(&reference) {
+            Some(o) if o.locate == locate => Ok(*o),
+            _ => Err(Refused::UnknownRef(reference)),
+        }
+    }
+
+    /// Takes `shares` off an order (all of them when 0: a delete).
+    #[inline]
+    fn reduce(&mut self, locate: u16, ts: u64, reference: u64, shares: u32) -> Result<(), Refused> {
+        let o = self.order(locate, reference)?;
+        if shares > o.shares {
+            return Err(Refused::Overfill(reference));
+        }
+        let shares = if shares == 0 { o.shares } else { shares };
+        if shares == o.shares {
+            self.orders.remove(&reference);
+        } else if let Some(live) = self.orders.get_mut(&reference) {
+            live.shares -= shares;
+        }
+        let rank = self
+            .book_mut(locate, None)
+            .side(o.buy)
+            .remove(o.price, shares);
+        self.touched(locate, rank, ts);
+        Ok(())
+    }
+
+    /// An execution: `print` is `None` for `E` (at the order's price), `Some(None)` for a
+    /// non-printable `C`, `Some(Some(price))` for a printable one.
+    #[inline]
+    fn execute(
+        &mut self,
+        locate: u16,
+        ts: u64,
+        reference: u64,
+        shares: u32,
+        print: Option<Option<u32>>,
+    ) -> Result<(), Refused> {
+        let o = self.order(locate, reference)?;
+        if shares == 0 || shares > o.shares {
+            return Err(Refused::Overfill(reference));
+        }
+        self.reduce(locate, ts, reference, shares)?;
+        if let Some(price) = print.unwrap_or(Some(o.price)) {
+            self.book_mut(locate, None).print(price, shares);
+            self.mark(locate, ts);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn replace(
+        &mut self,
+        locate: u16,
+        ts: u64,
+        original: u64,
+        new: u64,
+        shares: u32,
+        price: u32,
+    ) -> Result<(), Refused> {
+        let o = self.order(locate, original)?;
+        if new != original && self.orders.contains_key(&new) {
+            return Err(Refused::DuplicateRef(new));
+        }
+        self.reduce(locate, ts, original, 0)?;
+        let order = Order { shares, price, ..o };
+        self.orders.insert(new, order);
+        let rank = self.book_mut(locate, None).side(o.buy).add(price, shares);
+        self.touched(locate, rank, ts);
+        Ok(())
+    }
+}

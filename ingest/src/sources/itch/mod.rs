@@ -1,0 +1,293 @@
+//! NASDAQ TotalView-ITCH 5.0: files of order-level messages in, a book per stock, ticks
+//! out.
+//!
+//! - [`msg`]: the decoder, one pure function over one message's bytes; [`encode`] its
+//!   inverse. Written here rather than taken from a crate: the one maintained ITCH crate
+//!   (`itchy`) allocates and converts every field into its own types, stops at the first
+//!   frame it cannot parse, and has no `h` (operational halt) or `O` (DLCR) message; this
+//!   decoder borrows from the input, reads only fixed offsets, and leaves recovery to the
+//!   framing. The tests check it against `itchy` message by message.
+//! - [`frames`]: the length prefixes, gzip, and recovery from bad frames.
+//! - [`book`]: orders by reference and price levels per stock.
+//! - [`day`]: frames → books and counters, the pure core that the feed, the tests and
+//!   the bench share.
+//! - [`generate`]: a synthetic day from the simulator's universe.
+//!
+//! The reader thread ([`spawn`]) replays the files like [`super::replay`]: batches of
+//! ticks through a bounded channel, paced by source time in the feed loop (`speed`,
+//! `max_wait_ms`, `loop`). A stock ticks only when a message changed its top
+//! [`book::DEPTH`] levels, its last print or its volume; the tick carries the whole
+//! level 1 and the depth (see `docs/itch.md` for the field mapping). The trades stream
+//! and status messages of protocol 1.1 are not built yet: prints will go to `tr.*` from
+//! where [`book::Book::print`] records them, and the trading state kept in
+//! [`book::Book::trading`] and [`book::Books::system`] will feed `status`.
+
+pub mod book;
+pub mod day;
+pub mod encode;
+pub mod frames;
+pub mod generate;
+pub mod msg;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use tickmesh_core::tick::{Depth, Kind, Tick, now_us};
+use tokio::sync::mpsc;
+
+use super::replay::{BATCH, CHANNEL_BATCHES, ReplayStats, Replayed, validate_pace};
+use book::{Book, DEPTH};
+use day::Day;
+
+/// Bad frames and refused messages logged one by one per file; after that, every 1000th.
+const LOG_FIRST: u64 = 20;
+
+/// `[itch]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ItchConfig {
+    /// ITCH 5.0 files (plain or gzip), replayed in order; each is one day with its own
+    /// books.
+    pub files: Vec<PathBuf>,
+    /// Pace: 1 = as recorded, N = N× faster, 0 = as fast as possible. Default 1.
+    pub speed: f64,
+    /// Start over at the end. Default false.
+    #[serde(rename = "loop")]
+    pub repeat: bool,
+    /// The trading day (`YYYY-MM-DD`) that ITCH times (ns since midnight) count from.
+    /// Default: today (UTC).
+    pub date: Option<String>,
+    /// The feed's midnight as an offset from UTC, in minutes: -300 for New York in
+    /// winter (EST), -240 in summer (EDT). Default -300.
+    pub utc_offset_minutes: i32,
+    /// Longest pause between two ticks, in ms; longer gaps in source time (the night
+    /// before the open) are shortened to it. Default 60000.
+    pub max_wait_ms: u64,
+}
+
+impl Default for ItchConfig {
+    fn default() -> Self {
+        ItchConfig {
+            files: Vec::new(),
+            speed: 1.0,
+            repeat: false,
+            date: None,
+            utc_offset_minutes: -300,
+            max_wait_ms: 60_000,
+        }
+    }
+}
+
+impl ItchConfig {
+    /// Checks the values (the files only when ITCH is the source); errors name the key
+    /// below `itch`.
+    pub fn validate(&self, active: bool) -> Result<(), (&'static str, String)> {
+        validate_pace(self.speed, self.max_wait_ms)?;
+        if let Some(date) = &self.date {
+            tickmesh_core::date::Date::parse(date).map_err(|e| ("date", e.to_string()))?;
+        }
+        if !(-720..=840).contains(&self.utc_offset_minutes) {
+            return Err((
+                "utc_offset_minutes",
+                format!("must be -720..=840, got {}", self.utc_offset_minutes),
+            ));
+        }
+        if !active {
+            return Ok(());
+        }
+        if self.files.is_empty() {
+            return Err(("files", "list at least one ITCH file".into()));
+        }
+        match self.files.iter().find(|f| !f.is_file()) {
+            Some(f) => Err(("files", format!("{} is not a readable file", f.display()))),
+            None => Ok(()),
+        }
+    }
+
+    /// The feed's midnight in µs since the Unix epoch.
+    fn midnight_us(&self) -> u64 {
+        let today = tickmesh_core::date::Date::from_unix_us(now_us());
+        let date = self
+            .date
+            .as_deref()
+            .and_then(|d| tickmesh_core::date::Date::parse(d).ok())
+            .unwrap_or(today);
+        let secs = date.days() * 86_400 - i64::from(self.utc_offset_minutes) * 60;
+        u64::try_from(secs).unwrap_or(0).saturating_mul(1_000_000)
+    }
+}
+
+/// A Price(4) as a number: an integer divided by a power of ten is the nearest double
+/// to the decimal, so it prints short (189.12, never 189.12000000001).
+pub fn price(p: u32) -> f64 {
+    f64::from(p) / 10_000.0
+}
+
+/// The tick of a book: level 1, the top [`DEPTH`] levels per side, last print, volume.
+pub fn tick_of(book: &Book, src_ts: u64) -> Tick {
+    let levels = |side: &book::Side| -> Vec<(f64, u64)> {
+        side.best_first()
+            .take(DEPTH)
+            .map(|(p, s)| (price(p), s))
+            .collect()
+    };
+    let depth = Depth {
+        bids: levels(&book.bids),
+        asks: levels(&book.asks),
+    };
+    Tick {
+        symbol: book.symbol.clone(),
+        src_ts: Some(src_ts),
+        kind: if book.etp { Kind::Etf } else { Kind::Equity },
+        last: book.last.map(|(p, _)| price(p)),
+        last_size: book.last.map(|(_, s)| u64::from(s)),
+        bid: depth.bids.first().map(|l| l.0),
+        bid_size: depth.bids.first().map(|l| l.1),
+        ask: depth.asks.first().map(|l| l.0),
+        ask_size: depth.asks.first().map(|l| l.1),
+        volume: Some(book.volume),
+        depth: Some(depth),
+        ..Tick::default()
+    }
+}
+
+/// Starts the reader thread. The channel closes after the last file (never, with `loop`,
+/// unless a whole pass yields nothing), or when the receiver is dropped. `stats.records`
+/// counts messages, `stats.corrupt` bad frames and refused messages.
+pub fn spawn(config: &ItchConfig, stats: Arc<ReplayStats>) -> mpsc::Receiver<Vec<Replayed>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("tickmesh-itch".into())
+        .spawn(move || read_passes(&config, &stats, &tx))
+        .expect("spawning the ITCH reader thread");
+    rx
+}
+
+/// Source time of the last tick sent, and the batch being filled.
+struct Out<'a> {
+    tx: &'a mpsc::Sender<Vec<Replayed>>,
+    batch: Vec<Replayed>,
+    last_src: u64,
+    ticks: u64,
+}
+
+impl Out<'_> {
+    fn push(&mut self, tick: Tick, src: u64) -> ControlFlow<()> {
+        self.last_src = src;
+        self.ticks += 1;
+        self.batch.push(Replayed {
+            tick,
+            src_ts: Some(src),
+        });
+        if self.batch.len() >= BATCH {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            if self.tx.blocking_send(full).is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn read_passes(config: &ItchConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec<Replayed>>) {
+    let midnight = config.midnight_us();
+    let mut out = Out {
+        tx,
+        batch: Vec::with_capacity(BATCH),
+        last_src: 0,
+        ticks: 0,
+    };
+    loop {
+        let before = out.ticks;
+        for file in &config.files {
+            match replay_file(file, midnight, stats, &mut out) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => return,
+                Err(e) => {
+                    stats.failed_files.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(file = %file.display(), error = %e, "cannot replay ITCH file");
+                }
+            }
+        }
+        if !out.batch.is_empty() && tx.blocking_send(std::mem::take(&mut out.batch)).is_err() {
+            return;
+        }
+        stats.passes.fetch_add(1, Ordering::Relaxed);
+        if !config.repeat {
+            return;
+        }
+        if out.ticks == before {
+            tracing::error!("a whole ITCH pass yielded no ticks; not looping");
+            return;
+        }
+    }
+}
+
+/// Replays one file as one day. Its source times are moved forward, if need be, so that
+/// it starts just after the last tick sent (the file before, or the pass before).
+fn replay_file(
+    file: &std::path::Path,
+    midnight: u64,
+    stats: &ReplayStats,
+    out: &mut Out<'_>,
+) -> std::io::Result<ControlFlow<()>> {
+    let corrupt_total =
+        metrics::counter!("tickmesh_ingest_corrupt_records_total", "source" => "itch");
+    let mut day = Day::new();
+    let mut changed = Vec::new();
+    let mut shift: Option<u64> = None;
+    let floor = out.last_src;
+    let mut logged = 0u64;
+    let mut on_frame = |offset: u64, frame: frames::Frame<'_>| {
+        let ts_ns = match day.on_frame(frame) {
+            Ok(ts) => ts,
+            Err(e) => {
+                stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                corrupt_total.increment(1);
+                logged += 1;
+                if logged <= LOG_FIRST || logged.is_multiple_of(1000) {
+                    tracing::warn!(file = %file.display(), offset, error = %e, "bad ITCH message skipped");
+                }
+                return ControlFlow::Continue(());
+            }
+        };
+        stats.records.fetch_add(1, Ordering::Relaxed);
+        day.books.take_changed(&mut changed);
+        let raw = midnight + ts_ns / 1000;
+        let shift = *shift.get_or_insert(match floor {
+            0 => 0,
+            f => (f + 1).saturating_sub(raw),
+        });
+        for &locate in &changed {
+            let Some(book) = day.books.book(locate) else {
+                continue;
+            };
+            if tickmesh_core::symbol::validate(&book.symbol).is_err() {
+                continue;
+            }
+            out.push(tick_of(book, raw + shift), raw + shift)?;
+        }
+        ControlFlow::Continue(())
+    };
+    let f = std::fs::File::open(file)?;
+    let read = frames::read(f, &mut on_frame);
+    let bytes = read?;
+    let c = &day.counts;
+    tracing::info!(
+        file = %file.display(),
+        bytes,
+        messages = c.messages(),
+        bad_frames = c.bad_frames(),
+        refused = day.books.malformed.total(),
+        stocks = day.books.iter().count(),
+        "replayed ITCH file"
+    );
+    Ok(match out.tx.is_closed() {
+        true => ControlFlow::Break(()),
+        false => ControlFlow::Continue(()),
+    })
+}
