@@ -7,7 +7,7 @@ use tickmesh_ingest::IngestConfig;
 use tickmesh_ingest::bench::{self, BenchOptions};
 use tickmesh_ingest::config::SourceKind;
 use tickmesh_ingest::record::{self, RecordOptions};
-use tickmesh_ingest::sources::itch::generate;
+use tickmesh_ingest::sources::itch::{self, generate};
 use tickmesh_ingest::tickfile::FileFormat;
 
 /// TickMesh ingest: market data (simulated or replayed), sequenced and published to NATS.
@@ -67,6 +67,9 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         events: usize,
     },
+    /// Read an ITCH 5.0 file (plain or gzip) into books on one core, publishing nothing:
+    /// prints the messages, bad frames, refused messages and messages/s.
+    ItchRead { file: PathBuf },
     /// Measure publish throughput against the configured nats-server.
     Bench {
         /// Target ticks/s of the publish phase.
@@ -161,6 +164,26 @@ async fn main() -> anyhow::Result<()> {
             let messages = generate::write_file(&out, &params)
                 .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {messages} ITCH 5.0 messages to {}", out.display());
+            Ok(())
+        }
+        Command::ItchRead { file } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let started = std::time::Instant::now();
+            let day = itch::read_day(f).with_context(|| format!("reading {}", file.display()))?;
+            let secs = started.elapsed().as_secs_f64();
+            let c = &day.counts;
+            println!(
+                "{}: {} messages, {} bad frames, {} refused, {} stocks, {} live orders at the end; {:.3} s, {:.2} M messages/s",
+                file.display(),
+                c.messages(),
+                c.bad_frames(),
+                day.books.malformed.total(),
+                day.books.iter().count(),
+                day.books.orders(),
+                secs,
+                c.messages() as f64 / secs / 1e6
+            );
             Ok(())
         }
         Command::Bench {

@@ -2,8 +2,8 @@
 //! stock its price levels, last trade, volume and trading state.
 //!
 //! A message that cannot apply (an order reference that does not exist or belongs to
-//! another stock, a reference added twice, more shares executed or cancelled than the
-//! order holds, a side other than B or S) is counted in [`Malformed`] and changes
+//! another stock, a reference added twice, 0 shares or more shares executed or cancelled
+//! than the order holds, a side other than B or S, a time past 24 h) is counted in [`Malformed`] and changes
 //! nothing, so one bad message never touches a book it does not name.
 
 use rustc_hash::FxHashMap;
@@ -120,34 +120,6 @@ pub struct Book {
     /// A message touched the top levels, last print or volume since
     /// [`Books::take_changed`].
     dirty: bool,
-    /// What [`Books::take_changed`] last reported.
-    reported: Top,
-}
-
-/// What a tick shows of a book: the top levels, last print and volume.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Top {
-    bids: [(u32, u64); DEPTH],
-    asks: [(u32, u64); DEPTH],
-    last: Option<(u32, u32)>,
-    volume: u64,
-}
-
-impl Top {
-    fn of(book: &Book) -> Top {
-        let mut top = Top {
-            last: book.last,
-            volume: book.volume,
-            ..Top::default()
-        };
-        for (slot, level) in top.bids.iter_mut().zip(book.bids.best_first()) {
-            *slot = level;
-        }
-        for (slot, level) in top.asks.iter_mut().zip(book.asks.best_first()) {
-            *slot = level;
-        }
-        top
-    }
 }
 
 impl Book {
@@ -164,7 +136,6 @@ impl Book {
             operational: b' ',
             ts_ns: 0,
             dirty: false,
-            reported: Top::default(),
         }
     }
 
@@ -185,8 +156,9 @@ pub struct Malformed {
     pub unknown_ref: u64,
     /// An add or replace whose new reference is already live.
     pub duplicate_ref: u64,
-    /// More shares executed or cancelled than the order holds.
-    pub overfill: u64,
+    /// An add, execution, cancel or replace of 0 shares, or more shares executed or
+    /// cancelled than the order holds.
+    pub bad_shares: u64,
     /// A side other than `B` or `S`.
     pub bad_side: u64,
     /// A timestamp at or past 24 h.
@@ -195,7 +167,7 @@ pub struct Malformed {
 
 impl Malformed {
     pub fn total(&self) -> u64 {
-        self.unknown_ref + self.duplicate_ref + self.overfill + self.bad_side + self.bad_time
+        self.unknown_ref + self.duplicate_ref + self.bad_shares + self.bad_side + self.bad_time
     }
 }
 
@@ -206,8 +178,8 @@ pub enum Refused {
     UnknownRef(u64),
     #[error("order reference {0} is already live")]
     DuplicateRef(u64),
-    #[error("order {0} holds fewer shares than the message takes")]
-    Overfill(u64),
+    #[error("order {0}: 0 shares, or more than the order holds")]
+    BadShares(u64),
     #[error("side {0:#04x} is neither B nor S")]
     BadSide(u8),
     #[error("timestamp {0} ns is past the end of the day")]
@@ -233,7 +205,7 @@ const DAY_NS: u64 = 86_400 * 1_000_000_000;
 impl Books {
     pub fn new() -> Self {
         Books {
-            orders: FxHashMap::with_capacity_and_hasher(1 << 16, Default::default()),
+            orders: FxHashMap::default(),
             system: b' ',
             mwcb_breached: b' ',
             ..Books::default()
@@ -257,20 +229,18 @@ impl Books {
         self.orders.len()
     }
 
-    /// The stocks whose top levels, last print or volume differ from what the last call
-    /// reported (an empty book with no print before the first), each once; `into` is
-    /// cleared first. Only books a message touched near the top are compared.
+    /// The stocks whose top levels, last print or volume changed since the last call,
+    /// each once; `into` is cleared first. Every applied message that touches a level
+    /// among the top [`DEPTH`] changes what they show (no message adds or takes 0 shares;
+    /// a replace that keeps price and shares is the one exception and marks nothing), and
+    /// every print changes the volume, so no snapshot needs comparing.
     pub fn take_changed(&mut self, into: &mut Vec<u16>) {
         into.clear();
         for locate in self.changed.drain(..) {
             if let Some(Some(book)) = self.books.get_mut(usize::from(locate))
                 && std::mem::take(&mut book.dirty)
             {
-                let top = Top::of(book);
-                if top != book.reported {
-                    book.reported = top;
-                    into.push(locate);
-                }
+                into.push(locate);
             }
         }
     }
@@ -307,7 +277,7 @@ impl Books {
             *match e {
                 Refused::UnknownRef(_) => &mut c.unknown_ref,
                 Refused::DuplicateRef(_) => &mut c.duplicate_ref,
-                Refused::Overfill(_) => &mut c.overfill,
+                Refused::BadShares(_) => &mut c.bad_shares,
                 Refused::BadSide(_) => &mut c.bad_side,
                 Refused::BadTime(_) => &mut c.bad_time,
             } += 1;
@@ -343,8 +313,8 @@ impl Books {
                 let print = (printable == b'Y').then_some(price);
                 self.execute(locate, ts, reference, shares, Some(print))
             }
-            Body::Cancel { reference, shares } => self.reduce(locate, ts, reference, shares),
-            Body::Delete { reference } => self.reduce(locate, ts, reference, 0),
+            Body::Cancel { reference, shares } => self.reduce(locate, ts, reference, Some(shares)),
+            Body::Delete { reference } => self.reduce(locate, ts, reference, None),
             Body::Replace {
                 original,
                 new,
@@ -357,8 +327,10 @@ impl Books {
                 price,
                 ..
             } => {
-                self.book_mut(locate, Some(stock)).print(price, shares);
-                self.mark(locate, ts);
+                if shares > 0 {
+                    self.book_mut(locate, Some(stock)).print(price, shares);
+                    self.mark(locate, ts);
+                }
                 Ok(())
             }
             Body::CrossTrade {
@@ -428,6 +400,9 @@ impl Books {
             b'S' => false,
             other => return Err(Refused::BadSide(other)),
         };
+        if shares == 0 {
+            return Err(Refused::BadShares(reference));
+        }
         let order = Order {
             locate,
             buy,
@@ -448,32 +423,45 @@ impl Books {
         Ok(())
     }
 
-    /// The live order `reference` of stock `locate`.
+    /// Takes `shares` (all of them when `None`) off the live order `reference` of stock
+    /// `locate`; returns the order as it was and its level's rank. Marks nothing.
     #[inline]
-    fn order(&self, locate: u16, reference: u64) -> Result<Order, Refused> {
-        match self.orders.get(&reference) {
-            Some(o) if o.locate == locate => Ok(*o),
-            _ => Err(Refused::UnknownRef(reference)),
+    fn unbook(
+        &mut self,
+        locate: u16,
+        reference: u64,
+        shares: Option<u32>,
+    ) -> Result<(Order, usize), Refused> {
+        let live = match self.orders.get_mut(&reference) {
+            Some(o) if o.locate == locate => o,
+            _ => return Err(Refused::UnknownRef(reference)),
+        };
+        let o = *live;
+        let shares = shares.unwrap_or(o.shares);
+        if shares == 0 || shares > o.shares {
+            return Err(Refused::BadShares(reference));
         }
-    }
-
-    /// Takes `shares` off an order (all of them when 0: a delete).
-    #[inline]
-    fn reduce(&mut self, locate: u16, ts: u64, reference: u64, shares: u32) -> Result<(), Refused> {
-        let o = self.order(locate, reference)?;
-        if shares > o.shares {
-            return Err(Refused::Overfill(reference));
-        }
-        let shares = if shares == 0 { o.shares } else { shares };
-        if shares == o.shares {
+        live.shares -= shares;
+        if live.shares == 0 {
             self.orders.remove(&reference);
-        } else if let Some(live) = self.orders.get_mut(&reference) {
-            live.shares -= shares;
         }
         let rank = self
             .book_mut(locate, None)
             .side(o.buy)
             .remove(o.price, shares);
+        Ok((o, rank))
+    }
+
+    /// A partial cancel (`Some(shares)`) or a delete (`None`).
+    #[inline]
+    fn reduce(
+        &mut self,
+        locate: u16,
+        ts: u64,
+        reference: u64,
+        shares: Option<u32>,
+    ) -> Result<(), Refused> {
+        let (_, rank) = self.unbook(locate, reference, shares)?;
         self.touched(locate, rank, ts);
         Ok(())
     }
@@ -489,14 +477,13 @@ impl Books {
         shares: u32,
         print: Option<Option<u32>>,
     ) -> Result<(), Refused> {
-        let o = self.order(locate, reference)?;
-        if shares == 0 || shares > o.shares {
-            return Err(Refused::Overfill(reference));
-        }
-        self.reduce(locate, ts, reference, shares)?;
-        if let Some(price) = print.unwrap_or(Some(o.price)) {
-            self.book_mut(locate, None).print(price, shares);
-            self.mark(locate, ts);
+        let (o, rank) = self.unbook(locate, reference, Some(shares))?;
+        match print.unwrap_or(Some(o.price)) {
+            Some(price) => {
+                self.book_mut(locate, None).print(price, shares);
+                self.mark(locate, ts);
+            }
+            None => self.touched(locate, rank, ts),
         }
         Ok(())
     }
@@ -511,15 +498,19 @@ impl Books {
         shares: u32,
         price: u32,
     ) -> Result<(), Refused> {
-        let o = self.order(locate, original)?;
         if new != original && self.orders.contains_key(&new) {
             return Err(Refused::DuplicateRef(new));
         }
-        self.reduce(locate, ts, original, 0)?;
+        if shares == 0 {
+            return Err(Refused::BadShares(new));
+        }
+        let (o, old_rank) = self.unbook(locate, original, None)?;
         let order = Order { shares, price, ..o };
         self.orders.insert(new, order);
         let rank = self.book_mut(locate, None).side(o.buy).add(price, shares);
-        self.touched(locate, rank, ts);
+        if (o.price, o.shares) != (price, shares) {
+            self.touched(locate, old_rank.min(rank), ts);
+        }
         Ok(())
     }
 }

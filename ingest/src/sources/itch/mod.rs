@@ -154,6 +154,19 @@ pub fn tick_of(book: &Book, src_ts: u64) -> Tick {
     }
 }
 
+/// Reads a whole file (plain or gzip) into one [`Day`], as fast as it goes.
+pub fn read_day(input: impl std::io::Read) -> std::io::Result<Day> {
+    let mut day = Day::new();
+    let mut changed = Vec::new();
+    frames::read(input, &mut |_, frame| {
+        if day.on_frame(frame).is_ok() {
+            day.books.take_changed(&mut changed);
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(day)
+}
+
 /// Starts the reader thread. The channel closes after the last file (never, with `loop`,
 /// unless a whole pass yields nothing), or when the receiver is dropped. `stats.records`
 /// counts messages, `stats.corrupt` bad frames and refused messages.
