@@ -28,13 +28,7 @@ async fn a_generated_day_publishes_the_books_it_builds() {
     };
     let messages = generate::write_file(&file, &params).unwrap();
 
-    let client = async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 16)
-        .connect(nats.url())
-        .await
-        .unwrap();
-    let mut sub = client.subscribe("md.>").await.unwrap();
-    client.flush().await.unwrap();
+    let mut sub = subscribe_all(&nats.url()).await;
 
     let mut config = IngestConfig::default();
     config.nats.urls = vec![nats.url()];
