@@ -63,7 +63,8 @@ enum Command {
         /// Random seed: the same seed and universe write the same bytes.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Order events in the continuous session (09:30–16:00).
+        /// Order events in the continuous session (09:30–16:00), at most 20000000 (the
+        /// day is built in memory: about 33 bytes per event).
         #[arg(long, default_value_t = 200_000)]
         events: usize,
     },
@@ -151,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ItchGen { out, seed, events } => {
-            anyhow::ensure!(events <= 100_000_000, "--events must be at most 100000000");
+            anyhow::ensure!(events <= 20_000_000, "--events must be at most 20000000");
             let universe = match config.sim.universe.is_empty() {
                 true => tickmesh_ingest::sources::universe::default_universe(),
                 false => config.sim.universe.clone(),

@@ -31,6 +31,8 @@ const fn at(h: u64, m: u64) -> u64 {
 }
 /// Live orders per stock the generator keeps at most; past it, an add becomes a delete.
 const MAX_ORDERS: usize = 200;
+/// Highest starting price, Price(4) ($300,000).
+const MAX_PRICE: u32 = 3_000_000_000;
 /// Resting orders per stock before the open.
 const OPENING_ORDERS: usize = 20;
 
@@ -39,8 +41,10 @@ const OPENING_ORDERS: usize = 20;
 pub struct GenParams<'a> {
     pub seed: u64,
     /// Equities and ETFs become stocks (locates 1, 2, …, in order); indices are skipped.
+    /// Prices are held to $1–$300,000 and round lots to 1,000,000 shares.
     pub universe: &'a [InstrumentSpec],
-    /// Order events in the continuous session.
+    /// Order events in the continuous session. The day is built in memory: about 33
+    /// bytes per event.
     pub events: usize,
 }
 
@@ -91,9 +95,10 @@ pub fn generate(p: &GenParams<'_>) -> Vec<u8> {
                 locate,
                 name,
                 etf: s.kind == Kind::Etf,
-                mid: ((s.price * 10_000.0).round() as u32).max(10_000),
-                tick: ((s.tick_size * 10_000.0).round() as u32).max(1),
-                lot: u32::try_from(s.lot).unwrap_or(100).max(1),
+                // Price(4) in a u32, with room above for the collars and order prices.
+                mid: ((s.price * 10_000.0).round() as u32).clamp(10_000, MAX_PRICE),
+                tick: ((s.tick_size * 10_000.0).round() as u32).clamp(1, MAX_PRICE / 100),
+                lot: u32::try_from(s.lot).unwrap_or(100).clamp(1, 1_000_000),
                 orders: Vec::new(),
             }
         })
@@ -353,8 +358,11 @@ impl Gen {
         let s = &self.stocks[i];
         let ticks = self.rng.random_range(1..=5u32);
         let price = match buy {
-            true => s.mid.saturating_sub(ticks * s.tick).max(s.tick),
-            false => s.mid + ticks * s.tick,
+            true => s
+                .mid
+                .saturating_sub(ticks.saturating_mul(s.tick))
+                .max(s.tick),
+            false => s.mid.saturating_add(ticks.saturating_mul(s.tick)),
         };
         let shares = s.lot * self.rng.random_range(1..=10u32);
         let (locate, name) = (s.locate, s.name);
@@ -582,8 +590,11 @@ impl Gen {
         let o = s.orders[k];
         let ticks = self.rng.random_range(1..=5u32);
         let price = match o.buy {
-            true => s.mid.saturating_sub(ticks * s.tick).max(s.tick),
-            false => s.mid + ticks * s.tick,
+            true => s
+                .mid
+                .saturating_sub(ticks.saturating_mul(s.tick))
+                .max(s.tick),
+            false => s.mid.saturating_add(ticks.saturating_mul(s.tick)),
         };
         let shares = s.lot * self.rng.random_range(1..=10u32);
         let locate = s.locate;

@@ -2,11 +2,13 @@
 //! out.
 //!
 //! - [`msg`]: the decoder, one pure function over one message's bytes; [`encode`] its
-//!   inverse. Written here rather than taken from a crate: the one maintained ITCH crate
-//!   (`itchy`) allocates and converts every field into its own types, stops at the first
-//!   frame it cannot parse, and has no `h` (operational halt) or `O` (DLCR) message; this
-//!   decoder borrows from the input, reads only fixed offsets, and leaves recovery to the
-//!   framing. The tests check it against `itchy` message by message.
+//!   inverse. Written here rather than taken from a crate: the maintained ITCH crate
+//!   (`itchy`) copies every message into owned types, refuses a message whose coded
+//!   fields hold a value it does not list, stops at the first frame it cannot parse,
+//!   panics on a stock name that is not UTF-8, and has no `h` (operational halt) or `O`
+//!   (DLCR) message; this decoder borrows from the input, reads only fixed offsets, and
+//!   leaves recovery to the framing. The tests check it against `itchy` message by
+//!   message.
 //! - [`frames`]: the length prefixes, gzip, and recovery from bad frames.
 //! - [`book`]: orders by reference and price levels per stock.
 //! - [`day`]: frames → books and counters, the pure core that the feed, the tests and
