@@ -219,9 +219,9 @@ impl Books {
 
     /// Every book with its locate.
     pub fn iter(&self) -> impl Iterator<Item = (u16, &Book)> {
-        (0u16..)
-            .zip(&self.books)
-            .filter_map(|(i, b)| Some((i, b.as_deref()?)))
+        // Indexed by u16 locates, so at most 65,536 entries, each index a u16.
+        let locates = self.books.iter().enumerate();
+        locates.filter_map(|(i, b)| Some((u16::try_from(i).ok()?, b.as_deref()?)))
     }
 
     /// Live orders.
@@ -512,5 +512,39 @@ impl Books {
             self.touched(locate, old_rank.min(rank), ts);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::itch::msg::Header;
+
+    fn add(locate: u16, reference: u64, price: u32) -> Message<'static> {
+        Message {
+            header: Header {
+                locate,
+                tracking: 0,
+                ts_ns: 1,
+            },
+            body: Body::AddOrder {
+                reference,
+                side: b'B',
+                shares: 100,
+                stock: b"ZZZZ    ",
+                price,
+                attribution: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_highest_stock_locate_has_a_book() {
+        let mut books = Books::new();
+        books.apply(&add(u16::MAX, 1, 10_000)).unwrap();
+        books.apply(&add(0, 2, 20_000)).unwrap();
+        let locates: Vec<u16> = books.iter().map(|(l, _)| l).collect();
+        assert_eq!(locates, [0, u16::MAX]);
+        assert_eq!(books.book(u16::MAX).unwrap().bids.len(), 1);
     }
 }

@@ -21,7 +21,7 @@
 //! [`book::DEPTH`] levels, its last print or its volume; the tick carries the whole
 //! level 1 and the depth (see `docs/itch.md` for the field mapping). The trades stream
 //! and status messages of protocol 1.1 are not built yet: prints will go to `tr.*` from
-//! where [`book::Book::print`] records them, and the trading state kept in
+//! where `Book::print` records them, and the trading state kept in
 //! [`book::Book::trading`] and [`book::Books::system`] will feed `status`.
 
 pub mod book;
