@@ -102,6 +102,8 @@ impl Side {
 pub struct Book {
     /// The stock's name, padding trimmed.
     pub symbol: String,
+    /// The name is a TickMesh symbol (protocol.md, Symbols), so the book can be published.
+    pub publishable: bool,
     /// From the directory's ETP flag.
     pub etp: bool,
     pub round_lot: u32,
@@ -124,8 +126,9 @@ pub struct Book {
 
 impl Book {
     fn new(stock: &[u8; 8]) -> Self {
-        Book {
-            symbol: super::msg::trimmed(stock).unwrap_or_default().to_owned(),
+        let mut book = Book {
+            symbol: String::new(),
+            publishable: false,
             etp: false,
             round_lot: 0,
             bids: Side::new(true),
@@ -136,7 +139,14 @@ impl Book {
             operational: b' ',
             ts_ns: 0,
             dirty: false,
-        }
+        };
+        book.name(stock);
+        book
+    }
+
+    fn name(&mut self, stock: &[u8; 8]) {
+        self.symbol = super::msg::trimmed(stock).unwrap_or_default().to_owned();
+        self.publishable = tickmesh_core::symbol::validate(&self.symbol).is_ok();
     }
 
     fn side(&mut self, buy: bool) -> &mut Side {
@@ -367,7 +377,7 @@ impl Books {
             }) => {
                 let book = self.book_mut(locate, Some(stock));
                 if book.symbol.is_empty() {
-                    book.symbol = super::msg::trimmed(stock).unwrap_or_default().to_owned();
+                    book.name(stock);
                 }
                 (book.round_lot, book.etp) = (round_lot, etp_flag == b'Y');
             }

@@ -254,6 +254,8 @@ fn replay_file(
         metrics::counter!("tickmesh_ingest_corrupt_records_total", "source" => "itch");
     let mut day = Day::new();
     let mut changed = Vec::new();
+    // Stocks not published, each logged once; a day names a few thousand stocks.
+    let mut unpublishable: Vec<u16> = Vec::new();
     let mut shift: Option<u64> = None;
     let floor = out.last_src;
     let mut logged = 0u64;
@@ -281,7 +283,11 @@ fn replay_file(
             let Some(book) = day.books.book(locate) else {
                 continue;
             };
-            if tickmesh_core::symbol::validate(&book.symbol).is_err() {
+            if !book.publishable {
+                if !unpublishable.contains(&locate) {
+                    unpublishable.push(locate);
+                    tracing::warn!(file = %file.display(), stock = %book.symbol.escape_debug(), locate, "stock name is not a TickMesh symbol; its book is not published");
+                }
                 continue;
             }
             out.push(tick_of(book, raw + shift), raw + shift)?;
@@ -364,6 +370,49 @@ mod tests {
         assert_eq!(a.tick.volume, b.tick.volume);
         assert!(b.src_ts > got[pass_len - 1].src_ts);
         assert_eq!(stats.corrupt.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stock_whose_name_is_not_a_symbol_is_booked_but_not_published() {
+        use msg::{Body, Header, Message};
+        let mut bytes = Vec::new();
+        for (locate, stock) in [(1u16, b"BRK.A   "), (2, b"AAPL    ")] {
+            let add = Body::AddOrder {
+                reference: u64::from(locate),
+                side: b'S',
+                shares: 100,
+                stock,
+                price: 1_000_000,
+                attribution: None,
+            };
+            let header = Header {
+                locate,
+                tracking: 0,
+                ts_ns: 36_000_000_000_000,
+            };
+            encode::encode(&Message { header, body: add }, &mut bytes);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("day.itch");
+        std::fs::write(&path, &bytes).unwrap();
+        let config = ItchConfig {
+            files: vec![path.clone()],
+            speed: 0.0,
+            ..ItchConfig::default()
+        };
+        let mut rx = spawn(&config, Arc::new(ReplayStats::default()));
+        let mut symbols = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            symbols.extend(batch.into_iter().map(|r| r.tick.symbol));
+        }
+        assert_eq!(symbols, ["AAPL"]);
+        let day = read_day(std::fs::File::open(&path).unwrap()).unwrap();
+        let brk = day.books.book(1).unwrap();
+        assert_eq!((brk.symbol.as_str(), brk.publishable), ("BRK.A", false));
+        assert_eq!(
+            brk.asks.best_first().collect::<Vec<_>>(),
+            [(1_000_000, 100)]
+        );
     }
 
     #[test]
