@@ -153,9 +153,11 @@ impl Book {
         if buy { &mut self.bids } else { &mut self.asks }
     }
 
-    fn print(&mut self, price: u32, shares: u32) {
+    /// Records a print; returns true (a print always shows on the tick: the volume grows).
+    fn print(&mut self, price: u32, shares: u32) -> bool {
         self.last = Some((price, shares));
         self.volume += u64::from(shares);
+        true
     }
 }
 
@@ -255,6 +257,7 @@ impl Books {
         }
     }
 
+    #[inline(always)]
     fn book_mut(&mut self, locate: u16, stock: Option<Stock<'_>>) -> &mut Book {
         let i = usize::from(locate);
         if self.books.len() <= i {
@@ -263,18 +266,23 @@ impl Books {
         self.books[i].get_or_insert_with(|| Box::new(Book::new(stock.unwrap_or(&[b' '; 8]))))
     }
 
-    fn touched(&mut self, locate: u16, rank: usize, ts_ns: u64) {
-        if rank < DEPTH {
-            self.mark(locate, ts_ns);
-        }
-    }
-
-    fn mark(&mut self, locate: u16, ts_ns: u64) {
-        let book = self.book_mut(locate, None);
-        book.ts_ns = ts_ns;
-        if !book.dirty {
-            book.dirty = true;
-            self.changed.push(locate);
+    /// Applies `f` to the book of `locate` (made on first use); when `f` says the change
+    /// shows on a tick, marks the book changed at `ts_ns`.
+    #[inline(always)]
+    fn change(
+        &mut self,
+        locate: u16,
+        stock: Option<Stock<'_>>,
+        ts_ns: u64,
+        f: impl FnOnce(&mut Book) -> bool,
+    ) {
+        let book = self.book_mut(locate, stock);
+        if f(book) {
+            book.ts_ns = ts_ns;
+            if !book.dirty {
+                book.dirty = true;
+                self.changed.push(locate);
+            }
         }
     }
 
@@ -338,8 +346,7 @@ impl Books {
                 ..
             } => {
                 if shares > 0 {
-                    self.book_mut(locate, Some(stock)).print(price, shares);
-                    self.mark(locate, ts);
+                    self.change(locate, Some(stock), ts, |b| b.print(price, shares));
                 }
                 Ok(())
             }
@@ -351,8 +358,7 @@ impl Books {
             } => {
                 if shares > 0 {
                     let shares = u32::try_from(shares).unwrap_or(u32::MAX);
-                    self.book_mut(locate, Some(stock)).print(price, shares);
-                    self.mark(locate, ts);
+                    self.change(locate, Some(stock), ts, |b| b.print(price, shares));
                 }
                 Ok(())
             }
@@ -425,23 +431,22 @@ impl Books {
             }
             std::collections::hash_map::Entry::Vacant(v) => v.insert(order),
         };
-        let rank = self
-            .book_mut(locate, Some(stock))
-            .side(buy)
-            .add(price, shares);
-        self.touched(locate, rank, ts);
+        self.change(locate, Some(stock), ts, |b| {
+            b.side(buy).add(price, shares) < DEPTH
+        });
         Ok(())
     }
 
     /// Takes `shares` (all of them when `None`) off the live order `reference` of stock
-    /// `locate`; returns the order as it was and its level's rank. Marks nothing.
+    /// `locate`; returns the order as it was and the shares taken. Its level is the
+    /// caller's to change.
     #[inline]
     fn unbook(
         &mut self,
         locate: u16,
         reference: u64,
         shares: Option<u32>,
-    ) -> Result<(Order, usize), Refused> {
+    ) -> Result<(Order, u32), Refused> {
         let live = match self.orders.get_mut(&reference) {
             Some(o) if o.locate == locate => o,
             _ => return Err(Refused::UnknownRef(reference)),
@@ -455,11 +460,7 @@ impl Books {
         if live.shares == 0 {
             self.orders.remove(&reference);
         }
-        let rank = self
-            .book_mut(locate, None)
-            .side(o.buy)
-            .remove(o.price, shares);
-        Ok((o, rank))
+        Ok((o, shares))
     }
 
     /// A partial cancel (`Some(shares)`) or a delete (`None`).
@@ -471,8 +472,10 @@ impl Books {
         reference: u64,
         shares: Option<u32>,
     ) -> Result<(), Refused> {
-        let (_, rank) = self.unbook(locate, reference, shares)?;
-        self.touched(locate, rank, ts);
+        let (o, shares) = self.unbook(locate, reference, shares)?;
+        self.change(locate, None, ts, |b| {
+            b.side(o.buy).remove(o.price, shares) < DEPTH
+        });
         Ok(())
     }
 
@@ -487,14 +490,14 @@ impl Books {
         shares: u32,
         print: Option<Option<u32>>,
     ) -> Result<(), Refused> {
-        let (o, rank) = self.unbook(locate, reference, Some(shares))?;
-        match print.unwrap_or(Some(o.price)) {
-            Some(price) => {
-                self.book_mut(locate, None).print(price, shares);
-                self.mark(locate, ts);
+        let (o, shares) = self.unbook(locate, reference, Some(shares))?;
+        self.change(locate, None, ts, |b| {
+            let rank = b.side(o.buy).remove(o.price, shares);
+            match print.unwrap_or(Some(o.price)) {
+                Some(price) => b.print(price, shares),
+                None => rank < DEPTH,
             }
-            None => self.touched(locate, rank, ts),
-        }
+        });
         Ok(())
     }
 
@@ -514,13 +517,15 @@ impl Books {
         if shares == 0 {
             return Err(Refused::BadShares(new));
         }
-        let (o, old_rank) = self.unbook(locate, original, None)?;
+        let (o, _) = self.unbook(locate, original, None)?;
         let order = Order { shares, price, ..o };
         self.orders.insert(new, order);
-        let rank = self.book_mut(locate, None).side(o.buy).add(price, shares);
-        if (o.price, o.shares) != (price, shares) {
-            self.touched(locate, old_rank.min(rank), ts);
-        }
+        self.change(locate, None, ts, |b| {
+            let side = b.side(o.buy);
+            let old = side.remove(o.price, o.shares);
+            let rank = side.add(price, shares);
+            (o.price, o.shares) != (price, shares) && old.min(rank) < DEPTH
+        });
         Ok(())
     }
 }
