@@ -353,18 +353,21 @@ impl Gen {
         best
     }
 
+    /// A price 1 to 5 ticks on a side of stock `i`'s last trade, and 1 to 10 round lots.
+    fn quote(&mut self, i: usize, buy: bool) -> (u32, u32) {
+        let s = &self.stocks[i];
+        let away = self.rng.random_range(1..=5u32).saturating_mul(s.tick);
+        let price = match buy {
+            true => s.mid.saturating_sub(away).max(s.tick),
+            false => s.mid.saturating_add(away),
+        };
+        (price, s.lot * self.rng.random_range(1..=10u32))
+    }
+
     /// A new resting order on stock `i`, 1 to 5 ticks on its side of the last trade.
     fn add(&mut self, i: usize, buy: bool) {
+        let (price, shares) = self.quote(i, buy);
         let s = &self.stocks[i];
-        let ticks = self.rng.random_range(1..=5u32);
-        let price = match buy {
-            true => s
-                .mid
-                .saturating_sub(ticks.saturating_mul(s.tick))
-                .max(s.tick),
-            false => s.mid.saturating_add(ticks.saturating_mul(s.tick)),
-        };
-        let shares = s.lot * self.rng.random_range(1..=10u32);
         let (locate, name) = (s.locate, s.name);
         let reference = self.next_ref;
         self.next_ref += 1;
@@ -586,18 +589,9 @@ impl Gen {
     }
 
     fn replace(&mut self, i: usize, k: usize) {
-        let s = &self.stocks[i];
-        let o = s.orders[k];
-        let ticks = self.rng.random_range(1..=5u32);
-        let price = match o.buy {
-            true => s
-                .mid
-                .saturating_sub(ticks.saturating_mul(s.tick))
-                .max(s.tick),
-            false => s.mid.saturating_add(ticks.saturating_mul(s.tick)),
-        };
-        let shares = s.lot * self.rng.random_range(1..=10u32);
-        let locate = s.locate;
+        let o = self.stocks[i].orders[k];
+        let (price, shares) = self.quote(i, o.buy);
+        let locate = self.stocks[i].locate;
         let new = self.next_ref;
         self.next_ref += 1;
         let body = Body::Replace {
