@@ -15,6 +15,8 @@ use tickmesh_core::refdata::{self, ChainRef, RefValue};
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 use tickmesh_edge::auth::Verifier;
 use tickmesh_edge::config::AuthConfig;
+use tickmesh_ingest::sources::itch::day::Day;
+use tickmesh_ingest::sources::itch::{encode::encode, frames};
 use tickmesh_ingest::sources::replay::{self, ReplayConfig, ReplayStats};
 use tickmesh_ingest::tickfile::{self, FileFormat};
 
@@ -300,5 +302,34 @@ pub fn revocation(data: &[u8]) {
             r.sub.is_some() || r.jti.is_some(),
             "a revocation names a user or a token"
         );
+    }
+}
+
+/// An ITCH 5.0 file (frames, messages, books): every message accepted re-encodes to its
+/// own bytes, and every book's levels are strictly ordered best first with shares on
+/// each.
+pub fn itch(data: &[u8]) {
+    let mut day = Day::new();
+    let mut again = Vec::new();
+    let _ = frames::scan(data, 0, true, &mut |offset, frame| {
+        if let Ok(m) = &frame {
+            again.clear();
+            encode(m, &mut again);
+            let at = usize::try_from(offset).expect("offsets of an in-memory input");
+            assert_eq!(Some(&again[..]), data.get(at..at + again.len()), "at {at}");
+        }
+        let _ = day.on_frame(frame);
+        ControlFlow::Continue(())
+    });
+    for (_, book) in day.books.iter() {
+        for (side, buy) in [(&book.bids, true), (&book.asks, false)] {
+            let levels: Vec<(u32, u64)> = side.best_first().collect();
+            assert!(levels.iter().all(|l| l.1 > 0), "{}: an empty level", book.symbol);
+            let ordered = levels.windows(2).all(|w| match buy {
+                true => w[0].0 > w[1].0,
+                false => w[0].0 < w[1].0,
+            });
+            assert!(ordered, "{}: levels out of order", book.symbol);
+        }
     }
 }

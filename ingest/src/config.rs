@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tickmesh_service::nats::{NatsAuth, NatsTls};
 
 use crate::lease::LeaseConfig;
+use crate::sources::itch::ItchConfig;
 use crate::sources::options::OptionsConfig;
 use crate::sources::replay::ReplayConfig;
 use crate::sources::session::SessionConfig;
@@ -22,10 +23,11 @@ pub struct IngestConfig {
     /// Number of subject shards, deployment-wide (`md.<fnv1a_32(symbol) % shards>.<symbol>`).
     pub shards: u32,
     pub kv: KvConfig,
-    /// The feed: `sim` (default) or `replay`.
+    /// The feed: `sim` (default), `replay` or `itch`.
     pub source: SourceKind,
     pub sim: SimConfig,
     pub replay: ReplayConfig,
+    pub itch: ItchConfig,
     pub refdata: RefDataConfig,
     pub lease: LeaseConfig,
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); not served when unset.
@@ -45,6 +47,8 @@ pub enum SourceKind {
     Sim,
     /// Recorded files (`[replay]`).
     Replay,
+    /// NASDAQ TotalView-ITCH 5.0 files (`[itch]`).
+    Itch,
 }
 
 /// `[refdata]`: the reference-data bucket.
@@ -121,6 +125,7 @@ impl Default for IngestConfig {
             source: SourceKind::Sim,
             sim: SimConfig::default(),
             replay: ReplayConfig::default(),
+            itch: ItchConfig::default(),
             refdata: RefDataConfig::default(),
             lease: LeaseConfig::default(),
             metrics_listen: None,
@@ -258,6 +263,9 @@ impl IngestConfig {
         self.replay
             .validate(self.source == SourceKind::Replay)
             .map_err(|(key, reason)| bad(&format!("replay.{key}"), reason))?;
+        self.itch
+            .validate(self.source == SourceKind::Itch)
+            .map_err(|(key, reason)| bad(&format!("itch.{key}"), reason))?;
         self.lease
             .validate()
             .map_err(|(key, reason)| bad(&format!("lease.{key}"), reason))
@@ -359,6 +367,14 @@ mod tests {
             ..IngestConfig::default()
         };
         assert_eq!(key_of(c), "replay.files");
+        let c = IngestConfig {
+            source: SourceKind::Itch,
+            ..IngestConfig::default()
+        };
+        assert_eq!(key_of(c), "itch.files");
+        let mut c = IngestConfig::default();
+        c.itch.date = Some("2026-13-01".into());
+        assert_eq!(key_of(c), "itch.date");
         let mut c = IngestConfig::default();
         c.lease.name = "a.b".into();
         assert_eq!(key_of(c), "lease.name");

@@ -17,6 +17,7 @@ use crate::publisher::{Counts, Publisher};
 use crate::refdata::{Catalog, RefWriter};
 use crate::sequencer::next_epoch;
 use crate::snapshot::{self, Slots};
+use crate::sources::itch;
 use crate::sources::replay::{self, Pacer, ReplayStats, Replayed};
 use crate::sources::sim::{SimParams, Simulator};
 use crate::telemetry;
@@ -38,7 +39,8 @@ pub struct Summary {
     /// Largest `md_last` write lag, µs.
     pub kv_max_lag_us: u64,
     pub kv_mean_lag_us: u64,
-    /// Replay: records read and corrupt records skipped.
+    /// Replay: records read and corrupt records skipped (ITCH: messages read, and bad
+    /// frames and refused messages).
     pub replay_records: u64,
     pub replay_corrupt: u64,
     /// Time spent publishing (all terms), seconds.
@@ -136,6 +138,7 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
     let name = match config.source {
         SourceKind::Sim => "sim",
         SourceKind::Replay => "replay",
+        SourceKind::Itch => "itch",
     };
     let mut publisher = Publisher::new(client.clone(), config.shards, name, slots.clone());
     if let Source::Sim(sim) = &source {
@@ -277,18 +280,33 @@ fn open_source(config: &IngestConfig) -> Source {
                 today: tickmesh_core::date::Date::from_unix_us(now_us()),
             })))
         }
-        SourceKind::Replay => {
-            let stats = Arc::new(ReplayStats::default());
-            Source::Replay {
-                rx: replay::spawn(&config.replay, stats.clone()),
-                stats,
-                pacer: Pacer::new(
-                    config.replay.speed,
-                    Duration::from_millis(config.replay.max_wait_ms),
-                ),
-                catalog: Catalog::default(),
-            }
-        }
+        SourceKind::Replay => replayed(
+            |stats| replay::spawn(&config.replay, stats),
+            config.replay.speed,
+            config.replay.max_wait_ms,
+        ),
+        // ITCH books become ticks in the reader thread; from there on they are replayed
+        // ticks like any other.
+        SourceKind::Itch => replayed(
+            |stats| itch::spawn(&config.itch, stats),
+            config.itch.speed,
+            config.itch.max_wait_ms,
+        ),
+    }
+}
+
+/// A source of replayed ticks, started by `spawn`.
+fn replayed(
+    spawn: impl FnOnce(Arc<ReplayStats>) -> tokio::sync::mpsc::Receiver<Vec<Replayed>>,
+    speed: f64,
+    max_wait_ms: u64,
+) -> Source {
+    let stats = Arc::new(ReplayStats::default());
+    Source::Replay {
+        rx: spawn(stats.clone()),
+        stats,
+        pacer: Pacer::new(speed, Duration::from_millis(max_wait_ms)),
+        catalog: Catalog::default(),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: figment config, validated before anything connects.
 //! - [`sources`]: the market simulator (equities, ETFs, indices, option chains with
-//!   greeks) and the replay of recorded files.
+//!   greeks), the replay of recorded files, and NASDAQ TotalView-ITCH 5.0 files booked
+//!   per stock.
 //! - [`tickfile`]: the NDJSON and CSV tick files that `record` writes and replay reads.
 //! - [`lease`]: the feed's lease in KV `md_lease`: only its holder publishes.
 //! - [`sequencer`]: stamps `epoch`, `seq` and `ts`; chooses epochs; drops stale input.

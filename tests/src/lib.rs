@@ -98,6 +98,19 @@ impl Service {
 }
 
 /// A small simulated universe: few symbols so each ticks often.
+/// A subscription to every tick (`md.>`), with room for 65,536 unread messages, live
+/// once this returns.
+pub async fn subscribe_all(url: &str) -> async_nats::Subscriber {
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 16)
+        .connect(url)
+        .await
+        .expect("connecting to the test nats-server");
+    let sub = client.subscribe("md.>").await.expect("subscribing to md.>");
+    client.flush().await.expect("flushing the subscription");
+    sub
+}
+
 pub fn ingest_config(nats_url: &str, ticks_per_sec: u32) -> IngestConfig {
     let mut c = IngestConfig::default();
     c.nats.urls = vec![nats_url.to_string()];

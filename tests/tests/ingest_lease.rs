@@ -121,13 +121,7 @@ async fn a_holder_whose_lease_was_taken_stops_and_release_hands_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingest_nodes_never_publish_together_and_seq_keeps_increasing_across_fail_over() {
     let nats = NatsServer::start().unwrap();
-    let client = async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 16)
-        .connect(nats.url())
-        .await
-        .unwrap();
-    let mut sub = client.subscribe("md.>").await.unwrap();
-    client.flush().await.unwrap();
+    let mut sub = subscribe_all(&nats.url()).await;
     let node = |name: &str| {
         let mut c = ingest_config(&nats.url(), 2000);
         c.lease = lease_config(name);

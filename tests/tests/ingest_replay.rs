@@ -31,17 +31,6 @@ fn replay_config(url: &str, files: Vec<PathBuf>, speed: f64) -> IngestConfig {
     c
 }
 
-async fn subscribe_all(url: &str) -> async_nats::Subscriber {
-    let client = async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 16)
-        .connect(url)
-        .await
-        .unwrap();
-    let sub = client.subscribe("md.>").await.unwrap();
-    client.flush().await.unwrap();
-    sub
-}
-
 /// Ticks received until the subscription stays quiet for `quiet`.
 async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Tick> {
     let mut out = Vec::new();

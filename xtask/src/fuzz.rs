@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 
 /// Every fuzz target; `fuzz/Cargo.toml` has a `[[bin]]` for each.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "client_json",
     "client_msgpack",
     "wire_tick",
@@ -25,6 +25,7 @@ pub const TARGETS: [&str; 9] = [
     "jwt",
     "md_ref",
     "revocation",
+    "itch",
 ];
 
 /// Seconds per target when `--seconds` is not given.

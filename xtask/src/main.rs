@@ -11,13 +11,14 @@ use anyhow::{Context, bail};
 use tickmesh_devkit::{NatsSpec, wait_http};
 
 mod bench;
+mod feed;
 mod fuzz;
 mod pki;
 mod revoke;
 mod token;
 mod tools;
 
-const USAGE: &str = "usage: cargo xtask <demo [--release] | test [nextest args...] | token [--help] | revoke [--help] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
+const USAGE: &str = "usage: cargo xtask <demo [--release] [--tls] [--feed sim|itch[:FILE]] | test [nextest args...] | token [--help] | revoke [--help] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -255,13 +256,21 @@ fn conf_list(items: impl IntoIterator<Item = String>) -> String {
 /// Runs the mesh on 127.0.0.1: a 3-node hub with ingest, and two regions, each a 2-node
 /// leaf cluster with its KV mirror and an edge (region A on :8080, region B on :8081).
 fn demo(args: &[String]) -> anyhow::Result<()> {
-    let release = args.iter().any(|a| a == "--release");
-    let tls = args.iter().any(|a| a == "--tls");
-    if let Some(other) = args
-        .iter()
-        .find(|a| !["--release", "--tls"].contains(&a.as_str()))
-    {
-        bail!("unknown demo option {other}: the options are --release and --tls (wss:// edges)");
+    let (mut release, mut tls, mut feed) = (false, false, feed::Feed::Sim);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--release" => release = true,
+            "--tls" => tls = true,
+            "--feed" => {
+                let value = rest.next().context("--feed needs sim, itch or itch:FILE")?;
+                feed = feed::Feed::parse(value)?;
+            }
+            other => bail!(
+                "unknown demo option {other}: the options are --release, --tls (wss:// edges) \
+                 and --feed sim|itch[:FILE]"
+            ),
+        }
     }
     let root = root();
     let nats = tools::ensure(&root)?;
@@ -354,7 +363,9 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     demo_mirrors(&pki)?;
 
     let hub_urls = conf_list(DEMO_HUB.iter().map(|h| format!("nats://127.0.0.1:{}", h.1)));
-    let ingest = own_group(&mut Command::new(bin.join("tickmesh-ingest")))
+    let mut ingest = Command::new(bin.join("tickmesh-ingest"));
+    feed.configure(&bin.join("tickmesh-ingest"), &state, &mut ingest)?;
+    let ingest = own_group(&mut ingest)
         .args(["--config", "config/ingest.toml"])
         .env("TICKMESH_INGEST_NATS__URLS", &hub_urls)
         .env("TICKMESH_INGEST_KV__REPLICAS", "3")

@@ -5,7 +5,9 @@
 //!   [`session`] (the simulated clock), [`options`] (chains) and [`pricing`]
 //!   (Black-Scholes and the smile).
 //! - [`replay`]: recorded files.
+//! - [`itch`]: NASDAQ TotalView-ITCH 5.0 files, booked per stock.
 
+pub mod itch;
 pub mod options;
 pub mod pricing;
 pub mod replay;

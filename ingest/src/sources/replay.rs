@@ -76,22 +76,11 @@ impl ReplayConfig {
     /// Checks the values (the files only when replay is the source); errors name the key
     /// below `replay`.
     pub fn validate(&self, active: bool) -> Result<(), (&'static str, String)> {
-        if !(self.speed >= 0.0 && self.speed <= 1_000_000.0) {
-            return Err((
-                "speed",
-                format!("must be in [0, 1000000], got {}", self.speed),
-            ));
-        }
+        validate_pace(self.speed, self.max_wait_ms)?;
         if !(256..=16 << 20).contains(&self.max_record_bytes) {
             return Err((
                 "max_record_bytes",
                 format!("must be 256..=16777216, got {}", self.max_record_bytes),
-            ));
-        }
-        if !(1..=86_400_000).contains(&self.max_wait_ms) {
-            return Err((
-                "max_wait_ms",
-                format!("must be 1..=86400000, got {}", self.max_wait_ms),
             ));
         }
         if !(1_000..=10 * 365 * 86_400_000).contains(&self.max_src_jump_ms) {
@@ -114,6 +103,20 @@ impl ReplayConfig {
         }
         Ok(())
     }
+}
+
+/// Checks the pacing keys that replayed sources share: `speed` and `max_wait_ms`.
+pub(crate) fn validate_pace(speed: f64, max_wait_ms: u64) -> Result<(), (&'static str, String)> {
+    if !(0.0..=1_000_000.0).contains(&speed) {
+        return Err(("speed", format!("must be in [0, 1000000], got {speed}")));
+    }
+    if !(1..=86_400_000).contains(&max_wait_ms) {
+        return Err((
+            "max_wait_ms",
+            format!("must be 1..=86400000, got {max_wait_ms}"),
+        ));
+    }
+    Ok(())
 }
 
 /// One tick to republish, with its (shifted) source time.
