@@ -11,9 +11,9 @@ use tickmesh_core::Tick;
 /// seq in between was either folded into an update or told as lost.
 #[derive(Debug, Default)]
 pub struct Continuity {
-    /// Per symbol: the last seq had, and since then the highest seq a gap told of and how
-    /// many seqs the gaps named.
-    had: HashMap<String, (u64, u64, u64)>,
+    /// Per symbol: the last epoch and seq had, and since then the highest seq a gap told
+    /// of and how many seqs the gaps named.
+    had: HashMap<String, (u64, u64, u64, u64)>,
     /// Ticks the edge said never reached it.
     pub lost: u64,
     /// Ticks folded into updates.
@@ -26,7 +26,7 @@ impl Continuity {
     pub fn gap(&mut self, symbol: &str, from: u64, to: u64) {
         let n = to.saturating_sub(from) + 1;
         self.lost += n;
-        if let Some((_, told_to, told)) = self.had.get_mut(symbol) {
+        if let Some((_, _, told_to, told)) = self.had.get_mut(symbol) {
             *told_to = (*told_to).max(to);
             *told += n;
         }
@@ -35,9 +35,16 @@ impl Continuity {
     /// A tick passed by the seq gate; false if it breaks continuity. A `from_seq` below
     /// what the client expects is an overlap (after a reconnect, what the edge sent last
     /// may not be what this client kept), not a break.
-    pub fn tick(&mut self, symbol: &str, seq: u64, from_seq: Option<u64>, snapshot: bool) -> bool {
-        let before = self.had.insert(symbol.to_string(), (seq, 0, 0));
-        let Some((had, told_to, told)) = before.filter(|_| !snapshot) else {
+    /// A new epoch (an ingest fail-over or restart) jumps seq forward: nothing is owed.
+    pub fn tick(
+        &mut self,
+        symbol: &str,
+        (epoch, seq): (u64, u64),
+        from_seq: Option<u64>,
+        snapshot: bool,
+    ) -> bool {
+        let before = self.had.insert(symbol.to_string(), (epoch, seq, 0, 0));
+        let Some((_, had, told_to, told)) = before.filter(|b| !snapshot && b.0 == epoch) else {
             return true;
         };
         self.conflated += seq.saturating_sub(had + 1).saturating_sub(told);
@@ -168,20 +175,28 @@ mod tests {
     fn continuity_accounts_for_every_seq_as_folded_or_lost() {
         let mut c = Continuity::default();
         assert!(
-            c.tick("AAPL", 10, None, true),
+            c.tick("AAPL", (1, 10), None, true),
             "a snapshot starts the count"
         );
-        assert!(c.tick("AAPL", 11, None, false));
-        assert!(c.tick("AAPL", 15, Some(12), false), "12..=15 folded");
+        assert!(c.tick("AAPL", (1, 11), None, false));
+        assert!(c.tick("AAPL", (1, 15), Some(12), false), "12..=15 folded");
         c.gap("AAPL", 16, 18);
-        assert!(c.tick("AAPL", 20, Some(19), false), "after the gap");
+        assert!(c.tick("AAPL", (1, 20), Some(19), false), "after the gap");
         assert_eq!((c.conflated, c.lost, c.broken), (4, 3, 0));
         assert!(
-            !c.tick("AAPL", 25, Some(23), false),
+            !c.tick("AAPL", (1, 25), Some(23), false),
             "21 and 22 unaccounted for"
         );
         assert_eq!(c.broken, 1);
-        assert!(c.tick("AAPL", 30, None, true), "a new snapshot starts over");
+        assert!(
+            c.tick("AAPL", (1, 30), None, true),
+            "a new snapshot starts over"
+        );
+        assert!(
+            c.tick("AAPL", (2, 900), None, false),
+            "a new epoch owes nothing"
+        );
+        assert_eq!(c.broken, 1);
     }
 
     #[test]

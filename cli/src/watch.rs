@@ -400,7 +400,14 @@ impl Watch {
             return Ok(());
         }
         let from_seq = fields.get("from_seq").and_then(Value::as_u64);
-        if !self.continuity.tick(symbol, seq, from_seq, snapshot) {
+        let epoch = fields
+            .get("epoch")
+            .and_then(Value::as_u64)
+            .unwrap_or_default();
+        if !self
+            .continuity
+            .tick(symbol, (epoch, seq), from_seq, snapshot)
+        {
             self.view.note(
                 Level::Warn,
                 format!("{symbol}: seq {seq} does not follow from what came before (from_seq {from_seq:?})"),

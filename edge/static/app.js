@@ -520,7 +520,15 @@ client.on('gap', (g) => {
     row.tr.title = `${row.lost} ticks never reached the edge; the last gap: seq ${g.from_seq}–${g.to_seq}`;
   }
 });
-client.on('continuity', (c) => log(`${c.symbol}: seq ${c.seq} skips ticks neither folded nor told lost`, 'error'));
+client.on('symbolstatus', (s) => {
+  // Watchlist rows only: a chain's legs would flood the log.
+  const row = watch.rows.get(s.symbol);
+  if (!row) return;
+  row.tr.classList.toggle('stale', s.stale);
+  row.tr.title = s.stale ? `stale: ${s.reason}` : '';
+  log(`${s.symbol}: ${s.stale ? 'stale' : 'fresh'} (${s.reason})`, s.stale ? 'warn' : 'info');
+});
+client.on('continuity', (c) => log(`${c.symbol}: seq ${c.seq} (from ${c.from_seq}, after ${c.had}) skips ticks neither folded nor told lost`, 'error'));
 client.on('status', (s) => {
   if (s.status === 'draining') log(`edge draining, moving in ${s.afterMs} ms`, 'warn');
 });

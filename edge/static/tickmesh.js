@@ -256,6 +256,8 @@ export class TickMeshClient {
     this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0 };
     /** Per symbol since its last tick: the highest seq and the count of `gap`s told. @type {Map<string, {to: number, n: number}>} */
     this._told = new Map();
+    /** Epoch of the last tick delivered per symbol. @type {Map<string, number | undefined>} */
+    this._epoch = new Map();
 
     /** @type {Map<string, Set<Function>>} */
     this._listeners = new Map();
@@ -549,6 +551,11 @@ export class TickMeshClient {
           }
         }
         return;
+      case 'status':
+        // A subscribed symbol turned stale or fresh (the server's `status`, not the
+        // connection's, which is the `status` event).
+        this._emit('symbolstatus', msg);
+        return;
       case 'gap': {
         const n = Math.max(0, msg.to_seq - msg.from_seq + 1) || 0;
         this.stats.lost += n;
@@ -561,6 +568,7 @@ export class TickMeshClient {
         const { type, ...tick } = msg;
         if (this._fresh(tick)) {
           this._told.delete(tick.symbol);
+          this._epoch.set(tick.symbol, tick.epoch);
           this._emit('snapshot', tick);
         }
         return;
@@ -613,7 +621,10 @@ export class TickMeshClient {
   _continuity(tick, had) {
     const told = this._told.get(tick.symbol) ?? { to: 0, n: 0 };
     this._told.delete(tick.symbol);
-    if (had === undefined || typeof tick.seq !== 'number') return;
+    const epoch = this._epoch.get(tick.symbol);
+    this._epoch.set(tick.symbol, tick.epoch);
+    // A new epoch (an ingest fail-over or restart) jumps seq forward: nothing is owed.
+    if (had === undefined || typeof tick.seq !== 'number' || epoch !== tick.epoch) return;
     this.stats.conflated += Math.max(0, tick.seq - had - 1 - told.n);
     const from = typeof tick.from_seq === 'number' ? tick.from_seq : tick.seq;
     if (from > Math.max(had, told.to) + 1) {

@@ -200,3 +200,31 @@ test('the page reconnects and resubscribes by itself when its edge is replaced',
     await page.close();
   }
 });
+
+test('rows turn grey while the feed is quiet and come back when another ingest takes over', { timeout: 45000 }, async () => {
+  const { page, pageErrors } = await openDashboard('?symbols=AAPL,MSFT');
+  try {
+    await waitForStatus(page, (s) => s.state === 'open', 'open');
+    const price = await nextPrice(page, 'AAPL', '');
+    const stale = (symbol) => `tr[data-symbol="${symbol}"].stale`;
+    assert.equal(await page.$(stale('AAPL')), null, 'stale while the feed is alive');
+
+    // The ingest stops: the edge hears no announcement for stale_after_ms (2000).
+    await mesh.stopIngest();
+    await page.waitForSelector(stale('AAPL'), { timeout: 8000 });
+    await page.waitForSelector(stale('MSFT'), { timeout: 2000 });
+    assert.match((await page.getAttribute('tr[data-symbol="AAPL"]', 'title')) ?? '', /stale: feed quiet/);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-stale.png') });
+
+    // Another ingest takes the feed over: fresh again, and prices move.
+    mesh.startIngest();
+    await page.waitForSelector(stale('AAPL'), { state: 'detached', timeout: 15000 });
+    await nextPrice(page, 'AAPL', price);
+    const log = (await page.textContent('#log')) ?? '';
+    assert.match(log, /AAPL: fresh \(feed back\)/);
+    assert.doesNotMatch(log, /neither folded nor told/, 'a new epoch is not a loss');
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  } finally {
+    await page.close();
+  }
+});

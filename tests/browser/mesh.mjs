@@ -248,6 +248,25 @@ export async function startMesh({ ticksPerSec = 2000 } = {}) {
       return status;
     },
 
+    /** Starts an ingest (the simulator) publishing into the mesh. */
+    startIngest() {
+      if (ingest && !ingest.status) throw new Error('an ingest is already running');
+      ingest = launch('ingest', path.join(BIN_DIR, 'tickmesh-ingest'), [], {
+        TICKMESH_INGEST_NATS__URLS: JSON.stringify([natsUrl]),
+        TICKMESH_INGEST_SIM__TICKS_PER_SEC: String(ticksPerSec),
+      });
+      procs.push(ingest);
+      return ingest;
+    },
+
+    /** Stops the running ingest (SIGTERM: it releases the feed); resolves when it exited. */
+    async stopIngest() {
+      if (!ingest) return null;
+      const status = await stopProc(ingest, 'SIGTERM', 5000);
+      ingest = null;
+      return status;
+    },
+
     /** The running edge's Prometheus text. */
     async metrics() {
       const res = await fetch(`${mesh.httpUrl}/metrics`, { signal: AbortSignal.timeout(2000) });
@@ -274,11 +293,7 @@ export async function startMesh({ ticksPerSec = 2000 } = {}) {
       15000,
       [nats],
     );
-    ingest = launch('ingest', path.join(BIN_DIR, 'tickmesh-ingest'), [], {
-      TICKMESH_INGEST_NATS__URLS: JSON.stringify([natsUrl]),
-      TICKMESH_INGEST_SIM__TICKS_PER_SEC: String(ticksPerSec),
-    });
-    procs.push(ingest);
+    mesh.startIngest();
     await mesh.startEdge();
   } catch (err) {
     await mesh.stop();

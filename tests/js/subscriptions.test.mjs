@@ -207,8 +207,24 @@ test('every seq between two updates is accounted for: folded (from_seq) or told 
     [h.client.stats.conflated, h.client.stats.lost, h.client.stats.broken],
     [5, 3, 0],
   );
+  // A new epoch jumps seq forward: nothing is owed.
+  h.ws.deliver({ type: 'ticks', ticks: [{ ...tick('MSFT', 3), epoch: 1 }] });
+  h.ws.deliver({ type: 'ticks', ticks: [{ ...tick('MSFT', 900), epoch: 2 }] });
+  assert.equal(h.client.stats.broken, 0);
   // 21 and 22 neither folded into 23 nor told: a break.
   h.ws.deliver({ type: 'ticks', ticks: [tick('AAPL', 23)] });
   assert.equal(h.client.stats.broken, 1);
   assert.deepEqual(h.of('continuity'), [{ symbol: 'AAPL', seq: 23, from_seq: 23, had: 20 }]);
+});
+
+test("the server's status of a symbol is its own event, not the connection's", () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  const before = h.of('status').length;
+  h.ws.deliver({ type: 'status', symbol: 'AAPL', stale: true, reason: 'feed quiet', ts: 1 });
+  assert.deepEqual(h.of('symbolstatus'), [
+    { type: 'status', symbol: 'AAPL', stale: true, reason: 'feed quiet', ts: 1 },
+  ]);
+  assert.equal(h.of('status').length, before);
 });
