@@ -331,9 +331,10 @@ pub enum ServerMsg {
         epoch: u64,
         from_seq: u64,
         to_seq: u64,
-        /// `upstream`: the gateway's stream of the symbol skipped them; `snapshot`: they
-        /// came between the snapshot the client was given and the first tick the
-        /// gateway received.
+        /// `upstream`: the gateway's stream of the symbol skipped them; `reconnect`: they
+        /// were published while its NATS connection was down; `snapshot`: they came
+        /// between the snapshot the client was given and the first tick the gateway
+        /// received.
         reason: String,
     },
 }

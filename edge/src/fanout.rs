@@ -96,6 +96,9 @@ pub struct SharedTick {
     pub wire_len: usize,
     /// When the edge decoded it: how long it then waits in the edge is measured from here.
     pub arrived: Instant,
+    /// The first tick of its symbol since the edge's NATS connection came back: seqs
+    /// missing before it were lost to the reconnect.
+    pub after_reconnect: bool,
     live: [[OnceLock<Bytes>; 3]; 2],
     snapshot: [[OnceLock<Bytes>; 3]; 2],
     /// Whole `ticks` frames holding this tick alone, made when first asked for.
@@ -108,6 +111,7 @@ impl SharedTick {
             tick,
             wire_len,
             arrived: Instant::now(),
+            after_reconnect: false,
             live: Default::default(),
             snapshot: Default::default(),
             alone: OnceLock::new(),
@@ -282,9 +286,10 @@ pub struct Update {
 /// Why ticks of a symbol never reached the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GapReason {
-    /// The edge's stream of the symbol skipped them (NATS dropped them, or the edge was
-    /// cut off from it for a while).
+    /// The edge's stream of the symbol skipped them (NATS dropped them on the way).
     Upstream,
+    /// The edge's NATS connection was down while they were published.
+    Reconnect,
     /// They came between the snapshot the session was given and the first tick of the
     /// symbol the edge received.
     Snapshot,
@@ -294,6 +299,7 @@ impl GapReason {
     pub fn as_str(self) -> &'static str {
         match self {
             GapReason::Upstream => "upstream",
+            GapReason::Reconnect => "reconnect",
             GapReason::Snapshot => "snapshot",
         }
     }
@@ -321,7 +327,7 @@ struct Stream {
     first: u64,
     last: u64,
     /// The latest runs of seqs that never came, oldest first, at most [`GAPS_KEPT`].
-    gaps: std::collections::VecDeque<(u64, u64)>,
+    gaps: std::collections::VecDeque<(u64, u64, GapReason)>,
     /// The highest seq of the runs pushed out of `gaps` (0: none).
     forgotten_to: u64,
 }
@@ -336,8 +342,9 @@ impl Stream {
         }
     }
 
-    /// A tick came (whether or not it is newer than the symbol's latest value).
-    fn received(&mut self, epoch: u64, seq: u64) {
+    /// A tick came (whether or not it is newer than the symbol's latest value); seqs
+    /// missing before it are a run lost for `why`.
+    fn received(&mut self, epoch: u64, seq: u64, why: GapReason) {
         if epoch != self.epoch {
             // A new epoch: seqs jump forward, and nothing of the old one is owed.
             *self = Stream::new(epoch, seq);
@@ -345,11 +352,11 @@ impl Stream {
         }
         if seq > self.last + 1 {
             if self.gaps.len() == GAPS_KEPT
-                && let Some((_, to)) = self.gaps.pop_front()
+                && let Some((_, to, _)) = self.gaps.pop_front()
             {
                 self.forgotten_to = to;
             }
-            self.gaps.push_back((self.last + 1, seq - 1));
+            self.gaps.push_back((self.last + 1, seq - 1, why));
         }
         self.last = self.last.max(seq);
     }
@@ -397,9 +404,9 @@ impl Stream {
             gap(start, stream.forgotten_to, GapReason::Upstream);
             start = stream.forgotten_to + 1;
         }
-        for &(from, to) in &stream.gaps {
+        for &(from, to, why) in &stream.gaps {
             if to >= start && from < tick.seq {
-                gap(from.max(start), to.min(tick.seq - 1), GapReason::Upstream);
+                gap(from.max(start), to.min(tick.seq - 1), why);
                 start = to + 1;
             }
         }
@@ -836,8 +843,12 @@ impl<W: Wake> Fanout<W> {
             .get_mut(&symbol)
             .expect("slot looked up just above");
         let (epoch, seq) = (tick.tick.epoch, tick.seq());
+        let why = match tick.after_reconnect {
+            true => GapReason::Reconnect,
+            false => GapReason::Upstream,
+        };
         match &mut slot.stream {
-            Some(stream) => stream.received(epoch, seq),
+            Some(stream) => stream.received(epoch, seq, why),
             None => slot.stream = Some(Stream::new(epoch, seq)),
         }
         if slot.latest.as_ref().is_some_and(|l| l.seq() >= tick.seq()) {

@@ -241,6 +241,10 @@ impl NatsLink {
                 }
             };
             let ticks_in = metrics::counter!("tickmesh_edge_ticks_in_total");
+            // The reconnect generation as of the last tick: the first tick after it grows
+            // is marked, so that seqs missing before it are told as lost to the reconnect.
+            let reconnects = link.reconnects.subscribe();
+            let mut generation = *reconnects.borrow();
             let transit = metrics::histogram!("tickmesh_edge_tick_transit_seconds");
             loop {
                 let msg = tokio::select! {
@@ -273,7 +277,11 @@ impl NatsLink {
                         // Ingest's stamp to here, on the two hosts' wall clocks.
                         let age_us = tickmesh_core::tick::now_us().saturating_sub(tick.ts);
                         transit.record(age_us as f64 / 1e6);
-                        if !hub.publish(Arc::new(SharedTick::new(tick, msg.payload.len()))) {
+                        let mut shared = SharedTick::new(tick, msg.payload.len());
+                        let now = *reconnects.borrow();
+                        shared.after_reconnect = now != generation;
+                        generation = now;
+                        if !hub.publish(Arc::new(shared)) {
                             metrics::counter!("tickmesh_edge_ticks_dropped_total", "reason" => "stale").increment(1);
                         }
                     }
@@ -300,7 +308,12 @@ impl NatsLink {
         let read = self.kv.latest_authoritative(symbol.as_str()).await;
         let Some(hub) = hub.upgrade() else { return };
         match read.and_then(|v| decode(&symbol, v)) {
-            Ok(Some(tick)) => {
+            Ok(Some(mut tick)) => {
+                // A resync follows a reconnect (or the regional mirror catching up): seqs
+                // this value skips were lost to it.
+                if let Some(fresh) = Arc::get_mut(&mut tick) {
+                    fresh.after_reconnect = true;
+                }
                 let newer = hub.publish(tick);
                 metrics::counter!("tickmesh_edge_resync_reads_total", "result" => if newer { "newer" } else { "current" })
                     .increment(1);

@@ -234,7 +234,7 @@ def test_hub_leaf_user_reading_other_replies_is_reported(broken):
 @pytest.mark.parametrize(
     "template, old, new, expected",
     [
-        ("templates/hub.conf.tftpl", '"md.>", "$JS.API.INFO",', '"md.>", "$JS.API.>",', "user 'ingest' may"),
+        ("templates/hub.conf.tftpl", '"md.>", "ctl.alive", "$JS.API.INFO",', '"md.>", "ctl.alive", "$JS.API.>",', "user 'ingest' may"),
         ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>"]', 'subscribe: [">"]', "user 'edge' may"),
         ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "md.>",', "user 'edge' may"),
         ("templates/hub.conf.tftpl", 'publish: ["ctl.>", "$JS.API.>"', 'publish: ["md.>", "ctl.>", "$JS.API.>"', "user 'admin' may"),
