@@ -556,6 +556,12 @@ pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let Ok((_, body)) = http_get(addr, "/metrics").await else {
         return 0.0;
     };
+    metric_in(&body, name)
+}
+
+/// The sum of the series named `name` in one scrape of `/metrics`: figures that must agree
+/// with each other (a histogram's count and its buckets) are read from the same scrape.
+pub fn metric_in(body: &str, name: &str) -> f64 {
     body.lines()
         .filter_map(|l| l.strip_prefix(name))
         .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
