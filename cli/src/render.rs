@@ -4,6 +4,8 @@
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
+use tickmesh_core::tick::State;
+
 use crate::board::{Board, Row};
 
 /// How long a moved price keeps its up/down colour.
@@ -216,6 +218,12 @@ fn row_line(row: &Row, sym_width: usize, scr: &Screen) -> Vec<Span> {
     spans.push(cell(6, t.volume.map(volume).unwrap_or_default(), PLAIN));
     spans.push(cell(7, t.seq.to_string(), DIM));
     spans.push(cell(8, age(t.ts, scr.now_us), DIM));
+    match t.state {
+        Some(State::Halted) => spans.push(span("  HALTED", RED)),
+        Some(State::PreOpen) => spans.push(span("  pre-open", DIM)),
+        Some(State::Closed) => spans.push(span("  closed", DIM)),
+        Some(State::Open) | None => {}
+    }
     spans
 }
 
@@ -310,6 +318,16 @@ mod tests {
             },
             Instant::now(),
         );
+        b.update(
+            Tick {
+                symbol: "SPY".into(),
+                seq: 7,
+                last: Some(500.0),
+                state: Some(State::Halted),
+                ..Default::default()
+            },
+            Instant::now(),
+        );
         b.refuse("SECRET", "not_entitled");
         b
     }
@@ -376,7 +394,12 @@ mod tests {
         ] {
             assert!(aapl.contains(want), "{want} in {aapl:?}");
         }
-        assert!(lines[5].starts_with("SPY") && lines[5].contains("waiting for data"));
+        assert!(!aapl.contains("HALTED"), "{aapl:?}");
+        assert!(
+            lines[5].starts_with("SPY") && lines[5].ends_with("HALTED"),
+            "{:?}",
+            lines[5]
+        );
         assert!(lines[6].contains("refused: not_entitled"));
         assert!(!text.contains('\x1b'), "no colour when asked for none");
     }

@@ -231,6 +231,7 @@ impl Watch {
                     match kind {
                         "ticks" => self.ticks(&msg)?,
                         "gap" => self.gap(&msg),
+                        "status" => self.status(&msg),
                         "snapshot" => self.snapshot(msg)?,
                         "hb" => self.view.status.lag_ms = msg.get("lag_ms").and_then(Value::as_u64),
                         "welcome" => {
@@ -386,6 +387,25 @@ impl Watch {
                 to.saturating_sub(from) + 1
             ),
         );
+    }
+
+    /// A symbol's trading state changed, or it turned stale or fresh: noted (the row shows
+    /// the state from the ticks).
+    fn status(&mut self, msg: &Value) {
+        let text = |key: &str| msg.get(key).and_then(Value::as_str).unwrap_or_default();
+        let stale = msg.get("stale").and_then(Value::as_bool).unwrap_or(false);
+        let level = match stale || text("state") == "halted" {
+            true => Level::Warn,
+            false => Level::Info,
+        };
+        let what = match (stale, text("state")) {
+            (true, _) => "stale",
+            (false, "") => "fresh",
+            (false, state) => state,
+        };
+        let (symbol, reason) = (text("symbol"), text("reason"));
+        self.view
+            .note(level, format!("{symbol}: {what} ({reason})"));
     }
 
     /// The seq gate, the continuity check, then the view.

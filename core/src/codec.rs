@@ -252,6 +252,9 @@ fn visit<'a, E>(
             crate::Kind::Option => "option",
         }),
     )?;
+    if let Some(state) = t.state {
+        f("state", Val::Str(state.as_str()))?;
+    }
     let level1 = [
         ("last_size", t.last_size.map(Val::U64)),
         ("bid", t.bid.map(Val::F64)),

@@ -315,13 +315,18 @@ pub enum ServerMsg {
         after_ms: u64,
         reason: String,
     },
-    /// A subscribed symbol turned stale (the gateway cannot vouch for its value) or fresh
-    /// again.
+    /// A subscribed symbol's trading state changed (sent right before the first update
+    /// in the new state), or it turned stale (the gateway cannot vouch for its value) or
+    /// fresh again.
     Status {
         symbol: String,
+        /// The trading state, where known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<crate::tick::State>,
         stale: bool,
         reason: String,
-        /// When the gateway saw the change, microseconds since the Unix epoch.
+        /// A change of state: the `ts` of the tick that changed it. Stale or fresh: when
+        /// the gateway saw the change. Microseconds since the Unix epoch.
         ts: u64,
     },
     /// Ticks of a subscribed symbol that never reached the gateway: seqs `from_seq`

@@ -65,6 +65,42 @@ impl Mode {
     }
 }
 
+/// An instrument's trading state (tick field `state`, `status.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Before the open: quotes may move, nothing trades.
+    PreOpen,
+    Open,
+    /// Trading stopped in this instrument alone (a volatility halt, news pending).
+    Halted,
+    /// After the close.
+    Closed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::PreOpen => "pre_open",
+            State::Open => "open",
+            State::Halted => "halted",
+            State::Closed => "closed",
+        }
+    }
+
+    /// Why an instrument is in this state now, having been in `was` (the `reason` of a
+    /// `status` message).
+    pub fn reason(self, was: Option<State>) -> &'static str {
+        match (was, self) {
+            (Some(State::Halted), State::Open) => "trading resumed",
+            (_, State::Open) => "market open",
+            (_, State::Halted) => "trading halted",
+            (_, State::PreOpen) => "pre-open",
+            (_, State::Closed) => "market closed",
+        }
+    }
+}
+
 /// Book depth, best first: `[[price, size], ...]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Depth {
@@ -128,6 +164,9 @@ pub struct Tick {
     pub theta: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vega: Option<f64>,
+    /// The instrument's trading state, where the source knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
 }
 
 /// Rounds `x` to `decimals` places so that it prints as the short decimal (189.12, never

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tickmesh_core::codec::{encode_client, ticks_frame};
+use tickmesh_core::tick::State;
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 
 pub use subscriber::{Beats, Queued, Sub};
@@ -281,6 +282,19 @@ pub struct Update {
     /// The first seq the update stands for, when below its own: every tick from there
     /// through `tick.seq` reached the edge and is folded into this one.
     pub from_seq: Option<u64>,
+    /// Changes of the symbol's trading state since what the session had, through this
+    /// update, oldest first: each is told (`status`) right before the update.
+    pub states: Vec<StateChange>,
+}
+
+/// A symbol's trading state changed at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    pub state: State,
+    /// What the session had before (none: it never had a state of the symbol).
+    pub was: Option<State>,
+    /// The tick's `ts`.
+    pub ts: u64,
 }
 
 /// Why ticks of a symbol never reached the edge.
@@ -318,6 +332,9 @@ pub struct Gap {
 
 /// Runs of a symbol's stream the edge missed, kept per symbol.
 const GAPS_KEPT: usize = 16;
+/// Changes of a symbol's trading state kept per symbol, for conflated updates that pass
+/// over them.
+const STATES_KEPT: usize = 16;
 
 /// What the edge received of a symbol's live stream in its current epoch.
 #[derive(Debug, Default)]
@@ -330,25 +347,41 @@ struct Stream {
     gaps: std::collections::VecDeque<(u64, u64, GapReason)>,
     /// The highest seq of the runs pushed out of `gaps` (0: none).
     forgotten_to: u64,
+    /// The state at the highest seq received, and the latest changes of state (seq,
+    /// state, ts), oldest first, at most [`STATES_KEPT`].
+    state: Option<State>,
+    states: std::collections::VecDeque<(u64, State, u64)>,
 }
 
 impl Stream {
-    fn new(epoch: u64, seq: u64) -> Self {
+    fn new(epoch: u64, seq: u64, state: Option<State>) -> Self {
         Stream {
             epoch,
             first: seq,
             last: seq,
+            state,
             ..Stream::default()
         }
     }
 
     /// A tick came (whether or not it is newer than the symbol's latest value); seqs
     /// missing before it are a run lost for `why`.
-    fn received(&mut self, epoch: u64, seq: u64, why: GapReason) {
+    fn received(&mut self, tick: &Tick, why: GapReason) {
+        let (epoch, seq) = (tick.epoch, tick.seq);
         if epoch != self.epoch {
             // A new epoch: seqs jump forward, and nothing of the old one is owed.
-            *self = Stream::new(epoch, seq);
+            *self = Stream::new(epoch, seq, tick.state);
             return;
+        }
+        if seq > self.last
+            && let Some(state) = tick.state
+            && self.state != Some(state)
+        {
+            if self.states.len() == STATES_KEPT {
+                self.states.pop_front();
+            }
+            self.states.push_back((seq, state, tick.ts));
+            self.state = Some(state);
         }
         if seq > self.last + 1 {
             if self.gaps.len() == GAPS_KEPT
@@ -411,6 +444,41 @@ impl Stream {
             }
         }
         (start < tick.seq).then_some(start)
+    }
+
+    /// The changes of state an update with `tick` passes over, to a session that last
+    /// had `had_seq` of `had_epoch` in state `had`: those the stream kept, then the
+    /// tick's own state if it still differs (a change the edge did not see, or forgot).
+    fn states(
+        stream: Option<&Stream>,
+        (had_epoch, had_seq): (u64, u64),
+        had: Option<State>,
+        tick: &Tick,
+    ) -> Vec<StateChange> {
+        let mut out = Vec::new();
+        let mut now = had;
+        if let Some(stream) = stream.filter(|s| s.epoch == tick.epoch && had_epoch == s.epoch) {
+            for &(seq, state, ts) in &stream.states {
+                if seq > had_seq && seq <= tick.seq && now != Some(state) {
+                    out.push(StateChange {
+                        state,
+                        was: now,
+                        ts,
+                    });
+                    now = Some(state);
+                }
+            }
+        }
+        if let Some(state) = tick.state
+            && now != Some(state)
+        {
+            out.push(StateChange {
+                state,
+                was: now,
+                ts: tick.ts,
+            });
+        }
+        out
     }
 }
 
@@ -617,6 +685,7 @@ impl<W: Wake> Fanout<W> {
                 interval_ms,
                 last_seq,
                 last_epoch: 0,
+                last_state: None,
                 last_sent,
                 feed,
                 snap,
@@ -842,14 +911,16 @@ impl<W: Wake> Fanout<W> {
             .symbols
             .get_mut(&symbol)
             .expect("slot looked up just above");
-        let (epoch, seq) = (tick.tick.epoch, tick.seq());
         let why = match tick.after_reconnect {
             true => GapReason::Reconnect,
             false => GapReason::Upstream,
         };
         match &mut slot.stream {
-            Some(stream) => stream.received(epoch, seq, why),
-            None => slot.stream = Some(Stream::new(epoch, seq)),
+            Some(stream) => stream.received(&tick.tick, why),
+            None => {
+                let t = &tick.tick;
+                slot.stream = Some(Stream::new(t.epoch, t.seq, t.state));
+            }
         }
         if slot.latest.as_ref().is_some_and(|l| l.seq() >= tick.seq()) {
             return false;
@@ -1007,19 +1078,28 @@ impl<W: Wake> Fanout<W> {
             // The next seq after what the session had stands for itself alone, and no
             // tick can be missing before it: no lookup on the hot path.
             let next = tick.seq() == sub.last_seq + 1 && tick.tick.epoch == sub.last_epoch;
-            let from_seq = (!next)
-                .then(|| self.symbols.get_key_value(tick.tick.symbol.as_str()))
-                .flatten()
-                .and_then(|(symbol, slot)| {
-                    let had = (sub.last_epoch, sub.last_seq);
-                    Stream::cover(slot.stream.as_ref(), symbol, had, &tick.tick, &mut out.gaps)
-                });
+            let had = (sub.last_epoch, sub.last_seq);
+            let (from_seq, states) = match next {
+                // Its own state is the only change it can make.
+                true => (None, Stream::states(None, had, sub.last_state, &tick.tick)),
+                false => match self.symbols.get_key_value(tick.tick.symbol.as_str()) {
+                    Some((symbol, slot)) => {
+                        let stream = slot.stream.as_ref();
+                        (
+                            Stream::cover(stream, symbol, had, &tick.tick, &mut out.gaps),
+                            Stream::states(stream, had, sub.last_state, &tick.tick),
+                        )
+                    }
+                    None => (None, Stream::states(None, had, sub.last_state, &tick.tick)),
+                },
+            };
             sub.delivered(&tick, now);
             let mode = sub.mode;
             frame.push(Update {
                 tick,
                 mode,
                 from_seq,
+                states,
             });
         }
 
@@ -1075,11 +1155,18 @@ impl<W: Wake> Fanout<W> {
                                 &value.tick,
                                 &mut out.gaps,
                             );
+                            let states = Stream::states(
+                                slot.stream.as_ref(),
+                                had,
+                                sub.last_state,
+                                &value.tick,
+                            );
                             sub.delivered(&value, at);
                             frame.push(Update {
                                 tick: value,
                                 mode: sub.mode,
                                 from_seq,
+                                states,
                             });
                             sent = true;
                         }
@@ -1114,9 +1201,24 @@ impl<W: Wake> Fanout<W> {
     }
 }
 
-/// Cuts `ticks` into frames of at most `max` (at least 1) ticks, in order.
+/// Cuts `ticks` into frames of at most `max` (at least 1) ticks, in order. An update
+/// that changes its symbol's state starts a frame, so that its `status` goes out right
+/// before it.
 pub fn into_frames(mut ticks: Frame, max: usize, frames: &mut Vec<Frame>) {
     let max = max.max(1);
+    if ticks.iter().any(|u| !u.states.is_empty()) {
+        let mut frame = Frame::new();
+        for update in ticks {
+            if frame.len() == max || (!update.states.is_empty() && !frame.is_empty()) {
+                frames.push(std::mem::take(&mut frame));
+            }
+            frame.push(update);
+        }
+        if !frame.is_empty() {
+            frames.push(frame);
+        }
+        return;
+    }
     while ticks.len() > max {
         let rest = ticks.split_off(max);
         frames.push(std::mem::replace(&mut ticks, rest));
@@ -1941,6 +2043,66 @@ mod tests {
         assert_eq!(d.next_due, Some(ms(1000)));
         assert_eq!(seqs(&f.drain(2, ms(1000))), [("AAPL".to_string(), 5)]);
         assert_eq!(seqs(&f.drain(1, ms(750))), [("AAPL".to_string(), 5)]);
+    }
+
+    fn in_state(s: &str, seq: u64, state: State) -> Arc<SharedTick> {
+        let mut t = tick(s, seq, seq as f64).tick.clone();
+        (t.state, t.ts) = (Some(state), 1000 + seq);
+        Arc::new(SharedTick::new(t, 100))
+    }
+
+    /// Each frame's leading changes of state, then its seqs: what the session writes.
+    fn told(d: &Drained) -> Vec<(Vec<State>, Vec<u64>)> {
+        let frames = d.frames.iter();
+        let state = |f: &Frame| f[0].states.iter().map(|c| c.state).collect();
+        frames
+            .map(|f| (state(f), f.iter().map(|u| u.tick.seq()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_of_state_is_never_conflated_away_and_goes_right_before_its_update() {
+        use State::{Halted, Open};
+        let mut f = core();
+        f.add_session(1, Counter::default(), 100);
+        f.add_session(2, Counter::default(), 100);
+        f.subscribe(1, &sym("AAPL"), Mode::Quote, 250);
+        f.subscribe(2, &sym("AAPL"), Mode::Quote, 0);
+        let t0 = Instant::now();
+        f.publish(in_state("AAPL", 1, Open));
+        assert_eq!(f.drain(1, t0).snapshots.len(), 1);
+        assert_eq!(f.drain(2, t0).snapshots.len(), 1);
+        // Halted at 3, open again at 5, all within one interval of the conflated session.
+        for (seq, state) in [(2, Open), (3, Halted), (4, Halted), (5, Open), (6, Open)] {
+            f.publish(in_state("AAPL", seq, state));
+        }
+        let every = f.drain(2, t0);
+        assert_eq!(
+            told(&every),
+            [
+                (vec![], vec![2]),
+                (vec![Halted], vec![3, 4]),
+                (vec![Open], vec![5, 6])
+            ],
+            "every tick: each change right before the tick that made it"
+        );
+        let reasons: Vec<_> = every.frames[1..]
+            .iter()
+            .map(|f| f[0].states[0].state.reason(f[0].states[0].was))
+            .collect();
+        assert_eq!(reasons, ["trading halted", "trading resumed"]);
+        assert_eq!(every.frames[1][0].states[0].ts, 1003);
+        let conflated = f.drain(1, t0 + Duration::from_millis(250));
+        assert_eq!(
+            told(&conflated),
+            [(vec![Halted, Open], vec![6])],
+            "conflated: the halt and the resume, both, before the one update"
+        );
+        // A change the edge never saw (ticks 7..=8 lost) is told from the tick itself.
+        f.publish(in_state("AAPL", 9, Halted));
+        let d = f.drain(2, t0 + Duration::from_millis(300));
+        assert_eq!(told(&d), [(vec![Halted], vec![9])]);
+        assert_eq!(d.gaps.len(), 1);
     }
 
     #[test]

@@ -232,6 +232,9 @@ function renderWatch(now) {
     put(cells.bid, price(q.bid));
     put(cells.ask, price(q.ask));
     put(cells.vol, volume(q.volume));
+    // The trading state: halted rows are marked, pre-open and closed ones noted.
+    const state = typeof q.state === 'string' ? q.state : '';
+    if (row.tr.dataset.state !== state) row.tr.dataset.state = state;
     if (typeof q.last === 'number' && typeof q.prev_close === 'number' && q.prev_close !== 0) {
       const chg = q.last - q.prev_close;
       put(cells.chg, signed(chg));
@@ -524,9 +527,13 @@ client.on('symbolstatus', (s) => {
   // Watchlist rows only: a chain's legs would flood the log.
   const row = watch.rows.get(s.symbol);
   if (!row) return;
+  // One message says either: stale or fresh again, or a change of trading state.
+  const freshness = s.stale !== row.tr.classList.contains('stale');
   row.tr.classList.toggle('stale', s.stale);
-  row.tr.title = s.stale ? `stale: ${s.reason}` : '';
-  log(`${s.symbol}: ${s.stale ? 'stale' : 'fresh'} (${s.reason})`, s.stale ? 'warn' : 'info');
+  if (typeof s.state === 'string') row.tr.dataset.state = s.state;
+  row.tr.title = s.stale ? `stale: ${s.reason}` : s.state === 'halted' ? `halted: ${s.reason}` : '';
+  const what = freshness || !s.state ? (s.stale ? 'stale' : 'fresh') : s.state;
+  log(`${s.symbol}: ${what} (${s.reason})`, s.stale || s.state === 'halted' ? 'warn' : 'info');
 });
 client.on('continuity', (c) => log(`${c.symbol}: seq ${c.seq} (from ${c.from_seq}, after ${c.had}) skips ticks neither folded nor told lost`, 'error'));
 client.on('status', (s) => {

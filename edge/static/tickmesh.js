@@ -76,6 +76,15 @@ const OPEN = 1;
  * @property {number} [gamma]
  * @property {number} [theta]
  * @property {number} [vega]
+ * @property {'pre_open' | 'open' | 'halted' | 'closed'} [state] the instrument's trading state
+ *
+ * @typedef {object} SymbolStatus a subscribed symbol's trading state changed (right before
+ *   the first update in the new state), or it turned stale or fresh again
+ * @property {string} symbol
+ * @property {'pre_open' | 'open' | 'halted' | 'closed'} [state]
+ * @property {boolean} stale
+ * @property {string} reason
+ * @property {number} ts
  *
  * @typedef {object} Welcome
  * @property {'welcome'} type
@@ -130,6 +139,7 @@ const OPEN = 1;
  * @property {ReconnectInfo} reconnecting
  * @property {CloseInfo} close
  * @property {StatusInfo} status
+ * @property {SymbolStatus} symbolstatus
  * @property {Record<string, any>} message every decoded server message, before the others
  *
  * @typedef {object} ClientOptions
@@ -552,8 +562,8 @@ export class TickMeshClient {
         }
         return;
       case 'status':
-        // A subscribed symbol turned stale or fresh (the server's `status`, not the
-        // connection's, which is the `status` event).
+        // A subscribed symbol changed trading state, or turned stale or fresh (the
+        // server's `status`, not the connection's, which is the `status` event).
         this._emit('symbolstatus', msg);
         return;
       case 'gap': {

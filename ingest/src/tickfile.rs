@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tickmesh_core::tick::{Depth, Kind, Right, Tick};
+use tickmesh_core::tick::{Depth, Kind, Right, State, Tick};
 use tickmesh_core::{codec, nesting};
 
 /// Longest record (an NDJSON line, a CSV row; line ending excluded) that a replay reads by
@@ -27,7 +27,7 @@ use tickmesh_core::{codec, nesting};
 pub const DEFAULT_MAX_RECORD: usize = 64 * 1024;
 
 /// CSV columns, in the order `record` writes them.
-pub const CSV_COLUMNS: [&str; 26] = [
+pub const CSV_COLUMNS: [&str; 27] = [
     "symbol",
     "seq",
     "epoch",
@@ -54,6 +54,7 @@ pub const CSV_COLUMNS: [&str; 26] = [
     "gamma",
     "theta",
     "vega",
+    "state",
 ];
 
 /// A file's format.
@@ -149,6 +150,7 @@ struct FileTick {
     gamma: Option<f64>,
     theta: Option<f64>,
     vega: Option<f64>,
+    state: Option<State>,
 }
 
 impl From<FileTick> for Tick {
@@ -181,6 +183,7 @@ impl From<FileTick> for Tick {
             gamma: f.gamma,
             theta: f.theta,
             vega: f.vega,
+            state: f.state,
         }
     }
 }
@@ -253,6 +256,7 @@ pub fn write_csv(w: &mut impl Write, t: &Tick) -> io::Result<()> {
         opt(t.gamma),
         opt(t.theta),
         opt(t.vega),
+        t.state.map(State::as_str).unwrap_or_default().to_string(),
     ];
     writeln!(w, "{}", cells.join(","))
 }
@@ -299,7 +303,7 @@ impl CsvHeader {
                 continue;
             }
             let value = match *name {
-                "symbol" | "kind" | "underlying" | "expiry" | "right" => {
+                "symbol" | "kind" | "underlying" | "expiry" | "right" | "state" => {
                     serde_json::Value::String(cell.to_string())
                 }
                 _ => serde_json::from_str::<serde_json::Number>(cell)

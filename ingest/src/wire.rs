@@ -267,7 +267,8 @@ fn write_tick(b: &mut impl Sink, t: &Tick) {
         + present(t.depth.is_some())
         + present(t.underlying.is_some())
         + present(t.expiry.is_some())
-        + present(t.right.is_some());
+        + present(t.right.is_some())
+        + present(t.state.is_some());
     map_len(b, n);
     key(b, "symbol");
     str(b, &t.symbol);
@@ -318,6 +319,10 @@ fn write_tick(b: &mut impl Sink, t: &Tick) {
     opt_float(b, "gamma", t.gamma);
     opt_float(b, "theta", t.theta);
     opt_float(b, "vega", t.vega);
+    if let Some(state) = t.state {
+        key(b, "state");
+        key(b, state.as_str());
+    }
 }
 
 #[cfg(test)]

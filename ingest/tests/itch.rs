@@ -517,9 +517,17 @@ fn ticks_come_only_when_the_top_of_a_book_or_its_last_print_changes() {
         Option<f64>,
         Option<u64>,
         Option<u64>,
+        Option<tickmesh_core::tick::State>,
     );
-    let shown = |t: tickmesh_core::Tick| -> Shown { (t.depth, t.last, t.last_size, t.volume) };
-    let empty: Shown = (Some(Default::default()), None, None, Some(0));
+    let shown =
+        |t: tickmesh_core::Tick| -> Shown { (t.depth, t.last, t.last_size, t.volume, t.state) };
+    let empty: Shown = (
+        Some(Default::default()),
+        None,
+        None,
+        Some(0),
+        Some(tickmesh_core::tick::State::PreOpen),
+    );
     let mut prev: HashMap<u16, Shown> = HashMap::new();
     let (mut ticks, mut messages) = (0u64, 0u64);
     for (_, m) in split(&bytes) {

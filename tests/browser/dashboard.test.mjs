@@ -228,3 +228,32 @@ test('rows turn grey while the feed is quiet and come back when another ingest t
     await page.close();
   }
 });
+
+test('a halted name is marked until it resumes', { timeout: 45000 }, async () => {
+  // A simulated market ten times as fast, with about two halts a second across the
+  // universe, each three seconds long.
+  await mesh.stopIngest();
+  mesh.startIngest({
+    TICKMESH_INGEST_SIM__SESSION__SPEED: '10',
+    TICKMESH_INGEST_SIM__SESSION__HALTS_PER_HOUR: '720',
+    TICKMESH_INGEST_SIM__SESSION__HALT_S: '30',
+  });
+  const symbols = 'AAPL,MSFT,NVDA,TSLA,AMZN,GOOGL,META,AVGO,JPM,LLY,UNH,XOM,MA,JNJ,PG,HD';
+  const { page, pageErrors } = await openDashboard(`?symbols=${symbols}`);
+  try {
+    await waitForStatus(page, (s) => s.state === 'open', 'open');
+    const halted = await page.waitForSelector('#watchlist tr[data-state="halted"]', { timeout: 20000 });
+    const symbol = await halted.getAttribute('data-symbol');
+    assert.match((await halted.getAttribute('title')) ?? '', /halted: trading halted/);
+    assert.equal(await halted.evaluate((tr) => getComputedStyle(tr.querySelector('td.sym'), '::before').content), '"HALT "');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-halted.png') });
+    // Three wall seconds later it trades again.
+    await page.waitForSelector(`#watchlist tr[data-symbol="${symbol}"][data-state="open"]`, { timeout: 10000 });
+    const log = (await page.textContent('#log')) ?? '';
+    assert.match(log, new RegExp(`${symbol}: halted \\(trading halted\\)`));
+    assert.match(log, new RegExp(`${symbol}: open \\(trading resumed\\)`));
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  } finally {
+    await page.close();
+  }
+});

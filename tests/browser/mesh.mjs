@@ -248,12 +248,17 @@ export async function startMesh({ ticksPerSec = 2000 } = {}) {
       return status;
     },
 
-    /** Starts an ingest (the simulator) publishing into the mesh. */
-    startIngest() {
+    /**
+     * Starts an ingest (the simulator) publishing into the mesh, with `env` on top (config
+     * keys as `TICKMESH_INGEST_...` variables).
+     * @param {Record<string, string>} [env]
+     */
+    startIngest(env = {}) {
       if (ingest && !ingest.status) throw new Error('an ingest is already running');
       ingest = launch('ingest', path.join(BIN_DIR, 'tickmesh-ingest'), [], {
         TICKMESH_INGEST_NATS__URLS: JSON.stringify([natsUrl]),
         TICKMESH_INGEST_SIM__TICKS_PER_SEC: String(ticksPerSec),
+        ...env,
       });
       procs.push(ingest);
       return ingest;

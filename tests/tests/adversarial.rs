@@ -79,6 +79,9 @@ impl Demo {
         ic.kv.replicas = kit.kv.replicas;
         ic.metrics_listen = None;
         ic.sim.ticks_per_sec = RATE;
+        // Open at once, and no halts: the tests here want prices that move.
+        ic.sim.session.start = None;
+        ic.sim.session.halts_per_hour = 0.0;
         let ingest = start_ingest(ic);
         edge.ready_within(60 * SECOND).await.unwrap();
         Demo {

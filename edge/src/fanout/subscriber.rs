@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tickmesh_core::tick::State;
 use tickmesh_core::{Mode, Symbol};
 
 use super::{SharedTick, Wake};
@@ -114,6 +115,8 @@ pub struct Sub {
     pub(super) last_seq: u64,
     /// The epoch of that tick (0: not known, e.g. after the session left the symbol).
     pub(super) last_epoch: u64,
+    /// The trading state of the latest tick given that had one.
+    pub(super) last_state: Option<State>,
     /// When the session was last given the symbol. Nothing more goes out before this plus
     /// the interval, however the client re-subscribes: the tier's minimum is per symbol.
     pub(super) last_sent: Option<Instant>,
@@ -139,9 +142,15 @@ impl Sub {
         self.last_sent
     }
 
+    /// The symbol's trading state as the session knows it.
+    pub fn state(&self) -> Option<State> {
+        self.last_state
+    }
+
     pub(super) fn delivered(&mut self, tick: &SharedTick, now: Instant) {
         self.last_seq = tick.seq();
         self.last_epoch = tick.tick.epoch;
+        self.last_state = tick.tick.state.or(self.last_state);
         self.last_sent = Some(now);
     }
 

@@ -21,7 +21,7 @@ use rand::Rng;
 use tickmesh_core::codec::{ticks_frame, with_from_seq};
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
 use tickmesh_core::subject::shard;
-use tickmesh_core::tick::now_us;
+use tickmesh_core::tick::{State, now_us};
 use tickmesh_core::{Format, Symbol};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -336,11 +336,11 @@ where
                     }
                     step => step,
                 },
-                _ = notify.notified() => self.flush(&mut heartbeat).await.map(|next| due = next),
+                _ = notify.notified() => self.flush(&mut heartbeat, &stale.told).await.map(|next| due = next),
                 _ = &mut flush_timer, if !shared_clock && flush_armed.is_some() => {
                     // Fired: armed again at the top only if the flush asks to come back.
                     flush_armed = None;
-                    self.flush(&mut heartbeat).await.map(|next| due = next)
+                    self.flush(&mut heartbeat, &stale.told).await.map(|next| due = next)
                 }
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = ping.tick() => {
@@ -523,13 +523,12 @@ where
             return Ok(());
         }
         let shards = self.edge.config.shards;
-        let subscribed: HashSet<Symbol> = self
-            .edge
-            .runtime
-            .subscriptions(self.id)
-            .into_iter()
-            .map(|(s, _)| s)
+        let subs = self.edge.runtime.subscriptions(self.id);
+        let states: HashMap<Symbol, State> = subs
+            .iter()
+            .filter_map(|(s, sub)| Some((s.clone(), sub.state()?)))
             .collect();
+        let subscribed: HashSet<Symbol> = subs.into_iter().map(|(s, _)| s).collect();
         let now_stale: HashSet<Symbol> = subscribed
             .iter()
             .filter(|s| upstream_down || quiet.contains(shard(s.as_str(), shards)))
@@ -548,13 +547,16 @@ where
         } else {
             "feed quiet"
         };
-        self.send_status(newly.into_iter(), true, reason).await?;
-        self.send_status(fresh.into_iter(), false, back).await
+        self.send_status(newly.into_iter(), &states, true, reason)
+            .await?;
+        self.send_status(fresh.into_iter(), &states, false, back)
+            .await
     }
 
     async fn send_status(
         &mut self,
         symbols: impl Iterator<Item = Symbol>,
+        states: &HashMap<Symbol, State>,
         stale: bool,
         reason: &str,
     ) -> Result<(), End> {
@@ -562,6 +564,7 @@ where
         let statuses = symbols
             .map(|symbol| {
                 self.message(&ServerMsg::Status {
+                    state: states.get(&symbol).copied(),
                     symbol: symbol.to_string(),
                     stale,
                     reason: reason.into(),
@@ -577,9 +580,12 @@ where
     /// (and the heartbeat timer starts over), rather than costing a write of its own
     /// moments later: an `hb` comes at least every `heartbeat_ms`, sometimes a little
     /// sooner.
+    /// A change of trading state goes out as `status` right before the first update in
+    /// the new state (`stale` as the session was last told).
     async fn flush(
         &mut self,
         heartbeat: &mut tokio::time::Interval,
+        stale: &HashSet<Symbol>,
     ) -> Result<Option<tokio::time::Instant>, End> {
         let Drained {
             snapshots,
@@ -632,6 +638,18 @@ where
         let mut updates = 0u64;
         let mut newest: Option<Instant> = None;
         for frame in frames {
+            if let Some(first) = frame.first() {
+                for change in &first.states {
+                    let symbol = &first.tick.tick.symbol;
+                    out.push(self.message(&ServerMsg::Status {
+                        symbol: symbol.clone(),
+                        state: Some(change.state),
+                        stale: stale.contains(symbol.as_str()),
+                        reason: change.state.reason(change.was).into(),
+                        ts: change.ts,
+                    }));
+                }
+            }
             updates += frame.len() as u64;
             newest = frame.iter().map(|u| u.tick.arrived).chain(newest).max();
             if let Some(ts) = frame.iter().map(|u| u.tick.tick.ts).max() {

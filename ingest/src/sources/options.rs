@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tickmesh_core::date::{Date, Weekday};
 use tickmesh_core::occ::OptionSymbol;
 use tickmesh_core::refdata::Instrument;
-use tickmesh_core::tick::{Depth, Kind, Right, Tick, round_to};
+use tickmesh_core::tick::{Depth, Kind, Right, State, Tick, round_to};
 
 use super::pricing::{self, Inputs, Smile};
 use super::session::SessionClock;
@@ -188,6 +188,8 @@ pub struct OptionState {
     low: Option<f64>,
     prev_close: f64,
     pub expired: bool,
+    /// Its trading state: its underlying's.
+    state: State,
 }
 
 /// Model inputs shared by a chain at one re-pricing.
@@ -218,6 +220,7 @@ impl OptionState {
             low: None,
             prev_close: 0.0,
             expired: false,
+            state: m.clock.phase(),
         };
         let value = o.model(m).price;
         o.prev_close = round_to(
@@ -250,6 +253,14 @@ impl OptionState {
         (self.open, self.high, self.low) = (None, None, None);
     }
 
+    /// A tick in `state` (its underlying's new state), re-priced.
+    pub fn restate(&mut self, state: State, m: &Market, rng: &mut SmallRng) -> Tick {
+        self.state = state;
+        self.quote = None;
+        self.reprice(m, rng)
+            .expect("a quote that was cleared always changes")
+    }
+
     /// Re-prices; returns a tick when the quote changed or the option traded.
     pub fn reprice(&mut self, m: &Market, rng: &mut SmallRng) -> Option<Tick> {
         let g = self.model(m);
@@ -267,7 +278,8 @@ impl OptionState {
         );
         let changed = self.quote != Some((bid, ask));
         self.quote = Some((bid, ask));
-        let traded = bid > 0.0 && rng.random_bool(m.config.trade_probability);
+        let traded =
+            self.state == State::Open && bid > 0.0 && rng.random_bool(m.config.trade_probability);
         if traded {
             let price = if rng.random_bool(0.5) { bid } else { ask };
             let size = rng.random_range(1..=20u64);
@@ -329,6 +341,7 @@ impl OptionState {
             gamma: Some(round_to(g.gamma, 5)),
             theta: Some(round_to(g.theta, 4)),
             vega: Some(round_to(g.vega, 4)),
+            state: Some(self.state),
             ..Tick::default()
         })
     }

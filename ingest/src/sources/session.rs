@@ -1,5 +1,8 @@
 //! The simulated session clock: a trading day from the open (or a pre-open before it) to
-//! the close, then the next weekday's open (no overnight, no holiday calendar).
+//! the close, then the next weekday's pre-open (no overnight, no holiday calendar).
+//!
+//! Single names halt now and then: `halts_per_hour` volatility halts across the
+//! universe per simulated hour of the regular session, each `halt_s` simulated seconds.
 //!
 //! The clock runs `speed` simulated seconds per wall second. Activity bursts at the open:
 //! the tick rate is multiplied by `1 + (open_burst − 1)·e^(−t/burst_decay_s)`, `t` being
@@ -8,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use tickmesh_core::date::Date;
+use tickmesh_core::tick::State;
 
 /// `[sim.session]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +35,15 @@ pub struct SessionConfig {
     /// Simulated seconds over which the extra activity after the open falls by a factor
     /// of e. Default 300.
     pub burst_decay_s: f64,
+    /// Simulated seconds of pre-open before each later day's open (after a close).
+    /// Default 60.
+    pub pre_open_s: f64,
+    /// Volatility halts of single names (not indices) per simulated hour of the regular
+    /// session, across the universe; 0 for none. Default 0.
+    pub halts_per_hour: f64,
+    /// How long a halt lasts, in simulated seconds. Default 300 (a LULD pause is five
+    /// minutes).
+    pub halt_s: f64,
 }
 
 impl Default for SessionConfig {
@@ -43,6 +56,9 @@ impl Default for SessionConfig {
             speed: 1.0,
             open_burst: 4.0,
             burst_decay_s: 300.0,
+            pre_open_s: 60.0,
+            halts_per_hour: 0.0,
+            halt_s: 300.0,
         }
     }
 }
@@ -93,6 +109,30 @@ impl SessionConfig {
         if !(self.burst_decay_s > 0.0 && self.burst_decay_s.is_finite()) {
             return Err(("burst_decay_s", "must be positive".into()));
         }
+        if !(0.0..=open).contains(&self.pre_open_s) {
+            return Err((
+                "pre_open_s",
+                format!(
+                    "must be in [0, the open's seconds since midnight], got {}",
+                    self.pre_open_s
+                ),
+            ));
+        }
+        if !(0.0..=3600.0).contains(&self.halts_per_hour) {
+            return Err((
+                "halts_per_hour",
+                format!("must be in [0, 3600], got {}", self.halts_per_hour),
+            ));
+        }
+        if !(self.halt_s >= 1.0 && self.halt_s <= close - open) {
+            return Err((
+                "halt_s",
+                format!(
+                    "must be in [1, the session's length in seconds], got {}",
+                    self.halt_s
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -117,6 +157,7 @@ pub struct SessionClock {
     speed: f64,
     burst: f64,
     decay: f64,
+    pre_open: f64,
 }
 
 impl SessionClock {
@@ -137,6 +178,7 @@ impl SessionClock {
             speed: config.speed,
             burst: config.open_burst,
             decay: config.burst_decay_s,
+            pre_open: config.pre_open_s,
         }
     }
 
@@ -168,15 +210,23 @@ impl SessionClock {
         1.0 + (self.burst - 1.0) * (-since_open / self.decay).exp()
     }
 
+    /// Pre-open before the open, open until the close.
+    pub fn phase(&self) -> State {
+        match self.secs < self.open {
+            true => State::PreOpen,
+            false => State::Open,
+        }
+    }
+
     /// Advances by `wall` seconds of real time. Returns true when the session closed and
-    /// the clock moved to the next weekday's open.
+    /// the clock moved to the next weekday's pre-open.
     pub fn advance(&mut self, wall: f64) -> bool {
         self.secs += wall * self.speed;
         if self.secs < self.close {
             return false;
         }
         self.date = trading_day(self.date.add_days(1));
-        self.secs = self.open;
+        self.secs = self.open - self.pre_open;
         true
     }
 
@@ -249,9 +299,13 @@ mod tests {
         // 2026-03-06 is a Friday; Saturday's date moves to Monday.
         let mut clock = SessionClock::new(&config, day("2026-03-06"));
         assert!(!clock.advance(0.5));
+        assert_eq!(clock.phase(), State::Open);
         assert!(clock.advance(0.6));
         assert_eq!(clock.date(), day("2026-03-09"));
-        assert_eq!(clock.secs(), 34_200.0);
+        assert_eq!(clock.secs(), 34_200.0 - 60.0);
+        assert_eq!(clock.phase(), State::PreOpen);
+        clock.advance(1.0);
+        assert_eq!(clock.phase(), State::Open);
         assert_eq!(
             SessionClock::new(&config, day("2026-03-07")).date(),
             day("2026-03-09")

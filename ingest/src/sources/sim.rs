@@ -11,6 +11,12 @@
 //!   opens with a gap from the previous close; at the close the next day begins, expired
 //!   options are delisted and new expiries listed (see [`Simulator::take_ref_update`]).
 //! - Option chains are re-priced every `options.reprice_ms` (see [`super::options`]).
+//! - Every tick carries the instrument's trading `state`. Before the open quotes move but
+//!   nothing trades; at the open every listed instrument ticks `open`; at the close every
+//!   instrument ticks `closed`, and the next day starts in pre-open. A volatility halt
+//!   (`session.halts_per_hour`) stops one name: one `halted` tick, nothing while it lasts,
+//!   then an `open` tick that reprices by the time it was out. Options follow their
+//!   underlying's state (one tick at each change; no trades unless open).
 //!
 //! Deterministic for a given seed and configuration: the sequence of ticks depends on
 //! nothing else (the wall clock only decides how many are due at once).
@@ -21,7 +27,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tickmesh_core::date::Date;
 use tickmesh_core::refdata::{self, Chain, ChainExpiry, Instrument};
-use tickmesh_core::tick::{Kind, Tick, round_to};
+use tickmesh_core::tick::{Kind, State, Tick, round_to};
 
 use super::options::{self, Market, OptionState, OptionsConfig};
 use super::pricing::Smile;
@@ -93,6 +99,8 @@ struct Listed {
     prev_close: f64,
     /// Simulated trading seconds at its last move.
     moved_at: f64,
+    /// Halted until this many simulated trading seconds.
+    halted_until: Option<f64>,
 }
 
 /// The options of one underlying.
@@ -126,6 +134,15 @@ pub struct Simulator {
     chains: Vec<ChainState>,
     pending: VecDeque<(usize, Tick)>,
     ref_update: Option<RefUpdate>,
+    /// The market's phase: pre-open or open (an instrument may be halted within it).
+    phase: State,
+    /// Mean simulated seconds between halts (infinite: none).
+    halt_every: f64,
+    halt_s: f64,
+    /// Simulated trading seconds at which the next halt starts.
+    next_halt: f64,
+    /// Listed instruments halted now.
+    halted: Vec<usize>,
 }
 
 impl Simulator {
@@ -152,7 +169,16 @@ impl Simulator {
             chains: Vec::new(),
             pending: VecDeque::new(),
             ref_update: None,
+            phase: SessionClock::new(p.session, p.today).phase(),
+            halt_every: match p.session.halts_per_hour > 0.0 {
+                true => 3600.0 / p.session.halts_per_hour,
+                false => f64::INFINITY,
+            },
+            halt_s: p.session.halt_s,
+            next_halt: f64::INFINITY,
+            halted: Vec::new(),
         };
+        sim.next_halt = sim.draw_halt_gap();
         for spec in specs {
             let price = spec.price;
             let mut l = Listed {
@@ -165,10 +191,14 @@ impl Simulator {
                 low: price,
                 prev_close: round_to(price, spec.decimals),
                 moved_at: 0.0,
+                halted_until: None,
                 grid: Grid::new(spec.tick_size, spec.decimals),
                 spec,
             };
-            open_session(&mut l, &mut sim.rng);
+            overnight(&mut l, &mut sim.rng);
+            if sim.phase == State::Open {
+                opening_print(&mut l, &mut sim.rng);
+            }
             sim.listed.push(l);
         }
         for name in &p.options.underlyings {
@@ -263,23 +293,117 @@ impl Simulator {
                 continue;
             }
             self.reprice_at = self.reprice_at.max(self.at);
+            if let Some(i) = self.halt_due() {
+                return self.halt_or_resume(i, out);
+            }
             let i = self.rng.random_range(0..self.listed.len());
-            self.listed_tick(i, out);
             let dt = 1.0 / (self.rate * self.clock.activity());
+            if self.listed[i].halted_until.is_some() {
+                // A halted name stays quiet: its turn passes.
+                self.at += dt;
+                self.advance_clock(dt);
+                continue;
+            }
+            self.listed_tick(i, out, self.phase);
             self.at += dt;
             self.advance_clock(dt);
             return i;
         }
     }
 
-    fn advance_clock(&mut self, wall: f64) {
-        self.trading_secs += wall * self.clock.speed();
-        if self.clock.advance(wall) {
-            self.roll_day();
+    /// Simulated seconds to the next halt: exponential with the configured mean.
+    fn draw_halt_gap(&mut self) -> f64 {
+        let u = uniform(self.rng.next_u64());
+        self.trading_secs - self.halt_every * (1.0 - u).ln()
+    }
+
+    /// A listed instrument whose halt ends now, or one that halts now.
+    fn halt_due(&mut self) -> Option<usize> {
+        let now = self.trading_secs;
+        if let Some(k) = self
+            .halted
+            .iter()
+            .position(|&i| self.listed[i].halted_until.is_some_and(|t| t <= now))
+        {
+            return Some(self.halted.swap_remove(k));
+        }
+        if self.phase != State::Open || now < self.next_halt {
+            return None;
+        }
+        self.next_halt = self.draw_halt_gap();
+        let i = self.rng.random_range(0..self.listed.len());
+        let l = &mut self.listed[i];
+        if l.spec.kind == Kind::Index || l.halted_until.is_some() {
+            return None;
+        }
+        l.halted_until = Some(now + self.halt_s);
+        self.halted.push(i);
+        Some(i)
+    }
+
+    /// The tick of a halt starting (`halted`, no trade) or ending (`open`, repriced by
+    /// the time it was out), and a tick of each of its options in the new state.
+    fn halt_or_resume(&mut self, i: usize, out: &mut Tick) -> usize {
+        let state = match self.halted.contains(&i) {
+            true => State::Halted,
+            false => {
+                self.listed[i].halted_until = None;
+                self.phase
+            }
+        };
+        self.listed_tick(i, out, state);
+        self.restate_options(Some(i), state);
+        i
+    }
+
+    /// A tick of every live option (of `underlying` only, when given) in `state`.
+    fn restate_options(&mut self, underlying: Option<usize>, state: State) {
+        for c in 0..self.chains.len() {
+            let chain = &self.chains[c];
+            if underlying.is_some_and(|u| u != chain.underlying) {
+                continue;
+            }
+            let market = market(&self.listed, chain, &self.options, &self.clock, self.depth);
+            for &k in &chain.members {
+                let tick = self.opts[k].restate(state, &market, &mut self.rng);
+                self.pending.push_back((self.listed.len() + k, tick));
+            }
         }
     }
 
-    fn listed_tick(&mut self, i: usize, out: &mut Tick) {
+    /// A tick of every listed instrument in `state`, and of every live option.
+    fn restate_all(&mut self, state: State) {
+        for i in 0..self.listed.len() {
+            let mut tick = Tick::default();
+            let state = match self.listed[i].halted_until {
+                Some(_) if state == State::Open => State::Halted,
+                _ => state,
+            };
+            self.listed_tick(i, &mut tick, state);
+            self.pending.push_back((i, tick));
+        }
+        self.restate_options(None, state);
+    }
+
+    fn advance_clock(&mut self, wall: f64) {
+        self.trading_secs += wall * self.clock.speed();
+        if self.clock.advance(wall) {
+            self.restate_all(State::Closed);
+            self.roll_day();
+        }
+        let phase = self.clock.phase();
+        if phase != self.phase {
+            self.phase = phase;
+            if phase == State::Open {
+                for l in &mut self.listed {
+                    opening_print(l, &mut self.rng);
+                }
+            }
+            self.restate_all(phase);
+        }
+    }
+
+    fn listed_tick(&mut self, i: usize, out: &mut Tick, state: State) {
         let l = &mut self.listed[i];
         let rng = &mut self.rng;
         let session = self.clock.session_secs();
@@ -294,12 +418,18 @@ impl Simulator {
             (l.mid * (1.0 + l.spec.volatility * (dt / session).sqrt() * z)).max(2.0 * tick_size);
         let grid = l.grid;
         let price = |ticks: i64| grid.price(ticks);
+        // Open, high and low exist once the session has opened (a halt keeps them).
+        let traded = state != State::PreOpen;
         let mut book = out.depth.take();
         let mut symbol = std::mem::take(&mut out.symbol);
         symbol.clear();
         symbol.push_str(&l.spec.symbol);
         if l.spec.kind == Kind::Index {
-            let value = price((l.mid / tick_size).round() as i64);
+            // An index is computed from its members' prints: it moves only while they trade.
+            let value = match state {
+                State::Open => price((l.mid / tick_size).round() as i64),
+                _ => l.last,
+            };
             l.last = value;
             l.high = l.high.max(value);
             l.low = l.low.min(value);
@@ -307,10 +437,11 @@ impl Simulator {
                 symbol,
                 kind: Kind::Index,
                 last: Some(value),
-                open: Some(l.open),
-                high: Some(l.high),
-                low: Some(l.low),
+                open: traded.then_some(l.open),
+                high: traded.then_some(l.high),
+                low: traded.then_some(l.low),
                 prev_close: Some(l.prev_close),
+                state: Some(state),
                 ..Tick::default()
             };
             return;
@@ -320,7 +451,7 @@ impl Simulator {
         let bid_ticks = ((l.mid / tick_size - spread as f64 / 2.0).round() as i64).max(1);
         let ask_ticks = bid_ticks + spread;
         let (bid, ask) = (price(bid_ticks), price(ask_ticks));
-        if byte(2) < 102 {
+        if byte(2) < 102 && state == State::Open {
             // A trade (chance 0.4), at the bid or the ask, of 1 to 10 lots.
             l.last = if byte(3) & 1 == 0 { bid } else { ask };
             l.last_size = l.spec.lot * (1 + byte(4) % 10);
@@ -367,11 +498,12 @@ impl Simulator {
             bid_size: Some(bid_size),
             ask_size: Some(ask_size),
             volume: Some(l.volume),
-            open: Some(l.open),
-            high: Some(l.high),
-            low: Some(l.low),
+            open: traded.then_some(l.open),
+            high: traded.then_some(l.high),
+            low: traded.then_some(l.low),
             prev_close: Some(l.prev_close),
             depth,
+            state: Some(state),
             ..Tick::default()
         };
     }
@@ -379,6 +511,10 @@ impl Simulator {
     fn reprice(&mut self) {
         for c in 0..self.chains.len() {
             let chain = &self.chains[c];
+            if self.listed[chain.underlying].halted_until.is_some() || self.phase != State::Open {
+                // Frozen with its underlying, or waiting for the open.
+                continue;
+            }
             let market = market(&self.listed, chain, &self.options, &self.clock, self.depth);
             for &k in &chain.members {
                 if let Some(t) = self.opts[k].reprice(&market, &mut self.rng) {
@@ -444,8 +580,10 @@ impl Simulator {
     fn roll_day(&mut self) {
         for l in &mut self.listed {
             l.prev_close = l.last;
-            open_session(l, &mut self.rng);
+            l.halted_until = None;
+            overnight(l, &mut self.rng);
         }
+        self.halted.clear();
         for o in &mut self.opts {
             o.roll_day();
         }
@@ -517,11 +655,18 @@ fn market<'a>(
     }
 }
 
-/// Opens a session: a gap from the previous close, an opening print.
-fn open_session(l: &mut Listed, rng: &mut SmallRng) {
+/// The night before a session: the mid gaps from the previous close; nothing has traded.
+fn overnight(l: &mut Listed, rng: &mut SmallRng) {
     let gap = rng.random_range(-1.0..1.0) * l.spec.volatility * 0.3;
     let tick = l.spec.tick_size;
     l.mid = (l.prev_close * (1.0 + gap)).max(2.0 * tick);
+    (l.open, l.high, l.low, l.last) = (l.prev_close, l.prev_close, l.prev_close, l.prev_close);
+    (l.volume, l.last_size) = (0, 0);
+}
+
+/// The open: an opening print at the mid.
+fn opening_print(l: &mut Listed, rng: &mut SmallRng) {
+    let tick = l.spec.tick_size;
     let open = round_to((l.mid / tick).round() * tick, l.spec.decimals);
     (l.open, l.high, l.low, l.last) = (open, open, open, open);
     if l.spec.kind == Kind::Index {

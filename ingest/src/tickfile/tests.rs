@@ -134,20 +134,22 @@ fn corrupt_records_are_reported_with_their_line_and_skipped() {
     body.extend_from_slice(b"\xff\xfe\n");
     body.extend_from_slice(&vec![b'x'; DEFAULT_MAX_RECORD + 10]);
     body.extend_from_slice(b"\n{\"symbol\":\"MSFT\",\"seq\":9007199254740993}\n");
+    body.extend_from_slice(b"{\"symbol\":\"MSFT\",\"last\":1,\"state\":\"lunch\"}\n");
     body.extend_from_slice(b"{\"symbol\":\"SPY\",\"bid\":2,\"type\":\"snapshot\"}");
     std::fs::write(&path, body).unwrap();
     let (ticks, bad, summary) = read_all(&path);
     let symbols: Vec<&str> = ticks.iter().map(|t| t.symbol.as_str()).collect();
     assert_eq!(symbols, ["AAPL", "SPY"]);
     let lines: Vec<u64> = bad.iter().map(|c| c.line).collect();
-    assert_eq!(lines, [2, 4, 5, 6, 7, 8]);
+    assert_eq!(lines, [2, 4, 5, 6, 7, 8, 9]);
     assert_eq!(
         summary,
         FileSummary {
             ticks: 2,
-            corrupt: 6
+            corrupt: 7
         }
     );
+    assert!(bad[6].error.contains("lunch"), "{}", bad[6].error);
     assert!(
         bad[0]
             .to_string()

@@ -7,6 +7,7 @@
 //! nothing, so one bad message never touches a book it does not name.
 
 use rustc_hash::FxHashMap;
+use tickmesh_core::tick::State;
 
 use super::msg::{Body, Directory, Message, Stock};
 
@@ -117,6 +118,8 @@ pub struct Book {
     pub trading: u8,
     /// Operational halt from `h`: `b'H'` or `b'T'` (`b' '` before the first).
     pub operational: u8,
+    /// The stock's trading state, from `trading`, `operational` and the system event.
+    pub state: State,
     /// Nanoseconds since midnight of the last message that changed the book.
     pub ts_ns: u64,
     /// A message touched the top levels, last print or volume since
@@ -137,11 +140,18 @@ impl Book {
             volume: 0,
             trading: b' ',
             operational: b' ',
+            state: State::Open,
             ts_ns: 0,
             dirty: false,
         };
         book.name(stock);
         book
+    }
+
+    /// Recomputes [`Book::state`] under the system event `system`; true if it changed.
+    fn restate(&mut self, system: u8) -> bool {
+        let state = state_of(system, self.trading, self.operational);
+        std::mem::replace(&mut self.state, state) != state
     }
 
     fn name(&mut self, stock: &[u8; 8]) {
@@ -212,6 +222,19 @@ pub struct Books {
     pub malformed: Malformed,
 }
 
+/// A stock's trading state from the last system event (`S`), trading action (`H`) and
+/// operational halt (`h`): closed after the end of market hours; halted while halted or
+/// paused by either; pre-open in a quotation-only period and before market hours; open
+/// otherwise (also when no system event came yet: a file that starts mid-day).
+pub fn state_of(system: u8, trading: u8, operational: u8) -> State {
+    match (system, trading, operational) {
+        (b'M' | b'E' | b'C', _, _) => State::Closed,
+        (_, b'H' | b'P', _) | (_, _, b'H') => State::Halted,
+        (_, b'Q', _) | (b'O' | b'S', _, _) => State::PreOpen,
+        _ => State::Open,
+    }
+}
+
 const DAY_NS: u64 = 86_400 * 1_000_000_000;
 
 impl Books {
@@ -263,7 +286,12 @@ impl Books {
         if self.books.len() <= i {
             self.books.resize_with(i + 1, || None);
         }
-        self.books[i].get_or_insert_with(|| Box::new(Book::new(stock.unwrap_or(&[b' '; 8]))))
+        let system = self.system;
+        self.books[i].get_or_insert_with(|| {
+            let mut book = Book::new(stock.unwrap_or(&[b' '; 8]));
+            book.restate(system);
+            Box::new(book)
+        })
     }
 
     /// Applies `f` to the book of `locate` (made on first use); when `f` says the change
@@ -363,7 +391,7 @@ impl Books {
                 Ok(())
             }
             _ => {
-                self.reference(locate, &m.body);
+                self.reference(locate, ts, &m.body);
                 Ok(())
             }
         }
@@ -371,9 +399,23 @@ impl Books {
 
     /// Messages that change no price level: directory, states.
     #[cold]
-    fn reference(&mut self, locate: u16, body: &Body<'_>) {
+    fn reference(&mut self, locate: u16, ts: u64, body: &Body<'_>) {
+        let system = self.system;
         match *body {
-            Body::SystemEvent { event } => self.system = event,
+            Body::SystemEvent { event } => {
+                // Every stock's state may follow (a handful of these a day).
+                self.system = event;
+                for (i, book) in self.books.iter_mut().enumerate() {
+                    if let Some(book) = book
+                        && book.restate(event)
+                    {
+                        book.ts_ns = ts;
+                        if !std::mem::replace(&mut book.dirty, true) {
+                            self.changed.push(i as u16);
+                        }
+                    }
+                }
+            }
             Body::MwcbStatus { level } => self.mwcb_breached = level,
             Body::StockDirectory(Directory {
                 stock,
@@ -388,10 +430,16 @@ impl Books {
                 (book.round_lot, book.etp) = (round_lot, etp_flag == b'Y');
             }
             Body::TradingAction { stock, state, .. } => {
-                self.book_mut(locate, Some(stock)).trading = state;
+                self.change(locate, Some(stock), ts, |b| {
+                    b.trading = state;
+                    b.restate(system)
+                });
             }
             Body::OperationalHalt { stock, action, .. } => {
-                self.book_mut(locate, Some(stock)).operational = action;
+                self.change(locate, Some(stock), ts, |b| {
+                    b.operational = action;
+                    b.restate(system)
+                });
             }
             // Reg SHO, participant positions, MWCB levels, IPO, LULD, broken trades,
             // NOII, RPII and DLCR change no book; the feed counts them.

@@ -19,10 +19,10 @@
 //! ticks through a bounded channel, paced by source time in the feed loop (`speed`,
 //! `max_wait_ms`, `loop`). A stock ticks only when a message changed its top
 //! [`book::DEPTH`] levels, its last print or its volume; the tick carries the whole
-//! level 1 and the depth (see `docs/itch.md` for the field mapping). The trades stream
-//! and status messages of protocol 1.1 are not built yet: prints will go to `tr.*` from
-//! where `Book::print` records them, and the trading state kept in
-//! [`book::Book::trading`] and [`book::Books::system`] will feed `status`.
+//! level 1, the depth and the trading `state` ([`book::state_of`]; a change of state is a
+//! change of the tick). See `docs/itch.md` for the field mapping. The trades stream of
+//! protocol 1.1 is not built yet: prints will go to `tr.*` from where `Book::print`
+//! records them.
 
 pub mod book;
 pub mod day;
@@ -152,6 +152,7 @@ pub fn tick_of(book: &Book, src_ts: u64) -> Tick {
         ask_size: depth.asks.first().map(|l| l.1),
         volume: Some(book.volume),
         depth: Some(depth),
+        state: Some(book.state),
         ..Tick::default()
     }
 }

@@ -207,11 +207,106 @@ fn the_close_rolls_the_day_and_the_chains() {
     assert_eq!(aapl.expiries[0].expiry, day("2026-03-13"));
     assert!(start.chains[0].expiries[0].expiry < aapl.expiries[0].expiry);
     assert_eq!(s.live_options(), 672);
+    // The close's ticks come first (closed, at yesterday's last), then the new day's.
     let t = loop {
         let (_, t) = s.next_tick();
-        if t.symbol == "AAPL" {
+        if t.symbol == "AAPL" && t.state != Some(State::Closed) {
             break t;
         }
+        if t.symbol == "AAPL" {
+            assert_eq!(t.last, last_aapl, "the close is at the last print");
+        }
     };
+    assert_eq!(t.state, Some(State::PreOpen));
     assert_eq!(t.prev_close, last_aapl, "yesterday's last is today's close");
+    assert_eq!(t.last, last_aapl, "nothing traded yet today");
+}
+
+/// A whole day at 600× with frequent halts: pre-open without trades, every instrument
+/// opening, single names halting (quiet while halted, options following), the close, and
+/// the next day's pre-open.
+#[test]
+fn a_trading_day_opens_halts_names_and_closes() {
+    let session = SessionConfig {
+        start: Some("09:29:00".into()),
+        speed: 600.0,
+        pre_open_s: 30.0,
+        halts_per_hour: 60.0,
+        halt_s: 120.0,
+        ..SessionConfig::default()
+    };
+    assert!(session.validate().is_ok());
+    let options = OptionsConfig::default();
+    let mut s = sim_with(3, &session, &options, 2000.0);
+    let listed = s.listed.len();
+    let mut state: HashMap<String, State> = HashMap::new();
+    let mut halted_at: HashMap<String, f64> = HashMap::new();
+    let mut last_pre_open: HashMap<String, (f64, u64)> = HashMap::new();
+    let (mut halts, mut option_halts, mut closed, mut reopened) = (0, 0, 0, 0);
+    let day_one = s.market_time().0;
+    for _ in 0..400_000 {
+        let (i, t) = s.next_tick();
+        let (date, secs) = s.market_time();
+        let now = state.get(&t.symbol).copied();
+        let new = t.state.expect("every simulated tick has a state");
+        if t.kind == Kind::Index {
+            assert_ne!(new, State::Halted, "{} is an index", t.symbol);
+        }
+        match new {
+            State::PreOpen => {
+                // Nothing trades before the open: last and volume stand still.
+                let seen = (t.last.unwrap_or(0.0), t.volume.unwrap_or(0));
+                if now != Some(State::PreOpen) {
+                    last_pre_open.remove(&t.symbol);
+                    assert!(t.open.is_none(), "{}: an open before the open", t.symbol);
+                }
+                if let Some(before) = last_pre_open.insert(t.symbol.clone(), seen) {
+                    assert_eq!(before, seen, "{} traded in pre-open", t.symbol);
+                }
+            }
+            State::Halted => {
+                assert_ne!(now, Some(State::Halted), "{}: two halted ticks", t.symbol);
+                if i < listed {
+                    halts += 1;
+                    halted_at.insert(t.symbol.clone(), s.trading_secs);
+                } else {
+                    option_halts += 1;
+                }
+            }
+            State::Open if now == Some(State::Halted) && i < listed => {
+                let out = s.trading_secs - halted_at[&t.symbol];
+                assert!((out - 120.0).abs() < 2.0, "{} halted {out} s", t.symbol);
+                reopened += 1;
+            }
+            State::Closed => closed += 1,
+            State::Open => {}
+        }
+        if now == Some(State::Halted) && new != State::Halted {
+            halted_at.remove(&t.symbol);
+        }
+        if now == Some(State::Closed) {
+            assert_eq!(new, State::PreOpen, "{}: the day after the close", t.symbol);
+        }
+        if date != day_one && secs > session_open() + 60.0 {
+            break;
+        }
+        state.insert(t.symbol.clone(), new);
+    }
+    assert!(s.market_time().0 != day_one, "the day never closed");
+    assert!(
+        halts >= 3 && reopened >= 3,
+        "{halts} halts, {reopened} resumed"
+    );
+    assert!(
+        option_halts > 0,
+        "no option followed its underlying into a halt"
+    );
+    assert!(
+        closed >= listed,
+        "{closed} closed ticks for {listed} listed"
+    );
+}
+
+fn session_open() -> f64 {
+    super::super::session::parse_time("09:30").unwrap()
 }
