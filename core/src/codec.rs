@@ -146,20 +146,25 @@ where
             let mut out = Vec::with_capacity(32 + n * 128);
             // fixmap(2) "type" "ticks" "ticks" [..]
             out.extend_from_slice(b"\x82\xa4type\xa5ticks\xa5ticks");
-            if n < 16 {
-                out.push(0x90 | n as u8);
-            } else if n <= usize::from(u16::MAX) {
-                out.push(0xdc);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            } else {
-                out.push(0xdd);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
+            array_header(&mut out, n);
             for t in ticks {
                 out.extend_from_slice(t);
             }
             out
         }
+    }
+}
+
+/// Appends the MessagePack header of an array of `n` items.
+pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= usize::from(u16::MAX) {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
     }
 }
 

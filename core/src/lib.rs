@@ -3,6 +3,7 @@
 //! - [`symbol`]: the one place symbols are validated (feed input and client requests).
 //! - [`subject`]: `md.<shard>.<symbol>` and the FNV-1a shard function.
 //! - [`tick`]: the tick model and its modes (`ltp`, `quote`, `full`).
+//! - [`trade`]: prints (time and sales) on `tr.<shard>.<symbol>` and in `trades` messages.
 //! - [`codec`]: ticks as MessagePack on NATS, and the per-mode client encodings
 //!   that the edge builds once per tick and shares between sessions.
 //! - [`protocol`]: client protocol v1 messages, in JSON and MessagePack.
@@ -30,6 +31,7 @@ pub mod revocation;
 pub mod subject;
 pub mod symbol;
 pub mod tick;
+pub mod trade;
 
 pub use protocol::Format;
 pub use symbol::{Symbol, SymbolError};

@@ -105,6 +105,38 @@ pub enum Request {
     List,
 }
 
+/// What a subscription carries: a subscription is identified by its symbol and stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// The symbol's ticks (snapshot, then live updates).
+    #[default]
+    Ticks,
+    /// Time and sales: every print, never conflated.
+    Trades,
+    /// OHLCV bars.
+    Bars,
+}
+
+impl StreamKind {
+    pub fn is_ticks(&self) -> bool {
+        *self == StreamKind::Ticks
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Ticks => "ticks",
+            StreamKind::Trades => "trades",
+            StreamKind::Bars => "bars",
+        }
+    }
+}
+
+/// Prints of history a `trades` subscription gets first, unless it asks: `history`.
+pub const DEFAULT_TRADES_HISTORY: u32 = 50;
+/// The most prints of history a `trades` subscription may ask for.
+pub const MAX_TRADES_HISTORY: u32 = 500;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(expecting = "an object with `symbols` or `chains`")]
 pub struct Subscribe {
@@ -116,6 +148,11 @@ pub struct Subscribe {
     pub mode: Mode,
     #[serde(default)]
     pub interval_ms: Option<u32>,
+    #[serde(default)]
+    pub stream: StreamKind,
+    /// `trades`: prints of history first (default 50, at most 500).
+    #[serde(default)]
+    pub history: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -125,6 +162,8 @@ pub struct Unsubscribe {
     pub symbols: Vec<String>,
     #[serde(default)]
     pub chains: Vec<String>,
+    #[serde(default)]
+    pub stream: StreamKind,
 }
 
 /// A decoded client message: the request and the `id` to echo.
@@ -239,6 +278,9 @@ pub struct SubscriptionInfo {
     pub symbol: String,
     pub mode: Mode,
     pub interval_ms: u32,
+    /// Absent for `ticks`.
+    #[serde(skip_serializing_if = "StreamKind::is_ticks")]
+    pub stream: StreamKind,
 }
 
 /// Messages to clients, other than `ticks` and `snapshot`, which are assembled from
@@ -261,6 +303,9 @@ pub enum ServerMsg {
         chains: Vec<String>,
         interval_ms: u32,
         mode: Mode,
+        /// Absent for `ticks`.
+        #[serde(skip_serializing_if = "StreamKind::is_ticks")]
+        stream: StreamKind,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +313,8 @@ pub enum ServerMsg {
         symbols: Vec<String>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         chains: Vec<String>,
+        #[serde(skip_serializing_if = "StreamKind::is_ticks")]
+        stream: StreamKind,
     },
     Hb {
         ts: u64,
@@ -446,7 +493,9 @@ mod tests {
                 symbols: vec!["MSFT".into()],
                 chains: vec![],
                 mode: Mode::Full,
-                interval_ms: Some(0)
+                interval_ms: Some(0),
+                stream: StreamKind::Ticks,
+                history: None,
             })
         );
         // {"op":"ping"}

@@ -68,6 +68,9 @@ pub struct NatsConfig {
     pub js_domain: Option<String>,
     /// Latest-value KV bucket.
     pub kv_bucket: String,
+    /// The stream that keeps each symbol's recent prints (in `js_domain`), read once per
+    /// followed tape for its history. Default `md_trades`.
+    pub trades_stream: String,
     /// JetStream domain of the region's read-only mirror of `kv_bucket` (same bucket name);
     /// snapshots are read there first, and from `js_domain` when it is stale or missing.
     /// None: read `js_domain` only.
@@ -121,6 +124,10 @@ pub struct SessionConfig {
     pub live_budget_bytes: usize,
     /// Conflation interval for sessions that overran their budget, ms. Default 250.
     pub slow_interval_ms: u32,
+    /// Tape items (a print, or a subscription's history) a session with `trades`
+    /// subscriptions may have waiting to be written; a session that falls this far behind
+    /// is cut with 4008 (a tape is never conflated). Default 4096.
+    pub tape_queue: usize,
     /// A write to a client that does not finish in this long closes it with 4008, ms.
     /// Default 5000.
     pub write_timeout_ms: u64,
@@ -396,6 +403,7 @@ impl Default for NatsConfig {
             name: "tickmesh-edge".into(),
             js_domain: None,
             kv_bucket: "md_last".into(),
+            trades_stream: tickmesh_core::trade::STREAM.into(),
             kv_mirror_domain: None,
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
@@ -418,6 +426,7 @@ impl Default for SessionConfig {
             max_message_bytes: 64 * 1024,
             live_budget_bytes: 1024 * 1024,
             slow_interval_ms: 250,
+            tape_queue: 4096,
             write_timeout_ms: 5000,
             close_linger_ms: 5000,
             max_ticks_per_frame: 500,
@@ -506,6 +515,16 @@ impl EdgeConfig {
         check(!self.nats.kv_bucket.is_empty(), "nats.kv_bucket", || {
             "must not be empty".into()
         })?;
+        check(
+            !self.nats.trades_stream.is_empty(),
+            "nats.trades_stream",
+            || "must not be empty".into(),
+        )?;
+        check(
+            (16..=1_000_000).contains(&self.session.tape_queue),
+            "session.tape_queue",
+            || format!("must be 16..=1000000, got {}", self.session.tape_queue),
+        )?;
         check(
             self.nats.stale_after_ms >= 100,
             "nats.stale_after_ms",

@@ -11,6 +11,7 @@
 //!   ([`control`] also takes them from NATS `ctl.revoke`, and reloads key files).
 //! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
 //! - [`liveness`]: which shards' owner (the ingest holding the feed) went quiet.
+//! - [`tape`]: time and sales: the prints of followed symbols, never conflated.
 //! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
@@ -41,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod state;
+pub mod tape;
 pub mod telemetry;
 #[cfg(test)]
 mod testlog;

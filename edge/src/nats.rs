@@ -9,6 +9,7 @@
 //! re-sends every subscription on reconnect.
 
 pub mod kv;
+mod tape;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -79,6 +80,9 @@ pub struct NatsLink {
     reconnects: Arc<watch::Sender<u64>>,
     resync_reads: Arc<Semaphore>,
     connected: Arc<watch::Sender<bool>>,
+    /// JetStream in `nats.js_domain`, for tapes' history.
+    hub_js: async_nats::jetstream::Context,
+    trades_stream: String,
 }
 
 /// A symbol's pump: its NATS subscription ends when this is dropped.
@@ -148,7 +152,13 @@ impl NatsLink {
             .context("the NATS thread stopped")?
             .with_context(|| format!("connecting to NATS at {urls}"))?;
         let kv = kv::KvReader::new(&client, config, kv_timeout, resync.clone())?;
+        let hub_js = match &config.js_domain {
+            Some(domain) => async_nats::jetstream::with_domain(client.clone(), domain),
+            None => async_nats::jetstream::new(client.clone()),
+        };
         Ok(NatsLink {
+            hub_js,
+            trades_stream: config.trades_stream.clone(),
             io: Arc::new(io),
             client,
             shards,

@@ -21,6 +21,7 @@ use crate::nats::NatsLink;
 use crate::refdata::RefData;
 use crate::runtime::{Member, Runtime, default_shards};
 use crate::snapshot::Snapshots;
+use crate::tape::Tapes;
 
 /// Instants per interval the shared flush clock spreads sessions over: those of one slot
 /// flush together and share their frames, and no instant wakes more than a
@@ -66,6 +67,8 @@ pub struct Edge {
     pub clock: Clock,
     /// Which shards' owner went quiet (ingest's `ctl.alive`).
     pub owners: Arc<Owners>,
+    /// The tapes (`trades` subscriptions) this edge follows.
+    pub tapes: Arc<Tapes<NatsLink>>,
 }
 
 impl Edge {
@@ -135,6 +138,7 @@ impl Edge {
             ),
             clock: Clock::start(),
             owners,
+            tapes: Tapes::new(nats.clone()),
         }))
     }
 }

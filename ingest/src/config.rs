@@ -29,6 +29,7 @@ pub struct IngestConfig {
     pub replay: ReplayConfig,
     pub itch: ItchConfig,
     pub refdata: RefDataConfig,
+    pub trades: TradesConfig,
     pub lease: LeaseConfig,
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); not served when unset.
     pub metrics_listen: Option<SocketAddr>,
@@ -59,6 +60,29 @@ pub struct RefDataConfig {
     pub bucket: String,
     /// Write instruments and chains. Default true.
     pub enabled: bool,
+}
+
+/// `[trades]`: every print on `tr.<shard>.<symbol>`, the recent ones kept in a stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TradesConfig {
+    /// Publish prints. Default true.
+    pub enabled: bool,
+    /// The stream that keeps the recent prints of each symbol (subjects `tr.>`),
+    /// created with `kv.replicas` copies if missing. Default `md_trades`.
+    pub stream: String,
+    /// Prints kept per symbol. Default 500 (the most a client's history asks for).
+    pub keep: i64,
+}
+
+impl Default for TradesConfig {
+    fn default() -> Self {
+        TradesConfig {
+            enabled: true,
+            stream: tickmesh_core::trade::STREAM.into(),
+            keep: 500,
+        }
+    }
 }
 
 impl Default for RefDataConfig {
@@ -127,6 +151,7 @@ impl Default for IngestConfig {
             replay: ReplayConfig::default(),
             itch: ItchConfig::default(),
             refdata: RefDataConfig::default(),
+            trades: TradesConfig::default(),
             lease: LeaseConfig::default(),
             metrics_listen: None,
             liveness_ms: 500,
@@ -229,10 +254,17 @@ impl IngestConfig {
             ("kv.bucket", &self.kv.bucket),
             ("refdata.bucket", &self.refdata.bucket),
             ("lease.bucket", &self.lease.bucket),
+            ("trades.stream", &self.trades.stream),
         ] {
             if !valid_bucket(bucket) {
                 return Err(bad(key, format!("{bucket:?} is not a valid bucket name")));
             }
+        }
+        if !(1..=10_000).contains(&self.trades.keep) {
+            return Err(bad(
+                "trades.keep",
+                format!("must be 1..=10000, got {}", self.trades.keep),
+            ));
         }
         if !(10..=60_000).contains(&self.kv.interval_ms) {
             return Err(bad(

@@ -107,6 +107,12 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
     let store = client
         .latest_bucket(&config.kv.bucket, config.kv.replicas)
         .await?;
+    if config.trades.enabled {
+        let t = &config.trades;
+        client
+            .trades_stream(&t.stream, t.keep, config.kv.replicas)
+            .await?;
+    }
     let lease = match config.lease.enabled {
         true => Some(Lease::open(&client, &config.lease, config.kv.replicas).await?),
         false => None,
@@ -335,6 +341,7 @@ async fn sim_term(
     let start = Instant::now();
     let base = sim.next_due();
     let mut tick = tickmesh_core::Tick::default();
+    let trades = config.trades.enabled;
     loop {
         if let Some(update) = sim.take_ref_update() {
             refs.submit(&update);
@@ -359,9 +366,18 @@ async fn sim_term(
                 p.index_of(sim.symbol(p.len()))
                     .context("simulated symbols are valid")?;
             }
-            p.emit(i, &mut tick, now)
+            let published = p
+                .emit(i, &mut tick, now)
                 .await
                 .context("publishing ticks")?;
+            if let Some(print) = sim.take_print()
+                && published
+                && trades
+            {
+                p.emit_trade(i, &tick, print)
+                    .await
+                    .context("publishing trades")?;
+            }
             n = n.wrapping_add(1);
             if n.is_multiple_of(256) {
                 now = now_us();

@@ -112,6 +112,16 @@ impl Client {
         buckets::ref_bucket(&self.js, bucket, replicas).await
     }
 
+    /// The trades stream, created if missing: see [`buckets::trades_stream`].
+    pub async fn trades_stream(
+        &self,
+        name: &str,
+        keep: i64,
+        replicas: usize,
+    ) -> anyhow::Result<()> {
+        buckets::trades_stream(&self.js, name, keep, replicas).await
+    }
+
     /// A bucket that must exist already.
     pub async fn bucket(&self, bucket: &str) -> anyhow::Result<kv::Store> {
         Ok(self.js.get_key_value(bucket).await?)

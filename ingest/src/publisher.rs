@@ -11,12 +11,14 @@ use bytes::Bytes;
 use tickmesh_core::codec::{MAX_WIRE_TICK, non_finite};
 use tickmesh_core::subject::tick_subject;
 use tickmesh_core::tick::MAX_SAFE_INTEGER;
+use tickmesh_core::trade::{Trade, trade_subject};
 use tickmesh_core::{Symbol, SymbolError, Tick};
 
 use crate::nats;
 pub use crate::nats::{connect, latest_bucket};
 use crate::sequencer::Sequencer;
 use crate::snapshot::Slots;
+use crate::sources::Print;
 use crate::wire::{self, Encoder};
 
 /// Where published ticks go: NATS in service, a list in the unit tests.
@@ -113,6 +115,10 @@ pub struct Counts {
     /// other float field, a `src_ts` not below 2^53, or larger than
     /// [`tickmesh_core::codec::MAX_WIRE_TICK`].
     pub invalid: u64,
+    /// Prints published on `tr.*`.
+    pub trades_out: u64,
+    /// Prints refused: a price or size that is not positive.
+    pub invalid_trades: u64,
 }
 
 /// Invalid ticks logged one by one; after that, every 1000th.
@@ -133,6 +139,8 @@ pub struct Publisher<S = nats::Client> {
     names: HashMap<Arc<str>, usize>,
     by_index: Vec<Arc<str>>,
     subjects: Vec<&'static str>,
+    /// `tr.<shard>.<symbol>` of each symbol.
+    trade_subjects: Vec<&'static str>,
     sequencer: Sequencer,
     slots: Arc<Slots>,
     /// A copy of the latest bytes of each symbol in the current batch, offered to KV at
@@ -154,6 +162,7 @@ impl<S: TickSink> Publisher<S> {
             names: HashMap::new(),
             by_index: Vec::new(),
             subjects: Vec::new(),
+            trade_subjects: Vec::new(),
             sequencer: Sequencer::new(0, 0),
             slots,
             latest: Vec::new(),
@@ -190,6 +199,8 @@ impl<S: TickSink> Publisher<S> {
         let i = self.subjects.len();
         self.subjects
             .push(intern(tick_subject(&parsed, self.shards)));
+        self.trade_subjects
+            .push(intern(trade_subject(&parsed, self.shards)));
         let name: Arc<str> = Arc::from(symbol);
         self.names.insert(name.clone(), i);
         self.by_index.push(name);
@@ -246,6 +257,46 @@ impl<S: TickSink> Publisher<S> {
         Ok(true)
     }
 
+    /// Publishes the print of `tick`, which [`Publisher::emit`] has just stamped and
+    /// published (symbol `i`): its seq and ts are the tick's, and so is its `trade_id`
+    /// (seqs rise across epochs, so it is unique per symbol). A print with a price or size
+    /// that is not positive is refused (counted, logged), never forwarded. Returns whether
+    /// it was published.
+    pub async fn emit_trade(
+        &mut self,
+        i: usize,
+        tick: &Tick,
+        print: Print,
+    ) -> Result<bool, S::Error> {
+        let trade = Trade {
+            symbol: tick.symbol.clone(),
+            seq: tick.seq,
+            trade_id: tick.seq,
+            price: print.price,
+            size: print.size,
+            ts: tick.ts,
+            src_ts: tick.src_ts,
+            conditions: match print.opening {
+                true => vec!["opening".into()],
+                false => Vec::new(),
+            },
+        };
+        if let Err(reason) = tickmesh_core::trade::check(&trade) {
+            self.counts.invalid_trades += 1;
+            let n = self.counts.invalid_trades;
+            metrics::counter!("tickmesh_ingest_invalid_trades_total", "source" => self.source)
+                .increment(1);
+            if log_invalid(n) {
+                tracing::warn!(symbol = %trade.symbol, %reason, refused = n, "invalid trade refused");
+            }
+            return Ok(false);
+        }
+        let bytes = Bytes::from(tickmesh_core::trade::encode_wire(&trade));
+        self.sink.publish(self.trade_subjects[i], bytes).await?;
+        self.counts.trades_out += 1;
+        Ok(true)
+    }
+
     /// Ends a batch: hands the latest bytes of each symbol to the KV writer and updates
     /// the metrics.
     pub fn end_batch(&mut self) {
@@ -264,6 +315,8 @@ impl<S: TickSink> Publisher<S> {
         // Also when 0: the series exists before the first stale tick.
         metrics::counter!("tickmesh_ingest_stale_ticks_total", "source" => source)
             .increment(now.stale - before.stale);
+        metrics::counter!("tickmesh_ingest_trades_out_total", "source" => source)
+            .increment(now.trades_out - before.trades_out);
         self.flushed = now;
     }
 }

@@ -8,6 +8,7 @@
 
 mod refusals;
 mod requests;
+mod tapes;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +36,10 @@ use crate::fanout::{Drained, SessionId, Update};
 use crate::limits::{Admission, TokenBucket};
 use crate::liveness::Quiet;
 use crate::state::{Edge, EdgeMember};
+use crate::tape::{SharedTrade, TapeItem};
 use crate::upstream::Upstream;
+use tapes::HeldTapes;
+use tickmesh_core::trade::trades_frame;
 
 /// Why a session ends.
 enum End {
@@ -104,6 +108,8 @@ struct Session<S> {
     /// What every flush counts, looked up once: a lookup by name costs a lock and a hash
     /// in the recorder on every flush of every session.
     counted: Counted,
+    /// Its `trades` subscriptions and their inbox.
+    tapes: HeldTapes,
 }
 
 struct Counted {
@@ -155,6 +161,7 @@ where
         awaiting_since: None,
         last_heard: Instant::now(),
         counted: Counted::new(),
+        tapes: HeldTapes::new(edge.clone(), id),
     };
     let end = session.serve(&notify).await;
     drop(joined);
@@ -277,6 +284,7 @@ where
         let mut stale = Stale::default();
         let mut quiet = edge.owners.subscribe();
         let mut quiet_open = true;
+        let mut tape_items = Vec::new();
         loop {
             if shared_clock {
                 if let Some(at) = due
@@ -337,6 +345,7 @@ where
                     step => step,
                 },
                 _ = notify.notified() => self.flush(&mut heartbeat, &stale.told).await.map(|next| due = next),
+                () = self.tapes.next(&mut tape_items) => self.write_tapes(&mut tape_items).await,
                 _ = &mut flush_timer, if !shared_clock && flush_armed.is_some() => {
                     // Fired: armed again at the top only if the flush asks to come back.
                     flush_armed = None;
@@ -670,6 +679,50 @@ where
             self.counted.dwell.record(arrived.elapsed().as_secs_f64());
         }
         Ok(next_due.map(tokio::time::Instant::from_std))
+    }
+
+    /// Writes what the session's tapes handed it: each history as a `trades` message with
+    /// `snapshot: true`, each run of live prints as one `trades` message. A session that
+    /// fell a whole queue behind is cut (4008): a tape is never conflated.
+    async fn write_tapes(&mut self, items: &mut Vec<TapeItem>) -> Result<(), End> {
+        if self.tapes.overflowed() {
+            items.clear();
+            return Err(End::Close(close::SLOW_CONSUMER, "fell behind a tape"));
+        }
+        let format = self.format;
+        let mut out = Vec::new();
+        let mut run: Vec<Arc<SharedTrade>> = Vec::new();
+        let mut prints = 0u64;
+        let frame = |snapshot: bool, trades: &[Arc<SharedTrade>]| {
+            let objects = trades.iter().map(|t| &t.encoded(format)[..]);
+            bytes::Bytes::from(trades_frame(format, snapshot, objects))
+        };
+        for item in items.drain(..) {
+            match item {
+                TapeItem::Trade(t) => run.push(t),
+                TapeItem::History(h) => {
+                    if !run.is_empty() {
+                        out.push(frame(false, &run));
+                        prints += run.len() as u64;
+                        run.clear();
+                    }
+                    out.push(frame(true, &h));
+                }
+            }
+        }
+        if !run.is_empty() {
+            out.push(frame(false, &run));
+            prints += run.len() as u64;
+        }
+        metrics::counter!("tickmesh_edge_trades_out_total").increment(prints);
+        let out: Vec<Message> = out
+            .into_iter()
+            .map(|bytes| {
+                self.counted.bytes_out.increment(bytes.len() as u64);
+                self.frame(bytes)
+            })
+            .collect();
+        self.send(out).await
     }
 
     /// The `ticks` frame of `frame`: from the ticks' shared encodings, with `from_seq`

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tickmesh_core::Symbol;
 use tickmesh_core::protocol::{
-    self, ClientMsg, ErrorCode, Request, ServerMsg, Subscribe, SubscriptionInfo, close,
+    self, ClientMsg, ErrorCode, Request, ServerMsg, StreamKind, Subscribe, SubscriptionInfo, close,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
@@ -20,6 +20,13 @@ use tokio_tungstenite::tungstenite::Message;
 use super::refusals::{Refusals, count_error};
 use super::{End, Session};
 use crate::auth::AuthError;
+
+/// What [`Session::first_checks`] found.
+enum Checked {
+    Refused,
+    Held,
+    New,
+}
 
 /// Longest interval a subscription may ask for, ms.
 const MAX_INTERVAL_MS: u32 = 60_000;
@@ -75,7 +82,38 @@ where
         ClientMsg { id, request }: ClientMsg,
     ) -> Result<Vec<ServerMsg>, End> {
         Ok(match request {
-            Request::Subscribe(sub) => return self.subscribe(id, sub).await,
+            Request::Subscribe(sub) => {
+                return match sub.stream {
+                    StreamKind::Ticks => self.subscribe(id, sub).await,
+                    StreamKind::Trades => Ok(self.subscribe_tapes(id, sub)),
+                    StreamKind::Bars => {
+                        count_error(ErrorCode::BadRequest, 1);
+                        Ok(vec![ServerMsg::error(
+                            id,
+                            ErrorCode::BadRequest,
+                            "stream \"bars\" is not served by this edge yet",
+                        )])
+                    }
+                };
+            }
+            Request::Unsubscribe(unsub) if unsub.stream != StreamKind::Ticks => {
+                let max = self.read_cap();
+                let mut refusals =
+                    Refusals::new(id, self.edge.config.limits.max_errors_per_request);
+                let (symbols, chains) =
+                    cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
+                let mut symbols = self.parse_symbols(symbols, &mut refusals);
+                let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
+                symbols.retain(|s| self.tapes.unsubscribe(s.as_str()));
+                let mut replies = refusals.finish();
+                replies.push(ServerMsg::Unsubscribed {
+                    id,
+                    symbols: symbols.iter().map(|s| s.to_string()).collect(),
+                    chains,
+                    stream: unsub.stream,
+                });
+                replies
+            }
             Request::Unsubscribe(unsub) => {
                 let max = self.read_cap();
                 let mut refusals =
@@ -94,22 +132,32 @@ where
                     id,
                     symbols: removed.iter().map(|s| s.to_string()).collect(),
                     chains,
+                    stream: StreamKind::Ticks,
                 });
                 replies
             }
             Request::Ping => vec![ServerMsg::Pong { id }],
             Request::List => {
-                let subscriptions = self
-                    .edge
-                    .runtime
-                    .subscriptions(self.id)
-                    .into_iter()
-                    .map(|(symbol, sub)| SubscriptionInfo {
-                        symbol: symbol.to_string(),
-                        mode: sub.mode,
-                        interval_ms: sub.interval_ms,
-                    })
-                    .collect();
+                let subscriptions =
+                    self.edge
+                        .runtime
+                        .subscriptions(self.id)
+                        .into_iter()
+                        .map(|(symbol, sub)| SubscriptionInfo {
+                            symbol: symbol.to_string(),
+                            mode: sub.mode,
+                            interval_ms: sub.interval_ms,
+                            stream: StreamKind::Ticks,
+                        });
+                let mut tapes = self.tapes.symbols();
+                tapes.sort();
+                let tapes = tapes.into_iter().map(|symbol| SubscriptionInfo {
+                    symbol: symbol.to_string(),
+                    mode: Default::default(),
+                    interval_ms: 0,
+                    stream: StreamKind::Trades,
+                });
+                let subscriptions = subscriptions.chain(tapes).collect();
                 vec![ServerMsg::Subscriptions { id, subscriptions }]
             }
             Request::Chains { underlying } => match self.edge.refdata.chains(&underlying) {
@@ -236,25 +284,20 @@ where
         let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
 
         let runtime = &edge.runtime;
-        let mut room = max.saturating_sub(runtime.subscription_count(self.id));
+        // Tapes and ticks share the session's `max_symbols`.
+        let mut room = max.saturating_sub(runtime.subscription_count(self.id) + self.tapes.len());
         let held = runtime.holds(self.id, &candidates);
         let mut wanted = Vec::with_capacity(candidates.len());
         for (symbol, held) in candidates.into_iter().zip(held) {
-            if !self.grant.allows(symbol.as_str(), &edge.refdata) {
-                refusals.symbol(ErrorCode::NotEntitled, symbol.as_str(), || {
-                    "your entitlements do not cover this symbol".into()
-                });
-            } else if held {
-                wanted.push(symbol);
-            } else if room == 0 {
-                refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || {
-                    format!("a session may hold at most {max} symbols")
-                });
-            } else if !edge.refdata.is_known(symbol.as_str()) {
-                refusals.symbol(ErrorCode::UnknownSymbol, symbol.as_str(), || {
-                    "no such instrument".into()
-                });
-            } else if let Err(e) = self.admission.hold(&symbol, limits) {
+            match self.first_checks(&symbol, held, room, &mut refusals) {
+                Checked::Refused => continue,
+                Checked::Held => {
+                    wanted.push(symbol);
+                    continue;
+                }
+                Checked::New => {}
+            }
+            if let Err(e) = self.admission.hold(&symbol, limits) {
                 refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || e.to_string());
             } else {
                 room -= 1;
@@ -319,6 +362,7 @@ where
             chains,
             interval_ms,
             mode: req.mode,
+            stream: StreamKind::Ticks,
         });
         let replies: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await?;
@@ -372,6 +416,115 @@ where
                 .record(started.elapsed().as_secs_f64());
         }
         Ok(Vec::new())
+    }
+
+    /// The first checks of a symbol to subscribe, in order: entitlement; a symbol held
+    /// already passes; then room under `max_symbols` (`room` left) and a listed
+    /// instrument. Refusals go into `refusals`.
+    fn first_checks(
+        &self,
+        symbol: &Symbol,
+        held: bool,
+        room: usize,
+        refusals: &mut Refusals,
+    ) -> Checked {
+        let max = self.grant.max_symbols;
+        if !self.grant.allows(symbol.as_str(), &self.edge.refdata) {
+            refusals.symbol(ErrorCode::NotEntitled, symbol.as_str(), || {
+                "your entitlements do not cover this symbol".into()
+            });
+        } else if held {
+            return Checked::Held;
+        } else if room == 0 {
+            refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || {
+                format!("a session may hold at most {max} symbols")
+            });
+        } else if !self.edge.refdata.is_known(symbol.as_str()) {
+            refusals.symbol(ErrorCode::UnknownSymbol, symbol.as_str(), || {
+                "no such instrument".into()
+            });
+        } else {
+            return Checked::New;
+        }
+        Checked::Refused
+    }
+
+    /// `subscribe` with `stream: "trades"`: each symbol's tape, its last `history` prints
+    /// first. Checked as a tick subscription is (entitlement, `max_symbols` shared with
+    /// ticks, known instrument), and the edge-wide bounds on symbols carried and on the
+    /// rate of new interest apply to the tapes it follows. `mode` and `interval_ms` are
+    /// not used: a tape is never conflated.
+    fn subscribe_tapes(&mut self, id: Option<i64>, req: Subscribe) -> Vec<ServerMsg> {
+        let edge = self.edge.clone();
+        if !edge.refdata.is_loaded() {
+            return vec![self.not_loaded(id)];
+        }
+        let limits = &edge.config.limits;
+        let history = req
+            .history
+            .unwrap_or(protocol::DEFAULT_TRADES_HISTORY)
+            .min(protocol::MAX_TRADES_HISTORY) as usize;
+        let max = self.grant.max_symbols as usize;
+        let cap = self.read_cap();
+        let mut refusals = Refusals::new(id, limits.max_errors_per_request);
+        let (symbols, chains) = cap_entries(&req.symbols, &req.chains, cap, &mut refusals);
+        let mut candidates = self.parse_symbols(symbols, &mut refusals);
+        let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
+        let mut room =
+            max.saturating_sub(edge.runtime.subscription_count(self.id) + self.tapes.len());
+        let mut accepted = Vec::with_capacity(candidates.len());
+        for symbol in candidates {
+            let held = self.tapes.holds(symbol.as_str());
+            match self.first_checks(&symbol, held, room, &mut refusals) {
+                Checked::Refused => continue,
+                Checked::Held => {
+                    accepted.push(symbol);
+                    continue;
+                }
+                Checked::New => {}
+            }
+            if edge.tapes.followed() >= limits.max_carried_symbols
+                && !edge.tapes.is_followed(symbol.as_str())
+            {
+                refusals.symbol_retry(
+                    ErrorCode::Unavailable,
+                    symbol.as_str(),
+                    limits.retry_after_ms,
+                    &format!(
+                        "this edge follows its most tapes ({}): retry after retry_ms, or use another edge",
+                        limits.max_carried_symbols
+                    ),
+                );
+            } else {
+                let new_interest = !edge.tapes.is_followed(symbol.as_str());
+                let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
+                if new_interest && !rate.take(Instant::now()) {
+                    let retry_ms = rate.wait_ms(1).max(1);
+                    drop(rate);
+                    refusals.symbol_retry(
+                        ErrorCode::Unavailable,
+                        symbol.as_str(),
+                        retry_ms,
+                        "this edge takes on new symbols at a bounded rate: retry after retry_ms",
+                    );
+                    continue;
+                }
+                drop(rate);
+                room -= 1;
+                self.tapes.subscribe(&symbol, history);
+                accepted.push(symbol);
+            }
+        }
+        let mut replies = refusals.finish();
+        replies.push(ServerMsg::Subscribed {
+            id,
+            symbols: accepted.iter().map(|s| s.to_string()).collect(),
+            chains,
+            interval_ms: 0,
+            mode: req.mode,
+            stream: StreamKind::Trades,
+        });
+        replies
     }
 
     /// In-band token refresh: new claims replace the old ones without a reconnect. The new
@@ -446,6 +599,33 @@ where
             self.admission.release(s);
         }
         self.edge.runtime.unsubscribe(self.id, &dropped);
+        // Tapes: those outside the new entitlements go, then those past `max_symbols`
+        // (ticks count first).
+        let mut tapes = self.tapes.symbols();
+        tapes.sort();
+        let mut room = (grant.max_symbols as usize).saturating_sub(kept.len());
+        for symbol in tapes {
+            let (code, message) = if !grant.allows(symbol.as_str(), &self.edge.refdata) {
+                (
+                    ErrorCode::NotEntitled,
+                    "no longer entitled: trades unsubscribed".to_string(),
+                )
+            } else if room == 0 {
+                (
+                    ErrorCode::TooManySymbols,
+                    format!(
+                        "the new token allows at most {} symbols: trades unsubscribed",
+                        grant.max_symbols
+                    ),
+                )
+            } else {
+                room -= 1;
+                continue;
+            };
+            count_error(code, 1);
+            replies.push(ServerMsg::symbol_error(id, code, symbol.as_str(), message));
+            self.tapes.unsubscribe(symbol.as_str());
+        }
         // Intervals follow the new tier, tighter or looser.
         for (symbol, sub) in &kept {
             let requested = self
@@ -490,6 +670,8 @@ mod tests {
             chains: vec!["AAPL:2030-01-18".into(); chains],
             mode: Default::default(),
             interval_ms: None,
+            stream: StreamKind::Ticks,
+            history: None,
         })
     }
 
@@ -504,6 +686,7 @@ mod tests {
         let unsubscribe = Request::Unsubscribe(Unsubscribe {
             symbols: vec!["AAPL".into(); 150],
             chains: vec!["AAPL:2030-01-18".into(); 51],
+            stream: StreamKind::Ticks,
         });
         assert_eq!(cost(&unsubscribe, 100), 3);
         assert_eq!(cost(&subscribe(7, 0), 1), 7);

@@ -151,3 +151,30 @@ impl Bucket for kv::Store {
         Box::pin(async move { Ok(kv::Store::delete(self, key).await?) })
     }
 }
+
+/// Opens the trades stream (subjects `tr.>`), creating it if missing: the last `keep`
+/// prints of each subject, `replicas` copies, in memory (a restart of the whole cluster
+/// loses the tape's history, never a live print).
+pub(super) async fn trades_stream(
+    js: &jetstream::Context,
+    name: &str,
+    keep: i64,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    if js.get_stream(name).await.is_ok() {
+        return Ok(());
+    }
+    js.create_stream(jetstream::stream::Config {
+        name: name.to_string(),
+        description: Some("TickMesh time and sales: the recent prints of each symbol".into()),
+        subjects: vec!["tr.>".into()],
+        max_messages_per_subject: keep,
+        storage: jetstream::stream::StorageType::Memory,
+        num_replicas: replicas,
+        discard: jetstream::stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating stream {name} with {replicas} replicas"))?;
+    Ok(())
+}

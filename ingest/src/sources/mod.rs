@@ -14,3 +14,13 @@ pub mod replay;
 pub mod session;
 pub mod sim;
 pub mod universe;
+
+/// A trade that a tick printed: the tick carries it as its `last`, `last_size` and
+/// `volume`; the publisher also sends it on the trades stream, with the tick's seq.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Print {
+    pub price: f64,
+    pub size: u64,
+    /// The opening print (condition `opening`).
+    pub opening: bool,
+}

@@ -16,6 +16,7 @@ use tickmesh_core::occ::OptionSymbol;
 use tickmesh_core::refdata::Instrument;
 use tickmesh_core::tick::{Depth, Kind, Right, State, Tick, round_to};
 
+use super::Print;
 use super::pricing::{self, Inputs, Smile};
 use super::session::SessionClock;
 
@@ -190,6 +191,8 @@ pub struct OptionState {
     pub expired: bool,
     /// Its trading state: its underlying's.
     state: State,
+    /// The print of its last tick, if it printed.
+    print: Option<Print>,
 }
 
 /// Model inputs shared by a chain at one re-pricing.
@@ -221,6 +224,7 @@ impl OptionState {
             prev_close: 0.0,
             expired: false,
             state: m.clock.phase(),
+            print: None,
         };
         let value = o.model(m).price;
         o.prev_close = round_to(
@@ -253,6 +257,11 @@ impl OptionState {
         (self.open, self.high, self.low) = (None, None, None);
     }
 
+    /// The print of the tick [`OptionState::reprice`] returned last, once.
+    pub fn take_print(&mut self) -> Option<Print> {
+        self.print.take()
+    }
+
     /// A tick in `state` (its underlying's new state), re-priced.
     pub fn restate(&mut self, state: State, m: &Market, rng: &mut SmallRng) -> Tick {
         self.state = state;
@@ -280,9 +289,15 @@ impl OptionState {
         self.quote = Some((bid, ask));
         let traded =
             self.state == State::Open && bid > 0.0 && rng.random_bool(m.config.trade_probability);
+        self.print = None;
         if traded {
             let price = if rng.random_bool(0.5) { bid } else { ask };
             let size = rng.random_range(1..=20u64);
+            self.print = Some(Print {
+                price,
+                size,
+                opening: false,
+            });
             self.last = price;
             self.last_size = Some(size);
             self.volume += size;

@@ -29,6 +29,7 @@ use tickmesh_core::date::Date;
 use tickmesh_core::refdata::{self, Chain, ChainExpiry, Instrument};
 use tickmesh_core::tick::{Kind, State, Tick, round_to};
 
+use super::Print;
 use super::options::{self, Market, OptionState, OptionsConfig};
 use super::pricing::Smile;
 use super::session::{SessionClock, SessionConfig};
@@ -132,7 +133,9 @@ pub struct Simulator {
     /// Options ever listed: symbol index `listed.len() + k`.
     opts: Vec<OptionState>,
     chains: Vec<ChainState>,
-    pending: VecDeque<(usize, Tick)>,
+    pending: VecDeque<(usize, Tick, Option<Print>)>,
+    /// The print of the tick returned last, if it printed.
+    print: Option<Print>,
     ref_update: Option<RefUpdate>,
     /// The market's phase: pre-open or open (an instrument may be halted within it).
     phase: State,
@@ -168,6 +171,7 @@ impl Simulator {
             opts: Vec::new(),
             chains: Vec::new(),
             pending: VecDeque::new(),
+            print: None,
             ref_update: None,
             phase: SessionClock::new(p.session, p.today).phase(),
             halt_every: match p.session.halts_per_hour > 0.0 {
@@ -268,6 +272,11 @@ impl Simulator {
         self.reprice_at = self.reprice_at.max(wall);
     }
 
+    /// The print of the tick returned last (by [`Simulator::next_tick_into`]), once.
+    pub fn take_print(&mut self) -> Option<Print> {
+        self.print.take()
+    }
+
     /// Reference data changed since the last call (the whole set at the start).
     pub fn take_ref_update(&mut self) -> Option<RefUpdate> {
         self.ref_update.take()
@@ -283,8 +292,9 @@ impl Simulator {
     /// [`Simulator::next_tick`] into `out`, reusing its allocations; returns the index.
     pub fn next_tick_into(&mut self, out: &mut Tick) -> usize {
         loop {
-            if let Some((i, t)) = self.pending.pop_front() {
+            if let Some((i, t, print)) = self.pending.pop_front() {
                 *out = t;
+                self.print = print;
                 return i;
             }
             if self.reprice_at <= self.at && !self.chains.is_empty() {
@@ -304,7 +314,7 @@ impl Simulator {
                 self.advance_clock(dt);
                 continue;
             }
-            self.listed_tick(i, out, self.phase);
+            self.print = self.listed_tick(i, out, self.phase, true);
             self.at += dt;
             self.advance_clock(dt);
             return i;
@@ -351,7 +361,7 @@ impl Simulator {
                 self.phase
             }
         };
-        self.listed_tick(i, out, state);
+        self.print = self.listed_tick(i, out, state, true);
         self.restate_options(Some(i), state);
         i
     }
@@ -366,7 +376,8 @@ impl Simulator {
             let market = market(&self.listed, chain, &self.options, &self.clock, self.depth);
             for &k in &chain.members {
                 let tick = self.opts[k].restate(state, &market, &mut self.rng);
-                self.pending.push_back((self.listed.len() + k, tick));
+                let print = self.opts[k].take_print();
+                self.pending.push_back((self.listed.len() + k, tick, print));
             }
         }
     }
@@ -379,8 +390,15 @@ impl Simulator {
                 Some(_) if state == State::Open => State::Halted,
                 _ => state,
             };
-            self.listed_tick(i, &mut tick, state);
-            self.pending.push_back((i, tick));
+            self.listed_tick(i, &mut tick, state, false);
+            // The open's tick carries the opening print.
+            let l = &self.listed[i];
+            let print = (state == State::Open && l.spec.kind != Kind::Index).then_some(Print {
+                price: l.open,
+                size: l.last_size,
+                opening: true,
+            });
+            self.pending.push_back((i, tick, print));
         }
         self.restate_options(None, state);
     }
@@ -403,7 +421,15 @@ impl Simulator {
         }
     }
 
-    fn listed_tick(&mut self, i: usize, out: &mut Tick, state: State) {
+    /// A tick of listed instrument `i` in `state`, and its print: when `may_trade`, open,
+    /// and the draw says so.
+    fn listed_tick(
+        &mut self,
+        i: usize,
+        out: &mut Tick,
+        state: State,
+        may_trade: bool,
+    ) -> Option<Print> {
         let l = &mut self.listed[i];
         let rng = &mut self.rng;
         let session = self.clock.session_secs();
@@ -444,20 +470,26 @@ impl Simulator {
                 state: Some(state),
                 ..Tick::default()
             };
-            return;
+            return None;
         }
         // Spread of 1 tick, 2 with chance 0.3, 3 with chance 0.03.
         let spread = 1 + i64::from(byte(0) < 77) + i64::from(byte(0) < 77 && byte(1) < 26);
         let bid_ticks = ((l.mid / tick_size - spread as f64 / 2.0).round() as i64).max(1);
         let ask_ticks = bid_ticks + spread;
         let (bid, ask) = (price(bid_ticks), price(ask_ticks));
-        if byte(2) < 102 && state == State::Open {
+        let mut print = None;
+        if byte(2) < 102 && state == State::Open && may_trade {
             // A trade (chance 0.4), at the bid or the ask, of 1 to 10 lots.
             l.last = if byte(3) & 1 == 0 { bid } else { ask };
             l.last_size = l.spec.lot * (1 + byte(4) % 10);
             l.volume += l.last_size;
             l.high = l.high.max(l.last);
             l.low = l.low.min(l.last);
+            print = Some(Print {
+                price: l.last,
+                size: l.last_size,
+                opening: false,
+            });
         }
         let lot = l.spec.lot;
         let bid_size = lot * (1 + byte(5) % 20);
@@ -506,6 +538,7 @@ impl Simulator {
             state: Some(state),
             ..Tick::default()
         };
+        print
     }
 
     fn reprice(&mut self) {
@@ -518,7 +551,8 @@ impl Simulator {
             let market = market(&self.listed, chain, &self.options, &self.clock, self.depth);
             for &k in &chain.members {
                 if let Some(t) = self.opts[k].reprice(&market, &mut self.rng) {
-                    self.pending.push_back((self.listed.len() + k, t));
+                    let print = self.opts[k].take_print();
+                    self.pending.push_back((self.listed.len() + k, t, print));
                 }
             }
         }

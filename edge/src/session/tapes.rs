@@ -1,0 +1,99 @@
+//! A session's `trades` subscriptions: which tapes it holds, and its inbox of prints
+//! (made with its first tape). Given back to the edge's tapes when dropped, so that a
+//! session that ends in any way, a panic included, leaves no subscriber behind.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tickmesh_core::Symbol;
+use tokio::sync::mpsc;
+
+use crate::fanout::SessionId;
+use crate::state::Edge;
+use crate::tape::{Inbox, TapeItem};
+
+/// Most tape items written in one go.
+pub(super) const MAX_ITEMS_PER_WRITE: usize = 256;
+
+pub(super) struct HeldTapes {
+    edge: Arc<Edge>,
+    id: SessionId,
+    held: HashSet<Symbol>,
+    inbox: Option<(Inbox, mpsc::Receiver<TapeItem>)>,
+}
+
+impl HeldTapes {
+    pub(super) fn new(edge: Arc<Edge>, id: SessionId) -> Self {
+        HeldTapes {
+            edge,
+            id,
+            held: HashSet::new(),
+            inbox: None,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub(super) fn holds(&self, symbol: &str) -> bool {
+        self.held.contains(symbol)
+    }
+
+    /// The symbols held, in no order.
+    pub(super) fn symbols(&self) -> Vec<Symbol> {
+        self.held.iter().cloned().collect()
+    }
+
+    /// Subscribes to `symbol`'s tape (not held yet) with `history` prints first; true if
+    /// the edge starts following it.
+    pub(super) fn subscribe(&mut self, symbol: &Symbol, history: usize) -> bool {
+        let capacity = self.edge.config.session.tape_queue;
+        let (inbox, _) = self.inbox.get_or_insert_with(|| Inbox::new(capacity));
+        self.held.insert(symbol.clone());
+        self.edge.tapes.subscribe(self.id, symbol, history, inbox)
+    }
+
+    /// Gives `symbol`'s tape back; whether it was held.
+    pub(super) fn unsubscribe(&mut self, symbol: &str) -> bool {
+        if !self.held.remove(symbol) {
+            return false;
+        }
+        self.edge.tapes.unsubscribe(self.id, symbol);
+        true
+    }
+
+    /// The session fell a whole queue behind one of its tapes.
+    pub(super) fn overflowed(&self) -> bool {
+        self.inbox
+            .as_ref()
+            .is_some_and(|(inbox, _)| inbox.overflowed())
+    }
+
+    /// The next items to write, at most [`MAX_ITEMS_PER_WRITE`], waiting for the first;
+    /// pending for ever while the session holds no tape.
+    pub(super) async fn next(&mut self, out: &mut Vec<TapeItem>) {
+        let Some((_, rx)) = &mut self.inbox else {
+            return std::future::pending().await;
+        };
+        match rx.recv().await {
+            Some(first) => out.push(first),
+            // Never: the inbox holds a sender.
+            None => return std::future::pending().await,
+        }
+        while out.len() < MAX_ITEMS_PER_WRITE {
+            match rx.try_recv() {
+                Ok(item) => out.push(item),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl Drop for HeldTapes {
+    fn drop(&mut self) {
+        for symbol in self.held.drain() {
+            self.edge.tapes.unsubscribe(self.id, symbol.as_str());
+        }
+    }
+}

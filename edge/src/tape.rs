@@ -1,0 +1,432 @@
+//! Time and sales: the `trades` stream of a subscription. A tape is never conflated:
+//! every print reaches every subscriber, in order, or the subscriber is cut (4008).
+//!
+//! The edge follows a symbol's tape while any session holds it: one NATS subscription on
+//! `tr.<shard>.<symbol>` and one read of the prints `md_trades` kept (the history), both
+//! started with the first subscriber. The edge keeps the last [`KEEP`] prints in memory,
+//! so a later subscriber's history costs no read of JetStream. History and live prints
+//! join without a gap or a duplicate: the live subscription is made first and what it
+//! brings before the history is read is held back, then every print not newer (by seq)
+//! than the history's last is dropped.
+//!
+//! Each session has an [`Inbox`]: a bounded queue of [`TapeItem`]s that its task writes
+//! out. A print that finds the queue full cuts the session: it is marked
+//! [`Inbox::overflowed`], dropped from every tape, and the session closes with 4008.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use tickmesh_core::trade::{Trade, encode_client};
+use tickmesh_core::{Format, Symbol};
+use tokio::sync::mpsc;
+
+use crate::fanout::SessionId;
+
+/// Prints kept per followed symbol: the most a `history` may ask for.
+pub const KEEP: usize = 500;
+/// Live prints held back per symbol while its history is read; past this the oldest are
+/// dropped (they are in the history, which is read after they were published).
+const EARLY_KEPT: usize = 10_000;
+
+/// One print, shared by every session, with its client encodings built once per format.
+#[derive(Debug)]
+pub struct SharedTrade {
+    pub trade: Trade,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl SharedTrade {
+    pub fn new(trade: Trade) -> Self {
+        SharedTrade {
+            trade,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// The print object in `format`.
+    pub fn encoded(&self, format: Format) -> &Bytes {
+        let cell = match format {
+            Format::Json => &self.json,
+            Format::MsgPack => &self.msgpack,
+        };
+        cell.get_or_init(|| encode_client(&self.trade, format).into())
+    }
+}
+
+/// What a session's tapes hand it, in the order it must go out.
+#[derive(Debug)]
+pub enum TapeItem {
+    /// The last prints of a symbol, oldest first: the `trades` message with
+    /// `snapshot: true` that a subscription starts with.
+    History(Vec<Arc<SharedTrade>>),
+    /// One live print.
+    Trade(Arc<SharedTrade>),
+}
+
+/// A session's queue of tape items: the sending side, held by the tapes it follows.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<TapeItem>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// An inbox of `capacity` items and its receiving end.
+    pub fn new(capacity: usize) -> (Inbox, mpsc::Receiver<TapeItem>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let inbox = Inbox {
+            tx,
+            overflowed: Arc::new(AtomicBool::new(false)),
+        };
+        (inbox, rx)
+    }
+
+    /// The session fell a whole queue behind: it is to be cut (4008).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Queues `item`; false (and the inbox marked overflowed, unless the session is gone)
+    /// when the queue is full or closed.
+    fn offer(&self, item: TapeItem) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.overflowed.swap(true, Ordering::AcqRel) {
+                    metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "cut_tape")
+                        .increment(1);
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Where a tape's NATS follower delivers: the tapes' side of it.
+pub trait TradeSink: Send + Sync + 'static {
+    /// The edge's NATS connection came back: live prints of `symbol` are held back until
+    /// [`TradeSink::history`] has filled in what was published meanwhile.
+    fn reload(&self, symbol: &Symbol);
+    /// The prints the stream kept of `symbol` (oldest first), read after the live
+    /// subscription was made (or made again).
+    fn history(&self, symbol: &Symbol, trades: Vec<Trade>);
+    /// One live print.
+    fn publish(&self, trade: Trade);
+}
+
+/// Where tapes come from: starts following a symbol's prints into a sink; dropping what
+/// it returns stops it.
+pub trait TapeSource: Send + Sync + 'static {
+    type Follower: Send + 'static;
+    fn follow(&self, sink: Weak<dyn TradeSink>, symbol: Symbol) -> Self::Follower;
+}
+
+/// One followed symbol.
+struct Tape<F> {
+    /// The last [`KEEP`] prints, oldest first (empty until the history is read).
+    ring: VecDeque<Arc<SharedTrade>>,
+    /// The history has been read: live prints go out as they come. False again while it
+    /// is read again after a reconnect.
+    loaded: bool,
+    /// The history was read once: a later read only fills in prints missed meanwhile.
+    ever_loaded: bool,
+    /// Live prints that came before the history was read.
+    early: VecDeque<Arc<SharedTrade>>,
+    /// Subscribers, and how many prints of history each is still owed (sent when
+    /// loaded).
+    subs: HashMap<SessionId, (Inbox, Option<usize>)>,
+    _follower: F,
+}
+
+/// Every tape this edge follows.
+pub struct Tapes<S: TapeSource> {
+    source: S,
+    tapes: Mutex<HashMap<Symbol, Tape<S::Follower>>>,
+    me: Weak<Tapes<S>>,
+}
+
+impl<S: TapeSource> std::fmt::Debug for Tapes<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tapes")
+            .field("followed", &self.followed())
+            .finish()
+    }
+}
+
+impl<S: TapeSource> Tapes<S> {
+    pub fn new(source: S) -> Arc<Self> {
+        Arc::new_cyclic(|me| Tapes {
+            source,
+            tapes: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Symbol, Tape<S::Follower>>> {
+        self.tapes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Symbols followed now.
+    pub fn followed(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the edge follows `symbol`'s tape.
+    pub fn is_followed(&self, symbol: &str) -> bool {
+        self.lock().contains_key(symbol)
+    }
+
+    /// Subscribes session `id` to `symbol`'s tape with `history` prints first (at most
+    /// [`KEEP`]); again, it only changes nothing. Returns true when the edge starts
+    /// following the symbol (new interest).
+    pub fn subscribe(&self, id: SessionId, symbol: &Symbol, history: usize, inbox: &Inbox) -> bool {
+        let history = history.min(KEEP);
+        let mut tapes = self.lock();
+        if let Some(tape) = tapes.get_mut(symbol) {
+            if tape.subs.contains_key(&id) {
+                return false;
+            }
+            let mut owed = Some(history);
+            if tape.loaded {
+                if !inbox.offer(TapeItem::History(last(&tape.ring, history))) {
+                    return false;
+                }
+                owed = None;
+            }
+            tape.subs.insert(id, (inbox.clone(), owed));
+            return false;
+        }
+        let sink: Weak<dyn TradeSink> = self.me.clone();
+        let follower = self.source.follow(sink, symbol.clone());
+        let mut subs = HashMap::new();
+        subs.insert(id, (inbox.clone(), Some(history)));
+        tapes.insert(
+            symbol.clone(),
+            Tape {
+                ring: VecDeque::new(),
+                loaded: false,
+                ever_loaded: false,
+                early: VecDeque::new(),
+                subs,
+                _follower: follower,
+            },
+        );
+        metrics::gauge!("tickmesh_edge_tapes").set(tapes.len() as f64);
+        true
+    }
+
+    /// Takes session `id` off `symbol`'s tape; the edge stops following a symbol nobody
+    /// holds. Returns whether the session held it.
+    pub fn unsubscribe(&self, id: SessionId, symbol: &str) -> bool {
+        let mut tapes = self.lock();
+        let Some(tape) = tapes.get_mut(symbol) else {
+            return false;
+        };
+        let held = tape.subs.remove(&id).is_some();
+        if tape.subs.is_empty() {
+            tapes.remove(symbol);
+            metrics::gauge!("tickmesh_edge_tapes").set(tapes.len() as f64);
+        }
+        held
+    }
+}
+
+impl<S: TapeSource> TradeSink for Tapes<S> {
+    fn reload(&self, symbol: &Symbol) {
+        if let Some(tape) = self.lock().get_mut(symbol) {
+            tape.loaded = false;
+        }
+    }
+
+    fn history(&self, symbol: &Symbol, trades: Vec<Trade>) {
+        let mut tapes = self.lock();
+        let Some(tape) = tapes.get_mut(symbol) else {
+            return;
+        };
+        if tape.loaded {
+            return;
+        }
+        let skip = trades.len().saturating_sub(KEEP);
+        let trades = trades
+            .into_iter()
+            .skip(skip)
+            .map(|t| Arc::new(SharedTrade::new(t)));
+        let catch_up: Vec<Arc<SharedTrade>> = match tape.ever_loaded {
+            false => {
+                tape.ring = trades.collect();
+                Vec::new()
+            }
+            // Read again after a reconnect: what is newer than the tape was missed.
+            true => trades.collect(),
+        };
+        (tape.loaded, tape.ever_loaded) = (true, true);
+        for (inbox, owed) in tape.subs.values_mut() {
+            if let Some(n) = owed.take() {
+                inbox.offer(TapeItem::History(last(&tape.ring, n)));
+            }
+        }
+        tape.subs.retain(|_, (inbox, _)| !inbox.overflowed());
+        for trade in catch_up.into_iter().chain(std::mem::take(&mut tape.early)) {
+            push(tape, trade);
+        }
+    }
+
+    fn publish(&self, trade: Trade) {
+        let mut tapes = self.lock();
+        let Some(tape) = tapes.get_mut(trade.symbol.as_str()) else {
+            return;
+        };
+        let trade = Arc::new(SharedTrade::new(trade));
+        if !tape.loaded {
+            if tape.early.len() == EARLY_KEPT {
+                tape.early.pop_front();
+            }
+            tape.early.push_back(trade);
+            return;
+        }
+        push(tape, trade);
+    }
+}
+
+/// The last `n` prints of `ring`, oldest first.
+fn last(ring: &VecDeque<Arc<SharedTrade>>, n: usize) -> Vec<Arc<SharedTrade>> {
+    ring.iter()
+        .skip(ring.len().saturating_sub(n))
+        .cloned()
+        .collect()
+}
+
+/// A print of a loaded tape: kept and delivered unless the tape has it already (the
+/// history read after the live subscription was made can hold it too).
+fn push<F>(tape: &mut Tape<F>, trade: Arc<SharedTrade>) {
+    if tape
+        .ring
+        .back()
+        .is_some_and(|last| last.trade.seq >= trade.trade.seq)
+    {
+        metrics::counter!("tickmesh_edge_trades_dropped_total", "reason" => "duplicate")
+            .increment(1);
+        return;
+    }
+    if tape.ring.len() == KEEP {
+        tape.ring.pop_front();
+    }
+    tape.ring.push_back(trade.clone());
+    tape.subs
+        .retain(|_, (inbox, _)| inbox.offer(TapeItem::Trade(trade.clone())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Follows nothing: the test drives the sink.
+    struct Manual;
+    impl TapeSource for Manual {
+        type Follower = ();
+        fn follow(&self, _: Weak<dyn TradeSink>, _: Symbol) {}
+    }
+
+    fn print(seq: u64) -> Trade {
+        Trade {
+            symbol: "AAPL".into(),
+            seq,
+            trade_id: seq,
+            price: 100.0 + seq as f64 / 100.0,
+            size: 100,
+            ts: seq,
+            src_ts: None,
+            conditions: Vec::new(),
+        }
+    }
+
+    /// What a session's inbox holds: (history?, seqs) per item.
+    fn drain(rx: &mut mpsc::Receiver<TapeItem>) -> Vec<(bool, Vec<u64>)> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            out.push(match item {
+                TapeItem::History(h) => (true, h.iter().map(|t| t.trade.seq).collect()),
+                TapeItem::Trade(t) => (false, vec![t.trade.seq]),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn history_and_live_join_without_a_gap_or_a_duplicate() {
+        let tapes = Tapes::new(Manual);
+        let aapl = Symbol::parse("AAPL").unwrap();
+        let (a, mut rx_a) = Inbox::new(100);
+        assert!(tapes.subscribe(1, &aapl, 3, &a));
+        // Live prints 5 and 6 come while the history is read; it has 1..=5.
+        tapes.publish(print(5));
+        tapes.publish(print(6));
+        assert!(drain(&mut rx_a).is_empty(), "nothing before the history");
+        tapes.history(&aapl, (1..=5).map(print).collect());
+        tapes.publish(print(6));
+        tapes.publish(print(7));
+        assert_eq!(
+            drain(&mut rx_a),
+            [(true, vec![3, 4, 5]), (false, vec![6]), (false, vec![7])]
+        );
+        // A later subscriber's history comes from memory, then the live prints.
+        let (b, mut rx_b) = Inbox::new(100);
+        assert!(!tapes.subscribe(2, &aapl, 50, &b), "not new interest");
+        tapes.publish(print(8));
+        assert_eq!(
+            drain(&mut rx_b),
+            [(true, (1..=7).collect()), (false, vec![8])]
+        );
+        assert!(tapes.unsubscribe(1, "AAPL"));
+        assert!(tapes.unsubscribe(2, "AAPL"));
+        assert_eq!(tapes.followed(), 0, "nobody holds it: not followed");
+    }
+
+    #[test]
+    fn after_a_reconnect_the_prints_missed_meanwhile_are_filled_in_in_order() {
+        let tapes = Tapes::new(Manual);
+        let aapl = Symbol::parse("AAPL").unwrap();
+        let (a, mut rx) = Inbox::new(100);
+        tapes.subscribe(1, &aapl, 2, &a);
+        tapes.history(&aapl, (1..=3).map(print).collect());
+        // The link drops; 4 and 5 are published meanwhile; 6 arrives live as it returns.
+        tapes.reload(&aapl);
+        tapes.publish(print(6));
+        tapes.history(&aapl, (1..=6).map(print).collect());
+        tapes.publish(print(7));
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (true, vec![2, 3]),
+                (false, vec![4]),
+                (false, vec![5]),
+                (false, vec![6]),
+                (false, vec![7])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_a_queue_behind_is_cut_and_the_others_go_on() {
+        let tapes = Tapes::new(Manual);
+        let aapl = Symbol::parse("AAPL").unwrap();
+        let (slow, _rx_slow) = Inbox::new(4);
+        let (fast, mut rx_fast) = Inbox::new(1000);
+        tapes.subscribe(1, &aapl, 0, &slow);
+        tapes.subscribe(2, &aapl, 0, &fast);
+        tapes.history(&aapl, Vec::new());
+        for seq in 1..=100 {
+            tapes.publish(print(seq));
+        }
+        assert!(slow.overflowed(), "the slow session is to be cut");
+        assert!(!fast.overflowed());
+        let got = drain(&mut rx_fast);
+        assert_eq!(got.len(), 101, "history and every print");
+        assert!(!tapes.unsubscribe(1, "AAPL"), "the slow one was dropped");
+    }
+}
