@@ -3,6 +3,7 @@
 //! - [`symbol`]: the one place symbols are validated (feed input and client requests).
 //! - [`subject`]: `md.<shard>.<symbol>` and the FNV-1a shard function.
 //! - [`tick`]: the tick model and its modes (`ltp`, `quote`, `full`).
+//! - [`bar`]: OHLCV bars on `bar.<tf>.<shard>.<symbol>` and in `bars` messages.
 //! - [`trade`]: prints (time and sales) on `tr.<shard>.<symbol>` and in `trades` messages.
 //! - [`codec`]: ticks as MessagePack on NATS, and the per-mode client encodings
 //!   that the edge builds once per tick and shares between sessions.
@@ -19,6 +20,7 @@
 //! once per (format, mode) with [`codec::encode_client`].
 
 pub mod alive;
+pub mod bar;
 pub mod codec;
 pub mod date;
 #[cfg(feature = "dev-pki")]

@@ -150,9 +150,13 @@ pub struct Subscribe {
     pub interval_ms: Option<u32>,
     #[serde(default)]
     pub stream: StreamKind,
-    /// `trades`: prints of history first (default 50, at most 500).
+    /// `trades`: prints of history first (default 50, at most 500); `bars`: closed bars
+    /// (default 100, at most 1000).
     #[serde(default)]
     pub history: Option<u32>,
+    /// `bars`: the timeframe.
+    #[serde(default)]
+    pub tf: Option<crate::bar::Timeframe>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -164,6 +168,9 @@ pub struct Unsubscribe {
     pub chains: Vec<String>,
     #[serde(default)]
     pub stream: StreamKind,
+    /// `bars`: the timeframe.
+    #[serde(default)]
+    pub tf: Option<crate::bar::Timeframe>,
 }
 
 /// A decoded client message: the request and the `id` to echo.
@@ -281,6 +288,9 @@ pub struct SubscriptionInfo {
     /// Absent for `ticks`.
     #[serde(skip_serializing_if = "StreamKind::is_ticks")]
     pub stream: StreamKind,
+    /// `bars` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tf: Option<crate::bar::Timeframe>,
 }
 
 /// Messages to clients, other than `ticks` and `snapshot`, which are assembled from
@@ -306,6 +316,9 @@ pub enum ServerMsg {
         /// Absent for `ticks`.
         #[serde(skip_serializing_if = "StreamKind::is_ticks")]
         stream: StreamKind,
+        /// `bars` only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tf: Option<crate::bar::Timeframe>,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,6 +328,8 @@ pub enum ServerMsg {
         chains: Vec<String>,
         #[serde(skip_serializing_if = "StreamKind::is_ticks")]
         stream: StreamKind,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tf: Option<crate::bar::Timeframe>,
     },
     Hb {
         ts: u64,
@@ -496,6 +511,7 @@ mod tests {
                 interval_ms: Some(0),
                 stream: StreamKind::Ticks,
                 history: None,
+                tf: None,
             })
         );
         // {"op":"ping"}

@@ -71,6 +71,9 @@ pub struct NatsConfig {
     /// The stream that keeps each symbol's recent prints (in `js_domain`), read once per
     /// followed tape for its history. Default `md_trades`.
     pub trades_stream: String,
+    /// The stream that keeps each symbol's bars (in `js_domain`), read once per followed
+    /// (symbol, timeframe) for its history. Default `md_bars`.
+    pub bars_stream: String,
     /// JetStream domain of the region's read-only mirror of `kv_bucket` (same bucket name);
     /// snapshots are read there first, and from `js_domain` when it is stale or missing.
     /// None: read `js_domain` only.
@@ -404,6 +407,7 @@ impl Default for NatsConfig {
             js_domain: None,
             kv_bucket: "md_last".into(),
             trades_stream: tickmesh_core::trade::STREAM.into(),
+            bars_stream: tickmesh_core::bar::STREAM.into(),
             kv_mirror_domain: None,
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
@@ -515,6 +519,11 @@ impl EdgeConfig {
         check(!self.nats.kv_bucket.is_empty(), "nats.kv_bucket", || {
             "must not be empty".into()
         })?;
+        check(
+            !self.nats.bars_stream.is_empty(),
+            "nats.bars_stream",
+            || "must not be empty".into(),
+        )?;
         check(
             !self.nats.trades_stream.is_empty(),
             "nats.trades_stream",

@@ -12,6 +12,7 @@
 //! - [`upstream`]: whether sessions' data is fresh, stale, or lost (move elsewhere).
 //! - [`liveness`]: which shards' owner (the ingest holding the feed) went quiet.
 //! - [`tape`]: time and sales: the prints of followed symbols, never conflated.
+//! - [`bars`]: live bars of followed (symbol, timeframe) pairs.
 //! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
@@ -25,6 +26,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod bars;
 pub mod clock;
 pub mod config;
 pub mod control;

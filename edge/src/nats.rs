@@ -83,6 +83,7 @@ pub struct NatsLink {
     /// JetStream in `nats.js_domain`, for tapes' history.
     hub_js: async_nats::jetstream::Context,
     trades_stream: String,
+    bars_stream: String,
 }
 
 /// A symbol's pump: its NATS subscription ends when this is dropped.
@@ -159,6 +160,7 @@ impl NatsLink {
         Ok(NatsLink {
             hub_js,
             trades_stream: config.trades_stream.clone(),
+            bars_stream: config.bars_stream.clone(),
             io: Arc::new(io),
             client,
             shards,

@@ -11,6 +11,7 @@ use tickmesh_core::alive;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
+use crate::bars::BarFeeds;
 use crate::clock::Clock;
 use crate::config::EdgeConfig;
 use crate::fanout::{Beats, FanoutConfig};
@@ -69,6 +70,8 @@ pub struct Edge {
     pub owners: Arc<Owners>,
     /// The tapes (`trades` subscriptions) this edge follows.
     pub tapes: Arc<Tapes<NatsLink>>,
+    /// The (symbol, timeframe) bars (`bars` subscriptions) this edge follows.
+    pub bar_feeds: Arc<BarFeeds<NatsLink>>,
 }
 
 impl Edge {
@@ -139,8 +142,25 @@ impl Edge {
             clock: Clock::start(),
             owners,
             tapes: Tapes::new(nats.clone()),
+            bar_feeds: release_bars(BarFeeds::new(nats.clone())),
         }))
     }
+}
+
+/// Sends bars in progress held back by their subscribers' intervals, every 50 ms, while
+/// the edge lives.
+fn release_bars(feeds: Arc<BarFeeds<NatsLink>>) -> Arc<BarFeeds<NatsLink>> {
+    let weak = Arc::downgrade(&feeds);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            let Some(feeds) = weak.upgrade() else { return };
+            feeds.release_due(std::time::Instant::now());
+        }
+    });
+    feeds
 }
 
 /// Feeds ingest's liveness announcements into `owners` while the edge lives. One that is

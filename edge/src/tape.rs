@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
+use tickmesh_core::bar::{Bar, Timeframe};
 use tickmesh_core::trade::{Trade, encode_client};
 use tickmesh_core::{Format, Symbol};
 use tokio::sync::mpsc;
@@ -30,32 +31,53 @@ pub const KEEP: usize = 500;
 /// dropped (they are in the history, which is read after they were published).
 const EARLY_KEPT: usize = 10_000;
 
-/// One print, shared by every session, with its client encodings built once per format.
+/// What a client gets an object of: a print or a bar.
+pub trait ClientObject {
+    fn encode(&self, format: Format) -> Vec<u8>;
+}
+
+impl ClientObject for Trade {
+    fn encode(&self, format: Format) -> Vec<u8> {
+        encode_client(self, format)
+    }
+}
+
+impl ClientObject for Bar {
+    fn encode(&self, format: Format) -> Vec<u8> {
+        tickmesh_core::bar::encode_client(self, format)
+    }
+}
+
+/// One print or bar, shared by every session, with its client encodings built once per
+/// format.
 #[derive(Debug)]
-pub struct SharedTrade {
-    pub trade: Trade,
+pub struct Shared<T> {
+    pub item: T,
     json: OnceLock<Bytes>,
     msgpack: OnceLock<Bytes>,
 }
 
-impl SharedTrade {
-    pub fn new(trade: Trade) -> Self {
-        SharedTrade {
-            trade,
+impl<T: ClientObject> Shared<T> {
+    pub fn new(item: T) -> Self {
+        Shared {
+            item,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
         }
     }
 
-    /// The print object in `format`.
+    /// The object in `format`.
     pub fn encoded(&self, format: Format) -> &Bytes {
         let cell = match format {
             Format::Json => &self.json,
             Format::MsgPack => &self.msgpack,
         };
-        cell.get_or_init(|| encode_client(&self.trade, format).into())
+        cell.get_or_init(|| self.item.encode(format).into())
     }
 }
+
+pub type SharedTrade = Shared<Trade>;
+pub type SharedBar = Shared<Bar>;
 
 /// What a session's tapes hand it, in the order it must go out.
 #[derive(Debug)]
@@ -65,6 +87,11 @@ pub enum TapeItem {
     History(Vec<Arc<SharedTrade>>),
     /// One live print.
     Trade(Arc<SharedTrade>),
+    /// The closed bars of a (symbol, timeframe), oldest first, and the bar in progress:
+    /// the `bars` message with `snapshot: true` that a subscription starts with.
+    BarHistory(Timeframe, Vec<Arc<SharedBar>>),
+    /// A bar in progress, or closed (`final`).
+    Bar(Arc<SharedBar>),
 }
 
 /// A session's queue of tape items: the sending side, held by the tapes it follows.
@@ -92,7 +119,7 @@ impl Inbox {
 
     /// Queues `item`; false (and the inbox marked overflowed, unless the session is gone)
     /// when the queue is full or closed.
-    fn offer(&self, item: TapeItem) -> bool {
+    pub(crate) fn offer(&self, item: TapeItem) -> bool {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -107,23 +134,49 @@ impl Inbox {
     }
 }
 
-/// Where a tape's NATS follower delivers: the tapes' side of it.
-pub trait TradeSink: Send + Sync + 'static {
-    /// The edge's NATS connection came back: live prints of `symbol` are held back until
-    /// [`TradeSink::history`] has filled in what was published meanwhile.
-    fn reload(&self, symbol: &Symbol);
-    /// The prints the stream kept of `symbol` (oldest first), read after the live
-    /// subscription was made (or made again).
-    fn history(&self, symbol: &Symbol, trades: Vec<Trade>);
-    /// One live print.
-    fn publish(&self, trade: Trade);
+/// What is followed: a symbol's prints (`tf` none) or its bars of one timeframe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FeedKey {
+    pub symbol: Symbol,
+    pub tf: Option<Timeframe>,
 }
 
-/// Where tapes come from: starts following a symbol's prints into a sink; dropping what
-/// it returns stops it.
+/// Where a followed subject's NATS follower delivers (the raw messages): the tapes' or
+/// the bars' side of it.
+pub trait FollowSink: Send + Sync + 'static {
+    /// The edge's NATS connection came back: live messages are held back until
+    /// [`FollowSink::history`] has filled in what was published meanwhile.
+    fn reload(&self, key: &FeedKey);
+    /// What the stream kept of the subject (oldest first), read after the live
+    /// subscription was made (or made again).
+    fn history(&self, key: &FeedKey, payloads: Vec<Bytes>);
+    /// One live message.
+    fn publish(&self, key: &FeedKey, payload: &[u8]);
+}
+
+/// Where followed subjects come from: starts following one into a sink (the subject
+/// and stream follow from the key); dropping what it returns stops it.
 pub trait TapeSource: Send + Sync + 'static {
     type Follower: Send + 'static;
-    fn follow(&self, sink: Weak<dyn TradeSink>, symbol: Symbol) -> Self::Follower;
+    fn follow(&self, sink: Weak<dyn FollowSink>, key: FeedKey) -> Self::Follower;
+}
+
+/// A print from the wire; an invalid one is counted and logged, and dropped.
+fn decode(symbol: &Symbol, payload: &[u8]) -> Option<Trade> {
+    match tickmesh_core::trade::decode_wire(payload) {
+        Ok(t) if t.symbol == symbol.as_str() => Some(t),
+        Ok(_) => {
+            metrics::counter!("tickmesh_edge_trades_dropped_total", "reason" => "wrong_subject")
+                .increment(1);
+            None
+        }
+        Err(e) => {
+            metrics::counter!("tickmesh_edge_trades_dropped_total", "reason" => "invalid")
+                .increment(1);
+            tracing::warn!(%symbol, error = %e, "dropped an invalid print");
+            None
+        }
+    }
 }
 
 /// One followed symbol.
@@ -201,8 +254,12 @@ impl<S: TapeSource> Tapes<S> {
             tape.subs.insert(id, (inbox.clone(), owed));
             return false;
         }
-        let sink: Weak<dyn TradeSink> = self.me.clone();
-        let follower = self.source.follow(sink, symbol.clone());
+        let sink: Weak<dyn FollowSink> = self.me.clone();
+        let key = FeedKey {
+            symbol: symbol.clone(),
+            tf: None,
+        };
+        let follower = self.source.follow(sink, key);
         let mut subs = HashMap::new();
         subs.insert(id, (inbox.clone(), Some(history)));
         tapes.insert(
@@ -236,16 +293,20 @@ impl<S: TapeSource> Tapes<S> {
     }
 }
 
-impl<S: TapeSource> TradeSink for Tapes<S> {
-    fn reload(&self, symbol: &Symbol) {
-        if let Some(tape) = self.lock().get_mut(symbol) {
+impl<S: TapeSource> FollowSink for Tapes<S> {
+    fn reload(&self, key: &FeedKey) {
+        if let Some(tape) = self.lock().get_mut(&key.symbol) {
             tape.loaded = false;
         }
     }
 
-    fn history(&self, symbol: &Symbol, trades: Vec<Trade>) {
+    fn history(&self, key: &FeedKey, payloads: Vec<Bytes>) {
+        let trades: Vec<Trade> = payloads
+            .iter()
+            .filter_map(|p| decode(&key.symbol, p))
+            .collect();
         let mut tapes = self.lock();
-        let Some(tape) = tapes.get_mut(symbol) else {
+        let Some(tape) = tapes.get_mut(&key.symbol) else {
             return;
         };
         if tape.loaded {
@@ -255,7 +316,7 @@ impl<S: TapeSource> TradeSink for Tapes<S> {
         let trades = trades
             .into_iter()
             .skip(skip)
-            .map(|t| Arc::new(SharedTrade::new(t)));
+            .map(|t| Arc::new(Shared::new(t)));
         let catch_up: Vec<Arc<SharedTrade>> = match tape.ever_loaded {
             false => {
                 tape.ring = trades.collect();
@@ -276,12 +337,16 @@ impl<S: TapeSource> TradeSink for Tapes<S> {
         }
     }
 
-    fn publish(&self, trade: Trade) {
+    fn publish(&self, key: &FeedKey, payload: &[u8]) {
+        let Some(trade) = decode(&key.symbol, payload) else {
+            return;
+        };
+        metrics::counter!("tickmesh_edge_trades_in_total").increment(1);
         let mut tapes = self.lock();
         let Some(tape) = tapes.get_mut(trade.symbol.as_str()) else {
             return;
         };
-        let trade = Arc::new(SharedTrade::new(trade));
+        let trade = Arc::new(Shared::new(trade));
         if !tape.loaded {
             if tape.early.len() == EARLY_KEPT {
                 tape.early.pop_front();
@@ -307,7 +372,7 @@ fn push<F>(tape: &mut Tape<F>, trade: Arc<SharedTrade>) {
     if tape
         .ring
         .back()
-        .is_some_and(|last| last.trade.seq >= trade.trade.seq)
+        .is_some_and(|last| last.item.seq >= trade.item.seq)
     {
         metrics::counter!("tickmesh_edge_trades_dropped_total", "reason" => "duplicate")
             .increment(1);
@@ -329,7 +394,29 @@ mod tests {
     struct Manual;
     impl TapeSource for Manual {
         type Follower = ();
-        fn follow(&self, _: Weak<dyn TradeSink>, _: Symbol) {}
+        fn follow(&self, _: Weak<dyn FollowSink>, _: FeedKey) {}
+    }
+
+    fn key() -> FeedKey {
+        FeedKey {
+            symbol: Symbol::parse("AAPL").unwrap(),
+            tf: None,
+        }
+    }
+
+    /// Feeds `tapes` as NATS would: wire bytes.
+    trait Feed {
+        fn live(&self, seq: u64);
+        fn kept(&self, seqs: std::ops::RangeInclusive<u64>);
+    }
+    impl Feed for Tapes<Manual> {
+        fn live(&self, seq: u64) {
+            self.publish(&key(), &tickmesh_core::trade::encode_wire(&print(seq)));
+        }
+        fn kept(&self, seqs: std::ops::RangeInclusive<u64>) {
+            let wire = seqs.map(|s| tickmesh_core::trade::encode_wire(&print(s)).into());
+            self.history(&key(), wire.collect());
+        }
     }
 
     fn print(seq: u64) -> Trade {
@@ -350,8 +437,9 @@ mod tests {
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
             out.push(match item {
-                TapeItem::History(h) => (true, h.iter().map(|t| t.trade.seq).collect()),
-                TapeItem::Trade(t) => (false, vec![t.trade.seq]),
+                TapeItem::History(h) => (true, h.iter().map(|t| t.item.seq).collect()),
+                TapeItem::Trade(t) => (false, vec![t.item.seq]),
+                _ => unreachable!("prints only"),
             });
         }
         out
@@ -364,12 +452,12 @@ mod tests {
         let (a, mut rx_a) = Inbox::new(100);
         assert!(tapes.subscribe(1, &aapl, 3, &a));
         // Live prints 5 and 6 come while the history is read; it has 1..=5.
-        tapes.publish(print(5));
-        tapes.publish(print(6));
+        tapes.live(5);
+        tapes.live(6);
         assert!(drain(&mut rx_a).is_empty(), "nothing before the history");
-        tapes.history(&aapl, (1..=5).map(print).collect());
-        tapes.publish(print(6));
-        tapes.publish(print(7));
+        tapes.kept(1..=5);
+        tapes.live(6);
+        tapes.live(7);
         assert_eq!(
             drain(&mut rx_a),
             [(true, vec![3, 4, 5]), (false, vec![6]), (false, vec![7])]
@@ -377,7 +465,7 @@ mod tests {
         // A later subscriber's history comes from memory, then the live prints.
         let (b, mut rx_b) = Inbox::new(100);
         assert!(!tapes.subscribe(2, &aapl, 50, &b), "not new interest");
-        tapes.publish(print(8));
+        tapes.live(8);
         assert_eq!(
             drain(&mut rx_b),
             [(true, (1..=7).collect()), (false, vec![8])]
@@ -393,12 +481,12 @@ mod tests {
         let aapl = Symbol::parse("AAPL").unwrap();
         let (a, mut rx) = Inbox::new(100);
         tapes.subscribe(1, &aapl, 2, &a);
-        tapes.history(&aapl, (1..=3).map(print).collect());
+        tapes.kept(1..=3);
         // The link drops; 4 and 5 are published meanwhile; 6 arrives live as it returns.
-        tapes.reload(&aapl);
-        tapes.publish(print(6));
-        tapes.history(&aapl, (1..=6).map(print).collect());
-        tapes.publish(print(7));
+        tapes.reload(&key());
+        tapes.live(6);
+        tapes.kept(1..=6);
+        tapes.live(7);
         assert_eq!(
             drain(&mut rx),
             [
@@ -419,9 +507,9 @@ mod tests {
         let (fast, mut rx_fast) = Inbox::new(1000);
         tapes.subscribe(1, &aapl, 0, &slow);
         tapes.subscribe(2, &aapl, 0, &fast);
-        tapes.history(&aapl, Vec::new());
+        tapes.history(&key(), Vec::new());
         for seq in 1..=100 {
-            tapes.publish(print(seq));
+            tapes.live(seq);
         }
         assert!(slow.overflowed(), "the slow session is to be cut");
         assert!(!fast.overflowed());

@@ -30,6 +30,7 @@ pub struct IngestConfig {
     pub itch: ItchConfig,
     pub refdata: RefDataConfig,
     pub trades: TradesConfig,
+    pub bars: crate::bars::BarsConfig,
     pub lease: LeaseConfig,
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); not served when unset.
     pub metrics_listen: Option<SocketAddr>,
@@ -152,6 +153,7 @@ impl Default for IngestConfig {
             itch: ItchConfig::default(),
             refdata: RefDataConfig::default(),
             trades: TradesConfig::default(),
+            bars: crate::bars::BarsConfig::default(),
             lease: LeaseConfig::default(),
             metrics_listen: None,
             liveness_ms: 500,
@@ -255,10 +257,29 @@ impl IngestConfig {
             ("refdata.bucket", &self.refdata.bucket),
             ("lease.bucket", &self.lease.bucket),
             ("trades.stream", &self.trades.stream),
+            ("bars.stream", &self.bars.stream),
         ] {
             if !valid_bucket(bucket) {
                 return Err(bad(key, format!("{bucket:?} is not a valid bucket name")));
             }
+        }
+        if !(1..=100_000).contains(&self.bars.keep) {
+            return Err(bad(
+                "bars.keep",
+                format!("must be 1..=100000, got {}", self.bars.keep),
+            ));
+        }
+        if !(10..=60_000).contains(&self.bars.update_ms) {
+            return Err(bad(
+                "bars.update_ms",
+                format!("must be 10..=60000, got {}", self.bars.update_ms),
+            ));
+        }
+        if !(1..=86_400).contains(&self.bars.live_ttl_s) {
+            return Err(bad(
+                "bars.live_ttl_s",
+                format!("must be 1..=86400, got {}", self.bars.live_ttl_s),
+            ));
         }
         if !(1..=10_000).contains(&self.trades.keep) {
             return Err(bad(

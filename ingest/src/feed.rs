@@ -112,6 +112,12 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
         client
             .trades_stream(&t.stream, t.keep, config.kv.replicas)
             .await?;
+        if config.bars.enabled {
+            let b = &config.bars;
+            client
+                .bars_stream(&b.stream, b.keep, config.kv.replicas)
+                .await?;
+        }
     }
     let lease = match config.lease.enabled {
         true => Some(Lease::open(&client, &config.lease, config.kv.replicas).await?),
@@ -147,6 +153,9 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
         SourceKind::Itch => "itch",
     };
     let mut publisher = Publisher::new(client.clone(), config.shards, name, slots.clone());
+    if config.trades.enabled && config.bars.enabled {
+        publisher = publisher.with_bars(&config.bars);
+    }
     if let Source::Sim(sim) = &source {
         for symbol in sim.symbols() {
             publisher
@@ -390,6 +399,7 @@ async fn sim_term(
             }
         }
         p.end_batch();
+        p.flush_bars(now_us()).await.context("publishing bars")?;
     }
 }
 
@@ -442,5 +452,6 @@ async fn replay_term(
                 .context("publishing ticks")?;
         }
         p.end_batch();
+        p.flush_bars(now_us()).await.context("publishing bars")?;
     }
 }

@@ -7,7 +7,10 @@
 //! - [`tickfile`]: the NDJSON and CSV tick files that `record` writes and replay reads.
 //! - [`lease`]: the feed's lease in KV `md_lease`: only its holder publishes.
 //! - [`sequencer`]: stamps `epoch`, `seq` and `ts`; chooses epochs; drops stale input.
-//! - [`publisher`]: the tick path; [`wire`] its encoder.
+//! - [`publisher`]: the tick path, and each print on `tr.<shard>.<symbol>`; [`wire`]
+//!   the tick encoder.
+//! - [`bars`]: bars (1s to 1d) folded from the prints, published on
+//!   `bar.<tf>.<shard>.<symbol>`.
 //! - [`nats`]: the one module that speaks to NATS: the connection, publishing,
 //!   subscribing, and the KV buckets, which the writers use through [`kv`].
 //! - [`snapshot`]: the KV writer that keeps `md_last` at most every `kv.interval_ms` per symbol.
@@ -21,6 +24,7 @@
 //! handed to the snapshot writer (never awaited on the tick path); reference data goes to
 //! `md_ref` through its own writer.
 
+pub mod bars;
 pub mod bench;
 pub mod config;
 pub mod feed;

@@ -20,6 +20,7 @@ use anyhow::Context;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tickmesh_core::bar::Bar;
 
 use crate::config::NatsConfig;
 
@@ -95,6 +96,61 @@ impl Client {
         }
         self.flush().await?;
         Ok(n)
+    }
+
+    /// Queues a bar, with a `Nats-TTL` header when the stream is to keep it only that
+    /// long.
+    pub async fn publish_with_ttl(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+        ttl: Option<&str>,
+    ) -> Result<(), PublishError> {
+        match ttl {
+            None => self.client.publish(subject, payload).await?,
+            Some(ttl) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-TTL", ttl);
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// The last bar `stream` holds on each of `subjects`; none where it holds none or the
+    /// read fails (logged): bars then start afresh.
+    pub async fn last_bars(&self, stream: &str, subjects: &[&'static str; 5]) -> [Option<Bar>; 5] {
+        let read = async {
+            let stream = self.js.get_stream(stream).await?;
+            let reads = subjects.map(|subject| {
+                let stream = &stream;
+                async move {
+                    match stream.direct_get_last_for_subject(subject).await {
+                        Ok(msg) => tickmesh_core::bar::decode_wire(&msg.payload).ok(),
+                        Err(_) => None,
+                    }
+                }
+            });
+            anyhow::Ok(futures_util::future::join_all(reads).await)
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(2), read).await {
+            Ok(Ok(bars)) => bars.try_into().unwrap_or_default(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading the last bars failed: they start afresh");
+                Default::default()
+            }
+            Err(_) => {
+                tracing::warn!("reading the last bars timed out: they start afresh");
+                Default::default()
+            }
+        }
+    }
+
+    /// The bars stream, created if missing: see [`buckets::bars_stream`].
+    pub async fn bars_stream(&self, name: &str, keep: i64, replicas: usize) -> anyhow::Result<()> {
+        buckets::bars_stream(&self.js, name, keep, replicas).await
     }
 
     /// Waits until the server has everything published so far.

@@ -8,10 +8,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
+use tickmesh_core::bar::{Bar, Timeframe, bar_subject};
 use tickmesh_core::codec::{MAX_WIRE_TICK, non_finite};
 use tickmesh_core::subject::tick_subject;
 use tickmesh_core::tick::MAX_SAFE_INTEGER;
 use tickmesh_core::trade::{Trade, trade_subject};
+
+use crate::bars::{Bars, BarsConfig};
 use tickmesh_core::{Symbol, SymbolError, Tick};
 
 use crate::nats;
@@ -22,7 +25,7 @@ use crate::sources::Print;
 use crate::wire::{self, Encoder};
 
 /// Where published ticks go: NATS in service, a list in the unit tests.
-pub trait TickSink {
+pub trait TickSink: Sync {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Queues `payload` on `subject`; waits only while the queue is full.
@@ -31,6 +34,28 @@ pub trait TickSink {
         subject: &'static str,
         payload: Bytes,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Queues a bar: one in progress is kept by the stream for `ttl` only (`"15s"`).
+    fn publish_bar(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+        ttl: Option<&str>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = ttl;
+        self.publish(subject, payload)
+    }
+
+    /// The last bar `stream` holds on each of `subjects` (none where it holds none, or
+    /// cannot be read).
+    fn last_bars(
+        &self,
+        stream: &str,
+        subjects: &[&'static str; 5],
+    ) -> impl Future<Output = [Option<Bar>; 5]> + Send {
+        let _ = (stream, subjects);
+        std::future::ready(Default::default())
+    }
 }
 
 impl TickSink for nats::Client {
@@ -42,6 +67,23 @@ impl TickSink for nats::Client {
         payload: Bytes,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
         nats::Client::publish(self, subject, payload)
+    }
+
+    fn publish_bar(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+        ttl: Option<&str>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        nats::Client::publish_with_ttl(self, subject, payload, ttl)
+    }
+
+    fn last_bars(
+        &self,
+        stream: &str,
+        subjects: &[&'static str; 5],
+    ) -> impl Future<Output = [Option<Bar>; 5]> + Send {
+        nats::Client::last_bars(self, stream, subjects)
     }
 }
 
@@ -119,6 +161,21 @@ pub struct Counts {
     pub trades_out: u64,
     /// Prints refused: a price or size that is not positive.
     pub invalid_trades: u64,
+    /// Bars published (in progress and final).
+    pub bars_out: u64,
+    /// (print, timeframe) pairs refused for bars: the print was older than the bar.
+    pub bars_refused: u64,
+}
+
+/// Bars from the prints, and where they go.
+#[derive(Debug)]
+struct BarFeed {
+    bars: Bars,
+    stream: String,
+    /// `Nats-TTL` of a bar in progress.
+    ttl: String,
+    /// Bars to publish.
+    out: Vec<Bar>,
 }
 
 /// Invalid ticks logged one by one; after that, every 1000th.
@@ -141,6 +198,10 @@ pub struct Publisher<S = nats::Client> {
     subjects: Vec<&'static str>,
     /// `tr.<shard>.<symbol>` of each symbol.
     trade_subjects: Vec<&'static str>,
+    /// `bar.<tf>.<shard>.<symbol>` of each symbol, by timeframe.
+    bar_subjects: Vec<[&'static str; 5]>,
+    /// Bars from the prints (none: bars are off).
+    bars: Option<BarFeed>,
     sequencer: Sequencer,
     slots: Arc<Slots>,
     /// A copy of the latest bytes of each symbol in the current batch, offered to KV at
@@ -163,6 +224,8 @@ impl<S: TickSink> Publisher<S> {
             by_index: Vec::new(),
             subjects: Vec::new(),
             trade_subjects: Vec::new(),
+            bar_subjects: Vec::new(),
+            bars: None,
             sequencer: Sequencer::new(0, 0),
             slots,
             latest: Vec::new(),
@@ -201,6 +264,8 @@ impl<S: TickSink> Publisher<S> {
             .push(intern(tick_subject(&parsed, self.shards)));
         self.trade_subjects
             .push(intern(trade_subject(&parsed, self.shards)));
+        self.bar_subjects
+            .push(Timeframe::ALL.map(|tf| intern(bar_subject(tf, &parsed, self.shards))));
         let name: Arc<str> = Arc::from(symbol);
         self.names.insert(name.clone(), i);
         self.by_index.push(name);
@@ -223,6 +288,51 @@ impl<S: TickSink> Publisher<S> {
     /// Starts a new epoch (a new term of the lease, or the start).
     pub fn start_epoch(&mut self, epoch: u64) {
         self.sequencer.start_epoch(epoch);
+        if let Some(feed) = &mut self.bars {
+            feed.bars.new_term();
+        }
+    }
+
+    /// Builds bars from the prints and publishes them (see [`crate::bars`]), kept by
+    /// `stream`; a bar in progress is kept there for `live_ttl_s`.
+    pub fn with_bars(mut self, config: &BarsConfig) -> Self {
+        self.bars = Some(BarFeed {
+            bars: Bars::new(config.update_ms),
+            stream: config.stream.clone(),
+            ttl: format!("{}s", config.live_ttl_s),
+            out: Vec::new(),
+        });
+        self
+    }
+
+    /// Closes the bars whose time is up and sends the bars in progress that changed, as
+    /// of `now_us`.
+    pub async fn flush_bars(&mut self, now_us: u64) -> Result<(), S::Error> {
+        let Some(feed) = &mut self.bars else {
+            return Ok(());
+        };
+        feed.bars.close_due(now_us, &mut feed.out);
+        self.send_bars().await
+    }
+
+    /// Publishes the bars waiting in the feed's `out`.
+    async fn send_bars(&mut self) -> Result<(), S::Error> {
+        let Some(feed) = &mut self.bars else {
+            return Ok(());
+        };
+        let mut sent = 0u64;
+        for bar in feed.out.drain(..) {
+            let Some(&i) = self.names.get(bar.symbol.as_str()) else {
+                continue;
+            };
+            let subject = self.bar_subjects[i][bar.tf.index()];
+            let ttl = (!bar.closed).then_some(feed.ttl.as_str());
+            let bytes = Bytes::from(tickmesh_core::bar::encode_wire(&bar));
+            self.sink.publish_bar(subject, bytes, ttl).await?;
+            sent += 1;
+        }
+        self.counts.bars_out += sent;
+        Ok(())
     }
 
     /// Sequences (stamping `tick` in place) and publishes one tick of symbol `i`.
@@ -294,6 +404,33 @@ impl<S: TickSink> Publisher<S> {
         let bytes = Bytes::from(tickmesh_core::trade::encode_wire(&trade));
         self.sink.publish(self.trade_subjects[i], bytes).await?;
         self.counts.trades_out += 1;
+        if let Some(feed) = &mut self.bars {
+            if feed.bars.needs_resume(i) {
+                // The first print of the symbol this term: go on from the stream.
+                let last = self
+                    .sink
+                    .last_bars(&feed.stream, &self.bar_subjects[i])
+                    .await;
+                feed.bars.resume(i, last, trade.ts, &mut feed.out);
+            }
+            let folded = feed.bars.on_print(
+                i,
+                &trade.symbol,
+                trade.ts,
+                trade.price,
+                trade.size,
+                &mut feed.out,
+            );
+            if folded.refused > 0 {
+                self.counts.bars_refused += u64::from(folded.refused);
+                metrics::counter!("tickmesh_ingest_bar_prints_refused_total", "source" => self.source)
+                    .increment(u64::from(folded.refused));
+                if log_invalid(self.counts.bars_refused) {
+                    tracing::warn!(symbol = %trade.symbol, ts = trade.ts, timeframes = folded.refused, "a print before its bar in progress, or in a closed bar, refused for bars");
+                }
+            }
+            self.send_bars().await?;
+        }
         Ok(true)
     }
 
@@ -317,6 +454,8 @@ impl<S: TickSink> Publisher<S> {
             .increment(now.stale - before.stale);
         metrics::counter!("tickmesh_ingest_trades_out_total", "source" => source)
             .increment(now.trades_out - before.trades_out);
+        metrics::counter!("tickmesh_ingest_bars_out_total", "source" => source)
+            .increment(now.bars_out - before.bars_out);
         self.flushed = now;
     }
 }

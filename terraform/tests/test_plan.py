@@ -235,7 +235,7 @@ def test_hub_leaf_user_reading_other_replies_is_reported(broken):
     "template, old, new, expected",
     [
         ("templates/hub.conf.tftpl", '"md.>", "ctl.alive", "$JS.API.INFO",', '"md.>", "ctl.alive", "$JS.API.>",', "user 'ingest' may"),
-        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>", "tr.>"]', 'subscribe: [">"]', "user 'edge' may"),
+        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>", "tr.>", "bar.>"]', 'subscribe: [">"]', "user 'edge' may"),
         ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "md.>",', "user 'edge' may"),
         ("templates/hub.conf.tftpl", 'publish: ["ctl.>", "$JS.API.>"', 'publish: ["md.>", "ctl.>", "$JS.API.>"', "user 'admin' may"),
     ],
@@ -258,7 +258,7 @@ def test_extra_nats_user_is_reported(broken):
 
 
 def test_leaf_link_exporting_ticks_is_reported(broken):
-    broken.edit("templates/leaf.conf.tftpl", '        "md.>", "tr.>", "ctl.>", "$KV.>",\n', '        "tr.>", "ctl.>", "$KV.>",\n')
+    broken.edit("templates/leaf.conf.tftpl", '        "md.>", "tr.>", "bar.>", "ctl.>", "$KV.>",\n', '        "tr.>", "bar.>", "ctl.>", "$KV.>",\n')
     problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
     assert any("leafnodes.remotes[0] deny_exports" in p for p in problems), problems
 

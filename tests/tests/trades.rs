@@ -131,7 +131,8 @@ async fn a_client_that_cannot_keep_up_with_a_tape_is_cut_and_a_reader_goes_on() 
     let nats = NatsServer::start().unwrap();
     let ingest = start_ingest(ingest_config(&nats.url(), 4000));
     let mut config = edge_config(&nats.url());
-    config.session.tape_queue = 16;
+    // Over half a second of prints: room enough for a reader on a busy machine.
+    config.session.tape_queue = 1024;
     // Only the tape may cut it: a stalled write alone would take 30 s.
     config.session.write_timeout_ms = 30_000;
     let (edge, addr) = start_edge(config).await.unwrap();

@@ -36,9 +36,10 @@ use crate::fanout::{Drained, SessionId, Update};
 use crate::limits::{Admission, TokenBucket};
 use crate::liveness::Quiet;
 use crate::state::{Edge, EdgeMember};
-use crate::tape::{SharedTrade, TapeItem};
+use crate::tape::{SharedBar, SharedTrade, TapeItem};
 use crate::upstream::Upstream;
 use tapes::HeldTapes;
+use tickmesh_core::bar::Timeframe;
 use tickmesh_core::trade::trades_frame;
 
 /// Why a session ends.
@@ -697,22 +698,45 @@ where
             let objects = trades.iter().map(|t| &t.encoded(format)[..]);
             bytes::Bytes::from(trades_frame(format, snapshot, objects))
         };
+        let bars_frame = |tf: Timeframe, snapshot: bool, bars: &[Arc<SharedBar>]| {
+            let objects = bars.iter().map(|b| &b.encoded(format)[..]);
+            bytes::Bytes::from(tickmesh_core::bar::bars_frame(
+                format, tf, snapshot, objects,
+            ))
+        };
+        // Runs of live prints, and of live bars of one timeframe, share a message.
+        let mut bar_run: Vec<Arc<SharedBar>> = Vec::new();
         for item in items.drain(..) {
+            let bar_tf = bar_run.first().map(|b| b.item.tf);
+            let continues = match &item {
+                TapeItem::Trade(_) => bar_run.is_empty(),
+                TapeItem::Bar(b) => run.is_empty() && bar_tf.is_none_or(|tf| tf == b.item.tf),
+                _ => false,
+            };
+            if !continues {
+                if !run.is_empty() {
+                    out.push(frame(false, &run));
+                    prints += run.len() as u64;
+                    run.clear();
+                }
+                if let Some(tf) = bar_tf {
+                    out.push(bars_frame(tf, false, &bar_run));
+                    bar_run.clear();
+                }
+            }
             match item {
                 TapeItem::Trade(t) => run.push(t),
-                TapeItem::History(h) => {
-                    if !run.is_empty() {
-                        out.push(frame(false, &run));
-                        prints += run.len() as u64;
-                        run.clear();
-                    }
-                    out.push(frame(true, &h));
-                }
+                TapeItem::Bar(b) => bar_run.push(b),
+                TapeItem::History(h) => out.push(frame(true, &h)),
+                TapeItem::BarHistory(tf, h) => out.push(bars_frame(tf, true, &h)),
             }
         }
         if !run.is_empty() {
             out.push(frame(false, &run));
             prints += run.len() as u64;
+        }
+        if let Some(tf) = bar_run.first().map(|b| b.item.tf) {
+            out.push(bars_frame(tf, false, &bar_run));
         }
         metrics::counter!("tickmesh_edge_trades_out_total").increment(prints);
         let out: Vec<Message> = out

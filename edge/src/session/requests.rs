@@ -18,8 +18,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::refusals::{Refusals, count_error};
+use super::tapes::HeldTapes;
 use super::{End, Session};
 use crate::auth::AuthError;
+use tickmesh_core::bar::Timeframe;
+
+/// `bad_request` for a `bars` request without `tf`.
+fn no_timeframe(id: Option<i64>) -> ServerMsg {
+    count_error(ErrorCode::BadRequest, 1);
+    ServerMsg::error(
+        id,
+        ErrorCode::BadRequest,
+        "stream \"bars\" needs `tf`: 1s, 1m, 5m, 1h or 1d",
+    )
+}
 
 /// What [`Session::first_checks`] found.
 enum Checked {
@@ -85,15 +97,11 @@ where
             Request::Subscribe(sub) => {
                 return match sub.stream {
                     StreamKind::Ticks => self.subscribe(id, sub).await,
-                    StreamKind::Trades => Ok(self.subscribe_tapes(id, sub)),
-                    StreamKind::Bars => {
-                        count_error(ErrorCode::BadRequest, 1);
-                        Ok(vec![ServerMsg::error(
-                            id,
-                            ErrorCode::BadRequest,
-                            "stream \"bars\" is not served by this edge yet",
-                        )])
-                    }
+                    StreamKind::Trades => Ok(self.subscribe_tapes(id, sub, None)),
+                    StreamKind::Bars => match sub.tf {
+                        Some(tf) => Ok(self.subscribe_tapes(id, sub, Some(tf))),
+                        None => Ok(vec![no_timeframe(id)]),
+                    },
                 };
             }
             Request::Unsubscribe(unsub) if unsub.stream != StreamKind::Ticks => {
@@ -104,13 +112,20 @@ where
                     cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
                 let mut symbols = self.parse_symbols(symbols, &mut refusals);
                 let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
-                symbols.retain(|s| self.tapes.unsubscribe(s.as_str()));
+                match (unsub.stream, unsub.tf) {
+                    (StreamKind::Bars, None) => return Ok(vec![no_timeframe(id)]),
+                    (StreamKind::Bars, Some(tf)) => {
+                        symbols.retain(|s| self.tapes.unsubscribe_bars(s, tf));
+                    }
+                    _ => symbols.retain(|s| self.tapes.unsubscribe(s.as_str())),
+                }
                 let mut replies = refusals.finish();
                 replies.push(ServerMsg::Unsubscribed {
                     id,
                     symbols: symbols.iter().map(|s| s.to_string()).collect(),
                     chains,
                     stream: unsub.stream,
+                    tf: unsub.tf.filter(|_| unsub.stream == StreamKind::Bars),
                 });
                 replies
             }
@@ -133,6 +148,7 @@ where
                     symbols: removed.iter().map(|s| s.to_string()).collect(),
                     chains,
                     stream: StreamKind::Ticks,
+                    tf: None,
                 });
                 replies
             }
@@ -148,6 +164,7 @@ where
                             mode: sub.mode,
                             interval_ms: sub.interval_ms,
                             stream: StreamKind::Ticks,
+                            tf: None,
                         });
                 let mut tapes = self.tapes.symbols();
                 tapes.sort();
@@ -156,8 +173,18 @@ where
                     mode: Default::default(),
                     interval_ms: 0,
                     stream: StreamKind::Trades,
+                    tf: None,
                 });
-                let subscriptions = subscriptions.chain(tapes).collect();
+                let mut bars = self.tapes.bars();
+                bars.sort();
+                let bars = bars.into_iter().map(|(symbol, tf, ms)| SubscriptionInfo {
+                    symbol: symbol.to_string(),
+                    mode: Default::default(),
+                    interval_ms: ms,
+                    stream: StreamKind::Bars,
+                    tf: Some(tf),
+                });
+                let subscriptions = subscriptions.chain(tapes).chain(bars).collect();
                 vec![ServerMsg::Subscriptions { id, subscriptions }]
             }
             Request::Chains { underlying } => match self.edge.refdata.chains(&underlying) {
@@ -363,6 +390,7 @@ where
             interval_ms,
             mode: req.mode,
             stream: StreamKind::Ticks,
+            tf: None,
         });
         let replies: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await?;
@@ -449,21 +477,52 @@ where
         Checked::Refused
     }
 
-    /// `subscribe` with `stream: "trades"`: each symbol's tape, its last `history` prints
-    /// first. Checked as a tick subscription is (entitlement, `max_symbols` shared with
-    /// ticks, known instrument), and the edge-wide bounds on symbols carried and on the
-    /// rate of new interest apply to the tapes it follows. `mode` and `interval_ms` are
-    /// not used: a tape is never conflated.
-    fn subscribe_tapes(&mut self, id: Option<i64>, req: Subscribe) -> Vec<ServerMsg> {
+    /// `subscribe` with `stream: "trades"` (`tf` none): each symbol's tape, its last
+    /// `history` prints first; or `stream: "bars"` of timeframe `tf`: each symbol's closed
+    /// bars and bar in progress first, then updates at most every `interval_ms` (raised
+    /// to the tier's minimum) and each bar once more when it closes. Checked as a tick
+    /// subscription is (entitlement, `max_symbols` shared with ticks, known instrument),
+    /// and the edge-wide bounds on symbols carried and on the rate of new interest apply
+    /// to what it follows. A tape is never conflated: `mode` and `interval_ms` are not
+    /// used for it.
+    fn subscribe_tapes(
+        &mut self,
+        id: Option<i64>,
+        req: Subscribe,
+        tf: Option<Timeframe>,
+    ) -> Vec<ServerMsg> {
         let edge = self.edge.clone();
         if !edge.refdata.is_loaded() {
             return vec![self.not_loaded(id)];
         }
         let limits = &edge.config.limits;
-        let history = req
-            .history
-            .unwrap_or(protocol::DEFAULT_TRADES_HISTORY)
-            .min(protocol::MAX_TRADES_HISTORY) as usize;
+        let (default_history, max_history) = match tf {
+            None => (
+                protocol::DEFAULT_TRADES_HISTORY,
+                protocol::MAX_TRADES_HISTORY,
+            ),
+            Some(_) => (
+                tickmesh_core::bar::DEFAULT_HISTORY,
+                tickmesh_core::bar::MAX_HISTORY,
+            ),
+        };
+        let history = req.history.unwrap_or(default_history).min(max_history) as usize;
+        let requested = req
+            .interval_ms
+            .unwrap_or(protocol::DEFAULT_INTERVAL_MS)
+            .min(MAX_INTERVAL_MS);
+        let interval_ms = match tf {
+            None => 0,
+            Some(_) => requested.max(self.grant.min_interval_ms),
+        };
+        let held = |tapes: &HeldTapes, s: &Symbol| match tf {
+            None => tapes.holds(s.as_str()),
+            Some(tf) => tapes.holds_bars(s, tf),
+        };
+        let followed = |s: &Symbol| match tf {
+            None => (edge.tapes.followed(), edge.tapes.is_followed(s.as_str())),
+            Some(tf) => (edge.bar_feeds.followed(), edge.bar_feeds.is_followed(s, tf)),
+        };
         let max = self.grant.max_symbols as usize;
         let cap = self.read_cap();
         let mut refusals = Refusals::new(id, limits.max_errors_per_request);
@@ -474,18 +533,21 @@ where
             max.saturating_sub(edge.runtime.subscription_count(self.id) + self.tapes.len());
         let mut accepted = Vec::with_capacity(candidates.len());
         for symbol in candidates {
-            let held = self.tapes.holds(symbol.as_str());
-            match self.first_checks(&symbol, held, room, &mut refusals) {
+            let is_held = held(&self.tapes, &symbol);
+            match self.first_checks(&symbol, is_held, room, &mut refusals) {
                 Checked::Refused => continue,
                 Checked::Held => {
+                    if let Some(tf) = tf {
+                        // A change of interval, in place.
+                        self.tapes.subscribe_bars(&symbol, tf, history, interval_ms);
+                    }
                     accepted.push(symbol);
                     continue;
                 }
                 Checked::New => {}
             }
-            if edge.tapes.followed() >= limits.max_carried_symbols
-                && !edge.tapes.is_followed(symbol.as_str())
-            {
+            let (count, is_followed) = followed(&symbol);
+            if count >= limits.max_carried_symbols && !is_followed {
                 refusals.symbol_retry(
                     ErrorCode::Unavailable,
                     symbol.as_str(),
@@ -496,7 +558,7 @@ where
                     ),
                 );
             } else {
-                let new_interest = !edge.tapes.is_followed(symbol.as_str());
+                let new_interest = !is_followed;
                 let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
                 if new_interest && !rate.take(Instant::now()) {
                     let retry_ms = rate.wait_ms(1).max(1);
@@ -511,7 +573,14 @@ where
                 }
                 drop(rate);
                 room -= 1;
-                self.tapes.subscribe(&symbol, history);
+                match tf {
+                    None => {
+                        self.tapes.subscribe(&symbol, history);
+                    }
+                    Some(tf) => {
+                        self.tapes.subscribe_bars(&symbol, tf, history, interval_ms);
+                    }
+                }
                 accepted.push(symbol);
             }
         }
@@ -520,9 +589,10 @@ where
             id,
             symbols: accepted.iter().map(|s| s.to_string()).collect(),
             chains,
-            interval_ms: 0,
+            interval_ms,
             mode: req.mode,
-            stream: StreamKind::Trades,
+            stream: req.stream,
+            tf,
         });
         replies
     }
@@ -601,20 +671,32 @@ where
         self.edge.runtime.unsubscribe(self.id, &dropped);
         // Tapes: those outside the new entitlements go, then those past `max_symbols`
         // (ticks count first).
-        let mut tapes = self.tapes.symbols();
+        let mut tapes: Vec<(Symbol, Option<Timeframe>)> = self
+            .tapes
+            .symbols()
+            .into_iter()
+            .map(|s| (s, None))
+            .chain(
+                self.tapes
+                    .bars()
+                    .into_iter()
+                    .map(|(s, tf, _)| (s, Some(tf))),
+            )
+            .collect();
         tapes.sort();
         let mut room = (grant.max_symbols as usize).saturating_sub(kept.len());
-        for symbol in tapes {
+        for (symbol, tf) in tapes {
+            let what = if tf.is_some() { "bars" } else { "trades" };
             let (code, message) = if !grant.allows(symbol.as_str(), &self.edge.refdata) {
                 (
                     ErrorCode::NotEntitled,
-                    "no longer entitled: trades unsubscribed".to_string(),
+                    format!("no longer entitled: {what} unsubscribed"),
                 )
             } else if room == 0 {
                 (
                     ErrorCode::TooManySymbols,
                     format!(
-                        "the new token allows at most {} symbols: trades unsubscribed",
+                        "the new token allows at most {} symbols: {what} unsubscribed",
                         grant.max_symbols
                     ),
                 )
@@ -624,7 +706,10 @@ where
             };
             count_error(code, 1);
             replies.push(ServerMsg::symbol_error(id, code, symbol.as_str(), message));
-            self.tapes.unsubscribe(symbol.as_str());
+            match tf {
+                None => self.tapes.unsubscribe(symbol.as_str()),
+                Some(tf) => self.tapes.unsubscribe_bars(&symbol, tf),
+            };
         }
         // Intervals follow the new tier, tighter or looser.
         for (symbol, sub) in &kept {
@@ -672,6 +757,7 @@ mod tests {
             interval_ms: None,
             stream: StreamKind::Ticks,
             history: None,
+            tf: None,
         })
     }
 
@@ -687,6 +773,7 @@ mod tests {
             symbols: vec!["AAPL".into(); 150],
             chains: vec!["AAPL:2030-01-18".into(); 51],
             stream: StreamKind::Ticks,
+            tf: None,
         });
         assert_eq!(cost(&unsubscribe, 100), 3);
         assert_eq!(cost(&subscribe(7, 0), 1), 7);

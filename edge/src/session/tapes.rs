@@ -1,11 +1,13 @@
-//! A session's `trades` subscriptions: which tapes it holds, and its inbox of prints
-//! (made with its first tape). Given back to the edge's tapes when dropped, so that a
-//! session that ends in any way, a panic included, leaves no subscriber behind.
+//! A session's `trades` and `bars` subscriptions: which tapes and (symbol, timeframe)
+//! bars it holds, and its inbox of prints and bars (made with its first one). Given back
+//! to the edge when dropped, so that a session that ends in any way, a panic included,
+//! leaves no subscriber behind.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tickmesh_core::Symbol;
+use tickmesh_core::bar::Timeframe;
 use tokio::sync::mpsc;
 
 use crate::fanout::SessionId;
@@ -19,6 +21,8 @@ pub(super) struct HeldTapes {
     edge: Arc<Edge>,
     id: SessionId,
     held: HashSet<Symbol>,
+    /// Bars held, with their interval.
+    bars: HashMap<(Symbol, Timeframe), u32>,
     inbox: Option<(Inbox, mpsc::Receiver<TapeItem>)>,
 }
 
@@ -28,12 +32,50 @@ impl HeldTapes {
             edge,
             id,
             held: HashSet::new(),
+            bars: HashMap::new(),
             inbox: None,
         }
     }
 
+    /// Tapes and bars held: each takes a place under `max_symbols`.
     pub(super) fn len(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.bars.len()
+    }
+
+    pub(super) fn holds_bars(&self, symbol: &Symbol, tf: Timeframe) -> bool {
+        self.bars.contains_key(&(symbol.clone(), tf))
+    }
+
+    /// The (symbol, timeframe) bars held and their intervals, in no order.
+    pub(super) fn bars(&self) -> Vec<(Symbol, Timeframe, u32)> {
+        let held = self.bars.iter();
+        held.map(|((s, tf), ms)| (s.clone(), *tf, *ms)).collect()
+    }
+
+    /// Subscribes to `symbol`'s `tf` bars (or changes the interval of those held); true if
+    /// the edge starts following them.
+    pub(super) fn subscribe_bars(
+        &mut self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        history: usize,
+        interval_ms: u32,
+    ) -> bool {
+        let capacity = self.edge.config.session.tape_queue;
+        let (inbox, _) = self.inbox.get_or_insert_with(|| Inbox::new(capacity));
+        self.bars.insert((symbol.clone(), tf), interval_ms);
+        self.edge
+            .bar_feeds
+            .subscribe(self.id, symbol, tf, history, interval_ms, inbox)
+    }
+
+    /// Gives `symbol`'s `tf` bars back; whether they were held.
+    pub(super) fn unsubscribe_bars(&mut self, symbol: &Symbol, tf: Timeframe) -> bool {
+        if self.bars.remove(&(symbol.clone(), tf)).is_none() {
+            return false;
+        }
+        self.edge.bar_feeds.unsubscribe(self.id, symbol, tf);
+        true
     }
 
     pub(super) fn holds(&self, symbol: &str) -> bool {
@@ -94,6 +136,9 @@ impl Drop for HeldTapes {
     fn drop(&mut self) {
         for symbol in self.held.drain() {
             self.edge.tapes.unsubscribe(self.id, symbol.as_str());
+        }
+        for ((symbol, tf), _) in self.bars.drain() {
+            self.edge.bar_feeds.unsubscribe(self.id, &symbol, tf);
         }
     }
 }

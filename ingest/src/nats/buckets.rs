@@ -161,18 +161,61 @@ pub(super) async fn trades_stream(
     keep: i64,
     replicas: usize,
 ) -> anyhow::Result<()> {
-    if js.get_stream(name).await.is_ok() {
-        return Ok(());
-    }
-    js.create_stream(jetstream::stream::Config {
+    let config = kept_per_subject(name, "tr.>", keep, replicas);
+    let description = "TickMesh time and sales: the recent prints of each symbol";
+    open_or_create(js, config, description).await
+}
+
+/// Opens the bars stream (subjects `bar.>`), creating it if missing: the last `keep`
+/// bars of each subject, `replicas` copies, in memory, with per-message TTLs (a bar in
+/// progress is kept only a while) and direct gets (a new owner reads the last bar of each
+/// subject).
+pub(super) async fn bars_stream(
+    js: &jetstream::Context,
+    name: &str,
+    keep: i64,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    let config = jetstream::stream::Config {
+        allow_direct: true,
+        allow_message_ttl: true,
+        ..kept_per_subject(name, "bar.>", keep, replicas)
+    };
+    let description = "TickMesh bars: the closed bars of each symbol and timeframe";
+    open_or_create(js, config, description).await
+}
+
+/// A stream of `subjects` in memory that keeps the last `keep` messages of each subject.
+fn kept_per_subject(
+    name: &str,
+    subjects: &str,
+    keep: i64,
+    replicas: usize,
+) -> jetstream::stream::Config {
+    jetstream::stream::Config {
         name: name.to_string(),
-        description: Some("TickMesh time and sales: the recent prints of each symbol".into()),
-        subjects: vec!["tr.>".into()],
+        subjects: vec![subjects.into()],
         max_messages_per_subject: keep,
         storage: jetstream::stream::StorageType::Memory,
         num_replicas: replicas,
         discard: jetstream::stream::DiscardPolicy::Old,
         ..Default::default()
+    }
+}
+
+/// Opens the stream `config` names, or creates it.
+async fn open_or_create(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+    description: &str,
+) -> anyhow::Result<()> {
+    if js.get_stream(&config.name).await.is_ok() {
+        return Ok(());
+    }
+    let (name, replicas) = (config.name.clone(), config.num_replicas);
+    js.create_stream(jetstream::stream::Config {
+        description: Some(description.into()),
+        ..config
     })
     .await
     .with_context(|| format!("creating stream {name} with {replicas} replicas"))?;

@@ -1,0 +1,427 @@
+//! Live bars: the `bars` stream of a subscription, by (symbol, timeframe). Ingest builds
+//! the bars; the edge follows each (symbol, timeframe) a session holds, as it follows
+//! tapes ([`crate::tape`]): one NATS subscription on `bar.<tf>.<shard>.<symbol>` and one
+//! read of what `md_bars` kept, then the last [`KEEP`] closed bars and the bar in
+//! progress in memory.
+//!
+//! A subscriber gets its history (closed bars and the bar in progress) first; then each
+//! bar in progress at most once per its interval (the newest; one held back goes out when
+//! the interval is up, see [`BarFeeds::release_due`]), and every closed bar (`final`)
+//! exactly once, never conflated: a final also stands for any update of that bar held
+//! back. A session whose queue is full is cut, as for tapes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tickmesh_core::Symbol;
+use tickmesh_core::bar::{Bar, Timeframe};
+
+use crate::fanout::SessionId;
+use crate::tape::{FeedKey, FollowSink, Inbox, Shared, SharedBar, TapeItem, TapeSource};
+
+/// Closed bars kept per followed (symbol, timeframe): the most a `history` may ask for.
+pub const KEEP: usize = 1000;
+/// Live bars held back per (symbol, timeframe) while its history is read.
+const EARLY_KEPT: usize = 1000;
+
+struct Sub {
+    inbox: Inbox,
+    /// Closed bars of history still owed (sent when loaded).
+    owed: Option<usize>,
+    interval: Duration,
+    /// When a bar in progress last went to it.
+    last_live: Option<Instant>,
+    /// The newest bar in progress held back by the interval.
+    held: Option<Arc<SharedBar>>,
+}
+
+struct Feed<F> {
+    closed: VecDeque<Arc<SharedBar>>,
+    live: Option<Arc<SharedBar>>,
+    loaded: bool,
+    ever_loaded: bool,
+    early: VecDeque<Bar>,
+    subs: HashMap<SessionId, Sub>,
+    _follower: F,
+}
+
+impl<F> Feed<F> {
+    /// What a new subscriber gets first: the last `n` closed bars and the bar in
+    /// progress.
+    fn history(&self, n: usize) -> Vec<Arc<SharedBar>> {
+        let skip = self.closed.len().saturating_sub(n);
+        let closed = self.closed.iter().skip(skip).cloned();
+        closed.chain(self.live.clone()).collect()
+    }
+
+    /// A bar of a loaded feed: kept and delivered, unless the feed has it or a later one.
+    fn apply(&mut self, bar: Bar, now: Instant) {
+        let last_closed = self.closed.back().map(|b| b.item.t);
+        if last_closed.is_some_and(|t| t >= bar.t) {
+            // That bar closed already (a history read again holds it too).
+            return;
+        }
+        if self.live.as_ref().is_some_and(|l| l.item.t > bar.t) {
+            return;
+        }
+        let bar = Arc::new(Shared::new(bar));
+        if bar.item.closed {
+            if self.closed.len() == KEEP {
+                self.closed.pop_front();
+            }
+            self.closed.push_back(bar.clone());
+            if self.live.as_ref().is_some_and(|l| l.item.t <= bar.item.t) {
+                self.live = None;
+            }
+            self.subs.retain(|_, sub| {
+                if sub.held.as_ref().is_some_and(|h| h.item.t <= bar.item.t) {
+                    sub.held = None;
+                }
+                sub.inbox.offer(TapeItem::Bar(bar.clone()))
+            });
+            return;
+        }
+        self.live = Some(bar.clone());
+        self.subs.retain(|_, sub| {
+            if sub
+                .last_live
+                .is_some_and(|at| now.duration_since(at) < sub.interval)
+            {
+                sub.held = Some(bar.clone());
+                return true;
+            }
+            sub.last_live = Some(now);
+            sub.held = None;
+            sub.inbox.offer(TapeItem::Bar(bar.clone()))
+        });
+    }
+}
+
+/// Feeds by (symbol, timeframe).
+type ByKey<F> = HashMap<(Symbol, Timeframe), Feed<F>>;
+
+/// Every (symbol, timeframe) this edge follows.
+pub struct BarFeeds<S: TapeSource> {
+    source: S,
+    feeds: Mutex<ByKey<S::Follower>>,
+    me: Weak<BarFeeds<S>>,
+}
+
+impl<S: TapeSource> std::fmt::Debug for BarFeeds<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BarFeeds")
+            .field("followed", &self.followed())
+            .finish()
+    }
+}
+
+/// A bar from the wire; an invalid one is counted and logged, and dropped.
+fn decode(key: &FeedKey, payload: &[u8]) -> Option<Bar> {
+    match tickmesh_core::bar::decode_wire(payload) {
+        Ok(b) if b.symbol == key.symbol.as_str() && Some(b.tf) == key.tf => Some(b),
+        Ok(_) => {
+            metrics::counter!("tickmesh_edge_bars_dropped_total", "reason" => "wrong_subject")
+                .increment(1);
+            None
+        }
+        Err(e) => {
+            metrics::counter!("tickmesh_edge_bars_dropped_total", "reason" => "invalid")
+                .increment(1);
+            tracing::warn!(symbol = %key.symbol, error = %e, "dropped an invalid bar");
+            None
+        }
+    }
+}
+
+impl<S: TapeSource> BarFeeds<S> {
+    pub fn new(source: S) -> Arc<Self> {
+        Arc::new_cyclic(|me| BarFeeds {
+            source,
+            feeds: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByKey<S::Follower>> {
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// (symbol, timeframe) pairs followed now.
+    pub fn followed(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_followed(&self, symbol: &Symbol, tf: Timeframe) -> bool {
+        self.lock().contains_key(&(symbol.clone(), tf))
+    }
+
+    /// Subscribes session `id` to `symbol`'s `tf` bars: `history` closed bars and the bar
+    /// in progress first, then updates at most every `interval_ms`. A session that holds
+    /// it already changes its interval only. Returns true when the edge starts following
+    /// it.
+    pub fn subscribe(
+        &self,
+        id: SessionId,
+        symbol: &Symbol,
+        tf: Timeframe,
+        history: usize,
+        interval_ms: u32,
+        inbox: &Inbox,
+    ) -> bool {
+        let interval = Duration::from_millis(u64::from(interval_ms));
+        let history = history.min(KEEP);
+        let mut feeds = self.lock();
+        let key = (symbol.clone(), tf);
+        if let Some(feed) = feeds.get_mut(&key) {
+            if let Some(sub) = feed.subs.get_mut(&id) {
+                sub.interval = interval;
+                return false;
+            }
+            let mut owed = Some(history);
+            if feed.loaded {
+                if !inbox.offer(TapeItem::BarHistory(tf, feed.history(history))) {
+                    return false;
+                }
+                owed = None;
+            }
+            feed.subs.insert(id, sub(inbox, owed, interval));
+            return false;
+        }
+        let sink: Weak<dyn FollowSink> = self.me.clone();
+        let follower = self.source.follow(
+            sink,
+            FeedKey {
+                symbol: symbol.clone(),
+                tf: Some(tf),
+            },
+        );
+        let mut subs = HashMap::new();
+        subs.insert(id, sub(inbox, Some(history), interval));
+        feeds.insert(
+            key,
+            Feed {
+                closed: VecDeque::new(),
+                live: None,
+                loaded: false,
+                ever_loaded: false,
+                early: VecDeque::new(),
+                subs,
+                _follower: follower,
+            },
+        );
+        metrics::gauge!("tickmesh_edge_bar_feeds").set(feeds.len() as f64);
+        true
+    }
+
+    /// Takes session `id` off `symbol`'s `tf` bars; whether it held them.
+    pub fn unsubscribe(&self, id: SessionId, symbol: &Symbol, tf: Timeframe) -> bool {
+        let mut feeds = self.lock();
+        let key = (symbol.clone(), tf);
+        let Some(feed) = feeds.get_mut(&key) else {
+            return false;
+        };
+        let held = feed.subs.remove(&id).is_some();
+        if feed.subs.is_empty() {
+            feeds.remove(&key);
+            metrics::gauge!("tickmesh_edge_bar_feeds").set(feeds.len() as f64);
+        }
+        held
+    }
+
+    /// Sends each bar in progress held back by an interval that is now up.
+    pub fn release_due(&self, now: Instant) {
+        for feed in self.lock().values_mut() {
+            feed.subs.retain(|_, sub| {
+                let due = sub
+                    .last_live
+                    .is_none_or(|at| now.duration_since(at) >= sub.interval);
+                match sub.held.take() {
+                    Some(bar) if due => {
+                        sub.last_live = Some(now);
+                        sub.inbox.offer(TapeItem::Bar(bar))
+                    }
+                    held => {
+                        sub.held = held;
+                        true
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn sub(inbox: &Inbox, owed: Option<usize>, interval: Duration) -> Sub {
+    Sub {
+        inbox: inbox.clone(),
+        owed,
+        interval,
+        last_live: None,
+        held: None,
+    }
+}
+
+impl<S: TapeSource> FollowSink for BarFeeds<S> {
+    fn reload(&self, key: &FeedKey) {
+        let Some(tf) = key.tf else { return };
+        if let Some(feed) = self.lock().get_mut(&(key.symbol.clone(), tf)) {
+            feed.loaded = false;
+        }
+    }
+
+    fn history(&self, key: &FeedKey, payloads: Vec<Bytes>) {
+        let Some(tf) = key.tf else { return };
+        let mut kept: Vec<Bar> = payloads.iter().filter_map(|p| decode(key, p)).collect();
+        kept.sort_by_key(|b| (b.t, b.closed));
+        let now = Instant::now();
+        let mut feeds = self.lock();
+        let Some(feed) = feeds.get_mut(&(key.symbol.clone(), tf)) else {
+            return;
+        };
+        if feed.loaded {
+            return;
+        }
+        if !feed.ever_loaded {
+            // The closed bars, and the newest bar in progress if it is later than they.
+            for bar in kept {
+                let last = feed.closed.back().map(|b| b.item.t);
+                if last.is_some_and(|t| t >= bar.t) {
+                    continue;
+                }
+                if bar.closed {
+                    if feed.closed.len() == KEEP {
+                        feed.closed.pop_front();
+                    }
+                    feed.closed.push_back(Arc::new(Shared::new(bar)));
+                } else {
+                    feed.live = Some(Arc::new(Shared::new(bar)));
+                }
+            }
+            if let (Some(live), Some(last)) = (&feed.live, feed.closed.back())
+                && live.item.t <= last.item.t
+            {
+                feed.live = None;
+            }
+            kept = Vec::new();
+        }
+        (feed.loaded, feed.ever_loaded) = (true, true);
+        for sub in feed.subs.values_mut() {
+            if let Some(n) = sub.owed.take() {
+                let closed = feed.closed.len().saturating_sub(n);
+                let history = feed.closed.iter().skip(closed).cloned();
+                let history = history.chain(feed.live.clone()).collect();
+                sub.inbox.offer(TapeItem::BarHistory(tf, history));
+                sub.last_live = Some(now);
+            }
+        }
+        feed.subs.retain(|_, sub| !sub.inbox.overflowed());
+        // Read again after a reconnect: what is newer than the feed was missed.
+        for bar in kept.into_iter().chain(std::mem::take(&mut feed.early)) {
+            feed.apply(bar, now);
+        }
+    }
+
+    fn publish(&self, key: &FeedKey, payload: &[u8]) {
+        let Some(tf) = key.tf else { return };
+        let Some(bar) = decode(key, payload) else {
+            return;
+        };
+        let mut feeds = self.lock();
+        let Some(feed) = feeds.get_mut(&(key.symbol.clone(), tf)) else {
+            return;
+        };
+        if !feed.loaded {
+            if feed.early.len() == EARLY_KEPT {
+                feed.early.pop_front();
+            }
+            feed.early.push_back(bar);
+            return;
+        }
+        feed.apply(bar, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    struct Manual;
+    impl TapeSource for Manual {
+        type Follower = ();
+        fn follow(&self, _: Weak<dyn FollowSink>, _: FeedKey) {}
+    }
+
+    const T0: u64 = 1_699_920_000_000_000; // a whole day
+    const MIN: u64 = 60_000_000;
+
+    fn key() -> FeedKey {
+        FeedKey {
+            symbol: Symbol::parse("AAPL").unwrap(),
+            tf: Some(Timeframe::M1),
+        }
+    }
+
+    fn bar(k: u64, close: f64, closed: bool) -> Bytes {
+        let mut b = Bar::open_with("AAPL", Timeframe::M1, T0 + k * MIN, 10.0, 1);
+        b.add(close, 1);
+        b.closed = closed;
+        tickmesh_core::bar::encode_wire(&b).into()
+    }
+
+    /// (minute, close, final) of a bar.
+    type Seen = (u64, f64, bool);
+
+    /// (snapshot?, bars) per item.
+    fn drain(rx: &mut mpsc::Receiver<TapeItem>) -> Vec<(bool, Vec<Seen>)> {
+        let seen = |b: &SharedBar| ((b.item.t - T0) / MIN, b.item.close, b.item.closed);
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            out.push(match item {
+                TapeItem::BarHistory(_, h) => (true, h.iter().map(|b| seen(b)).collect()),
+                TapeItem::Bar(b) => (false, vec![seen(&b)]),
+                _ => unreachable!("bars only"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn history_then_the_bar_in_progress_at_the_interval_and_every_final_once() {
+        let feeds = BarFeeds::new(Manual);
+        let aapl = Symbol::parse("AAPL").unwrap();
+        let (inbox, mut rx) = Inbox::new(100);
+        assert!(feeds.subscribe(1, &aapl, Timeframe::M1, 2, 60_000, &inbox));
+        // Minute 3 updates while the history (minutes 0..=2 closed, 3 in progress) is read.
+        feeds.publish(&key(), &bar(3, 12.0, false));
+        let kept = vec![
+            bar(0, 1.0, true),
+            bar(1, 2.0, true),
+            bar(2, 3.0, true),
+            bar(3, 11.0, false),
+        ];
+        feeds.history(&key(), kept);
+        assert_eq!(
+            drain(&mut rx),
+            [
+                (true, vec![(1, 2.0, true), (2, 3.0, true), (3, 11.0, false)]),
+                // The update that came during the read; no interval has run since the
+                // history, which was sent just now: held back.
+            ]
+        );
+        // Within the interval, updates are held; the final goes out at once and stands
+        // for them.
+        feeds.publish(&key(), &bar(3, 13.0, false));
+        feeds.publish(&key(), &bar(3, 14.0, true));
+        feeds.publish(&key(), &bar(3, 14.0, true));
+        feeds.release_due(Instant::now() + Duration::from_secs(61));
+        assert_eq!(drain(&mut rx), [(false, vec![(3, 14.0, true)])]);
+        // Past the interval, the held update goes out when it is due.
+        feeds.publish(&key(), &bar(4, 15.0, false));
+        feeds.release_due(Instant::now() + Duration::from_secs(61));
+        assert_eq!(drain(&mut rx), [(false, vec![(4, 15.0, false)])]);
+        assert!(feeds.unsubscribe(1, &aapl, Timeframe::M1));
+        assert_eq!(feeds.followed(), 0);
+    }
+}
