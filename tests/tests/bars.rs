@@ -131,3 +131,89 @@ async fn final_bars_are_the_bars_of_the_prints_and_each_closes_once() {
     assert!(compared >= 3, "only {compared} bars compared");
     edge.stop().await.unwrap();
 }
+
+/// Node a dies mid-bar; node b takes the feed over. The bars in progress go on from what
+/// a left in the stream: b's minute bar counts a's prints too (not a new bar from zero),
+/// a second bar a never closed is closed by b, and no bar is ever closed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_goes_on_with_the_bars_in_progress_and_never_closes_one_twice() {
+    use futures_util::StreamExt;
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut sub = client.subscribe("bar.*.*.AAPL").await.unwrap();
+    let node = |name: &str| {
+        let mut c = ingest_config(&nats.url(), 1000);
+        c.lease = tickmesh_ingest::lease::LeaseConfig {
+            name: "feed-a".into(),
+            ttl_ms: 600,
+            node: Some(name.into()),
+            ..Default::default()
+        };
+        c
+    };
+    let a = tokio::spawn(tickmesh_ingest::run(node("node-a"), std::future::pending()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop_b = tokio_util::sync::CancellationToken::new();
+    let token = stop_b.clone();
+    let b = tokio::spawn(tickmesh_ingest::run(node("node-b"), async move {
+        token.cancelled().await
+    }));
+    let mut bars = Vec::new();
+    let start = std::time::Instant::now();
+    let mut killed = None;
+    while start.elapsed() < 7 * SECOND {
+        if killed.is_none() && start.elapsed() > 3 * SECOND {
+            // Node a crashes: no release, no last word.
+            a.abort();
+            killed = Some(bars.len());
+        }
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            bars.push(tickmesh_core::bar::decode_wire(&msg.payload).unwrap());
+        }
+    }
+    stop_b.cancel();
+    b.await.unwrap().unwrap();
+    let killed = killed.unwrap();
+    let (before, after) = bars.split_at(killed);
+    // No bar is closed twice.
+    let mut finals = std::collections::HashSet::new();
+    for bar in bars.iter().filter(|b| b.closed) {
+        assert!(
+            finals.insert((bar.tf, bar.t)),
+            "{:?} {} closed twice",
+            bar.tf,
+            bar.t
+        );
+    }
+    // The minute bar in progress when a died: b's first update of it counts at least
+    // the prints a had sent.
+    let m1 = tickmesh_core::bar::Timeframe::M1;
+    let a_last = before.iter().rev().find(|b| b.tf == m1).unwrap();
+    let b_first = after.iter().find(|b| b.tf == m1 && b.t == a_last.t);
+    if let Some(b_first) = b_first {
+        assert!(
+            b_first.trades > a_last.trades && b_first.open == a_last.open,
+            "b restarted the minute's bar: a had {a_last:?}, b sent {b_first:?}"
+        );
+    } else {
+        // The minute turned during the fail-over: b closed a's bar instead.
+        assert!(
+            finals.contains(&(m1, a_last.t)),
+            "a's minute bar was never closed"
+        );
+    }
+    // The last second a sent an update of was closed (by a, or by b when a died first).
+    let s1 = tickmesh_core::bar::Timeframe::S1;
+    let a_second = before
+        .iter()
+        .rev()
+        .find(|b| b.tf == s1 && !b.closed)
+        .unwrap();
+    let closed = bars
+        .iter()
+        .find(|b| b.tf == s1 && b.t == a_second.t && b.closed);
+    assert!(
+        closed.is_some(),
+        "the second a left open was never closed: {a_second:?}"
+    );
+}
