@@ -48,6 +48,9 @@ pub struct Workload {
     /// Reading connections send their subscription again this often (a client that
     /// re-sends its subscribe at its rate limit); None: once.
     pub resubscribe_every: Option<Duration>,
+    /// Subscribe to the symbols' prints (`stream: "trades"`, `tr.*` on NATS) instead of
+    /// their ticks.
+    pub trades: bool,
 }
 
 /// When things happen, the same for every process of a run.
@@ -264,13 +267,22 @@ async fn subscribe(
     match w.protocol {
         Protocol::TickMesh(_) => {
             let symbols: Vec<&str> = mine.iter().map(|&s| w.symbols[s].as_str()).collect();
-            let req = serde_json::json!({
-                "op": "subscribe",
-                "id": round + 1,
-                "symbols": symbols,
-                "mode": w.mode.as_str(),
-                "interval_ms": w.interval_ms,
-            });
+            let req = match w.trades {
+                true => serde_json::json!({
+                    "op": "subscribe",
+                    "id": round + 1,
+                    "symbols": symbols,
+                    "stream": "trades",
+                    "history": 0,
+                }),
+                false => serde_json::json!({
+                    "op": "subscribe",
+                    "id": round + 1,
+                    "symbols": symbols,
+                    "mode": w.mode.as_str(),
+                    "interval_ms": w.interval_ms,
+                }),
+            };
             ws.send_text(&req.to_string()).await
         }
         Protocol::Nats => {
@@ -287,11 +299,11 @@ async fn subscribe(
                     out.push_str(&format!("UNSUB {}\r\n", base - n + k + 1));
                 }
                 let symbol = Symbol::parse(&w.symbols[s])?;
-                out.push_str(&format!(
-                    "SUB {} {}\r\n",
-                    tick_subject(&symbol, w.shards),
-                    base + k + 1
-                ));
+                let subject = match w.trades {
+                    true => tickmesh_core::trade::trade_subject(&symbol, w.shards),
+                    false => tick_subject(&symbol, w.shards),
+                };
+                out.push_str(&format!("SUB {subject} {}\r\n", base + k + 1));
             }
             out.push_str("PING\r\n");
             ws.send(2, out.as_bytes()).await
@@ -383,6 +395,14 @@ fn on_tickmesh(
     tl: Timeline,
 ) {
     let wall = now_unix_us();
+    if w.trades {
+        let on = |t: TickRef| on_print(t, w, conn, s, now, wall, tl);
+        match scan::trades_message(format, payload, on) {
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => s.counts.sample(format!("unreadable message: {e}")),
+        }
+        return;
+    }
     let mut on = |t: TickRef, snapshot: bool| on_tick(t, snapshot, w, conn, s, now, wall, tl);
     let parsed = match format {
         Format::Json => scan::json_message(payload, &mut on),
@@ -432,6 +452,7 @@ fn on_nats(
             Ok(Some((op, n))) => {
                 match op {
                     NatsOp::Msg { payload } => match scan::mp_tick(&mut scan::Mp::new(payload)) {
+                        Some((t, _)) if w.trades => on_print(t, w, conn, s, now, wall, tl),
                         Some((t, _)) => on_tick(t, false, w, conn, s, now, wall, tl),
                         None => s.counts.sample("unreadable NATS payload"),
                     },
@@ -455,6 +476,42 @@ fn on_nats(
     }
     buf.drain(..pos);
     ping
+}
+
+/// One print: counted, its latency taken from its `ts`, and its seq checked to rise
+/// (a print twice, or out of order, is a regression; prints skip seqs, so no gap can be
+/// told from them).
+fn on_print(
+    t: TickRef,
+    w: &Workload,
+    conn: &mut Conn,
+    s: &mut Stats,
+    now: Instant,
+    wall_us: u64,
+    tl: Timeline,
+) {
+    let Some(&idx) = w.index.get(t.symbol) else {
+        s.counts.sample("print of an unknown symbol");
+        return;
+    };
+    let st = &mut conn.state[idx as usize];
+    if st.seen && t.seq <= st.seq {
+        s.counts.seq_regressions += 1;
+        s.counts
+            .sample(format!("print seq {} after {}", t.seq, st.seq));
+    }
+    if !st.seen {
+        st.seen = true;
+        conn.seen += 1;
+    }
+    st.seq = st.seq.max(t.seq);
+    s.counts.updates_total += 1;
+    if now >= tl.window_start && now < tl.window_end {
+        s.counts.updates += 1;
+        conn.updates_in_window += 1;
+        s.latency
+            .saturating_record(wall_us.saturating_sub(t.ts).max(1));
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the hot path: plain arguments, no struct to build

@@ -52,6 +52,12 @@ enum Encoding {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StreamArg {
+    Ticks,
+    Trades,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
     Ltp,
     Quote,
@@ -86,6 +92,10 @@ struct Args {
     /// Conflation interval; 0 = every tick.
     #[arg(long, default_value_t = 0)]
     interval_ms: u32,
+    /// What each connection follows: the symbols' ticks, or their prints (TickMesh
+    /// `stream: "trades"` without history; `tr.<shard>.<symbol>` with --target nats).
+    #[arg(long, value_enum, default_value = "ticks")]
+    stream: StreamArg,
     /// TickMesh encoding.
     #[arg(long, value_enum, default_value = "json")]
     format: Encoding,
@@ -301,6 +311,7 @@ fn workload(args: &Args) -> Workload {
         full_picture_deadline: Duration::from_millis(args.full_picture_ms),
         resubscribe_every: (args.resubscribe_per_s > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / args.resubscribe_per_s)),
+        trades: args.stream == StreamArg::Trades,
     }
 }
 

@@ -72,6 +72,75 @@ pub fn json_message<'a>(
     }
 }
 
+/// Reads a TickMesh `trades` message in `format`: each print via `on_print` (its
+/// symbol, seq and ts; epoch 0). Returns whether it was a history (`snapshot: true`), or
+/// None when the message is not a `trades` message.
+pub fn trades_message<'a>(
+    format: tickmesh_core::Format,
+    b: &'a [u8],
+    mut on_print: impl FnMut(TickRef<'a>),
+) -> Option<Result<bool, &'static str>> {
+    match format {
+        tickmesh_core::Format::Json => {
+            if str_after(b, b"\"type\":\"")? != b"trades" {
+                return None;
+            }
+            let snapshot = find(b, b"\"snapshot\":true").is_some();
+            let mut pos = 0;
+            while let Some(at) = find(&b[pos..], b"\"symbol\":\"") {
+                let mut p = pos + at + 10;
+                let Some(end) = memchr::memchr(b'"', &b[p..]) else {
+                    return Some(Err("unterminated symbol"));
+                };
+                let symbol = &b[p..p + end];
+                p += end;
+                let Some(seq) = json_uint_after(b, &mut p, b"\"seq\":") else {
+                    return Some(Err("print without seq"));
+                };
+                let Some(ts) = json_uint_after(b, &mut p, b"\"ts\":") else {
+                    return Some(Err("print without ts"));
+                };
+                pos = p;
+                on_print(TickRef {
+                    symbol,
+                    seq,
+                    epoch: 0,
+                    ts,
+                    from_seq: None,
+                });
+            }
+            Some(Ok(snapshot))
+        }
+        tickmesh_core::Format::MsgPack => {
+            const BAD: &str = "malformed MessagePack trades message";
+            let mut mp = Mp::new(b);
+            let n = mp.map_len()?;
+            if mp.str()? != b"type" || mp.str()? != b"trades" {
+                return None;
+            }
+            let mut snapshot = false;
+            for _ in 1..n {
+                match mp.str() {
+                    Some(b"snapshot") => snapshot = mp.byte() == Some(0xc3),
+                    Some(b"trades") => {
+                        let Some(count) = mp.array_len() else {
+                            return Some(Err(BAD));
+                        };
+                        for _ in 0..count {
+                            match mp_tick(&mut mp) {
+                                Some((t, _)) => on_print(t),
+                                None => return Some(Err(BAD)),
+                            }
+                        }
+                    }
+                    _ => return Some(Err(BAD)),
+                }
+            }
+            Some(Ok(snapshot))
+        }
+    }
+}
+
 /// The next tick object from `pos`: the fields come in the order symbol, seq, epoch, ts.
 fn json_tick<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<TickRef<'a>>, &'static str> {
     let Some(at) = find(&b[*pos..], b"\"symbol\":\"") else {
@@ -493,6 +562,42 @@ mod tests {
                     from_seq: 4,
                     to_seq: 6
                 })
+            );
+        }
+    }
+
+    #[test]
+    fn reads_prints_as_the_edge_writes_them_and_nothing_else() {
+        use tickmesh_core::trade::{self, Trade, trades_frame};
+        let print = |seq: u64| Trade {
+            symbol: "AAPL".into(),
+            seq,
+            trade_id: seq,
+            price: 189.5,
+            size: 100,
+            ts: 1_000 + seq,
+            src_ts: Some(7),
+            conditions: vec!["opening".into()],
+        };
+        for format in [Format::Json, Format::MsgPack] {
+            for snapshot in [false, true] {
+                let objects: Vec<Vec<u8>> = (1..=20)
+                    .map(|s| trade::encode_client(&print(s), format))
+                    .collect();
+                let frame = trades_frame(format, snapshot, objects.iter().map(|o| &o[..]));
+                let mut got = Vec::new();
+                let read = trades_message(format, &frame, |t| {
+                    got.push((t.symbol.to_vec(), t.seq, t.ts))
+                });
+                assert_eq!(read, Some(Ok(snapshot)), "{format:?}");
+                let want: Vec<_> = (1..=20).map(|s| (b"AAPL".to_vec(), s, 1_000 + s)).collect();
+                assert_eq!(got, want, "{format:?}");
+            }
+            let a = encode_client(&tick("AAPL", 3), format, Mode::Quote, None);
+            let ticks = ticks_frame(format, [a.as_slice()].into_iter());
+            assert_eq!(
+                trades_message(format, &ticks, |_| panic!("not a print")),
+                None
             );
         }
     }

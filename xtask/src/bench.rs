@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::{root, run, tools};
 use report::{
     BEGIN, CURVE_BEGIN, CURVE_END, END, MARKET_OPEN_BEGIN, MARKET_OPEN_END, RESUBSCRIBE_BEGIN,
-    RESUBSCRIBE_END, with_section,
+    RESUBSCRIBE_END, TRADES_BEGIN, TRADES_END, with_section,
 };
 use results::Stored;
 use runner::Env;
@@ -46,13 +46,14 @@ mod runner;
 mod slow;
 mod storm;
 mod throughput;
+mod trades;
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
 scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve,
-market-open (default: all)";
+market-open, trades (default: all)";
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "idle",
     "throughput",
     "latency",
@@ -63,11 +64,12 @@ const SCENARIOS: [&str; 10] = [
     "resubscribe",
     "curve",
     "market-open",
+    "trades",
 ];
 
 /// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
 /// running one alone leaves the main block as it is.
-const OWN_SECTION: [&str; 3] = ["resubscribe", "curve", "market-open"];
+const OWN_SECTION: [&str; 4] = ["resubscribe", "curve", "market-open", "trades"];
 
 struct Opts {
     quick: bool,
@@ -165,6 +167,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "resubscribe" => resubscribe::run(&env).and_then(|r| keep.write(r)),
             "curve" => curve::run(&env).and_then(|r| keep.write(r)),
             "market-open" => market_open::run(&env).and_then(|r| keep.write(r)),
+            "trades" => trades::run(&env).and_then(|r| keep.write(r)),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         result.with_context(|| format!("scenario {name}"))?;
@@ -226,6 +229,11 @@ fn rebuild(
         let section = market_open::report(&v)
             .with_context(|| results::path(dir, "market-open").display().to_string())?;
         page = with_section(&page, MARKET_OPEN_BEGIN, MARKET_OPEN_END, &section);
+    }
+    if let Some(v) = results::load(dir, "trades")? {
+        let section = trades::report(&v)
+            .with_context(|| results::path(dir, "trades").display().to_string())?;
+        page = with_section(&page, TRADES_BEGIN, TRADES_END, &section);
     }
     let mut svg = None;
     if let Some(v) = results::load(dir, "curve")? {

@@ -24,6 +24,9 @@ pub const CURVE_END: &str = "<!-- bench:curve:end -->";
 pub const MARKET_OPEN_BEGIN: &str =
     "<!-- bench:market-open:begin: written by `cargo xtask bench --scenario market-open` -->";
 pub const MARKET_OPEN_END: &str = "<!-- bench:market-open:end -->";
+pub const TRADES_BEGIN: &str =
+    "<!-- bench:trades:begin: written by `cargo xtask bench --scenario trades` -->";
+pub const TRADES_END: &str = "<!-- bench:trades:end -->";
 
 /// `page` with the text between `begin` and `end` replaced by `body` (appended, with the
 /// markers, when they are missing).
