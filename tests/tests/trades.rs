@@ -11,6 +11,7 @@ use async_nats::jetstream;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tickmesh_core::Format;
+use tickmesh_tests::mesh::Mesh;
 use tickmesh_tests::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -185,4 +186,60 @@ async fn a_client_that_cannot_keep_up_with_a_tape_is_cut_and_a_reader_goes_on() 
     assert!(live > 1000, "the reader got {live} prints");
     ingest.stop().await.unwrap();
     edge.stop().await.unwrap();
+}
+
+/// The same through the deployment's topology and least-privilege NATS users: ingest on
+/// the hub cluster (streams with 3 replicas), an edge in a region behind its leaf nodes
+/// reading the history through the hub's JetStream domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tapes_and_bars_reach_a_region_through_its_leaf_nodes() {
+    let mesh = Mesh::start(&["a"], 2).await.unwrap();
+    let ingest = start_ingest(mesh.ingest_config(1000));
+    let (edge, addr) = start_edge(mesh.edge_config("a")).await.unwrap();
+    // Ready once the reference data is read; the streams fill meanwhile.
+    let deadline = std::time::Instant::now() + 40 * SECOND;
+    while http_get(addr, "/readyz").await.map(|(s, _)| s).unwrap_or(0) != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(2 * SECOND).await;
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"stream":"trades","history":20}))
+        .await
+        .unwrap();
+    c.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"bars","tf":"1s","history":5,"interval_ms":250}))
+        .await
+        .unwrap();
+    let msgs = c.collect(3 * SECOND).await.unwrap();
+    let (history, live) = prints(&msgs);
+    assert!(
+        !history.is_empty() && live.len() > 50,
+        "history {history:?}, {} live",
+        live.len()
+    );
+    let bars: Vec<&Value> = msgs
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["type"] == "bars")
+        .collect();
+    assert!(
+        bars.first()
+            .is_some_and(|b| b["snapshot"] == true && !b["bars"].as_array().unwrap().is_empty()),
+        "{bars:?}"
+    );
+    assert!(
+        bars.iter().skip(1).any(|b| b["bars"][0]["final"] == true),
+        "no bar closed"
+    );
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+    let found = mesh.permission_violations();
+    assert!(
+        found.is_empty(),
+        "permission violations:\n{}",
+        found.join("\n")
+    );
 }
