@@ -1,16 +1,19 @@
 // @ts-check
 /**
- * The TickMesh dashboard: watchlist, options chain, depth ladder and status bar.
+ * The TickMesh dashboard: watchlist, options chain, depth ladder, time and sales (the
+ * tape of the symbol the ladder shows) and status bar.
  *
  * Messages only update plain state objects and mark what changed; one
  * requestAnimationFrame pass writes the changed cells to the DOM. With hundreds of
  * symbols ticking, the page does work per frame, not per message, and watchlist rows
  * far outside the visible part of the list stay dirty until they scroll into view.
  * Cells are re-written only when their text changes, and nothing animates: an animated
- * background on hundreds of cells is repainted on every frame.
+ * background on hundreds of cells is repainted on every frame. The tape keeps at most
+ * `TAPE_ROWS` rows: once full, its oldest rows are re-used for the newest prints.
  *
  * Page parameters: `?token=` (passed on to the stream), `?enc=msgpack`,
- * `?symbols=A,B,C` (replaces the default watchlist), `?chain=AAPL`, `?depth=AAPL`.
+ * `?symbols=A,B,C` (replaces the default watchlist), `?chain=AAPL`, `?depth=AAPL` (the
+ * symbol of the ladder and the tape).
  */
 
 import { TickMeshClient } from './tickmesh.js';
@@ -34,6 +37,9 @@ const MODE_RANK = { ltp: 0, quote: 1, full: 2 };
 const FLASH_MS = 600;
 const DEPTH_LEVELS = 5;
 const LOG_LINES = 50;
+/** Prints on show in the tape, and those of history asked for when it changes symbol. */
+const TAPE_ROWS = 200;
+const TAPE_HISTORY = 100;
 
 const params = new URLSearchParams(location.search);
 const client = new TickMeshClient({
@@ -69,6 +75,13 @@ function volume(v) {
 /** @param {unknown} v @param {number} digits */
 function fixed(v, digits) {
   return typeof v === 'number' ? v.toFixed(digits) : '';
+}
+
+/** `HH:MM:SS.mmm`, local time, of a µs timestamp. @param {number} us */
+function clockTime(us) {
+  const d = new Date(Math.floor(us / 1000));
+  const two = (/** @type {number} */ n) => String(n).padStart(2, '0');
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, '0')}`;
 }
 
 /** @param {number} v */
@@ -424,6 +437,7 @@ function showDepth(raw) {
   for (const [s, row] of watch.rows) row.tr.classList.toggle('selected', s === sym);
   reconcile();
   if (previous && !subscribed.has(previous)) quotes.delete(previous);
+  showTape(sym);
 }
 
 function renderDepth() {
@@ -448,6 +462,75 @@ function renderDepth() {
   fill(depth.asks, asks, 'ask');
   const spread = bids[0] && asks[0] ? asks[0][0] - bids[0][0] : null;
   if (depth.spread) put(depth.spread, spread === null ? '' : `spread ${spread.toFixed(2)}`);
+}
+
+// ---- time and sales --------------------------------------------------------------------
+
+const tape = {
+  symbol: '',
+  /** Prints not drawn yet, oldest first, at most TAPE_ROWS. @type {Array<{print: import('./tickmesh.js').Trade, dir: 'up' | 'down' | 'flat'}>} */
+  pending: [],
+  /** Price of the newest print taken in: the next one is an up or down tick from it. @type {number | undefined} */
+  lastPrice: undefined,
+  /** The rows on show are another symbol's. */
+  clear: false,
+};
+
+/** Follows `sym`'s tape in place of the one on show. @param {string} sym */
+function showTape(sym) {
+  if (sym === tape.symbol) return;
+  if (tape.symbol) client.unsubscribe({ symbols: [tape.symbol], stream: 'trades' }).catch(requestFailed);
+  tape.symbol = sym;
+  tape.pending = [];
+  tape.lastPrice = undefined;
+  tape.clear = true;
+  put($('tape-symbol'), sym);
+  client.subscribe({ symbols: [sym], stream: 'trades', history: TAPE_HISTORY }).catch(requestFailed);
+}
+
+/** @param {import('./tickmesh.js').TradesEvent} e */
+function onTrades(e) {
+  // Another symbol: prints of the tape given up, still in flight.
+  if (e.symbol !== tape.symbol) return;
+  for (const print of e.trades) {
+    const last = tape.lastPrice;
+    const dir = last === undefined || print.price === last ? 'flat' : print.price > last ? 'up' : 'down';
+    tape.lastPrice = print.price;
+    tape.pending.push({ print, dir });
+  }
+  if (tape.pending.length > TAPE_ROWS) tape.pending.splice(0, tape.pending.length - TAPE_ROWS);
+}
+
+function renderTape() {
+  const body = $('tape-rows');
+  if (tape.clear) {
+    tape.clear = false;
+    body.replaceChildren();
+    $('tape').dataset.symbol = tape.symbol; // whose rows the table holds, from this frame on
+  }
+  if (!tape.pending.length) return;
+  const tpl = /** @type {HTMLTemplateElement} */ ($('tape-row'));
+  const rows = document.createDocumentFragment();
+  // Newest first; once the tape is full, each new print takes the oldest row.
+  for (let i = tape.pending.length - 1; i >= 0; i--) {
+    const { print, dir } = tape.pending[i];
+    const full = body.childElementCount + rows.childElementCount >= TAPE_ROWS;
+    const tr = /** @type {HTMLTableRowElement} */ (full ? body.lastElementChild : tpl.content.firstElementChild?.cloneNode(true));
+    const [time, px, size, cond] = tr.cells;
+    put(time, clockTime(print.ts));
+    put(px, price(print.price));
+    put(size, String(print.size));
+    const conditions = Array.isArray(print.conditions) ? print.conditions : [];
+    const opening = conditions.includes('opening');
+    put(cond, opening ? 'OPEN' : '');
+    tr.dataset.dir = dir;
+    tr.dataset.seq = String(print.seq);
+    tr.dataset.cond = opening ? 'opening' : '';
+    tr.title = conditions.join(', ');
+    rows.append(tr);
+  }
+  tape.pending = [];
+  body.prepend(rows);
 }
 
 // ---- status bar ------------------------------------------------------------------------
@@ -500,6 +583,7 @@ function onTick(tick) {
 
 client.on('snapshot', onTick);
 client.on('tick', onTick);
+client.on('trades', onTrades);
 client.on('welcome', (w) => log(`connected to ${w.edge} (session ${w.session})`));
 client.on('error', (e) => {
   log(`${e.code}${e.symbol ? ` ${e.symbol}` : ''}: ${e.message}`, e.code === 'slow_consumer' ? 'warn' : 'error');
@@ -552,6 +636,7 @@ function frame(now) {
   renderWatch(now);
   renderChain();
   renderDepth();
+  renderTape();
   renderStatus(now);
   requestAnimationFrame(frame);
 }

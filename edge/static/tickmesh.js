@@ -6,7 +6,10 @@
  * reconnects, the two things a user would otherwise lose: the subscriptions (each with
  * its own mode and interval, replayed after every `welcome`) and the last `seq` seen per
  * symbol (so a snapshot or tick that is not newer than what was already delivered is
- * dropped, on this connection or the next one).
+ * dropped, on this connection or the next one). Tapes (time and sales, `stream: "trades"`)
+ * are kept the same way: replayed after every `welcome`, each with its own `history`, and
+ * the last print's `seq` per symbol, so that the fresh history a replayed tape starts
+ * with never delivers a print twice.
  *
  * Reconnects use exponential backoff with full jitter, except after a `reconnect` notice
  * (the gateway is draining: wait its `after_ms`). Close codes 4400-4499 are terminal for
@@ -26,6 +29,8 @@ export const SUBPROTOCOLS = Object.freeze({
 /** Protocol defaults for a subscription, sent explicitly so a replay is exact. */
 export const DEFAULT_MODE = 'quote';
 export const DEFAULT_INTERVAL_MS = 250;
+/** Prints of history a tape starts with unless asked (the protocol's default; at most 500). */
+export const DEFAULT_TRADES_HISTORY = 50;
 
 /** @type {Readonly<Record<string, string>>} request op -> reply type */
 const REPLY_TYPE = Object.freeze({
@@ -38,6 +43,7 @@ const REPLY_TYPE = Object.freeze({
 });
 
 const MODES = new Set(['ltp', 'quote', 'full']);
+const STREAMS = new Set(['ticks', 'trades']);
 
 /** Error codes that mean "this symbol is not part of the session": never replayed. */
 const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_entitled', 'too_many_symbols']);
@@ -78,6 +84,22 @@ const OPEN = 1;
  * @property {number} [vega]
  * @property {'pre_open' | 'open' | 'halted' | 'closed'} [state] the instrument's trading state
  *
+ * @typedef {object} Trade one print of a symbol's tape
+ * @property {string} symbol
+ * @property {number} seq the seq of the tick at which it printed
+ * @property {number} trade_id unique per symbol
+ * @property {number} price
+ * @property {number} size
+ * @property {number} ts µs since the Unix epoch
+ * @property {number} [src_ts] µs, when the source stamped it
+ * @property {string[]} conditions `["opening"]` for the opening print, else empty
+ *
+ * @typedef {object} TradesEvent prints of one symbol, oldest first, none delivered before
+ * @property {string} symbol
+ * @property {boolean} snapshot from the history a tape starts with (after a reconnect,
+ *   only its prints newer than those delivered): never a reason to clear what is shown
+ * @property {Trade[]} trades
+ *
  * @typedef {object} SymbolStatus a subscribed symbol's trading state changed (right before
  *   the first update in the new state), or it turned stale or fresh again
  * @property {string} symbol
@@ -107,6 +129,10 @@ const OPEN = 1;
  * @property {string[]} [chains] `"UNDERLYING:YYYY-MM-DD"`
  * @property {Mode} [mode] default `quote`
  * @property {number} [interval_ms] default 250; 0 = every tick
+ * @property {'ticks' | 'trades'} [stream] default `ticks`; `trades` follows the tapes of
+ *   `symbols` (no `chains`; `mode` and `interval_ms` are not used)
+ * @property {number} [history] `trades`: prints of history first, default 50 (the
+ *   server serves at most 500)
  *
  * @typedef {object} CloseInfo
  * @property {number} code
@@ -140,6 +166,8 @@ const OPEN = 1;
  * @property {CloseInfo} close
  * @property {StatusInfo} status
  * @property {SymbolStatus} symbolstatus
+ * @property {TradesEvent} trades prints of a tape, per symbol: its history first
+ *   (`snapshot: true`), then every later print; each print once, across reconnects too
  * @property {Record<string, any>} message every decoded server message, before the others
  *
  * @typedef {object} ClientOptions
@@ -213,6 +241,17 @@ function chainSymbolPattern(chain) {
   return m ? new RegExp(`^${m[1]}${m[3]}${m[4]}${m[5]}[CP]\\d{8}$`) : null;
 }
 
+/**
+ * Why a request cannot name `stream` (and `chains`), if it cannot.
+ * @param {unknown} stream @param {unknown} chains
+ * @returns {TypeError | null}
+ */
+function badStream(stream, chains) {
+  if (!STREAMS.has(/** @type {string} */ (stream))) return new TypeError(`unknown stream ${stream}`);
+  if (stream === 'trades' && upper(chains).length) return new TypeError('a trades subscription takes symbols, not chains');
+  return null;
+}
+
 /** @param {unknown} list @returns {string[]} */
 function upper(list) {
   return Array.isArray(list) ? list.map((s) => String(s).trim().toUpperCase()).filter(Boolean) : [];
@@ -261,9 +300,11 @@ export class TickMeshClient {
     /**
      * `reconnects`: connections opened after the first; `stale`: ticks dropped by seq;
      * `conflated`: ticks the gateway folded into the updates it sent; `lost`: ticks it said
-     * never reached it (`gap`); `broken`: updates that skipped seqs neither folded nor told.
+     * never reached it (`gap`); `broken`: updates that skipped seqs neither folded nor told;
+     * `prints`: trade prints delivered; `reprints`: prints dropped as delivered before (a
+     * replayed tape's history).
      */
-    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0 };
+    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0 };
     /** Per symbol since its last tick: the highest seq and the count of `gap`s told. @type {Map<string, {to: number, n: number}>} */
     this._told = new Map();
     /** Epoch of the last tick delivered per symbol. @type {Map<string, number | undefined>} */
@@ -277,6 +318,10 @@ export class TickMeshClient {
     this._chains = new Map();
     /** Last seq delivered per symbol. @type {Map<string, number>} */
     this._seq = new Map();
+    /** Tapes as sent, replayed after a reconnect. @type {Map<string, {history: number}>} */
+    this._tapes = new Map();
+    /** Seq of the last print delivered per symbol. @type {Map<string, number>} */
+    this._tradeSeq = new Map();
     /** Sent, awaiting a reply. @type {Map<number, Pending>} */
     this._pending = new Map();
     /** Made while not connected, sent after the next `welcome`. @type {Pending[]} */
@@ -561,6 +606,9 @@ export class TickMeshClient {
           }
         }
         return;
+      case 'trades':
+        if (Array.isArray(msg.trades)) this._onTrades(msg.snapshot === true, msg.trades);
+        return;
       case 'status':
         // A subscribed symbol changed trading state, or turned stale or fresh (the
         // server's `status`, not the connection's, which is the `status` event).
@@ -643,6 +691,33 @@ export class TickMeshClient {
     }
   }
 
+  /**
+   * Passes on, per symbol, the prints not delivered before: a tape replayed after a
+   * reconnect starts with a fresh history that overlaps what was shown. Prints of a tape
+   * no longer held (still in flight after its `unsubscribe`) are dropped, so they cannot
+   * hide the history of a later subscribe.
+   * @param {boolean} snapshot
+   * @param {Trade[]} trades
+   */
+  _onTrades(snapshot, trades) {
+    /** @type {Map<string, Trade[]>} */
+    const bySymbol = new Map();
+    for (const t of trades) {
+      if (!t || typeof t.seq !== 'number' || !this._tapes.has(t.symbol)) continue;
+      const last = this._tradeSeq.get(t.symbol);
+      if (last !== undefined && t.seq <= last) {
+        this.stats.reprints++;
+        continue;
+      }
+      this._tradeSeq.set(t.symbol, t.seq);
+      this.stats.prints++;
+      const list = bySymbol.get(t.symbol);
+      if (list) list.push(t);
+      else bySymbol.set(t.symbol, [t]);
+    }
+    for (const [symbol, list] of bySymbol) this._emit('trades', { symbol, snapshot, trades: list });
+  }
+
   /** @param {Welcome} msg */
   _onWelcome(msg) {
     this.welcome = msg;
@@ -669,9 +744,14 @@ export class TickMeshClient {
     }
     // Only a refusal of a subscribe (or an event outside any request) ends a subscription:
     // `chains AAPL` answered with `unknown_symbol AAPL` says nothing about the AAPL quote.
+    // A refusal outside any request may be about either stream: both are dropped.
     if (msg.symbol && REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) {
-      this._symbols.delete(msg.symbol);
-      this._chains.delete(msg.symbol);
+      const tapes = p?.msg.stream === 'trades';
+      if (!tapes) {
+        this._symbols.delete(msg.symbol);
+        this._chains.delete(msg.symbol);
+      }
+      if (tapes || id == null) this._tapes.delete(msg.symbol);
     }
     // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
     if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
@@ -709,7 +789,7 @@ export class TickMeshClient {
 
   // ---- outbound -------------------------------------------------------------------
 
-  /** Replays every subscription, one request per (mode, interval) group. */
+  /** Replays every subscription: one request per (mode, interval) group, one per tape history. */
   _resubscribe() {
     /** @type {Map<string, {mode: Mode, interval_ms: number, symbols: string[], chains: string[]}>} */
     const groups = new Map();
@@ -729,6 +809,17 @@ export class TickMeshClient {
       const msg = { op: 'subscribe', id: this._nextId++, mode, interval_ms };
       if (symbols.length) msg.symbols = symbols;
       if (chains.length) msg.chains = chains;
+      this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
+    }
+    /** @type {Map<number, string[]>} history -> symbols */
+    const tapes = new Map();
+    for (const [symbol, { history }] of this._tapes) {
+      const symbols = tapes.get(history);
+      if (symbols) symbols.push(symbol);
+      else tapes.set(history, [symbol]);
+    }
+    for (const [history, symbols] of tapes) {
+      const msg = { op: 'subscribe', id: this._nextId++, stream: 'trades', history, symbols };
       this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
     }
   }
@@ -765,7 +856,16 @@ export class TickMeshClient {
 
   /** Keeps the replay list in step with what the server was asked. @param {Record<string, any>} msg */
   _record(msg) {
-    if (msg.op === 'subscribe') {
+    if (msg.stream === 'trades') {
+      for (const s of msg.symbols ?? []) {
+        if (msg.op === 'subscribe') {
+          this._tapes.set(s, { history: msg.history });
+        } else if (msg.op === 'unsubscribe') {
+          this._tapes.delete(s);
+          this._tradeSeq.delete(s);
+        }
+      }
+    } else if (msg.op === 'subscribe') {
       const sub = { mode: msg.mode, interval_ms: msg.interval_ms };
       for (const s of msg.symbols ?? []) this._symbols.set(s, sub);
       for (const c of msg.chains ?? []) this._chains.set(c, sub);
@@ -790,10 +890,23 @@ export class TickMeshClient {
    * `error` events and are dropped from the replay list. Made while disconnected, it is
    * sent after the next `welcome`; if the connection drops before the reply, the promise
    * rejects but the subscription is still replayed on the next connection.
+   *
+   * With `stream: "trades"`, follows the tapes of `symbols` instead: `history` prints
+   * first, then every print, as `trades` events. Replayed after a reconnect like ticks;
+   * the fresh history it gets then is passed on only from the first print not delivered
+   * yet. A tape held already is not changed (and gets no second history).
    * @param {SubscribeRequest} req
    */
-  subscribe({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS }) {
+  subscribe({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS, stream = 'ticks', history = DEFAULT_TRADES_HISTORY }) {
     // Checked here: a bad value would otherwise be replayed after every reconnect.
+    const bad = badStream(stream, chains);
+    if (bad) return Promise.reject(bad);
+    if (stream === 'trades') {
+      if (!Number.isInteger(history) || history < 0) {
+        return Promise.reject(new TypeError(`history must be a whole number >= 0, not ${history}`));
+      }
+      return this._request('subscribe', { stream, history, symbols: upper(symbols) });
+    }
     if (!MODES.has(mode)) return Promise.reject(new TypeError(`unknown mode ${mode}`));
     if (!Number.isInteger(interval_ms) || interval_ms < 0) {
       return Promise.reject(new TypeError(`interval_ms must be a whole number >= 0, not ${interval_ms}`));
@@ -809,9 +922,14 @@ export class TickMeshClient {
 
   /**
    * Stops symbols and chains and forgets their seq, so a later subscribe starts afresh.
-   * @param {{symbols?: string[], chains?: string[]}} req
+   * With `stream: "trades"`, stops the tapes of `symbols`: a later subscribe of one gets
+   * its history again.
+   * @param {{symbols?: string[], chains?: string[], stream?: 'ticks' | 'trades'}} req
    */
-  unsubscribe({ symbols, chains }) {
+  unsubscribe({ symbols, chains, stream = 'ticks' }) {
+    const bad = badStream(stream, chains);
+    if (bad) return Promise.reject(bad);
+    if (stream === 'trades') return this._request('unsubscribe', { stream, symbols: upper(symbols) });
     /** @type {Record<string, any>} */
     const fields = {};
     const s = upper(symbols);
@@ -821,7 +939,7 @@ export class TickMeshClient {
     return this._request('unsubscribe', fields);
   }
 
-  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number}>}>} */
+  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number, stream?: 'trades'}>}>} */
   list() {
     return this._request('list');
   }
@@ -851,11 +969,17 @@ export class TickMeshClient {
     return {
       symbols: Object.fromEntries(this._symbols),
       chains: Object.fromEntries(this._chains),
+      trades: Object.fromEntries(this._tapes),
     };
   }
 
   /** @param {string} symbol @returns {number | undefined} */
   lastSeq(symbol) {
     return this._seq.get(symbol);
+  }
+
+  /** The seq of the last print of `symbol` delivered. @param {string} symbol @returns {number | undefined} */
+  lastTradeSeq(symbol) {
+    return this._tradeSeq.get(symbol);
   }
 }

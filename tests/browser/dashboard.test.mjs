@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 
 import { launchChromium } from './chromium.mjs';
-import { ARTIFACTS, startMesh } from './mesh.mjs';
+import { ARTIFACTS, startMesh, waitFor } from './mesh.mjs';
 
 /** @type {Awaited<ReturnType<typeof startMesh>>} */
 let mesh;
@@ -154,6 +154,202 @@ test('the page connects to the edge and shows prices that change', { timeout: 30
     await page.addScriptTag({ content: 'window.__injected = true;' }).catch(() => {});
     assert.equal(await page.evaluate(() => /** @type {any} */ (window).__injected === true), false, 'an inline script ran');
     assert.ok(cspViolations.length > 0, 'the refused inline script was reported');
+  } finally {
+    await page.close();
+  }
+});
+
+/** Rows the tape keeps (the page's TAPE_ROWS). */
+const TAPE_ROWS = 200;
+const UP = 'rgb(31, 191, 117)';
+const DOWN = 'rgb(240, 67, 90)';
+const FLAT = 'rgb(255, 255, 255)';
+
+/**
+ * The time-and-sales panel as it is on screen, top row first, and the page's local time
+ * of day in seconds.
+ * @param {import('playwright-core').Page} page
+ */
+const tapeOf = (page) =>
+  page.evaluate(() => {
+    const rows = [...document.querySelectorAll('#tape-rows tr')].map((tr) => {
+      const [time, price, size, cond] = [.../** @type {HTMLTableRowElement} */ (tr).cells].map((td) => td.textContent?.trim() ?? '');
+      const priceCell = /** @type {HTMLTableRowElement} */ (tr).cells[1];
+      return { seq: Number(/** @type {HTMLElement} */ (tr).dataset.seq), time, price, size, cond, color: getComputedStyle(priceCell).color };
+    });
+    const d = new Date();
+    return {
+      label: document.getElementById('tape-symbol')?.textContent?.trim() ?? '',
+      rows,
+      now: d.getHours() * 3600 + d.getMinutes() * 60 + d.getSeconds() + d.getMilliseconds() / 1000,
+    };
+  });
+
+/**
+ * Waits frame by frame until the tape holds prints of `symbol`; returns how many its first
+ * such frame showed (a history arrives whole, live prints a few at a time).
+ * @param {import('playwright-core').Page} page @param {string} symbol
+ */
+async function firstTapeFrame(page, symbol, timeoutMs = 10000) {
+  const handle = await page.waitForFunction(
+    (sym) => {
+      if (document.getElementById('tape')?.dataset.symbol !== sym) return null;
+      const n = document.querySelectorAll('#tape-rows tr').length;
+      return n > 0 ? n : null;
+    },
+    symbol,
+    { polling: 'raf', timeout: timeoutMs },
+  );
+  return Number(await handle.jsonValue());
+}
+
+/**
+ * Waits until a print newer than `seq` is on top of the tape.
+ * @param {import('playwright-core').Page} page @param {number} seq
+ */
+async function newerOnTop(page, seq, timeoutMs = 10000) {
+  await page.waitForFunction(
+    (s) => Number(/** @type {HTMLElement | null} */ (document.querySelector('#tape-rows tr'))?.dataset.seq) > s,
+    seq,
+    { polling: 100, timeout: timeoutMs },
+  );
+}
+
+/** @param {string} hms `HH:MM:SS.mmm` @returns {number} seconds of the day */
+function secondsOfDay(hms) {
+  const [h, m, s] = hms.split(':').map(Number);
+  return h * 3600 + m * 60 + s;
+}
+
+/**
+ * What a reader of the tape relies on: newest print on top, each print once, times that
+ * are now, and every price coloured by its move from the print below it.
+ * @param {Awaited<ReturnType<typeof tapeOf>>} tape @param {string} symbol
+ */
+function checkTape(tape, symbol) {
+  const { rows } = tape;
+  assert.equal(tape.label, symbol, 'the panel names the selected symbol');
+  assert.ok(rows.length > 0 && rows.length <= TAPE_ROWS, `${rows.length} rows, at most ${TAPE_ROWS}`);
+  for (const [i, r] of rows.entries()) {
+    assert.match(r.time, /^\d\d:\d\d:\d\d\.\d{3}$/, `row ${i} time`);
+    assert.match(r.price, PRICE, `row ${i} price`);
+    assert.match(r.size, /^[1-9]\d*$/, `row ${i} size`);
+    if (i === 0) continue;
+    assert.ok(rows[i - 1].seq > r.seq, `row ${i - 1} (seq ${rows[i - 1].seq}) is newer than row ${i} (seq ${r.seq}): newest on top, each print once`);
+    const [newer, older] = [Number(rows[i - 1].price), Number(r.price)];
+    const want = newer > older ? UP : newer < older ? DOWN : FLAT;
+    assert.equal(rows[i - 1].color, want, `row ${i - 1}: ${newer} after ${older}`);
+  }
+  const age = (tape.now - secondsOfDay(rows[0].time) + 86400) % 86400;
+  assert.ok(age < 60, `the newest print is ${age.toFixed(1)} s old (${rows[0].time})`);
+}
+
+/**
+ * Waits until the edge follows `n` tapes (the page's: no other page is open).
+ * @param {number} n
+ */
+async function edgeFollows(n) {
+  await waitFor(`the edge to follow ${n} tape(s)`, async () => metric(await mesh.metrics(), 'tickmesh_edge_tapes') === n, 5000, mesh.procs());
+}
+
+/**
+ * Whether every price on the tape is within 3 % of `last` (the watchlist's, of the same
+ * moment): the tape is that symbol's.
+ * @param {Awaited<ReturnType<typeof tapeOf>>} tape @param {string} last
+ */
+function pricedNear(tape, last) {
+  return tape.rows.every((r) => Math.abs(Number(r.price) / Number(last) - 1) < 0.03);
+}
+
+test('the time and sales panel shows the selected symbol\'s prints, newest on top, and follows the selection', { timeout: 60000 }, async () => {
+  const { page, pageErrors, cspViolations } = await openDashboard('?symbols=AAPL,MSFT&depth=AAPL');
+  try {
+    await waitForStatus(page, (s) => s.state === 'open', 'open');
+    // The history: a panel of prints at once, not one print after another.
+    const shown = await firstTapeFrame(page, 'AAPL');
+    assert.ok(shown >= 10, `the first frame of the AAPL tape showed ${shown} prints`);
+    let tape = await tapeOf(page);
+    checkTape(tape, 'AAPL');
+    const aapl = await nextPrice(page, 'AAPL', '');
+    const msft = await nextPrice(page, 'MSFT', '');
+    assert.ok(pricedNear(tape, aapl), `AAPL's prints near its last ${aapl}: ${tape.rows.map((r) => r.price).slice(0, 5)}`);
+    assert.ok(!pricedNear(tape, msft), 'and not near MSFT\'s');
+    await edgeFollows(1);
+
+    // Live prints come in on top and push the others down; the tape stays bounded.
+    const top = tape.rows[0].seq;
+    await newerOnTop(page, top);
+    tape = await tapeOf(page);
+    checkTape(tape, 'AAPL');
+    assert.ok(tape.rows.findIndex((r) => r.seq === top) > 0, 'the print that was on top moved down');
+    await page.waitForFunction((n) => document.querySelectorAll('#tape-rows tr').length === n, TAPE_ROWS, { timeout: 15000, polling: 100 });
+    await newerOnTop(page, (await tapeOf(page)).rows[0].seq);
+    tape = await tapeOf(page);
+    assert.equal(tape.rows.length, TAPE_ROWS, 'a full tape drops its oldest rows');
+    checkTape(tape, 'AAPL');
+
+    // A new edge: the tape is asked for again and goes on where it was, each print once.
+    const beforeDrop = tape.rows[0].seq;
+    await mesh.stopEdge('SIGKILL');
+    await mesh.startEdge();
+    await waitForStatus(page, (s) => s.state === 'open' && s.edge === mesh.edgeName && s.reconnects === 1, `open on ${mesh.edgeName}`);
+    await newerOnTop(page, beforeDrop);
+    await newerOnTop(page, (await tapeOf(page)).rows[0].seq);
+    tape = await tapeOf(page);
+    checkTape(tape, 'AAPL');
+    assert.ok(tape.rows.some((r) => r.seq === beforeDrop), 'the prints from before the drop are still shown');
+
+    // Another symbol selected: its tape replaces the one on show, history first.
+    await page.click('tr[data-symbol="MSFT"] td.sym');
+    const msftShown = await firstTapeFrame(page, 'MSFT');
+    assert.ok(msftShown >= 10, `the first frame of the MSFT tape showed ${msftShown} prints`);
+    tape = await tapeOf(page);
+    checkTape(tape, 'MSFT');
+    const msftLast = await cellText(page, 'MSFT', 'last');
+    assert.ok(pricedNear(tape, msftLast), `MSFT's prints near its last ${msftLast}: ${tape.rows.map((r) => r.price).slice(0, 5)}`);
+    await newerOnTop(page, tape.rows[0].seq);
+    tape = await tapeOf(page);
+    checkTape(tape, 'MSFT');
+    assert.ok(pricedNear(tape, await cellText(page, 'MSFT', 'last')), 'no AAPL print comes in after the switch');
+    await edgeFollows(1); // the AAPL tape was given up
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-tape.png') });
+
+    // And back: AAPL's history again, though it was shown before.
+    await page.click('tr[data-symbol="AAPL"] td.sym');
+    const again = await firstTapeFrame(page, 'AAPL');
+    assert.ok(again >= 10, `the first frame of the AAPL tape, again, showed ${again} prints`);
+    tape = await tapeOf(page);
+    checkTape(tape, 'AAPL');
+    assert.ok(pricedNear(tape, await cellText(page, 'AAPL', 'last')));
+
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+    assert.deepEqual(cspViolations, [], 'the page works within its Content-Security-Policy');
+  } finally {
+    await page.close();
+  }
+});
+
+test('the opening print is marked on the tape', { timeout: 45000 }, async () => {
+  // A trading day that starts five seconds before the open: nothing prints until then.
+  await mesh.stopIngest();
+  mesh.startIngest({ TICKMESH_INGEST_SIM__SESSION__START: '09:29:55' });
+  const { page, pageErrors } = await openDashboard('?symbols=NVDA&depth=NVDA');
+  try {
+    await waitForStatus(page, (s) => s.state === 'open', 'open');
+    // The history: the prints of the day before (md_trades keeps them).
+    await firstTapeFrame(page, 'NVDA');
+    const before = (await tapeOf(page)).rows[0].seq;
+    await newerOnTop(page, before, 15000);
+    const tape = await tapeOf(page);
+    checkTape(tape, 'NVDA');
+    const today = tape.rows.slice(0, tape.rows.findIndex((r) => r.seq === before));
+    assert.equal(today.at(-1)?.cond, 'OPEN', 'the first print of the day is marked OPEN');
+    assert.deepEqual(today.slice(0, -1).filter((r) => r.cond !== ''), [], 'and no other');
+    const row = await page.$(`#tape-rows tr[data-seq="${today.at(-1)?.seq}"]`);
+    assert.equal(await row?.getAttribute('title'), 'opening');
+    await row?.scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-tape-open.png') });
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
   } finally {
     await page.close();
   }

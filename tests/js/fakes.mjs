@@ -156,7 +156,7 @@ export function harness(options = {}) {
     ...options,
   });
   const events = [];
-  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus']) {
+  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades']) {
     client.on(type, (detail) => events.push({ type, detail }));
   }
   return {
@@ -172,4 +172,16 @@ export function harness(options = {}) {
       return events.filter((e) => e.type === type).map((e) => e.detail);
     },
   };
+}
+
+/** Requests left in flight by a drop reject; tests that look at what is replayed ignore that. */
+export function inFlight(promise) {
+  promise.catch(() => {});
+}
+
+/** Drops the harness's connection and accepts the next one, after any backoff. */
+export async function reconnect(h) {
+  h.ws.serverClose(1006);
+  await h.clock.advance(h.client.backoffMaxMs);
+  h.ws.accept();
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { harness } from './fakes.mjs';
+import { harness, inFlight, reconnect } from './fakes.mjs';
 
 /** symbol or chain -> "mode/interval" over every subscribe sent on a socket. */
 function subscribedOn(ws) {
@@ -9,17 +9,6 @@ function subscribedOn(ws) {
     for (const name of [...(m.symbols ?? []), ...(m.chains ?? [])]) out[name] = `${m.mode}/${m.interval_ms}`;
   }
   return out;
-}
-
-/** Requests left in flight by a drop reject; these tests look at what is replayed instead. */
-function inFlight(promise) {
-  promise.catch(() => {});
-}
-
-async function reconnect(h) {
-  h.ws.serverClose(1006);
-  await h.clock.advance(h.client.backoffMaxMs);
-  h.ws.accept();
 }
 
 test('after a reconnect every subscription is replayed with its own mode and interval', async () => {
