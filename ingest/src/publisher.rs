@@ -176,7 +176,14 @@ struct BarFeed {
     ttl: String,
     /// Bars to publish.
     out: Vec<Bar>,
+    /// Prints (symbol index, ts, price, size) of symbols whose last bars are to be read
+    /// before they fold: see [`Publisher::flush_bars`].
+    waiting: Vec<(usize, u64, f64, u64)>,
 }
+
+/// Prints held for bars while the last bars of their symbols are read; past this, more
+/// are dropped for bars (counted), never for the tape.
+const MAX_WAITING_PRINTS: usize = 100_000;
 
 /// Invalid ticks logged one by one; after that, every 1000th.
 const LOG_FIRST_INVALID: u64 = 20;
@@ -301,6 +308,7 @@ impl<S: TickSink> Publisher<S> {
             stream: config.stream.clone(),
             ttl: format!("{}s", config.live_ttl_s),
             out: Vec::new(),
+            waiting: Vec::new(),
         });
         self
     }
@@ -308,6 +316,7 @@ impl<S: TickSink> Publisher<S> {
     /// Closes the bars whose time is up and sends the bars in progress that changed, as
     /// of `now_us`.
     pub async fn flush_bars(&mut self, now_us: u64) -> Result<(), S::Error> {
+        self.resume_waiting(now_us).await;
         let Some(feed) = &mut self.bars else {
             return Ok(());
         };
@@ -406,32 +415,61 @@ impl<S: TickSink> Publisher<S> {
         self.counts.trades_out += 1;
         if let Some(feed) = &mut self.bars {
             if feed.bars.needs_resume(i) {
-                // The first print of the symbol this term: go on from the stream.
-                let last = self
-                    .sink
-                    .last_bars(&feed.stream, &self.bar_subjects[i])
-                    .await;
-                feed.bars.resume(i, last, trade.ts, &mut feed.out);
-            }
-            let folded = feed.bars.on_print(
-                i,
-                &trade.symbol,
-                trade.ts,
-                trade.price,
-                trade.size,
-                &mut feed.out,
-            );
-            if folded.refused > 0 {
-                self.counts.bars_refused += u64::from(folded.refused);
-                metrics::counter!("tickmesh_ingest_bar_prints_refused_total", "source" => self.source)
-                    .increment(u64::from(folded.refused));
-                if log_invalid(self.counts.bars_refused) {
-                    tracing::warn!(symbol = %trade.symbol, ts = trade.ts, timeframes = folded.refused, "a print before its bar in progress, or in a closed bar, refused for bars");
+                // The first print of the symbol this term: it waits for the symbol's last
+                // bars, read (with those of every other new symbol) at the batch's end,
+                // so that the ticks never wait for a read.
+                if feed.waiting.len() < MAX_WAITING_PRINTS {
+                    feed.waiting.push((i, trade.ts, trade.price, trade.size));
+                } else {
+                    metrics::counter!("tickmesh_ingest_bar_prints_dropped_total", "source" => self.source).increment(1);
                 }
+                return Ok(true);
             }
+            self.fold(i, trade.ts, trade.price, trade.size);
             self.send_bars().await?;
         }
         Ok(true)
+    }
+
+    /// Folds a print of symbol `i` into its bars (which must be resumed).
+    fn fold(&mut self, i: usize, ts: u64, price: f64, size: u64) {
+        let Some(feed) = &mut self.bars else { return };
+        let symbol = &self.by_index[i];
+        let folded = feed
+            .bars
+            .on_print(i, symbol, ts, price, size, &mut feed.out);
+        if folded.refused > 0 {
+            self.counts.bars_refused += u64::from(folded.refused);
+            metrics::counter!("tickmesh_ingest_bar_prints_refused_total", "source" => self.source)
+                .increment(u64::from(folded.refused));
+            if log_invalid(self.counts.bars_refused) {
+                tracing::warn!(%symbol, ts, timeframes = folded.refused, "a print before its bar in progress, or in a closed bar, refused for bars");
+            }
+        }
+    }
+
+    /// Reads the last bars of the symbols whose first prints of the term wait for them,
+    /// all at once, goes on from them, and folds the prints that waited.
+    async fn resume_waiting(&mut self, now_us: u64) {
+        let Some(feed) = &mut self.bars else { return };
+        if feed.waiting.is_empty() {
+            return;
+        }
+        let mut symbols: Vec<usize> = feed.waiting.iter().map(|w| w.0).collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        symbols.retain(|&i| feed.bars.needs_resume(i));
+        let (sink, stream, subjects) = (&self.sink, &feed.stream, &self.bar_subjects);
+        let reads = symbols
+            .iter()
+            .map(|&i| sink.last_bars(stream, &subjects[i]));
+        let lasts = futures_util::future::join_all(reads).await;
+        for (i, last) in symbols.into_iter().zip(lasts) {
+            feed.bars.resume(i, last, now_us, &mut feed.out);
+        }
+        for (i, ts, price, size) in std::mem::take(&mut feed.waiting) {
+            self.fold(i, ts, price, size);
+        }
     }
 
     /// Ends a batch: hands the latest bytes of each symbol to the KV writer and updates
