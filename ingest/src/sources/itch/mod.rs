@@ -198,6 +198,7 @@ impl Out<'_> {
         self.batch.push(Replayed {
             tick,
             src_ts: Some(src),
+            print: None,
         });
         if self.batch.len() >= BATCH {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
