@@ -12,13 +12,14 @@ use tickmesh_core::codec::{self, decode_wire, encode_client, encode_wire};
 use tickmesh_core::occ::OptionSymbol;
 use tickmesh_core::protocol::{ErrorCode, Request, ServerMsg, decode_client};
 use tickmesh_core::refdata::{self, ChainRef, RefValue};
+use tickmesh_core::trade::Trade;
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 use tickmesh_edge::auth::Verifier;
 use tickmesh_edge::config::AuthConfig;
 use tickmesh_ingest::sources::itch::day::Day;
 use tickmesh_ingest::sources::itch::{encode::encode, frames};
 use tickmesh_ingest::sources::replay::{self, ReplayConfig, ReplayStats};
-use tickmesh_ingest::tickfile::{self, FileFormat};
+use tickmesh_ingest::tickfile::{self, FileFormat, FileTrade, Record};
 
 /// A client's WebSocket message, in `format`: decoded as the session does, then every
 /// symbol and chain it names parsed as the session would, and the reply encoded.
@@ -131,8 +132,24 @@ pub fn tickfile(data: &[u8]) {
         &path,
         format,
         tickfile::DEFAULT_MAX_RECORD,
-        |tick| {
-            codec::check(&tick).expect("a tick read from a file holds the wire invariants");
+        |record| {
+            let tick = &record.tick;
+            codec::check(tick).expect("a tick read from a file holds the wire invariants");
+            if let Some(t) = record.trade {
+                // Published with its tick, the print is one the edge takes.
+                let trade = Trade {
+                    symbol: tick.symbol.clone(),
+                    seq: tick.seq,
+                    trade_id: tick.seq,
+                    price: t.price,
+                    size: t.size,
+                    ts: tick.ts,
+                    src_ts: tick.src_ts,
+                    conditions: t.conditions,
+                };
+                tickmesh_core::trade::check(&trade)
+                    .expect("a print read from a file is one the edge takes");
+            }
             ControlFlow::Continue(())
         },
         |_| {},
@@ -181,49 +198,68 @@ pub fn replay(data: &[u8]) {
     let _ = std::fs::remove_file(&path);
 }
 
-/// A tick as `tickmesh-ingest record` receives it: whatever the wire accepts is written
-/// to NDJSON and CSV, and reads back as the same tick (CSV carries no depth).
+/// A tick or a print as `tickmesh-ingest record` receives it: whatever the wire accepts
+/// (a print, on a tick of its own, when a file can hold it) is written to NDJSON and CSV,
+/// and reads back as the same record (CSV carries no depth).
 pub fn record(data: &[u8]) {
-    let Ok(tick) = decode_wire(data) else {
-        return;
+    let record = match decode_wire(data) {
+        Ok(tick) => Record::from(tick),
+        Err(_) => {
+            let Ok(t) = tickmesh_core::trade::decode_wire(data) else {
+                return;
+            };
+            let trade = FileTrade::from(&t);
+            if tickfile::check_trade(&trade).is_err() {
+                return;
+            }
+            let tick = Tick {
+                symbol: t.symbol,
+                seq: t.seq,
+                ..Tick::default()
+            };
+            Record {
+                tick,
+                trade: Some(trade),
+            }
+        }
     };
     for format in [FileFormat::Ndjson, FileFormat::Csv] {
         let mut file = Vec::new();
         match format {
             FileFormat::Csv => {
                 tickfile::write_csv_header(&mut file).expect("writing to memory");
-                tickfile::write_csv(&mut file, &tick).expect("writing to memory");
+                tickfile::write_csv(&mut file, &record).expect("writing to memory");
             }
-            _ => tickfile::write_ndjson(&mut file, &tick).expect("writing to memory"),
+            _ => tickfile::write_ndjson(&mut file, &record).expect("writing to memory"),
         }
         let path = scratch_file(format, false, &file);
-        let mut read: Vec<Tick> = Vec::new();
+        let mut read: Vec<Record> = Vec::new();
         let mut corrupt = Vec::new();
         tickfile::read_file(
             &path,
             format,
             tickfile::DEFAULT_MAX_RECORD,
-            |t| {
-                read.push(t);
+            |r| {
+                read.push(r);
                 ControlFlow::Continue(())
             },
             |c| corrupt.push(c.error),
         )
         .expect("reading a recorded file back");
         let _ = std::fs::remove_file(&path);
-        let mut want = tick.clone();
+        let mut want = record.clone();
         if format == FileFormat::Csv {
-            want.depth = None;
+            want.tick.depth = None;
         }
         assert!(
             corrupt.is_empty(),
-            "a recorded {format:?} tick reads back as corrupt: {corrupt:?}\n{}",
+            "a recorded {format:?} record reads back as corrupt: {corrupt:?}\n{}",
             String::from_utf8_lossy(&file)
         );
         assert_eq!(
             read,
             [want],
-            "a recorded {format:?} tick reads back differently"
+            "a recorded {format:?} record reads back differently"
         );
     }
 }

@@ -17,10 +17,11 @@ use crate::publisher::{Counts, Publisher};
 use crate::refdata::{Catalog, RefWriter};
 use crate::sequencer::next_epoch;
 use crate::snapshot::{self, Slots};
-use crate::sources::itch;
 use crate::sources::replay::{self, Pacer, ReplayStats, Replayed};
 use crate::sources::sim::{SimParams, Simulator};
+use crate::sources::{Print, itch};
 use crate::telemetry;
+use tickmesh_core::Tick;
 use tickmesh_core::tick::now_us;
 
 /// After a stall the simulator catches up at most this much; older ticks are skipped.
@@ -226,6 +227,7 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
                     held.as_ref(),
                     stop,
                     &refs,
+                    config.trades.enabled,
                 )
                 .await
             }
@@ -349,7 +351,7 @@ async fn sim_term(
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let start = Instant::now();
     let base = sim.next_due();
-    let mut tick = tickmesh_core::Tick::default();
+    let mut tick = Tick::default();
     let trades = config.trades.enabled;
     loop {
         if let Some(update) = sim.take_ref_update() {
@@ -375,18 +377,7 @@ async fn sim_term(
                 p.index_of(sim.symbol(p.len()))
                     .context("simulated symbols are valid")?;
             }
-            let published = p
-                .emit(i, &mut tick, now)
-                .await
-                .context("publishing ticks")?;
-            if let Some(print) = sim.take_print()
-                && published
-                && trades
-            {
-                p.emit_trade(i, &tick, print)
-                    .await
-                    .context("publishing trades")?;
-            }
+            publish(p, i, &mut tick, sim.take_print(), now, trades).await?;
             n = n.wrapping_add(1);
             if n.is_multiple_of(256) {
                 now = now_us();
@@ -403,7 +394,9 @@ async fn sim_term(
     }
 }
 
-/// One term of a replay: paced by the recorded source times (see [`Pacer`]).
+/// One term of a replay: paced by the recorded source times (see [`Pacer`]). Prints go
+/// out as the simulator's do.
+#[allow(clippy::too_many_arguments)]
 async fn replay_term(
     rx: &mut tokio::sync::mpsc::Receiver<Vec<Replayed>>,
     mut pacer: Pacer,
@@ -412,6 +405,7 @@ async fn replay_term(
     held: Option<&Held>,
     stop: &CancellationToken,
     refs: &RefWriter,
+    trades: bool,
 ) -> anyhow::Result<End> {
     loop {
         let batch = tokio::select! {
@@ -447,11 +441,31 @@ async fn replay_term(
             if new {
                 refs.submit(&catalog.observe(&item.tick));
             }
-            p.emit(i, &mut item.tick, now)
-                .await
-                .context("publishing ticks")?;
+            publish(p, i, &mut item.tick, item.print, now, trades).await?;
         }
         p.end_batch();
         p.flush_bars(now_us()).await.context("publishing bars")?;
     }
+}
+
+/// Publishes one tick of symbol `i` and then, if the tick was published and prints are
+/// on (`trades.enabled`), the trade it printed: the one path of every source's prints.
+async fn publish(
+    p: &mut Publisher,
+    i: usize,
+    tick: &mut Tick,
+    print: Option<Print>,
+    now: u64,
+    trades: bool,
+) -> anyhow::Result<()> {
+    let published = p.emit(i, tick, now).await.context("publishing ticks")?;
+    if let Some(print) = print
+        && published
+        && trades
+    {
+        p.emit_trade(i, tick, print)
+            .await
+            .context("publishing trades")?;
+    }
+    Ok(())
 }

@@ -38,7 +38,8 @@ enum Command {
         #[arg(long = "loop")]
         repeat: bool,
     },
-    /// Capture the live tick stream into a file (NDJSON or CSV by name, .gz to compress).
+    /// Capture the live tick stream and its prints into a file (NDJSON or CSV by name,
+    /// .gz to compress).
     Record {
         #[arg(long)]
         out: PathBuf,
@@ -51,6 +52,9 @@ enum Command {
         /// Subject to capture.
         #[arg(long, default_value = "md.>")]
         subject: String,
+        /// Ticks only: leave out their prints (`tr.` for `md.` in the subject).
+        #[arg(long)]
+        no_trades: bool,
         /// ndjson or csv; default: from the file name.
         #[arg(long, value_parser = parse_format, default_value = "auto")]
         format: FileFormat,
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             max_ticks,
             subject,
+            no_trades,
             format,
         } => {
             let duration = duration
@@ -138,15 +143,18 @@ async fn main() -> anyhow::Result<()> {
                 duration,
                 max_ticks,
                 subject,
+                trades: !no_trades,
                 format,
             };
             let summary =
                 record::record(&config.nats, &opts, tickmesh_service::shutdown_signal()).await?;
             eprintln!(
-                "recorded {} ticks to {} ({} invalid messages skipped, {} slow-consumer drops)",
+                "recorded {} ticks and {} prints to {} ({} invalid messages skipped, {} prints without their tick, {} slow-consumer drops)",
                 summary.ticks,
+                summary.trades,
                 opts.out.display(),
                 summary.invalid,
+                summary.unpaired,
                 summary.dropped
             );
             Ok(())

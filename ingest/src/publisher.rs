@@ -395,10 +395,7 @@ impl<S: TickSink> Publisher<S> {
             size: print.size,
             ts: tick.ts,
             src_ts: tick.src_ts,
-            conditions: match print.opening {
-                true => vec!["opening".into()],
-                false => Vec::new(),
-            },
+            conditions: print.conditions,
         };
         if let Err(reason) = tickmesh_core::trade::check(&trade) {
             self.counts.invalid_trades += 1;

@@ -3,14 +3,25 @@
 //! - NDJSON (`.ndjson`, `.jsonl`, `.json`): one tick object per line, the fields of the
 //!   client protocol's tick object (`symbol` required, everything else optional; unknown
 //!   fields such as `type` are ignored, so a capture of a client stream replays too).
+//!   A tick that printed a trade carries it as a `trade` object ([`FileTrade`]:
+//!   `{"price", "size", "trade_id"?, "conditions"?}`) on its own line.
 //! - CSV (`.csv`): a header naming the columns, any subset of [`CSV_COLUMNS`] that
-//!   includes `symbol`; empty cells are absent fields. CSV has no depth.
+//!   includes `symbol`; empty cells are absent fields. CSV has no depth. A print is in
+//!   the `trade_price`, `trade_size`, `trade_id` and `trade_conditions` columns
+//!   (conditions separated by `;`), empty when the tick printed nothing.
 //! - Either may be gzipped (`.gz`); a reader recognises gzip by its magic bytes.
 //!
+//! A print rides on the record of its tick, not on a line of its own: a print belongs to
+//! exactly one tick (its seq is the tick's), so one record is read, skipped or replayed
+//! whole, in file order, with nothing to match up; and a file without prints is the same
+//! file as before.
+//!
 //! A line that does not parse, or whose tick breaks the wire invariants (symbol grammar,
-//! finite numbers, integers below 2^53), is a [`Corrupt`] record: reported with its file,
-//! line and byte offset, and skipped. So is a line longer than the record bound, which is
-//! skipped without being read into memory; a CSV record is one line.
+//! finite numbers, integers below 2^53), or whose print is not one that could be
+//! published ([`check_trade`]), is a [`Corrupt`] record: reported with its file, line and
+//! byte offset, and skipped, tick and print together. So is a line longer than the
+//! record bound, which is skipped without being read into memory; a CSV record is one
+//! line.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -18,7 +29,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tickmesh_core::tick::{Depth, Kind, Right, State, Tick};
+use tickmesh_core::tick::{Depth, Kind, MAX_SAFE_INTEGER, Right, State, Tick};
+use tickmesh_core::trade::{MAX_CONDITIONS, Trade};
 use tickmesh_core::{codec, nesting};
 
 /// Longest record (an NDJSON line, a CSV row; line ending excluded) that a replay reads by
@@ -27,7 +39,7 @@ use tickmesh_core::{codec, nesting};
 pub const DEFAULT_MAX_RECORD: usize = 64 * 1024;
 
 /// CSV columns, in the order `record` writes them.
-pub const CSV_COLUMNS: [&str; 27] = [
+pub const CSV_COLUMNS: [&str; 31] = [
     "symbol",
     "seq",
     "epoch",
@@ -55,7 +67,16 @@ pub const CSV_COLUMNS: [&str; 27] = [
     "theta",
     "vega",
     "state",
+    "trade_price",
+    "trade_size",
+    "trade_id",
+    "trade_conditions",
 ];
+
+/// Separates the conditions of a print in the CSV column `trade_conditions`.
+pub const CSV_CONDITION_SEPARATOR: char = ';';
+/// Longest sale condition a file holds, in bytes (the wire's bound).
+pub const MAX_CONDITION_LEN: usize = 16;
 
 /// A file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -113,7 +134,88 @@ impl std::fmt::Display for Corrupt {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileSummary {
     pub ticks: u64,
+    /// Of the ticks, those that carried a print.
+    pub trades: u64,
     pub corrupt: u64,
+}
+
+/// One record of a file: a tick, and the trade it printed, if it printed one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    pub tick: Tick,
+    pub trade: Option<FileTrade>,
+}
+
+impl From<Tick> for Record {
+    fn from(tick: Tick) -> Record {
+        Record { tick, trade: None }
+    }
+}
+
+/// A print as a file holds it, on the record of the tick it printed at: its symbol, seq
+/// and times are the tick's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileTrade {
+    pub price: f64,
+    pub size: u64,
+    /// The `trade_id` it had where it was recorded. A replay does not reuse it: the
+    /// replayed tick takes a new seq, and its print takes that seq as its id, unique per
+    /// symbol however often the file is replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trade_id: Option<u64>,
+    /// Sale conditions, as on the wire (`opening`, `cross`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
+}
+
+impl From<&Trade> for FileTrade {
+    fn from(t: &Trade) -> FileTrade {
+        FileTrade {
+            price: t.price,
+            size: t.size,
+            trade_id: Some(t.trade_id),
+            conditions: t.conditions.clone(),
+        }
+    }
+}
+
+/// Whether `c` can be a sale condition in a file: 1 to [`MAX_CONDITION_LEN`] printable
+/// ASCII characters, none of them a space, `,`, `;` or `"`, so that a CSV cell never
+/// needs quoting and the conditions of a cell split back as they were.
+fn condition_ok(c: &str) -> bool {
+    (1..=MAX_CONDITION_LEN).contains(&c.len())
+        && c.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b';' | b'"'))
+}
+
+/// Why a print cannot be in a file: a price that is not a positive finite number, a size
+/// of 0 or not below 2^53, a `trade_id` not below 2^53, more than
+/// [`tickmesh_core::trade::MAX_CONDITIONS`] conditions or one that is not a short code
+/// (1 to 16 printable ASCII characters other than space, `,`, `;` and `"`). What passes
+/// is a print the publisher sends and an edge takes.
+pub fn check_trade(t: &FileTrade) -> Result<(), String> {
+    if !(t.price.is_finite() && t.price > 0.0) {
+        return Err(format!("trade: price must be positive, got {}", t.price));
+    }
+    if t.size == 0 || t.size > MAX_SAFE_INTEGER {
+        return Err(format!("trade: size must be 1..2^53, got {}", t.size));
+    }
+    if t.trade_id.is_some_and(|v| v > MAX_SAFE_INTEGER) {
+        return Err("trade: trade_id is not below 2^53".into());
+    }
+    if t.conditions.len() > MAX_CONDITIONS {
+        return Err(format!(
+            "trade: {} conditions; at most {MAX_CONDITIONS}",
+            t.conditions.len()
+        ));
+    }
+    match t.conditions.iter().find(|c| !condition_ok(c)) {
+        Some(c) => Err(format!(
+            "trade: condition {:?} is not 1 to {MAX_CONDITION_LEN} printable characters other than space , ; \"",
+            c.chars().take(40).collect::<String>()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A tick as files hold it: only the symbol is required.
@@ -151,11 +253,14 @@ struct FileTick {
     theta: Option<f64>,
     vega: Option<f64>,
     state: Option<State>,
+    trade: Option<FileTrade>,
 }
 
-impl From<FileTick> for Tick {
-    fn from(f: FileTick) -> Tick {
-        Tick {
+impl FileTick {
+    /// The tick, and its print.
+    fn split(self) -> (Tick, Option<FileTrade>) {
+        let f = self;
+        let tick = Tick {
             symbol: f.symbol,
             seq: f.seq,
             epoch: f.epoch,
@@ -184,12 +289,14 @@ impl From<FileTick> for Tick {
             theta: f.theta,
             vega: f.vega,
             state: f.state,
-        }
+        };
+        (tick, f.trade)
     }
 }
 
-/// The wire invariants, plus the option fields' shapes.
-fn checked(tick: Tick) -> Result<Tick, String> {
+/// The wire invariants, plus the option fields' shapes, and the print's checks.
+fn checked(f: FileTick) -> Result<Record, String> {
+    let (tick, trade) = f.split();
     codec::check(&tick).map_err(|e| e.to_string())?;
     if let Some(u) = &tick.underlying {
         tickmesh_core::symbol::validate(u).map_err(|e| format!("underlying: {e}"))?;
@@ -197,18 +304,34 @@ fn checked(tick: Tick) -> Result<Tick, String> {
     if let Some(e) = &tick.expiry {
         tickmesh_core::date::Date::parse(e).map_err(|e| format!("expiry: {e}"))?;
     }
-    Ok(tick)
+    if let Some(t) = &trade {
+        check_trade(t)?;
+    }
+    Ok(Record { tick, trade })
 }
 
 /// Parses one NDJSON line.
-pub fn parse_ndjson(line: &str) -> Result<Tick, String> {
+pub fn parse_ndjson(line: &str) -> Result<Record, String> {
     let f: FileTick = nesting::from_json(line.as_bytes()).map_err(|e| e.to_string())?;
-    checked(f.into())
+    checked(f)
+}
+
+/// An NDJSON line: the tick object, with the print as its `trade`.
+#[derive(Serialize)]
+struct NdjsonLine<'a> {
+    #[serde(flatten)]
+    tick: &'a Tick,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trade: Option<&'a FileTrade>,
 }
 
 /// Writes one NDJSON line.
-pub fn write_ndjson(w: &mut impl Write, tick: &Tick) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, tick)?;
+pub fn write_ndjson(w: &mut impl Write, r: &Record) -> io::Result<()> {
+    let line = NdjsonLine {
+        tick: &r.tick,
+        trade: r.trade.as_ref(),
+    };
+    serde_json::to_writer(&mut *w, &line)?;
     w.write_all(b"\n")
 }
 
@@ -217,11 +340,14 @@ pub fn write_csv_header(w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "{}", CSV_COLUMNS.join(","))
 }
 
-/// Writes one CSV row (no depth). Fields never need quoting: symbols, dates, numbers.
-pub fn write_csv(w: &mut impl Write, t: &Tick) -> io::Result<()> {
+/// Writes one CSV row (no depth). Fields never need quoting: symbols, dates, numbers,
+/// and conditions that [`check_trade`] passes.
+pub fn write_csv(w: &mut impl Write, r: &Record) -> io::Result<()> {
     fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
         v.map(|v| v.to_string()).unwrap_or_default()
     }
+    let (t, trade) = (&r.tick, r.trade.as_ref());
+    let separator = CSV_CONDITION_SEPARATOR.to_string();
     let kind = serde_json::to_value(t.kind).ok();
     let right = t
         .right
@@ -257,6 +383,12 @@ pub fn write_csv(w: &mut impl Write, t: &Tick) -> io::Result<()> {
         opt(t.theta),
         opt(t.vega),
         t.state.map(State::as_str).unwrap_or_default().to_string(),
+        opt(trade.map(|p| p.price)),
+        opt(trade.map(|p| p.size)),
+        opt(trade.and_then(|p| p.trade_id)),
+        trade
+            .map(|p| p.conditions.join(&separator))
+            .unwrap_or_default(),
     ];
     writeln!(w, "{}", cells.join(","))
 }
@@ -287,8 +419,8 @@ impl CsvHeader {
         Ok(CsvHeader { names })
     }
 
-    /// Parses one row into a tick.
-    pub fn tick(&self, row: &csv::StringRecord) -> Result<Tick, String> {
+    /// Parses one row into a record.
+    pub fn record(&self, row: &csv::StringRecord) -> Result<Record, String> {
         if row.len() != self.names.len() {
             return Err(format!(
                 "{} fields where the header has {}",
@@ -296,7 +428,10 @@ impl CsvHeader {
                 self.names.len()
             ));
         }
+        use serde_json::Value;
         let mut obj = serde_json::Map::new();
+        // The print's columns, as the NDJSON `trade` object holds them.
+        let mut trade = serde_json::Map::new();
         for (name, cell) in self.names.iter().zip(row.iter()) {
             let cell = cell.trim();
             if cell.is_empty() {
@@ -304,17 +439,35 @@ impl CsvHeader {
             }
             let value = match *name {
                 "symbol" | "kind" | "underlying" | "expiry" | "right" | "state" => {
-                    serde_json::Value::String(cell.to_string())
+                    Value::String(cell.to_string())
                 }
+                "trade_conditions" => Value::Array(
+                    cell.split(CSV_CONDITION_SEPARATOR)
+                        .map(|c| Value::String(c.to_string()))
+                        .collect(),
+                ),
                 _ => serde_json::from_str::<serde_json::Number>(cell)
-                    .map(serde_json::Value::Number)
+                    .map(Value::Number)
                     .map_err(|_| format!("{name}: {cell:?} is not a number"))?,
             };
-            obj.insert((*name).to_string(), value);
+            match *name {
+                "trade_price" => trade.insert("price".into(), value),
+                "trade_size" => trade.insert("size".into(), value),
+                "trade_id" => trade.insert("trade_id".into(), value),
+                "trade_conditions" => trade.insert("conditions".into(), value),
+                _ => obj.insert((*name).to_string(), value),
+            };
         }
-        let f: FileTick =
-            serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| e.to_string())?;
-        checked(f.into())
+        if !trade.is_empty() {
+            for (column, key) in [("trade_price", "price"), ("trade_size", "size")] {
+                if !trade.contains_key(key) {
+                    return Err(format!("{column} is empty in a row with a print"));
+                }
+            }
+            obj.insert("trade".into(), Value::Object(trade));
+        }
+        let f: FileTick = serde_json::from_value(Value::Object(obj)).map_err(|e| e.to_string())?;
+        checked(f)
     }
 }
 
@@ -330,7 +483,7 @@ pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     }
 }
 
-/// Reads `path` in `format`, calling `on_tick` for every good record (it may stop the
+/// Reads `path` in `format`, calling `on_record` for every good record (it may stop the
 /// read) and `on_corrupt` for every skipped one. A record (an NDJSON line, a CSV row)
 /// longer than `max_record` bytes is skipped unread and reported. Errors are I/O errors of
 /// the file itself, and a CSV header that cannot be read.
@@ -338,7 +491,7 @@ pub fn read_file(
     path: &Path,
     format: FileFormat,
     max_record: usize,
-    mut on_tick: impl FnMut(Tick) -> ControlFlow<()>,
+    mut on_record: impl FnMut(Record) -> ControlFlow<()>,
     mut on_corrupt: impl FnMut(Corrupt),
 ) -> io::Result<FileSummary> {
     let format = format
@@ -389,13 +542,14 @@ pub fn read_file(
                     header = Some(parsed);
                     continue;
                 };
-                h.tick(&row)
+                h.record(&row)
             }
         };
         match parsed {
-            Ok(t) => {
+            Ok(r) => {
                 summary.ticks += 1;
-                if on_tick(t).is_break() {
+                summary.trades += u64::from(r.trade.is_some());
+                if on_record(r).is_break() {
                     break;
                 }
             }

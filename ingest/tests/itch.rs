@@ -5,13 +5,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tickmesh_ingest::sources::itch::book::{Books, DEPTH};
 use tickmesh_ingest::sources::itch::day::Day;
 use tickmesh_ingest::sources::itch::frames::{self, Frame, FrameError};
 use tickmesh_ingest::sources::itch::generate::{GenParams, generate};
 use tickmesh_ingest::sources::itch::msg::{Body, TYPES, decode};
-use tickmesh_ingest::sources::itch::{price, tick_of};
+use tickmesh_ingest::sources::itch::{ItchConfig, price, spawn, tick_of};
+use tickmesh_ingest::sources::replay::ReplayStats;
 use tickmesh_ingest::sources::universe::default_universe;
 
 fn day_bytes(seed: u64, events: usize) -> Vec<u8> {
@@ -315,6 +318,16 @@ struct RefBook {
     last: Option<(u32, u32)>,
     volume: u64,
     trading: Option<u8>,
+    /// Every print, in order: price, shares, sale conditions (docs/itch.md).
+    prints: Vec<(u32, u64, Vec<&'static str>)>,
+}
+
+impl RefBook {
+    fn print(&mut self, price: u32, shares: u64, conditions: Vec<&'static str>) {
+        self.last = Some((price, shares as u32));
+        self.volume += shares;
+        self.prints.push((price, shares, conditions));
+    }
 }
 
 /// The reference: a cursor over the bytes, fields read in specification order, and
@@ -379,9 +392,7 @@ fn reference_books(bytes: &[u8]) -> HashMap<u16, RefBook> {
                 let r = m.n(8);
                 let q = m.n(4);
                 let (p, q) = take(&mut books, &mut orders, r, Some(q));
-                let b = books.get_mut(&locate).unwrap();
-                b.last = Some((p, q as u32));
-                b.volume += q;
+                books.get_mut(&locate).unwrap().print(p, q, vec![]);
             }
             b'C' => {
                 let r = m.n(8);
@@ -391,9 +402,7 @@ fn reference_books(bytes: &[u8]) -> HashMap<u16, RefBook> {
                 let p = m.n(4) as u32;
                 take(&mut books, &mut orders, r, Some(q));
                 if printable {
-                    let b = books.get_mut(&locate).unwrap();
-                    b.last = Some((p, q as u32));
-                    b.volume += q;
+                    books.get_mut(&locate).unwrap().print(p, q, vec![]);
                 }
             }
             b'X' => {
@@ -421,18 +430,24 @@ fn reference_books(bytes: &[u8]) -> HashMap<u16, RefBook> {
                 let q = m.n(4);
                 m.skip(8);
                 let p = m.n(4) as u32;
-                let b = books.entry(locate).or_default();
-                b.last = Some((p, q as u32));
-                b.volume += q;
+                books
+                    .entry(locate)
+                    .or_default()
+                    .print(p, q, vec!["non_displayed"]);
             }
             b'Q' => {
                 let q = m.n(8);
                 m.skip(8);
                 let p = m.n(4) as u32;
+                m.skip(8);
+                let conditions = match m.n(1) as u8 {
+                    b'O' => vec!["cross", "opening"],
+                    b'C' => vec!["cross", "closing"],
+                    b'H' => vec!["cross", "reopening"],
+                    _ => vec!["cross"],
+                };
                 if q > 0 {
-                    let b = books.entry(locate).or_default();
-                    b.last = Some((p, q as u32));
-                    b.volume += q;
+                    books.entry(locate).or_default().print(p, q, conditions);
                 }
             }
             b'H' => {
@@ -675,6 +690,89 @@ fn frame_errors_at_the_edges_of_the_input() {
         ["length 9 runs past the end of the input"]
     );
     let _ = FrameError::Truncated;
+}
+
+/// The reader thread hands every print the books apply to the feed, once and in order,
+/// each with the tick that shows it (its `last`, `last_size` and `volume`): price, size
+/// and conditions as the independent reading has them, stock by stock.
+#[test]
+fn every_print_goes_out_in_order_with_the_tick_that_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("day.itch");
+    let universe = default_universe();
+    let params = GenParams {
+        seed: 17,
+        universe: &universe,
+        events: 20_000,
+    };
+    tickmesh_ingest::sources::itch::generate::write_file(&path, &params).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let config = ItchConfig {
+        files: vec![path],
+        speed: 0.0,
+        ..ItchConfig::default()
+    };
+    let stats = Arc::new(ReplayStats::default());
+    let mut rx = spawn(&config, stats.clone());
+    let mut sent: HashMap<String, Vec<(f64, u64, Vec<String>)>> = HashMap::new();
+    let mut volume: HashMap<String, u64> = HashMap::new();
+    let mut ticks = 0;
+    while let Some(batch) = rx.blocking_recv() {
+        for r in batch {
+            ticks += 1;
+            let Some(p) = r.print else { continue };
+            let t = &r.tick;
+            assert_eq!(
+                (t.last, t.last_size),
+                (Some(p.price), Some(p.size)),
+                "{t:?}"
+            );
+            let v = volume.entry(t.symbol.clone()).or_default();
+            *v += p.size;
+            assert_eq!(t.volume, Some(*v), "{t:?}");
+            sent.entry(t.symbol.clone())
+                .or_default()
+                .push((p.price, p.size, p.conditions));
+        }
+    }
+    assert_eq!(stats.corrupt.load(Ordering::Relaxed), 0);
+    let (day, _) = run(&bytes);
+    let reference = reference_books(&bytes);
+    let mut all = 0;
+    for (locate, r) in &reference {
+        let book = day.books.book(*locate).unwrap();
+        if !book.publishable {
+            continue;
+        }
+        let want: Vec<(f64, u64, Vec<String>)> = r
+            .prints
+            .iter()
+            .map(|(p, q, c)| (price(*p), *q, c.iter().map(|c| c.to_string()).collect()))
+            .collect();
+        assert!(want.len() > 10, "{}: {} prints", book.symbol, want.len());
+        assert_eq!(
+            sent.get(&book.symbol).map_or(&[][..], |v| &v[..]),
+            &want[..],
+            "{}",
+            book.symbol
+        );
+        all += want.len();
+    }
+    assert_eq!(sent.values().map(Vec::len).sum::<usize>(), all);
+    assert!(all < ticks, "{all} prints in {ticks} ticks");
+    // Every kind of print is there: executions, non-displayed trades, each cross.
+    let kinds: std::collections::HashSet<Vec<String>> =
+        sent.values().flatten().map(|p| p.2.clone()).collect();
+    for c in [
+        &[][..],
+        &["non_displayed"],
+        &["cross", "opening"],
+        &["cross", "closing"],
+        &["cross", "reopening"],
+    ] {
+        let c: Vec<String> = c.iter().map(|s| s.to_string()).collect();
+        assert!(kinds.contains(&c), "no print with conditions {c:?}");
+    }
 }
 
 #[test]

@@ -101,12 +101,21 @@ impl Service {
 /// A subscription to every tick (`md.>`), with room for 65,536 unread messages, live
 /// once this returns.
 pub async fn subscribe_all(url: &str) -> async_nats::Subscriber {
+    subscribe_to(url, "md.>").await
+}
+
+/// A subscription to `subject` on a connection of its own, with room for 65,536 unread
+/// messages, live once this returns.
+pub async fn subscribe_to(url: &str, subject: &str) -> async_nats::Subscriber {
     let client = async_nats::ConnectOptions::new()
         .subscription_capacity(1 << 16)
         .connect(url)
         .await
         .expect("connecting to the test nats-server");
-    let sub = client.subscribe("md.>").await.expect("subscribing to md.>");
+    let sub = client
+        .subscribe(subject.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("subscribing to {subject}: {e}"));
     client.flush().await.expect("flushing the subscription");
     sub
 }

@@ -1,5 +1,6 @@
 //! An ITCH 5.0 day through ingest into a real nats-server: every stock's last published
-//! tick shows the book that an independent read of the whole file ends with.
+//! tick shows the book that an independent read of the whole file ends with, and its
+//! prints on `tr.*` add up to the book's volume.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
@@ -29,6 +30,7 @@ async fn a_generated_day_publishes_the_books_it_builds() {
     let messages = generate::write_file(&file, &params).unwrap();
 
     let mut sub = subscribe_all(&nats.url()).await;
+    let mut prints = subscribe_to(&nats.url(), "tr.>").await;
 
     let mut config = IngestConfig::default();
     config.nats.urls = vec![nats.url()];
@@ -58,6 +60,17 @@ async fn a_generated_day_publishes_the_books_it_builds() {
         n += 1;
     }
     assert_eq!(n, summary.counts.ticks_out);
+    // Per stock: the shares printed and the last print.
+    let mut tape: HashMap<String, (u64, f64)> = HashMap::new();
+    let mut trades = 0u64;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), prints.next()).await
+    {
+        let p = tickmesh_core::trade::decode_wire(&msg.payload).unwrap();
+        let (shares, last) = tape.entry(p.symbol).or_default();
+        (*shares, *last) = (*shares + p.size, p.price);
+        trades += 1;
+    }
+    assert_eq!(trades, summary.counts.trades_out);
 
     let day = itch::read_day(std::fs::File::open(&file).unwrap()).unwrap();
     assert_eq!(last.len(), day.books.iter().count());
@@ -72,6 +85,12 @@ async fn a_generated_day_publishes_the_books_it_builds() {
             (want.bid, want.ask, want.last, want.volume)
         );
         assert_eq!(t.kind, want.kind);
+        assert_eq!(
+            tape.get(&book.symbol).copied(),
+            Some((book.volume, want.last.unwrap())),
+            "{}: the prints on tr.* add up to the volume and end at the last",
+            book.symbol
+        );
         let src = t.src_ts.unwrap();
         assert!(
             (midnight_us..midnight_us + 86_400_000_000).contains(&src),

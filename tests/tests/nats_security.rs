@@ -310,6 +310,15 @@ async fn every_nats_user_gets_only_what_its_service_needs() {
 
     // Ingest: ticks and KV writes, no control messages, no reading them either.
     let (ingest_user, mut ingest_errors) = client_as(&mesh, "ingest", &hub).await;
+    // What `tickmesh-ingest record` reads, as ingest: the ticks and their prints.
+    for subject in ["md.>", "tr.>"] {
+        let mut tap = ingest_user.subscribe(subject).await.unwrap();
+        ingest_user.flush().await.unwrap();
+        assert!(
+            receives(&mut tap).await,
+            "the ingest user cannot read {subject}"
+        );
+    }
     let mut ctl = ingest_user.subscribe("ctl.>").await.unwrap();
     ingest_user.flush().await.unwrap();
     violation(&mut ingest_errors, "ctl.>").await;

@@ -293,11 +293,7 @@ impl OptionState {
         if traded {
             let price = if rng.random_bool(0.5) { bid } else { ask };
             let size = rng.random_range(1..=20u64);
-            self.print = Some(Print {
-                price,
-                size,
-                opening: false,
-            });
+            self.print = Some(Print::regular(price, size));
             self.last = price;
             self.last_size = Some(size);
             self.volume += size;

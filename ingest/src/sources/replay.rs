@@ -8,6 +8,12 @@
 //! loop: `speed` 1 keeps the recorded gaps, N divides them by N, 0 sends as fast as
 //! NATS takes them. With `loop`, every pass shifts source times by the span of the first
 //! pass (plus 1 µs), so they keep increasing and nothing is dropped as stale.
+//!
+//! A record's print goes with its tick as a [`Print`] (its recorded conditions kept, its
+//! recorded `trade_id` not: the print takes the replayed tick's new seq as its id, as
+//! every print does). The feed loop publishes it on `tr.*` when the tick itself was
+//! published, as it does the simulator's; a file replays with its tape, and with the
+//! states its ticks carry (a halt and its resume replay as recorded).
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -19,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use tickmesh_core::Tick;
 use tokio::sync::mpsc;
 
-use crate::tickfile::{self, Corrupt, FileFormat};
+use super::Print;
+use crate::tickfile::{self, Corrupt, FileFormat, FileTrade, Record};
 
 /// Batches in flight between the reader thread and the feed loop.
 pub const CHANNEL_BATCHES: usize = 16;
@@ -119,11 +126,22 @@ pub(crate) fn validate_pace(speed: f64, max_wait_ms: u64) -> Result<(), (&'stati
     Ok(())
 }
 
-/// One tick to republish, with its (shifted) source time.
+/// One tick to republish, with its (shifted) source time and the trade it printed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replayed {
     pub tick: Tick,
     pub src_ts: Option<u64>,
+    pub print: Option<Print>,
+}
+
+impl From<FileTrade> for Print {
+    fn from(t: FileTrade) -> Print {
+        Print {
+            price: t.price,
+            size: t.size,
+            conditions: t.conditions,
+        }
+    }
 }
 
 /// Counters of a replay, readable while it runs.
@@ -172,7 +190,7 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
                     tracing::warn!(file = %c.file.display(), line = c.line, offset = c.offset, error = %c.error, "corrupt record skipped");
                 }
             };
-            let on_tick = |mut tick: Tick| {
+            let on_record = |Record { mut tick, trade }: Record| {
                 let src = tick.src_ts.or((tick.ts > 0).then_some(tick.ts));
                 if let (Some(s), Some(p)) = (src, prev)
                     && s > p.saturating_add(max_jump_us)
@@ -195,7 +213,11 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
                 }
                 let src = src.map(|s| s.saturating_add(shift));
                 (tick.seq, tick.epoch, tick.ts, tick.src_ts) = (0, 0, 0, src);
-                batch.push(Replayed { tick, src_ts: src });
+                batch.push(Replayed {
+                    tick,
+                    src_ts: src,
+                    print: trade.map(Print::from),
+                });
                 pass_records += 1;
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 if batch.len() >= BATCH {
@@ -207,9 +229,9 @@ fn read_passes(config: &ReplayConfig, stats: &ReplayStats, tx: &mpsc::Sender<Vec
                 ControlFlow::Continue(())
             };
             let max = config.max_record_bytes;
-            match tickfile::read_file(file, config.format, max, on_tick, on_corrupt) {
+            match tickfile::read_file(file, config.format, max, on_record, on_corrupt) {
                 Ok(s) => {
-                    tracing::info!(file = %file.display(), ticks = s.ticks, corrupt = s.corrupt, "replayed file")
+                    tracing::info!(file = %file.display(), ticks = s.ticks, trades = s.trades, corrupt = s.corrupt, "replayed file")
                 }
                 Err(e) => {
                     stats.failed_files.fetch_add(1, Ordering::Relaxed);

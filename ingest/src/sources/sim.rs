@@ -393,11 +393,8 @@ impl Simulator {
             self.listed_tick(i, &mut tick, state, false);
             // The open's tick carries the opening print.
             let l = &self.listed[i];
-            let print = (state == State::Open && l.spec.kind != Kind::Index).then_some(Print {
-                price: l.open,
-                size: l.last_size,
-                opening: true,
-            });
+            let print = (state == State::Open && l.spec.kind != Kind::Index)
+                .then(|| Print::with(l.open, l.last_size, &[super::OPENING]));
             self.pending.push_back((i, tick, print));
         }
         self.restate_options(None, state);
@@ -485,11 +482,7 @@ impl Simulator {
             l.volume += l.last_size;
             l.high = l.high.max(l.last);
             l.low = l.low.min(l.last);
-            print = Some(Print {
-                price: l.last,
-                size: l.last_size,
-                opening: false,
-            });
+            print = Some(Print::regular(l.last, l.last_size));
         }
         let lot = l.spec.lot;
         let bid_size = lot * (1 + byte(5) % 20);

@@ -5,7 +5,8 @@ use crate::sources::options::OptionsConfig;
 use crate::sources::session::SessionConfig;
 use crate::sources::sim::{SimParams, Simulator};
 
-fn sample_ticks(n: usize) -> Vec<Tick> {
+/// `n` records of the simulator, its prints on them (about 40 % of the listed ticks).
+fn sample_records(n: usize) -> Vec<Record> {
     let session = SessionConfig::default();
     let options = OptionsConfig::default();
     let mut sim = Simulator::new(&SimParams {
@@ -19,78 +20,216 @@ fn sample_ticks(n: usize) -> Vec<Tick> {
     });
     (0..n)
         .map(|k| {
-            let mut t = sim.next_tick().1;
-            t.seq = 1_000 + k as u64;
-            t.epoch = 1_000;
-            t.ts = 1_700_000_000_000_000 + k as u64;
-            t
+            let mut tick = sim.next_tick().1;
+            tick.seq = 1_000 + k as u64;
+            tick.epoch = 1_000;
+            tick.ts = 1_700_000_000_000_000 + k as u64;
+            let trade = sim.take_print().map(|p| FileTrade {
+                price: p.price,
+                size: p.size,
+                trade_id: Some(tick.seq),
+                conditions: p.conditions,
+            });
+            Record { tick, trade }
         })
         .collect()
 }
 
-fn read_all(path: &Path) -> (Vec<Tick>, Vec<Corrupt>, FileSummary) {
-    let mut ticks = Vec::new();
+fn write_records(path: &Path, records: &[Record]) {
+    let mut w = std::io::BufWriter::new(File::create(path).unwrap());
+    let csv = path.to_string_lossy().ends_with(".csv");
+    if csv {
+        write_csv_header(&mut w).unwrap();
+    }
+    for r in records {
+        match csv {
+            true => write_csv(&mut w, r).unwrap(),
+            false => write_ndjson(&mut w, r).unwrap(),
+        }
+    }
+}
+
+fn read_records(path: &Path) -> (Vec<Record>, Vec<Corrupt>, FileSummary) {
+    let mut records = Vec::new();
     let mut bad = Vec::new();
     let summary = read_file(
         path,
         FileFormat::Auto,
         DEFAULT_MAX_RECORD,
-        |t| {
-            ticks.push(t);
+        |r| {
+            records.push(r);
             ControlFlow::Continue(())
         },
         |c| bad.push(c),
     )
     .unwrap();
-    (ticks, bad, summary)
+    (records, bad, summary)
+}
+
+/// [`read_records`], the ticks only.
+fn read_all(path: &Path) -> (Vec<Tick>, Vec<Corrupt>, FileSummary) {
+    let (records, bad, summary) = read_records(path);
+    (records.into_iter().map(|r| r.tick).collect(), bad, summary)
 }
 
 #[test]
-fn ndjson_round_trips_every_field_plain_and_gzipped() {
+fn ndjson_round_trips_every_field_and_print_plain_and_gzipped() {
     let dir = tempfile::tempdir().unwrap();
-    let ticks = sample_ticks(3_000);
+    let records = sample_records(3_000);
     assert!(
-        ticks
+        records
             .iter()
-            .any(|t| t.kind == Kind::Option && t.depth.is_some())
+            .any(|r| r.tick.kind == Kind::Option && r.tick.depth.is_some())
     );
+    let printed = records.iter().filter(|r| r.trade.is_some()).count() as u64;
+    assert!(printed > 300, "{printed} prints");
     let plain = dir.path().join("t.ndjson");
-    let mut w = std::io::BufWriter::new(File::create(&plain).unwrap());
-    for t in &ticks {
-        write_ndjson(&mut w, t).unwrap();
-    }
-    drop(w);
+    write_records(&plain, &records);
     let gz = dir.path().join("t.ndjson.gz");
     let mut enc =
         flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
     enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
     enc.finish().unwrap();
     for path in [&plain, &gz] {
-        let (back, bad, summary) = read_all(path);
+        let (back, bad, summary) = read_records(path);
         assert!(bad.is_empty(), "{bad:?}");
-        assert_eq!(summary.ticks, 3_000);
-        assert_eq!(back, ticks);
+        assert_eq!((summary.ticks, summary.trades), (3_000, printed));
+        assert_eq!(back, records);
     }
+    // A print is the tick's `trade` object, on the tick's line.
+    let text = std::fs::read_to_string(&plain).unwrap();
+    let line = text.lines().find(|l| l.contains("\"trade\"")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(v["trade"]["price"].as_f64().unwrap() > 0.0, "{line}");
+    assert_eq!(v["trade"]["trade_id"], v["seq"], "{line}");
 }
 
 #[test]
-fn csv_round_trips_level_one_and_option_fields() {
+fn csv_round_trips_level_one_option_fields_and_prints() {
     let dir = tempfile::tempdir().unwrap();
-    let ticks = sample_ticks(2_000);
+    let mut records = sample_records(2_000);
+    // Conditions, several to a print: the simulator's only one is `opening`.
+    records
+        .iter_mut()
+        .filter_map(|r| r.trade.as_mut())
+        .step_by(7)
+        .for_each(|t| {
+            t.conditions = vec!["cross".into(), "opening".into()];
+        });
     let path = dir.path().join("t.csv");
-    let mut w = std::io::BufWriter::new(File::create(&path).unwrap());
-    write_csv_header(&mut w).unwrap();
-    for t in &ticks {
-        write_csv(&mut w, t).unwrap();
-    }
-    drop(w);
-    let (back, bad, _) = read_all(&path);
+    write_records(&path, &records);
+    let (back, bad, summary) = read_records(&path);
     assert!(bad.is_empty(), "{bad:?}");
-    let without_depth: Vec<Tick> = ticks
+    assert!(summary.trades > 200, "{summary:?}");
+    let without_depth: Vec<Record> = records
         .into_iter()
-        .map(|t| Tick { depth: None, ..t })
+        .map(|r| Record {
+            tick: Tick {
+                depth: None,
+                ..r.tick
+            },
+            ..r
+        })
         .collect();
     assert_eq!(back, without_depth);
+}
+
+/// Files written before prints (no `trade`, no `trade_*` columns) read as they did:
+/// ticks without prints.
+#[test]
+fn files_without_prints_read_as_ticks_without_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/ticks.ndjson");
+    let (records, bad, summary) = read_records(&sample);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(summary.ticks >= 200 && summary.trades == 0, "{summary:?}");
+    assert!(records.iter().all(|r| r.trade.is_none()));
+    let path = dir.path().join("old.csv");
+    std::fs::write(&path, "symbol,src_ts,last,state\nAAPL,10,1.5,halted\n").unwrap();
+    let (records, bad, _) = read_records(&path);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].trade, None);
+    assert_eq!(records[0].tick.state, Some(State::Halted));
+}
+
+/// A print that could not be published, or that does not parse, makes its record
+/// corrupt: reported with its line and offset, skipped with its tick; the records around
+/// it are read.
+#[test]
+fn a_record_with_a_bad_print_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"symbol":"AAPL","src_ts":10,"last":1.5,"trade":{"price":1.5,"size":100}}"#;
+    let bad = [
+        r#"{"symbol":"AAPL","trade":{"price":0,"size":100}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":-1.5,"size":100}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":0}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":-3}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":2.5}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":9007199254740993}}"#,
+        r#"{"symbol":"AAPL","trade":{"size":100}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":"1.5","size":100}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":100,"trade_id":9007199254740993}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":100,"conditions":"cross"}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":100,"conditions":[""]}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":100,"conditions":["a,b"]}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":100,"conditions":["seventeen_chars__"]}}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1.5,"size":100,"conditions":["a","b","c","d","e","f","g","h","i"]}}"#,
+        r#"{"symbol":"AAPL","trade":"1.5x100"}"#,
+        r#"{"symbol":"AAPL","trade":{"price":1e999,"size":100}}"#,
+    ];
+    let mut body = format!("{good}\n");
+    for b in bad {
+        body.push_str(b);
+        body.push('\n');
+    }
+    body.push_str(&format!("{good}\n"));
+    let path = dir.path().join("bad.ndjson");
+    std::fs::write(&path, &body).unwrap();
+    let (records, found, summary) = read_records(&path);
+    let lines: Vec<u64> = found.iter().map(|c| c.line).collect();
+    let want: Vec<u64> = (2..2 + bad.len() as u64).collect();
+    assert_eq!(lines, want, "{found:#?}");
+    assert_eq!(
+        (summary.ticks, summary.trades, summary.corrupt),
+        (2, 2, bad.len() as u64)
+    );
+    assert_eq!(records[1].trade.as_ref().unwrap().size, 100);
+    let first_bad_at = good.len() as u64 + 1;
+    assert_eq!(found[0].offset, first_bad_at);
+    assert!(
+        found[0].error.contains("price must be positive"),
+        "{}",
+        found[0].error
+    );
+    assert!(found[2].error.contains("size"), "{}", found[2].error);
+    assert!(found[12].error.contains("condition"), "{}", found[12].error);
+
+    // The same in CSV: a row with a print that is not positive, half a print, a
+    // condition list with an empty entry.
+    let path = dir.path().join("bad.csv");
+    std::fs::write(
+        &path,
+        "symbol,last,trade_price,trade_size,trade_conditions\n\
+         AAPL,1.5,1.5,100,cross;opening\n\
+         AAPL,1.5,0,100,\n\
+         AAPL,1.5,1.5,,\n\
+         AAPL,1.5,,100,\n\
+         AAPL,1.5,1.5,100,cross;;opening\n\
+         AAPL,1.5,1.5,abc,\n\
+         AAPL,1.5,,,\n",
+    )
+    .unwrap();
+    let (records, found, _) = read_records(&path);
+    let lines: Vec<u64> = found.iter().map(|c| c.line).collect();
+    assert_eq!(lines, [3, 4, 5, 6, 7], "{found:#?}");
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0].trade.as_ref().unwrap().conditions,
+        ["cross", "opening"]
+    );
+    assert_eq!(records[1].trade, None);
+    assert!(found[1].error.contains("trade_size"), "{}", found[1].error);
 }
 
 #[test]
@@ -108,11 +247,12 @@ fn recorded_prices_read_back_bit_for_bit() {
     for name in ["t.ndjson", "t.csv"] {
         let path = dir.path().join(name);
         let mut w = File::create(&path).unwrap();
+        let record = Record::from(tick.clone());
         if name.ends_with(".csv") {
             write_csv_header(&mut w).unwrap();
-            write_csv(&mut w, &tick).unwrap();
+            write_csv(&mut w, &record).unwrap();
         } else {
-            write_ndjson(&mut w, &tick).unwrap();
+            write_ndjson(&mut w, &record).unwrap();
         }
         drop(w);
         let (back, bad, _) = read_all(&path);
@@ -146,6 +286,7 @@ fn corrupt_records_are_reported_with_their_line_and_skipped() {
         summary,
         FileSummary {
             ticks: 2,
+            trades: 0,
             corrupt: 7
         }
     );
@@ -233,8 +374,8 @@ fn records_over_the_bound_are_skipped_unread_with_their_line_and_offset() {
                 path,
                 FileFormat::Auto,
                 max,
-                |t| {
-                    assert_eq!(t.symbol, "AAPL");
+                |r| {
+                    assert_eq!(r.tick.symbol, "AAPL");
                     ticks += 1;
                     ControlFlow::Continue(())
                 },

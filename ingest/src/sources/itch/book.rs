@@ -1,5 +1,6 @@
 //! Order books from order-level messages: every live order by reference number, and per
-//! stock its price levels, last trade, volume and trading state.
+//! stock its price levels, last trade, volume and trading state, and the print the last
+//! message made ([`Books::take_print`]; a message prints at most once).
 //!
 //! A message that cannot apply (an order reference that does not exist or belongs to
 //! another stock, a reference added twice, 0 shares or more shares executed or cancelled
@@ -98,6 +99,26 @@ impl Side {
     }
 }
 
+/// Which message printed: what the print's sale conditions say of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sale {
+    /// `E`, or a printable `C`: an execution of a displayed order.
+    Execution,
+    /// `P`: an execution of a non-displayed order.
+    NonDisplayed,
+    /// `Q`: a cross, with its cross type (O opening, C closing, H halt or IPO, I
+    /// intraday).
+    Cross(u8),
+}
+
+/// One print of a book, as the message made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Printed {
+    pub price: u32,
+    pub shares: u32,
+    pub sale: Sale,
+}
+
 /// A stock's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Book {
@@ -122,6 +143,8 @@ pub struct Book {
     pub state: State,
     /// Nanoseconds since midnight of the last message that changed the book.
     pub ts_ns: u64,
+    /// The print of the last message that printed, until [`Books::take_print`] takes it.
+    print: Option<Printed>,
     /// A message touched the top levels, last print or volume since
     /// [`Books::take_changed`].
     dirty: bool,
@@ -142,6 +165,7 @@ impl Book {
             operational: b' ',
             state: State::Open,
             ts_ns: 0,
+            print: None,
             dirty: false,
         };
         book.name(stock);
@@ -164,9 +188,14 @@ impl Book {
     }
 
     /// Records a print; returns true (a print always shows on the tick: the volume grows).
-    fn print(&mut self, price: u32, shares: u32) -> bool {
+    fn print(&mut self, price: u32, shares: u32, sale: Sale) -> bool {
         self.last = Some((price, shares));
         self.volume += u64::from(shares);
+        self.print = Some(Printed {
+            price,
+            shares,
+            sale,
+        });
         true
     }
 }
@@ -257,6 +286,18 @@ impl Books {
         // Indexed by u16 locates, so at most 65,536 entries, each index a u16.
         let locates = self.books.iter().enumerate();
         locates.filter_map(|(i, b)| Some((u16::try_from(i).ok()?, b.as_deref()?)))
+    }
+
+    /// Takes the print of stock `locate`'s last printing message, if not taken yet. Every
+    /// print marks its book changed, and a message prints at most once, so a reader that
+    /// takes the changes and the prints after every message has each print once, with
+    /// the book that shows it (its `last` and `volume`).
+    pub fn take_print(&mut self, locate: u16) -> Option<Printed> {
+        self.books
+            .get_mut(usize::from(locate))?
+            .as_deref_mut()?
+            .print
+            .take()
     }
 
     /// Live orders.
@@ -374,7 +415,9 @@ impl Books {
                 ..
             } => {
                 if shares > 0 {
-                    self.change(locate, Some(stock), ts, |b| b.print(price, shares));
+                    self.change(locate, Some(stock), ts, |b| {
+                        b.print(price, shares, Sale::NonDisplayed)
+                    });
                 }
                 Ok(())
             }
@@ -382,11 +425,14 @@ impl Books {
                 shares,
                 stock,
                 price,
+                cross_type,
                 ..
             } => {
                 if shares > 0 {
                     let shares = u32::try_from(shares).unwrap_or(u32::MAX);
-                    self.change(locate, Some(stock), ts, |b| b.print(price, shares));
+                    self.change(locate, Some(stock), ts, |b| {
+                        b.print(price, shares, Sale::Cross(cross_type))
+                    });
                 }
                 Ok(())
             }
@@ -542,7 +588,7 @@ impl Books {
         self.change(locate, None, ts, |b| {
             let rank = b.side(o.buy).remove(o.price, shares);
             match print.unwrap_or(Some(o.price)) {
-                Some(price) => b.print(price, shares),
+                Some(price) => b.print(price, shares, Sale::Execution),
                 None => rank < DEPTH,
             }
         });

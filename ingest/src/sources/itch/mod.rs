@@ -20,9 +20,13 @@
 //! `max_wait_ms`, `loop`). A stock ticks only when a message changed its top
 //! [`book::DEPTH`] levels, its last print or its volume; the tick carries the whole
 //! level 1, the depth and the trading `state` ([`book::state_of`]; a change of state is a
-//! change of the tick). See `docs/itch.md` for the field mapping. The trades stream of
-//! protocol 1.1 is not built yet: prints will go to `tr.*` from where `Book::print`
-//! records them.
+//! change of the tick). See `docs/itch.md` for the field mapping.
+//!
+//! Every print (`E`, printable `C`, `P`, `Q`) goes out as a [`Print`] with the tick that
+//! shows it, and from there on `tr.*` as every source's prints do. Ticks are built after
+//! every message and a message prints at most once, so each print has a tick of its own
+//! (its `last`, `last_size` and `volume` show that print) and its own seq and
+//! `trade_id`; none is folded into another. Conditions: [`conditions`].
 
 pub mod book;
 pub mod day;
@@ -41,7 +45,8 @@ use tickmesh_core::tick::{Depth, Kind, Tick, now_us};
 use tokio::sync::mpsc;
 
 use super::replay::{BATCH, CHANNEL_BATCHES, ReplayStats, Replayed, validate_pace};
-use book::{Book, DEPTH};
+use super::{OPENING, Print};
+use book::{Book, DEPTH, Printed, Sale};
 use day::Day;
 
 /// Bad frames and refused messages logged one by one per file; after that, every 1000th.
@@ -157,6 +162,26 @@ pub fn tick_of(book: &Book, src_ts: u64) -> Tick {
     }
 }
 
+/// The sale conditions of a print: none for an execution of a displayed order (`E`,
+/// printable `C`); `non_displayed` for `P`; `cross` for `Q`, and with it `opening` for
+/// the opening cross (as the simulator's opening print), `closing` for the closing cross,
+/// `reopening` for a halt or IPO cross.
+pub fn conditions(sale: Sale) -> &'static [&'static str] {
+    match sale {
+        Sale::Execution => &[],
+        Sale::NonDisplayed => &["non_displayed"],
+        Sale::Cross(b'O') => &["cross", OPENING],
+        Sale::Cross(b'C') => &["cross", "closing"],
+        Sale::Cross(b'H') => &["cross", "reopening"],
+        Sale::Cross(_) => &["cross"],
+    }
+}
+
+/// The [`Print`] of a book's print: price and size as the tick shows them.
+pub fn print_of(p: Printed) -> Print {
+    Print::with(price(p.price), u64::from(p.shares), conditions(p.sale))
+}
+
 /// Reads a whole file (plain or gzip) into one [`Day`], as fast as it goes.
 pub fn read_day(input: impl std::io::Read) -> std::io::Result<Day> {
     let mut day = Day::new();
@@ -192,12 +217,13 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn push(&mut self, tick: Tick, src: u64) -> ControlFlow<()> {
+    fn push(&mut self, tick: Tick, src: u64, print: Option<Print>) -> ControlFlow<()> {
         self.last_src = src;
         self.ticks += 1;
         self.batch.push(Replayed {
             tick,
             src_ts: Some(src),
+            print,
         });
         if self.batch.len() >= BATCH {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
@@ -281,6 +307,7 @@ fn replay_file(
             f => (f + 1).saturating_sub(raw),
         });
         for &locate in &changed {
+            let print = day.books.take_print(locate).map(print_of);
             let Some(book) = day.books.book(locate) else {
                 continue;
             };
@@ -291,7 +318,7 @@ fn replay_file(
                 }
                 continue;
             }
-            out.push(tick_of(book, raw + shift), raw + shift)?;
+            out.push(tick_of(book, raw + shift), raw + shift, print)?;
         }
         ControlFlow::Continue(())
     };
