@@ -141,6 +141,8 @@ fn zero_series() {
         "tickmesh_edge_subscriptions",
         "tickmesh_edge_symbols",
         "tickmesh_edge_handshakes_in_flight",
+        "tickmesh_edge_tapes",
+        "tickmesh_edge_bar_feeds",
     ] {
         gauge!(gauge).increment(0.0);
     }
@@ -149,14 +151,27 @@ fn zero_series() {
         "tickmesh_edge_updates_out_total",
         "tickmesh_edge_bytes_out_total",
         "tickmesh_edge_nats_reconnects_total",
+        "tickmesh_edge_trades_in_total",
+        "tickmesh_edge_trades_out_total",
+        "tickmesh_edge_history_errors_total",
     ] {
         counter!(total).increment(0);
     }
-    let labelled: [(&'static str, &'static str, &[&'static str]); 5] = [
+    let labelled: [(&'static str, &'static str, &[&'static str]); 7] = [
         (
             "tickmesh_edge_slow_consumer_total",
             "action",
-            &["conflated", "closed"],
+            &["conflated", "closed", "cut_tape"],
+        ),
+        (
+            "tickmesh_edge_trades_dropped_total",
+            "reason",
+            &["invalid", "wrong_subject", "duplicate"],
+        ),
+        (
+            "tickmesh_edge_bars_dropped_total",
+            "reason",
+            &["invalid", "wrong_subject"],
         ),
         (
             "tickmesh_edge_snapshot_reads_total",
