@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * The TickMesh dashboard: watchlist, options chain, depth ladder, time and sales (the
- * tape of the symbol the ladder shows) and status bar.
+ * The TickMesh dashboard: watchlist, candle chart, options chain, depth ladder, time
+ * and sales (the chart and the tape are of the symbol the ladder shows) and status bar.
  *
  * Messages only update plain state objects and mark what changed; one
  * requestAnimationFrame pass writes the changed cells to the DOM. With hundreds of
@@ -9,14 +9,16 @@
  * far outside the visible part of the list stay dirty until they scroll into view.
  * Cells are re-written only when their text changes, and nothing animates: an animated
  * background on hundreds of cells is repainted on every frame. The tape keeps at most
- * `TAPE_ROWS` rows: once full, its oldest rows are re-used for the newest prints.
+ * `TAPE_ROWS` rows: once full, its oldest rows are re-used for the newest prints. The
+ * chart keeps at most `CHART_BARS` bars and is drawn on a canvas, in that same pass, only
+ * when a bar, its size or the screen's pixel ratio changed.
  *
  * Page parameters: `?token=` (passed on to the stream), `?enc=msgpack`,
  * `?symbols=A,B,C` (replaces the default watchlist), `?chain=AAPL`, `?depth=AAPL` (the
- * symbol of the ladder and the tape).
+ * symbol of the ladder, the chart and the tape), `?tf=1m` (the chart's timeframe).
  */
 
-import { TickMeshClient } from './tickmesh.js';
+import { TickMeshClient, TIMEFRAMES } from './tickmesh.js';
 
 const DEFAULT_WATCHLIST = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'SPY', 'QQQ', 'AMZN', 'GOOGL', 'META', 'AMD'];
 const SYMBOL_RE = /^[A-Z0-9][A-Z0-9_-]{0,63}$/;
@@ -40,6 +42,17 @@ const LOG_LINES = 50;
 /** Prints on show in the tape, and those of history asked for when it changes symbol. */
 const TAPE_ROWS = 200;
 const TAPE_HISTORY = 100;
+/** Bars the chart keeps, those of history asked for when it changes, and how often the bar in progress is sent. */
+const CHART_BARS = 300;
+const CHART_HISTORY = 200;
+const CHART_INTERVAL_MS = 250;
+/** Room per candle, CSS px: as many of the newest bars as fit at the narrowest. */
+const CANDLE_MIN = 5;
+const CANDLE_MAX = 15;
+/** Periods of the time axis's labels, s: the shortest multiple of the timeframe that leaves room. */
+const TIME_STEPS = [1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800, 2592000];
+/** @type {Record<string, number>} timeframe -> its length, s */
+const TF_SECONDS = { '1s': 1, '1m': 60, '5m': 300, '1h': 3600, '1d': 86400 };
 
 const params = new URLSearchParams(location.search);
 const client = new TickMeshClient({
@@ -438,6 +451,7 @@ function showDepth(raw) {
   reconcile();
   if (previous && !subscribed.has(previous)) quotes.delete(previous);
   showTape(sym);
+  showChart(sym, candles.tf);
 }
 
 function renderDepth() {
@@ -533,6 +547,176 @@ function renderTape() {
   body.prepend(rows);
 }
 
+// ---- candle chart ----------------------------------------------------------------------
+
+const candles = {
+  symbol: '',
+  /** @type {import('./tickmesh.js').Timeframe} */
+  tf: /** @type {any} */ (TIMEFRAMES.includes(/** @type {any} */ (params.get('tf'))) ? params.get('tf') : '1s'),
+  /** Oldest first, one per `t`, at most CHART_BARS. @type {import('./tickmesh.js').Bar[]} */
+  bars: [],
+  dirty: false,
+  /** The canvas's box, CSS px (from a ResizeObserver: no layout is read while drawing). */
+  width: 0,
+  height: 0,
+  /** The devicePixelRatio the canvas was drawn for. */
+  dpr: 0,
+  /** Colours and font, from the style sheet. @type {Record<string, string> | null} */
+  theme: null,
+};
+
+/** Follows `sym`'s `tf` bars in place of those on show. @param {string} sym @param {import('./tickmesh.js').Timeframe} tf */
+function showChart(sym, tf) {
+  if (sym === candles.symbol && tf === candles.tf) return;
+  if (candles.symbol) client.unsubscribe({ symbols: [candles.symbol], stream: 'bars', tf: candles.tf }).catch(requestFailed);
+  candles.symbol = sym;
+  candles.tf = tf;
+  candles.bars = [];
+  candles.dirty = true;
+  put($('chart-symbol'), sym);
+  for (const b of $('chart-tf').querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.tf === tf));
+  client.subscribe({ symbols: [sym], stream: 'bars', tf, history: CHART_HISTORY, interval_ms: CHART_INTERVAL_MS }).catch(requestFailed);
+}
+
+/** Keeps bars by `t`: an update or a final replaces the bar of its `t`. @param {import('./tickmesh.js').BarsEvent} e */
+function onBars(e) {
+  // Another symbol or timeframe: bars of the one given up, still in flight.
+  if (e.symbol !== candles.symbol || e.tf !== candles.tf) return;
+  const bars = candles.bars;
+  for (const bar of e.bars) {
+    let i = bars.length;
+    while (i > 0 && bars[i - 1].t > bar.t) i--;
+    if (i > 0 && bars[i - 1].t === bar.t) bars[i - 1] = bar;
+    else bars.splice(i, 0, bar);
+  }
+  if (bars.length > CHART_BARS) bars.splice(0, bars.length - CHART_BARS);
+  candles.dirty = true;
+}
+
+/** A round step at least `raw` (1, 2, 2.5 or 5 times a power of ten), and the decimals it needs. @param {number} raw */
+function niceStep(raw) {
+  const exp = Math.floor(Math.log10(raw));
+  const m = [1, 2, 2.5, 5, 10].find((f) => f * 10 ** exp >= raw) ?? 10;
+  return { step: m * 10 ** exp, decimals: Math.max(0, (m === 2.5 ? 1 : 0) - exp) };
+}
+
+/** A time axis label of a bar start `us`, for labels `step` s apart. @param {number} us @param {number} step */
+function timeLabel(us, step) {
+  const d = new Date(us / 1000);
+  const two = (/** @type {number} */ n) => String(n).padStart(2, '0');
+  if (step >= 86400) return `${two(d.getUTCMonth() + 1)}-${two(d.getUTCDate())}`; // days start at 00:00 UTC
+  const hm = `${two(d.getHours())}:${two(d.getMinutes())}`;
+  return step < 60 ? `${hm}:${two(d.getSeconds())}` : hm;
+}
+
+function renderChart() {
+  const dpr = window.devicePixelRatio || 1;
+  if (dpr !== candles.dpr) candles.dirty = true; // zoomed, or moved to another screen
+  if (!candles.dirty) return;
+  candles.dirty = false;
+  candles.dpr = dpr;
+  const canvas = /** @type {HTMLCanvasElement} */ ($('chart'));
+  const [w, h] = [Math.round(candles.width * dpr), Math.round(candles.height * dpr)];
+  if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
+  const ctx = canvas.getContext('2d');
+  if (ctx) drawChart(ctx, w, h, dpr);
+  const last = candles.bars.at(-1);
+  const legend = last ? `O ${price(last.open)}  H ${price(last.high)}  L ${price(last.low)}  C ${price(last.close)}  V ${volume(last.volume)}` : '';
+  put($('chart-ohlc'), legend);
+}
+
+/** The chart's colours and font, as the style sheet names them. @param {CSSStyleDeclaration} css */
+function themeOf(css) {
+  return Object.fromEntries(['--up', '--down', '--text', '--muted', '--line', '--bg', '--mono'].map((v) => [v, css.getPropertyValue(v).trim()]));
+}
+
+/**
+ * Draws the newest bars that fit, the newest at the right, in device pixels, every edge
+ * on a whole pixel: candles, price grid and labels, time labels, and the last close.
+ * @param {CanvasRenderingContext2D} ctx @param {number} w @param {number} h @param {number} dpr
+ */
+function drawChart(ctx, w, h, dpr) {
+  const th = (candles.theme ??= themeOf(getComputedStyle(document.documentElement)));
+  const px = (/** @type {number} */ v) => Math.round(v * dpr);
+  const line = Math.max(1, Math.floor(dpr));
+  const [left, top, right, bottom] = [px(8), px(10), w - px(64), h - px(20)];
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = `${px(10)}px ${th['--mono']}`;
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = th['--muted'];
+  if (right - left < px(40) || bottom - top < px(40)) return;
+  if (!candles.bars.length) {
+    ctx.textAlign = 'center';
+    ctx.fillText(candles.symbol ? `waiting for ${candles.symbol} ${candles.tf} bars` : '', (left + right) / 2, (top + bottom) / 2);
+    return;
+  }
+  const pitch = Math.max(px(CANDLE_MIN), Math.min(px(CANDLE_MAX), Math.floor((right - left) / candles.bars.length)));
+  const bars = candles.bars.slice(-Math.floor((right - left) / pitch));
+  let body = Math.max(line, Math.floor(pitch * 0.7));
+  if ((body - line) % 2) body--; // the wick in the middle of the body
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const b of bars) {
+    lo = Math.min(lo, b.low);
+    hi = Math.max(hi, b.high);
+  }
+  const pad = (hi - lo || Math.abs(hi) * 0.002 || 1) * 0.08;
+  lo -= pad;
+  hi += pad;
+  const y = (/** @type {number} */ p) => top + Math.round(((hi - p) / (hi - lo)) * (bottom - top));
+  const last = bars[bars.length - 1];
+  const yl = y(last.close);
+
+  // Price grid and labels, about every 40 CSS px.
+  const { step, decimals } = niceStep(((hi - lo) * px(40)) / (bottom - top));
+  ctx.textAlign = 'left';
+  for (let k = Math.ceil(lo / step); k * step <= hi; k++) {
+    const yy = y(k * step);
+    ctx.fillStyle = th['--line'];
+    ctx.fillRect(left, yy, right - left, line);
+    ctx.fillStyle = th['--muted'];
+    // The last close's label takes this place on the axis.
+    if (Math.abs(yy - yl) >= px(14)) ctx.fillText((k * step).toFixed(Math.min(6, Math.max(2, decimals))), right + px(6), yy);
+  }
+
+  // Time labels where a bar starts a new period, at least 70 CSS px apart.
+  const tf = TF_SECONDS[candles.tf];
+  const period = TIME_STEPS.find((s) => s % tf === 0 && (s / tf) * pitch >= px(70)) ?? TIME_STEPS[TIME_STEPS.length - 1];
+  const x0 = right - bars.length * pitch;
+  let labelled = -Infinity;
+  ctx.textAlign = 'center';
+  bars.forEach((b, i) => {
+    const x = x0 + i * pitch + Math.floor(pitch / 2);
+    const n = Math.floor(b.t / 1e6 / period);
+    if (i > 0 && n !== Math.floor(bars[i - 1].t / 1e6 / period) && x - labelled >= px(70) && x > px(24) && x < right - px(24)) {
+      ctx.fillStyle = th['--line'];
+      ctx.fillRect(x, top, line, bottom - top);
+      ctx.fillStyle = th['--muted'];
+      ctx.fillText(timeLabel(b.t, period), x, bottom + px(10));
+      labelled = x;
+    }
+  });
+
+  // The last close, across the plot and on the axis.
+  const dir = (/** @type {typeof last} */ b) => (b.close > b.open ? th['--up'] : b.close < b.open ? th['--down'] : th['--text']);
+  ctx.fillStyle = th['--muted'];
+  for (let x = left; x < right; x += px(6)) ctx.fillRect(x, yl, Math.min(px(3), right - x), line);
+
+  // Candles: wick high to low, body open to close; green up, red down.
+  bars.forEach((b, i) => {
+    const x = x0 + i * pitch + Math.floor((pitch - body) / 2);
+    const [yh, yt, yb] = [y(b.high), y(Math.max(b.open, b.close)), y(Math.min(b.open, b.close))];
+    ctx.fillStyle = dir(b);
+    ctx.fillRect(x + (body - line) / 2, yh, line, Math.max(line, y(b.low) - yh));
+    ctx.fillRect(x, yt, body, Math.max(line, yb - yt));
+  });
+  ctx.fillStyle = dir(last);
+  ctx.fillRect(right, yl - px(8), w - right, px(16));
+  ctx.fillStyle = th['--bg'];
+  ctx.textAlign = 'left';
+  ctx.fillText(price(last.close), right + px(6), yl);
+}
+
 // ---- status bar ------------------------------------------------------------------------
 
 const status = { updates: 0, windowStart: performance.now(), ups: 0, shownAt: 0 };
@@ -584,6 +768,7 @@ function onTick(tick) {
 client.on('snapshot', onTick);
 client.on('tick', onTick);
 client.on('trades', onTrades);
+client.on('bars', onBars);
 client.on('welcome', (w) => log(`connected to ${w.edge} (session ${w.session})`));
 client.on('error', (e) => {
   log(`${e.code}${e.symbol ? ` ${e.symbol}` : ''}: ${e.message}`, e.code === 'slow_consumer' ? 'warn' : 'error');
@@ -637,6 +822,7 @@ function frame(now) {
   renderChain();
   renderDepth();
   renderTape();
+  renderChart();
   renderStatus(now);
   requestAnimationFrame(frame);
 }
@@ -668,6 +854,15 @@ function start() {
   $('chain-expiry').addEventListener('change', (ev) => {
     showChain(chain.underlying, /** @type {HTMLSelectElement} */ (ev.target).value);
   });
+  $('chart-tf').addEventListener('click', (ev) => {
+    const tf = /** @type {HTMLElement} */ (ev.target).closest('button')?.dataset.tf;
+    if (tf) showChart(candles.symbol, /** @type {any} */ (tf));
+  });
+  new ResizeObserver(([entry]) => {
+    candles.width = entry.contentRect.width;
+    candles.height = entry.contentRect.height;
+    candles.dirty = true;
+  }).observe(/** @type {HTMLElement} */ ($('chart').parentElement));
   $('depth-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const input = /** @type {HTMLInputElement} */ ($('depth-input'));

@@ -9,7 +9,11 @@
  * dropped, on this connection or the next one). Tapes (time and sales, `stream: "trades"`)
  * are kept the same way: replayed after every `welcome`, each with its own `history`, and
  * the last print's `seq` per symbol, so that the fresh history a replayed tape starts
- * with never delivers a print twice.
+ * with never delivers a print twice. Bars (`stream: "bars"`) are kept per symbol and
+ * timeframe, replayed the same way with their `history` and `interval_ms`; a bar is
+ * identified by symbol, timeframe and start `t`, so a replayed subscription's fresh
+ * history passes on only the bars from the newest one delivered on, and never a bar
+ * after its `final`.
  *
  * Reconnects use exponential backoff with full jitter, except after a `reconnect` notice
  * (the gateway is draining: wait its `after_ms`). Close codes 4400-4499 are terminal for
@@ -31,6 +35,10 @@ export const DEFAULT_MODE = 'quote';
 export const DEFAULT_INTERVAL_MS = 250;
 /** Prints of history a tape starts with unless asked (the protocol's default; at most 500). */
 export const DEFAULT_TRADES_HISTORY = 50;
+/** Closed bars of history a bars subscription starts with unless asked (at most 1000). */
+export const DEFAULT_BARS_HISTORY = 100;
+/** The timeframes of stream `bars`. */
+export const TIMEFRAMES = Object.freeze(['1s', '1m', '5m', '1h', '1d']);
 
 /** @type {Readonly<Record<string, string>>} request op -> reply type */
 const REPLY_TYPE = Object.freeze({
@@ -43,7 +51,7 @@ const REPLY_TYPE = Object.freeze({
 });
 
 const MODES = new Set(['ltp', 'quote', 'full']);
-const STREAMS = new Set(['ticks', 'trades']);
+const STREAMS = new Set(['ticks', 'trades', 'bars']);
 
 /** Error codes that mean "this symbol is not part of the session": never replayed. */
 const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_entitled', 'too_many_symbols']);
@@ -100,6 +108,29 @@ const OPEN = 1;
  *   only its prints newer than those delivered): never a reason to clear what is shown
  * @property {Trade[]} trades
  *
+ * @typedef {'1s' | '1m' | '5m' | '1h' | '1d'} Timeframe
+ *
+ * @typedef {object} Bar one OHLCV bar of a symbol and timeframe
+ * @property {string} symbol
+ * @property {number} t its start, µs since the Unix epoch (a multiple of the timeframe;
+ *   days start at 00:00 UTC): with the symbol and timeframe, what identifies the bar
+ * @property {number} open
+ * @property {number} high
+ * @property {number} low
+ * @property {number} close
+ * @property {number} volume
+ * @property {number} trades prints in it
+ * @property {boolean} final true once it closed: it never changes again
+ *
+ * @typedef {object} BarsEvent bars of one symbol and timeframe, oldest first
+ * @property {string} symbol
+ * @property {Timeframe} tf
+ * @property {boolean} snapshot from the history a subscription starts with (its closed
+ *   bars, then the bar in progress); after a reconnect only the bars from the newest one
+ *   delivered on: never a reason to clear what is shown
+ * @property {Bar[]} bars each replaces a bar delivered before with the same `t`, if any
+ *   (the bar in progress, updated; or its `final`)
+ *
  * @typedef {object} SymbolStatus a subscribed symbol's trading state changed (right before
  *   the first update in the new state), or it turned stale or fresh again
  * @property {string} symbol
@@ -129,10 +160,12 @@ const OPEN = 1;
  * @property {string[]} [chains] `"UNDERLYING:YYYY-MM-DD"`
  * @property {Mode} [mode] default `quote`
  * @property {number} [interval_ms] default 250; 0 = every tick
- * @property {'ticks' | 'trades'} [stream] default `ticks`; `trades` follows the tapes of
- *   `symbols` (no `chains`; `mode` and `interval_ms` are not used)
+ * @property {'ticks' | 'trades' | 'bars'} [stream] default `ticks`; `trades` follows the
+ *   tapes of `symbols` (no `chains`; `mode` and `interval_ms` are not used); `bars` their
+ *   bars of timeframe `tf` (no `chains`; `mode` is not used)
  * @property {number} [history] `trades`: prints of history first, default 50 (the
- *   server serves at most 500)
+ *   server serves at most 500); `bars`: closed bars first, default 100 (at most 1000)
+ * @property {Timeframe} [tf] `bars`: the timeframe, required
  *
  * @typedef {object} CloseInfo
  * @property {number} code
@@ -168,6 +201,11 @@ const OPEN = 1;
  * @property {SymbolStatus} symbolstatus
  * @property {TradesEvent} trades prints of a tape, per symbol: its history first
  *   (`snapshot: true`), then every later print; each print once, across reconnects too
+ * @property {BarsEvent} bars bars, per symbol and timeframe: the history (`snapshot:
+ *   true`), then the bar in progress as it changes and each bar once more with `final:
+ *   true` when it closes; keep them by `t`, replacing a bar with the same `t`. Nothing
+ *   older than the newest bar delivered, and nothing after a bar's `final`, is passed on,
+ *   across reconnects too
  * @property {Record<string, any>} message every decoded server message, before the others
  *
  * @typedef {object} ClientOptions
@@ -242,14 +280,27 @@ function chainSymbolPattern(chain) {
 }
 
 /**
- * Why a request cannot name `stream` (and `chains`), if it cannot.
- * @param {unknown} stream @param {unknown} chains
+ * Why a request cannot name `stream` (and `chains`, and `tf`), if it cannot.
+ * @param {unknown} stream @param {unknown} chains @param {unknown} tf
  * @returns {TypeError | null}
  */
-function badStream(stream, chains) {
+function badStream(stream, chains, tf) {
   if (!STREAMS.has(/** @type {string} */ (stream))) return new TypeError(`unknown stream ${stream}`);
-  if (stream === 'trades' && upper(chains).length) return new TypeError('a trades subscription takes symbols, not chains');
+  if (stream !== 'ticks' && upper(chains).length) return new TypeError(`a ${stream} subscription takes symbols, not chains`);
+  if (stream === 'bars' && !TIMEFRAMES.includes(/** @type {any} */ (tf))) {
+    return new TypeError(`stream "bars" needs tf: one of ${TIMEFRAMES.join(', ')}, not ${tf}`);
+  }
   return null;
+}
+
+/** Why `value` cannot be the request's `name`, if it cannot. @param {string} name @param {unknown} value */
+function badCount(name, value) {
+  return Number.isInteger(value) && /** @type {number} */ (value) >= 0 ? null : new TypeError(`${name} must be a whole number >= 0, not ${value}`);
+}
+
+/** The key of a symbol's bars of a timeframe (`/` is not in the symbol grammar). @param {string} symbol @param {string} tf */
+function barKey(symbol, tf) {
+  return `${symbol}/${tf}`;
 }
 
 /** @param {unknown} list @returns {string[]} */
@@ -302,9 +353,10 @@ export class TickMeshClient {
      * `conflated`: ticks the gateway folded into the updates it sent; `lost`: ticks it said
      * never reached it (`gap`); `broken`: updates that skipped seqs neither folded nor told;
      * `prints`: trade prints delivered; `reprints`: prints dropped as delivered before (a
-     * replayed tape's history).
+     * replayed tape's history); `bars`: bars (and updates of bars) delivered; `rebars`:
+     * bars dropped as older than the newest delivered, or after its `final`.
      */
-    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0 };
+    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0 };
     /** Per symbol since its last tick: the highest seq and the count of `gap`s told. @type {Map<string, {to: number, n: number}>} */
     this._told = new Map();
     /** Epoch of the last tick delivered per symbol. @type {Map<string, number | undefined>} */
@@ -322,6 +374,10 @@ export class TickMeshClient {
     this._tapes = new Map();
     /** Seq of the last print delivered per symbol. @type {Map<string, number>} */
     this._tradeSeq = new Map();
+    /** Bars as sent, per `barKey`, replayed after a reconnect. @type {Map<string, {symbol: string, tf: Timeframe, history: number, interval_ms: number}>} */
+    this._bars = new Map();
+    /** The newest bar delivered per `barKey`: its start and whether it was final. @type {Map<string, {t: number, final: boolean}>} */
+    this._barLast = new Map();
     /** Sent, awaiting a reply. @type {Map<number, Pending>} */
     this._pending = new Map();
     /** Made while not connected, sent after the next `welcome`. @type {Pending[]} */
@@ -609,6 +665,9 @@ export class TickMeshClient {
       case 'trades':
         if (Array.isArray(msg.trades)) this._onTrades(msg.snapshot === true, msg.trades);
         return;
+      case 'bars':
+        if (Array.isArray(msg.bars)) this._onBars(msg.tf, msg.snapshot === true, msg.bars);
+        return;
       case 'status':
         // A subscribed symbol changed trading state, or turned stale or fresh (the
         // server's `status`, not the connection's, which is the `status` event).
@@ -718,6 +777,36 @@ export class TickMeshClient {
     for (const [symbol, list] of bySymbol) this._emit('trades', { symbol, snapshot, trades: list });
   }
 
+  /**
+   * Passes on, per symbol, the bars not older than the newest one delivered: a bars
+   * subscription replayed after a reconnect starts with a fresh history that overlaps
+   * what was shown. The newest bar delivered is passed on again (an update, or its
+   * `final`) until its `final` has been; bars of a subscription no longer held are dropped.
+   * @param {Timeframe} tf
+   * @param {boolean} snapshot
+   * @param {Bar[]} bars
+   */
+  _onBars(tf, snapshot, bars) {
+    /** @type {Map<string, Bar[]>} */
+    const bySymbol = new Map();
+    for (const b of bars) {
+      if (!b || typeof b.t !== 'number') continue;
+      const key = barKey(b.symbol, tf);
+      if (!this._bars.has(key)) continue;
+      const last = this._barLast.get(key);
+      if (last !== undefined && (b.t < last.t || (b.t === last.t && last.final))) {
+        this.stats.rebars++;
+        continue;
+      }
+      this._barLast.set(key, { t: b.t, final: b.final === true });
+      this.stats.bars++;
+      const list = bySymbol.get(b.symbol);
+      if (list) list.push(b);
+      else bySymbol.set(b.symbol, [b]);
+    }
+    for (const [symbol, list] of bySymbol) this._emit('bars', { symbol, tf, snapshot, bars: list });
+  }
+
   /** @param {Welcome} msg */
   _onWelcome(msg) {
     this.welcome = msg;
@@ -744,14 +833,17 @@ export class TickMeshClient {
     }
     // Only a refusal of a subscribe (or an event outside any request) ends a subscription:
     // `chains AAPL` answered with `unknown_symbol AAPL` says nothing about the AAPL quote.
-    // A refusal outside any request may be about either stream: both are dropped.
+    // A refusal outside any request may be about any stream: all of the symbol's are
+    // dropped. A refusal of a bars subscribe drops that timeframe's bars of it only.
     if (msg.symbol && REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) {
-      const tapes = p?.msg.stream === 'trades';
-      if (!tapes) {
+      const stream = id == null ? undefined : p?.msg.stream ?? 'ticks';
+      if (stream === undefined || stream === 'ticks') {
         this._symbols.delete(msg.symbol);
         this._chains.delete(msg.symbol);
       }
-      if (tapes || id == null) this._tapes.delete(msg.symbol);
+      if (stream === undefined || stream === 'trades') this._tapes.delete(msg.symbol);
+      if (stream === 'bars') this._bars.delete(barKey(msg.symbol, p?.msg.tf));
+      if (stream === undefined) for (const [key, b] of this._bars) if (b.symbol === msg.symbol) this._bars.delete(key);
     }
     // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
     if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
@@ -789,7 +881,10 @@ export class TickMeshClient {
 
   // ---- outbound -------------------------------------------------------------------
 
-  /** Replays every subscription: one request per (mode, interval) group, one per tape history. */
+  /**
+   * Replays every subscription: one request per (mode, interval) group, one per tape
+   * history, one per (timeframe, history, interval) of bars.
+   */
   _resubscribe() {
     /** @type {Map<string, {mode: Mode, interval_ms: number, symbols: string[], chains: string[]}>} */
     const groups = new Map();
@@ -820,6 +915,18 @@ export class TickMeshClient {
     }
     for (const [history, symbols] of tapes) {
       const msg = { op: 'subscribe', id: this._nextId++, stream: 'trades', history, symbols };
+      this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
+    }
+    /** @type {Map<string, {tf: Timeframe, history: number, interval_ms: number, symbols: string[]}>} */
+    const bars = new Map();
+    for (const { symbol, tf, history, interval_ms } of this._bars.values()) {
+      const key = `${tf}/${history}/${interval_ms}`;
+      let g = bars.get(key);
+      if (!g) bars.set(key, (g = { tf, history, interval_ms, symbols: [] }));
+      g.symbols.push(symbol);
+    }
+    for (const { tf, history, interval_ms, symbols } of bars.values()) {
+      const msg = { op: 'subscribe', id: this._nextId++, stream: 'bars', tf, history, interval_ms, symbols };
       this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
     }
   }
@@ -856,7 +963,17 @@ export class TickMeshClient {
 
   /** Keeps the replay list in step with what the server was asked. @param {Record<string, any>} msg */
   _record(msg) {
-    if (msg.stream === 'trades') {
+    if (msg.stream === 'bars') {
+      for (const symbol of msg.symbols ?? []) {
+        const key = barKey(symbol, msg.tf);
+        if (msg.op === 'subscribe') {
+          this._bars.set(key, { symbol, tf: msg.tf, history: msg.history, interval_ms: msg.interval_ms });
+        } else if (msg.op === 'unsubscribe') {
+          this._bars.delete(key);
+          this._barLast.delete(key);
+        }
+      }
+    } else if (msg.stream === 'trades') {
       for (const s of msg.symbols ?? []) {
         if (msg.op === 'subscribe') {
           this._tapes.set(s, { history: msg.history });
@@ -895,22 +1012,27 @@ export class TickMeshClient {
    * first, then every print, as `trades` events. Replayed after a reconnect like ticks;
    * the fresh history it gets then is passed on only from the first print not delivered
    * yet. A tape held already is not changed (and gets no second history).
+   *
+   * With `stream: "bars"` and `tf`, follows the bars of that timeframe of `symbols`:
+   * `history` closed bars and the bar in progress first, then the bar in progress at most
+   * every `interval_ms` and each bar once more with `final: true`, as `bars` events.
+   * Replayed after a reconnect; the fresh history it gets then is passed on from the
+   * newest bar delivered on. Bars held already get no second history: their interval is
+   * changed in place.
    * @param {SubscribeRequest} req
    */
-  subscribe({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS, stream = 'ticks', history = DEFAULT_TRADES_HISTORY }) {
+  subscribe({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS, stream = 'ticks', history, tf }) {
     // Checked here: a bad value would otherwise be replayed after every reconnect.
-    const bad = badStream(stream, chains);
+    const bad = badStream(stream, chains, tf) ?? (stream === 'trades' ? null : badCount('interval_ms', interval_ms));
     if (bad) return Promise.reject(bad);
-    if (stream === 'trades') {
-      if (!Number.isInteger(history) || history < 0) {
-        return Promise.reject(new TypeError(`history must be a whole number >= 0, not ${history}`));
-      }
-      return this._request('subscribe', { stream, history, symbols: upper(symbols) });
+    if (stream !== 'ticks') {
+      history ??= stream === 'trades' ? DEFAULT_TRADES_HISTORY : DEFAULT_BARS_HISTORY;
+      const badHistory = badCount('history', history);
+      if (badHistory) return Promise.reject(badHistory);
+      const fields = stream === 'trades' ? { stream, history } : { stream, tf, history, interval_ms };
+      return this._request('subscribe', { ...fields, symbols: upper(symbols) });
     }
     if (!MODES.has(mode)) return Promise.reject(new TypeError(`unknown mode ${mode}`));
-    if (!Number.isInteger(interval_ms) || interval_ms < 0) {
-      return Promise.reject(new TypeError(`interval_ms must be a whole number >= 0, not ${interval_ms}`));
-    }
     /** @type {Record<string, any>} */
     const fields = { mode, interval_ms };
     const s = upper(symbols);
@@ -923,13 +1045,14 @@ export class TickMeshClient {
   /**
    * Stops symbols and chains and forgets their seq, so a later subscribe starts afresh.
    * With `stream: "trades"`, stops the tapes of `symbols`: a later subscribe of one gets
-   * its history again.
-   * @param {{symbols?: string[], chains?: string[], stream?: 'ticks' | 'trades'}} req
+   * its history again; with `stream: "bars"`, their bars of timeframe `tf`, likewise.
+   * @param {{symbols?: string[], chains?: string[], stream?: 'ticks' | 'trades' | 'bars', tf?: Timeframe}} req
    */
-  unsubscribe({ symbols, chains, stream = 'ticks' }) {
-    const bad = badStream(stream, chains);
+  unsubscribe({ symbols, chains, stream = 'ticks', tf }) {
+    const bad = badStream(stream, chains, tf);
     if (bad) return Promise.reject(bad);
     if (stream === 'trades') return this._request('unsubscribe', { stream, symbols: upper(symbols) });
+    if (stream === 'bars') return this._request('unsubscribe', { stream, tf, symbols: upper(symbols) });
     /** @type {Record<string, any>} */
     const fields = {};
     const s = upper(symbols);
@@ -939,7 +1062,7 @@ export class TickMeshClient {
     return this._request('unsubscribe', fields);
   }
 
-  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number, stream?: 'trades'}>}>} */
+  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number, stream?: 'trades' | 'bars', tf?: Timeframe}>}>} */
   list() {
     return this._request('list');
   }
@@ -964,12 +1087,19 @@ export class TickMeshClient {
     return this._request('auth', { token });
   }
 
-  /** The subscriptions that will be replayed after a reconnect. */
+  /**
+   * The subscriptions that will be replayed after a reconnect; `bars`: timeframe ->
+   * symbol -> `{history, interval_ms}`.
+   */
   subscriptions() {
+    /** @type {Record<string, Record<string, {history: number, interval_ms: number}>>} */
+    const bars = {};
+    for (const { symbol, tf, history, interval_ms } of this._bars.values()) (bars[tf] ??= {})[symbol] = { history, interval_ms };
     return {
       symbols: Object.fromEntries(this._symbols),
       chains: Object.fromEntries(this._chains),
       trades: Object.fromEntries(this._tapes),
+      bars,
     };
   }
 
@@ -981,5 +1111,14 @@ export class TickMeshClient {
   /** The seq of the last print of `symbol` delivered. @param {string} symbol @returns {number | undefined} */
   lastTradeSeq(symbol) {
     return this._tradeSeq.get(symbol);
+  }
+
+  /**
+   * The start `t` of the newest bar of `symbol` and `tf` delivered, and whether it was final.
+   * @param {string} symbol @param {Timeframe} tf @returns {{t: number, final: boolean} | undefined}
+   */
+  lastBar(symbol, tf) {
+    const last = this._barLast.get(barKey(symbol, tf));
+    return last && { ...last };
   }
 }

@@ -10,17 +10,20 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 
 import { launchChromium } from './chromium.mjs';
-import { ARTIFACTS, startMesh, waitFor } from './mesh.mjs';
+import { ARTIFACTS, sleep, startMesh, waitFor } from './mesh.mjs';
 
 /** @type {Awaited<ReturnType<typeof startMesh>>} */
 let mesh;
 /** @type {Awaited<ReturnType<typeof launchChromium>>} */
 let browser;
+/** When the mesh (and its ingest) started, ms. */
+let meshStartedAt = 0;
 
 before(
   async () => {
     // Started side by side; whichever started is stopped in `after` even if the other failed.
     const [m, b] = await Promise.allSettled([startMesh(), launchChromium()]);
+    meshStartedAt = Date.now();
     if (m.status === 'fulfilled') mesh = m.value;
     if (b.status === 'fulfilled') browser = b.value;
     for (const r of [m, b]) if (r.status === 'rejected') throw r.reason;
@@ -41,9 +44,11 @@ const PRICE = /^\d+\.\d{2,6}$/;
 /**
  * A page of the dashboard; collects uncaught page errors.
  * @param {string} query
+ * @param {(page: import('playwright-core').Page) => Promise<void>} [prepare] run before the page loads
  */
-async function openDashboard(query) {
+async function openDashboard(query, prepare) {
   const page = await browser.context.newPage();
+  await prepare?.(page);
   /** @type {string[]} */
   const pageErrors = [];
   page.on('pageerror', (err) => pageErrors.push(String(err)));
@@ -322,6 +327,256 @@ test('the time and sales panel shows the selected symbol\'s prints, newest on to
     checkTape(tape, 'AAPL');
     assert.ok(pricedNear(tape, await cellText(page, 'AAPL', 'last')));
 
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+    assert.deepEqual(cspViolations, [], 'the page works within its Content-Security-Policy');
+  } finally {
+    await page.close();
+  }
+});
+
+/**
+ * Records, in the page, the JSON messages its WebSockets send and the `bars` messages they
+ * receive (`window.__tx`, `window.__rx`), before the page's own code sees them. Test-only:
+ * an init script, which the page's Content-Security-Policy does not govern.
+ * @param {import('playwright-core').Page} page
+ */
+async function recordFrames(page) {
+  await page.addInitScript(() => {
+    const w = /** @type {any} */ (window);
+    const tx = (w.__tx = /** @type {any[]} */ ([]));
+    const rx = (w.__rx = /** @type {any[]} */ ([]));
+    const Native = WebSocket;
+    w.WebSocket = class extends Native {
+      /** @param {ConstructorParameters<typeof WebSocket>} args */
+      constructor(...args) {
+        super(...args);
+        this.addEventListener('message', (/** @type {MessageEvent} */ ev) => {
+          const msg = typeof ev.data === 'string' ? JSON.parse(ev.data) : null;
+          if (msg?.type === 'bars') rx.push(msg);
+        });
+      }
+      /** @param {any} data */
+      send(data) {
+        if (typeof data === 'string') tx.push(JSON.parse(data));
+        super.send(data);
+      }
+    };
+  });
+}
+
+const RGB = { up: [31, 191, 117], down: [240, 67, 90] };
+
+/**
+ * The chart as drawn in one frame, and the bars the page had received by then: read in a
+ * requestAnimationFrame callback, which runs after the page's own pass of that frame.
+ * `runs` are the candles, left to right: the columns of one colour side by side (a green
+ * or red body with its wick), with the top and bottom of all of them and of the first
+ * (the body alone). `bars` are those of the chart's symbol and timeframe, one per `t`,
+ * oldest first, as the edge sent them.
+ * @param {import('playwright-core').Page} page
+ */
+const chartOf = (page) =>
+  page.evaluate(
+    (rgb) =>
+      new Promise((resolve) =>
+        requestAnimationFrame(() => {
+          const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById('chart'));
+          const symbol = document.getElementById('chart-symbol')?.textContent?.trim() ?? '';
+          const tf = /** @type {HTMLElement | null} */ (document.querySelector('#chart-tf button[aria-pressed="true"]'))?.dataset.tf ?? '';
+          const { width, height } = canvas;
+          const data = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d')).getImageData(0, 0, width, height).data;
+          /** @param {number} i @param {number[]} c */
+          const is = (i, c) => data[i + 3] === 255 && c.every((v, k) => Math.abs(data[i + k] - v) <= 2);
+          /** @type {Array<{color: string, x0: number, x1: number, top: number, bottom: number, bodyTop: number, bodyBottom: number}>} */
+          const runs = [];
+          for (let x = 0; x < width; x++) {
+            let color = '';
+            let [top, bottom] = [-1, -1];
+            for (let y = 0; y < height; y++) {
+              const i = (y * width + x) * 4;
+              const c = is(i, rgb.up) ? 'up' : is(i, rgb.down) ? 'down' : '';
+              if (!c) continue;
+              color = color && color !== c ? 'mixed' : c;
+              if (top < 0) top = y;
+              bottom = y;
+            }
+            if (!color) continue;
+            const run = runs.at(-1);
+            if (run && run.x1 === x - 1 && run.color === color) {
+              run.x1 = x;
+              run.top = Math.min(run.top, top);
+              run.bottom = Math.max(run.bottom, bottom);
+            } else {
+              runs.push({ color, x0: x, x1: x, top, bottom, bodyTop: top, bodyBottom: bottom });
+            }
+          }
+          // The last close's label on the price axis reaches the right edge: not a candle.
+          if (runs.at(-1)?.x1 === width - 1) runs.pop();
+          /** @type {Map<number, any>} */
+          const byT = new Map();
+          for (const m of /** @type {any} */ (window).__rx) {
+            if (m.tf !== tf) continue;
+            for (const b of m.bars) if (b.symbol === symbol && !byT.get(b.t)?.final) byT.set(b.t, b);
+          }
+          resolve({
+            symbol,
+            tf,
+            legend: document.getElementById('chart-ohlc')?.textContent ?? '',
+            width,
+            height,
+            cssWidth: canvas.getBoundingClientRect().width,
+            cssHeight: canvas.getBoundingClientRect().height,
+            dpr: devicePixelRatio,
+            runs,
+            bars: [...byT.values()].sort((a, b) => a.t - b.t),
+          });
+        }),
+      ),
+    RGB,
+  );
+
+/**
+ * What a reader of the chart relies on: a candle per bar, the newest on the right, green
+ * when it closed above its open and red below (a bar that closed at its open is drawn in
+ * neither), and the wicks and bodies of all of them on one price scale: high at the top of
+ * the wick, low at its bottom, open and close at the ends of the body. Returns the bars
+ * drawn in green or red.
+ * @param {Awaited<ReturnType<typeof chartOf>>} chart @param {string} symbol @param {string} tf
+ */
+function checkChart(chart, symbol, tf) {
+  assert.equal(chart.symbol, symbol, 'the chart names the selected symbol');
+  assert.equal(chart.tf, tf, 'the timeframe pressed');
+  assert.equal(chart.width, Math.round(chart.cssWidth * chart.dpr), 'the canvas has a pixel per device pixel, across');
+  assert.equal(chart.height, Math.round(chart.cssHeight * chart.dpr), 'and down');
+  const { runs } = chart;
+  assert.ok(runs.length > 0, 'candles are drawn');
+  assert.ok(!runs.some((r) => r.color === 'mixed'), 'no candle is green and red');
+  const tfUs = { '1s': 1e6, '1m': 60e6, '5m': 300e6 }[tf] ?? 0;
+  for (const b of chart.bars) assert.equal(b.t % tfUs, 0, `bar ${b.t} starts on a multiple of ${tf}`);
+  const colored = chart.bars.filter((b) => b.close !== b.open);
+  assert.ok(colored.length >= runs.length, `${runs.length} candles drawn, ${colored.length} bars received`);
+  const drawn = colored.slice(-runs.length);
+  const dir = (/** @type {any} */ b) => (b.close > b.open ? 'up' : 'down');
+  assert.deepEqual(runs.map((r) => r.color).join(' '), drawn.map(dir).join(' '), 'a candle per bar, the newest on the right, green up, red down');
+  // One scale for every candle: y = a + b·price, fitted by least squares.
+  const points = runs.flatMap((r, i) => {
+    const b = drawn[i];
+    return [[b.high, r.top], [b.low, r.bottom], [Math.max(b.open, b.close), r.bodyTop], [Math.min(b.open, b.close), r.bodyBottom]];
+  });
+  const n = points.length;
+  const [mp, my] = [points.reduce((s, [p]) => s + p, 0) / n, points.reduce((s, [, y]) => s + y, 0) / n];
+  const slope = points.reduce((s, [p, y]) => s + (p - mp) * (y - my), 0) / (points.reduce((s, [p]) => s + (p - mp) ** 2, 0) || 1);
+  assert.ok(slope < 0, `higher prices are drawn higher (slope ${slope})`);
+  const worst = Math.max(...points.map(([p, y]) => Math.abs(my + slope * (p - mp) - y)));
+  assert.ok(worst <= 2 + chart.dpr, `every high, low, open and close within ${2 + chart.dpr} px of one price scale (worst ${worst.toFixed(1)} px)`);
+  const newest = chart.bars.at(-1);
+  assert.equal(Number(/C (\S+)/.exec(chart.legend)?.[1]), newest.close, `the legend "${chart.legend}" shows the close of the newest bar`);
+  return drawn;
+}
+
+/**
+ * Waits until the chart, read frame by frame, passes `checkChart` for `symbol` and `tf`
+ * and `pred`; returns that frame.
+ * @param {import('playwright-core').Page} page @param {string} symbol @param {string} tf
+ * @param {(c: Awaited<ReturnType<typeof chartOf>>) => boolean} [pred] @param {number} [timeoutMs]
+ */
+async function chartShows(page, symbol, tf, pred = () => true, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const chart = await chartOf(page);
+    try {
+      if (chart.symbol === symbol && chart.tf === tf && chart.runs.length > 0 && pred(chart)) {
+        checkChart(chart, symbol, tf);
+        return chart;
+      }
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    if (Date.now() > deadline) {
+      assert.fail(`the chart never showed ${symbol} ${tf} as asked: ${chart.symbol} ${chart.tf}, ${chart.runs.length} candles, ${chart.bars.length} bars`);
+    }
+    await sleep(50);
+  }
+}
+
+/**
+ * The number of candles in the first frame of the chart that has any for `symbol` and
+ * `tf`, read in each frame (a history arrives whole, live bars one at a time).
+ * @param {import('playwright-core').Page} page @param {string} symbol @param {string} tf
+ */
+async function firstChartFrame(page, symbol, tf, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const chart = await chartOf(page);
+    if (chart.symbol === symbol && chart.tf === tf && chart.runs.length > 0) return chart.runs.length;
+    if (Date.now() > deadline) assert.fail(`no candle of ${symbol} ${tf} within ${timeoutMs} ms`);
+  }
+}
+
+/**
+ * The bars requests the page sent, as `op SYMBOL tf`, from the `from`th on.
+ * @param {import('playwright-core').Page} page @param {number} [from]
+ */
+const barRequests = (page, from = 0) =>
+  page.evaluate(
+    (n) => /** @type {any[]} */ (/** @type {any} */ (window).__tx).filter((m) => m.stream === 'bars').slice(n).map((m) => `${m.op} ${m.symbols.join(',')} ${m.tf}`),
+    from,
+  );
+
+/** Waits until the edge follows `n` bar feeds (the page's: no other page is open). @param {number} n */
+async function edgeFollowsBars(n) {
+  await waitFor(`the edge to follow ${n} bar feed(s)`, async () => metric(await mesh.metrics(), 'tickmesh_edge_bar_feeds') === n, 5000, mesh.procs());
+}
+
+test('the chart draws the selected symbol\'s candles, a new one as each bar closes, and follows the timeframe and the selection', { timeout: 90000 }, async () => {
+  // The 1s history holds a bar per second of prints: give it a few.
+  await sleep(Math.max(0, 15000 - (Date.now() - meshStartedAt)));
+  const { page, pageErrors, cspViolations } = await openDashboard('?symbols=AAPL,MSFT&depth=AAPL&tf=1s', recordFrames);
+  try {
+    await waitForStatus(page, (s) => s.state === 'open', 'open');
+    // The history: a chart of candles at once, not one candle after another.
+    const shown = await firstChartFrame(page, 'AAPL', '1s');
+    assert.ok(shown >= 8, `the first frame of the AAPL chart showed ${shown} candles`);
+    let chart = await chartShows(page, 'AAPL', '1s');
+    const aapl = Number(await nextPrice(page, 'AAPL', ''));
+    assert.ok(Math.abs(chart.bars.at(-1).close / aapl - 1) < 0.03, `AAPL's bars near its last ${aapl}`);
+    assert.deepEqual(await barRequests(page), ['subscribe AAPL 1s']);
+    await edgeFollowsBars(1);
+
+    // A bar closes: its candle stays, final, and the next one is drawn on its right.
+    const first = chart.bars.at(-1);
+    chart = await chartShows(page, 'AAPL', '1s', (c) => c.bars.at(-1).t > first.t && c.bars.some((b) => b.t === first.t && b.final));
+    assert.ok(!chart.bars.slice(0, -1).some((b) => !b.final), 'every bar but the newest is final');
+    chart = await chartShows(page, 'AAPL', '1s', (c) => c.bars.at(-1).t >= first.t + 2e6);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-chart.png') });
+
+    // Another timeframe: the 1s bars are given up, the 1m ones drawn.
+    await page.click('#chart-tf button[data-tf="1m"]');
+    await chartShows(page, 'AAPL', '1m');
+    assert.deepEqual(await barRequests(page, 1), ['unsubscribe AAPL 1s', 'subscribe AAPL 1m']);
+    await edgeFollowsBars(1);
+
+    // Another symbol: the chart follows the selection, in the timeframe chosen.
+    await page.click('tr[data-symbol="MSFT"] td.sym');
+    chart = await chartShows(page, 'MSFT', '1m');
+    const msft = Number(await cellText(page, 'MSFT', 'last'));
+    assert.ok(Math.abs(chart.bars.at(-1).close / msft - 1) < 0.03, `MSFT's bars near its last ${msft}`);
+    assert.deepEqual(await barRequests(page, 3), ['unsubscribe AAPL 1m', 'subscribe MSFT 1m']);
+    await page.click('#chart-tf button[data-tf="1s"]');
+    const msftShown = await firstChartFrame(page, 'MSFT', '1s');
+    assert.ok(msftShown >= 8, `the first frame of the MSFT 1s chart showed ${msftShown} candles`);
+    await chartShows(page, 'MSFT', '1s');
+    assert.deepEqual(await barRequests(page, 5), ['unsubscribe MSFT 1m', 'subscribe MSFT 1s']);
+    await edgeFollowsBars(1);
+
+    // A smaller window, then a screen of twice the pixel density: the canvas follows both.
+    await page.setViewportSize({ width: 1000, height: 700 });
+    await chartShows(page, 'MSFT', '1s', (c) => c.cssWidth < 600);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1000, height: 700, deviceScaleFactor: 2, mobile: false });
+    chart = await chartShows(page, 'MSFT', '1s', (c) => c.dpr === 2);
+    assert.ok(chart.runs.every((r) => r.x1 - r.x0 >= 5), 'candles twice as wide, in device pixels');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-chart-hidpi.png') });
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
     assert.deepEqual(cspViolations, [], 'the page works within its Content-Security-Policy');
   } finally {

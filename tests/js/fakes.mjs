@@ -156,7 +156,7 @@ export function harness(options = {}) {
     ...options,
   });
   const events = [];
-  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades']) {
+  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades', 'bars']) {
     client.on(type, (detail) => events.push({ type, detail }));
   }
   return {
