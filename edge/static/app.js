@@ -783,9 +783,14 @@ client.on('error', (e) => {
 });
 client.on('gap', (g) => {
   const n = g.to_seq - g.from_seq + 1;
-  const what = g.reason === 'snapshot' ? 'between its snapshot and the stream' : 'lost upstream';
+  const what = {
+    snapshot: 'between its snapshot and the stream',
+    reconnect: "lost while the edge's NATS link was down",
+  }[g.reason] ?? 'lost upstream';
   log(`${g.symbol}: ${n} ticks ${what} (seq ${g.from_seq}–${g.to_seq})`, g.reason === 'snapshot' ? 'info' : 'warn');
-  const row = g.reason === 'upstream' ? watch.rows.get(g.symbol) : undefined;
+  // Ticks that were lost (upstream, or while the edge was cut off) mark the row; those
+  // between a snapshot read from KV and the stream were never owed.
+  const row = g.reason !== 'snapshot' ? watch.rows.get(g.symbol) : undefined;
   if (row) {
     row.lost += n;
     row.tr.classList.add('gapped');
