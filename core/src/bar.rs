@@ -234,14 +234,9 @@ where
             if snapshot {
                 out.extend_from_slice(br#""snapshot":true,"#);
             }
-            out.extend_from_slice(br#""bars":["#);
-            for (i, b) in bars.enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(b);
-            }
-            out.extend_from_slice(b"]}");
+            out.extend_from_slice(br#""bars":"#);
+            crate::codec::json_array(&mut out, bars);
+            out.push(b'}');
             out
         }
         Format::MsgPack => {

@@ -132,14 +132,9 @@ where
     match format {
         Format::Json => {
             let mut out = Vec::with_capacity(32 + n * 160);
-            out.extend_from_slice(br#"{"type":"ticks","ticks":["#);
-            for (i, t) in ticks.enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(t);
-            }
-            out.extend_from_slice(b"]}");
+            out.extend_from_slice(br#"{"type":"ticks","ticks":"#);
+            json_array(&mut out, ticks);
+            out.push(b'}');
             out
         }
         Format::MsgPack => {
@@ -153,6 +148,18 @@ where
             out
         }
     }
+}
+
+/// Appends `[a,b,...]` of JSON values already encoded.
+pub(crate) fn json_array<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.push(b']');
 }
 
 /// Appends the MessagePack header of an array of `n` items.

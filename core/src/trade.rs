@@ -115,14 +115,9 @@ where
             if snapshot {
                 out.extend_from_slice(br#""snapshot":true,"#);
             }
-            out.extend_from_slice(br#""trades":["#);
-            for (i, t) in trades.enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(t);
-            }
-            out.extend_from_slice(b"]}");
+            out.extend_from_slice(br#""trades":"#);
+            crate::codec::json_array(&mut out, trades);
+            out.push(b'}');
             out
         }
         Format::MsgPack => {

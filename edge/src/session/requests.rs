@@ -104,7 +104,10 @@ where
                     },
                 };
             }
-            Request::Unsubscribe(unsub) if unsub.stream != StreamKind::Ticks => {
+            Request::Unsubscribe(unsub) => {
+                if unsub.stream == StreamKind::Bars && unsub.tf.is_none() {
+                    return Ok(vec![no_timeframe(id)]);
+                }
                 let max = self.read_cap();
                 let mut refusals =
                     Refusals::new(id, self.edge.config.limits.max_errors_per_request);
@@ -112,43 +115,31 @@ where
                     cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
                 let mut symbols = self.parse_symbols(symbols, &mut refusals);
                 let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
-                match (unsub.stream, unsub.tf) {
-                    (StreamKind::Bars, None) => return Ok(vec![no_timeframe(id)]),
+                let removed: Vec<Symbol> = match (unsub.stream, unsub.tf) {
+                    (StreamKind::Ticks, _) => {
+                        let removed = self.edge.runtime.unsubscribe(self.id, &symbols);
+                        for s in &removed {
+                            self.requested.remove(s);
+                            self.admission.release(s);
+                        }
+                        removed
+                    }
                     (StreamKind::Bars, Some(tf)) => {
                         symbols.retain(|s| self.tapes.unsubscribe_bars(s, tf));
+                        symbols
                     }
-                    _ => symbols.retain(|s| self.tapes.unsubscribe(s.as_str())),
-                }
-                let mut replies = refusals.finish();
-                replies.push(ServerMsg::Unsubscribed {
-                    id,
-                    symbols: symbols.iter().map(|s| s.to_string()).collect(),
-                    chains,
-                    stream: unsub.stream,
-                    tf: unsub.tf.filter(|_| unsub.stream == StreamKind::Bars),
-                });
-                replies
-            }
-            Request::Unsubscribe(unsub) => {
-                let max = self.read_cap();
-                let mut refusals =
-                    Refusals::new(id, self.edge.config.limits.max_errors_per_request);
-                let (symbols, chains) =
-                    cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
-                let mut symbols = self.parse_symbols(symbols, &mut refusals);
-                let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
-                let removed = self.edge.runtime.unsubscribe(self.id, &symbols);
-                for s in &removed {
-                    self.requested.remove(s);
-                    self.admission.release(s);
-                }
+                    _ => {
+                        symbols.retain(|s| self.tapes.unsubscribe(s.as_str()));
+                        symbols
+                    }
+                };
                 let mut replies = refusals.finish();
                 replies.push(ServerMsg::Unsubscribed {
                     id,
                     symbols: removed.iter().map(|s| s.to_string()).collect(),
                     chains,
-                    stream: StreamKind::Ticks,
-                    tf: None,
+                    stream: unsub.stream,
+                    tf: unsub.tf.filter(|_| unsub.stream == StreamKind::Bars),
                 });
                 replies
             }
