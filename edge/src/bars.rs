@@ -10,7 +10,7 @@
 //! exactly once, never conflated: a final also stands for any update of that bar held
 //! back. A session whose queue is full is cut, as for tapes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,37 @@ struct Sub {
     last_live: Option<Instant>,
     /// The newest bar in progress held back by the interval.
     held: Option<Arc<SharedBar>>,
+    /// When `held` is due: its place in [`Book::due`].
+    due: Option<Instant>,
 }
+
+/// A subscriber's held bar, by when it is due.
+type Due = (Instant, SessionId, Symbol, Timeframe);
+
+impl Sub {
+    /// Holds `bar` back until the interval is up (listed in `due` if nothing was held).
+    fn hold(&mut self, bar: Arc<SharedBar>, now: Instant, id: SessionId, at: Place<'_>) {
+        let (key, due) = at;
+        if self.due.is_none() {
+            let when = self.last_live.map_or(now, |last| last + self.interval);
+            due.insert((when, id, key.0.clone(), key.1));
+            self.due = Some(when);
+        }
+        self.held = Some(bar);
+    }
+
+    /// Forgets the bar held back, if any.
+    fn unhold(&mut self, id: SessionId, (key, due): Place<'_>) {
+        self.held = None;
+        if let Some(at) = self.due.take() {
+            due.remove(&(at, id, key.0.clone(), key.1));
+        }
+    }
+}
+
+type Dues = BTreeSet<Due>;
+/// A feed's key and the held bars' due list: where a subscriber's held bar is listed.
+type Place<'a> = (&'a (Symbol, Timeframe), &'a mut Dues);
 
 struct Feed<F> {
     closed: VecDeque<Arc<SharedBar>>,
@@ -56,8 +86,9 @@ impl<F> Feed<F> {
         closed.chain(self.live.clone()).collect()
     }
 
-    /// A bar of a loaded feed: kept and delivered, unless the feed has it or a later one.
-    fn apply(&mut self, bar: Bar, now: Instant) {
+    /// A bar of a loaded feed (`key`): kept and delivered, unless the feed has it or a
+    /// later one.
+    fn apply(&mut self, bar: Bar, now: Instant, key: &(Symbol, Timeframe), due: &mut Dues) {
         let last_closed = self.closed.back().map(|b| b.item.t);
         if last_closed.is_some_and(|t| t >= bar.t) {
             // That bar closed already (a history read again holds it too).
@@ -75,25 +106,25 @@ impl<F> Feed<F> {
             if self.live.as_ref().is_some_and(|l| l.item.t <= bar.item.t) {
                 self.live = None;
             }
-            self.subs.retain(|_, sub| {
+            self.subs.retain(|&id, sub| {
                 if sub.held.as_ref().is_some_and(|h| h.item.t <= bar.item.t) {
-                    sub.held = None;
+                    sub.unhold(id, (key, due));
                 }
                 sub.inbox.offer(TapeItem::Bar(bar.clone()))
             });
             return;
         }
         self.live = Some(bar.clone());
-        self.subs.retain(|_, sub| {
+        self.subs.retain(|&id, sub| {
             if sub
                 .last_live
                 .is_some_and(|at| now.duration_since(at) < sub.interval)
             {
-                sub.held = Some(bar.clone());
+                sub.hold(bar.clone(), now, id, (key, due));
                 return true;
             }
             sub.last_live = Some(now);
-            sub.held = None;
+            sub.unhold(id, (key, due));
             sub.inbox.offer(TapeItem::Bar(bar.clone()))
         });
     }
@@ -102,10 +133,17 @@ impl<F> Feed<F> {
 /// Feeds by (symbol, timeframe).
 type ByKey<F> = HashMap<(Symbol, Timeframe), Feed<F>>;
 
+/// The feeds, and the bars in progress their subscribers hold back, by when each is due:
+/// the sweep ([`BarFeeds::release_due`]) looks at what is due, not at every subscriber.
+struct Book<F> {
+    feeds: ByKey<F>,
+    due: Dues,
+}
+
 /// Every (symbol, timeframe) this edge follows.
 pub struct BarFeeds<S: TapeSource> {
     source: S,
-    feeds: Mutex<ByKey<S::Follower>>,
+    book: Mutex<Book<S::Follower>>,
     me: Weak<BarFeeds<S>>,
 }
 
@@ -139,22 +177,30 @@ impl<S: TapeSource> BarFeeds<S> {
     pub fn new(source: S) -> Arc<Self> {
         Arc::new_cyclic(|me| BarFeeds {
             source,
-            feeds: Mutex::new(HashMap::new()),
+            book: Mutex::new(Book {
+                feeds: HashMap::new(),
+                due: BTreeSet::new(),
+            }),
             me: me.clone(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ByKey<S::Follower>> {
-        self.feeds.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book<S::Follower>> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// (symbol, timeframe) pairs followed now.
     pub fn followed(&self) -> usize {
-        self.lock().len()
+        self.lock().feeds.len()
     }
 
     pub fn is_followed(&self, symbol: &Symbol, tf: Timeframe) -> bool {
-        self.lock().contains_key(&(symbol.clone(), tf))
+        self.lock().feeds.contains_key(&(symbol.clone(), tf))
+    }
+
+    /// Bars in progress held back now, by every subscriber.
+    pub fn held(&self) -> usize {
+        self.lock().due.len()
     }
 
     /// Subscribes session `id` to `symbol`'s `tf` bars: `history` closed bars and the bar
@@ -172,11 +218,17 @@ impl<S: TapeSource> BarFeeds<S> {
     ) -> bool {
         let interval = Duration::from_millis(u64::from(interval_ms));
         let history = history.min(KEEP);
-        let mut feeds = self.lock();
+        let mut book = self.lock();
+        let Book { feeds, due } = &mut *book;
         let key = (symbol.clone(), tf);
         if let Some(feed) = feeds.get_mut(&key) {
             if let Some(sub) = feed.subs.get_mut(&id) {
                 sub.interval = interval;
+                // A bar held back is due by the new interval.
+                if let Some(bar) = sub.held.take() {
+                    sub.unhold(id, (&key, due));
+                    sub.hold(bar, Instant::now(), id, (&key, due));
+                }
                 return false;
             }
             let mut owed = Some(history);
@@ -217,12 +269,19 @@ impl<S: TapeSource> BarFeeds<S> {
 
     /// Takes session `id` off `symbol`'s `tf` bars; whether it held them.
     pub fn unsubscribe(&self, id: SessionId, symbol: &Symbol, tf: Timeframe) -> bool {
-        let mut feeds = self.lock();
+        let mut book = self.lock();
+        let Book { feeds, due } = &mut *book;
         let key = (symbol.clone(), tf);
         let Some(feed) = feeds.get_mut(&key) else {
             return false;
         };
-        let held = feed.subs.remove(&id).is_some();
+        let held = match feed.subs.remove(&id) {
+            Some(mut sub) => {
+                sub.unhold(id, (&key, due));
+                true
+            }
+            None => false,
+        };
         if feed.subs.is_empty() {
             feeds.remove(&key);
             metrics::gauge!("tickmesh_edge_bar_feeds").set(feeds.len() as f64);
@@ -232,22 +291,31 @@ impl<S: TapeSource> BarFeeds<S> {
 
     /// Sends each bar in progress held back by an interval that is now up.
     pub fn release_due(&self, now: Instant) {
-        for feed in self.lock().values_mut() {
-            feed.subs.retain(|_, sub| {
-                let due = sub
-                    .last_live
-                    .is_none_or(|at| now.duration_since(at) >= sub.interval);
-                match sub.held.take() {
-                    Some(bar) if due => {
-                        sub.last_live = Some(now);
-                        sub.inbox.offer(TapeItem::Bar(bar))
-                    }
-                    held => {
-                        sub.held = held;
-                        true
-                    }
+        let mut book = self.lock();
+        let Book { feeds, due } = &mut *book;
+        while let Some(first) = due.first()
+            && first.0 <= now
+        {
+            let Some((at, id, symbol, tf)) = due.pop_first() else {
+                break;
+            };
+            let key = (symbol, tf);
+            let Some(feed) = feeds.get_mut(&key) else {
+                continue;
+            };
+            let Some(sub) = feed.subs.get_mut(&id) else {
+                continue;
+            };
+            if sub.due != Some(at) {
+                continue;
+            }
+            sub.due = None;
+            if let Some(bar) = sub.held.take() {
+                sub.last_live = Some(now);
+                if !sub.inbox.offer(TapeItem::Bar(bar)) {
+                    feed.subs.remove(&id);
                 }
-            });
+            }
         }
     }
 }
@@ -259,13 +327,14 @@ fn sub(inbox: &Inbox, owed: Option<usize>, interval: Duration) -> Sub {
         interval,
         last_live: None,
         held: None,
+        due: None,
     }
 }
 
 impl<S: TapeSource> FollowSink for BarFeeds<S> {
     fn reload(&self, key: &FeedKey) {
         let Some(tf) = key.tf else { return };
-        if let Some(feed) = self.lock().get_mut(&(key.symbol.clone(), tf)) {
+        if let Some(feed) = self.lock().feeds.get_mut(&(key.symbol.clone(), tf)) {
             feed.loaded = false;
         }
     }
@@ -275,8 +344,10 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
         let mut kept: Vec<Bar> = payloads.iter().filter_map(|p| decode(key, p)).collect();
         kept.sort_by_key(|b| (b.t, b.closed));
         let now = Instant::now();
-        let mut feeds = self.lock();
-        let Some(feed) = feeds.get_mut(&(key.symbol.clone(), tf)) else {
+        let mut book = self.lock();
+        let Book { feeds, due } = &mut *book;
+        let key = (key.symbol.clone(), tf);
+        let Some(feed) = feeds.get_mut(&key) else {
             return;
         };
         if feed.loaded {
@@ -318,7 +389,7 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
         feed.subs.retain(|_, sub| !sub.inbox.overflowed());
         // Read again after a reconnect: what is newer than the feed was missed.
         for bar in kept.into_iter().chain(std::mem::take(&mut feed.early)) {
-            feed.apply(bar, now);
+            feed.apply(bar, now, &key, due);
         }
     }
 
@@ -327,8 +398,10 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
         let Some(bar) = decode(key, payload) else {
             return;
         };
-        let mut feeds = self.lock();
-        let Some(feed) = feeds.get_mut(&(key.symbol.clone(), tf)) else {
+        let mut book = self.lock();
+        let Book { feeds, due } = &mut *book;
+        let key = (key.symbol.clone(), tf);
+        let Some(feed) = feeds.get_mut(&key) else {
             return;
         };
         if !feed.loaded {
@@ -338,14 +411,14 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
             feed.early.push_back(bar);
             return;
         }
-        feed.apply(bar, Instant::now());
+        feed.apply(bar, Instant::now(), &key, due);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
+    use crate::tape::InboxRx;
 
     struct Manual;
     impl TapeSource for Manual {
@@ -374,10 +447,10 @@ mod tests {
     type Seen = (u64, f64, bool);
 
     /// (snapshot?, bars) per item.
-    fn drain(rx: &mut mpsc::Receiver<TapeItem>) -> Vec<(bool, Vec<Seen>)> {
+    fn drain(rx: &mut InboxRx) -> Vec<(bool, Vec<Seen>)> {
         let seen = |b: &SharedBar| ((b.item.t - T0) / MIN, b.item.close, b.item.closed);
         let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             out.push(match item {
                 TapeItem::BarHistory(_, h) => (true, h.iter().map(|b| seen(b)).collect()),
                 TapeItem::Bar(b) => (false, vec![seen(&b)]),
@@ -423,5 +496,53 @@ mod tests {
         assert_eq!(drain(&mut rx), [(false, vec![(4, 15.0, false)])]);
         assert!(feeds.unsubscribe(1, &aapl, Timeframe::M1));
         assert_eq!(feeds.followed(), 0);
+    }
+
+    /// Only subscribers that hold a bar back are on the due list, each once; the sweep
+    /// sends what is due and leaves the rest; a new interval and an unsubscribe update
+    /// the list.
+    #[test]
+    fn the_due_list_holds_the_held_bars_only_and_the_sweep_sends_what_is_due() {
+        let feeds = BarFeeds::new(Manual);
+        let aapl = Symbol::parse("AAPL").unwrap();
+        let (inbox, mut rx) = Inbox::new(100_000);
+        for id in 0..1000 {
+            feeds.subscribe(id, &aapl, Timeframe::M1, 0, 1000, &inbox);
+        }
+        feeds.subscribe(1000, &aapl, Timeframe::M1, 0, 60_000, &inbox);
+        feeds.history(&key(), vec![bar(3, 11.0, false)]);
+        assert_eq!(drain(&mut rx).len(), 1001, "every history");
+        assert_eq!(feeds.held(), 0, "nothing held back yet");
+
+        let start = Instant::now();
+        feeds.publish(&key(), &bar(3, 12.0, false));
+        feeds.publish(&key(), &bar(3, 13.0, false));
+        assert_eq!(feeds.held(), 1001, "each subscriber listed once");
+        feeds.release_due(start);
+        assert!(drain(&mut rx).is_empty(), "nothing due yet");
+        feeds.release_due(start + Duration::from_secs(2));
+        let sent = drain(&mut rx);
+        assert_eq!(sent.len(), 1000, "the 1 s subscribers' held bar");
+        assert!(sent.iter().all(|s| s == &(false, vec![(3, 13.0, false)])));
+        assert_eq!(feeds.held(), 1, "the 60 s one still holds it");
+
+        // Down to 1 s, the held bar is due a second after the last one sent.
+        feeds.subscribe(1000, &aapl, Timeframe::M1, 0, 1000, &inbox);
+        assert_eq!(feeds.held(), 1);
+        feeds.release_due(start + Duration::from_secs(2));
+        assert_eq!(drain(&mut rx), [(false, vec![(3, 13.0, false)])]);
+        assert_eq!(feeds.held(), 0);
+
+        // A final takes a held bar off the list; so does an unsubscribe.
+        feeds.publish(&key(), &bar(3, 14.0, false));
+        assert_eq!(feeds.held(), 1001);
+        feeds.publish(&key(), &bar(3, 14.0, true));
+        assert_eq!(feeds.held(), 0);
+        assert_eq!(drain(&mut rx).len(), 1001, "the final, once each");
+        feeds.publish(&key(), &bar(4, 15.0, false));
+        for id in 0..=1000 {
+            feeds.unsubscribe(id, &aapl, Timeframe::M1);
+        }
+        assert_eq!((feeds.held(), feeds.followed()), (0, 0));
     }
 }

@@ -127,9 +127,10 @@ pub struct SessionConfig {
     pub live_budget_bytes: usize,
     /// Conflation interval for sessions that overran their budget, ms. Default 250.
     pub slow_interval_ms: u32,
-    /// Tape items (a print, or a subscription's history) a session with `trades`
-    /// subscriptions may have waiting to be written; a session that falls this far behind
-    /// is cut with 4008 (a tape is never conflated). Default 4096.
+    /// Prints and bars a session with `trades` or `bars` subscriptions may have waiting
+    /// to be written, beyond the room each subscription held makes for its history (500
+    /// per tape, 1,001 per bars); a session that falls further behind is cut with 4008
+    /// (a tape is never conflated). Default 4096.
     pub tape_queue: usize,
     /// A write to a client that does not finish in this long closes it with 4008, ms.
     /// Default 5000.

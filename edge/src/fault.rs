@@ -66,6 +66,20 @@ pub(crate) fn take_tick_drop(symbol: &str) -> bool {
             .is_ok()
 }
 
+/// How long a followed tape or bars feed waits, its live subscription made, before it
+/// reads its history: what is published meanwhile reaches it both ways.
+static HISTORY_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Followed tapes and bars wait `ms` before each read of their history.
+pub fn delay_history(ms: u64) {
+    HISTORY_DELAY_MS.store(ms, Ordering::Release);
+}
+
+/// Called before each read of a history.
+pub(crate) fn history_delay() -> std::time::Duration {
+    std::time::Duration::from_millis(HISTORY_DELAY_MS.load(Ordering::Acquire))
+}
+
 /// Called by a session for each request it decoded.
 pub(crate) fn on_request(req: &ClientMsg) {
     let armed = PANIC_ON_PING_ID.load(Ordering::Relaxed);

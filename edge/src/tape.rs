@@ -9,12 +9,13 @@
 //! brings before the history is read is held back, then every print not newer (by seq)
 //! than the history's last is dropped.
 //!
-//! Each session has an [`Inbox`]: a bounded queue of [`TapeItem`]s that its task writes
-//! out. A print that finds the queue full cuts the session: it is marked
-//! [`Inbox::overflowed`], dropped from every tape, and the session closes with 4008.
+//! Each session has an [`Inbox`]: a queue of [`TapeItem`]s that its task writes out,
+//! bounded by the prints and bars it holds. A print that does not fit cuts the session:
+//! it is marked [`Inbox::overflowed`], dropped from every tape, and the session closes
+//! with 4008.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
@@ -94,43 +95,128 @@ pub enum TapeItem {
     Bar(Arc<SharedBar>),
 }
 
+impl TapeItem {
+    /// What the item weighs in a session's queue: the prints or bars it holds (at least
+    /// one), so that a queue's bound is a bound on what it keeps alive.
+    pub fn weight(&self) -> usize {
+        match self {
+            TapeItem::History(h) => h.len().max(1),
+            TapeItem::BarHistory(_, h) => h.len().max(1),
+            TapeItem::Trade(_) | TapeItem::Bar(_) => 1,
+        }
+    }
+}
+
+/// What the two ends of an inbox share.
+#[derive(Debug)]
+struct Load {
+    /// Prints and bars queued, by [`TapeItem::weight`].
+    queued: AtomicUsize,
+    /// Room for the histories of the subscriptions held (see [`Inbox::allow`]).
+    allowance: AtomicUsize,
+    /// Room for everything else.
+    live: usize,
+    overflowed: AtomicBool,
+}
+
 /// A session's queue of tape items: the sending side, held by the tapes it follows.
+///
+/// It is bounded by weight, not by items: it may hold `live` prints and bars (the
+/// session's `session.tape_queue`) plus the history that each subscription it holds may
+/// bring (a history, or the prints missed while the edge's link was down), which the
+/// session [allows](Inbox::allow) for as it subscribes and takes back as it unsubscribes.
+/// A session that subscribes and unsubscribes without reading is cut as soon as what it
+/// left queued passes that bound.
 #[derive(Debug, Clone)]
 pub struct Inbox {
-    tx: mpsc::Sender<TapeItem>,
-    overflowed: Arc<AtomicBool>,
+    tx: mpsc::UnboundedSender<TapeItem>,
+    load: Arc<Load>,
+}
+
+/// A session's queue of tape items: the receiving side.
+#[derive(Debug)]
+pub struct InboxRx {
+    rx: mpsc::UnboundedReceiver<TapeItem>,
+    load: Arc<Load>,
 }
 
 impl Inbox {
-    /// An inbox of `capacity` items and its receiving end.
-    pub fn new(capacity: usize) -> (Inbox, mpsc::Receiver<TapeItem>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// An inbox with room for `live` prints and bars beyond its allowance, and its
+    /// receiving end.
+    pub fn new(live: usize) -> (Inbox, InboxRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let load = Arc::new(Load {
+            queued: AtomicUsize::new(0),
+            allowance: AtomicUsize::new(0),
+            live: live.max(1),
+            overflowed: AtomicBool::new(false),
+        });
         let inbox = Inbox {
             tx,
-            overflowed: Arc::new(AtomicBool::new(false)),
+            load: load.clone(),
         };
-        (inbox, rx)
+        (inbox, InboxRx { rx, load })
+    }
+
+    /// Makes room for `entries` more (a subscription's history), or takes it back
+    /// (`allow(n, false)`) as the subscription goes.
+    pub fn allow(&self, entries: usize, more: bool) {
+        let allowance = &self.load.allowance;
+        match more {
+            true => allowance.fetch_add(entries, Ordering::AcqRel),
+            false => allowance.fetch_sub(entries, Ordering::AcqRel),
+        };
     }
 
     /// The session fell a whole queue behind: it is to be cut (4008).
     pub fn overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Acquire)
+        self.load.overflowed.load(Ordering::Acquire)
     }
 
     /// Queues `item`; false (and the inbox marked overflowed, unless the session is gone)
-    /// when the queue is full or closed.
+    /// when it does not fit or the session is gone.
     pub(crate) fn offer(&self, item: TapeItem) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.overflowed.swap(true, Ordering::AcqRel) {
-                    metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "cut_tape")
-                        .increment(1);
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let load = &self.load;
+        if load.overflowed.load(Ordering::Acquire) {
+            return false;
         }
+        let weight = item.weight();
+        let bound = load.live + load.allowance.load(Ordering::Acquire);
+        let queued = load.queued.fetch_add(weight, Ordering::AcqRel) + weight;
+        if queued > bound {
+            load.queued.fetch_sub(weight, Ordering::AcqRel);
+            if !self.tx.is_closed() && !load.overflowed.swap(true, Ordering::AcqRel) {
+                metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "cut_tape")
+                    .increment(1);
+            }
+            return false;
+        }
+        if self.tx.send(item).is_err() {
+            load.queued.fetch_sub(weight, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+impl InboxRx {
+    /// The next item, waiting for it; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<TapeItem> {
+        let item = self.rx.recv().await?;
+        self.load.queued.fetch_sub(item.weight(), Ordering::AcqRel);
+        Some(item)
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<TapeItem> {
+        let item = self.rx.try_recv().ok()?;
+        self.load.queued.fetch_sub(item.weight(), Ordering::AcqRel);
+        Some(item)
+    }
+
+    /// Prints and bars queued.
+    pub fn queued(&self) -> usize {
+        self.load.queued.load(Ordering::Acquire)
     }
 }
 
@@ -433,9 +519,9 @@ mod tests {
     }
 
     /// What a session's inbox holds: (history?, seqs) per item.
-    fn drain(rx: &mut mpsc::Receiver<TapeItem>) -> Vec<(bool, Vec<u64>)> {
+    fn drain(rx: &mut InboxRx) -> Vec<(bool, Vec<u64>)> {
         let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             out.push(match item {
                 TapeItem::History(h) => (true, h.iter().map(|t| t.item.seq).collect()),
                 TapeItem::Trade(t) => (false, vec![t.item.seq]),

@@ -38,6 +38,9 @@ async fn final_bars_are_the_bars_of_the_prints_and_each_closes_once() {
     let mut config = edge_config(&nats.url());
     open_anonymous(&mut config.auth);
     let (edge, addr) = start_edge(config).await.unwrap();
+    // The bars of the 1.5 s between the live subscription and the read of the history
+    // (a final among them) reach the edge both ways: each must still close once.
+    tickmesh_edge::fault::delay_history(1500);
     tokio::time::sleep(2 * SECOND).await;
     let mut c = Client::connect(addr, Format::Json).await.unwrap();
     c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"stream":"trades","history":0}))

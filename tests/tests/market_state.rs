@@ -24,13 +24,16 @@ async fn subscribed(addr: std::net::SocketAddr, interval_ms: u32) -> Client {
     c
 }
 
+/// A state told: (state, reason, when the client had it).
+type Told = (String, String, std::time::Instant);
+
 /// Per symbol, the states the client was told by `status`, in order, after checking that
 /// every snapshot and update shows the state it was last told (a change is never
 /// skipped, and never told after the update that made it).
-fn told_states(msgs: &[(std::time::Instant, Value)]) -> HashMap<String, Vec<(String, String)>> {
+fn told_states(msgs: &[(std::time::Instant, Value)]) -> HashMap<String, Vec<Told>> {
     let mut state: HashMap<String, String> = HashMap::new();
-    let mut told: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for (_, v) in msgs {
+    let mut told: HashMap<String, Vec<Told>> = HashMap::new();
+    for (at, v) in msgs {
         let symbol = |t: &Value| t["symbol"].as_str().unwrap().to_string();
         let shows = |t: &Value| t["state"].as_str().unwrap().to_string();
         match v["type"].as_str() {
@@ -43,9 +46,11 @@ fn told_states(msgs: &[(std::time::Instant, Value)]) -> HashMap<String, Vec<(Str
                 assert!(!v["stale"].as_bool().unwrap(), "{v}");
                 assert!(v["ts"].as_u64().unwrap() > 0, "{v}");
                 state.insert(s.clone(), now.clone());
-                told.entry(s)
-                    .or_default()
-                    .push((now, v["reason"].as_str().unwrap().to_string()));
+                told.entry(s).or_default().push((
+                    now,
+                    v["reason"].as_str().unwrap().to_string(),
+                    *at,
+                ));
             }
             Some("ticks") => {
                 for t in v["ticks"].as_array().unwrap() {
@@ -63,38 +68,56 @@ async fn halts_reach_every_client_as_status_before_the_ticks_in_the_new_state() 
     let nats = NatsServer::start().unwrap();
     let mut config = ingest_config(&nats.url(), 1000);
     // Ten simulated seconds per second; a halt every 5 simulated seconds on average,
-    // each 10 simulated seconds long (one wall second).
+    // each 3 simulated seconds long (0.3 wall seconds): most halts start and end between
+    // two updates of a 1 s client, which must be told of them all the same.
     config.sim.session.speed = 10.0;
     config.sim.session.halts_per_hour = 720.0;
-    config.sim.session.halt_s = 10.0;
+    config.sim.session.halt_s = 3.0;
     let ingest = start_ingest(config);
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let mut every = subscribed(addr, 0).await;
     let mut conflated = subscribed(addr, 250).await;
-    let (a, b) = tokio::join!(every.collect(6 * SECOND), conflated.collect(6 * SECOND));
-    let (every, conflated) = (told_states(&a.unwrap()), told_states(&b.unwrap()));
+    let mut slow = subscribed(addr, 1000).await;
+    let (a, b, c) = tokio::join!(
+        every.collect(6 * SECOND),
+        conflated.collect(6 * SECOND),
+        slow.collect(6 * SECOND)
+    );
+    let end = std::time::Instant::now();
+    let every = told_states(&a.unwrap());
+    let (conflated, slow) = (told_states(&b.unwrap()), told_states(&c.unwrap()));
     let halts: Vec<_> = every
         .iter()
         .flat_map(|(s, told)| told.iter().map(move |t| (s, t)))
-        .filter(|(_, (state, _))| state == "halted")
+        .filter(|(_, (state, _, _))| state == "halted")
         .collect();
     assert!(halts.len() >= 3, "{every:?}");
     assert!(
         every
             .values()
             .flatten()
-            .any(|(state, reason)| state == "open" && reason == "trading resumed"),
+            .any(|(state, reason, _)| state == "open" && reason == "trading resumed"),
         "{every:?}"
     );
-    // The conflated client was told of the same changes, in the same order (the last one
-    // may be still on its way to it).
+    // The conflated clients were told of the same changes, in the same order: all but
+    // those of their last interval, which may be still on their way to them.
+    let states = |told: &[Told]| -> Vec<(String, String)> {
+        told.iter()
+            .map(|(s, r, _)| (s.clone(), r.clone()))
+            .collect()
+    };
     for (symbol, told) in &every {
-        let other = conflated.get(symbol).cloned().unwrap_or_default();
-        assert!(
-            told.starts_with(&other) && told.len() - other.len() <= 1,
-            "{symbol}: every tick {told:?}, conflated {other:?}"
-        );
+        for (name, client, interval) in [("250 ms", &conflated, 250), ("1 s", &slow, 1000)] {
+            let other = states(client.get(symbol).map_or(&[], Vec::as_slice));
+            let cutoff = end - Duration::from_millis(interval + 500);
+            let settled = told.iter().take_while(|t| t.2 < cutoff).count();
+            let told = states(told);
+            assert!(
+                told.starts_with(&other) && other.len() >= settled,
+                "{symbol}: every tick {told:?}, {name} {other:?} ({settled} settled)"
+            );
+        }
     }
     ingest.stop().await.unwrap();
     edge.stop().await.unwrap();

@@ -100,6 +100,8 @@ impl NatsLink {
         subject: &str,
         stream: &str,
     ) {
+        #[cfg(feature = "fault-injection")]
+        tokio::time::sleep(crate::fault::history_delay()).await;
         let read = tokio::time::timeout(HISTORY_TIMEOUT, self.history(subject, stream)).await;
         let kept = match read {
             Ok(Ok(kept)) => kept,

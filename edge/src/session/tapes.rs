@@ -6,16 +6,19 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tickmesh_core::Symbol;
-use tickmesh_core::bar::Timeframe;
-use tokio::sync::mpsc;
-
 use crate::fanout::SessionId;
 use crate::state::Edge;
-use crate::tape::{Inbox, TapeItem};
+use crate::tape::{Inbox, InboxRx, TapeItem};
+use tickmesh_core::Symbol;
+use tickmesh_core::bar::Timeframe;
 
 /// Most tape items written in one go.
 pub(super) const MAX_ITEMS_PER_WRITE: usize = 256;
+/// Room a tape held makes in the session's inbox, beyond `session.tape_queue`: its
+/// history, or the prints missed while the edge's link was down, which it reads again.
+const TAPE_ROOM: usize = crate::tape::KEEP;
+/// Likewise for bars held: the closed bars and the bar in progress.
+const BARS_ROOM: usize = crate::bars::KEEP + 1;
 
 pub(super) struct HeldTapes {
     edge: Arc<Edge>,
@@ -23,7 +26,7 @@ pub(super) struct HeldTapes {
     held: HashSet<Symbol>,
     /// Bars held, with their interval.
     bars: HashMap<(Symbol, Timeframe), u32>,
-    inbox: Option<(Inbox, mpsc::Receiver<TapeItem>)>,
+    inbox: Option<(Inbox, InboxRx)>,
 }
 
 impl HeldTapes {
@@ -61,12 +64,17 @@ impl HeldTapes {
         history: usize,
         interval_ms: u32,
     ) -> bool {
-        let capacity = self.edge.config.session.tape_queue;
-        let (inbox, _) = self.inbox.get_or_insert_with(|| Inbox::new(capacity));
-        self.bars.insert((symbol.clone(), tf), interval_ms);
+        let inbox = self.inbox();
+        if self
+            .bars
+            .insert((symbol.clone(), tf), interval_ms)
+            .is_none()
+        {
+            inbox.allow(BARS_ROOM, true);
+        }
         self.edge
             .bar_feeds
-            .subscribe(self.id, symbol, tf, history, interval_ms, inbox)
+            .subscribe(self.id, symbol, tf, history, interval_ms, &inbox)
     }
 
     /// Gives `symbol`'s `tf` bars back; whether they were held.
@@ -75,6 +83,7 @@ impl HeldTapes {
             return false;
         }
         self.edge.bar_feeds.unsubscribe(self.id, symbol, tf);
+        self.inbox().allow(BARS_ROOM, false);
         true
     }
 
@@ -90,10 +99,11 @@ impl HeldTapes {
     /// Subscribes to `symbol`'s tape (not held yet) with `history` prints first; true if
     /// the edge starts following it.
     pub(super) fn subscribe(&mut self, symbol: &Symbol, history: usize) -> bool {
-        let capacity = self.edge.config.session.tape_queue;
-        let (inbox, _) = self.inbox.get_or_insert_with(|| Inbox::new(capacity));
-        self.held.insert(symbol.clone());
-        self.edge.tapes.subscribe(self.id, symbol, history, inbox)
+        let inbox = self.inbox();
+        if self.held.insert(symbol.clone()) {
+            inbox.allow(TAPE_ROOM, true);
+        }
+        self.edge.tapes.subscribe(self.id, symbol, history, &inbox)
     }
 
     /// Gives `symbol`'s tape back; whether it was held.
@@ -102,7 +112,15 @@ impl HeldTapes {
             return false;
         }
         self.edge.tapes.unsubscribe(self.id, symbol);
+        self.inbox().allow(TAPE_ROOM, false);
         true
+    }
+
+    /// The session's inbox, made with its first tape or bars.
+    fn inbox(&mut self) -> Inbox {
+        let live = self.edge.config.session.tape_queue;
+        let (inbox, _) = self.inbox.get_or_insert_with(|| Inbox::new(live));
+        inbox.clone()
     }
 
     /// The session fell a whole queue behind one of its tapes.
@@ -125,8 +143,8 @@ impl HeldTapes {
         }
         while out.len() < MAX_ITEMS_PER_WRITE {
             match rx.try_recv() {
-                Ok(item) => out.push(item),
-                Err(_) => break,
+                Some(item) => out.push(item),
+                None => break,
             }
         }
     }

@@ -216,3 +216,59 @@ async fn a_cut_session_keeps_its_place_while_it_lingers_then_lets_go() {
     .await;
     assert!(end.is_ok(), "the stream did not end after the linger");
 }
+
+/// Feeds `edge` the history of `symbol`'s tape as NATS would: prints 1 to `n`.
+fn load_tape(edge: &Edge, symbol: &Symbol, n: u64) {
+    use crate::tape::{FeedKey, FollowSink};
+    let print = |seq| tickmesh_core::trade::Trade {
+        symbol: symbol.to_string(),
+        seq,
+        trade_id: seq,
+        price: 100.0,
+        size: 100,
+        ts: seq,
+        src_ts: None,
+        conditions: Vec::new(),
+    };
+    let kept = (1..=n).map(|s| tickmesh_core::trade::encode_wire(&print(s)).into());
+    let key = FeedKey {
+        symbol: symbol.clone(),
+        tf: None,
+    };
+    edge.tapes.history(&key, kept.collect());
+}
+
+/// A session's tape queue is bounded by what its subscriptions may bring: one that
+/// subscribes and unsubscribes a tape with a full history, reading nothing, is cut at
+/// the second round, not after `tape_queue` rounds of 500 prints each; one that holds
+/// several tapes gets each full history without being cut.
+#[tokio::test]
+async fn a_tape_queue_is_bounded_by_prints_not_by_messages() {
+    let edge = edge(|c| c.session.tape_queue = 16).await;
+    let symbols: Vec<Symbol> = ["AAPL", "MSFT", "SPY"]
+        .iter()
+        .map(|s| Symbol::parse(s).unwrap())
+        .collect();
+    // Another session keeps the tapes followed; each has 500 prints kept.
+    let mut keeper = HeldTapes::new(edge.clone(), 1);
+    for symbol in &symbols {
+        keeper.subscribe(symbol, 0);
+        load_tape(&edge, symbol, 500);
+    }
+
+    let mut holder = HeldTapes::new(edge.clone(), 2);
+    for symbol in &symbols {
+        holder.subscribe(symbol, 500);
+    }
+    assert!(!holder.overflowed(), "three full histories fit");
+
+    let mut looper = HeldTapes::new(edge.clone(), 3);
+    let aapl = &symbols[0];
+    let mut rounds = 0;
+    while !looper.overflowed() && rounds < 100 {
+        looper.subscribe(aapl, 500);
+        looper.unsubscribe(aapl.as_str());
+        rounds += 1;
+    }
+    assert_eq!(rounds, 2, "rounds of 500 unread prints before the cut");
+}
