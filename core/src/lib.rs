@@ -19,6 +19,7 @@
 //! [`subject::tick_subject`]; the edge runs [`codec::decode_wire`] once and encodes it
 //! once per (format, mode) with [`codec::encode_client`].
 
+pub mod account;
 pub mod alive;
 pub mod bar;
 pub mod codec;
