@@ -157,6 +157,12 @@ pub struct Subscribe {
     /// `bars`: the timeframe.
     #[serde(default)]
     pub tf: Option<crate::bar::Timeframe>,
+    /// An account's events (orders, fills, positions, balances) instead of symbols.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `account`: replay every event from this seq, then go on live (no snapshot).
+    #[serde(default)]
+    pub from_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -171,6 +177,9 @@ pub struct Unsubscribe {
     /// `bars`: the timeframe.
     #[serde(default)]
     pub tf: Option<crate::bar::Timeframe>,
+    /// An account held, instead of symbols.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// A decoded client message: the request and the `id` to echo.
@@ -240,8 +249,22 @@ pub fn decode_client(format: Format, bytes: &[u8]) -> Result<ClientMsg, DecodeEr
         "subscribe" => {
             let s: Subscribe =
                 from_bytes(format, bytes).map_err(|e| fail(format!("subscribe: {e}")))?;
-            if s.symbols.is_empty() && s.chains.is_empty() {
-                return Err(fail("subscribe needs `symbols` or `chains`".into()));
+            match &s.account {
+                Some(_) if !(s.symbols.is_empty() && s.chains.is_empty()) => {
+                    return Err(fail(
+                        "subscribe: an `account` subscription names no `symbols` or `chains`"
+                            .into(),
+                    ));
+                }
+                None if s.from_seq.is_some() => {
+                    return Err(fail("subscribe: `from_seq` goes with `account`".into()));
+                }
+                None if s.symbols.is_empty() && s.chains.is_empty() => {
+                    return Err(fail(
+                        "subscribe needs `symbols`, `chains` or `account`".into(),
+                    ));
+                }
+                _ => {}
             }
             Request::Subscribe(s)
         }
@@ -320,6 +343,22 @@ pub enum ServerMsg {
         #[serde(skip_serializing_if = "Option::is_none")]
         tf: Option<crate::bar::Timeframe>,
     },
+    /// The answer to an `account` subscribe.
+    #[serde(rename = "subscribed")]
+    AccountSubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        account: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from_seq: Option<u64>,
+    },
+    /// The answer to an `account` unsubscribe.
+    #[serde(rename = "unsubscribed")]
+    AccountUnsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        account: String,
+    },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<i64>,
@@ -351,6 +390,9 @@ pub enum ServerMsg {
         /// In a summary of refusals: how many symbols it stands for.
         #[serde(skip_serializing_if = "Option::is_none")]
         count: Option<u32>,
+        /// The account the error is about.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -360,6 +402,9 @@ pub enum ServerMsg {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<i64>,
         subscriptions: Vec<SubscriptionInfo>,
+        /// The accounts held.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        accounts: Vec<String>,
     },
     Chains {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -417,7 +462,22 @@ impl ServerMsg {
             interval_ms: None,
             retry_ms: None,
             count: None,
+            account: None,
         }
+    }
+
+    /// An error about `account`.
+    pub fn account_error(
+        id: Option<i64>,
+        code: ErrorCode,
+        message: impl Into<String>,
+        account: &str,
+    ) -> Self {
+        let mut msg = ServerMsg::error(id, code, message);
+        if let ServerMsg::Error { account: a, .. } = &mut msg {
+            *a = Some(account.to_string());
+        }
+        msg
     }
 
     /// `unavailable`: try again after `retry_ms`.
@@ -430,6 +490,7 @@ impl ServerMsg {
             interval_ms: None,
             retry_ms: Some(retry_ms),
             count: None,
+            account: None,
         }
     }
 
@@ -449,6 +510,7 @@ impl ServerMsg {
             interval_ms: None,
             retry_ms: None,
             count: None,
+            account: None,
         }
     }
 
@@ -512,11 +574,34 @@ mod tests {
                 stream: StreamKind::Ticks,
                 history: None,
                 tf: None,
+                account: None,
+                from_seq: None,
             })
         );
         // {"op":"ping"}
         let m = decode_client(Format::MsgPack, b"\x81\xa2op\xa4ping").unwrap();
         assert_eq!(m.request, Request::Ping);
+    }
+
+    #[test]
+    fn an_account_subscription_names_no_symbols_and_from_seq_needs_an_account() {
+        let ok = decode_client(
+            Format::Json,
+            br#"{"op":"subscribe","id":1,"account":"DEMO1","from_seq":5}"#,
+        )
+        .unwrap();
+        let Request::Subscribe(s) = ok.request else {
+            panic!("{ok:?}")
+        };
+        assert_eq!((s.account.as_deref(), s.from_seq), (Some("DEMO1"), Some(5)));
+        for bad in [
+            &br#"{"op":"subscribe","id":2,"account":"DEMO1","symbols":["AAPL"]}"#[..],
+            br#"{"op":"subscribe","id":2,"symbols":["AAPL"],"from_seq":5}"#,
+            br#"{"op":"subscribe","id":2,"from_seq":5}"#,
+        ] {
+            let e = decode_client(Format::Json, bad).unwrap_err();
+            assert_eq!(e.id, Some(2), "{e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Grant {
     pub tier: String,
     /// Entitlement patterns (see [`Pattern`]).
     pub ent: Vec<String>,
+    /// The accounts whose events the user may read, by exact name (claim `acct`).
+    pub acct: Vec<String>,
     pub min_interval_ms: u32,
     pub max_symbols: u32,
     pub max_msgs_per_s: u32,
@@ -97,6 +99,12 @@ impl<'a> Pattern<'a> {
 }
 
 impl Grant {
+    /// Whether the token names `account` in its `acct` claim (exact names only: a
+    /// pattern there grants nothing).
+    pub fn allows_account(&self, account: &str) -> bool {
+        self.acct.iter().any(|a| a == account)
+    }
+
     /// Whether the grant covers `symbol`. The reference data is asked for the symbol's
     /// underlying only when a family pattern needs it; a symbol it does not know is in
     /// no family but its own.
@@ -186,6 +194,8 @@ struct Claims {
     jti: Option<String>,
     #[serde(default)]
     ent: Vec<String>,
+    #[serde(default)]
+    acct: Vec<String>,
     #[serde(default)]
     tier: Option<String>,
     #[serde(default)]
@@ -352,6 +362,7 @@ impl Verifier {
             key: None,
             tier: name.clone(),
             ent: self.config.anonymous_ent.clone(),
+            acct: Vec::new(),
             min_interval_ms: tier.min_interval_ms,
             max_symbols: tier.max_symbols,
             max_msgs_per_s: tier.max_msgs_per_s,
@@ -447,6 +458,7 @@ impl Verifier {
             max_msgs_per_s: tier.max_msgs_per_s,
             tier: name,
             ent: claims.ent,
+            acct: claims.acct,
         })
     }
 
@@ -643,6 +655,7 @@ mod tests {
             key: None,
             tier: "pro".into(),
             ent: ent.iter().map(|s| s.to_string()).collect(),
+            acct: Vec::new(),
             min_interval_ms: 0,
             max_symbols: 10,
             max_msgs_per_s: 10,

@@ -74,6 +74,13 @@ pub struct NatsConfig {
     /// The stream that keeps each symbol's bars (in `js_domain`), read once per followed
     /// (symbol, timeframe) for its history. Default `md_bars`.
     pub bars_stream: String,
+    /// The stream of the accounts' events (in `js_domain`), read by an ordered consumer
+    /// per account subscription. Default `acct`.
+    pub accounts_stream: String,
+    /// The KV bucket of each account's state as of its writer's last event (in
+    /// `js_domain`), where an account subscription without `from_seq` starts. Default
+    /// `acct_snap`.
+    pub account_snapshots: String,
     /// JetStream domain of the region's read-only mirror of `kv_bucket` (same bucket name);
     /// snapshots are read there first, and from `js_domain` when it is stale or missing.
     /// None: read `js_domain` only.
@@ -132,6 +139,13 @@ pub struct SessionConfig {
     /// per tape, 1,001 per bars); a session that falls further behind is cut with 4008
     /// (a tape is never conflated). Default 4096.
     pub tape_queue: usize,
+    /// Account events a session may have waiting to be written once its account
+    /// subscriptions are live (a replay waits for the session instead); a session that
+    /// falls further behind is cut with 4008 (account events are never conflated or
+    /// dropped). Default 1024.
+    pub account_queue: usize,
+    /// Most accounts one session may hold. Default 8.
+    pub max_accounts: usize,
     /// A write to a client that does not finish in this long closes it with 4008, ms.
     /// Default 5000.
     pub write_timeout_ms: u64,
@@ -409,6 +423,8 @@ impl Default for NatsConfig {
             kv_bucket: "md_last".into(),
             trades_stream: tickmesh_core::trade::STREAM.into(),
             bars_stream: tickmesh_core::bar::STREAM.into(),
+            accounts_stream: tickmesh_core::account::STREAM.into(),
+            account_snapshots: tickmesh_core::account::SNAPSHOTS.into(),
             kv_mirror_domain: None,
             kv_mirror_max_idle_ms: 3000,
             kv_mirror_create: false,
@@ -432,6 +448,8 @@ impl Default for SessionConfig {
             live_budget_bytes: 1024 * 1024,
             slow_interval_ms: 250,
             tape_queue: 4096,
+            account_queue: 1024,
+            max_accounts: 8,
             write_timeout_ms: 5000,
             close_linger_ms: 5000,
             max_ticks_per_frame: 500,
@@ -529,6 +547,26 @@ impl EdgeConfig {
             !self.nats.trades_stream.is_empty(),
             "nats.trades_stream",
             || "must not be empty".into(),
+        )?;
+        check(
+            !self.nats.accounts_stream.is_empty(),
+            "nats.accounts_stream",
+            || "must not be empty".into(),
+        )?;
+        check(
+            !self.nats.account_snapshots.is_empty(),
+            "nats.account_snapshots",
+            || "must not be empty".into(),
+        )?;
+        check(
+            (16..=1_000_000).contains(&self.session.account_queue),
+            "session.account_queue",
+            || format!("must be 16..=1000000, got {}", self.session.account_queue),
+        )?;
+        check(
+            (1..=1000).contains(&self.session.max_accounts),
+            "session.max_accounts",
+            || format!("must be 1..=1000, got {}", self.session.max_accounts),
         )?;
         check(
             (16..=1_000_000).contains(&self.session.tape_queue),

@@ -24,6 +24,7 @@
 //! marks sessions dirty and wakes them → each session drains its frames, built from tick
 //! bytes encoded once per (format, mode), and writes them.
 
+pub mod account;
 pub mod assets;
 pub mod auth;
 pub mod bars;

@@ -8,6 +8,7 @@
 //! passes it on only if it is newer than what the sessions have. async-nats itself
 //! re-sends every subscription on reconnect.
 
+mod account;
 pub mod kv;
 mod tape;
 
@@ -84,6 +85,8 @@ pub struct NatsLink {
     hub_js: async_nats::jetstream::Context,
     trades_stream: String,
     bars_stream: String,
+    accounts_stream: String,
+    account_snapshots: String,
 }
 
 /// A symbol's pump: its NATS subscription ends when this is dropped.
@@ -161,6 +164,8 @@ impl NatsLink {
             hub_js,
             trades_stream: config.trades_stream.clone(),
             bars_stream: config.bars_stream.clone(),
+            accounts_stream: config.accounts_stream.clone(),
+            account_snapshots: config.account_snapshots.clone(),
             io: Arc::new(io),
             client,
             shards,

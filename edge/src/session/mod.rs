@@ -6,6 +6,7 @@
 //! within `session.write_timeout_ms` closes the session with 4008, so a client that stops
 //! reading holds at most its socket buffers and its conflation state.
 
+mod accounts;
 mod refusals;
 mod requests;
 mod tapes;
@@ -31,6 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
+use crate::account::AccountItem;
 use crate::auth::Grant;
 use crate::fanout::{Drained, SessionId, Update};
 use crate::limits::{Admission, TokenBucket};
@@ -38,7 +40,9 @@ use crate::liveness::Quiet;
 use crate::state::{Edge, EdgeMember};
 use crate::tape::{SharedBar, SharedTrade, TapeItem};
 use crate::upstream::Upstream;
+use accounts::HeldAccounts;
 use tapes::HeldTapes;
+use tickmesh_core::account;
 use tickmesh_core::bar::Timeframe;
 use tickmesh_core::trade::trades_frame;
 
@@ -111,6 +115,8 @@ struct Session<S> {
     counted: Counted,
     /// Its `trades` subscriptions and their inbox.
     tapes: HeldTapes,
+    /// Its account subscriptions and their queue.
+    accounts: HeldAccounts,
 }
 
 struct Counted {
@@ -163,6 +169,7 @@ where
         last_heard: Instant::now(),
         counted: Counted::new(),
         tapes: HeldTapes::new(edge.clone(), id),
+        accounts: HeldAccounts::new(edge.clone()),
     };
     let end = session.serve(&notify).await;
     drop(joined);
@@ -286,6 +293,7 @@ where
         let mut quiet = edge.owners.subscribe();
         let mut quiet_open = true;
         let mut tape_items = Vec::new();
+        let mut account_items = Vec::new();
         loop {
             if shared_clock {
                 if let Some(at) = due
@@ -347,6 +355,7 @@ where
                 },
                 _ = notify.notified() => self.flush(&mut heartbeat, &stale.told).await.map(|next| due = next),
                 () = self.tapes.next(&mut tape_items) => self.write_tapes(&mut tape_items).await,
+                () = self.accounts.next(&mut account_items) => self.write_accounts(&mut account_items).await,
                 _ = &mut flush_timer, if !shared_clock && flush_armed.is_some() => {
                     // Fired: armed again at the top only if the flush asks to come back.
                     flush_armed = None;
@@ -442,6 +451,7 @@ where
             interval_ms: None,
             retry_ms: None,
             count: None,
+            account: None,
         };
         let notice = self.message(&notice);
         self.close(close::SLOW_CONSUMER, "slow consumer", vec![notice], linger)
@@ -622,6 +632,7 @@ where
                 interval_ms: Some(interval_ms),
                 retry_ms: None,
                 count: None,
+                account: None,
             }));
         }
         if !snapshots.is_empty() {
@@ -680,6 +691,46 @@ where
             self.counted.dwell.record(arrived.elapsed().as_secs_f64());
         }
         Ok(next_due.map(tokio::time::Instant::from_std))
+    }
+
+    /// Writes what the session's account followers handed it, in order: snapshots,
+    /// events (of accounts still held) and errors. A session that fell a whole queue
+    /// behind live events is cut (4008): account events are never conflated or dropped.
+    async fn write_accounts(&mut self, items: &mut Vec<AccountItem>) -> Result<(), End> {
+        if self.accounts.overflowed() {
+            items.clear();
+            return Err(End::Close(close::SLOW_CONSUMER, "fell behind an account"));
+        }
+        let format = self.format;
+        let mut out = Vec::with_capacity(items.len());
+        let mut events = 0u64;
+        for item in items.drain(..) {
+            let bytes = match item {
+                AccountItem::Snapshot(state) if self.accounts.holds(&state.account) => {
+                    account::snapshot_frame(&state, format)
+                }
+                AccountItem::Event(event) if self.accounts.holds(&event.account) => {
+                    events += 1;
+                    account::event_frame(&event, format)
+                }
+                AccountItem::Error {
+                    account,
+                    code,
+                    message,
+                } if self.accounts.holds(&account) => {
+                    refusals::count_error(code, 1);
+                    let msg = ServerMsg::account_error(None, code, message, &account);
+                    out.push(self.message(&msg));
+                    continue;
+                }
+                // Of an account given up since.
+                _ => continue,
+            };
+            self.counted.bytes_out.increment(bytes.len() as u64);
+            out.push(self.frame(bytes));
+        }
+        metrics::counter!("tickmesh_edge_account_events_out_total").increment(events);
+        self.send(out).await
     }
 
     /// Writes what the session's tapes handed it: each history as a `trades` message with

@@ -94,6 +94,7 @@ impl Refusals {
             interval_ms: None,
             retry_ms: None,
             count: Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            account: None,
         });
     }
 
@@ -118,6 +119,7 @@ impl Refusals {
                 interval_ms: None,
                 retry_ms: None,
                 count: Some(n),
+                account: None,
             });
         }
         shown.extend(notes);

@@ -94,6 +94,14 @@ where
         ClientMsg { id, request }: ClientMsg,
     ) -> Result<Vec<ServerMsg>, End> {
         Ok(match request {
+            Request::Subscribe(sub) if sub.account.is_some() => {
+                return Ok(self.subscribe_account(id, &sub));
+            }
+            Request::Unsubscribe(unsub) if unsub.account.is_some() => {
+                let account = unsub.account.unwrap_or_default();
+                self.accounts.unsubscribe(&account);
+                vec![ServerMsg::AccountUnsubscribed { id, account }]
+            }
             Request::Subscribe(sub) => {
                 return match sub.stream {
                     StreamKind::Ticks => self.subscribe(id, sub).await,
@@ -176,7 +184,12 @@ where
                     tf: Some(tf),
                 });
                 let subscriptions = subscriptions.chain(tapes).chain(bars).collect();
-                vec![ServerMsg::Subscriptions { id, subscriptions }]
+                let accounts = self.accounts.names();
+                vec![ServerMsg::Subscriptions {
+                    id,
+                    subscriptions,
+                    accounts,
+                }]
             }
             Request::Chains { underlying } => match self.edge.refdata.chains(&underlying) {
                 Some(expiries) => vec![ServerMsg::Chains {
@@ -200,6 +213,47 @@ where
     }
 
     /// The most entries of a request read, and symbols considered.
+    /// `subscribe` with `account`: entitled by the token's `acct` claim alone; answered
+    /// with `subscribed`, then the follower sends the snapshot (or the replay from
+    /// `from_seq`) and every later event.
+    fn subscribe_account(&mut self, id: Option<i64>, sub: &Subscribe) -> Vec<ServerMsg> {
+        let account = sub.account.as_deref().unwrap_or_default();
+        let refuse = |code: ErrorCode, message: String| {
+            count_error(code, 1);
+            vec![ServerMsg::account_error(
+                id,
+                code,
+                message,
+                &account.chars().take(40).collect::<String>(),
+            )]
+        };
+        if let Err(e) = tickmesh_core::account::validate(account) {
+            return refuse(ErrorCode::BadRequest, e.to_string());
+        }
+        if sub.from_seq == Some(0) {
+            return refuse(ErrorCode::BadRequest, "from_seq starts at 1".into());
+        }
+        if !self.grant.allows_account(account) {
+            return refuse(
+                ErrorCode::NotEntitled,
+                format!("the token does not name account {account} in `acct`"),
+            );
+        }
+        let max = self.edge.config.session.max_accounts;
+        if !self.accounts.holds(account) && self.accounts.len() >= max {
+            return refuse(
+                ErrorCode::TooManySymbols,
+                format!("a session may hold at most {max} accounts"),
+            );
+        }
+        self.accounts.subscribe(account, sub.from_seq);
+        vec![ServerMsg::AccountSubscribed {
+            id,
+            account: account.to_string(),
+            from_seq: sub.from_seq,
+        }]
+    }
+
     fn read_cap(&self) -> usize {
         (self.grant.max_symbols as usize)
             .saturating_mul(self.edge.config.limits.request_entries_factor)
@@ -719,6 +773,19 @@ where
                 );
             }
         }
+        // Accounts the new token does not name go.
+        for account in self.accounts.names() {
+            if !grant.allows_account(&account) {
+                count_error(ErrorCode::NotEntitled, 1);
+                self.accounts.unsubscribe(&account);
+                replies.push(ServerMsg::account_error(
+                    id,
+                    ErrorCode::NotEntitled,
+                    "no longer entitled: account unsubscribed",
+                    &account,
+                ));
+            }
+        }
         self.bucket.set_rate(grant.max_msgs_per_s);
         let exp = grant.exp.unwrap_or_default();
         self.grant = grant;
@@ -749,6 +816,8 @@ mod tests {
             stream: StreamKind::Ticks,
             history: None,
             tf: None,
+            account: None,
+            from_seq: None,
         })
     }
 
@@ -765,6 +834,7 @@ mod tests {
             chains: vec!["AAPL:2030-01-18".into(); 51],
             stream: StreamKind::Ticks,
             tf: None,
+            account: None,
         });
         assert_eq!(cost(&unsubscribe, 100), 3);
         assert_eq!(cost(&subscribe(7, 0), 1), 7);

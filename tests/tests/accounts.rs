@@ -1,0 +1,435 @@
+//! End-to-end account channels against a real nats-server: the events an account's writer
+//! appends to the stream `acct` (and its snapshots in `acct_snap`) reach a subscriber as
+//! `account_snapshot` then every event, or as a replay from `from_seq` that goes on live,
+//! each seq once and in order; a token reads only the accounts it names; a `from_seq` the
+//! stream no longer holds gets `unavailable` and a fresh snapshot; a client that cannot
+//! keep up is cut with 4008.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_core::account::{
+    self, AccountState, Balance, Data, Event, Fill, Order, OrderStatus, OrderType, Position, Side,
+    Snapshot,
+};
+use tickmesh_edge::auth::now_s as now;
+use tickmesh_tests::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+const SECRET: &str = "an-accounts-suite-hs256-secret-of-32-bytes";
+
+fn token(sub: &str, acct: &[&str]) -> String {
+    let claims = json!({"sub": sub, "iat": now() - 1, "exp": now() + 600, "ent": ["*"], "acct": acct, "tier": "pro"});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Appends accounts' events as their single writer does: the next seq, the stream's
+/// acknowledgement, then the snapshot as of that event.
+struct Writer {
+    js: jetstream::Context,
+    snapshots: kv::Store,
+    states: HashMap<String, Snapshot>,
+}
+
+impl Writer {
+    async fn create(url: &str) -> Writer {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        js.create_stream(stream::Config {
+            name: account::STREAM.into(),
+            subjects: vec!["acct.>".into()],
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let snapshots = js
+            .create_key_value(kv::Config {
+                bucket: account::SNAPSHOTS.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        Writer {
+            js,
+            snapshots,
+            states: HashMap::new(),
+        }
+    }
+
+    /// Appends the `n`-th kind of event of `account`: an order, a fill, a position or a
+    /// balance, in turn.
+    async fn append(&mut self, account: &str) -> Event {
+        self.append_many(account, 1).await.pop().unwrap()
+    }
+
+    /// Appends `n` events of `account` without waiting for each acknowledgement in turn.
+    async fn append_many(&mut self, account: &str, n: usize) -> Vec<Event> {
+        let snap = self
+            .states
+            .entry(account.to_string())
+            .or_insert_with(|| Snapshot {
+                state: AccountState::new(account),
+                stream_seq: 0,
+            });
+        let mut events = Vec::with_capacity(n);
+        let mut acks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let seq = snap.state.seq + 1;
+            let event = Event {
+                account: account.into(),
+                seq,
+                ts: tickmesh_core::tick::now_us(),
+                data: sample(seq),
+            };
+            let wire = account::encode_wire(&event);
+            acks.push(self.js.publish(event.subject(), wire.into()).await.unwrap());
+            snap.state.apply(&event).unwrap();
+            events.push(event);
+            // The context bounds the acknowledgements in flight.
+            if acks.len() == 500 {
+                for ack in acks.drain(..) {
+                    snap.stream_seq = ack.await.unwrap().sequence;
+                }
+            }
+        }
+        for ack in acks {
+            snap.stream_seq = ack.await.unwrap().sequence;
+        }
+        let bytes = serde_json::to_vec(&*snap).unwrap();
+        self.snapshots.put(account, bytes.into()).await.unwrap();
+        events
+    }
+}
+
+/// An event of each kind in turn, its numbers drawn from `seq`.
+fn sample(seq: u64) -> Data {
+    let symbol = ["AAPL", "MSFT", "SPY"][seq as usize % 3].to_string();
+    match seq % 4 {
+        // Five order ids in turn: a handful of open orders at any time.
+        0 => Data::Order(Order {
+            order_id: format!("O{}", seq / 4 % 5),
+            symbol,
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            qty: 100,
+            limit_price: Some(100.0 + seq as f64),
+            status: OrderStatus::New,
+            filled_qty: 0,
+            avg_price: None,
+            reason: None,
+        }),
+        1 => Data::Fill(Fill {
+            fill_id: format!("F{seq}"),
+            order_id: format!("O{}", seq - 1),
+            symbol,
+            side: Side::Buy,
+            qty: 10,
+            price: 100.0 + seq as f64,
+            trade_id: Some(seq),
+        }),
+        2 => Data::Position(Position {
+            symbol,
+            qty: seq as i64,
+            avg_price: 100.0,
+            realized_pnl: 0.0,
+            mark_price: None,
+            unrealized_pnl: None,
+        }),
+        _ => Data::Balance(Balance {
+            currency: "USD".into(),
+            cash: 1_000_000.0 - seq as f64,
+            realized_pnl: 0.0,
+        }),
+    }
+}
+
+struct Setup {
+    nats: NatsServer,
+    edge: Service,
+    addr: SocketAddr,
+    writer: Writer,
+}
+
+async fn setup(f: impl FnOnce(&mut tickmesh_edge::config::EdgeConfig)) -> Setup {
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["AAPL"]).await.unwrap();
+    let writer = Writer::create(&nats.url()).await;
+    let mut config = edge_config(&nats.url());
+    config.auth.hs256_secret = Some(SECRET.into());
+    config.auth.anonymous = false;
+    f(&mut config);
+    let (edge, addr) = start_edge(config).await.unwrap();
+    Setup {
+        nats,
+        edge,
+        addr,
+        writer,
+    }
+}
+
+async fn signed_in(addr: SocketAddr, acct: &[&str]) -> Client {
+    Client::connect_with(addr, Format::Json, Some(&token("trader", acct)))
+        .await
+        .unwrap()
+}
+
+/// The seqs of `account` events in `msgs`, in order, after checking each one's account.
+fn seqs(msgs: &[(std::time::Instant, Value)], account: &str) -> Vec<u64> {
+    msgs.iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["type"] == "account")
+        .map(|v| {
+            assert_eq!(v["account"], account, "{v}");
+            v["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Checks that `got` is exactly the seqs of `want`, each once, in order; says where not.
+fn assert_seqs(got: &[u64], want: std::ops::RangeInclusive<u64>) {
+    let want: Vec<u64> = want.collect();
+    if got != want {
+        let at = got.iter().zip(&want).position(|(g, w)| g != w);
+        panic!(
+            "got {} seqs ({:?}..{:?}), want {} ({:?}..{:?}); first difference at {at:?}",
+            got.len(),
+            got.first(),
+            got.last(),
+            want.len(),
+            want.first(),
+            want.last()
+        );
+    }
+}
+
+/// Reads until `account`'s event `seq` came (or 10 s passed): everything read.
+async fn until_seq(c: &mut Client, seq: u64) -> Vec<(std::time::Instant, Value)> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + 20 * SECOND;
+    while std::time::Instant::now() < deadline {
+        let Ok(v) = c.next_non_hb(deadline - std::time::Instant::now()).await else {
+            break;
+        };
+        let done = v["type"] == "account" && v["seq"].as_u64() == Some(seq);
+        out.push((std::time::Instant::now(), v));
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq_once() {
+    let mut s = setup(|_| {}).await;
+    for _ in 0..50 {
+        s.writer.append("DEMO1").await;
+    }
+    for _ in 0..30 {
+        s.writer.append("DEMO2").await;
+    }
+
+    let mut live = signed_in(s.addr, &["DEMO1"]).await;
+    live.send(json!({"op":"subscribe","id":1,"account":"DEMO1"}))
+        .await
+        .unwrap();
+    let reply = live.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (
+            reply["type"].as_str(),
+            reply["account"].as_str(),
+            reply["id"].as_i64()
+        ),
+        (Some("subscribed"), Some("DEMO1"), Some(1)),
+        "{reply}"
+    );
+    let snap = live.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(snap["type"], "account_snapshot", "{snap}");
+    assert_eq!(snap["seq"], 50);
+    let expected = s.writer.states["DEMO1"].state.clone();
+    assert_eq!(
+        snap["positions"].as_array().unwrap().len(),
+        expected.positions.len()
+    );
+    assert_eq!(
+        snap["open_orders"].as_array().unwrap().len(),
+        expected.open_orders.len()
+    );
+    assert_eq!(snap["balances"][0]["cash"], 1_000_000.0 - 47.0);
+
+    // A second client replays from seq 10 while the writer goes on.
+    let mut replay = signed_in(s.addr, &["DEMO1", "DEMO2"]).await;
+    replay
+        .send(json!({"op":"subscribe","id":2,"account":"DEMO1","from_seq":10}))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        s.writer.append("DEMO1").await;
+        s.writer.append("DEMO2").await;
+    }
+    let got = until_seq(&mut live, 70).await;
+    assert_seqs(&seqs(&got, "DEMO1"), 51..=70);
+    let got = until_seq(&mut replay, 70).await;
+    assert!(
+        !got.iter().any(|(_, v)| v["type"] == "account_snapshot"),
+        "a replay sends no snapshot"
+    );
+    assert_seqs(&seqs(&got, "DEMO1"), 10..=70);
+    // The events are the writer's, whole.
+    let last = got.last().unwrap().1.clone();
+    assert_eq!(last["kind"], "position", "{last}");
+    assert_eq!(last["data"]["qty"], 70, "{last}");
+
+    // A token that does not name the account gets nothing of it.
+    live.send(json!({"op":"subscribe","id":3,"account":"DEMO2"}))
+        .await
+        .unwrap();
+    let refused = live.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (refused["code"].as_str(), refused["account"].as_str()),
+        (Some("not_entitled"), Some("DEMO2")),
+        "{refused}"
+    );
+    s.writer.append("DEMO2").await;
+    s.writer.append("DEMO1").await;
+    let got = until_seq(&mut live, 71).await;
+    assert_eq!(seqs(&got, "DEMO1"), vec![71], "only DEMO1's events");
+
+    // Unsubscribed: no more events.
+    live.send(json!({"op":"unsubscribe","id":4,"account":"DEMO1"}))
+        .await
+        .unwrap();
+    let bye = live.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (bye["type"].as_str(), bye["account"].as_str()),
+        (Some("unsubscribed"), Some("DEMO1"))
+    );
+    s.writer.append("DEMO1").await;
+    let after = live.collect(SECOND).await.unwrap();
+    assert!(seqs(&after, "DEMO1").is_empty(), "{after:?}");
+
+    // From just past the last event: nothing to replay, then live.
+    let mut resumed = signed_in(s.addr, &["DEMO1"]).await;
+    resumed
+        .send(json!({"op":"subscribe","id":5,"account":"DEMO1","from_seq":73}))
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.next_non_hb(5 * SECOND).await.unwrap()["type"],
+        "subscribed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.writer.append("DEMO1").await;
+    let got = until_seq(&mut resumed, 73).await;
+    assert_eq!(seqs(&got, "DEMO1"), vec![73]);
+    s.edge.stop().await.unwrap();
+    drop(s.nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_from_seq_the_stream_no_longer_keeps_gets_unavailable_and_a_fresh_snapshot() {
+    let mut s = setup(|_| {}).await;
+    for _ in 0..20 {
+        s.writer.append("DEMO1").await;
+    }
+    // The oldest ten leave the stream (as they would by age).
+    let stream = s.writer.js.get_stream(account::STREAM).await.unwrap();
+    stream
+        .purge()
+        .filter("acct.DEMO1.>")
+        .sequence(11)
+        .await
+        .unwrap();
+    let mut c = signed_in(s.addr, &["DEMO1"]).await;
+    for (from, id) in [(3, 1), (500, 2)] {
+        c.send(json!({"op":"subscribe","id":id,"account":"DEMO1","from_seq":from}))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.next_non_hb(5 * SECOND).await.unwrap()["type"],
+            "subscribed"
+        );
+        let told = c.next_non_hb(5 * SECOND).await.unwrap();
+        assert_eq!(
+            (
+                told["type"].as_str(),
+                told["code"].as_str(),
+                told["account"].as_str()
+            ),
+            (Some("error"), Some("unavailable"), Some("DEMO1")),
+            "{told}"
+        );
+        let snap = c.next_non_hb(5 * SECOND).await.unwrap();
+        assert_eq!(
+            (snap["type"].as_str(), snap["seq"].as_u64()),
+            (Some("account_snapshot"), Some(20)),
+            "{snap}"
+        );
+    }
+    // And from the oldest kept, a replay.
+    c.send(json!({"op":"subscribe","id":3,"account":"DEMO1","from_seq":11}))
+        .await
+        .unwrap();
+    let got = until_seq(&mut c, 20).await;
+    assert_seqs(&seqs(&got, "DEMO1"), 11..=20);
+    s.edge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cannot_keep_up_with_an_account_is_cut_with_4008() {
+    let mut s = setup(|c| {
+        c.session.account_queue = 256;
+        // Only the account may cut it: a stalled write alone would take 30 s.
+        c.session.write_timeout_ms = 30_000;
+    })
+    .await;
+    s.writer.append("DEMO1").await;
+    let token = token("trader", &["DEMO1"]);
+    let mut stalled = small_buffer_client(s.addr, Format::Json, Some(&token))
+        .await
+        .unwrap();
+    use futures_util::SinkExt;
+    let req = json!({"op":"subscribe","id":1,"account":"DEMO1"}).to_string();
+    stalled
+        .send(tokio_tungstenite::tungstenite::Message::Text(req.into()))
+        .await
+        .unwrap();
+    let mut reader = signed_in(s.addr, &["DEMO1"]).await;
+    reader
+        .send(json!({"op":"subscribe","id":1,"account":"DEMO1"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Far more than the socket buffers hold, at about 10,000 a second: a reader keeps up.
+    let reading = tokio::spawn(async move {
+        let got = until_seq(&mut reader, 40_001).await;
+        (reader, got)
+    });
+    for _ in 0..400 {
+        s.writer.append_many("DEMO1", 100).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_reader, got) = reading.await.unwrap();
+    assert_seqs(&seqs(&got, "DEMO1"), 2..=40_001);
+    let (last, code) = last_words(&mut stalled, 10 * SECOND).await.unwrap();
+    assert_eq!(code, Some(4008), "last message {last:?}");
+    let cuts = metric(
+        s.addr,
+        "tickmesh_edge_slow_consumer_total{action=\"cut_account\"}",
+    )
+    .await;
+    assert_eq!(cuts, 1.0);
+    s.edge.stop().await.unwrap();
+}
