@@ -28,8 +28,13 @@ pub enum Command {
 pub struct WatchArgs {
     /// Symbols to watch, e.g. AAPL BRK-B AAPL261218C00150000 (or AAPL,MSFT); lower case is
     /// upper-cased.
-    #[arg(required = true, value_name = "SYMBOL")]
+    #[arg(required_unless_present = "account", value_name = "SYMBOL")]
     pub symbols: Vec<String>,
+
+    /// Also follow this account's orders, fills, positions and balances (the token must
+    /// name it in its `acct` claim); resumed from the last seq after every reconnect.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: Option<String>,
 
     /// The edge's stream endpoint.
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/stream")]
@@ -188,6 +193,10 @@ mod tests {
         assert!(
             parse(&["tickmesh", "watch"]).is_err(),
             "a symbol is required"
+        );
+        assert!(
+            parse(&["tickmesh", "watch", "--account", "DEMO1"]).is_ok(),
+            "or an account"
         );
     }
 }

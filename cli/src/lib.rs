@@ -9,11 +9,14 @@
 //!   without a terminal.
 //! - [`view`]: where events go: the table redrawn in place, or one JSON line per tick.
 //! - [`watch`]: the `watch` command: connect, subscribe, read, reconnect, until Ctrl-C.
+//! - [`account`]: an account followed with `--account`: resumed with `from_seq` after
+//!   every reconnect, each event shown once.
 //!
 //! Data flow: [`conn`] decodes a frame → [`watch`] answers the protocol and passes each
 //! tick through the [`board::SeqGate`] → [`view`] prints it (JSON) or marks the table
 //! dirty, redrawn at most ten times a second.
 
+pub mod account;
 pub mod args;
 pub mod backoff;
 pub mod board;

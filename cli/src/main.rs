@@ -18,8 +18,14 @@ fn main() -> ExitCode {
 fn watch_command(a: WatchArgs) -> ExitCode {
     let symbols = match args::parse_symbols(&a.symbols) {
         Ok(s) => s,
+        Err(_) if a.symbols.is_empty() && a.account.is_some() => Vec::new(),
         Err(e) => return usage(&e),
     };
+    if let Some(account) = &a.account
+        && let Err(e) = tickmesh_core::account::validate(account)
+    {
+        return usage(&e.to_string());
+    }
     let token = a
         .token
         .clone()
@@ -43,6 +49,7 @@ fn watch_command(a: WatchArgs) -> ExitCode {
         interval_ms: a.interval_ms,
         format: a.format(),
         json: a.json,
+        account: a.account.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -135,6 +135,25 @@ impl View {
         Ok(())
     }
 
+    /// An account message (`account` or `account_snapshot`): the message as one JSON
+    /// line, or `text` as a note under the table.
+    pub fn account(&mut self, msg: &Value, text: impl Into<String>) -> io::Result<()> {
+        if self.json {
+            let Value::Object(fields) = msg else {
+                return Ok(());
+            };
+            let kind = fields
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("account");
+            let line = json_line(kind, fields);
+            self.out.write_all(line.as_bytes())?;
+            return self.out.write_all(b"\n");
+        }
+        self.note(Level::Info, text);
+        Ok(())
+    }
+
     pub fn refuse(&mut self, symbol: &str, code: &str) {
         self.board.refuse(symbol, code);
         self.dirty = true;

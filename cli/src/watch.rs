@@ -15,6 +15,7 @@ use tickmesh_core::{Format, Mode};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::account::{AccountFeed, Admit, describe};
 use crate::backoff::{self, Backoff};
 use crate::board::{Continuity, SeqGate};
 use crate::conn::{self, Conn, Incoming};
@@ -48,6 +49,8 @@ pub struct Options {
     pub interval_ms: u32,
     pub format: Format,
     pub json: bool,
+    /// An account to follow too.
+    pub account: Option<String>,
 }
 
 /// How a connection ended.
@@ -74,6 +77,8 @@ struct Watch {
     next_id: i64,
     welcomed_before: bool,
     backoff: Backoff,
+    /// The account followed, until refused.
+    account: Option<AccountFeed>,
 }
 
 /// Runs until `shutdown` (Ctrl-C), a terminal close, or stdout going away.
@@ -89,6 +94,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         interval_ms: opts.interval_ms,
         ..Default::default()
     };
+    let account = opts.account.as_deref().map(AccountFeed::new);
     let mut w = Watch {
         view: View::new(opts.json, &opts.symbols, status),
         active: opts.symbols.clone(),
@@ -98,6 +104,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         next_id: 1,
         welcomed_before: false,
         backoff: Backoff::new(backoff::BASE, backoff::MAX),
+        account,
     };
     let result = w.run(&shutdown).await;
     w.view.finish().ok();
@@ -236,20 +243,31 @@ impl Watch {
                         "hb" => self.view.status.lag_ms = msg.get("lag_ms").and_then(Value::as_u64),
                         "welcome" => {
                             idle = self.welcome(&msg);
-                            let id = self.next_id;
-                            self.next_id += 1;
-                            sub_id = Some(id);
-                            let req = json!({
-                                "op": "subscribe",
-                                "id": id,
-                                "symbols": self.active,
-                                "mode": self.opts.mode.as_str(),
-                                "interval_ms": self.opts.interval_ms,
-                            });
-                            if let Err(e) = conn.send(&req).await {
-                                return Ok(End::Dropped { code: 1006, reason: e.to_string(), drain_after });
+                            let mut requests = Vec::new();
+                            if !self.active.is_empty() {
+                                let id = self.next_id;
+                                self.next_id += 1;
+                                sub_id = Some(id);
+                                requests.push(json!({
+                                    "op": "subscribe",
+                                    "id": id,
+                                    "symbols": self.active,
+                                    "mode": self.opts.mode.as_str(),
+                                    "interval_ms": self.opts.interval_ms,
+                                }));
+                            }
+                            if let Some(feed) = &self.account {
+                                requests.push(feed.request(self.next_id));
+                                self.next_id += 1;
+                            }
+                            for req in requests {
+                                if let Err(e) = conn.send(&req).await {
+                                    return Ok(End::Dropped { code: 1006, reason: e.to_string(), drain_after });
+                                }
                             }
                         }
+                        "account" => self.account_event(&msg)?,
+                        "account_snapshot" => self.account_snapshot(&msg)?,
                         "subscribed" => self.subscribed(&msg),
                         "error" if self.error(&msg, sub_id) => {
                             conn.close().await;
@@ -317,9 +335,65 @@ impl Watch {
         }
     }
 
-    /// Shows a server error; true when no symbol is left to watch.
+    /// An account event: shown once, in order; a skipped seq is said.
+    fn account_event(&mut self, msg: &Value) -> io::Result<()> {
+        let Some(feed) = &mut self.account else {
+            return Ok(());
+        };
+        let Some(seq) = msg.get("seq").and_then(Value::as_u64) else {
+            return Ok(());
+        };
+        match feed.admit(seq) {
+            Admit::Seen => return Ok(()),
+            Admit::After { missing_from } => {
+                let name = feed.name.clone();
+                self.view.note(
+                    Level::Warn,
+                    format!("{name}: events {missing_from} to {} never came", seq - 1),
+                );
+            }
+            Admit::Next => {}
+        }
+        let name = self
+            .account
+            .as_ref()
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
+        self.view.account(msg, format!("{name} {}", describe(msg)))
+    }
+
+    /// The account's state as of a seq: what follows is after it.
+    fn account_snapshot(&mut self, msg: &Value) -> io::Result<()> {
+        let Some(feed) = &mut self.account else {
+            return Ok(());
+        };
+        let seq = msg.get("seq").and_then(Value::as_u64).unwrap_or_default();
+        feed.snapshot(seq);
+        let count = |k: &str| msg.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+        let text = format!(
+            "{} as of #{seq}: {} positions, {} open orders, {} balances",
+            feed.name,
+            count("positions"),
+            count("open_orders"),
+            count("balances")
+        );
+        self.view.account(msg, text)
+    }
+
+    /// Shows a server error; true when nothing is left to watch.
     fn error(&mut self, msg: &Value, sub_id: Option<i64>) -> bool {
         let field = |k: &str| msg.get(k).and_then(Value::as_str).unwrap_or_default();
+        if let Some(account) = msg.get("account").and_then(Value::as_str) {
+            let (code, message) = (field("code"), field("message"));
+            self.view
+                .note(Level::Error, format!("{code} {account}: {message}"));
+            // A refused account is not asked for again; `unavailable` brings a snapshot.
+            if ["not_entitled", "bad_request", "too_many_symbols"].contains(&code) {
+                self.account = None;
+                return self.active.is_empty();
+            }
+            return false;
+        }
         let (code, message, symbol) = (field("code"), field("message"), field("symbol"));
         let id = msg.get("id").and_then(Value::as_i64);
         let text = if symbol.is_empty() {
@@ -339,7 +413,7 @@ impl Watch {
         if !symbol.is_empty() && REFUSALS.contains(&code) && about_subscription {
             self.view.refuse(symbol, code);
             self.active.retain(|s| s != symbol);
-            return self.active.is_empty();
+            return self.active.is_empty() && self.account.is_none();
         }
         false
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tickmesh_tests::accounts;
 use tickmesh_tests::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickmesh");
@@ -391,4 +392,69 @@ fn a_refused_upgrade_ends_the_command_with_the_reason() {
             .any(|l| l.eq_ignore_ascii_case("authorization: Bearer x.y.z")),
         "{head}"
     );
+}
+
+/// `--account`: the snapshot, then every event; across a move to a new edge, during which
+/// the writer went on, the command resumes with `from_seq` and prints each event once, in
+/// order (a fresh snapshot instead would skip what was written meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_resumes_on_a_new_edge_with_each_event_once() {
+    const SECRET: &str = "a-cli-accounts-hs256-secret-of-32-bytes!";
+    let nats = NatsServer::start().unwrap();
+    create_refdata(&nats.url(), &["AAPL"]).await.unwrap();
+    let mut writer = accounts::Writer::create(&nats.url()).await.unwrap();
+    writer.append_many("DEMO1", 5).await.unwrap();
+    let config = |addr| {
+        let mut c = edge_config(&nats.url());
+        c.auth.hs256_secret = Some(SECRET.into());
+        c.auth.anonymous = false;
+        if let Some(addr) = addr {
+            c.listen = addr;
+            c.name = "edge-second".into();
+        }
+        c
+    };
+    let (edge, addr) = start_edge(config(None)).await.unwrap();
+    let token = accounts::token(SECRET, "trader", &["DEMO1"]);
+    let mut w = Watcher::spawn(&[
+        "watch",
+        "--json",
+        "--url",
+        &url(addr),
+        "--token",
+        &token,
+        "--account",
+        "DEMO1",
+    ]);
+    let first = tokio::task::block_in_place(|| w.take(1, Duration::from_secs(10)));
+    assert_eq!(first[0]["type"], "account_snapshot", "{}", first[0]);
+    assert_eq!(first[0]["seq"], 5);
+    writer.append_many("DEMO1", 5).await.unwrap();
+    let live = tokio::task::block_in_place(|| w.take(5, Duration::from_secs(10)));
+
+    edge.stop().await.unwrap();
+    writer.append_many("DEMO1", 5).await.unwrap();
+    let (edge2, _) = start_edge(config(Some(addr))).await.unwrap();
+    let after = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut after = Vec::new();
+        while !after.iter().any(|l: &Value| l["seq"] == 15) && Instant::now() < deadline {
+            after.extend(w.collect(Duration::from_millis(200)));
+        }
+        after.extend(w.collect(Duration::from_millis(500)));
+        after
+    });
+    let events: Vec<u64> = live
+        .iter()
+        .chain(&after)
+        .map(|l| {
+            assert_eq!(l["type"], "account", "only events after the snapshot: {l}");
+            assert_eq!(l["account"], "DEMO1");
+            l["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(events, (6..=15).collect::<Vec<_>>(), "{}", w.stderr());
+    let status = w.interrupt();
+    assert!(status.success(), "{status:?}\n{}", w.stderr());
+    edge2.stop().await.unwrap();
 }

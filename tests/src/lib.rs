@@ -7,6 +7,7 @@
 //!   and a roaming client.
 //! - [`proxy`]: a TCP proxy that delays, black-holes or resets a link.
 
+pub mod accounts;
 pub mod mesh;
 pub mod proxy;
 

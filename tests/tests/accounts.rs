@@ -7,152 +7,20 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tickmesh_core::Format;
-use tickmesh_core::account::{
-    self, AccountState, Balance, Data, Event, Fill, Order, OrderStatus, OrderType, Position, Side,
-    Snapshot,
-};
-use tickmesh_edge::auth::now_s as now;
+use tickmesh_core::account;
+use tickmesh_tests::accounts::{self, Writer};
 use tickmesh_tests::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 const SECRET: &str = "an-accounts-suite-hs256-secret-of-32-bytes";
 
 fn token(sub: &str, acct: &[&str]) -> String {
-    let claims = json!({"sub": sub, "iat": now() - 1, "exp": now() + 600, "ent": ["*"], "acct": acct, "tier": "pro"});
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// Appends accounts' events as their single writer does: the next seq, the stream's
-/// acknowledgement, then the snapshot as of that event.
-struct Writer {
-    js: jetstream::Context,
-    snapshots: kv::Store,
-    states: HashMap<String, Snapshot>,
-}
-
-impl Writer {
-    async fn create(url: &str) -> Writer {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
-        js.create_stream(stream::Config {
-            name: account::STREAM.into(),
-            subjects: vec!["acct.>".into()],
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let snapshots = js
-            .create_key_value(kv::Config {
-                bucket: account::SNAPSHOTS.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        Writer {
-            js,
-            snapshots,
-            states: HashMap::new(),
-        }
-    }
-
-    /// Appends the `n`-th kind of event of `account`: an order, a fill, a position or a
-    /// balance, in turn.
-    async fn append(&mut self, account: &str) -> Event {
-        self.append_many(account, 1).await.pop().unwrap()
-    }
-
-    /// Appends `n` events of `account` without waiting for each acknowledgement in turn.
-    async fn append_many(&mut self, account: &str, n: usize) -> Vec<Event> {
-        let snap = self
-            .states
-            .entry(account.to_string())
-            .or_insert_with(|| Snapshot {
-                state: AccountState::new(account),
-                stream_seq: 0,
-            });
-        let mut events = Vec::with_capacity(n);
-        let mut acks = Vec::with_capacity(n);
-        for _ in 0..n {
-            let seq = snap.state.seq + 1;
-            let event = Event {
-                account: account.into(),
-                seq,
-                ts: tickmesh_core::tick::now_us(),
-                data: sample(seq),
-            };
-            let wire = account::encode_wire(&event);
-            acks.push(self.js.publish(event.subject(), wire.into()).await.unwrap());
-            snap.state.apply(&event).unwrap();
-            events.push(event);
-            // The context bounds the acknowledgements in flight.
-            if acks.len() == 500 {
-                for ack in acks.drain(..) {
-                    snap.stream_seq = ack.await.unwrap().sequence;
-                }
-            }
-        }
-        for ack in acks {
-            snap.stream_seq = ack.await.unwrap().sequence;
-        }
-        let bytes = serde_json::to_vec(&*snap).unwrap();
-        self.snapshots.put(account, bytes.into()).await.unwrap();
-        events
-    }
-}
-
-/// An event of each kind in turn, its numbers drawn from `seq`.
-fn sample(seq: u64) -> Data {
-    let symbol = ["AAPL", "MSFT", "SPY"][seq as usize % 3].to_string();
-    match seq % 4 {
-        // Five order ids in turn: a handful of open orders at any time.
-        0 => Data::Order(Order {
-            order_id: format!("O{}", seq / 4 % 5),
-            symbol,
-            side: Side::Buy,
-            order_type: OrderType::Limit,
-            qty: 100,
-            limit_price: Some(100.0 + seq as f64),
-            status: OrderStatus::New,
-            filled_qty: 0,
-            avg_price: None,
-            reason: None,
-        }),
-        1 => Data::Fill(Fill {
-            fill_id: format!("F{seq}"),
-            order_id: format!("O{}", seq - 1),
-            symbol,
-            side: Side::Buy,
-            qty: 10,
-            price: 100.0 + seq as f64,
-            trade_id: Some(seq),
-        }),
-        2 => Data::Position(Position {
-            symbol,
-            qty: seq as i64,
-            avg_price: 100.0,
-            realized_pnl: 0.0,
-            mark_price: None,
-            unrealized_pnl: None,
-        }),
-        _ => Data::Balance(Balance {
-            currency: "USD".into(),
-            cash: 1_000_000.0 - seq as f64,
-            realized_pnl: 0.0,
-        }),
-    }
+    accounts::token(SECRET, sub, acct)
 }
 
 struct Setup {
@@ -165,7 +33,7 @@ struct Setup {
 async fn setup(f: impl FnOnce(&mut tickmesh_edge::config::EdgeConfig)) -> Setup {
     let nats = NatsServer::start().unwrap();
     create_refdata(&nats.url(), &["AAPL"]).await.unwrap();
-    let writer = Writer::create(&nats.url()).await;
+    let writer = Writer::create(&nats.url()).await.unwrap();
     let mut config = edge_config(&nats.url());
     config.auth.hs256_secret = Some(SECRET.into());
     config.auth.anonymous = false;
@@ -235,10 +103,10 @@ async fn until_seq(c: &mut Client, seq: u64) -> Vec<(std::time::Instant, Value)>
 async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq_once() {
     let mut s = setup(|_| {}).await;
     for _ in 0..50 {
-        s.writer.append("DEMO1").await;
+        s.writer.append("DEMO1").await.unwrap();
     }
     for _ in 0..30 {
-        s.writer.append("DEMO2").await;
+        s.writer.append("DEMO2").await.unwrap();
     }
 
     let mut live = signed_in(s.addr, &["DEMO1"]).await;
@@ -276,8 +144,8 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
         .await
         .unwrap();
     for _ in 0..20 {
-        s.writer.append("DEMO1").await;
-        s.writer.append("DEMO2").await;
+        s.writer.append("DEMO1").await.unwrap();
+        s.writer.append("DEMO2").await.unwrap();
     }
     let got = until_seq(&mut live, 70).await;
     assert_seqs(&seqs(&got, "DEMO1"), 51..=70);
@@ -302,8 +170,8 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
         (Some("not_entitled"), Some("DEMO2")),
         "{refused}"
     );
-    s.writer.append("DEMO2").await;
-    s.writer.append("DEMO1").await;
+    s.writer.append("DEMO2").await.unwrap();
+    s.writer.append("DEMO1").await.unwrap();
     let got = until_seq(&mut live, 71).await;
     assert_eq!(seqs(&got, "DEMO1"), vec![71], "only DEMO1's events");
 
@@ -316,7 +184,7 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
         (bye["type"].as_str(), bye["account"].as_str()),
         (Some("unsubscribed"), Some("DEMO1"))
     );
-    s.writer.append("DEMO1").await;
+    s.writer.append("DEMO1").await.unwrap();
     let after = live.collect(SECOND).await.unwrap();
     assert!(seqs(&after, "DEMO1").is_empty(), "{after:?}");
 
@@ -331,7 +199,7 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
         "subscribed"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.writer.append("DEMO1").await;
+    s.writer.append("DEMO1").await.unwrap();
     let got = until_seq(&mut resumed, 73).await;
     assert_eq!(seqs(&got, "DEMO1"), vec![73]);
     s.edge.stop().await.unwrap();
@@ -342,7 +210,7 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
 async fn a_from_seq_the_stream_no_longer_keeps_gets_unavailable_and_a_fresh_snapshot() {
     let mut s = setup(|_| {}).await;
     for _ in 0..20 {
-        s.writer.append("DEMO1").await;
+        s.writer.append("DEMO1").await.unwrap();
     }
     // The oldest ten leave the stream (as they would by age).
     let stream = s.writer.js.get_stream(account::STREAM).await.unwrap();
@@ -395,7 +263,7 @@ async fn a_client_that_cannot_keep_up_with_an_account_is_cut_with_4008() {
         c.session.write_timeout_ms = 30_000;
     })
     .await;
-    s.writer.append("DEMO1").await;
+    s.writer.append("DEMO1").await.unwrap();
     let token = token("trader", &["DEMO1"]);
     let mut stalled = small_buffer_client(s.addr, Format::Json, Some(&token))
         .await
@@ -418,7 +286,7 @@ async fn a_client_that_cannot_keep_up_with_an_account_is_cut_with_4008() {
         (reader, got)
     });
     for _ in 0..400 {
-        s.writer.append_many("DEMO1", 100).await;
+        s.writer.append_many("DEMO1", 100).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (_reader, got) = reading.await.unwrap();
