@@ -301,3 +301,40 @@ async fn a_client_that_cannot_keep_up_with_an_account_is_cut_with_4008() {
     assert_eq!(cuts, 1.0);
     s.edge.stop().await.unwrap();
 }
+
+/// A revocation of the user closes an account session with 4403 within a second, and
+/// nothing of the account comes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_user_is_closed_with_4403_within_a_second() {
+    let mut s = setup(|_| {}).await;
+    s.writer.append("DEMO1").await.unwrap();
+    let mut c = signed_in(s.addr, &["DEMO1"]).await;
+    c.send(json!({"op":"subscribe","id":1,"account":"DEMO1"}))
+        .await
+        .unwrap();
+    let snap = c.next_of("account_snapshot", 5 * SECOND).await.unwrap();
+    assert_eq!(snap["seq"], 1);
+    let nats = async_nats::connect(s.nats.url()).await.unwrap();
+    nats.publish("ctl.revoke", r#"{"sub":"trader"}"#.into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let revoked_at = std::time::Instant::now();
+    s.writer.append("DEMO1").await.unwrap();
+    let mut after = Vec::new();
+    let code = c
+        .closed_within(5 * SECOND, |v| after.push(v.clone()))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(4403));
+    assert!(
+        revoked_at.elapsed() < SECOND,
+        "closed {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+    assert!(
+        !after.iter().any(|v| v["type"] == "account"),
+        "an event after the revocation: {after:?}"
+    );
+    s.edge.stop().await.unwrap();
+}
