@@ -143,6 +143,7 @@ fn zero_series() {
         "tickmesh_edge_handshakes_in_flight",
         "tickmesh_edge_tapes",
         "tickmesh_edge_bar_feeds",
+        "tickmesh_edge_account_subscriptions",
     ] {
         gauge!(gauge).increment(0.0);
     }
@@ -154,14 +155,22 @@ fn zero_series() {
         "tickmesh_edge_trades_in_total",
         "tickmesh_edge_trades_out_total",
         "tickmesh_edge_history_errors_total",
+        "tickmesh_edge_account_events_in_total",
+        "tickmesh_edge_account_events_out_total",
+        "tickmesh_edge_account_events_invalid_total",
     ] {
         counter!(total).increment(0);
     }
-    let labelled: [(&'static str, &'static str, &[&'static str]); 7] = [
+    let labelled: [(&'static str, &'static str, &[&'static str]); 8] = [
         (
             "tickmesh_edge_slow_consumer_total",
             "action",
-            &["conflated", "closed", "cut_tape"],
+            &["conflated", "closed", "cut_tape", "cut_account"],
+        ),
+        (
+            "tickmesh_edge_account_restarts_total",
+            "reason",
+            &["fresh", "failed"],
         ),
         (
             "tickmesh_edge_trades_dropped_total",
