@@ -1,10 +1,25 @@
-//! The dashboard's static files, built into the binary: nothing comes from a CDN. Each
-//! is sent with a Content-Security-Policy, `Referrer-Policy: no-referrer` and framing
-//! refused.
+//! The dashboard's static files and the JS client's modules, built into the binary:
+//! nothing comes from a CDN. Each is sent with a Content-Security-Policy,
+//! `Referrer-Policy: no-referrer` and framing refused.
 
 use warp::Filter;
 use warp::http::HeaderValue;
 use warp::reply::{Reply, Response};
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// A module of the JS client package (`clients/js/src`): the page loads the package's own
+/// files, so there is one copy of the client, and the SharedWorker (`worker.js`) that holds
+/// one connection for all of an origin's tabs comes from the page's origin, as it must.
+macro_rules! client_module {
+    ($name:literal) => {
+        (
+            $name,
+            JS,
+            include_str!(concat!("../../clients/js/src/", $name)),
+        )
+    };
+}
 
 const FILES: &[(&str, &str, &str)] = &[
     (
@@ -12,26 +27,24 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/html; charset=utf-8",
         include_str!("../static/index.html"),
     ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/app.js"),
-    ),
-    (
-        "tickmesh.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/tickmesh.js"),
-    ),
-    (
-        "msgpack.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../static/msgpack.js"),
-    ),
+    ("app.js", JS, include_str!("../static/app.js")),
     (
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../static/style.css"),
     ),
+    client_module!("index.js"),
+    client_module!("tickmesh.js"),
+    client_module!("msgpack.js"),
+    client_module!("events.js"),
+    client_module!("api.js"),
+    client_module!("ledger.js"),
+    client_module!("shared.js"),
+    client_module!("worker.js"),
+    client_module!("hub.js"),
+    client_module!("holders.js"),
+    client_module!("pace.js"),
+    client_module!("replay.js"),
 ];
 
 /// What the page may load and where it may connect: its own scripts, styles and images

@@ -15,10 +15,11 @@
  *
  * Page parameters: `?token=` (passed on to the stream), `?enc=msgpack`,
  * `?symbols=A,B,C` (replaces the default watchlist), `?chain=AAPL`, `?depth=AAPL` (the
- * symbol of the ladder, the chart and the tape), `?tf=1m` (the chart's timeframe).
+ * symbol of the ladder, the chart and the tape), `?tf=1m` (the chart's timeframe),
+ * `?shared=0` (a connection of the page's own rather than the one its tabs share).
  */
 
-import { TickMeshClient, TIMEFRAMES } from './tickmesh.js';
+import { createClient, TIMEFRAMES } from './index.js';
 
 const DEFAULT_WATCHLIST = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'SPY', 'QQQ', 'AMZN', 'GOOGL', 'META', 'AMD'];
 const SYMBOL_RE = /^[A-Z0-9][A-Z0-9_-]{0,63}$/;
@@ -55,9 +56,11 @@ const TIME_STEPS = [1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 10800, 21600, 43
 const TF_SECONDS = { '1s': 1, '1m': 60, '5m': 300, '1h': 3600, '1d': 86400 };
 
 const params = new URLSearchParams(location.search);
-const client = new TickMeshClient({
+// One connection for all of this origin's tabs of the page (a SharedWorker), unless `?shared=0`.
+const client = createClient({
   token: params.get('token'),
   encoding: params.get('enc') === 'msgpack' ? 'msgpack' : 'json',
+  shared: params.get('shared') !== '0',
 });
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));

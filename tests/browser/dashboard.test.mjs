@@ -5,122 +5,30 @@
 //
 // Screenshots go to tests/artifacts/ (git-ignored).
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 
-import { launchChromium } from './chromium.mjs';
-import { ARTIFACTS, sleep, startMesh, waitFor } from './mesh.mjs';
+import { ARTIFACTS, sleep, waitFor } from './mesh.mjs';
+import { PRICE, cellText, firstTapeFrame, meshAndChromium, metric, nextPrice, openPage, waitForStatus } from './page.mjs';
 
-/** @type {Awaited<ReturnType<typeof startMesh>>} */
+/** @type {import('./page.mjs').Mesh} */
 let mesh;
-/** @type {Awaited<ReturnType<typeof launchChromium>>} */
+/** @type {import('./page.mjs').Chromium} */
 let browser;
 /** When the mesh (and its ingest) started, ms. */
 let meshStartedAt = 0;
 
-before(
-  async () => {
-    // Started side by side; whichever started is stopped in `after` even if the other failed.
-    const [m, b] = await Promise.allSettled([startMesh(), launchChromium()]);
-    meshStartedAt = Date.now();
-    if (m.status === 'fulfilled') mesh = m.value;
-    if (b.status === 'fulfilled') browser = b.value;
-    for (const r of [m, b]) if (r.status === 'rejected') throw r.reason;
-  },
-  { timeout: 60000 },
-);
-
-after(
-  async () => {
-    await browser?.close();
-    await mesh?.stop();
-  },
-  { timeout: 30000 },
-);
-
-const PRICE = /^\d+\.\d{2,6}$/;
+meshAndChromium((m, b) => {
+  [mesh, browser, meshStartedAt] = [m, b, Date.now()];
+});
 
 /**
  * A page of the dashboard; collects uncaught page errors.
  * @param {string} query
  * @param {(page: import('playwright-core').Page) => Promise<void>} [prepare] run before the page loads
  */
-async function openDashboard(query, prepare) {
-  const page = await browser.context.newPage();
-  await prepare?.(page);
-  /** @type {string[]} */
-  const pageErrors = [];
-  page.on('pageerror', (err) => pageErrors.push(String(err)));
-  // What the page's Content-Security-Policy refused (Chromium reports it on the console).
-  /** @type {string[]} */
-  const cspViolations = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && /Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
-  });
-  const response = await page.goto(`${mesh.httpUrl}/${query}`);
-  return { page, pageErrors, cspViolations, headers: response?.headers() ?? {} };
-}
-
-/** @param {import('playwright-core').Page} page */
-const statusOf = (page) =>
-  page.evaluate(() => {
-    const text = (/** @type {string} */ id) => document.getElementById(id)?.textContent?.trim() ?? '';
-    return {
-      state: document.getElementById('status-state')?.dataset.state ?? '',
-      edge: text('status-edge'),
-      enc: text('status-enc'),
-      lag: text('status-lag'),
-      ups: Number(text('status-ups')),
-      reconnects: Number(text('status-reconnects')),
-    };
-  });
-
-/**
- * Waits until the status bar satisfies `pred` (the page refreshes it every 200 ms).
- * @param {import('playwright-core').Page} page
- * @param {(s: Awaited<ReturnType<typeof statusOf>>) => boolean} pred
- * @param {string} what
- * @param {number} [timeoutMs]
- */
-async function waitForStatus(page, pred, what, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let s = await statusOf(page);
-  while (!pred(s)) {
-    if (Date.now() > deadline) assert.fail(`status bar never showed ${what}; last: ${JSON.stringify(s)}`);
-    await new Promise((r) => setTimeout(r, 100));
-    s = await statusOf(page);
-  }
-  return s;
-}
-
-/** @param {string} symbol @param {string} cell */
-const cellSelector = (symbol, cell) => `tr[data-symbol="${symbol}"] .${cell}`;
-
-/** @param {import('playwright-core').Page} page @param {string} symbol @param {string} cell */
-const cellText = async (page, symbol, cell) => ((await page.textContent(cellSelector(symbol, cell))) ?? '').trim();
-
-/**
- * Waits until the watchlist shows a price for `symbol` that differs from `from`.
- * @param {import('playwright-core').Page} page @param {string} symbol @param {string} from
- */
-async function nextPrice(page, symbol, from, timeoutMs = 15000) {
-  const handle = await page.waitForFunction(
-    ([sel, prev]) => {
-      const t = document.querySelector(sel)?.textContent?.trim();
-      return t && t !== prev ? t : null;
-    },
-    [cellSelector(symbol, 'last'), from],
-    { timeout: timeoutMs, polling: 100 },
-  );
-  return String(await handle.jsonValue());
-}
-
-/** @param {string} metrics @param {string} series */
-function metric(metrics, series) {
-  const line = metrics.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
+const openDashboard = (query, prepare) => openPage(browser.context, `${mesh.httpUrl}/${query}`, prepare);
 
 test('the page connects to the edge and shows prices that change', { timeout: 30000 }, async () => {
   const { page, pageErrors, cspViolations, headers } = await openDashboard('?symbols=AAPL,MSFT,SPY');
@@ -189,24 +97,6 @@ const tapeOf = (page) =>
       now: d.getHours() * 3600 + d.getMinutes() * 60 + d.getSeconds() + d.getMilliseconds() / 1000,
     };
   });
-
-/**
- * Waits frame by frame until the tape holds prints of `symbol`; returns how many its first
- * such frame showed (a history arrives whole, live prints a few at a time).
- * @param {import('playwright-core').Page} page @param {string} symbol
- */
-async function firstTapeFrame(page, symbol, timeoutMs = 10000) {
-  const handle = await page.waitForFunction(
-    (sym) => {
-      if (document.getElementById('tape')?.dataset.symbol !== sym) return null;
-      const n = document.querySelectorAll('#tape-rows tr').length;
-      return n > 0 ? n : null;
-    },
-    symbol,
-    { polling: 'raf', timeout: timeoutMs },
-  );
-  return Number(await handle.jsonValue());
-}
 
 /**
  * Waits until a print newer than `seq` is on top of the tape.
@@ -335,7 +225,7 @@ test('the time and sales panel shows the selected symbol\'s prints, newest on to
 });
 
 /**
- * Records, in the page, the JSON messages its WebSockets send and the `bars` messages they
+ * Records, in the page, the JSON messages its own WebSockets send and the `bars` messages they
  * receive (`window.__tx`, `window.__rx`), before the page's own code sees them. Test-only:
  * an init script, which the page's Content-Security-Policy does not govern.
  * @param {import('playwright-core').Page} page
@@ -531,7 +421,8 @@ async function edgeFollowsBars(n) {
 test('the chart draws the selected symbol\'s candles, a new one as each bar closes, and follows the timeframe and the selection', { timeout: 90000 }, async () => {
   // The 1s history holds a bar per second of prints: give it a few.
   await sleep(Math.max(0, 15000 - (Date.now() - meshStartedAt)));
-  const { page, pageErrors, cspViolations } = await openDashboard('?symbols=AAPL,MSFT&depth=AAPL&tf=1s', recordFrames);
+  // `shared=0`: the page holds its own WebSocket, where `recordFrames` can see its frames.
+  const { page, pageErrors, cspViolations } = await openDashboard('?symbols=AAPL,MSFT&depth=AAPL&tf=1s&shared=0', recordFrames);
   try {
     await waitForStatus(page, (s) => s.state === 'open', 'open');
     // The history: a chart of candles at once, not one candle after another.

@@ -299,7 +299,14 @@ async fn dashboard_files_carry_a_content_security_policy() {
     let nats = NatsServer::start().unwrap();
     create_empty_refdata(&nats.url()).await.unwrap();
     let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
-    for path in ["/", "/app.js", "/tickmesh.js", "/msgpack.js", "/style.css"] {
+    for path in [
+        "/",
+        "/app.js",
+        "/tickmesh.js",
+        "/msgpack.js",
+        "/style.css",
+        "/worker.js",
+    ] {
         let (status, headers) = head_of(addr, path, "edge.test:8443").await;
         assert_eq!(status, 200, "{path}");
         let header = |name: &str| {

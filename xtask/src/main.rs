@@ -89,10 +89,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .current_dir(&root);
     steps.push(("rust", cargo));
 
-    if root.join("tests/js").is_dir() {
+    if root.join("clients/js/test").is_dir() {
         let mut node = Command::new("node");
-        node.args(["--test", "tests/js/"]).current_dir(&root);
+        node.args(["--test", "clients/js/test/"]).current_dir(&root);
         steps.push(("javascript", node));
+        let mut types = Command::new("bash");
+        types.arg("clients/js/typecheck.sh").current_dir(&root);
+        steps.push(("javascript types", types));
     }
     // The repository's checks (tests/py) and the Python client's own tests, unit and
     // against a real mesh of target/debug's binaries (clients/python/tests), in one run.

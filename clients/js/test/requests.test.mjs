@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { harness } from './fakes.mjs';
-import { TickMeshError } from '../../edge/static/tickmesh.js';
+import { TickMeshError } from '../src/tickmesh.js';
 
 function ready(options) {
   const h = harness(options);

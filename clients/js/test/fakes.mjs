@@ -1,7 +1,9 @@
 // Test doubles for the TickMesh JS client: a scripted WebSocket and a manual clock.
 
-import { TickMeshClient } from '../../edge/static/tickmesh.js';
-import { encode, decode } from '../../edge/static/msgpack.js';
+import { TickMeshClient } from '../src/tickmesh.js';
+import { servePort } from '../src/hub.js';
+import { SharedClient } from '../src/shared.js';
+import { encode, decode } from '../src/msgpack.js';
 
 /** A clock whose timers run only when the test advances it. */
 export class FakeClock {
@@ -139,6 +141,15 @@ function toArrayBuffer(u8) {
   return u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength);
 }
 
+/** Every event of a client, in order, as `{type, detail}`. */
+function recorded(client) {
+  const events = [];
+  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades', 'bars']) {
+    client.on(type, (detail) => events.push({ type, detail }));
+  }
+  return events;
+}
+
 /**
  * A client wired to a fake clock and fake sockets.
  * `random` defaults to 0.5 so that backoff delays are exact halves of their ceilings.
@@ -155,10 +166,7 @@ export function harness(options = {}) {
     random: () => 0.5,
     ...options,
   });
-  const events = [];
-  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades', 'bars']) {
-    client.on(type, (detail) => events.push({ type, detail }));
-  }
+  const events = recorded(client);
   return {
     clock,
     WS,
@@ -184,4 +192,110 @@ export async function reconnect(h) {
   h.ws.serverClose(1006);
   await h.clock.advance(h.client.backoffMaxMs);
   h.ws.accept();
+}
+
+/** Lets messages between MessagePorts (and the promises they settle) arrive. */
+export async function drain() {
+  for (let i = 0; i < 8; i++) await settle();
+}
+
+/** Web Locks as a browser grants them: in order per name; `crash` ends a holder without its release. */
+export class FakeLocks {
+  constructor() {
+    /** @type {Map<string, Array<{fn: () => any, resolve: (v: any) => void}>>} */
+    this.queues = new Map();
+  }
+
+  request(name, fn) {
+    return new Promise((resolve) => {
+      let q = this.queues.get(name);
+      if (!q) this.queues.set(name, (q = []));
+      q.push({ fn, resolve });
+      // Granted later, as a browser does: a request is never granted within the call.
+      if (q.length === 1) queueMicrotask(() => this._grant(name));
+    });
+  }
+
+  _grant(name) {
+    const q = this.queues.get(name);
+    if (!q?.length) return this.queues.delete(name);
+    const head = q[0];
+    Promise.resolve(head.fn()).then((v) => {
+      if (q[0] !== head) return;
+      q.shift();
+      head.resolve(v);
+      this._grant(name);
+    });
+  }
+
+  /** The names held now. */
+  held() {
+    return [...this.queues.keys()];
+  }
+
+  /** The holder of `name` is gone (its tab closed or crashed): the next request is granted. */
+  crash(name) {
+    this.queues.get(name)?.shift();
+    this._grant(name);
+  }
+}
+
+/**
+ * Tabs of one shared connection: a hub served as the SharedWorker serves it, on a fake
+ * clock and fake sockets, and `tab()` attaches another `SharedClient` to it.
+ */
+export function sharedHarness(options = {}) {
+  const clock = new FakeClock();
+  const WS = fakeWebSocketClass();
+  const locks = new FakeLocks();
+  const hubs = new Map();
+  const env = { WebSocket: WS, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: clock.now, random: () => 0.5, locks };
+  const ports = [];
+  /** Every request answered so far, by socket. */
+  const answered = new WeakMap();
+  const h = {
+    clock,
+    WS,
+    locks,
+    hubs,
+    get ws() {
+      return WS.instances.at(-1);
+    },
+    /** A tab: a SharedClient on a port of its own, recording its events. */
+    tab(tabOptions = {}) {
+      const { port1, port2 } = new MessageChannel();
+      ports.push(port1, port2);
+      servePort(port2, hubs, env);
+      const client = new SharedClient({ url: 'ws://edge.test/v1/stream', port: port1, locks, ...options, ...tabOptions });
+      const events = recorded(client);
+      return {
+        client,
+        events,
+        of: (type) => events.filter((e) => e.type === type).map((e) => e.detail),
+        /** `SYMBOL:seq` of each tick and snapshot (`*` before a snapshot's). */
+        seqs: () => events.filter((e) => e.type === 'tick' || e.type === 'snapshot').map((e) => `${e.type === 'snapshot' ? '*' : ''}${e.detail.symbol}:${e.detail.seq}`),
+      };
+    },
+    /** Answers every request of the current socket not answered yet, as an edge that accepts everything. */
+    answer() {
+      const ws = h.ws;
+      const done = answered.get(ws) ?? new Set();
+      answered.set(ws, done);
+      for (const m of ws.messages()) {
+        if (done.has(m.id)) continue;
+        done.add(m.id);
+        const type = { subscribe: 'subscribed', unsubscribe: 'unsubscribed', list: 'subscriptions', ping: 'pong', chains: 'chains' }[m.op];
+        const { op: _, ...fields } = m;
+        ws.deliver({ type, ...fields, symbols: m.symbols ?? [], chains: m.chains ?? [] });
+      }
+    },
+    /** The requests sent on the current socket, without ids. */
+    sent() {
+      return h.ws.messages().map(({ id: _, ...m }) => m);
+    },
+    close() {
+      for (const p of ports) p.close();
+    },
+  };
+  return h;
 }

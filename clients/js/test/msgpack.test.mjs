@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encode, decode } from '../../edge/static/msgpack.js';
+import { encode, decode } from '../src/msgpack.js';
 
 const hex = (bytes) => Buffer.from(bytes).toString('hex').match(/../g)?.join(' ') ?? '';
 const unhex = (s) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));

@@ -1,8 +1,9 @@
 // @ts-check
 /**
- * TickMesh browser client for the client protocol v1.
+ * The TickMesh client's connection, for the client protocol v1 (browsers and Node).
  *
- * One `TickMeshClient` owns one WebSocket at a time to `/v1/stream`. It keeps, across
+ * One `TickMeshClient` owns one WebSocket at a time to `/v1/stream`. It keeps (in its
+ * `Ledger`, ledger.js), across
  * reconnects, the two things a user would otherwise lose: the subscriptions (each with
  * its own mode and interval, replayed after every `welcome`) and the last `seq` seen per
  * symbol (so a snapshot or tick that is not newer than what was already delivered is
@@ -19,26 +20,16 @@
  * (the gateway is draining: wait its `after_ms`). Close codes 4400-4499 are terminal for
  * the token that was used: the client reconnects only if `getToken` yields a different one.
  *
- * @module tickmesh
+ * @module tickmesh/tickmesh
  */
 
 import { encode as msgpackEncode, decode as msgpackDecode } from './msgpack.js';
+import { ClientApi, SUBPROTOCOLS } from './api.js';
+import { Ledger, REFUSAL_CODES } from './ledger.js';
 
-/** WebSocket subprotocol per encoding. */
-export const SUBPROTOCOLS = Object.freeze({
-  json: 'tickmesh.v1.json',
-  msgpack: 'tickmesh.v1.msgpack',
-});
+export { SUBPROTOCOLS, streamUrl } from './api.js';
+export { DEFAULT_MODE, DEFAULT_INTERVAL_MS, DEFAULT_TRADES_HISTORY, DEFAULT_BARS_HISTORY, TIMEFRAMES } from './ledger.js';
 
-/** Protocol defaults for a subscription, sent explicitly so a replay is exact. */
-export const DEFAULT_MODE = 'quote';
-export const DEFAULT_INTERVAL_MS = 250;
-/** Prints of history a tape starts with unless asked (the protocol's default; at most 500). */
-export const DEFAULT_TRADES_HISTORY = 50;
-/** Closed bars of history a bars subscription starts with unless asked (at most 1000). */
-export const DEFAULT_BARS_HISTORY = 100;
-/** The timeframes of stream `bars`. */
-export const TIMEFRAMES = Object.freeze(['1s', '1m', '5m', '1h', '1d']);
 
 /** @type {Readonly<Record<string, string>>} request op -> reply type */
 const REPLY_TYPE = Object.freeze({
@@ -50,14 +41,6 @@ const REPLY_TYPE = Object.freeze({
   auth: 'authed',
 });
 
-const MODES = new Set(['ltp', 'quote', 'full']);
-const STREAMS = new Set(['ticks', 'trades', 'bars']);
-
-/** Error codes that mean "this symbol is not part of the session": never replayed. */
-const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_entitled', 'too_many_symbols']);
-
-const OPEN = 1;
-
 /**
  * @typedef {'ltp' | 'quote' | 'full'} Mode
  *
@@ -68,7 +51,7 @@ const OPEN = 1;
  * @property {number} [epoch]
  * @property {number} [ts]
  * @property {number} [src_ts]
- * @property {string} [kind]
+ * @property {'equity' | 'etf' | 'index' | 'option'} [kind]
  * @property {number} [last]
  * @property {number} [last_size]
  * @property {number} [bid]
@@ -153,7 +136,34 @@ const OPEN = 1;
  * @property {string} code
  * @property {string} message
  * @property {string} [symbol]
- * @property {number} [interval_ms]
+ * @property {number} [interval_ms] with `slow_consumer`: the interval the session was moved to
+ * @property {number} [retry_ms] with `unavailable`: when to ask again
+ *
+ * @typedef {object} Gap ticks of a subscribed symbol that never reached the gateway
+ * @property {'gap'} type
+ * @property {string} symbol
+ * @property {number} epoch
+ * @property {number} from_seq the first missing, inclusive
+ * @property {number} to_seq the last missing, inclusive
+ * @property {string} reason `snapshot`, `reconnect`, or another cause upstream
+ *
+ * @typedef {object} Continuity a live update that skips seqs neither folded nor told lost
+ * @property {string} symbol
+ * @property {number} seq
+ * @property {number} from_seq
+ * @property {number} had the seq passed on before it
+ *
+ * @typedef {object} Stats
+ * @property {number} reconnects connections opened after the first
+ * @property {number} ticks ticks and snapshots passed on
+ * @property {number} stale ticks dropped by seq
+ * @property {number} conflated ticks the gateway folded into the updates it sent
+ * @property {number} lost ticks it said never reached it (`gap`)
+ * @property {number} broken updates that skipped seqs neither folded nor told
+ * @property {number} prints trade prints passed on
+ * @property {number} reprints prints dropped as passed on before
+ * @property {number} bars bars (and updates of bars) passed on
+ * @property {number} rebars bars dropped as older than the newest passed on, or after its `final`
  *
  * @typedef {object} SubscribeRequest
  * @property {string[]} [symbols]
@@ -199,6 +209,8 @@ const OPEN = 1;
  * @property {CloseInfo} close
  * @property {StatusInfo} status
  * @property {SymbolStatus} symbolstatus
+ * @property {Gap} gap
+ * @property {Continuity} continuity
  * @property {TradesEvent} trades prints of a tape, per symbol: its history first
  *   (`snapshot: true`), then every later print; each print once, across reconnects too
  * @property {BarsEvent} bars bars, per symbol and timeframe: the history (`snapshot:
@@ -244,13 +256,6 @@ export class TickMeshError extends Error {
   }
 }
 
-/**
- * The stream URL for a page served by the edge.
- * @param {{protocol: string, host: string}} loc usually `window.location`
- */
-export function streamUrl(loc) {
-  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/v1/stream`;
-}
 
 /** @param {number} code */
 export function isTerminalClose(code) {
@@ -270,45 +275,6 @@ export function backoffDelay(attempt, baseMs, maxMs, r) {
 }
 
 /**
- * The option symbols of a chain share the OCC prefix root + YYMMDD.
- * @param {string} chain `"AAPL:2026-12-18"`
- * @returns {RegExp | null}
- */
-function chainSymbolPattern(chain) {
-  const m = /^([A-Z0-9]+):(\d\d)(\d\d)-(\d\d)-(\d\d)$/.exec(chain);
-  return m ? new RegExp(`^${m[1]}${m[3]}${m[4]}${m[5]}[CP]\\d{8}$`) : null;
-}
-
-/**
- * Why a request cannot name `stream` (and `chains`, and `tf`), if it cannot.
- * @param {unknown} stream @param {unknown} chains @param {unknown} tf
- * @returns {TypeError | null}
- */
-function badStream(stream, chains, tf) {
-  if (!STREAMS.has(/** @type {string} */ (stream))) return new TypeError(`unknown stream ${stream}`);
-  if (stream !== 'ticks' && upper(chains).length) return new TypeError(`a ${stream} subscription takes symbols, not chains`);
-  if (stream === 'bars' && !TIMEFRAMES.includes(/** @type {any} */ (tf))) {
-    return new TypeError(`stream "bars" needs tf: one of ${TIMEFRAMES.join(', ')}, not ${tf}`);
-  }
-  return null;
-}
-
-/** Why `value` cannot be the request's `name`, if it cannot. @param {string} name @param {unknown} value */
-function badCount(name, value) {
-  return Number.isInteger(value) && /** @type {number} */ (value) >= 0 ? null : new TypeError(`${name} must be a whole number >= 0, not ${value}`);
-}
-
-/** The key of a symbol's bars of a timeframe (`/` is not in the symbol grammar). @param {string} symbol @param {string} tf */
-function barKey(symbol, tf) {
-  return `${symbol}/${tf}`;
-}
-
-/** @param {unknown} list @returns {string[]} */
-function upper(list) {
-  return Array.isArray(list) ? list.map((s) => String(s).trim().toUpperCase()).filter(Boolean) : [];
-}
-
-/**
  * @typedef {object} Pending
  * @property {Record<string, any>} msg
  * @property {(v: any) => void} resolve
@@ -316,24 +282,17 @@ function upper(list) {
  * @property {any} timer
  */
 
-export class TickMeshClient {
+export class TickMeshClient extends ClientApi {
   /** @param {ClientOptions} [options] */
   constructor(options = {}) {
+    /** @type {Stats} */
+    const stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0 };
+    // What it holds (replayed after a reconnect) and what it passed on of each.
+    super(new Ledger(stats), options, 'TickMeshClient');
     const g = /** @type {any} */ (globalThis);
-    this.url = options.url ?? (g.location ? streamUrl(g.location) : '');
-    if (!this.url) throw new TypeError('TickMeshClient: no url and no page location');
-    new URL(this.url); // throws now rather than at every connection attempt
-    /** @type {string | null} */
-    this.token = options.token ?? null;
-    const encoding = options.encoding ?? 'json';
-    if (!(encoding in SUBPROTOCOLS)) throw new TypeError(`TickMeshClient: unknown encoding ${encoding}`);
-    /** @type {'json' | 'msgpack'} */
-    this.encoding = encoding;
-    this.getToken = options.getToken ?? null;
     this.backoffBaseMs = options.backoffBaseMs ?? 500;
     this.backoffMaxMs = options.backoffMaxMs ?? 30000;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10000;
-    this.maxQueued = options.maxQueued ?? 256;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
     this.idleHeartbeats = options.idleHeartbeats ?? 3;
     this._WebSocket = options.WebSocket ?? g.WebSocket;
@@ -342,12 +301,6 @@ export class TickMeshClient {
     this._random = options.random ?? Math.random;
     this._now = options.now ?? Date.now;
 
-    /** @type {Status} */
-    this.status = 'idle';
-    /** @type {Welcome | null} */
-    this.welcome = null;
-    /** Latest `lag_ms` from a heartbeat. @type {number | null} */
-    this.lagMs = null;
     /**
      * `reconnects`: connections opened after the first; `stale`: ticks dropped by seq;
      * `conflated`: ticks the gateway folded into the updates it sent; `lost`: ticks it said
@@ -356,28 +309,12 @@ export class TickMeshClient {
      * replayed tape's history); `bars`: bars (and updates of bars) delivered; `rebars`:
      * bars dropped as older than the newest delivered, or after its `final`.
      */
-    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0 };
+    this.stats = stats;
     /** Per symbol since its last tick: the highest seq and the count of `gap`s told. @type {Map<string, {to: number, n: number}>} */
     this._told = new Map();
     /** Epoch of the last tick delivered per symbol. @type {Map<string, number | undefined>} */
     this._epoch = new Map();
 
-    /** @type {Map<string, Set<Function>>} */
-    this._listeners = new Map();
-    /** Subscriptions as sent, replayed after a reconnect. @type {Map<string, {mode: Mode, interval_ms: number}>} */
-    this._symbols = new Map();
-    /** @type {Map<string, {mode: Mode, interval_ms: number}>} */
-    this._chains = new Map();
-    /** Last seq delivered per symbol. @type {Map<string, number>} */
-    this._seq = new Map();
-    /** Tapes as sent, replayed after a reconnect. @type {Map<string, {history: number}>} */
-    this._tapes = new Map();
-    /** Seq of the last print delivered per symbol. @type {Map<string, number>} */
-    this._tradeSeq = new Map();
-    /** Bars as sent, per `barKey`, replayed after a reconnect. @type {Map<string, {symbol: string, tf: Timeframe, history: number, interval_ms: number}>} */
-    this._bars = new Map();
-    /** The newest bar delivered per `barKey`: its start and whether it was final. @type {Map<string, {t: number, final: boolean}>} */
-    this._barLast = new Map();
     /** Sent, awaiting a reply. @type {Map<number, Pending>} */
     this._pending = new Map();
     /** Made while not connected, sent after the next `welcome`. @type {Pending[]} */
@@ -398,52 +335,6 @@ export class TickMeshClient {
     this._drainUntil = null;
     this._stopped = true;
     this._generation = 0; // invalidates async work of an earlier connect()
-  }
-
-  // ---- events -------------------------------------------------------------------
-
-  /**
-   * @template {keyof EventMap} K
-   * @param {K} type
-   * @param {(detail: EventMap[K]) => void} fn
-   * @returns {() => void} removes the listener
-   */
-  on(type, fn) {
-    let set = this._listeners.get(type);
-    if (!set) this._listeners.set(type, (set = new Set()));
-    set.add(fn);
-    return () => this.off(type, fn);
-  }
-
-  /**
-   * @template {keyof EventMap} K
-   * @param {K} type
-   * @param {(detail: EventMap[K]) => void} fn
-   */
-  off(type, fn) {
-    this._listeners.get(type)?.delete(fn);
-  }
-
-  /** @param {keyof EventMap} type @param {any} detail */
-  _emit(type, detail) {
-    const set = this._listeners.get(type);
-    if (!set) return;
-    for (const fn of set) {
-      try {
-        fn(detail);
-      } catch (err) {
-        // A failing listener must not break the stream; surface it outside this loop.
-        queueMicrotask(() => {
-          throw err;
-        });
-      }
-    }
-  }
-
-  /** @param {Status} status @param {Omit<StatusInfo, 'status'>} [detail] */
-  _setStatus(status, detail) {
-    this.status = status;
-    this._emit('status', { status, ...detail });
   }
 
   // ---- connection -----------------------------------------------------------------
@@ -655,18 +546,18 @@ export class TickMeshClient {
       case 'ticks':
         if (Array.isArray(msg.ticks)) {
           for (const tick of msg.ticks) {
-            const had = this._seq.get(tick?.symbol);
-            if (!this._fresh(tick)) continue;
+            const had = this._ledger.seq.get(tick?.symbol);
+            if (!this._ledger.fresh(tick)) continue;
             this._continuity(tick, had);
             this._emit('tick', tick);
           }
         }
         return;
       case 'trades':
-        if (Array.isArray(msg.trades)) this._onTrades(msg.snapshot === true, msg.trades);
+        if (Array.isArray(msg.trades)) for (const e of this._ledger.prints(msg.snapshot === true, msg.trades)) this._emit('trades', e);
         return;
       case 'bars':
-        if (Array.isArray(msg.bars)) this._onBars(msg.tf, msg.snapshot === true, msg.bars);
+        if (Array.isArray(msg.bars)) for (const e of this._ledger.newBars(msg.tf, msg.snapshot === true, msg.bars)) this._emit('bars', e);
         return;
       case 'status':
         // A subscribed symbol changed trading state, or turned stale or fresh (the
@@ -683,7 +574,7 @@ export class TickMeshClient {
       }
       case 'snapshot': {
         const { type, ...tick } = msg;
-        if (this._fresh(tick)) {
+        if (this._ledger.fresh(tick)) {
           this._told.delete(tick.symbol);
           this._epoch.set(tick.symbol, tick.epoch);
           this._emit('snapshot', tick);
@@ -710,24 +601,6 @@ export class TickMeshClient {
   }
 
   /**
-   * Passes a tick on only if its seq is above the last one delivered for its symbol.
-   * @param {Tick} tick
-   */
-  _fresh(tick) {
-    if (!tick || typeof tick.symbol !== 'string') return false;
-    if (typeof tick.seq === 'number') {
-      const last = this._seq.get(tick.symbol);
-      if (last !== undefined && tick.seq <= last) {
-        this.stats.stale++;
-        return false;
-      }
-      this._seq.set(tick.symbol, tick.seq);
-    }
-    this.stats.ticks++;
-    return true;
-  }
-
-  /**
    * Accounts for the seqs between what the client had of a symbol and a live update: each
    * was folded into an update (`from_seq`, docs/protocol.md) or told lost by a `gap`. An
    * update that skips seqs neither folded nor told is counted in `stats.broken` and
@@ -748,63 +621,6 @@ export class TickMeshClient {
       this.stats.broken++;
       this._emit('continuity', { symbol: tick.symbol, seq: tick.seq, from_seq: from, had });
     }
-  }
-
-  /**
-   * Passes on, per symbol, the prints not delivered before: a tape replayed after a
-   * reconnect starts with a fresh history that overlaps what was shown. Prints of a tape
-   * no longer held (still in flight after its `unsubscribe`) are dropped, so they cannot
-   * hide the history of a later subscribe.
-   * @param {boolean} snapshot
-   * @param {Trade[]} trades
-   */
-  _onTrades(snapshot, trades) {
-    /** @type {Map<string, Trade[]>} */
-    const bySymbol = new Map();
-    for (const t of trades) {
-      if (!t || typeof t.seq !== 'number' || !this._tapes.has(t.symbol)) continue;
-      const last = this._tradeSeq.get(t.symbol);
-      if (last !== undefined && t.seq <= last) {
-        this.stats.reprints++;
-        continue;
-      }
-      this._tradeSeq.set(t.symbol, t.seq);
-      this.stats.prints++;
-      const list = bySymbol.get(t.symbol);
-      if (list) list.push(t);
-      else bySymbol.set(t.symbol, [t]);
-    }
-    for (const [symbol, list] of bySymbol) this._emit('trades', { symbol, snapshot, trades: list });
-  }
-
-  /**
-   * Passes on, per symbol, the bars not older than the newest one delivered: a bars
-   * subscription replayed after a reconnect starts with a fresh history that overlaps
-   * what was shown. The newest bar delivered is passed on again (an update, or its
-   * `final`) until its `final` has been; bars of a subscription no longer held are dropped.
-   * @param {Timeframe} tf
-   * @param {boolean} snapshot
-   * @param {Bar[]} bars
-   */
-  _onBars(tf, snapshot, bars) {
-    /** @type {Map<string, Bar[]>} */
-    const bySymbol = new Map();
-    for (const b of bars) {
-      if (!b || typeof b.t !== 'number') continue;
-      const key = barKey(b.symbol, tf);
-      if (!this._bars.has(key)) continue;
-      const last = this._barLast.get(key);
-      if (last !== undefined && (b.t < last.t || (b.t === last.t && last.final))) {
-        this.stats.rebars++;
-        continue;
-      }
-      this._barLast.set(key, { t: b.t, final: b.final === true });
-      this.stats.bars++;
-      const list = bySymbol.get(b.symbol);
-      if (list) list.push(b);
-      else bySymbol.set(b.symbol, [b]);
-    }
-    for (const [symbol, list] of bySymbol) this._emit('bars', { symbol, tf, snapshot, bars: list });
   }
 
   /** @param {Welcome} msg */
@@ -836,14 +652,7 @@ export class TickMeshClient {
     // A refusal outside any request may be about any stream: all of the symbol's are
     // dropped. A refusal of a bars subscribe drops that timeframe's bars of it only.
     if (msg.symbol && REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) {
-      const stream = id == null ? undefined : p?.msg.stream ?? 'ticks';
-      if (stream === undefined || stream === 'ticks') {
-        this._symbols.delete(msg.symbol);
-        this._chains.delete(msg.symbol);
-      }
-      if (stream === undefined || stream === 'trades') this._tapes.delete(msg.symbol);
-      if (stream === 'bars') this._bars.delete(barKey(msg.symbol, p?.msg.tf));
-      if (stream === undefined) for (const [key, b] of this._bars) if (b.symbol === msg.symbol) this._bars.delete(key);
+      this._ledger.drop(id == null ? undefined : p?.msg.stream ?? 'ticks', msg.symbol, p?.msg.tf);
     }
     // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
     if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
@@ -881,52 +690,10 @@ export class TickMeshClient {
 
   // ---- outbound -------------------------------------------------------------------
 
-  /**
-   * Replays every subscription: one request per (mode, interval) group, one per tape
-   * history, one per (timeframe, history, interval) of bars.
-   */
+  /** Replays every subscription (`Ledger.replay`). */
   _resubscribe() {
-    /** @type {Map<string, {mode: Mode, interval_ms: number, symbols: string[], chains: string[]}>} */
-    const groups = new Map();
-    /** @param {Map<string, {mode: Mode, interval_ms: number}>} from @param {'symbols' | 'chains'} field */
-    const collect = (from, field) => {
-      for (const [name, { mode, interval_ms }] of from) {
-        const key = `${mode}/${interval_ms}`;
-        let g = groups.get(key);
-        if (!g) groups.set(key, (g = { mode, interval_ms, symbols: [], chains: [] }));
-        g[field].push(name);
-      }
-    };
-    collect(this._symbols, 'symbols');
-    collect(this._chains, 'chains');
-    for (const { mode, interval_ms, symbols, chains } of groups.values()) {
-      /** @type {Record<string, any>} */
-      const msg = { op: 'subscribe', id: this._nextId++, mode, interval_ms };
-      if (symbols.length) msg.symbols = symbols;
-      if (chains.length) msg.chains = chains;
-      this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
-    }
-    /** @type {Map<number, string[]>} history -> symbols */
-    const tapes = new Map();
-    for (const [symbol, { history }] of this._tapes) {
-      const symbols = tapes.get(history);
-      if (symbols) symbols.push(symbol);
-      else tapes.set(history, [symbol]);
-    }
-    for (const [history, symbols] of tapes) {
-      const msg = { op: 'subscribe', id: this._nextId++, stream: 'trades', history, symbols };
-      this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
-    }
-    /** @type {Map<string, {tf: Timeframe, history: number, interval_ms: number, symbols: string[]}>} */
-    const bars = new Map();
-    for (const { symbol, tf, history, interval_ms } of this._bars.values()) {
-      const key = `${tf}/${history}/${interval_ms}`;
-      let g = bars.get(key);
-      if (!g) bars.set(key, (g = { tf, history, interval_ms, symbols: [] }));
-      g.symbols.push(symbol);
-    }
-    for (const { tf, history, interval_ms, symbols } of bars.values()) {
-      const msg = { op: 'subscribe', id: this._nextId++, stream: 'bars', tf, history, interval_ms, symbols };
+    for (const fields of this._ledger.replay()) {
+      const msg = { op: 'subscribe', id: this._nextId++, ...fields };
       this._send({ msg, resolve: () => {}, reject: () => {}, timer: null });
     }
   }
@@ -935,22 +702,25 @@ export class TickMeshClient {
    * Sends a request now if the session is ready, else holds it for the next `welcome`.
    * @param {string} op
    * @param {Record<string, any>} [fields]
-   * @returns {Promise<any>}
+   * @returns {Promise<any> & {id: number}}
    */
   _request(op, fields = {}) {
-    return new Promise((resolve, reject) => {
-      const p = { msg: { op, id: this._nextId++, ...fields }, resolve, reject, timer: null };
+    const id = this._nextId++;
+    const reply = new Promise((resolve, reject) => {
+      const p = { msg: { op, id, ...fields }, resolve, reject, timer: null };
       if (this._ready) return this._send(p);
       if (this._stopped && this.status === 'closed') return reject(new TickMeshError('closed', 'client closed'));
       if (this._outbox.length >= this.maxQueued) return reject(new TickMeshError('queue_full', 'too many requests while disconnected'));
       this._outbox.push(p);
     });
+    // The request's id, which its `error` events carry: a shared connection routes them by it.
+    return Object.assign(reply, { id });
   }
 
   /** @param {Pending} p */
   _send(p) {
     const { msg } = p;
-    this._record(msg);
+    this._ledger.record(msg);
     this._pending.set(msg.id, p);
     p.timer = this._setTimeout(() => {
       if (!this._pending.has(msg.id)) return;
@@ -959,166 +729,5 @@ export class TickMeshClient {
     }, this.requestTimeoutMs);
     const ws = /** @type {WebSocket} */ (this._ws);
     ws.send(this.encoding === 'msgpack' ? msgpackEncode(msg) : JSON.stringify(msg));
-  }
-
-  /** Keeps the replay list in step with what the server was asked. @param {Record<string, any>} msg */
-  _record(msg) {
-    if (msg.stream === 'bars') {
-      for (const symbol of msg.symbols ?? []) {
-        const key = barKey(symbol, msg.tf);
-        if (msg.op === 'subscribe') {
-          this._bars.set(key, { symbol, tf: msg.tf, history: msg.history, interval_ms: msg.interval_ms });
-        } else if (msg.op === 'unsubscribe') {
-          this._bars.delete(key);
-          this._barLast.delete(key);
-        }
-      }
-    } else if (msg.stream === 'trades') {
-      for (const s of msg.symbols ?? []) {
-        if (msg.op === 'subscribe') {
-          this._tapes.set(s, { history: msg.history });
-        } else if (msg.op === 'unsubscribe') {
-          this._tapes.delete(s);
-          this._tradeSeq.delete(s);
-        }
-      }
-    } else if (msg.op === 'subscribe') {
-      const sub = { mode: msg.mode, interval_ms: msg.interval_ms };
-      for (const s of msg.symbols ?? []) this._symbols.set(s, sub);
-      for (const c of msg.chains ?? []) this._chains.set(c, sub);
-    } else if (msg.op === 'unsubscribe') {
-      for (const s of msg.symbols ?? []) {
-        this._symbols.delete(s);
-        this._seq.delete(s);
-      }
-      for (const c of msg.chains ?? []) {
-        this._chains.delete(c);
-        const pattern = chainSymbolPattern(c);
-        if (pattern) for (const s of this._seq.keys()) if (pattern.test(s)) this._seq.delete(s);
-      }
-    }
-  }
-
-  // ---- requests -------------------------------------------------------------------
-
-  /**
-   * Subscribes (or changes the mode/interval of) symbols and chains. Kept across
-   * reconnects. Resolves with the `subscribed` reply; refused symbols arrive as
-   * `error` events and are dropped from the replay list. Made while disconnected, it is
-   * sent after the next `welcome`; if the connection drops before the reply, the promise
-   * rejects but the subscription is still replayed on the next connection.
-   *
-   * With `stream: "trades"`, follows the tapes of `symbols` instead: `history` prints
-   * first, then every print, as `trades` events. Replayed after a reconnect like ticks;
-   * the fresh history it gets then is passed on only from the first print not delivered
-   * yet. A tape held already is not changed (and gets no second history).
-   *
-   * With `stream: "bars"` and `tf`, follows the bars of that timeframe of `symbols`:
-   * `history` closed bars and the bar in progress first, then the bar in progress at most
-   * every `interval_ms` and each bar once more with `final: true`, as `bars` events.
-   * Replayed after a reconnect; the fresh history it gets then is passed on from the
-   * newest bar delivered on. Bars held already get no second history: their interval is
-   * changed in place.
-   * @param {SubscribeRequest} req
-   */
-  subscribe({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS, stream = 'ticks', history, tf }) {
-    // Checked here: a bad value would otherwise be replayed after every reconnect.
-    const bad = badStream(stream, chains, tf) ?? (stream === 'trades' ? null : badCount('interval_ms', interval_ms));
-    if (bad) return Promise.reject(bad);
-    if (stream !== 'ticks') {
-      history ??= stream === 'trades' ? DEFAULT_TRADES_HISTORY : DEFAULT_BARS_HISTORY;
-      const badHistory = badCount('history', history);
-      if (badHistory) return Promise.reject(badHistory);
-      const fields = stream === 'trades' ? { stream, history } : { stream, tf, history, interval_ms };
-      return this._request('subscribe', { ...fields, symbols: upper(symbols) });
-    }
-    if (!MODES.has(mode)) return Promise.reject(new TypeError(`unknown mode ${mode}`));
-    /** @type {Record<string, any>} */
-    const fields = { mode, interval_ms };
-    const s = upper(symbols);
-    const c = upper(chains);
-    if (s.length) fields.symbols = s;
-    if (c.length) fields.chains = c;
-    return this._request('subscribe', fields);
-  }
-
-  /**
-   * Stops symbols and chains and forgets their seq, so a later subscribe starts afresh.
-   * With `stream: "trades"`, stops the tapes of `symbols`: a later subscribe of one gets
-   * its history again; with `stream: "bars"`, their bars of timeframe `tf`, likewise.
-   * @param {{symbols?: string[], chains?: string[], stream?: 'ticks' | 'trades' | 'bars', tf?: Timeframe}} req
-   */
-  unsubscribe({ symbols, chains, stream = 'ticks', tf }) {
-    const bad = badStream(stream, chains, tf);
-    if (bad) return Promise.reject(bad);
-    if (stream === 'trades') return this._request('unsubscribe', { stream, symbols: upper(symbols) });
-    if (stream === 'bars') return this._request('unsubscribe', { stream, tf, symbols: upper(symbols) });
-    /** @type {Record<string, any>} */
-    const fields = {};
-    const s = upper(symbols);
-    const c = upper(chains);
-    if (s.length) fields.symbols = s;
-    if (c.length) fields.chains = c;
-    return this._request('unsubscribe', fields);
-  }
-
-  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number, stream?: 'trades' | 'bars', tf?: Timeframe}>}>} */
-  list() {
-    return this._request('list');
-  }
-
-  /**
-   * @param {string} underlying
-   * @returns {Promise<{underlying: string, expiries: Array<{expiry: string, strikes: number[]}>}>}
-   */
-  chains(underlying) {
-    return this._request('chains', { underlying: String(underlying).trim().toUpperCase() });
-  }
-
-  ping() {
-    return this._request('ping');
-  }
-
-  /**
-   * Replaces the session's token in place; on success it is also the one used to reconnect.
-   * @param {string} token
-   */
-  auth(token) {
-    return this._request('auth', { token });
-  }
-
-  /**
-   * The subscriptions that will be replayed after a reconnect; `bars`: timeframe ->
-   * symbol -> `{history, interval_ms}`.
-   */
-  subscriptions() {
-    /** @type {Record<string, Record<string, {history: number, interval_ms: number}>>} */
-    const bars = {};
-    for (const { symbol, tf, history, interval_ms } of this._bars.values()) (bars[tf] ??= {})[symbol] = { history, interval_ms };
-    return {
-      symbols: Object.fromEntries(this._symbols),
-      chains: Object.fromEntries(this._chains),
-      trades: Object.fromEntries(this._tapes),
-      bars,
-    };
-  }
-
-  /** @param {string} symbol @returns {number | undefined} */
-  lastSeq(symbol) {
-    return this._seq.get(symbol);
-  }
-
-  /** The seq of the last print of `symbol` delivered. @param {string} symbol @returns {number | undefined} */
-  lastTradeSeq(symbol) {
-    return this._tradeSeq.get(symbol);
-  }
-
-  /**
-   * The start `t` of the newest bar of `symbol` and `tf` delivered, and whether it was final.
-   * @param {string} symbol @param {Timeframe} tf @returns {{t: number, final: boolean} | undefined}
-   */
-  lastBar(symbol, tf) {
-    const last = this._barLast.get(barKey(symbol, tf));
-    return last && { ...last };
   }
 }

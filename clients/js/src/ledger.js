@@ -1,0 +1,322 @@
+// @ts-check
+/**
+ * What a client holds and what it has passed on, apart from any socket: the
+ * subscriptions to replay after a reconnect (each with its own mode and interval, tapes
+ * with their `history`, bars per symbol and timeframe) and, per symbol, the last `seq`
+ * passed on, the last print's `seq` and the newest bar. Both the connection
+ * (`TickMeshClient`) and a tab of a shared connection (`SharedClient`) keep one, so the
+ * protocol's ordering guarantees hold for what each of them passes on.
+ *
+ * @module tickmesh/ledger
+ */
+
+/** Protocol defaults for a subscription, sent explicitly so a replay is exact. */
+export const DEFAULT_MODE = 'quote';
+export const DEFAULT_INTERVAL_MS = 250;
+/** Prints of history a tape starts with unless asked (the protocol's default; at most 500). */
+export const DEFAULT_TRADES_HISTORY = 50;
+/** Closed bars of history a bars subscription starts with unless asked (at most 1000). */
+export const DEFAULT_BARS_HISTORY = 100;
+/** The timeframes of stream `bars`. @type {readonly Timeframe[]} */
+export const TIMEFRAMES = Object.freeze(/** @type {const} */ (['1s', '1m', '5m', '1h', '1d']));
+
+const MODES = new Set(['ltp', 'quote', 'full']);
+const STREAMS = new Set(['ticks', 'trades', 'bars']);
+
+/** Error codes that mean "this symbol is not part of the session": never replayed. */
+export const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_entitled', 'too_many_symbols']);
+
+/**
+ * @typedef {import('./tickmesh.js').Mode} Mode
+ * @typedef {import('./tickmesh.js').Tick} Tick
+ * @typedef {import('./tickmesh.js').Trade} Trade
+ * @typedef {import('./tickmesh.js').Bar} Bar
+ * @typedef {import('./tickmesh.js').Timeframe} Timeframe
+ * @typedef {import('./tickmesh.js').SubscribeRequest} SubscribeRequest
+ * @typedef {{symbols?: string[], chains?: string[], stream?: 'ticks' | 'trades' | 'bars', tf?: Timeframe}} UnsubscribeRequest
+ * @typedef {{ticks: number, stale: number, prints: number, reprints: number, bars: number, rebars: number}} Counts
+ */
+
+/**
+ * The option symbols of a chain share the OCC prefix root + YYMMDD.
+ * @param {string} chain `"AAPL:2026-12-18"`
+ * @returns {RegExp | null}
+ */
+export function chainSymbolPattern(chain) {
+  const m = /^([A-Z0-9]+):(\d\d)(\d\d)-(\d\d)-(\d\d)$/.exec(chain);
+  return m ? new RegExp(`^${m[1]}${m[3]}${m[4]}${m[5]}[CP]\\d{8}$`) : null;
+}
+
+/** The key of a symbol's bars of a timeframe (`/` is not in the symbol grammar). @param {string} symbol @param {string} tf */
+export function barKey(symbol, tf) {
+  return `${symbol}/${tf}`;
+}
+
+/** @param {unknown} list @returns {string[]} */
+function upper(list) {
+  return Array.isArray(list) ? list.map((s) => String(s).trim().toUpperCase()).filter(Boolean) : [];
+}
+
+/**
+ * Why a request cannot name `stream` (and `chains`, and `tf`), if it cannot.
+ * @param {unknown} stream @param {unknown} chains @param {unknown} tf
+ */
+function checkStream(stream, chains, tf) {
+  if (!STREAMS.has(/** @type {string} */ (stream))) throw new TypeError(`unknown stream ${stream}`);
+  if (stream !== 'ticks' && upper(chains).length) throw new TypeError(`a ${stream} subscription takes symbols, not chains`);
+  if (stream === 'bars' && !TIMEFRAMES.includes(/** @type {any} */ (tf))) {
+    throw new TypeError(`stream "bars" needs tf: one of ${TIMEFRAMES.join(', ')}, not ${tf}`);
+  }
+}
+
+/** @param {string} name @param {unknown} value */
+function checkCount(name, value) {
+  if (!(Number.isInteger(value) && /** @type {number} */ (value) >= 0)) throw new TypeError(`${name} must be a whole number >= 0, not ${value}`);
+}
+
+/** `symbols` and `chains`, upper-cased, each only if not empty. @param {unknown} symbols @param {unknown} chains */
+function names(symbols, chains) {
+  /** @type {{symbols?: string[], chains?: string[]}} */
+  const fields = {};
+  const s = upper(symbols);
+  const c = upper(chains);
+  if (s.length) fields.symbols = s;
+  if (c.length) fields.chains = c;
+  return fields;
+}
+
+/**
+ * The fields of the `subscribe` a request stands for, with the protocol's defaults
+ * filled in; throws a TypeError for a value that would otherwise be replayed after every
+ * reconnect.
+ * @param {SubscribeRequest} req
+ * @returns {Record<string, any>}
+ */
+export function subscribeFields({ symbols, chains, mode = DEFAULT_MODE, interval_ms = DEFAULT_INTERVAL_MS, stream = 'ticks', history, tf }) {
+  checkStream(stream, chains, tf);
+  if (stream !== 'trades') checkCount('interval_ms', interval_ms);
+  if (stream !== 'ticks') {
+    history ??= stream === 'trades' ? DEFAULT_TRADES_HISTORY : DEFAULT_BARS_HISTORY;
+    checkCount('history', history);
+    const fields = stream === 'trades' ? { stream, history } : { stream, tf, history, interval_ms };
+    return { ...fields, symbols: upper(symbols) };
+  }
+  if (!MODES.has(mode)) throw new TypeError(`unknown mode ${mode}`);
+  return { mode, interval_ms, ...names(symbols, chains) };
+}
+
+/** The fields of the `unsubscribe` a request stands for. @param {UnsubscribeRequest} req @returns {Record<string, any>} */
+export function unsubscribeFields({ symbols, chains, stream = 'ticks', tf }) {
+  checkStream(stream, chains, tf);
+  if (stream === 'trades') return { stream, symbols: upper(symbols) };
+  if (stream === 'bars') return { stream, tf, symbols: upper(symbols) };
+  return names(symbols, chains);
+}
+
+export class Ledger {
+  /** @param {Counts} counts incremented as ticks, prints and bars are passed on or dropped */
+  constructor(counts) {
+    this.counts = counts;
+    /** Subscriptions as sent, replayed after a reconnect. @type {Map<string, {mode: Mode, interval_ms: number}>} */
+    this.symbols = new Map();
+    /** @type {Map<string, {mode: Mode, interval_ms: number}>} */
+    this.chains = new Map();
+    /** Tapes as sent. @type {Map<string, {history: number}>} */
+    this.tapes = new Map();
+    /** Bars as sent, per `barKey`. @type {Map<string, {symbol: string, tf: Timeframe, history: number, interval_ms: number}>} */
+    this.bars = new Map();
+    /** Last seq passed on per symbol. @type {Map<string, number>} */
+    this.seq = new Map();
+    /** Seq of the last print passed on per symbol. @type {Map<string, number>} */
+    this.tradeSeq = new Map();
+    /** The newest bar passed on per `barKey`: its start and whether it was final. @type {Map<string, {t: number, final: boolean}>} */
+    this.barLast = new Map();
+  }
+
+  /** Keeps the replay list in step with a request sent. @param {Record<string, any>} msg */
+  record(msg) {
+    if (msg.stream === 'bars') {
+      for (const symbol of msg.symbols ?? []) {
+        const key = barKey(symbol, msg.tf);
+        if (msg.op === 'subscribe') {
+          this.bars.set(key, { symbol, tf: msg.tf, history: msg.history, interval_ms: msg.interval_ms });
+        } else if (msg.op === 'unsubscribe') {
+          this.bars.delete(key);
+          this.barLast.delete(key);
+        }
+      }
+    } else if (msg.stream === 'trades') {
+      for (const s of msg.symbols ?? []) {
+        if (msg.op === 'subscribe') {
+          this.tapes.set(s, { history: msg.history });
+        } else if (msg.op === 'unsubscribe') {
+          this.tapes.delete(s);
+          this.tradeSeq.delete(s);
+        }
+      }
+    } else if (msg.op === 'subscribe') {
+      const sub = { mode: msg.mode, interval_ms: msg.interval_ms };
+      for (const s of msg.symbols ?? []) this.symbols.set(s, sub);
+      for (const c of msg.chains ?? []) this.chains.set(c, sub);
+    } else if (msg.op === 'unsubscribe') {
+      for (const s of msg.symbols ?? []) {
+        this.symbols.delete(s);
+        this.seq.delete(s);
+      }
+      for (const c of msg.chains ?? []) {
+        this.chains.delete(c);
+        const pattern = chainSymbolPattern(c);
+        if (pattern) for (const s of this.seq.keys()) if (pattern.test(s)) this.seq.delete(s);
+      }
+    }
+  }
+
+  /**
+   * Drops a refused symbol from the replay list: of `stream` (and, for bars, `tf`), or of
+   * every stream when `stream` is undefined (a refusal outside any request).
+   * @param {'ticks' | 'trades' | 'bars' | undefined} stream @param {string} symbol @param {string} [tf]
+   */
+  drop(stream, symbol, tf) {
+    if (stream === undefined || stream === 'ticks') {
+      this.symbols.delete(symbol);
+      this.chains.delete(symbol);
+    }
+    if (stream === undefined || stream === 'trades') this.tapes.delete(symbol);
+    if (stream === 'bars') this.bars.delete(barKey(symbol, tf ?? ''));
+    if (stream === undefined) for (const [key, b] of this.bars) if (b.symbol === symbol) this.bars.delete(key);
+  }
+
+  /**
+   * The `subscribe` fields that replay every subscription: one per (mode, interval) group,
+   * one per tape history, one per (timeframe, history, interval) of bars.
+   * @returns {Array<Record<string, any>>}
+   */
+  replay() {
+    /** @type {Map<string, {mode: Mode, interval_ms: number, symbols?: string[], chains?: string[]}>} */
+    const ticks = new Map();
+    /** @param {Map<string, {mode: Mode, interval_ms: number}>} from @param {'symbols' | 'chains'} field */
+    const collect = (from, field) => {
+      for (const [name, { mode, interval_ms }] of from) {
+        const key = `${mode}/${interval_ms}`;
+        let g = ticks.get(key);
+        if (!g) ticks.set(key, (g = { mode, interval_ms }));
+        (g[field] ??= []).push(name);
+      }
+    };
+    collect(this.symbols, 'symbols');
+    collect(this.chains, 'chains');
+    /** @type {Map<number, {stream: 'trades', history: number, symbols: string[]}>} */
+    const tapes = new Map();
+    for (const [symbol, { history }] of this.tapes) {
+      const g = tapes.get(history);
+      if (g) g.symbols.push(symbol);
+      else tapes.set(history, { stream: 'trades', history, symbols: [symbol] });
+    }
+    /** @type {Map<string, {stream: 'bars', tf: Timeframe, history: number, interval_ms: number, symbols: string[]}>} */
+    const bars = new Map();
+    for (const { symbol, tf, history, interval_ms } of this.bars.values()) {
+      const key = `${tf}/${history}/${interval_ms}`;
+      const g = bars.get(key);
+      if (g) g.symbols.push(symbol);
+      else bars.set(key, { stream: 'bars', tf, history, interval_ms, symbols: [symbol] });
+    }
+    return [...ticks.values(), ...tapes.values(), ...bars.values()];
+  }
+
+  /** What `replay` sends, as `subscriptions()` of the client shows it. */
+  subscriptions() {
+    /** @type {Record<string, Record<string, {history: number, interval_ms: number}>>} */
+    const bars = {};
+    for (const { symbol, tf, history, interval_ms } of this.bars.values()) (bars[tf] ??= {})[symbol] = { history, interval_ms };
+    return {
+      symbols: Object.fromEntries(this.symbols),
+      chains: Object.fromEntries(this.chains),
+      trades: Object.fromEntries(this.tapes),
+      bars,
+    };
+  }
+
+  /**
+   * Whether a tick is to be passed on: only if its seq is above the last one passed on for
+   * its symbol (which it then becomes).
+   * @param {Tick} tick
+   */
+  fresh(tick) {
+    if (!tick || typeof tick.symbol !== 'string') return false;
+    if (typeof tick.seq === 'number') {
+      const last = this.seq.get(tick.symbol);
+      if (last !== undefined && tick.seq <= last) {
+        this.counts.stale++;
+        return false;
+      }
+      this.seq.set(tick.symbol, tick.seq);
+    }
+    this.counts.ticks++;
+    return true;
+  }
+
+  /**
+   * The prints to pass on, per symbol: those not passed on before (a tape replayed after a
+   * reconnect starts with a fresh history that overlaps what was shown). Prints of a tape
+   * no longer held (still in flight after its `unsubscribe`) are dropped, so they cannot
+   * hide the history of a later subscribe.
+   * @param {boolean} snapshot
+   * @param {Trade[]} trades
+   * @returns {Array<{symbol: string, snapshot: boolean, trades: Trade[]}>}
+   */
+  prints(snapshot, trades) {
+    /** @type {Map<string, Trade[]>} */
+    const bySymbol = new Map();
+    for (const t of trades) {
+      if (!t || typeof t.seq !== 'number' || !this.tapes.has(t.symbol)) continue;
+      const last = this.tradeSeq.get(t.symbol);
+      if (last !== undefined && t.seq <= last) {
+        this.counts.reprints++;
+        continue;
+      }
+      this.tradeSeq.set(t.symbol, t.seq);
+      this.counts.prints++;
+      const list = bySymbol.get(t.symbol);
+      if (list) list.push(t);
+      else bySymbol.set(t.symbol, [t]);
+    }
+    return [...bySymbol].map(([symbol, list]) => ({ symbol, snapshot, trades: list }));
+  }
+
+  /**
+   * The bars to pass on, per symbol: those not older than the newest one passed on (a
+   * replayed subscription starts with a fresh history that overlaps what was shown). The
+   * newest bar passed on is passed on again (an update, or its `final`) until its `final`
+   * has been; bars of a subscription no longer held are dropped.
+   * @param {Timeframe} tf
+   * @param {boolean} snapshot
+   * @param {Bar[]} bars
+   * @returns {Array<{symbol: string, tf: Timeframe, snapshot: boolean, bars: Bar[]}>}
+   */
+  newBars(tf, snapshot, bars) {
+    /** @type {Map<string, Bar[]>} */
+    const bySymbol = new Map();
+    for (const b of bars) {
+      if (!b || typeof b.t !== 'number') continue;
+      const key = barKey(b.symbol, tf);
+      if (!this.bars.has(key)) continue;
+      const last = this.barLast.get(key);
+      if (last !== undefined && (b.t < last.t || (b.t === last.t && last.final))) {
+        this.counts.rebars++;
+        continue;
+      }
+      this.barLast.set(key, { t: b.t, final: b.final === true });
+      this.counts.bars++;
+      const list = bySymbol.get(b.symbol);
+      if (list) list.push(b);
+      else bySymbol.set(b.symbol, [b]);
+    }
+    return [...bySymbol].map(([symbol, list]) => ({ symbol, tf, snapshot, bars: list }));
+  }
+
+  /** @param {string} symbol @param {Timeframe} tf @returns {{t: number, final: boolean} | undefined} */
+  lastBar(symbol, tf) {
+    const last = this.barLast.get(barKey(symbol, tf));
+    return last && { ...last };
+  }
+}

@@ -1,0 +1,48 @@
+// Compiled, never run (`npm run typecheck`): the declarations in tickmesh.d.ts serve the
+// quick start of the README as written, and refuse what the client would refuse.
+
+import { createClient, SharedClient, TickMeshClient, TickMeshError, TIMEFRAMES } from 'tickmesh';
+import type { Bar, BarsEvent, Subscribed, Tick, TickMesh, Timeframe, TradesEvent } from 'tickmesh';
+import type * as Declared from 'tickmesh';
+import * as implementation from '../src/index.js';
+
+// The declarations describe the code: its exports, as their JSDoc types them, fit them.
+export const declared: typeof Declared = implementation;
+
+const client: TickMesh = createClient({ url: 'ws://127.0.0.1:8080/v1/stream', encoding: 'msgpack' });
+client.on('tick', (t: Tick) => console.log(t.symbol, t.seq, t.last ?? t.bid));
+client.on('snapshot', (t) => t.depth?.bids[0]?.[0]);
+client.on('error', (e) => console.warn(e.code, e.symbol ?? '', e.message, e.retry_ms));
+client.on('gap', (g) => g.to_seq - g.from_seq + 1);
+client.on('trades', ({ symbol, snapshot, trades }: TradesEvent) => trades.map((p) => [symbol, snapshot, p.price, p.conditions]));
+const bars = new Map<number, Bar>();
+client.on('bars', (e: BarsEvent) => e.bars.forEach((b) => bars.set(b.t, b)));
+const off: () => void = client.on('status', (s) => s.status === 'open');
+off();
+client.connect();
+
+async function start(): Promise<void> {
+  const reply: Subscribed = await client.subscribe({ symbols: ['AAPL', 'SPY'], mode: 'quote', interval_ms: 250 });
+  reply.symbols.forEach((s) => client.lastSeq(s));
+  await client.subscribe({ symbols: ['AAPL'], stream: 'trades', history: 100 });
+  const tf: Timeframe = TIMEFRAMES[1];
+  await client.subscribe({ symbols: ['AAPL'], stream: 'bars', tf, history: 100, interval_ms: 250 });
+  await client.unsubscribe({ symbols: ['AAPL'], stream: 'bars', tf });
+  const chains = await client.chains('AAPL');
+  await client.subscribe({ chains: [`AAPL:${chains.expiries[0].expiry}`], mode: 'quote' });
+  console.log(client.subscriptions().bars['1m']?.AAPL?.interval_ms, client.lastBar('AAPL', '1m')?.final);
+  // @ts-expect-error: bars need a timeframe
+  await client.subscribe({ symbols: ['AAPL'], stream: 'bars' });
+  // @ts-expect-error: a tape takes symbols, not chains
+  await client.subscribe({ chains: ['AAPL:2026-12-18'], stream: 'trades' });
+  // @ts-expect-error: no such mode
+  await client.subscribe({ symbols: ['AAPL'], mode: 'tick' });
+}
+
+start().catch((err: unknown) => {
+  if (err instanceof TickMeshError) console.warn(err.code, err.detail);
+});
+
+const own = new TickMeshClient({ url: 'ws://127.0.0.1:8080/v1/stream', backoffMaxMs: 10000 });
+const shared = client instanceof SharedClient ? client.shared : false;
+console.log(own.status, shared, own.stats.reconnects);
