@@ -26,6 +26,11 @@ pub const BUCKET: &str = "md_ref";
 pub const INSTRUMENT_PREFIX: &str = "instr.";
 /// Key prefix of chains.
 pub const CHAIN_PREFIX: &str = "chain.";
+/// The key ingest writes once the reference data it started with is all in the bucket
+/// (after the first write that left nothing pending): a reader that has not seen it may
+/// hold a part only, and must not yet refuse a symbol as unknown. Its value is JSON
+/// `{"ts": µs}`.
+pub const COMPLETE_KEY: &str = "meta.complete";
 
 /// `instr.<SYMBOL>`.
 pub fn instrument_key(symbol: &str) -> String {

@@ -53,11 +53,18 @@ impl RefError {
 struct Cache {
     instruments: HashMap<String, Instrument>,
     chains: HashMap<String, Chain>,
+    /// The writer said the bucket holds all it started with
+    /// ([`refdata::COMPLETE_KEY`]).
+    complete: bool,
 }
 
 impl Cache {
     fn apply(&mut self, entry: &kv::Entry) {
         let put = entry.operation == kv::Operation::Put;
+        if entry.key == refdata::COMPLETE_KEY {
+            self.complete |= put;
+            return;
+        }
         match refdata::parse_key(&entry.key) {
             Some(RefKey::Instrument(symbol)) if !put => {
                 self.instruments.remove(symbol);
@@ -138,6 +145,7 @@ impl RefData {
                 .into_iter()
                 .map(|c| (c.underlying.clone(), c))
                 .collect(),
+            complete: true,
         };
         let shared = Arc::new(Shared::default());
         publish(&shared, Some(cache));
@@ -255,21 +263,23 @@ async fn watch(js: jetstream::Context, bucket: String, shared: Arc<Shared>) {
 
 /// Loads the whole bucket into a fresh cache, swaps it in, then applies live changes
 /// until the watch ends or fails.
+/// Reads the bucket and follows it. The reference data counts as loaded once it has been
+/// read up to the present and the writer's [`refdata::COMPLETE_KEY`] is among it: before,
+/// the bucket may hold a part of it (ingest writing it as the edge starts), and a symbol
+/// not written yet would be refused as unknown.
 async fn sync(js: &jetstream::Context, bucket: &str, shared: &Shared) -> anyhow::Result<()> {
     let store = js.get_key_value(bucket).await?;
-    let empty = store.status().await?.values() == 0;
     // The last value of every key (deletions included), then every change.
     let mut entries = store.watch_with_history(">").await?;
     let mut fresh = Some(Cache::default());
-    if empty {
-        publish(shared, fresh.take());
-    }
+    let mut caught_up = false;
     while let Some(entry) = entries.next().await {
         let entry = entry?;
         match &mut fresh {
             Some(cache) => {
                 cache.apply(&entry);
-                if entry.delta == 0 {
+                caught_up |= entry.delta == 0;
+                if caught_up && cache.complete {
                     publish(shared, fresh.take());
                 }
             }

@@ -39,6 +39,8 @@ impl RefUpdate {
 struct Pending {
     /// Key → JSON value, or `None` to delete.
     ops: BTreeMap<String, Option<Bytes>>,
+    /// [`refdata::COMPLETE_KEY`] has been written by this writer.
+    marked: bool,
 }
 
 /// Coalesces reference-data updates by key for the writer task.
@@ -159,6 +161,19 @@ impl RefWriter {
         }
         if failed > 0 {
             tracing::warn!(failed, "reference-data writes failed; retrying");
+            return;
+        }
+        // Everything submitted so far is in the bucket: say so, once.
+        if self.lock().marked || self.pending() > 0 {
+            return;
+        }
+        let value = json(&serde_json::json!({"ts": tickmesh_core::tick::now_us()}));
+        match store.put(refdata::COMPLETE_KEY, value).await {
+            Ok(_) => {
+                self.lock().marked = true;
+                tracing::info!("reference data complete in the bucket");
+            }
+            Err(e) => tracing::warn!(error = %e, "marking the reference data complete failed; retrying"),
         }
     }
 }

@@ -188,8 +188,9 @@ pub async fn create_empty_refdata(nats_url: &str) -> anyhow::Result<()> {
     create_refdata(nats_url, &[]).await
 }
 
-/// Creates `md_ref` listing `symbols` (as equities) and an empty `md_last`, where no
-/// ingest runs: an edge then knows the symbols and finds no value of any.
+/// Creates `md_ref` listing `symbols` (as equities), marked complete as ingest marks it,
+/// and an empty `md_last`, where no ingest runs: an edge then knows the symbols and finds
+/// no value of any.
 pub async fn create_refdata(nats_url: &str, symbols: &[&str]) -> anyhow::Result<()> {
     use async_nats::jetstream::kv::Config;
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
@@ -207,6 +208,8 @@ pub async fn create_refdata(nats_url: &str, symbols: &[&str]) -> anyhow::Result<
         )
         .await?;
     }
+    refs.put(tickmesh_core::refdata::COMPLETE_KEY, "{}".into())
+        .await?;
     js.create_key_value(Config {
         bucket: "md_last".into(),
         ..Default::default()

@@ -100,16 +100,22 @@ async fn md_ref_lists_instruments_and_chains_and_the_edge_expands_them() {
     assert_eq!(option["right"], "P");
     assert_eq!(option["strike"].as_f64(), Some(strike));
 
-    // Every key: 5 listed instruments, 4 × 4 × 21 × 2 options, 4 chains.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let keys = loop {
-        let keys: BTreeSet<String> = store.keys().await.unwrap().try_collect().await.unwrap();
-        if keys.len() >= 5 + 672 + 4 || Instant::now() > deadline {
-            break keys;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(keys.len(), 5 + 672 + 4);
+    // Every key: 5 listed instruments, 4 × 4 × 21 × 2 options, 4 chains, and the mark
+    // that says they are all in, written after every one of them.
+    let marked = wait_for(&store, tickmesh_core::refdata::COMPLETE_KEY).await;
+    assert!(marked["ts"].as_u64().is_some(), "{marked}");
+    let keys: BTreeSet<String> = store.keys().await.unwrap().try_collect().await.unwrap();
+    assert_eq!(keys.len(), 5 + 672 + 4 + 1);
+    let mark_at = store
+        .entry(tickmesh_core::refdata::COMPLETE_KEY)
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    for key in keys.iter().filter(|k| !k.starts_with("meta.")) {
+        let at = store.entry(key).await.unwrap().unwrap().revision;
+        assert!(at < mark_at, "{key} written after the mark");
+    }
 
     // The edge's view.
     let client = async_nats::connect(nats.url()).await.unwrap();

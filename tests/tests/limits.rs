@@ -95,6 +95,58 @@ async fn send_msgpack(ws: &mut WebSocketStream<TcpStream>, v: &Value) -> usize {
     n
 }
 
+/// An `md_ref` that its writer has not marked complete (an edge starting while ingest is
+/// still writing it) holds a part of the instruments only: the edge is not ready and
+/// answers `unavailable`, never `unknown_symbol` for an instrument not written yet; once
+/// the writer marks it complete, the edge is ready and knows every instrument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_data_bucket_still_being_written_is_not_taken_for_all_of_it() {
+    use tickmesh_core::refdata::{BUCKET, COMPLETE_KEY, instrument_key};
+    let nats = NatsServer::start().unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let refs = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: BUCKET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let equity = |s: &str| json!({"symbol": s, "kind": "equity"}).to_string();
+    refs.put(instrument_key("AAPL"), equity("AAPL").into())
+        .await
+        .unwrap();
+    let (edge, addr) = spawn_edge(edge_config(&nats.url())).unwrap();
+    tokio::time::sleep(2 * SECOND).await;
+    let (status, body) = http_get(addr, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "ready with a part of md_ref: {body}");
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["MSFT"]}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+
+    refs.put(instrument_key("MSFT"), equity("MSFT").into())
+        .await
+        .unwrap();
+    refs.put(COMPLETE_KEY, "{}".into()).await.unwrap();
+    let deadline = Instant::now() + 10 * SECOND;
+    while http_get(addr, "/readyz").await.map(|r| r.0).unwrap_or(0) != 200 {
+        assert!(Instant::now() < deadline, "not ready once marked complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.send(json!({"op":"subscribe","id":2,"symbols":["MSFT"]}))
+        .await
+        .unwrap();
+    let v = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (v["type"].as_str(), &v["symbols"]),
+        (Some("subscribed"), &json!(["MSFT"])),
+        "{v}"
+    );
+    edge.stop().await.unwrap();
+}
+
 /// `/readyz` stays 503 until `md_ref` is read; meanwhile requests get `unavailable` with
 /// `retry_ms` (no symbol is carried on a client's word); the moment `/readyz` turns 200,
 /// `chains` answers.

@@ -77,12 +77,16 @@ async fn wait_readyz(addr: SocketAddr, status: u16, within: Duration) -> String 
 /// only once it has read the reference data.
 async fn create_refdata(mesh: &Mesh) {
     let js = async_nats::jetstream::with_domain(mesh.hub_client().await.unwrap(), HUB_DOMAIN);
-    js.create_key_value(async_nats::jetstream::kv::Config {
-        bucket: tickmesh_core::refdata::BUCKET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let refs = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: tickmesh_core::refdata::BUCKET.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    refs.put(tickmesh_core::refdata::COMPLETE_KEY, "{}".into())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
