@@ -79,6 +79,9 @@ struct Watch {
     backoff: Backoff,
     /// The account followed, until refused.
     account: Option<AccountFeed>,
+    /// When to ask again for what a whole `subscribe` was refused with `unavailable` (an
+    /// edge still reading its reference data): after its `retry_ms`.
+    retry_at: Option<Instant>,
 }
 
 /// Runs until `shutdown` (Ctrl-C), a terminal close, or stdout going away.
@@ -105,6 +108,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         welcomed_before: false,
         backoff: Backoff::new(backoff::BASE, backoff::MAX),
         account,
+        retry_at: None,
     };
     let result = w.run(&shutdown).await;
     w.view.finish().ok();
@@ -215,6 +219,12 @@ impl Watch {
                     return Ok(End::Shutdown);
                 }
                 _ = frames.tick() => self.view.frame(Instant::now())?,
+                _ = sleep_until(self.retry_at) => {
+                    self.retry_at = None;
+                    if let Err(e) = self.subscribe(&mut conn, &mut sub_id).await {
+                        return Ok(End::Dropped { code: 1006, reason: e.to_string(), drain_after });
+                    }
+                }
                 _ = tokio::time::sleep_until(quiet_until) => {
                     return Ok(End::Dropped {
                         code: 1006,
@@ -243,27 +253,9 @@ impl Watch {
                         "hb" => self.view.status.lag_ms = msg.get("lag_ms").and_then(Value::as_u64),
                         "welcome" => {
                             idle = self.welcome(&msg);
-                            let mut requests = Vec::new();
-                            if !self.active.is_empty() {
-                                let id = self.next_id;
-                                self.next_id += 1;
-                                sub_id = Some(id);
-                                requests.push(json!({
-                                    "op": "subscribe",
-                                    "id": id,
-                                    "symbols": self.active,
-                                    "mode": self.opts.mode.as_str(),
-                                    "interval_ms": self.opts.interval_ms,
-                                }));
-                            }
-                            if let Some(feed) = &self.account {
-                                requests.push(feed.request(self.next_id));
-                                self.next_id += 1;
-                            }
-                            for req in requests {
-                                if let Err(e) = conn.send(&req).await {
-                                    return Ok(End::Dropped { code: 1006, reason: e.to_string(), drain_after });
-                                }
+                            self.retry_at = None;
+                            if let Err(e) = self.subscribe(&mut conn, &mut sub_id).await {
+                                return Ok(End::Dropped { code: 1006, reason: e.to_string(), drain_after });
                             }
                         }
                         "account" => self.account_event(&msg)?,
@@ -285,6 +277,31 @@ impl Watch {
                 }
             }
         }
+    }
+
+    /// Asks for the symbols still watched and the account (from its next seq).
+    async fn subscribe(&mut self, conn: &mut Conn, sub_id: &mut Option<i64>) -> anyhow::Result<()> {
+        let mut requests = Vec::new();
+        if !self.active.is_empty() {
+            let id = self.next_id;
+            self.next_id += 1;
+            *sub_id = Some(id);
+            requests.push(json!({
+                "op": "subscribe",
+                "id": id,
+                "symbols": self.active,
+                "mode": self.opts.mode.as_str(),
+                "interval_ms": self.opts.interval_ms,
+            }));
+        }
+        if let Some(feed) = &self.account {
+            requests.push(feed.request(self.next_id));
+            self.next_id += 1;
+        }
+        for req in requests {
+            conn.send(&req).await?;
+        }
+        Ok(())
     }
 
     /// Returns how long the connection may stay silent.
@@ -408,8 +425,17 @@ impl Watch {
             self.view.note(Level::Warn, text);
             return false;
         }
-        self.view.note(Level::Error, text);
         let about_subscription = id.is_none() || id == sub_id;
+        if code == "unavailable" && symbol.is_empty() && id.is_some() && id == sub_id {
+            // Refused whole: asked again after `retry_ms` (and a little more, at random).
+            let retry = msg.get("retry_ms").and_then(Value::as_u64).unwrap_or(1000);
+            let jitter = (retry as f64 * rand::random::<f64>() / 4.0) as u64;
+            self.retry_at = Some(Instant::now() + Duration::from_millis(retry + jitter));
+            self.view
+                .note(Level::Warn, format!("{text}; asking again in {retry} ms"));
+            return false;
+        }
+        self.view.note(Level::Error, text);
         if !symbol.is_empty() && REFUSALS.contains(&code) && about_subscription {
             self.view.refuse(symbol, code);
             self.active.retain(|s| s != symbol);
@@ -508,5 +534,13 @@ impl Watch {
             );
         }
         self.view.tick(fields, snapshot)
+    }
+}
+
+/// Sleeps until `at`; for ever when there is none.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -458,3 +458,34 @@ async fn an_account_resumes_on_a_new_edge_with_each_event_once() {
     assert!(status.success(), "{status:?}\n{}", w.stderr());
     edge2.stop().await.unwrap();
 }
+
+/// An edge that has not read its reference data yet refuses a `subscribe` whole with
+/// `unavailable` and `retry_ms`: the command asks again after it, and the prices come
+/// once the edge is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_refused_as_unavailable_is_asked_again_after_retry_ms() {
+    let nats = NatsServer::start().unwrap();
+    let mut config = edge_config(&nats.url());
+    config.limits.retry_after_ms = 300;
+    let (edge, addr) = spawn_edge(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(addr, "/healthz").await.map(|r| r.0).unwrap_or(0) != 200 {
+        assert!(Instant::now() < deadline, "the edge never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut w = Watcher::spawn(&["watch", "--json", "--url", &url(addr), "AAPL"]);
+    let stderr =
+        tokio::task::block_in_place(|| w.stderr_with("unavailable", Duration::from_secs(10)));
+    assert!(stderr.contains("asking again"), "{stderr}");
+    let ingest = start_ingest(ingest_config(&nats.url(), 500));
+    let lines = tokio::task::block_in_place(|| w.take(3, Duration::from_secs(30)));
+    assert!(
+        lines.iter().all(|l| l["symbol"] == "AAPL"),
+        "{lines:?}\n{}",
+        w.stderr()
+    );
+    let status = w.interrupt();
+    assert!(status.success(), "{status:?}\n{}", w.stderr());
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}

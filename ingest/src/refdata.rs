@@ -173,7 +173,9 @@ impl RefWriter {
                 self.lock().marked = true;
                 tracing::info!("reference data complete in the bucket");
             }
-            Err(e) => tracing::warn!(error = %e, "marking the reference data complete failed; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, "marking the reference data complete failed; retrying")
+            }
         }
     }
 }

@@ -37,7 +37,12 @@ pub struct Writer {
 impl Writer {
     /// Creates the stream `acct` and the bucket `acct_snap` on the server at `url`.
     pub async fn create(url: &str) -> anyhow::Result<Writer> {
-        let js = jetstream::new(async_nats::connect(url).await?);
+        Writer::on(jetstream::new(async_nats::connect(url).await?)).await
+    }
+
+    /// Creates the stream `acct` and the bucket `acct_snap` through `js` (e.g. an
+    /// operator's connection to the hub).
+    pub async fn on(js: jetstream::Context) -> anyhow::Result<Writer> {
         js.create_stream(stream::Config {
             name: account::STREAM.into(),
             subjects: vec!["acct.>".into()],

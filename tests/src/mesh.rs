@@ -371,6 +371,11 @@ impl Mesh {
         self.pki.connect("admin", &self.hub_urls()).await
     }
 
+    /// A client of `user` (e.g. `ingest`, to write what only ingest may) on the hub.
+    pub async fn hub_client_as(&self, user: &str) -> anyhow::Result<async_nats::Client> {
+        self.pki.connect(user, &self.hub_urls()).await
+    }
+
     /// An operator's NATS client (user `admin`) on a region's leaf cluster.
     pub async fn region_client(&self, region: &str) -> anyhow::Result<async_nats::Client> {
         self.pki.connect("admin", &self.region(region).urls()).await

@@ -76,7 +76,8 @@ async fn wait_readyz(addr: SocketAddr, status: u16, within: Duration) -> String 
 /// An empty `md_ref` on the hub, as ingest would make it: an edge serves (and is ready)
 /// only once it has read the reference data.
 async fn create_refdata(mesh: &Mesh) {
-    let js = async_nats::jetstream::with_domain(mesh.hub_client().await.unwrap(), HUB_DOMAIN);
+    // As ingest, the bucket's one writer, on the hub.
+    let js = async_nats::jetstream::new(mesh.hub_client_as("ingest").await.unwrap());
     let refs = js
         .create_key_value(async_nats::jetstream::kv::Config {
             bucket: tickmesh_core::refdata::BUCKET.into(),
