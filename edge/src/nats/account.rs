@@ -20,6 +20,7 @@ use crate::account::{AccountItem, AccountOut};
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a subscription's events start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
     /// Read the snapshot; the events after it follow.
     Snapshot,
@@ -60,8 +61,15 @@ impl NatsLink {
         let link = self.clone();
         self.spawn(async move {
             let mut start = from_seq.map_or(Start::Snapshot, Start::From);
+            // Failures in a row: the wait before the next try doubles with each, to a
+            // bound, and only the first of a streak is logged as a warning.
+            let mut failures = 0u32;
             loop {
+                let before = start;
                 let restart = link.account_run(&account, &mut start, &out).await;
+                if start != before {
+                    failures = 0;
+                }
                 match restart {
                     Restart::Gone => return,
                     Restart::Fresh(code, message) => {
@@ -77,12 +85,19 @@ impl NatsLink {
                             return;
                         }
                         start = Start::Snapshot;
+                        failures = 0;
                     }
                     Restart::Failed(e) => {
                         metrics::counter!("tickmesh_edge_account_restarts_total", "reason" => "failed")
                             .increment(1);
-                        tracing::warn!(%account, error = format!("{e:#}"), "account follower failed; retrying");
-                        tokio::time::sleep(PUMP_RESTART_DELAY).await;
+                        let error = format!("{e:#}");
+                        match failures {
+                            0 => tracing::warn!(%account, error, "account follower failed; retrying"),
+                            n => tracing::debug!(%account, error, failures = n + 1, "account follower failed again"),
+                        }
+                        let wait = PUMP_RESTART_DELAY * 2u32.saturating_pow(failures.min(5));
+                        failures += 1;
+                        tokio::time::sleep(wait).await;
                     }
                 }
                 if out.is_closed() {

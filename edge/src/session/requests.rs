@@ -43,10 +43,19 @@ enum Checked {
 /// Longest interval a subscription may ask for, ms.
 const MAX_INTERVAL_MS: u32 = 60_000;
 
+/// What an account subscribe costs of its sender's message rate: a snapshot read and a
+/// consumer made on the hub, far more work than a message.
+pub(super) const ACCOUNT_SUBSCRIBE_COST: u32 = 10;
+
 /// What a request costs of its sender's message rate: one message per
-/// `entries_per_message` entries of a subscribe or unsubscribe (rounded up), one for
-/// anything else.
+/// `entries_per_message` entries of a subscribe or unsubscribe (rounded up),
+/// [`ACCOUNT_SUBSCRIBE_COST`] for an account subscribe, one for anything else.
 pub(super) fn cost(request: &Request, entries_per_message: usize) -> u32 {
+    if let Request::Subscribe(s) = request
+        && s.account.is_some()
+    {
+        return ACCOUNT_SUBSCRIBE_COST;
+    }
     let entries = match request {
         Request::Subscribe(s) => s.symbols.len() + s.chains.len(),
         Request::Unsubscribe(u) => u.symbols.len() + u.chains.len(),
@@ -838,6 +847,12 @@ mod tests {
         });
         assert_eq!(cost(&unsubscribe, 100), 3);
         assert_eq!(cost(&subscribe(7, 0), 1), 7);
+        // An account subscribe: a snapshot read and a consumer on the hub.
+        let Request::Subscribe(mut account) = subscribe(0, 0) else {
+            unreachable!()
+        };
+        account.account = Some("DEMO1".into());
+        assert_eq!(cost(&Request::Subscribe(account), 100), ACCOUNT_SUBSCRIBE_COST);
         // Anything else costs one message, whatever it holds.
         assert_eq!(cost(&Request::Ping, 100), 1);
         let chains = Request::Chains {
