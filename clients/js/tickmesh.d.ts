@@ -92,6 +92,90 @@ export interface SymbolStatus {
   ts: number;
 }
 
+export type Side = 'buy' | 'sell';
+export type OrderStatus = 'new' | 'partially_filled' | 'filled' | 'cancelled' | 'rejected';
+
+/** An order's whole state after a change (placed, amended, filled, cancelled, rejected). */
+export interface Order {
+  order_id: string;
+  symbol: string;
+  side: Side;
+  type: 'market' | 'limit';
+  qty: number;
+  /** limit orders */
+  limit_price?: number;
+  status: OrderStatus;
+  filled_qty: number;
+  /** when anything filled */
+  avg_price?: number;
+  /** when rejected or cancelled */
+  reason?: string;
+}
+
+/** One execution of an order, at the price of a print of the market. */
+export interface Fill {
+  fill_id: string;
+  order_id: string;
+  symbol: string;
+  side: Side;
+  qty: number;
+  price: number;
+  /** the market print it filled against */
+  trade_id?: number;
+}
+
+/** A position's whole state after a change. */
+export interface Position {
+  symbol: string;
+  /** negative when short */
+  qty: number;
+  /** of the open quantity */
+  avg_price: number;
+  realized_pnl: number;
+  /** the writer's mark when it wrote it: mark the position to the prices streamed instead */
+  mark_price?: number;
+  unrealized_pnl?: number;
+}
+
+/** A cash balance's whole state after a change. */
+export interface Balance {
+  currency: string;
+  cash: number;
+  realized_pnl: number;
+}
+
+export type AccountData =
+  | { kind: 'order'; data: Order }
+  | { kind: 'fill'; data: Fill }
+  | { kind: 'position'; data: Position }
+  | { kind: 'balance'; data: Balance };
+
+/** One event of an account: `seq` +1 per event from 1, `ts` the writer's stamp, µs. */
+export type AccountEvent = { account: string; seq: number; ts: number } & AccountData;
+
+/** An account's state as of `seq` (0 before any event); lists in order of their keys. */
+export interface AccountSnapshot {
+  account: string;
+  seq: number;
+  positions: Position[];
+  balances: Balance[];
+  open_orders: Order[];
+}
+
+/** An account event that skips seqs: `had + 1` to `seq - 1` never came. */
+export interface AccountContinuity {
+  account: string;
+  seq: number;
+  had: number;
+}
+
+export interface AccountSubscribed {
+  type: 'subscribed';
+  id: number;
+  account: string;
+  from_seq?: number;
+}
+
 export interface Welcome {
   type: 'welcome';
   protocol: number;
@@ -107,6 +191,8 @@ export interface ServerError {
   code: string;
   message: string;
   symbol?: string;
+  /** when about an account: `unavailable` (a fresh snapshot follows) or a refusal */
+  account?: string;
   interval_ms?: number;
   retry_ms?: number;
 }
@@ -164,6 +250,11 @@ export interface EventMap {
   symbolstatus: SymbolStatus;
   trades: TradesEvent;
   bars: BarsEvent;
+  /** an account's state: on subscribe (without `fromSeq`) and after `unavailable` about it */
+  accountsnapshot: AccountSnapshot;
+  /** each event of an account held, once, in seq order, across reconnects too */
+  account: AccountEvent;
+  accountcontinuity: AccountContinuity;
   message: Record<string, any>;
 }
 
@@ -178,6 +269,10 @@ export interface Stats {
   reprints: number;
   bars: number;
   rebars: number;
+  /** account events passed on */
+  accountEvents: number;
+  /** account events dropped as passed on before */
+  accountRepeats: number;
 }
 
 export type SubscribeRequest =
@@ -207,6 +302,8 @@ export interface Subscriptions {
   chains: Record<string, { mode: Mode; interval_ms: number }>;
   trades: Record<string, { history: number }>;
   bars: Partial<Record<Timeframe, Record<string, { history: number; interval_ms: number }>>>;
+  /** the accounts held, sorted */
+  accounts: string[];
 }
 
 export interface ClientOptions {
@@ -244,7 +341,16 @@ export interface TickMesh {
   close(code?: number, reason?: string): void;
   subscribe(req: SubscribeRequest): Promise<Subscribed>;
   unsubscribe(req: UnsubscribeRequest): Promise<{ type: 'unsubscribed' } & Record<string, any>>;
-  list(): Promise<{ subscriptions: Array<{ symbol: string; mode: Mode; interval_ms: number; stream?: 'trades' | 'bars'; tf?: Timeframe }> }>;
+  list(): Promise<{ subscriptions: Array<{ symbol: string; mode: Mode; interval_ms: number; stream?: 'trades' | 'bars'; tf?: Timeframe }>; accounts?: string[] }>;
+  /**
+   * Follows an account (named in the token's `acct` claim): a snapshot (or, with `fromSeq`,
+   * every event from that seq), then each event, once, in order, resumed with `from_seq`
+   * after every reconnect.
+   */
+  subscribeAccount(account: string, opts?: { fromSeq?: number }): Promise<AccountSubscribed>;
+  unsubscribeAccount(account: string): Promise<{ type: 'unsubscribed'; id: number; account: string }>;
+  /** the seq of the last event (or snapshot) of the account passed on: it goes on after it */
+  lastAccountSeq(account: string): number | undefined;
   chains(underlying: string): Promise<{ underlying: string; expiries: Array<{ expiry: string; strikes: number[] }> }>;
   ping(): Promise<{ type: 'pong' }>;
   auth(token: string): Promise<{ type: 'authed'; exp: number }>;

@@ -28,6 +28,7 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../static/index.html"),
     ),
     ("app.js", JS, include_str!("../static/app.js")),
+    ("blotter.js", JS, include_str!("../static/blotter.js")),
     (
         "style.css",
         "text/css; charset=utf-8",

@@ -1,7 +1,8 @@
 // @ts-check
 /**
  * The TickMesh dashboard: watchlist, candle chart, options chain, depth ladder, time
- * and sales (the chart and the tape are of the symbol the ladder shows) and status bar.
+ * and sales (the chart and the tape are of the symbol the ladder shows), status bar, and
+ * the blotter of the account the token names (blotter.js).
  *
  * Messages only update plain state objects and mark what changed; one
  * requestAnimationFrame pass writes the changed cells to the DOM. With hundreds of
@@ -13,13 +14,15 @@
  * chart keeps at most `CHART_BARS` bars and is drawn on a canvas, in that same pass, only
  * when a bar, its size or the screen's pixel ratio changed.
  *
- * Page parameters: `?token=` (passed on to the stream), `?enc=msgpack`,
+ * Page parameters: `?token=` (passed on to the stream; the first account of its `acct`
+ * claim gets a blotter), `?enc=msgpack`,
  * `?symbols=A,B,C` (replaces the default watchlist), `?chain=AAPL`, `?depth=AAPL` (the
  * symbol of the ladder, the chart and the tape), `?tf=1m` (the chart's timeframe),
  * `?shared=0` (a connection of the page's own rather than the one its tabs share).
  */
 
 import { createClient, TIMEFRAMES } from './index.js';
+import { Blotter, accountOf } from './blotter.js';
 
 const DEFAULT_WATCHLIST = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'SPY', 'QQQ', 'AMZN', 'GOOGL', 'META', 'AMD'];
 const SYMBOL_RE = /^[A-Z0-9][A-Z0-9_-]{0,63}$/;
@@ -27,13 +30,14 @@ const SYMBOL_RE = /^[A-Z0-9][A-Z0-9_-]{0,63}$/;
 /**
  * Each view's subscription; a symbol several views want gets the richest of them.
  * @typedef {{mode: import('./tickmesh.js').Mode, interval_ms: number}} Sub
- * @type {Record<'watch' | 'depth' | 'spot' | 'chain', Sub>}
+ * @type {Record<'watch' | 'depth' | 'spot' | 'chain' | 'mark', Sub>}
  */
 const SUB = {
   watch: { mode: 'quote', interval_ms: 250 },
   depth: { mode: 'full', interval_ms: 100 },
   spot: { mode: 'ltp', interval_ms: 1000 }, // the chain's underlying, for in-the-money shading
   chain: { mode: 'quote', interval_ms: 500 },
+  mark: { mode: 'ltp', interval_ms: 250 }, // the blotter's positions, for their live P&L
 };
 const MODE_RANK = { ltp: 0, quote: 1, full: 2 };
 
@@ -129,6 +133,12 @@ function log(text, level = 'info') {
   while (list.children.length > LOG_LINES) list.lastElementChild?.remove();
 }
 
+// ---- blotter ---------------------------------------------------------------------------
+
+const account = accountOf(params.get('token'));
+/** The account's blotter, when the token names one. */
+const blotter = account ? new Blotter(account, { quotes, fmt: { put, price, clockTime }, onSymbols: () => reconcile() }) : null;
+
 // ---- subscriptions -------------------------------------------------------------------
 
 /** What is currently asked of the server, per symbol. @type {Map<string, Sub>} */
@@ -150,6 +160,7 @@ function wantedSymbols() {
   for (const sym of watch.symbols) add(sym, SUB.watch);
   if (chain.underlying) add(chain.underlying, SUB.spot);
   if (depth.symbol) add(depth.symbol, SUB.depth);
+  for (const sym of blotter?.symbols() ?? []) add(sym, SUB.mark);
   return want;
 }
 
@@ -766,6 +777,7 @@ function onTick(tick) {
   if (q.underlying && !onOptionTick(q) && !subscribed.has(sym)) quotes.delete(sym);
   if (sym === depth.symbol) depth.dirty = true;
   if (sym === chain.underlying) chain.spotDirty = true;
+  blotter?.priced(sym);
 }
 
 client.on('snapshot', onTick);
@@ -773,8 +785,12 @@ client.on('tick', onTick);
 client.on('trades', onTrades);
 client.on('bars', onBars);
 client.on('welcome', (w) => log(`connected to ${w.edge} (session ${w.session})`));
+client.on('accountsnapshot', (snap) => blotter?.onSnapshot(snap));
+client.on('account', (e) => blotter?.onEvent(e));
+client.on('accountcontinuity', (c) => log(`${c.account}: events ${c.had + 1}–${c.seq - 1} never came`, 'error'));
 client.on('error', (e) => {
-  log(`${e.code}${e.symbol ? ` ${e.symbol}` : ''}: ${e.message}`, e.code === 'slow_consumer' ? 'warn' : 'error');
+  const about = e.symbol ?? e.account;
+  log(`${e.code}${about ? ` ${about}` : ''}: ${e.message}`, e.code === 'slow_consumer' ? 'warn' : 'error');
   // Struck out only if the client dropped the subscription (a refusal of it), not for
   // an error about the symbol in another request, such as `chains`.
   const refused = e.symbol && !(e.symbol in client.subscriptions().symbols);
@@ -831,6 +847,7 @@ function frame(now) {
   renderDepth();
   renderTape();
   renderChart();
+  blotter?.render();
   renderStatus(now);
   requestAnimationFrame(frame);
 }
@@ -885,6 +902,7 @@ function start() {
   const underlying = params.get('chain') || 'AAPL';
   /** @type {HTMLInputElement} */ ($('chain-underlying')).value = underlying;
   loadChains(underlying);
+  if (blotter) client.subscribeAccount(blotter.account).catch(requestFailed);
   client.connect();
   requestAnimationFrame(frame);
 }

@@ -177,9 +177,10 @@ async function stopProc(proc, signal, graceMs) {
 
 /**
  * Starts nats-server, ingest and one edge; resolves once the edge answers `/readyz`.
- * @param {{ticksPerSec?: number}} [options]
+ * `edgeEnv`: more `TICKMESH_EDGE_*` variables for every edge started (an HS256 secret, say).
+ * @param {{ticksPerSec?: number, edgeEnv?: Record<string, string>}} [options]
  */
-export async function startMesh({ ticksPerSec = 2000 } = {}) {
+export async function startMesh({ ticksPerSec = 2000, edgeEnv = {} } = {}) {
   for (const bin of ['tickmesh-ingest', 'tickmesh-edge']) {
     if (!fs.existsSync(path.join(BIN_DIR, bin))) {
       throw new Error(`${path.join(BIN_DIR, bin)} is missing: run \`cargo build -p tickmesh-ingest -p tickmesh-edge\` (or set TICKMESH_BIN_DIR)`);
@@ -230,6 +231,7 @@ export async function startMesh({ ticksPerSec = 2000 } = {}) {
         TICKMESH_EDGE_AUTH__ALLOW_OPEN_ANONYMOUS: 'true',
         TICKMESH_EDGE_AUTH__ANONYMOUS_ENT: '["*"]',
         TICKMESH_EDGE_AUTH__ANONYMOUS_TIER: 'realtime',
+        ...edgeEnv,
       });
       procs.push(edge);
       await waitFor(`${mesh.edgeName} /readyz`, async () => (await httpStatus(`${mesh.httpUrl}/readyz`)) === 200, 15000, [edge]);
@@ -270,6 +272,22 @@ export async function startMesh({ ticksPerSec = 2000 } = {}) {
       const status = await stopProc(ingest, 'SIGTERM', 5000);
       ingest = null;
       return status;
+    },
+
+    /**
+     * Appends `count` events to `account`, one every `everyMs`, as its single writer does
+     * (`tickmesh-test-account-writer`, built with the tests crate: it creates the stream
+     * `acct` and the bucket `acct_snap`, and goes on from the account's last seq). Returns
+     * the process: `exited` settles when it is done; the mesh stops it if it is not.
+     * @param {{account: string, count: number, everyMs: number}} args
+     */
+    accountWriter({ account, count, everyMs }) {
+      const bin = path.join(BIN_DIR, 'tickmesh-test-account-writer');
+      if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo build -p tickmesh-tests --bins\` (or set TICKMESH_BIN_DIR)`);
+      const args = ['--url', natsUrl, '--account', account, '--count', String(count), '--every-ms', String(everyMs)];
+      const writer = launch('account-writer', bin, args, {});
+      procs.push(writer);
+      return writer;
     },
 
     /** The running edge's Prometheus text. */

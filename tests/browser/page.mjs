@@ -14,18 +14,20 @@ import { startMesh } from './mesh.mjs';
  */
 
 /**
- * Starts a mesh and a Chromium side by side before the file's tests and hands both to
- * `ready`; after the tests, stops whichever started, even if the other failed.
+ * Starts a mesh (with `options`, see `startMesh`) and a Chromium side by side before the
+ * file's tests and hands both to `ready`; after the tests, stops whichever started, even
+ * if the other failed.
  * @param {(mesh: Mesh, browser: Chromium) => void} ready
+ * @param {Parameters<typeof startMesh>[0]} [options]
  */
-export function meshAndChromium(ready) {
+export function meshAndChromium(ready, options) {
   /** @type {Mesh | undefined} */
   let mesh;
   /** @type {Chromium | undefined} */
   let browser;
   before(
     async () => {
-      const [m, b] = await Promise.allSettled([startMesh(), launchChromium()]);
+      const [m, b] = await Promise.allSettled([startMesh(options), launchChromium()]);
       if (m.status === 'fulfilled') mesh = m.value;
       if (b.status === 'fulfilled') browser = b.value;
       for (const r of [m, b]) if (r.status === 'rejected') throw r.reason;

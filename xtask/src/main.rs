@@ -416,12 +416,14 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         demo_wait(&url, tls.then_some(pki.ca.as_path()), &stop)?;
     }
 
+    // The dashboard with a development token that names the account DEMO1: its blotter.
+    let dev_token = token::demo_token(&root)?;
     println!();
     println!("TickMesh demo mesh is running (hub: 3 nodes; regions A and B: 2 leaf nodes each):");
     for region in &DEMO_REGIONS {
         let port = region.edge.1;
         println!("  {}:", region.name);
-        println!("    dashboard:  {http}://127.0.0.1:{port}/");
+        println!("    dashboard:  {http}://127.0.0.1:{port}/?token={dev_token}");
         println!("    WebSocket:  {ws}://127.0.0.1:{port}/v1/stream");
         println!("    metrics:    {http}://127.0.0.1:{port}/metrics");
     }

@@ -11,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
-const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--tier NAME] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
+const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--acct ACCOUNT,...] [--tier NAME] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
+
+/// How long the demo's dashboard token lasts: a working day of demo.
+const DEMO_TTL_S: &str = "43200";
 
 /// The development secret's path, creating the secret if it does not exist.
 pub fn ensure_dev_secret(root: &Path) -> anyhow::Result<PathBuf> {
@@ -36,11 +39,19 @@ pub fn token(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The token the demo's dashboard URLs carry: every symbol, and the account `DEMO1` of the
+/// simulated order system (its blotter), for twelve hours.
+pub fn demo_token(root: &Path) -> anyhow::Result<String> {
+    let args = ["--sub", "demo", "--acct", "DEMO1", "--ttl", DEMO_TTL_S].map(String::from);
+    mint(root, &args)?.context("a demo token")
+}
+
 /// The token `args` ask for, signed with the development secret under `root` (made now
 /// if there is none); None when only the usage was asked for.
 fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let mut sub = "dev".to_string();
     let mut ent = vec!["*".to_string()];
+    let mut acct: Vec<String> = Vec::new();
     let mut tier = "realtime".to_string();
     let mut ttl: u64 = 3600;
     let mut max_symbols: Option<u32> = None;
@@ -54,6 +65,7 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
         match flag.as_str() {
             "--sub" => sub = value()?.clone(),
             "--ent" => ent = value()?.split(',').map(|s| s.trim().to_string()).collect(),
+            "--acct" => acct = value()?.split(',').map(|s| s.trim().to_string()).collect(),
             "--tier" => tier = value()?.clone(),
             "--ttl" => ttl = value()?.parse().context("--ttl takes seconds")?,
             "--max-symbols" => {
@@ -72,6 +84,9 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let mut claims = serde_json::json!({
         "sub": sub, "iat": now, "exp": now + ttl, "ent": ent, "tier": tier,
     });
+    if !acct.is_empty() {
+        claims["acct"] = acct.into();
+    }
     if let Some(m) = max_symbols {
         claims["max_symbols"] = m.into();
     }
@@ -119,6 +134,29 @@ mod tests {
         let again = mint(&root, &args).unwrap().unwrap();
         assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), secret);
         assert!(Verifier::new(&config).unwrap().verify(&again).is_ok());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The demo's dashboard token names the account DEMO1 (its blotter) and every symbol,
+    /// and lasts the twelve hours of a demo.
+    #[test]
+    fn the_demo_token_names_demo1_for_twelve_hours() {
+        let root = std::env::temp_dir().join(format!("xtask-demo-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let token = demo_token(&root).unwrap();
+        let config = AuthConfig {
+            hs256_secret_file: Some(root.join(".tools/dev-hs256.secret")),
+            ..AuthConfig::default()
+        };
+        let grant = Verifier::new(&config).unwrap().verify(&token).unwrap();
+        assert_eq!(grant.acct, ["DEMO1"]);
+        assert_eq!(grant.ent, ["*"]);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let left = grant.exp.unwrap() - now;
+        assert!((43_190..=43_200).contains(&left), "{left} s left");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -8,7 +8,7 @@
  */
 
 import { Emitter } from './events.js';
-import { subscribeFields, unsubscribeFields } from './ledger.js';
+import { accountFields, subscribeFields, unsubscribeFields } from './ledger.js';
 
 /** WebSocket subprotocol per encoding. */
 export const SUBPROTOCOLS = Object.freeze({
@@ -72,6 +72,28 @@ export class ClientApi extends Emitter {
   }
 
   /**
+   * Passes an account's snapshot on, if it is not older than what was passed on.
+   * @param {import('./tickmesh.js').AccountSnapshot} snap
+   */
+  _accountSnapshot(snap) {
+    if (this._ledger.accountSnapshot(snap)) this._emit('accountsnapshot', snap);
+  }
+
+  /**
+   * Passes an account event on once, in order; one that skips seqs is preceded by
+   * `accountcontinuity`.
+   * @param {import('./tickmesh.js').AccountEvent} event
+   */
+  _accountEvent(event) {
+    const passed = this._ledger.accountEvent(event);
+    if (!passed) return;
+    if (passed.had !== undefined && event.seq > passed.had + 1) {
+      this._emit('accountcontinuity', { account: event.account, seq: event.seq, had: passed.had });
+    }
+    this._emit('account', event);
+  }
+
+  /**
    * Sends a request (or holds it until it can be sent); resolves with its reply.
    * @param {string} op @param {Record<string, any>} [fields]
    * @returns {Promise<any>}
@@ -131,7 +153,30 @@ export class ClientApi extends Emitter {
     return this._checked('unsubscribe', unsubscribeFields, req);
   }
 
-  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number, stream?: 'trades' | 'bars', tf?: Timeframe}>}>} */
+  /**
+   * Follows an account's orders, fills, positions and balances (the token's `acct` claim
+   * must name it): an `accountsnapshot` first (or, with `fromSeq`, every event from that
+   * seq on instead), then each later event as an `account` event. Kept across reconnects:
+   * the client resubscribes with `from_seq` after the last seq it passed on, and drops any
+   * seq it has passed on already, so each event is passed on once, in order; a skipped seq
+   * is told by `accountcontinuity`. Resolves with the `subscribed` reply; a refusal
+   * (`not_entitled`, `too_many_symbols`) rejects it and ends the subscription.
+   * @param {string} account @param {{fromSeq?: number}} [opts]
+   */
+  subscribeAccount(account, opts) {
+    return this._checked('subscribe', (/** @type {[string, {fromSeq?: number} | undefined]} */ [name, o]) => accountFields(name, o), [account, opts]);
+  }
+
+  /**
+   * Stops following an account and forgets its last seq: a later `subscribeAccount` starts
+   * from a snapshot again. Events still in flight are dropped.
+   * @param {string} account
+   */
+  unsubscribeAccount(account) {
+    return this._checked('unsubscribe', (/** @type {string} */ name) => ({ account: accountFields(name).account }), account);
+  }
+
+  /** @returns {Promise<{subscriptions: Array<{symbol: string, mode: Mode, interval_ms: number, stream?: 'trades' | 'bars', tf?: Timeframe}>, accounts?: string[]}>} */
   list() {
     return this._request('list');
   }
@@ -163,6 +208,11 @@ export class ClientApi extends Emitter {
    */
   subscriptions() {
     return this._ledger.subscriptions();
+  }
+
+  /** The seq of the last event (or snapshot) of `account` passed on. @param {string} account @returns {number | undefined} */
+  lastAccountSeq(account) {
+    return this._ledger.accounts.get(account)?.last;
   }
 
   /** @param {string} symbol @returns {number | undefined} */

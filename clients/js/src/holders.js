@@ -1,7 +1,8 @@
 // @ts-check
 /**
  * Which tabs hold what, on a shared connection: the reference counts. A subscription is a
- * key (`t:SYMBOL` ticks, `c:CHAIN` a chain, `p:SYMBOL` a tape, `b:SYMBOL/TF` bars) with the
+ * key (`t:SYMBOL` ticks, `c:CHAIN` a chain, `p:SYMBOL` a tape, `b:SYMBOL/TF` bars,
+ * `a:ACCOUNT` an account) with the
  * tabs that hold it and what each asked for. The connection asks the edge for a key once,
  * at what its tabs ask for together (the richest mode, the shortest interval), and gives
  * it up with its last tab. No I/O: `Hub` sends what these tell it to.
@@ -27,6 +28,7 @@ export function keysOf(f) {
   const symbols = f.symbols ?? [];
   /** @type {string[]} */
   const chains = f.chains ?? [];
+  if (typeof f.account === 'string') return [[`a:${f.account}`, {}]];
   if (f.stream === 'trades') return symbols.map((s) => [`p:${s}`, { history: f.history }]);
   if (f.stream === 'bars') return symbols.map((s) => [`b:${barKey(s, f.tf)}`, { history: f.history, interval_ms: f.interval_ms }]);
   const p = { mode: f.mode, interval_ms: f.interval_ms };
@@ -108,7 +110,7 @@ export class Holders {
       if (!h.size) {
         this.drop(key);
         released.push(key);
-      } else if (key[0] !== 'p' && asked(key) !== before) {
+      } else if (key[0] !== 'p' && key[0] !== 'a' && asked(key) !== before) {
         changed.push(key);
       }
     }
@@ -147,7 +149,7 @@ export class Holders {
     for (const key of keys) {
       const { kind, name, tf } = parseKey(key);
       const p = this.joint(key);
-      if (!p) continue;
+      if (!p || kind === 'a') continue;
       const history = asked.history ?? p.history;
       /** @type {[string, Record<string, any>, string]} */
       const [g, base, field] =
@@ -163,12 +165,16 @@ export class Holders {
     return [...groups.values()];
   }
 
-  /** The `unsubscribe` fields that give up `keys`: one per stream (and timeframe). @param {string[]} keys */
+  /** The `unsubscribe` fields that give up `keys`: one per stream (and timeframe), one per account. @param {string[]} keys */
   unsubscribes(keys) {
     /** @type {Map<string, Record<string, any>>} */
     const groups = new Map();
     for (const key of keys) {
       const { kind, name, tf } = parseKey(key);
+      if (kind === 'a') {
+        groups.set(key, { account: name });
+        continue;
+      }
       const g = kind === 'p' ? 'p' : kind === 'b' ? `b/${tf}` : 't';
       let group = groups.get(g);
       if (!group) groups.set(g, (group = kind === 'p' ? { stream: 'trades' } : kind === 'b' ? { stream: 'bars', tf } : {}));

@@ -5,8 +5,10 @@
  * A `Hub` owns one `TickMeshClient` (one WebSocket, its reconnects, its seq, epoch and gap
  * checks) and the tabs attached to it, each over a MessagePort. What the tabs hold is
  * counted per subscription (`Holders`): one is asked for once, at the richest mode and
- * shortest interval of its tabs, and given up when its last tab gives it up or goes. A tab
- * that joins a key another tab holds gets what the connection passed on of it (`Replay`),
+ * shortest interval of its tabs, and given up when its last tab gives it up or goes (an
+ * account likewise: one subscription for all its tabs, which the connection resumes after
+ * every reconnect). A tab that joins a key another tab holds gets what the connection
+ * passed on of it (`Replay`; an account's state, or its events from the tab's seq),
  * since the edge sends a snapshot and a history only once per subscription; a tab gets
  * each key at its own interval (`Pacer`). Everything a tab is sent within one turn goes in
  * one message, in order: `['state', ...]`, `['ev', type, detail]`, `['drop', key]`,
@@ -16,7 +18,7 @@
  */
 
 import { TickMeshClient } from './tickmesh.js';
-import { REFUSAL_CODES, TIMEFRAMES, barKey, chainSymbolPattern, subscribeFields, unsubscribeFields } from './ledger.js';
+import { ACCOUNT_REFUSAL_CODES, REFUSAL_CODES, TIMEFRAMES, accountFields, barKey, chainSymbolPattern, subscribeFields, unsubscribeFields } from './ledger.js';
 import { Holders, keysNaming, keysOf, parseKey } from './holders.js';
 import { Pacer } from './pace.js';
 import { Replay } from './replay.js';
@@ -160,9 +162,10 @@ export class Hub {
     const c = this.client;
     switch (op) {
       case 'subscribe':
+        if (typeof fields.account === 'string') return this._subscribeAccount(tab.id, rid, accountFields(fields.account, { fromSeq: fields.from_seq }));
         return this._subscribe(tab.id, rid, subscribeFields(fields));
       case 'unsubscribe': {
-        const f = unsubscribeFields(fields);
+        const f = typeof fields.account === 'string' ? accountFields(fields.account) : unsubscribeFields(fields);
         const keys = keysOf(f).map(([k]) => k).filter((k) => this.holders.holds(k, tab.id));
         await this._giveUp(tab.id, keys, rid);
         return { type: 'unsubscribed', ...f };
@@ -218,6 +221,25 @@ export class Hub {
   }
 
   /**
+   * Adds the tab to an account's holders. The first asks the connection for it (from the
+   * tab's seq, if it asked for one); a tab that joins gets what the connection has of it
+   * (`Replay.accountOf`), then the events after it.
+   * @param {number} tab @param {number} rid @param {{account: string, from_seq?: number}} f
+   */
+  async _subscribeAccount(tab, rid, f) {
+    const key = `a:${f.account}`;
+    const first = !this.holders.tabsOf(key)?.size;
+    this.holders.add(tab, [[key, {}]]);
+    if (first) {
+      const opts = f.from_seq === undefined ? {} : { fromSeq: f.from_seq };
+      const reply = await this._routed(tab, rid, this.client.subscribeAccount(f.account, opts));
+      return { ...reply, type: 'subscribed' };
+    }
+    for (const [type, detail] of this.replay.accountOf(f.account, f.from_seq)) this._push(tab, ['ev', type, detail]);
+    return { type: 'subscribed', ...f };
+  }
+
+  /**
    * Takes `keys` from the tab: those it was the last to hold are unsubscribed, those whose
    * joint mode or interval changes are subscribed again at the new one.
    * @param {number} tab @param {string[]} keys @param {number} [rid] the tab's request, if any
@@ -229,7 +251,7 @@ export class Hub {
     /** @type {Array<Promise<any>>} */
     const asks = [];
     const send = (/** @type {Promise<any> & {id?: number}} */ p) => asks.push(rid === undefined ? p : this._routed(tab, rid, p));
-    for (const f of this.holders.unsubscribes(released)) send(this.client.unsubscribe(f));
+    for (const f of this.holders.unsubscribes(released)) send(f.account ? this.client.unsubscribeAccount(f.account) : this.client.unsubscribe(f));
     // The edge drops a chain's legs with the chain, those held by themselves too.
     const legs = released.filter((k) => k[0] === 'c').flatMap((k) => this.holders.legsHeld(parseKey(k).name));
     for (const f of this.holders.subscribes([...changed, ...legs])) send(this.client.subscribe(f));
@@ -239,6 +261,7 @@ export class Hub {
   /** Forgets what was kept of a key no tab holds. @param {string} key */
   _forget(key) {
     const { kind, name, tf } = parseKey(key);
+    if (kind === 'a') return this.replay.forgetAccount(name);
     if (kind === 'p') return this.replay.forgetPrints(name);
     if (kind === 'b') return this.replay.forgetBars(barKey(name, tf));
     const pattern = kind === 'c' ? chainSymbolPattern(name) : null;
@@ -246,13 +269,18 @@ export class Hub {
     for (const s of symbols) if (!this.holders.tickRoute(s).size) this.replay.forgetTicks(s);
   }
 
-  /** The reply to `list`, of the tab's own subscriptions. @param {number} tab @param {{subscriptions?: any[]}} reply */
+  /** The reply to `list`, of the tab's own subscriptions and accounts. @param {number} tab @param {{subscriptions?: any[], accounts?: string[]}} reply */
   _own(tab, reply) {
     const h = this.holders;
     const subscriptions = (reply.subscriptions ?? []).filter((s) =>
       s.stream === 'trades' ? h.holds(`p:${s.symbol}`, tab) : s.stream === 'bars' ? h.holds(`b:${barKey(s.symbol, s.tf)}`, tab) : h.tickRoute(s.symbol).has(tab),
     );
-    return { ...reply, subscriptions };
+    /** @type {Record<string, any>} */
+    const own = { ...reply, subscriptions };
+    const accounts = (reply.accounts ?? []).filter((/** @type {string} */ a) => h.holds(`a:${a}`, tab));
+    if (accounts.length) own.accounts = accounts;
+    else delete own.accounts;
+    return own;
   }
 
   /** What the connection has of `key`, for a tab that joins it. @param {number} tab @param {string} key */
@@ -320,6 +348,19 @@ export class Hub {
       this.replay.addBars(barKey(e.symbol, e.tf), e.bars, joint.history);
       for (const [tab, p] of h) this.pacer.offer(tab, key, (p.interval_ms ?? 0) > joint.interval_ms ? p.interval_ms ?? 0 : 0, 'bars', e);
     });
+    // Never paced or folded: every event of an account goes to each of its tabs.
+    c.on('accountsnapshot', (snap) => {
+      const h = this.holders.tabsOf(`a:${snap.account}`);
+      if (!h?.size) return;
+      this.replay.accountSnapshot(snap);
+      for (const tab of h.keys()) this._push(tab, ['ev', 'accountsnapshot', snap]);
+    });
+    c.on('account', (e) => {
+      const h = this.holders.tabsOf(`a:${e.account}`);
+      if (!h?.size) return;
+      this.replay.accountEvent(e);
+      for (const tab of h.keys()) this._push(tab, ['ev', 'account', e]);
+    });
     c.on('error', (msg) => this._onError(msg));
   }
 
@@ -349,8 +390,22 @@ export class Hub {
         this._forget(key);
       }
     }
+    const account = msg.account;
+    if (account) {
+      const key = `a:${account}`;
+      const h = this.holders.tabsOf(key);
+      const ended = ACCOUNT_REFUSAL_CODES.has(msg.code) && !this.client.subscriptions().accounts.includes(account);
+      for (const tab of h?.keys() ?? []) {
+        if (ended) this._push(tab, ['drop', key]);
+        if (!to.has(tab)) to.set(tab, undefined);
+      }
+      if (ended && h) {
+        this.holders.drop(key);
+        this._forget(key);
+      }
+    }
     if (!route && symbol) for (const key of keysNaming(symbol, TIMEFRAMES)) for (const tab of this.holders.tabsOf(key)?.keys() ?? []) if (!to.has(tab)) to.set(tab, undefined);
-    if (!route && !symbol) for (const tab of this.tabs.keys()) to.set(tab, undefined);
+    if (!route && !symbol && !account) for (const tab of this.tabs.keys()) to.set(tab, undefined);
     for (const [tab, id] of to) {
       const { id: _, ...rest } = msg;
       this._push(tab, ['ev', 'error', id === undefined ? rest : { ...rest, id }]);
@@ -365,6 +420,7 @@ export class Hub {
  */
 function stillHeld(held, key) {
   const { kind, name, tf } = parseKey(key);
+  if (kind === 'a') return held.accounts.includes(name);
   if (kind === 't') return name in held.symbols;
   if (kind === 'c') return name in held.chains;
   if (kind === 'p') return name in held.trades;

@@ -25,6 +25,11 @@ const STREAMS = new Set(['ticks', 'trades', 'bars']);
 
 /** Error codes that mean "this symbol is not part of the session": never replayed. */
 export const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_entitled', 'too_many_symbols']);
+/** Error codes that mean "this account is not part of the session": never replayed. */
+export const ACCOUNT_REFUSAL_CODES = new Set(['not_entitled', 'bad_request', 'too_many_symbols']);
+
+/** An account name as the protocol takes it: a subject token, so no dots, wildcards or spaces. */
+const ACCOUNT_RE = /^[A-Za-z0-9_-]{1,32}$/;
 
 /**
  * @typedef {import('./tickmesh.js').Mode} Mode
@@ -34,7 +39,12 @@ export const REFUSAL_CODES = new Set(['invalid_symbol', 'unknown_symbol', 'not_e
  * @typedef {import('./tickmesh.js').Timeframe} Timeframe
  * @typedef {import('./tickmesh.js').SubscribeRequest} SubscribeRequest
  * @typedef {{symbols?: string[], chains?: string[], stream?: 'ticks' | 'trades' | 'bars', tf?: Timeframe}} UnsubscribeRequest
- * @typedef {{ticks: number, stale: number, prints: number, reprints: number, bars: number, rebars: number}} Counts
+ * @typedef {import('./tickmesh.js').AccountEvent} AccountEvent
+ * @typedef {import('./tickmesh.js').AccountSnapshot} AccountSnapshot
+ * @typedef {{ticks: number, stale: number, prints: number, reprints: number, bars: number, rebars: number, accountEvents: number, accountRepeats: number}} Counts
+ * @typedef {{last: number | undefined, resync: boolean}} HeldAccount the seq passed on last
+ *   (undefined before the first snapshot), and whether the next snapshot starts the account
+ *   over (after `unavailable`)
  */
 
 /**
@@ -105,6 +115,19 @@ export function subscribeFields({ symbols, chains, mode = DEFAULT_MODE, interval
   return { mode, interval_ms, ...names(symbols, chains) };
 }
 
+/**
+ * The fields of the `subscribe` of an account; throws a TypeError for a name or seq the
+ * edge would refuse (it would otherwise be replayed after every reconnect).
+ * @param {string} account @param {{fromSeq?: number}} [opts]
+ * @returns {{account: string, from_seq?: number}}
+ */
+export function accountFields(account, { fromSeq } = {}) {
+  if (typeof account !== 'string' || !ACCOUNT_RE.test(account)) throw new TypeError(`an account name is 1 to 32 of A-Z a-z 0-9 _ -, not ${account}`);
+  if (fromSeq === undefined) return { account };
+  if (!(Number.isSafeInteger(fromSeq) && fromSeq >= 1)) throw new TypeError(`fromSeq must be a whole number >= 1, not ${fromSeq}`);
+  return { account, from_seq: fromSeq };
+}
+
 /** The fields of the `unsubscribe` a request stands for. @param {UnsubscribeRequest} req @returns {Record<string, any>} */
 export function unsubscribeFields({ symbols, chains, stream = 'ticks', tf }) {
   checkStream(stream, chains, tf);
@@ -131,11 +154,20 @@ export class Ledger {
     this.tradeSeq = new Map();
     /** The newest bar passed on per `barKey`: its start and whether it was final. @type {Map<string, {t: number, final: boolean}>} */
     this.barLast = new Map();
+    /** Accounts held, each with the seq passed on last: replayed with `from_seq` after it. @type {Map<string, HeldAccount>} */
+    this.accounts = new Map();
   }
 
   /** Keeps the replay list in step with a request sent. @param {Record<string, any>} msg */
   record(msg) {
-    if (msg.stream === 'bars') {
+    if (typeof msg.account === 'string') {
+      if (msg.op === 'unsubscribe') this.accounts.delete(msg.account);
+      if (msg.op !== 'subscribe') return;
+      const held = this.accounts.get(msg.account) ?? { last: undefined, resync: false };
+      // From a seq: nothing before it is owed (and nothing passed on is passed on again).
+      if (typeof msg.from_seq === 'number') held.last = Math.max(held.last ?? 0, msg.from_seq - 1);
+      this.accounts.set(msg.account, held);
+    } else if (msg.stream === 'bars') {
       for (const symbol of msg.symbols ?? []) {
         const key = barKey(symbol, msg.tf);
         if (msg.op === 'subscribe') {
@@ -186,9 +218,26 @@ export class Ledger {
     if (stream === undefined) for (const [key, b] of this.bars) if (b.symbol === symbol) this.bars.delete(key);
   }
 
+  /** Drops a refused account from the replay list. @param {string} account */
+  dropAccount(account) {
+    this.accounts.delete(account);
+  }
+
+  /**
+   * The edge could not serve an account from where it was (`unavailable`): a fresh
+   * snapshot follows, and it is asked for again after a reconnect until it came.
+   * @param {string} account
+   */
+  resyncAccount(account) {
+    const held = this.accounts.get(account);
+    if (held) held.resync = true;
+  }
+
   /**
    * The `subscribe` fields that replay every subscription: one per (mode, interval) group,
-   * one per tape history, one per (timeframe, history, interval) of bars.
+   * one per tape history, one per (timeframe, history, interval) of bars, and one per
+   * account, from the seq after the last one passed on (from a snapshot the first time, and
+   * after `unavailable` until the fresh snapshot came).
    * @returns {Array<Record<string, any>>}
    */
   replay() {
@@ -220,7 +269,8 @@ export class Ledger {
       if (g) g.symbols.push(symbol);
       else bars.set(key, { stream: 'bars', tf, history, interval_ms, symbols: [symbol] });
     }
-    return [...ticks.values(), ...tapes.values(), ...bars.values()];
+    const accounts = [...this.accounts].map(([account, { last, resync }]) => (last === undefined || resync ? { account } : { account, from_seq: last + 1 }));
+    return [...ticks.values(), ...tapes.values(), ...bars.values(), ...accounts];
   }
 
   /** What `replay` sends, as `subscriptions()` of the client shows it. */
@@ -233,6 +283,7 @@ export class Ledger {
       chains: Object.fromEntries(this.chains),
       trades: Object.fromEntries(this.tapes),
       bars,
+      accounts: [...this.accounts.keys()].sort(),
     };
   }
 
@@ -312,6 +363,42 @@ export class Ledger {
       else bySymbol.set(b.symbol, [b]);
     }
     return [...bySymbol].map(([symbol, list]) => ({ symbol, tf, snapshot, bars: list }));
+  }
+
+  /**
+   * Whether an account's snapshot is to be passed on: one of an account held, the first,
+   * one that starts the account over (after `unavailable`), or one not older than what was
+   * passed on (a subscription asked for again). It sets the seq the events go on from.
+   * @param {AccountSnapshot} snap
+   */
+  accountSnapshot(snap) {
+    const held = snap && this.accounts.get(snap.account);
+    if (!held || typeof snap.seq !== 'number') return false;
+    if (!held.resync && held.last !== undefined && snap.seq < held.last) return false;
+    held.resync = false;
+    held.last = snap.seq;
+    return true;
+  }
+
+  /**
+   * What to do with an account event: `null` to drop it (of an account not held, or a seq
+   * passed on already: a replay that overlaps what came before), else the seq passed on
+   * before it (`had`; undefined for the first), which is below `seq - 1` when seqs were
+   * skipped. Each seq of an account is passed on once, in order.
+   * @param {AccountEvent} event
+   * @returns {{had: number | undefined} | null}
+   */
+  accountEvent(event) {
+    const held = event && this.accounts.get(event.account);
+    if (!held || typeof event.seq !== 'number') return null;
+    const had = held.last;
+    if (had !== undefined && event.seq <= had) {
+      this.counts.accountRepeats++;
+      return null;
+    }
+    held.last = event.seq;
+    this.counts.accountEvents++;
+    return { had };
   }
 
   /** @param {string} symbol @param {Timeframe} tf @returns {{t: number, final: boolean} | undefined} */

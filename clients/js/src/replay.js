@@ -10,18 +10,43 @@
  * largest `history` its tabs asked for, and bars as many closed bars likewise plus the
  * bar in progress.
  *
+ * An account is kept as its state (the snapshot with every later event folded in, as the
+ * account's writer keeps it: positions by symbol, balances by currency, open orders by
+ * order id) and its last `ACCOUNT_EVENTS_KEPT` events: a tab that joins gets the state as
+ * a snapshot, or, resuming from a seq those events still hold, the events from there.
+ *
  * @module tickmesh/replay
  */
 
 /** The most prints and bars kept per tape or per symbol and timeframe (the edge's largest history). */
 export const MAX_KEPT = 1000;
+/** The most events kept per account, for a tab that resumes from a seq. */
+export const ACCOUNT_EVENTS_KEPT = 1000;
 
 /**
  * @typedef {import('./tickmesh.js').Tick} Tick
  * @typedef {import('./tickmesh.js').Trade} Trade
  * @typedef {import('./tickmesh.js').Bar} Bar
  * @typedef {import('./tickmesh.js').SymbolStatus} SymbolStatus
+ * @typedef {import('./tickmesh.js').AccountEvent} AccountEvent
+ * @typedef {import('./tickmesh.js').AccountSnapshot} AccountSnapshot
+ * @typedef {import('./tickmesh.js').Position} Position
+ * @typedef {import('./tickmesh.js').Balance} Balance
+ * @typedef {import('./tickmesh.js').Order} Order
+ * @typedef {object} Account an account as the connection passed it on
+ * @property {number} seq the last seq folded in
+ * @property {boolean} based whether it started from a snapshot (else it holds events only)
+ * @property {Map<string, Position>} positions
+ * @property {Map<string, Balance>} balances
+ * @property {Map<string, Order>} orders the open ones
+ * @property {AccountEvent[]} events the last ones, oldest first
  */
+
+/** Still working: on the book of open orders. @param {Order} o */
+const isOpen = (o) => o.status === 'new' || o.status === 'partially_filled';
+
+/** A map's values in order of their keys, as the edge lists a snapshot's. @template T @param {Map<string, T>} map */
+const byKey = (map) => [...map.keys()].sort().map((k) => /** @type {T} */ (map.get(k)));
 
 export class Replay {
   constructor() {
@@ -33,6 +58,64 @@ export class Replay {
     this.prints = new Map();
     /** @type {Map<string, Bar[]>} barKey -> its last bars, oldest first, one per `t` */
     this.bars = new Map();
+    /** @type {Map<string, Account>} account -> its state and last events */
+    this.accounts = new Map();
+  }
+
+  /** An account's snapshot: the state it is kept from now on. @param {AccountSnapshot} snap */
+  accountSnapshot(snap) {
+    this.accounts.set(snap.account, {
+      seq: snap.seq,
+      based: true,
+      positions: new Map((snap.positions ?? []).map((p) => [p.symbol, p])),
+      balances: new Map((snap.balances ?? []).map((b) => [b.currency, b])),
+      orders: new Map((snap.open_orders ?? []).filter(isOpen).map((o) => [o.order_id, o])),
+      events: [],
+    });
+  }
+
+  /**
+   * Folds an event in (each carries the whole new state of its order, position or balance)
+   * and keeps it.
+   * @param {AccountEvent} e
+   */
+  accountEvent(e) {
+    let a = this.accounts.get(e.account);
+    if (!a) this.accounts.set(e.account, (a = { seq: 0, based: false, positions: new Map(), balances: new Map(), orders: new Map(), events: [] }));
+    if (e.kind === 'order' && isOpen(e.data)) a.orders.set(e.data.order_id, e.data);
+    else if (e.kind === 'order') a.orders.delete(e.data.order_id);
+    else if (e.kind === 'position') a.positions.set(e.data.symbol, e.data);
+    else if (e.kind === 'balance') a.balances.set(e.data.currency, e.data);
+    a.seq = e.seq;
+    a.events.push(e);
+    if (a.events.length > ACCOUNT_EVENTS_KEPT) a.events.splice(0, a.events.length - ACCOUNT_EVENTS_KEPT);
+  }
+
+  /** @param {string} account */
+  forgetAccount(account) {
+    this.accounts.delete(account);
+  }
+
+  /**
+   * A joining tab's start of an account: from `fromSeq`, the events kept from there when
+   * they reach back to it (nothing yet when the connection is not there yet: it follows);
+   * else the state as a snapshot, after an `unavailable` when the tab asked for a seq the
+   * events kept no longer hold, as the edge does; without a state (the connection follows
+   * the account from another tab's seq), the events kept.
+   * @param {string} account @param {number | undefined} fromSeq
+   * @returns {Array<[string, any]>}
+   */
+  accountOf(account, fromSeq) {
+    const a = this.accounts.get(account);
+    if (!a) return [];
+    /** @type {Array<[string, any]>} */
+    const events = a.events.filter((e) => fromSeq === undefined || e.seq >= fromSeq).map((e) => ['account', e]);
+    const reaches = fromSeq !== undefined && (fromSeq > a.seq || (a.events.length > 0 && a.events[0].seq <= fromSeq));
+    if (reaches || !a.based) return events;
+    const snapshot = { account, seq: a.seq, positions: byKey(a.positions), balances: byKey(a.balances), open_orders: byKey(a.orders) };
+    if (fromSeq === undefined) return [['accountsnapshot', snapshot]];
+    const message = `events from ${fromSeq} of ${account} are no longer kept: a fresh snapshot follows`;
+    return [['error', { type: 'error', code: 'unavailable', message, account }], ['accountsnapshot', snapshot]];
   }
 
   /** @param {Tick} tick a snapshot or a live tick */

@@ -37,6 +37,7 @@ const CONFIG = ['url', 'token', 'encoding', 'backoffBaseMs', 'backoffMaxMs', 're
 /** The key a hub names a subscription by, as the tab's ledger drops it. @param {Ledger} ledger @param {string} key */
 function dropKey(ledger, key) {
   const [name, tf] = key.slice(2).split('/');
+  if (key[0] === 'a') return ledger.dropAccount(name);
   /** @type {Record<string, 'ticks' | 'trades' | 'bars'>} */
   const streams = { t: 'ticks', c: 'ticks', p: 'trades', b: 'bars' };
   ledger.drop(streams[key[0]] ?? 'ticks', name, tf);
@@ -46,12 +47,12 @@ export class SharedClient extends ClientApi {
   /** @param {ClientOptions & SharedOptions} [options] */
   constructor(options = {}) {
     // This tab's subscriptions and what it passed on: its own guarantees.
-    super(new Ledger({ ticks: 0, stale: 0, prints: 0, reprints: 0, bars: 0, rebars: 0 }), options, 'SharedClient');
+    super(new Ledger({ ticks: 0, stale: 0, prints: 0, reprints: 0, bars: 0, rebars: 0, accountEvents: 0, accountRepeats: 0 }), options, 'SharedClient');
     const g = /** @type {any} */ (globalThis);
     /** The connection is the worker's, shared with the other tabs. @type {true} */
     this.shared = true;
     /** The shared connection's, as of its last heartbeat or change of status. */
-    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0 };
+    this.stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0, accountEvents: 0, accountRepeats: 0 };
     /** @type {Record<string, any>} */
     this._config = {};
     for (const k of CONFIG) if (/** @type {any} */ (options)[k] != null) this._config[k] = /** @type {any} */ (options)[k];
@@ -227,6 +228,15 @@ export class SharedClient extends ClientApi {
       case 'bars':
         for (const e of ledger.newBars(detail.tf, detail.snapshot === true, detail.bars)) this._emit('bars', e);
         return;
+      // An account's events are checked again here: a tab that joins, or moves to another
+      // worker, passes each seq on once, in order, as a connection of its own does.
+      case 'accountsnapshot':
+        return this._accountSnapshot(detail);
+      case 'account':
+        return this._accountEvent(detail);
+      case 'error':
+        if (detail.account && detail.code === 'unavailable') ledger.resyncAccount(detail.account);
+        break;
       case 'status':
         this.status = detail.status;
         break;

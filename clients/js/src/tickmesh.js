@@ -25,7 +25,7 @@
 
 import { encode as msgpackEncode, decode as msgpackDecode } from './msgpack.js';
 import { ClientApi, SUBPROTOCOLS } from './api.js';
-import { Ledger, REFUSAL_CODES } from './ledger.js';
+import { ACCOUNT_REFUSAL_CODES, Ledger, REFUSAL_CODES } from './ledger.js';
 
 export { SUBPROTOCOLS, streamUrl } from './api.js';
 export { DEFAULT_MODE, DEFAULT_INTERVAL_MS, DEFAULT_TRADES_HISTORY, DEFAULT_BARS_HISTORY, TIMEFRAMES } from './ledger.js';
@@ -122,6 +122,60 @@ const REPLY_TYPE = Object.freeze({
  * @property {string} reason
  * @property {number} ts
  *
+ * @typedef {'buy' | 'sell'} Side
+ *
+ * @typedef {object} Order an order's whole state after a change
+ * @property {string} order_id
+ * @property {string} symbol
+ * @property {Side} side
+ * @property {'market' | 'limit'} type
+ * @property {number} qty
+ * @property {number} [limit_price] limit orders
+ * @property {'new' | 'partially_filled' | 'filled' | 'cancelled' | 'rejected'} status
+ * @property {number} filled_qty
+ * @property {number} [avg_price] when anything filled
+ * @property {string} [reason] when rejected or cancelled
+ *
+ * @typedef {object} Fill one execution of an order
+ * @property {string} fill_id
+ * @property {string} order_id
+ * @property {string} symbol
+ * @property {Side} side
+ * @property {number} qty
+ * @property {number} price
+ * @property {number} [trade_id] the market print it filled against
+ *
+ * @typedef {object} Position a position's whole state after a change
+ * @property {string} symbol
+ * @property {number} qty negative when short
+ * @property {number} avg_price of the open quantity
+ * @property {number} realized_pnl
+ * @property {number} [mark_price] the writer's, when it wrote it
+ * @property {number} [unrealized_pnl] at `mark_price`: mark it to the prices streamed instead
+ *
+ * @typedef {object} Balance a cash balance's whole state after a change
+ * @property {string} currency
+ * @property {number} cash
+ * @property {number} realized_pnl
+ *
+ * @typedef {{kind: 'order', data: Order} | {kind: 'fill', data: Fill} | {kind: 'position', data: Position} | {kind: 'balance', data: Balance}} AccountData
+ *
+ * @typedef {{account: string, seq: number, ts: number} & AccountData} AccountEvent one event
+ *   of an account: `seq` +1 per event from 1, `ts` µs (the writer's stamp)
+ *
+ * @typedef {object} AccountSnapshot an account's state as of `seq` (0 before any event)
+ * @property {string} account
+ * @property {number} seq
+ * @property {Position[]} positions by symbol
+ * @property {Balance[]} balances by currency
+ * @property {Order[]} open_orders by order id
+ *
+ * @typedef {object} AccountContinuity an account event that skips seqs: `had + 1` to
+ *   `seq - 1` never came
+ * @property {string} account
+ * @property {number} seq
+ * @property {number} had the seq passed on before it
+ *
  * @typedef {object} Welcome
  * @property {'welcome'} type
  * @property {number} protocol
@@ -136,6 +190,8 @@ const REPLY_TYPE = Object.freeze({
  * @property {string} code
  * @property {string} message
  * @property {string} [symbol]
+ * @property {string} [account] when about an account: `unavailable` (a fresh snapshot
+ *   follows), `not_entitled` (the subscription ended)
  * @property {number} [interval_ms] with `slow_consumer`: the interval the session was moved to
  * @property {number} [retry_ms] with `unavailable`: when to ask again
  *
@@ -164,6 +220,8 @@ const REPLY_TYPE = Object.freeze({
  * @property {number} reprints prints dropped as passed on before
  * @property {number} bars bars (and updates of bars) passed on
  * @property {number} rebars bars dropped as older than the newest passed on, or after its `final`
+ * @property {number} accountEvents account events passed on
+ * @property {number} accountRepeats account events dropped as passed on before
  *
  * @typedef {object} SubscribeRequest
  * @property {string[]} [symbols]
@@ -218,6 +276,12 @@ const REPLY_TYPE = Object.freeze({
  *   true` when it closes; keep them by `t`, replacing a bar with the same `t`. Nothing
  *   older than the newest bar delivered, and nothing after a bar's `final`, is passed on,
  *   across reconnects too
+ * @property {AccountSnapshot} accountsnapshot an account's state: when it is subscribed
+ *   (without `fromSeq`), and after an `error` `unavailable` about it; replaces what was shown
+ * @property {AccountEvent} account each event of an account held, once, in seq order,
+ *   across reconnects too
+ * @property {AccountContinuity} accountcontinuity right before an account event that
+ *   skips seqs
  * @property {Record<string, any>} message every decoded server message, before the others
  *
  * @typedef {object} ClientOptions
@@ -286,7 +350,7 @@ export class TickMeshClient extends ClientApi {
   /** @param {ClientOptions} [options] */
   constructor(options = {}) {
     /** @type {Stats} */
-    const stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0 };
+    const stats = { reconnects: 0, ticks: 0, stale: 0, conflated: 0, lost: 0, broken: 0, prints: 0, reprints: 0, bars: 0, rebars: 0, accountEvents: 0, accountRepeats: 0 };
     // What it holds (replayed after a reconnect) and what it passed on of each.
     super(new Ledger(stats), options, 'TickMeshClient');
     const g = /** @type {any} */ (globalThis);
@@ -307,7 +371,9 @@ export class TickMeshClient extends ClientApi {
      * never reached it (`gap`); `broken`: updates that skipped seqs neither folded nor told;
      * `prints`: trade prints delivered; `reprints`: prints dropped as delivered before (a
      * replayed tape's history); `bars`: bars (and updates of bars) delivered; `rebars`:
-     * bars dropped as older than the newest delivered, or after its `final`.
+     * bars dropped as older than the newest delivered, or after its `final`;
+     * `accountEvents`: account events delivered; `accountRepeats`: account events dropped
+     * as delivered before (a replay after a reconnect that overlaps).
      */
     this.stats = stats;
     /** Per symbol since its last tick: the highest seq and the count of `gap`s told. @type {Map<string, {to: number, n: number}>} */
@@ -559,6 +625,14 @@ export class TickMeshClient extends ClientApi {
       case 'bars':
         if (Array.isArray(msg.bars)) for (const e of this._ledger.newBars(msg.tf, msg.snapshot === true, msg.bars)) this._emit('bars', e);
         return;
+      case 'account': {
+        const { type, ...event } = msg;
+        return this._accountEvent(/** @type {any} */ (event));
+      }
+      case 'account_snapshot': {
+        const { type, ...snap } = msg;
+        return this._accountSnapshot(/** @type {any} */ (snap));
+      }
       case 'status':
         // A subscribed symbol changed trading state, or turned stale or fresh (the
         // server's `status`, not the connection's, which is the `status` event).
@@ -654,6 +728,10 @@ export class TickMeshClient extends ClientApi {
     if (msg.symbol && REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) {
       this._ledger.drop(id == null ? undefined : p?.msg.stream ?? 'ticks', msg.symbol, p?.msg.tf);
     }
+    // An account refused (or no longer entitled after an `auth`) is not asked for again;
+    // one the edge cannot serve from where it was starts over from the snapshot that follows.
+    if (msg.account && ACCOUNT_REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) this._ledger.dropAccount(msg.account);
+    if (msg.account && msg.code === 'unavailable') this._ledger.resyncAccount(msg.account);
     // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
     if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
       this._finish(id);

@@ -144,7 +144,7 @@ function toArrayBuffer(u8) {
 /** Every event of a client, in order, as `{type, detail}`. */
 function recorded(client) {
   const events = [];
-  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades', 'bars']) {
+  for (const type of ['open', 'welcome', 'snapshot', 'tick', 'heartbeat', 'error', 'reconnecting', 'close', 'status', 'gap', 'continuity', 'symbolstatus', 'trades', 'bars', 'accountsnapshot', 'account', 'accountcontinuity']) {
     client.on(type, (detail) => events.push({ type, detail }));
   }
   return events;
@@ -298,4 +298,16 @@ export function sharedHarness(options = {}) {
     },
   };
   return h;
+}
+
+/** A shared harness of `n` tabs, connected and welcomed; closed after test `t`. */
+export async function connectedTabs(t, n = 1, options = {}) {
+  const h = sharedHarness(options);
+  t.after(() => h.close());
+  const tabs = Array.from({ length: n }, () => h.tab());
+  for (const tab of tabs) tab.client.connect();
+  await drain();
+  h.ws.accept();
+  await drain();
+  return { h, tabs };
 }

@@ -3,22 +3,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { drain, fakeWebSocketClass, sharedHarness } from './fakes.mjs';
+import { connectedTabs, drain, fakeWebSocketClass, sharedHarness } from './fakes.mjs';
 import { createClient, SharedClient, TickMeshClient } from '../src/index.js';
 
 const quote = (symbol, seq, extra = {}) => ({ symbol, seq, epoch: 1, last: 100 + seq / 100, bid: 99, ask: 101, ...extra });
 
-/** A harness of `n` connected tabs, welcomed; closed after test `t`. */
-async function open(t, n = 1, options = {}) {
-  const h = sharedHarness(options);
-  t.after(() => h.close());
-  const tabs = Array.from({ length: n }, () => h.tab());
-  for (const t of tabs) t.client.connect();
-  await drain();
-  h.ws.accept();
-  await drain();
-  return { h, tabs };
-}
+const open = connectedTabs;
 
 /** Subscribes in a tab, answering as the edge would; resolves with the tab's reply. */
 async function sub(h, tab, req) {

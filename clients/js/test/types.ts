@@ -2,7 +2,7 @@
 // quick start of the README as written, and refuse what the client would refuse.
 
 import { createClient, SharedClient, TickMeshClient, TickMeshError, TIMEFRAMES } from 'tickmesh';
-import type { Bar, BarsEvent, Subscribed, Tick, TickMesh, Timeframe, TradesEvent } from 'tickmesh';
+import type { AccountEvent, AccountSnapshot, Bar, BarsEvent, Position, Subscribed, Tick, TickMesh, Timeframe, TradesEvent } from 'tickmesh';
 import type * as Declared from 'tickmesh';
 import * as implementation from '../src/index.js';
 
@@ -17,6 +17,16 @@ client.on('gap', (g) => g.to_seq - g.from_seq + 1);
 client.on('trades', ({ symbol, snapshot, trades }: TradesEvent) => trades.map((p) => [symbol, snapshot, p.price, p.conditions]));
 const bars = new Map<number, Bar>();
 client.on('bars', (e: BarsEvent) => e.bars.forEach((b) => bars.set(b.t, b)));
+const positions = new Map<string, Position>();
+client.on('accountsnapshot', (s: AccountSnapshot) => s.positions.forEach((p) => positions.set(p.symbol, p)));
+client.on('account', (e: AccountEvent) => {
+  // The kind narrows the data.
+  if (e.kind === 'position') positions.set(e.data.symbol, e.data);
+  else if (e.kind === 'fill') console.log(e.seq, e.data.side, e.data.qty, e.data.price);
+  else if (e.kind === 'order') console.log(e.data.order_id, e.data.status, e.data.limit_price);
+  else console.log(e.data.currency, e.data.cash);
+});
+client.on('accountcontinuity', (c) => console.warn(c.account, c.had + 1, c.seq - 1));
 const off: () => void = client.on('status', (s) => s.status === 'open');
 off();
 client.connect();
@@ -31,6 +41,12 @@ async function start(): Promise<void> {
   const chains = await client.chains('AAPL');
   await client.subscribe({ chains: [`AAPL:${chains.expiries[0].expiry}`], mode: 'quote' });
   console.log(client.subscriptions().bars['1m']?.AAPL?.interval_ms, client.lastBar('AAPL', '1m')?.final);
+  const held = await client.subscribeAccount('DEMO1');
+  await client.subscribeAccount(held.account, { fromSeq: (client.lastAccountSeq('DEMO1') ?? 0) + 1 });
+  console.log(client.subscriptions().accounts, (await client.list()).accounts);
+  await client.unsubscribeAccount('DEMO1');
+  // @ts-expect-error: an account is named by a string
+  await client.subscribeAccount(7);
   // @ts-expect-error: bars need a timeframe
   await client.subscribe({ symbols: ['AAPL'], stream: 'bars' });
   // @ts-expect-error: a tape takes symbols, not chains
