@@ -852,7 +852,10 @@ mod tests {
             unreachable!()
         };
         account.account = Some("DEMO1".into());
-        assert_eq!(cost(&Request::Subscribe(account), 100), ACCOUNT_SUBSCRIBE_COST);
+        assert_eq!(
+            cost(&Request::Subscribe(account), 100),
+            ACCOUNT_SUBSCRIBE_COST
+        );
         // Anything else costs one message, whatever it holds.
         assert_eq!(cost(&Request::Ping, 100), 1);
         let chains = Request::Chains {
