@@ -14,6 +14,8 @@
 //! - [`tape`]: time and sales: the prints of followed symbols, never conflated.
 //! - [`bars`]: live bars of followed (symbol, timeframe) pairs.
 //! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
+//! - [`checks`]: the checks of a request's symbols, for every transport.
+//! - [`gate`]: the token of an HTTP request (an upgrade, a REST request), verified.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
@@ -28,12 +30,14 @@ pub mod account;
 pub mod assets;
 pub mod auth;
 pub mod bars;
+pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fanout;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod gate;
 mod keys;
 pub mod limits;
 pub mod liveness;

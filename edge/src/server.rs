@@ -31,6 +31,7 @@ use warp::reply::{Reply, Response};
 
 use crate::auth::{AuthError, Verifier};
 use crate::config::EdgeConfig;
+use crate::gate::{self, Denied};
 use crate::limits::Refusal;
 use crate::limits::peers::{Pending, PendingHandshakes};
 use crate::session::Identity;
@@ -403,24 +404,6 @@ fn refuse_auth(e: AuthError) -> Response {
     res
 }
 
-/// The token from `Authorization: Bearer`, else the `token` query parameter.
-fn token<B>(req: &Request<B>) -> Option<String> {
-    if let Some(v) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return Some(rest.trim().to_string());
-        }
-    }
-    let query = req.uri().query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Completes a WebSocket upgrade by hand and starts the session.
 fn upgrade(
     mut req: Request<Incoming>,
@@ -468,33 +451,22 @@ fn upgrade(
             "draining: connect to another edge",
         );
     }
-    if let Some(left) = edge
-        .auth_throttle
-        .blocked(peer.ip(), std::time::Instant::now())
-    {
-        metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => "auth_failures")
-            .increment(1);
-        let mut res = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentications from this address: retry later",
-        );
-        res.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(left.as_secs().max(1)),
-        );
-        return res;
-    }
-    let grant = match token(&req) {
-        Some(token) => edge.verifier.verify(&token),
-        None => edge.verifier.anonymous(),
-    };
-    let grant = match grant {
+    // From `Authorization: Bearer`, else the `token` query parameter.
+    let token = gate::bearer(req.headers()).or_else(|| gate::query_token(req.uri()));
+    let grant = match gate::admit(&edge, peer.ip(), token.as_deref()) {
         Ok(grant) => grant,
-        Err(e) => {
-            edge.auth_throttle
-                .failed(peer.ip(), std::time::Instant::now());
-            metrics::counter!("tickmesh_edge_auth_failures_total", "reason" => e.label())
-                .increment(1);
+        Err(Denied::Throttled(left)) => {
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address: retry later",
+            );
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(left.as_secs().max(1)),
+            );
+            return res;
+        }
+        Err(Denied::Refused(e)) => {
             // The reason and the peer; never the token.
             tracing::debug!(%peer, reason = e.label(), "upgrade refused: bad token");
             return refuse_auth(e);
