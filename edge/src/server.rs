@@ -1,6 +1,6 @@
-//! The HTTP side: the listener, the hand-built WebSocket upgrade on `/v1/stream`, and
-//! warp for everything else (`/`, `/healthz`, `/readyz`, and `/metrics` unless it has a
-//! listener of its own).
+//! The HTTP side: the listener, the hand-built WebSocket upgrade on `/v1/stream`, REST
+//! ([`crate::rest`]) on its `/v1/` routes, and warp for everything else (`/`, `/healthz`,
+//! `/readyz`, and `/metrics` unless it has a listener of its own).
 //!
 //! The upgrade is done here rather than with warp's `ws()` filter so that the
 //! WebSocket's buffers can be sized: warp's filter allocates tungstenite's 128 KiB read
@@ -34,6 +34,7 @@ use crate::config::EdgeConfig;
 use crate::gate::{self, Denied};
 use crate::limits::Refusal;
 use crate::limits::peers::{Pending, PendingHandshakes};
+use crate::rest::Rest;
 use crate::session::Identity;
 use crate::state::Edge;
 use crate::tls::ReloadingCert;
@@ -90,6 +91,7 @@ pub async fn run(
     }
     revocations::spawn(edge.clone());
     let routes = routes(edge.clone(), prometheus);
+    let rest = Rest::new(edge.clone());
     let tracker = TaskTracker::new();
     tracing::info!(addr = ?listener.local_addr().ok(), edge = %edge.config.name, "edge listening");
 
@@ -111,6 +113,7 @@ pub async fn run(
     let conns = Connections {
         edge: edge.clone(),
         routes,
+        rest,
         tls,
         handshake_timeout,
         sessions: tracker.clone(),
@@ -245,6 +248,7 @@ fn http1(deadline: tokio::time::Instant) -> hyper::server::conn::http1::Builder 
 struct Connections {
     edge: Arc<Edge>,
     routes: warp::filters::BoxedFilter<(Response,)>,
+    rest: Arc<Rest>,
     tls: Option<(tokio_rustls::TlsAcceptor, Arc<ReloadingCert>)>,
     handshake_timeout: Duration,
     /// Where WebSocket sessions run.
@@ -272,6 +276,7 @@ impl Connections {
         let _ = stream.set_nodelay(true);
         let edge = self.edge.clone();
         let routes = self.routes.clone();
+        let rest = self.rest.clone();
         let tls = self.tls.clone();
         let handshake_timeout = self.handshake_timeout;
         let sessions = self.sessions.clone();
@@ -296,10 +301,13 @@ impl Connections {
                 first_request.done();
                 let edge = edge.clone();
                 let routes = routes.clone();
+                let rest = rest.clone();
                 let sessions = sessions.clone();
                 async move {
                     if req.uri().path() == "/v1/stream" {
                         Ok::<_, Infallible>(upgrade(req, edge, peer, &sessions))
+                    } else if Rest::serves(req.uri().path()) {
+                        Ok(rest.serve(req, peer).await)
                     } else {
                         let mut svc = warp::service(routes);
                         tower_service::Service::call(&mut svc, req).await
