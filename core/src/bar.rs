@@ -21,6 +21,7 @@ pub const DEFAULT_HISTORY: u32 = 100;
 pub const MAX_HISTORY: u32 = 1000;
 
 /// A bar's length.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Timeframe {
     #[serde(rename = "1s")]
@@ -184,18 +185,22 @@ pub fn decode_wire(bytes: &[u8]) -> Result<Bar, BarError> {
 }
 
 /// A bar as a client sees it (its timeframe is the message's).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = BarObject))]
 #[derive(Serialize)]
-struct ClientBar<'a> {
-    symbol: &'a str,
-    t: u64,
-    open: f64,
-    high: f64,
-    low: f64,
-    close: f64,
-    volume: u64,
-    trades: u64,
+pub struct ClientBar<'a> {
+    pub symbol: &'a str,
+    /// Bar start, µs since the Unix epoch.
+    pub t: u64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: u64,
+    /// Prints in the bar.
+    pub trades: u64,
+    /// The bar closed: this is its last word.
     #[serde(rename = "final")]
-    closed: bool,
+    pub closed: bool,
 }
 
 /// The client encoding of one bar object.

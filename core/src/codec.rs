@@ -151,7 +151,7 @@ where
 }
 
 /// Appends `[a,b,...]` of JSON values already encoded.
-pub(crate) fn json_array<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
+pub fn json_array<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
     out.push(b'[');
     for (i, item) in items.enumerate() {
         if i > 0 {

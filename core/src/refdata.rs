@@ -109,8 +109,11 @@ pub struct Instrument {
 
 /// The listed strikes of one expiry. Serialized as the `chains` reply entry of the client
 /// protocol: `{"expiry": "YYYY-MM-DD", "strikes": [number]}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainExpiry {
+    /// `YYYY-MM-DD`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Date))]
     pub expiry: Date,
     /// Ascending.
     pub strikes: Vec<f64>,

@@ -15,6 +15,7 @@ pub fn now_us() -> u64 {
 }
 
 /// Instrument kind.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -26,6 +27,7 @@ pub enum Kind {
 }
 
 /// Option right.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Right {
     #[serde(rename = "C")]
@@ -35,6 +37,7 @@ pub enum Right {
 }
 
 /// Which fields a subscription receives. Ordered: each mode is a superset of the one before.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
 )]
@@ -66,6 +69,7 @@ impl Mode {
 }
 
 /// An instrument's trading state (tick field `state`, `status.state`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -102,17 +106,22 @@ impl State {
 }
 
 /// Book depth, best first: `[[price, size], ...]`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Depth {
     pub bids: Vec<(f64, u64)>,
     pub asks: Vec<(f64, u64)>,
 }
 
-/// One tick. Absent fields are `None` and are omitted on the wire, never `null`.
+/// One tick: the whole current state of one instrument's fields. Absent fields are `None`
+/// and are omitted on the wire, never `null`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tick {
     pub symbol: String,
+    /// Per-symbol sequence number: +1 per published tick within an `epoch`.
     pub seq: u64,
+    /// The ingest epoch that stamped the tick; a new one starts a new stream of seqs.
     pub epoch: u64,
     /// When ingest stamped the tick, µs since the Unix epoch.
     pub ts: u64,

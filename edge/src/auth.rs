@@ -590,6 +590,23 @@ pub(crate) mod test_keys {
         .unwrap()
     }
 
+    /// A grant of user `u` with `ent`, as a `pro` token with `max_symbols` would give.
+    pub fn grant(ent: &[&str], max_symbols: u32) -> super::Grant {
+        super::Grant {
+            sub: Some("u".into()),
+            jti: None,
+            iat: None,
+            exp: None,
+            key: None,
+            tier: "pro".into(),
+            ent: ent.iter().map(|s| s.to_string()).collect(),
+            acct: Vec::new(),
+            min_interval_ms: 0,
+            max_symbols,
+            max_msgs_per_s: 10,
+        }
+    }
+
     /// A token of `sub` issued at `iat`, valid for ten minutes from now.
     pub fn token(sub: &str, iat: u64) -> String {
         let claims = serde_json::json!({"sub": sub, "iat": iat, "exp": now_s() + 600});
@@ -647,19 +664,7 @@ mod tests {
     }
 
     fn grant(ent: &[&str]) -> Grant {
-        Grant {
-            sub: Some("u".into()),
-            jti: None,
-            iat: None,
-            exp: None,
-            key: None,
-            tier: "pro".into(),
-            ent: ent.iter().map(|s| s.to_string()).collect(),
-            acct: Vec::new(),
-            min_interval_ms: 0,
-            max_symbols: 10,
-            max_msgs_per_s: 10,
-        }
+        test_keys::grant(ent, 10)
     }
 
     #[test]

@@ -173,6 +173,59 @@ fn decode(key: &FeedKey, payload: &[u8]) -> Option<Bar> {
     }
 }
 
+/// The valid bars of `payloads` (what a stream kept of one subject), by start and with
+/// each bar in progress before its final.
+fn decode_all(key: &FeedKey, payloads: &[Bytes]) -> Vec<Bar> {
+    let mut kept: Vec<Bar> = payloads.iter().filter_map(|p| decode(key, p)).collect();
+    kept.sort_by_key(|b| (b.t, b.closed));
+    kept
+}
+
+/// What a stream kept of one (symbol, timeframe), `kept` as [`decode_all`] orders it:
+/// the last [`KEEP`] closed bars, and the newest bar in progress if it is later than
+/// they.
+fn first_load(kept: Vec<Bar>) -> (VecDeque<Arc<SharedBar>>, Option<Arc<SharedBar>>) {
+    let mut closed: VecDeque<Arc<SharedBar>> = VecDeque::new();
+    let mut live = None;
+    for bar in kept {
+        let last = closed.back().map(|b| b.item.t);
+        if last.is_some_and(|t| t >= bar.t) {
+            continue;
+        }
+        if bar.closed {
+            if closed.len() == KEEP {
+                closed.pop_front();
+            }
+            closed.push_back(Arc::new(Shared::new(bar)));
+        } else {
+            live = Some(Arc::new(Shared::new(bar)));
+        }
+    }
+    if let (Some(l), Some(last)) = (&live, closed.back())
+        && l.item.t <= last.item.t
+    {
+        live = None;
+    }
+    (closed, live)
+}
+
+/// The last `n` closed bars, oldest first, among the messages a stream kept of
+/// `symbol`'s `tf` bars (in any order; invalid ones are dropped).
+pub fn closed_in(
+    symbol: &Symbol,
+    tf: Timeframe,
+    payloads: &[Bytes],
+    n: usize,
+) -> Vec<Arc<SharedBar>> {
+    let key = FeedKey {
+        symbol: symbol.clone(),
+        tf: Some(tf),
+    };
+    let (closed, _) = first_load(decode_all(&key, payloads));
+    let skip = closed.len().saturating_sub(n);
+    closed.into_iter().skip(skip).collect()
+}
+
 impl<S: TapeSource> BarFeeds<S> {
     pub fn new(source: S) -> Arc<Self> {
         Arc::new_cyclic(|me| BarFeeds {
@@ -196,6 +249,18 @@ impl<S: TapeSource> BarFeeds<S> {
 
     pub fn is_followed(&self, symbol: &Symbol, tf: Timeframe) -> bool {
         self.lock().feeds.contains_key(&(symbol.clone(), tf))
+    }
+
+    /// The last `n` closed bars of `symbol`'s `tf`, oldest first, if the edge follows them
+    /// and has read their history.
+    pub fn closed(&self, symbol: &Symbol, tf: Timeframe, n: usize) -> Option<Vec<Arc<SharedBar>>> {
+        let book = self.lock();
+        let feed = book.feeds.get(&(symbol.clone(), tf))?;
+        if !feed.loaded {
+            return None;
+        }
+        let skip = feed.closed.len().saturating_sub(n);
+        Some(feed.closed.iter().skip(skip).cloned().collect())
     }
 
     /// Bars in progress held back now, by every subscriber.
@@ -341,8 +406,7 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
 
     fn history(&self, key: &FeedKey, payloads: Vec<Bytes>) {
         let Some(tf) = key.tf else { return };
-        let mut kept: Vec<Bar> = payloads.iter().filter_map(|p| decode(key, p)).collect();
-        kept.sort_by_key(|b| (b.t, b.closed));
+        let mut kept = decode_all(key, &payloads);
         let now = Instant::now();
         let mut book = self.lock();
         let Book { feeds, due } = &mut *book;
@@ -354,27 +418,7 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
             return;
         }
         if !feed.ever_loaded {
-            // The closed bars, and the newest bar in progress if it is later than they.
-            for bar in kept {
-                let last = feed.closed.back().map(|b| b.item.t);
-                if last.is_some_and(|t| t >= bar.t) {
-                    continue;
-                }
-                if bar.closed {
-                    if feed.closed.len() == KEEP {
-                        feed.closed.pop_front();
-                    }
-                    feed.closed.push_back(Arc::new(Shared::new(bar)));
-                } else {
-                    feed.live = Some(Arc::new(Shared::new(bar)));
-                }
-            }
-            if let (Some(live), Some(last)) = (&feed.live, feed.closed.back())
-                && live.item.t <= last.item.t
-            {
-                feed.live = None;
-            }
-            kept = Vec::new();
+            (feed.closed, feed.live) = first_load(std::mem::take(&mut kept));
         }
         (feed.loaded, feed.ever_loaded) = (true, true);
         for sub in feed.subs.values_mut() {

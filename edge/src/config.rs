@@ -252,6 +252,20 @@ pub struct LimitsConfig {
     pub entries_per_message: usize,
     /// `retry_ms` in `unavailable` errors, ms. Default 2000.
     pub retry_after_ms: u64,
+    /// REST requests per second from one address (IPv6: its /64), all its users together
+    /// (token bucket, burst twice the rate); past it HTTP 429 with `Retry-After`. A
+    /// snapshot costs one request per `entries_per_message` symbols read (rounded up).
+    /// Default 50 (an office behind one address polls from many desks).
+    pub rest_requests_per_s_per_ip: u32,
+    /// REST requests per second of one user (`sub`), from anywhere (token bucket, burst
+    /// twice the rate); past it HTTP 429 with `Retry-After`. Default 20.
+    pub rest_requests_per_s_per_user: u32,
+    /// Reads REST requests may have in flight at once, all together: KV reads of values
+    /// the edge does not carry (a snapshot) and stream reads of closed bars the edge does
+    /// not follow. More wait their turn within `snapshot.kv_timeout_ms`, then get
+    /// `unavailable` with `retry_ms`; WebSocket snapshots have their own
+    /// (`snapshot.max_kv_reads`). Default 16.
+    pub rest_max_reads: usize,
 }
 
 /// What a tier of user may do (`tier` claim, or the anonymous tier).
@@ -350,6 +364,9 @@ impl Default for LimitsConfig {
             max_errors_per_request: 20,
             entries_per_message: 100,
             retry_after_ms: 2000,
+            rest_requests_per_s_per_ip: 50,
+            rest_requests_per_s_per_user: 20,
+            rest_max_reads: 16,
         }
     }
 }
@@ -800,6 +817,25 @@ impl EdgeConfig {
             "limits.retry_after_ms",
             || format!("must be 1..=600000, got {}", l.retry_after_ms),
         )?;
+        for (key, rate) in [
+            (
+                "limits.rest_requests_per_s_per_ip",
+                l.rest_requests_per_s_per_ip,
+            ),
+            (
+                "limits.rest_requests_per_s_per_user",
+                l.rest_requests_per_s_per_user,
+            ),
+        ] {
+            check((1..=1_000_000).contains(&rate), key, || {
+                format!("must be 1..=1000000, got {rate}")
+            })?;
+        }
+        check(
+            (1..=1024).contains(&l.rest_max_reads),
+            "limits.rest_max_reads",
+            || format!("must be 1..=1024, got {}", l.rest_max_reads),
+        )?;
         Ok(())
     }
 
@@ -1052,6 +1088,24 @@ mod tests {
         assert_eq!(
             c.validate().map_err(|e| e.key),
             Err("limits.max_handshakes")
+        );
+        let limits = |f: fn(&mut LimitsConfig)| {
+            let mut c = with_key();
+            f(&mut c.limits);
+            c.validate().map_err(|e| e.key)
+        };
+        assert_eq!(limits(|_| {}), Ok(()));
+        assert_eq!(
+            limits(|l| l.rest_requests_per_s_per_ip = 0),
+            Err("limits.rest_requests_per_s_per_ip")
+        );
+        assert_eq!(
+            limits(|l| l.rest_requests_per_s_per_user = 2_000_000),
+            Err("limits.rest_requests_per_s_per_user")
+        );
+        assert_eq!(
+            limits(|l| l.rest_max_reads = 0),
+            Err("limits.rest_max_reads")
         );
     }
 

@@ -787,6 +787,11 @@ impl<W: Wake> Fanout<W> {
         served
     }
 
+    /// The symbol's latest value, if the edge carries it and has one.
+    pub fn latest(&self, symbol: &str) -> Option<Arc<SharedTick>> {
+        self.symbols.get(symbol)?.latest.clone()
+    }
+
     /// Unsubscribes; returns true when nobody on this edge wants the symbol any more.
     pub fn unsubscribe(&mut self, id: SessionId, symbol: &str) -> bool {
         let Some(session) = self.sessions.get_mut(&id) else {

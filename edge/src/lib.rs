@@ -14,7 +14,11 @@
 //! - [`tape`]: time and sales: the prints of followed symbols, never conflated.
 //! - [`bars`]: live bars of followed (symbol, timeframe) pairs.
 //! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
+//! - [`checks`]: the checks of a request's symbols, shared by sessions and REST.
+//! - [`gate`]: the token of an HTTP request (an upgrade, a REST request), verified.
 //! - [`session`]: one WebSocket session, the only code that touches a client socket.
+//! - [`rest`]: `GET /v1/snapshot`, `/v1/chains/{underlying}`, `/v1/bars/{symbol}` and
+//!   their OpenAPI description, answered with the session's objects and checks.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
@@ -28,17 +32,20 @@ pub mod account;
 pub mod assets;
 pub mod auth;
 pub mod bars;
+pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fanout;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod gate;
 mod keys;
 pub mod limits;
 pub mod liveness;
 pub mod nats;
 pub mod refdata;
+pub mod rest;
 pub mod revocations;
 pub mod runtime;
 pub mod server;

@@ -1,12 +1,14 @@
 //! Admission limits (connections per process, per IP and per user), the symbol budgets of
 //! an address and a user, and the per-session message rate limit; [`peers`]: what an
-//! address may do before its token is checked.
+//! address may do before its token is checked; [`rates`]: REST requests per address and
+//! per user.
 //!
 //! Per-address counts key an IPv6 address by its /64 ([`ip_key`]): one host commonly holds
 //! a whole /64, so counting its addresses one by one would bound nothing.
 
 mod budget;
 pub mod peers;
+pub mod rates;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -208,6 +210,17 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Whether the bucket would be full at `now`: it holds nothing of its past.
+    pub fn refilled(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
+    /// The most tokens it can ever hold.
+    pub fn burst(&self) -> u32 {
+        self.burst as u32
     }
 
     /// How long until `n` tokens are there, ms (rounded up; 0 if they are).

@@ -356,6 +356,11 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
         subs
     }
 
+    /// `symbol`'s latest value, if the edge carries it and has one.
+    pub fn latest(&self, symbol: &str) -> Option<Arc<SharedTick>> {
+        self.shard_of(symbol).fanout.latest(symbol)
+    }
+
     pub fn subscription_count(&self, id: SessionId) -> usize {
         (0..self.shards.len())
             .map(|index| self.lock(index).fanout.subscription_count(id))

@@ -1,6 +1,6 @@
-//! The HTTP side: the listener, the hand-built WebSocket upgrade on `/v1/stream`, and
-//! warp for everything else (`/`, `/healthz`, `/readyz`, and `/metrics` unless it has a
-//! listener of its own).
+//! The HTTP side: the listener, the hand-built WebSocket upgrade on `/v1/stream`, REST
+//! ([`crate::rest`]) on its `/v1/` routes, and warp for everything else (`/`, `/healthz`,
+//! `/readyz`, and `/metrics` unless it has a listener of its own).
 //!
 //! The upgrade is done here rather than with warp's `ws()` filter so that the
 //! WebSocket's buffers can be sized: warp's filter allocates tungstenite's 128 KiB read
@@ -31,8 +31,10 @@ use warp::reply::{Reply, Response};
 
 use crate::auth::{AuthError, Verifier};
 use crate::config::EdgeConfig;
+use crate::gate::{self, Denied};
 use crate::limits::Refusal;
 use crate::limits::peers::{Pending, PendingHandshakes};
+use crate::rest::Rest;
 use crate::session::Identity;
 use crate::state::Edge;
 use crate::tls::ReloadingCert;
@@ -89,6 +91,7 @@ pub async fn run(
     }
     revocations::spawn(edge.clone());
     let routes = routes(edge.clone(), prometheus);
+    let rest = Rest::new(edge.clone());
     let tracker = TaskTracker::new();
     tracing::info!(addr = ?listener.local_addr().ok(), edge = %edge.config.name, "edge listening");
 
@@ -110,6 +113,7 @@ pub async fn run(
     let conns = Connections {
         edge: edge.clone(),
         routes,
+        rest,
         tls,
         handshake_timeout,
         sessions: tracker.clone(),
@@ -244,6 +248,7 @@ fn http1(deadline: tokio::time::Instant) -> hyper::server::conn::http1::Builder 
 struct Connections {
     edge: Arc<Edge>,
     routes: warp::filters::BoxedFilter<(Response,)>,
+    rest: Arc<Rest>,
     tls: Option<(tokio_rustls::TlsAcceptor, Arc<ReloadingCert>)>,
     handshake_timeout: Duration,
     /// Where WebSocket sessions run.
@@ -271,6 +276,7 @@ impl Connections {
         let _ = stream.set_nodelay(true);
         let edge = self.edge.clone();
         let routes = self.routes.clone();
+        let rest = self.rest.clone();
         let tls = self.tls.clone();
         let handshake_timeout = self.handshake_timeout;
         let sessions = self.sessions.clone();
@@ -295,10 +301,13 @@ impl Connections {
                 first_request.done();
                 let edge = edge.clone();
                 let routes = routes.clone();
+                let rest = rest.clone();
                 let sessions = sessions.clone();
                 async move {
                     if req.uri().path() == "/v1/stream" {
                         Ok::<_, Infallible>(upgrade(req, edge, peer, &sessions))
+                    } else if Rest::serves(req.uri().path()) {
+                        Ok(rest.serve(req, peer).await)
                     } else {
                         let mut svc = warp::service(routes);
                         tower_service::Service::call(&mut svc, req).await
@@ -403,24 +412,6 @@ fn refuse_auth(e: AuthError) -> Response {
     res
 }
 
-/// The token from `Authorization: Bearer`, else the `token` query parameter.
-fn token<B>(req: &Request<B>) -> Option<String> {
-    if let Some(v) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return Some(rest.trim().to_string());
-        }
-    }
-    let query = req.uri().query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Completes a WebSocket upgrade by hand and starts the session.
 fn upgrade(
     mut req: Request<Incoming>,
@@ -468,33 +459,22 @@ fn upgrade(
             "draining: connect to another edge",
         );
     }
-    if let Some(left) = edge
-        .auth_throttle
-        .blocked(peer.ip(), std::time::Instant::now())
-    {
-        metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => "auth_failures")
-            .increment(1);
-        let mut res = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentications from this address: retry later",
-        );
-        res.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(left.as_secs().max(1)),
-        );
-        return res;
-    }
-    let grant = match token(&req) {
-        Some(token) => edge.verifier.verify(&token),
-        None => edge.verifier.anonymous(),
-    };
-    let grant = match grant {
+    // From `Authorization: Bearer`, else the `token` query parameter.
+    let token = gate::bearer(req.headers()).or_else(|| gate::query_token(req.uri()));
+    let grant = match gate::admit(&edge, peer.ip(), token.as_deref()) {
         Ok(grant) => grant,
-        Err(e) => {
-            edge.auth_throttle
-                .failed(peer.ip(), std::time::Instant::now());
-            metrics::counter!("tickmesh_edge_auth_failures_total", "reason" => e.label())
-                .increment(1);
+        Err(Denied::Throttled(left)) => {
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address: retry later",
+            );
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(left.as_secs().max(1)),
+            );
+            return res;
+        }
+        Err(Denied::Refused(e)) => {
             // The reason and the peer; never the token.
             tracing::debug!(%peer, reason = e.label(), "upgrade refused: bad token");
             return refuse_auth(e);

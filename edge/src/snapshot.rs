@@ -79,8 +79,18 @@ impl Snapshots {
     /// (read now), `cache`, or `error`. `None` when KV has none or cannot be read (the
     /// first live tick then follows).
     pub async fn kv(&self, symbol: &Symbol) -> (Option<Arc<SharedTick>>, &'static str) {
+        self.kv_within(symbol, &self.reads).await
+    }
+
+    /// As [`Snapshots::kv`], a read that has to start being one of `reads` (a caller's
+    /// own bound; the cache and its coalescing are shared).
+    pub async fn kv_within(
+        &self,
+        symbol: &Symbol,
+        reads: &Semaphore,
+    ) -> (Option<Arc<SharedTick>>, &'static str) {
         let nats = &self.nats;
-        let read = bounded(&self.reads, self.timeout, nats.kv_latest(symbol));
+        let read = bounded(reads, self.timeout, nats.kv_latest(symbol));
         let entry = self
             .cache
             .entry_by_ref(symbol)

@@ -221,4 +221,11 @@ fn zero_series() {
             counter!(name, label => value).increment(0);
         }
     }
+    counter!("tickmesh_edge_rest_untracked_total").increment(0);
+    for route in ["snapshot", "chains", "bars", "openapi"] {
+        for status in ["200", "400", "401", "403", "404", "429", "503"] {
+            counter!("tickmesh_edge_rest_requests_total", "route" => route, "status" => status)
+                .increment(0);
+        }
+    }
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tickmesh_core::bar::bar_subject;
+use tickmesh_core::Symbol;
+use tickmesh_core::bar::{Timeframe, bar_subject};
 use tickmesh_core::trade::trade_subject;
 
 use super::{NatsLink, PUMP_RESTART_DELAY, Pump};
@@ -119,6 +120,15 @@ impl NatsLink {
         if let Some(sink) = sink.upgrade() {
             sink.history(key, kept);
         }
+    }
+
+    /// Every message the bars stream keeps of `symbol`'s `tf` bars (closed ones, and the
+    /// bar in progress while it lives), within the time a history read may take.
+    pub async fn read_bars(&self, symbol: &Symbol, tf: Timeframe) -> anyhow::Result<Vec<Bytes>> {
+        let subject = bar_subject(tf, symbol, self.shards);
+        tokio::time::timeout(HISTORY_TIMEOUT, self.history(&subject, &self.bars_stream))
+            .await
+            .map_err(|_| anyhow::anyhow!("reading {subject} timed out"))?
     }
 
     /// Every message `stream` keeps of `subject`, oldest first.

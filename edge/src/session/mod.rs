@@ -7,7 +7,7 @@
 //! reading holds at most its socket buffers and its conflation state.
 
 mod accounts;
-mod refusals;
+use crate::checks::refusals;
 mod requests;
 mod tapes;
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! is expanded once, refusals go out through [`Refusals`], and a request costs its
 //! sender's rate by its entries ([`cost`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,10 +16,10 @@ use tickmesh_core::protocol::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::refusals::{Refusals, count_error};
 use super::tapes::HeldTapes;
 use super::{End, Session};
 use crate::auth::AuthError;
+use crate::checks::{self, Checked, Refusals, cap_entries, count_error, parse_symbols};
 use tickmesh_core::bar::Timeframe;
 
 /// `bad_request` for a `bars` request without `tf`.
@@ -31,13 +30,6 @@ fn no_timeframe(id: Option<i64>) -> ServerMsg {
         ErrorCode::BadRequest,
         "stream \"bars\" needs `tf`: 1s, 1m, 5m, 1h or 1d",
     )
-}
-
-/// What [`Session::first_checks`] found.
-enum Checked {
-    Refused,
-    Held,
-    New,
 }
 
 /// Longest interval a subscription may ask for, ms.
@@ -68,29 +60,6 @@ pub(super) fn cost(request: &Request, entries_per_message: usize) -> u32 {
 enum EdgeFull {
     Carried(usize),
     Rate(u64),
-}
-
-/// The entries of a request that are read: `symbols` first, then `chains`, `max` in all;
-/// the rest are refused in one summary.
-fn cap_entries<'a>(
-    symbols: &'a [String],
-    chains: &'a [String],
-    max: usize,
-    refusals: &mut Refusals,
-) -> (&'a [String], &'a [String]) {
-    let s = symbols.len().min(max);
-    let c = chains.len().min(max - s);
-    let over = symbols.len() + chains.len() - s - c;
-    if over > 0 {
-        refusals.unread(
-            ErrorCode::TooManySymbols,
-            over,
-            format!(
-                "a request is read up to {max} entries (symbols and chains); {over} more were not"
-            ),
-        );
-    }
-    (&symbols[..s], &chains[..c])
 }
 
 impl<S> Session<S>
@@ -130,7 +99,7 @@ where
                     Refusals::new(id, self.edge.config.limits.max_errors_per_request);
                 let (symbols, chains) =
                     cap_entries(&unsub.symbols, &unsub.chains, max, &mut refusals);
-                let mut symbols = self.parse_symbols(symbols, &mut refusals);
+                let mut symbols = parse_symbols(symbols, &mut refusals);
                 let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
                 let removed: Vec<Symbol> = match (unsub.stream, unsub.tf) {
                     (StreamKind::Ticks, _) => {
@@ -200,23 +169,15 @@ where
                     accounts,
                 }]
             }
-            Request::Chains { underlying } => match self.edge.refdata.chains(&underlying) {
-                Some(expiries) => vec![ServerMsg::Chains {
+            Request::Chains { underlying } => {
+                let edge = &self.edge;
+                vec![checks::chains(
+                    &edge.refdata,
+                    &edge.config.limits,
                     id,
                     underlying,
-                    expiries,
-                }],
-                None if !self.edge.refdata.is_loaded() => vec![self.not_loaded(id)],
-                None => {
-                    count_error(ErrorCode::UnknownSymbol, 1);
-                    vec![ServerMsg::symbol_error(
-                        id,
-                        ErrorCode::UnknownSymbol,
-                        &underlying,
-                        "no option chain for this underlying",
-                    )]
-                }
-            },
+                )]
+            }
             Request::Auth { token } => return self.auth(id, &token).await,
         })
     }
@@ -264,40 +225,13 @@ where
     }
 
     fn read_cap(&self) -> usize {
-        (self.grant.max_symbols as usize)
-            .saturating_mul(self.edge.config.limits.request_entries_factor)
+        checks::read_cap(&self.grant, &self.edge.config.limits)
     }
 
-    /// `unavailable`: reference data is not loaded yet.
     fn not_loaded(&self, id: Option<i64>) -> ServerMsg {
-        count_error(ErrorCode::Unavailable, 1);
-        ServerMsg::unavailable(
-            id,
-            self.edge.config.limits.retry_after_ms,
-            "reference data is not loaded yet: retry after retry_ms",
-        )
+        checks::not_loaded(id, &self.edge.config.limits)
     }
 
-    fn parse_symbols(&self, raw: &[String], refusals: &mut Refusals) -> Vec<Symbol> {
-        let mut seen = HashSet::new();
-        let mut symbols = Vec::new();
-        for s in raw {
-            match Symbol::parse(s) {
-                Ok(symbol) => {
-                    if seen.insert(symbol.clone()) {
-                        symbols.push(symbol);
-                    }
-                }
-                Err(e) => refusals.symbol(ErrorCode::InvalidSymbol, s, || e.to_string()),
-            }
-        }
-        symbols
-    }
-
-    /// Expands each distinct chain of `chains` (`UNDERLYING:YYYY-MM-DD`) into `symbols`
-    /// (skipping duplicates), up to `max` symbols in all: the options past it, and the
-    /// chains left when it is reached, are refused with `too_many_symbols`. Returns the
-    /// chains that expanded.
     fn expand_chains(
         &self,
         chains: &[String],
@@ -305,41 +239,8 @@ where
         max: usize,
         refusals: &mut Refusals,
     ) -> Vec<String> {
-        let mut seen: HashSet<Symbol> = symbols.iter().cloned().collect();
-        let mut distinct = HashSet::new();
-        let mut expanded = Vec::new();
-        for chain in chains {
-            if !distinct.insert(chain.as_str()) {
-                continue;
-            }
-            if symbols.len() >= max {
-                refusals.symbol(ErrorCode::TooManySymbols, chain, || {
-                    format!("a request is read up to {max} symbols")
-                });
-                continue;
-            }
-            match self.edge.refdata.expand_chain(chain) {
-                Ok(options) => {
-                    symbols.extend(options.into_iter().filter(|o| seen.insert(o.clone())));
-                    if symbols.len() > max {
-                        for o in symbols.drain(max..) {
-                            refusals.symbol(ErrorCode::TooManySymbols, o.as_str(), || {
-                                format!("a request is read up to {max} symbols")
-                            });
-                        }
-                    }
-                    expanded.push(chain.clone());
-                }
-                Err(e) if e.code() == ErrorCode::Unavailable => refusals.symbol_retry(
-                    ErrorCode::Unavailable,
-                    chain,
-                    self.edge.config.limits.retry_after_ms,
-                    &e.to_string(),
-                ),
-                Err(e) => refusals.symbol(e.code(), chain, || e.to_string()),
-            }
-        }
-        expanded
+        let (refdata, limits) = (&self.edge.refdata, &self.edge.config.limits);
+        checks::expand_chains(refdata, limits, chains, symbols, max, refusals)
     }
 
     /// Sends the replies (errors, `subscribed`) and then the snapshots itself, so that
@@ -361,7 +262,7 @@ where
         let cap = self.read_cap();
         let mut refusals = Refusals::new(id, limits.max_errors_per_request);
         let (symbols, chains) = cap_entries(&req.symbols, &req.chains, cap, &mut refusals);
-        let mut candidates = self.parse_symbols(symbols, &mut refusals);
+        let mut candidates = parse_symbols(symbols, &mut refusals);
         let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
 
         let runtime = &edge.runtime;
@@ -500,9 +401,8 @@ where
         Ok(Vec::new())
     }
 
-    /// The first checks of a symbol to subscribe, in order: entitlement; a symbol held
-    /// already passes; then room under `max_symbols` (`room` left) and a listed
-    /// instrument. Refusals go into `refusals`.
+    /// The first checks of a symbol to subscribe ([`checks::first_checks`]), with `room`
+    /// left under the session's `max_symbols`.
     fn first_checks(
         &self,
         symbol: &Symbol,
@@ -510,25 +410,9 @@ where
         room: usize,
         refusals: &mut Refusals,
     ) -> Checked {
-        let max = self.grant.max_symbols;
-        if !self.grant.allows(symbol.as_str(), &self.edge.refdata) {
-            refusals.symbol(ErrorCode::NotEntitled, symbol.as_str(), || {
-                "your entitlements do not cover this symbol".into()
-            });
-        } else if held {
-            return Checked::Held;
-        } else if room == 0 {
-            refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || {
-                format!("a session may hold at most {max} symbols")
-            });
-        } else if !self.edge.refdata.is_known(symbol.as_str()) {
-            refusals.symbol(ErrorCode::UnknownSymbol, symbol.as_str(), || {
-                "no such instrument".into()
-            });
-        } else {
-            return Checked::New;
-        }
-        Checked::Refused
+        let (grant, refdata) = (&self.grant, &self.edge.refdata);
+        let holder = "a session may hold";
+        checks::first_checks(grant, refdata, symbol, (held, room), holder, refusals)
     }
 
     /// `subscribe` with `stream: "trades"` (`tf` none): each symbol's tape, its last
@@ -581,7 +465,7 @@ where
         let cap = self.read_cap();
         let mut refusals = Refusals::new(id, limits.max_errors_per_request);
         let (symbols, chains) = cap_entries(&req.symbols, &req.chains, cap, &mut refusals);
-        let mut candidates = self.parse_symbols(symbols, &mut refusals);
+        let mut candidates = parse_symbols(symbols, &mut refusals);
         let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
         let mut room =
             max.saturating_sub(edge.runtime.subscription_count(self.id) + self.tapes.len());

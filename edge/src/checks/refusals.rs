@@ -5,7 +5,7 @@
 use tickmesh_core::protocol::{ErrorCode, ServerMsg};
 
 /// The `code` label of an error code, for metrics.
-pub(super) fn label(code: ErrorCode) -> &'static str {
+pub fn label(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::BadRequest => "bad_request",
         ErrorCode::InvalidSymbol => "invalid_symbol",
@@ -20,12 +20,12 @@ pub(super) fn label(code: ErrorCode) -> &'static str {
     }
 }
 
-pub(super) fn count_error(code: ErrorCode, n: u64) {
+pub fn count_error(code: ErrorCode, n: u64) {
     metrics::counter!("tickmesh_edge_errors_total", "code" => label(code)).increment(n);
 }
 
 #[derive(Debug)]
-pub(super) struct Refusals {
+pub struct Refusals {
     id: Option<i64>,
     max: usize,
     shown: Vec<ServerMsg>,
