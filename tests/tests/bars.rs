@@ -49,7 +49,8 @@ async fn final_bars_are_the_bars_of_the_prints_and_each_closes_once() {
     c.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"bars","tf":"1s","history":10,"interval_ms":250}))
         .await
         .unwrap();
-    let msgs = c.collect(5 * SECOND).await.unwrap();
+    // The history comes after the 1.5 s delay: 7 s leaves 5 of finals to compare.
+    let msgs = c.collect(7 * SECOND).await.unwrap();
     c.send(json!({"op":"subscribe","id":3,"symbols":["AAPL"],"stream":"bars"}))
         .await
         .unwrap();
