@@ -86,6 +86,7 @@ fn mesh_templates_refuse_a_missing_variable() {
                 "TICKMESH_NATS_LEAF_USER",
                 "TICKMESH_NATS_LEAF_PASSWORD",
                 "TICKMESH_NATS_INGEST_PASSWORD",
+                "TICKMESH_NATS_OMS_PASSWORD",
                 "TICKMESH_NATS_STORE",
             ][..],
         ),
