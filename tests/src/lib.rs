@@ -5,11 +5,11 @@
 //!
 //! - [`mesh`]: the hub cluster and regional leaf clusters on free ports, edge processes,
 //!   and a roaming client.
-//! - [`accounts`]: the order system on the test universe, and the account stream read back.
+//! - [`oms`]: the order system on the test universe, and the account stream read back.
 //! - [`proxy`]: a TCP proxy that delays, black-holes or resets a link.
 
-pub mod accounts;
 pub mod mesh;
+pub mod oms;
 pub mod proxy;
 
 use std::net::SocketAddr;

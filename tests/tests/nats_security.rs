@@ -658,7 +658,7 @@ async fn a_leaf_link_cannot_inject_into_or_manage_the_hub() {
 async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
     use tickmesh_core::account::{self, Balance, Data, Event};
     use tickmesh_oms::writer::{self, StreamConfig, Writer};
-    use tickmesh_tests::accounts::{snapshot, stored_events};
+    use tickmesh_tests::oms::{snapshot, stored_events};
 
     let mesh = Mesh::start(&[A], 2).await.unwrap();
     let hub = mesh.hub_urls();
@@ -669,7 +669,7 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
             realized_pnl: 0.0,
         })
     };
-    let seqs = |events: &[tickmesh_tests::accounts::Stored]| -> Vec<u64> {
+    let seqs = |events: &[tickmesh_tests::oms::Stored]| -> Vec<u64> {
         events.iter().map(|s| s.event.seq).collect()
     };
 
@@ -721,6 +721,31 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
         account::decode_wire(&first.payload).unwrap(),
         events[0].event
     );
+    let next = stream
+        .direct_get_next_for_subject(account::filter("ACC1"), Some(events[1].stream_seq))
+        .await
+        .unwrap();
+    assert_eq!(
+        account::decode_wire(&next.payload).unwrap(),
+        events[1].event
+    );
+    // A pull consumer too (its fetches are requests of their own).
+    let pulled = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: account::filter("ACC1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = pulled.messages().await.unwrap();
+    for want in &events {
+        let msg = tokio::time::timeout(5 * SECOND, messages.next())
+            .await
+            .expect("a pulled event within 5 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(account::decode_wire(&msg.payload).unwrap(), want.event);
+    }
     assert_eq!(snapshot(&hub_js, "ACC1").await.unwrap().state.seq, 2);
     // ...and changes nothing: no append, no core subscription, no purge, no snapshot.
     edge.publish("acct.ACC1.balance", account::encode_wire(&third).into())

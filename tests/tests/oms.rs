@@ -15,10 +15,8 @@ use futures_util::StreamExt;
 use tickmesh_core::account::{Balance, Data, Event, Kind, Order, OrderStatus, OrderType, Side};
 use tickmesh_core::trade;
 use tickmesh_oms::writer::{self, StreamConfig, Writer, WriterError};
-use tickmesh_tests::accounts::{
-    events_so_far, fold, oms_config, snapshot, start_oms, stored_events,
-};
 use tickmesh_tests::mesh::Mesh;
+use tickmesh_tests::oms::{events_so_far, fold, oms_config, snapshot, start_oms, stored_events};
 use tickmesh_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +73,7 @@ async fn prints(tape: &mut async_nats::Subscriber) -> HashMap<(String, u64), f64
 /// order, position and balance events it entails. Returns how many fills there were.
 fn check_fills(
     account: &str,
-    events: &[tickmesh_tests::accounts::Stored],
+    events: &[tickmesh_tests::oms::Stored],
     prints: Option<&HashMap<(String, u64), f64>>,
 ) -> usize {
     let mut fills = 0;
