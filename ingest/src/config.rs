@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use figment::Figment;
-use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tickmesh_service::nats::{NatsAuth, NatsTls};
+pub use tickmesh_service::nats::NatsConfig;
 
 use crate::lease::LeaseConfig;
 use crate::sources::itch::ItchConfig;
@@ -97,19 +95,6 @@ impl Default for RefDataConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct NatsConfig {
-    /// NATS server URLs, tried in order.
-    pub urls: Vec<String>,
-    /// Client name shown by the server.
-    pub name: String,
-    /// TLS towards NATS (`[nats.tls]`).
-    pub tls: NatsTls,
-    /// Credentials on NATS (`[nats.auth]`).
-    pub auth: NatsAuth,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct KvConfig {
     /// Latest-value bucket.
     pub bucket: String,
@@ -144,7 +129,7 @@ pub struct SimConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
-            nats: NatsConfig::default(),
+            nats: NatsConfig::named("tickmesh-ingest"),
             shards: tickmesh_core::subject::DEFAULT_SHARDS,
             kv: KvConfig::default(),
             source: SourceKind::Sim,
@@ -157,17 +142,6 @@ impl Default for IngestConfig {
             lease: LeaseConfig::default(),
             metrics_listen: None,
             liveness_ms: 500,
-        }
-    }
-}
-
-impl Default for NatsConfig {
-    fn default() -> Self {
-        NatsConfig {
-            urls: vec!["nats://127.0.0.1:4222".into()],
-            name: "tickmesh-ingest".into(),
-            tls: NatsTls::default(),
-            auth: NatsAuth::default(),
         }
     }
 }
@@ -197,49 +171,21 @@ impl Default for SimConfig {
     }
 }
 
-/// A config value that is well-typed but unusable; names the key.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid config: {key}: {reason}")]
-pub struct ConfigError {
-    pub key: String,
-    pub reason: String,
-}
-
-fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
+pub use tickmesh_service::config::ConfigError;
+use tickmesh_service::config::bad;
 
 impl IngestConfig {
     /// Loads defaults, then `file` (if given), then the environment; then validates.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut fig = Figment::from(Serialized::defaults(IngestConfig::default()));
-        if let Some(file) = file {
-            if !file.exists() {
-                anyhow::bail!("config file {} does not exist", file.display());
-            }
-            fig = fig.merge(Toml::file(file));
-        }
-        let config: IngestConfig = fig
-            .merge(Env::prefixed("TICKMESH_INGEST_").split("__"))
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        let config = tickmesh_service::config::load(Self::default(), file, "TICKMESH_INGEST_")?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.nats.urls.is_empty() {
-            return Err(bad("nats.urls", "at least one URL is needed"));
-        }
-        let nats = self
-            .nats
-            .tls
+        self.nats
             .validate()
-            .and_then(|()| self.nats.auth.validate());
-        nats.map_err(|(key, reason)| bad(key, reason))?;
+            .map_err(|(key, reason)| bad(key, reason))?;
         if self.liveness_ms > 60_000 {
             return Err(bad(
                 "liveness_ms",
@@ -310,18 +256,18 @@ impl IngestConfig {
         }
         for (i, spec) in self.sim.universe.iter().enumerate() {
             spec.validate()
-                .map_err(|reason| bad(&format!("sim.universe[{i}]"), reason))?;
+                .map_err(|reason| bad(format!("sim.universe[{i}]"), reason))?;
         }
         self.validate_sim()?;
         self.replay
             .validate(self.source == SourceKind::Replay)
-            .map_err(|(key, reason)| bad(&format!("replay.{key}"), reason))?;
+            .map_err(|(key, reason)| bad(format!("replay.{key}"), reason))?;
         self.itch
             .validate(self.source == SourceKind::Itch)
-            .map_err(|(key, reason)| bad(&format!("itch.{key}"), reason))?;
+            .map_err(|(key, reason)| bad(format!("itch.{key}"), reason))?;
         self.lease
             .validate()
-            .map_err(|(key, reason)| bad(&format!("lease.{key}"), reason))
+            .map_err(|(key, reason)| bad(format!("lease.{key}"), reason))
     }
 
     fn validate_sim(&self) -> Result<(), ConfigError> {
@@ -334,10 +280,10 @@ impl IngestConfig {
         }
         sim.session
             .validate()
-            .map_err(|(key, reason)| bad(&format!("sim.session.{key}"), reason))?;
+            .map_err(|(key, reason)| bad(format!("sim.session.{key}"), reason))?;
         sim.options
             .validate()
-            .map_err(|(key, reason)| bad(&format!("sim.options.{key}"), reason))?;
+            .map_err(|(key, reason)| bad(format!("sim.options.{key}"), reason))?;
         let universe: Vec<InstrumentSpec> = if sim.universe.is_empty() {
             crate::sources::universe::default_universe()
         } else {
@@ -347,7 +293,7 @@ impl IngestConfig {
         for (i, spec) in universe.iter().enumerate() {
             if !seen.insert(spec.symbol.as_str()) {
                 return Err(bad(
-                    &format!("sim.universe[{i}]"),
+                    format!("sim.universe[{i}]"),
                     format!("{} is listed twice", spec.symbol),
                 ));
             }
@@ -357,7 +303,7 @@ impl IngestConfig {
                 Some(spec) if spec.kind != tickmesh_core::Kind::Option => {}
                 _ => {
                     return Err(bad(
-                        &format!("sim.options.underlyings[{i}]"),
+                        format!("sim.options.underlyings[{i}]"),
                         format!("{name:?} is not in the universe"),
                     ));
                 }

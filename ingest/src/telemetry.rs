@@ -18,12 +18,8 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -40,70 +36,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Binds `addr` and serves `/metrics` until `cancel`. Returns the bound address.
+/// Binds `addr` and serves `/metrics` and `/healthz` until `cancel`. Returns the bound
+/// address.
 pub async fn serve(addr: SocketAddr, cancel: CancellationToken) -> anyhow::Result<SocketAddr> {
-    let handle = prometheus();
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding metrics_listen {addr}"))?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                _ = cancel.cancelled() => return,
-                conn = listener.accept() => conn,
-            };
-            match conn {
-                Ok((stream, _)) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, handle).await {
-                            tracing::debug!(error = %e, "metrics request");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-    tracing::info!(%local, "serving /metrics");
-    Ok(local)
-}
-
-async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> anyhow::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head = async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            anyhow::ensure!(buf.len() < 8192, "request head too large");
-            let n = stream.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed mid-request");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), head)
-        .await
-        .context("request head timed out")??;
-    let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (status, body) = match (method, path) {
-        (b"GET", b"/metrics") => ("200 OK", handle.render()),
-        (b"GET", b"/healthz") => ("200 OK", "ok\n".to_string()),
-        (b"GET", _) => ("404 Not Found", "not found\n".to_string()),
-        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await?;
-    Ok(())
+    tickmesh_service::metrics::serve(addr, prometheus(), cancel).await
 }

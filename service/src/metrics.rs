@@ -1,8 +1,16 @@
 //! The services' Prometheus recorder: one per process, installed as the `metrics` crate's
 //! global recorder. Each service names its own histogram buckets and keeps the handle it
-//! renders `/metrics` with.
+//! renders `/metrics` with; [`serve`] is the minimal HTTP/1.1 responder that ingest and the
+//! order system serve it with (`GET /metrics`, and `GET /healthz` answering `ok`).
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// Installs a Prometheus recorder as the process's recorder and returns its handle. The
 /// histograms whose names `buckets` matches get those bucket bounds. If a recorder is
@@ -25,6 +33,78 @@ pub fn install(buckets: &[(Matcher, &[f64])]) -> PrometheusHandle {
         tracing::warn!("a metrics recorder was already installed; /metrics shows only this one's");
     }
     handle
+}
+
+/// Binds `addr` and serves `handle` at `/metrics` until `cancel`. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    handle: &'static PrometheusHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics_listen {addr}"))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = cancel.cancelled() => return,
+                conn = listener.accept() => conn,
+            };
+            match conn {
+                Ok((stream, _)) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(stream, handle).await {
+                            tracing::debug!(error = %e, "metrics request");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    tracing::info!(%local, "serving /metrics");
+    Ok(local)
+}
+
+/// One request: a head of at most 8 KiB within 5 s, then the answer and the close.
+async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> anyhow::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let head = async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            anyhow::ensure!(buf.len() < 8192, "request head too large");
+            let n = stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), head)
+        .await
+        .context("request head timed out")??;
+    let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (status, body) = match (method, path) {
+        (b"GET", b"/metrics") => ("200 OK", handle.render()),
+        (b"GET", b"/healthz") => ("200 OK", "ok\n".to_string()),
+        (b"GET", _) => ("404 Not Found", "not found\n".to_string()),
+        _ => ("405 Method Not Allowed", "only GET\n".to_string()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
 }
 
 #[cfg(test)]

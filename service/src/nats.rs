@@ -25,6 +25,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+/// A service's `[nats]` table, as ingest and the order system have it (the edge's has more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// NATS server URLs, tried in order.
+    pub urls: Vec<String>,
+    /// Client name shown by the server.
+    pub name: String,
+    /// TLS towards NATS (`[nats.tls]`).
+    pub tls: NatsTls,
+    /// Credentials on NATS (`[nats.auth]`).
+    pub auth: NatsAuth,
+}
+
 /// TLS towards NATS. Any file set here, or a `tls://` URL, makes TLS required.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,6 +124,34 @@ impl NatsAuth {
             password(path).map_err(|e| ("nats.auth.password_file", format!("{e:#}")))?;
         }
         Ok(())
+    }
+}
+
+impl NatsConfig {
+    /// The local server (`nats://127.0.0.1:4222`), as client `name`.
+    pub fn named(name: &str) -> Self {
+        NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            name: name.into(),
+            tls: NatsTls::default(),
+            auth: NatsAuth::default(),
+        }
+    }
+
+    /// Checks that there is a URL, and that TLS and the credentials fit together, their
+    /// files readable.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.urls.is_empty() {
+            return Err(("nats.urls", "at least one URL is needed".into()));
+        }
+        self.tls.validate()?;
+        self.auth.validate()
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig::named("tickmesh")
     }
 }
 

@@ -16,19 +16,17 @@ pub async fn ensure_bucket(
     ttl: Duration,
     replicas: usize,
 ) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(BUCKET).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: BUCKET.to_string(),
         description: "revoked users and tokens (tickmesh_core::revocation)".into(),
         history: 1,
         max_age: ttl,
         num_replicas: replicas,
         ..Default::default()
-    })
-    .await
-    .with_context(|| format!("creating KV bucket {BUCKET}"))
+    };
+    crate::stream::open_or_create_bucket(js, config)
+        .await
+        .with_context(|| format!("creating KV bucket {BUCKET}"))
 }
 
 /// Creates the region's read-only mirror of the bucket in JetStream domain `domain`,

@@ -193,15 +193,23 @@ def test_repository_users_are_refused_what_they_must_never_do():
     assert tfcheck.repo_forbidden_problems() == []
 
 
-def test_repository_user_allowed_too_much_is_reported(tmp_path):
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ('"$JS.*.API.STREAM.DELETE.>"', "the edge user may publish $JS.region.API.STREAM.DELETE.KV_md_last"),
+        ('"acct.*.*"', "the edge user may publish acct.DEMO1.fill"),
+    ],
+    ids=["stream-delete", "account-events"],
+)
+def test_repository_user_allowed_too_much_is_reported(tmp_path, extra, expected):
     nats = tmp_path / "nats"
     shutil.copytree(tfcheck.REPO_NATS_DIR, nats)
     conf = nats / "include/permissions.conf"
     text = conf.read_text()
     assert '  "$JS.FC.>",\n' in text, "update this test"
-    conf.write_text(text.replace('  "$JS.FC.>",\n', '  "$JS.FC.>", "$JS.*.API.STREAM.DELETE.>",\n', 1))
+    conf.write_text(text.replace('  "$JS.FC.>",\n', f'  "$JS.FC.>", {extra},\n', 1))
     problems = tfcheck.repo_forbidden_problems(nats)
-    assert any("the edge user may publish $JS.region.API.STREAM.DELETE.KV_md_last" in p for p in problems), problems
+    assert any(expected in p for p in problems), problems
 
 
 LEAF_PUBLISH_START = '"$JS.${domain}.API.INFO", "$JS.FC.>",'
@@ -215,8 +223,10 @@ LEAF_PUBLISH_START = '"$JS.${domain}.API.INFO", "$JS.FC.>",'
         ('"$JS.${domain}.API.CONSUMER.DELETE.>"', "may publish $JS.hub.API.CONSUMER.DELETE.KV_md_last.c"),
         ('"$JS.${domain}.API.META.>"', "may publish $JS.hub.API.META.LEADER.STEPDOWN"),
         ('"$JS.${domain}.API.STREAM.PEER.REMOVE.*"', "may publish $JS.hub.API.STREAM.PEER.REMOVE.KV_md_last"),
+        ('"acct.>"', "may publish acct.DEMO1.fill"),
+        ('"$JS.${domain}.API.STREAM.PURGE.acct"', "may publish $JS.hub.API.STREAM.PURGE.acct"),
     ],
-    ids=["ticks", "whole-js-api", "consumer-delete", "meta-stepdown", "peer-remove"],
+    ids=["ticks", "whole-js-api", "consumer-delete", "meta-stepdown", "peer-remove", "account-events", "account-purge"],
 )
 def test_hub_leaf_user_allowed_too_much_is_reported(broken, extra, expected):
     broken.edit("templates/hub.conf.tftpl", LEAF_PUBLISH_START, f"{LEAF_PUBLISH_START} {extra},")
@@ -238,8 +248,14 @@ def test_hub_leaf_user_reading_other_replies_is_reported(broken):
         ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>", "tr.>", "bar.>"]', 'subscribe: [">"]', "user 'edge' may"),
         ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "md.>",', "user 'edge' may"),
         ("templates/hub.conf.tftpl", 'publish: ["ctl.>", "$JS.API.>"', 'publish: ["md.>", "ctl.>", "$JS.API.>"', "user 'admin' may"),
+        ("templates/hub.conf.tftpl", '"acct.>", "$JS.API.INFO", "$JS.FC.>",', '"acct.>", "$JS.API.>", "$JS.FC.>",', "user 'oms' may"),
+        ("templates/hub.conf.tftpl", 'subscribe: ["tr.>", "_INBOX_oms.>"]', 'subscribe: ["tr.>", "_INBOX.>"]', "user 'oms' may"),
+        ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "acct.>",', "user 'edge' may"),
     ],
-    ids=["ingest-whole-js-api", "edge-subscribes-everything", "edge-publishes-ticks", "admin-publishes-ticks"],
+    ids=[
+        "ingest-whole-js-api", "edge-subscribes-everything", "edge-publishes-ticks", "admin-publishes-ticks",
+        "oms-whole-js-api", "oms-reads-other-replies", "edge-appends-account-events",
+    ],
 )
 def test_permissions_wider_than_the_repository_are_reported(broken, template, old, new, expected):
     broken.edit(template, old, new)
@@ -257,8 +273,10 @@ def test_extra_nats_user_is_reported(broken):
     assert any("user 'debug' is not in nats/include (leaf)" in p for p in problems), problems
 
 
-def test_leaf_link_exporting_ticks_is_reported(broken):
-    broken.edit("templates/leaf.conf.tftpl", '        "md.>", "tr.>", "bar.>", "ctl.>", "$KV.>",\n', '        "tr.>", "bar.>", "ctl.>", "$KV.>",\n')
+@pytest.mark.parametrize("exported", ['"md.>", ', '"acct.>", '], ids=["ticks", "account-events"])
+def test_leaf_link_exporting_ticks_or_account_events_is_reported(broken, exported):
+    line = '        "md.>", "tr.>", "bar.>", "ctl.>", "acct.>", "$KV.>",\n'
+    broken.edit("templates/leaf.conf.tftpl", line, line.replace(exported, ""))
     problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
     assert any("leafnodes.remotes[0] deny_exports" in p for p in problems), problems
 

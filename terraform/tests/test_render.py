@@ -103,7 +103,7 @@ def test_certs(tmp_path_factory):
 
 def nats_server_test(conf_text: str, path: Path) -> subprocess.CompletedProcess:
     path.write_text(conf_text)
-    env = dict(os.environ, INGEST_PASSWORD="x", EDGE_PASSWORD="x", ADMIN_PASSWORD="x")
+    env = dict(os.environ, INGEST_PASSWORD="x", OMS_PASSWORD="x", EDGE_PASSWORD="x", ADMIN_PASSWORD="x")
     assert NATS_SERVER.exists(), f"{NATS_SERVER} is missing: run the tests through terraform/tests/run.sh"
     return subprocess.run([str(NATS_SERVER), "-t", "-c", str(path)], capture_output=True, text=True, env=env, timeout=60)
 

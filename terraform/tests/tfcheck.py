@@ -530,12 +530,13 @@ def repo_leaf_deny_exports(nats_dir: Path = REPO_NATS_DIR) -> list[str]:
 
 # Users each kind of node has in the templates. The hub has no edge user: edges connect to
 # their region's leaf nodes only.
-TEMPLATE_USERS = {"hub": {"ingest", "admin", "leaf"}, "leaf": {"edge", "admin"}}
+TEMPLATE_USERS = {"hub": {"ingest", "oms", "admin", "leaf"}, "leaf": {"edge", "admin"}}
 # What each user must never be allowed, whatever else changes: {user: {publish|subscribe:
 # [subject]}}, "{hub}" standing for the hub's JetStream domain. A leaf link injects no tick,
 # control message or KV write, and changes, deletes, steps down or removes nothing in the
-# hub's JetStream; an edge makes and deletes no stream or bucket; no user but admin (who
-# subscribes to everything) reads another user's replies.
+# hub's JetStream; an edge makes and deletes no stream or bucket; no user but oms appends
+# an account event or writes an account snapshot, and oms purges or deletes nothing; no
+# user but admin (who subscribes to everything) reads another user's replies.
 MUST_NEVER = {
     "leaf": {
         "publish": [
@@ -546,8 +547,11 @@ MUST_NEVER = {
             "$JS.{hub}.API.SERVER.REMOVE", "$JS.{hub}.API.STREAM.LEADER.STEPDOWN.KV_md_last",
             "$JS.{hub}.API.STREAM.PEER.REMOVE.KV_md_last", "$JS.{hub}.API.CONSUMER.DELETE.KV_md_last.c",
             "$JS.{hub}.API.CONSUMER.LEADER.STEPDOWN.KV_md_last.c", "$JS.{hub}.API.ACCOUNT.PURGE.x",
+            "acct.DEMO1.fill", "$KV.acct_snap.DEMO1", "$JS.{hub}.API.STREAM.UPDATE.acct",
+            "$JS.{hub}.API.STREAM.PURGE.acct", "$JS.{hub}.API.STREAM.MSG.DELETE.acct",
+            "$JS.{hub}.API.CONSUMER.DELETE.acct.c", "$JS.{hub}.API.STREAM.DELETE.KV_acct_snap",
         ],
-        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x"],
+        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill"],
     },
     "edge": {
         "publish": [
@@ -557,14 +561,31 @@ MUST_NEVER = {
             "$JS.API.STREAM.DELETE.KV_md_last", "$JS.region.API.STREAM.DELETE.KV_md_last",
             "$JS.API.STREAM.UPDATE.KV_md_last", "$JS.API.STREAM.PURGE.KV_md_last",
             "$JS.API.CONSUMER.DELETE.KV_md_last.c", "$JS.API.META.LEADER.STEPDOWN", "$JS.API.SERVER.REMOVE",
+            "acct.DEMO1.fill", "$KV.acct_snap.DEMO1", "$JS.{hub}.API.STREAM.CREATE.acct",
+            "$JS.{hub}.API.STREAM.UPDATE.acct", "$JS.{hub}.API.STREAM.PURGE.acct",
+            "$JS.{hub}.API.STREAM.MSG.DELETE.acct", "$JS.{hub}.API.STREAM.DELETE.KV_acct_snap",
         ],
-        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x"],
+        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill"],
     },
     "ingest": {
-        "publish": ["ctl.revoke", "$JS.API.STREAM.DELETE.KV_md_last", "$JS.API.STREAM.PURGE.KV_md_last", "$JS.API.META.LEADER.STEPDOWN"],
-        "subscribe": ["ctl.revoke", "_INBOX.x", "_INBOX_edge.x"],
+        "publish": [
+            "ctl.revoke", "$JS.API.STREAM.DELETE.KV_md_last", "$JS.API.STREAM.PURGE.KV_md_last", "$JS.API.META.LEADER.STEPDOWN",
+            "acct.DEMO1.fill", "$KV.acct_snap.DEMO1", "$JS.API.STREAM.INFO.acct", "$JS.API.CONSUMER.CREATE.acct",
+            "$JS.API.DIRECT.GET.acct", "$JS.API.DIRECT.GET.KV_acct_snap.$KV.acct_snap.DEMO1",
+        ],
+        "subscribe": ["ctl.revoke", "_INBOX.x", "_INBOX_edge.x", "_INBOX_oms.x", "acct.DEMO1.fill"],
     },
-    "admin": {"publish": ["md.0.AAPL", "$KV.md_last.AAPL"], "subscribe": []},
+    "oms": {
+        "publish": [
+            "md.0.AAPL", "tr.0.AAPL", "bar.1m.0.AAPL", "ctl.revoke", "$KV.md_last.AAPL", "$KV.ctl_revoked.x",
+            "$JS.API.STREAM.DELETE.acct", "$JS.API.STREAM.PURGE.acct", "$JS.API.STREAM.MSG.DELETE.acct",
+            "$JS.API.STREAM.DELETE.KV_acct_snap", "$JS.API.STREAM.PURGE.KV_acct_snap",
+            "$JS.API.STREAM.CREATE.md_trades", "$JS.API.STREAM.INFO.KV_md_last", "$JS.API.CONSUMER.CREATE.md_trades",
+            "$JS.API.META.LEADER.STEPDOWN", "$JS.API.STREAM.LEADER.STEPDOWN.acct", "$JS.API.STREAM.PEER.REMOVE.acct",
+        ],
+        "subscribe": ["md.0.AAPL", "ctl.revoke", "_INBOX.x", "_INBOX_edge.x", "_INBOX_ingest.x", "_INBOX_admin.x"],
+    },
+    "admin": {"publish": ["md.0.AAPL", "$KV.md_last.AAPL", "acct.DEMO1.fill", "$KV.acct_snap.DEMO1"], "subscribe": []},
 }
 
 

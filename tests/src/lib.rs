@@ -5,10 +5,12 @@
 //!
 //! - [`mesh`]: the hub cluster and regional leaf clusters on free ports, edge processes,
 //!   and a roaming client.
+//! - [`oms`]: the order system on the test universe, and the account stream read back.
 //! - [`proxy`]: a TCP proxy that delays, black-holes or resets a link.
 
 pub mod accounts;
 pub mod mesh;
+pub mod oms;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -91,10 +93,35 @@ pub struct Service {
 }
 
 impl Service {
+    /// Runs `service`, handed the future that resolves when the service is to stop.
+    pub fn spawn<F>(service: impl FnOnce(futures_util::future::BoxFuture<'static, ()>) -> F) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(service(Box::pin(
+            async move { token.cancelled_owned().await },
+        )));
+        Service { stop, task }
+    }
+
     /// Signals shutdown and waits for the service to return.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.task.await.context("service task panicked")?
+    }
+
+    /// Stops the service wherever it is, as a crash would: its task is dropped mid-work,
+    /// with no orderly stop.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Whether the service has returned (an error, or a panic) without being stopped.
+    pub fn has_ended(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
@@ -144,12 +171,7 @@ pub fn ingest_config(nats_url: &str, ticks_per_sec: u32) -> IngestConfig {
 }
 
 pub fn start_ingest(config: IngestConfig) -> Service {
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        tickmesh_ingest::run(config, async move { token.cancelled().await }).await
-    });
-    Service { stop, task }
+    Service::spawn(|stop| tickmesh_ingest::run(config, stop))
 }
 
 /// An edge on loopback that drains quickly and, as most tests need, is open to clients
@@ -222,12 +244,8 @@ pub async fn create_refdata(nats_url: &str, symbols: &[&str]) -> anyhow::Result<
 pub fn spawn_edge(config: EdgeConfig) -> anyhow::Result<(Service, SocketAddr)> {
     let listener = tickmesh_edge::bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        tickmesh_edge::run(config, listener, async move { token.cancelled().await }).await
-    });
-    Ok((Service { stop, task }, addr))
+    let service = Service::spawn(|stop| tickmesh_edge::run(config, listener, stop));
+    Ok((service, addr))
 }
 
 /// Starts an edge on a free port; returns it and its address once it is ready (it has

@@ -86,6 +86,7 @@ fn mesh_templates_refuse_a_missing_variable() {
                 "TICKMESH_NATS_LEAF_USER",
                 "TICKMESH_NATS_LEAF_PASSWORD",
                 "TICKMESH_NATS_INGEST_PASSWORD",
+                "TICKMESH_NATS_OMS_PASSWORD",
                 "TICKMESH_NATS_STORE",
             ][..],
         ),
@@ -138,6 +139,7 @@ fn a_broken_nats_config_fails_the_check() {
 fn service_configs_load() {
     tickmesh_edge::EdgeConfig::load(Some(&root().join("config/edge.toml"))).unwrap();
     tickmesh_ingest::IngestConfig::load(Some(&root().join("config/ingest.toml"))).unwrap();
+    tickmesh_oms::OmsConfig::load(Some(&root().join("config/oms.toml"))).unwrap();
 }
 
 /// The demo turns anonymous access on itself, with its limited `demo` tier, and says by

@@ -3,7 +3,8 @@
 //! and writes KV; an edge subscribes and reads, and takes only its own user's replies; an
 //! operator publishes control messages and manages JetStream; a region's leaf-node link
 //! carries the mirror and the edges' reads, and cannot inject, delete or step down
-//! anything in the hub, even from a server that drops the region's own export denials.
+//! anything in the hub, even from a server that drops the region's own export denials;
+//! only the order system appends to the account stream, which edges only read.
 //!
 //! Each refusal is checked as a user of the mesh would notice it: the message never
 //! arrives, the value never changes, the stream, bucket or consumer is still there (or
@@ -647,4 +648,142 @@ async fn a_leaf_link_cannot_inject_into_or_manage_the_hub() {
         holes.push(format!("removed a hub server: {}", jsz["meta_cluster"]));
     }
     assert!(holes.is_empty(), "a leaf link {}", holes.join("; "));
+}
+
+/// The account stream: only the order system (user `oms`) appends to `acct` and writes
+/// `acct_snap`, and it can purge or delete neither; an edge in a region reads an account
+/// through the hub's domain (its events through an ordered consumer, an event by
+/// sequence, its snapshot) and can change nothing; ingest and operators append nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
+    use tickmesh_core::account::{self, Balance, Data, Event};
+    use tickmesh_oms::writer::{self, StreamConfig, Writer};
+    use tickmesh_tests::oms::{snapshot, stored_events};
+
+    let mesh = Mesh::start(&[A], 2).await.unwrap();
+    let hub = mesh.hub_urls();
+    let deposit = |cash: f64| {
+        Data::Balance(Balance {
+            currency: "USD".into(),
+            cash,
+            realized_pnl: 0.0,
+        })
+    };
+    let seqs = |events: &[tickmesh_tests::oms::Stored]| -> Vec<u64> {
+        events.iter().map(|s| s.event.seq).collect()
+    };
+
+    // The order system creates the stream and the bucket with 3 replicas and appends.
+    let (oms, mut oms_errors) = client_as(&mesh, "oms", &hub).await;
+    let oms_js = jetstream::new(oms.clone());
+    let config = StreamConfig {
+        replicas: 3,
+        ..StreamConfig::default()
+    };
+    let writer = Writer::open(oms_js.clone(), &config).await.unwrap();
+    let mut log = writer.account("ACC1").await.unwrap();
+    log.append(deposit(1.0)).await.unwrap();
+    log.append(deposit(2.0)).await.unwrap();
+    // An event appended without its snapshot, as a crash would leave it: the rebuild
+    // reads it through an ordered consumer.
+    let third = Event {
+        account: "ACC1".into(),
+        seq: 3,
+        ts: writer::now_us(),
+        data: deposit(3.0),
+    };
+    writer::publish(&oms_js, &third, log.stream_seq())
+        .await
+        .unwrap();
+    assert_eq!(writer.account("ACC1").await.unwrap().state().seq, 3);
+    // It purges and deletes nothing, and writes no other bucket.
+    let acct = oms_js.get_stream(account::STREAM).await.unwrap();
+    assert!(acct.purge().await.is_err(), "the order system purged acct");
+    violation(&mut oms_errors, "$JS.API.STREAM.PURGE.acct").await;
+    assert!(oms_js.delete_stream(account::STREAM).await.is_err());
+    violation(&mut oms_errors, "$JS.API.STREAM.DELETE.acct").await;
+    oms.publish("$KV.md_last.AAPL", "forged".into())
+        .await
+        .unwrap();
+    violation(&mut oms_errors, "$KV.md_last.AAPL").await;
+
+    // An edge in region A reads the account through the hub's domain...
+    let (edge, mut edge_errors) = client_as(&mesh, "edge", &mesh.region(A).urls()).await;
+    let hub_js = jetstream::ContextBuilder::new()
+        .domain(HUB_DOMAIN)
+        .timeout(5 * SECOND)
+        .build(edge.clone());
+    let events = stored_events(&hub_js, "ACC1").await.unwrap();
+    assert_eq!(seqs(&events), [1, 2, 3]);
+    let stream = hub_js.get_stream(account::STREAM).await.unwrap();
+    let first = stream.direct_get(events[0].stream_seq).await.unwrap();
+    assert_eq!(
+        account::decode_wire(&first.payload).unwrap(),
+        events[0].event
+    );
+    let next = stream
+        .direct_get_next_for_subject(account::filter("ACC1"), Some(events[1].stream_seq))
+        .await
+        .unwrap();
+    assert_eq!(
+        account::decode_wire(&next.payload).unwrap(),
+        events[1].event
+    );
+    // A pull consumer too (its fetches are requests of their own).
+    let pulled = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: account::filter("ACC1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = pulled.messages().await.unwrap();
+    for want in &events {
+        let msg = tokio::time::timeout(5 * SECOND, messages.next())
+            .await
+            .expect("a pulled event within 5 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(account::decode_wire(&msg.payload).unwrap(), want.event);
+    }
+    assert_eq!(snapshot(&hub_js, "ACC1").await.unwrap().state.seq, 2);
+    // ...and changes nothing: no append, no core subscription, no purge, no snapshot.
+    edge.publish("acct.ACC1.balance", account::encode_wire(&third).into())
+        .await
+        .unwrap();
+    violation(&mut edge_errors, "acct.ACC1.balance").await;
+    let _tap = edge.subscribe("acct.>").await.unwrap();
+    edge.flush().await.unwrap();
+    violation(&mut edge_errors, "acct.>").await;
+    assert!(stream.purge().await.is_err(), "an edge purged acct");
+    violation(&mut edge_errors, "$JS.hub.API.STREAM.PURGE.acct").await;
+    let snaps = hub_js.get_key_value(account::SNAPSHOTS).await.unwrap();
+    assert!(snaps.put("ACC1", "{}".into()).await.is_err());
+    violation(&mut edge_errors, "$JS.hub.API.$KV.acct_snap.ACC1").await;
+
+    // Ingest neither appends nor reads; an operator does not append.
+    let (ingest, mut ingest_errors) = client_as(&mesh, "ingest", &hub).await;
+    ingest.publish("acct.ACC1.fill", "{}".into()).await.unwrap();
+    violation(&mut ingest_errors, "acct.ACC1.fill").await;
+    let ingest_js = jetstream::ContextBuilder::new()
+        .timeout(SECOND)
+        .build(ingest.clone());
+    assert!(ingest_js.get_stream(account::STREAM).await.is_err());
+    violation(&mut ingest_errors, "$JS.API.STREAM.INFO.acct").await;
+    let (admin, mut admin_errors) = client_as(&mesh, "admin", &hub).await;
+    admin.publish("acct.ACC1.fill", "{}".into()).await.unwrap();
+    violation(&mut admin_errors, "acct.ACC1.fill").await;
+    admin
+        .publish("$KV.acct_snap.ACC1", "{}".into())
+        .await
+        .unwrap();
+    violation(&mut admin_errors, "$KV.acct_snap.ACC1").await;
+
+    // None of it reached the stream or the bucket.
+    let operator = jetstream::new(admin);
+    assert_eq!(
+        seqs(&stored_events(&operator, "ACC1").await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(snapshot(&operator, "ACC1").await.unwrap().state.seq, 2);
 }

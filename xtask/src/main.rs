@@ -258,8 +258,9 @@ fn conf_list(items: impl IntoIterator<Item = String>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// Runs the mesh on 127.0.0.1: a 3-node hub with ingest, and two regions, each a 2-node
-/// leaf cluster with its KV mirror and an edge (region A on :8080, region B on :8081).
+/// Runs the mesh on 127.0.0.1: a 3-node hub with ingest and the simulated order system,
+/// and two regions, each a 2-node leaf cluster with its KV mirror and an edge (region A
+/// on :8080, region B on :8081).
 fn demo(args: &[String]) -> anyhow::Result<()> {
     let (mut release, mut tls, mut feed) = (false, false, feed::Feed::Sim);
     let mut rest = args.iter();
@@ -281,10 +282,18 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     let nats = tools::ensure(&root)?;
     token::ensure_dev_secret(&root)?;
     let profile = if release { "release" } else { "debug" };
-    eprintln!("xtask: building tickmesh-ingest and tickmesh-edge ({profile})");
+    eprintln!("xtask: building tickmesh-ingest, tickmesh-oms and tickmesh-edge ({profile})");
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "-p", "tickmesh-ingest", "-p", "tickmesh-edge"])
+        .args([
+            "build",
+            "-p",
+            "tickmesh-ingest",
+            "-p",
+            "tickmesh-oms",
+            "-p",
+            "tickmesh-edge",
+        ])
         .current_dir(&root);
     if release {
         build.arg("--release");
@@ -379,6 +388,17 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         .spawn()
         .context("starting tickmesh-ingest")?;
     procs.0.push(("tickmesh-ingest", ingest));
+    // The simulated order system, after ingest: its demo accounts trade at ingest's
+    // prints, and it creates the account stream (3 replicas) on the hub.
+    let oms = own_group(&mut Command::new(bin.join("tickmesh-oms")))
+        .args(["--config", "config/oms.toml"])
+        .env("TICKMESH_OMS_NATS__URLS", &hub_urls)
+        .env("TICKMESH_OMS_STREAM__REPLICAS", "3")
+        .envs(pki.service_env("TICKMESH_OMS_", "oms"))
+        .current_dir(&root)
+        .spawn()
+        .context("starting tickmesh-oms")?;
+    procs.0.push(("tickmesh-oms", oms));
     for region in &DEMO_REGIONS {
         let (name, port) = region.edge;
         let urls = conf_list(
@@ -428,6 +448,10 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         println!("    metrics:    {http}://127.0.0.1:{port}/metrics");
     }
     println!("  hub monitoring: http://127.0.0.1:8222/leafz?subs=1  (what crosses to each region)");
+    println!(
+        "  order system: accounts DEMO1 to DEMO5 trading on the hub (stream acct), \
+         metrics http://127.0.0.1:9103/metrics"
+    );
     println!("  nats-server logs: {}", logs.display());
     if tls {
         println!(
@@ -438,7 +462,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     }
     println!("  A nats-server may be killed to watch the fail-over (docs/operations.md).");
     println!("Press Ctrl-C to stop.");
-    let services = ["edge-a", "edge-b", "tickmesh-ingest"];
+    let services = ["edge-a", "edge-b", "tickmesh-ingest", "tickmesh-oms"];
     let mut gone: Vec<&str> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         for (name, child) in procs.0.iter_mut() {
@@ -458,7 +482,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: stopping");
     // The services first, while NATS still runs (the edges drain their sessions, ingest
-    // writes its last KV values), then the servers.
+    // writes its last KV values, the order system finishes its append), then the servers.
     let (first, rest): (Vec<_>, Vec<_>) = procs
         .0
         .drain(..)

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 /// The NATS users the demo's services and tools log in as.
-const USERS: [&str; 4] = ["ingest", "edge", "admin", "region"];
+const USERS: [&str; 5] = ["ingest", "edge", "admin", "oms", "region"];
 
 pub struct Pki {
     pub ca: PathBuf,
@@ -85,14 +85,15 @@ impl Pki {
                 self.password("region").into(),
             ),
         ];
-        for user in ["ingest", "edge", "admin"] {
+        for user in ["ingest", "edge", "admin", "oms"] {
             let var = format!("TICKMESH_NATS_{}_PASSWORD", user.to_uppercase());
             env.push((var, self.password(user).into()));
         }
         env
     }
 
-    /// A service's NATS settings (`prefix` is `TICKMESH_EDGE_` or `TICKMESH_INGEST_`).
+    /// A service's NATS settings (`prefix` is `TICKMESH_EDGE_`, `TICKMESH_INGEST_` or
+    /// `TICKMESH_OMS_`).
     pub fn service_env(&self, prefix: &str, user: &str) -> Vec<(String, String)> {
         vec![
             (

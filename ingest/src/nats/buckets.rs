@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use tickmesh_core::codec::decode_wire;
+use tickmesh_service::stream::open_or_create;
 
 use crate::kv::{Bucket, Entry, UpdateError};
 use crate::lease::OpenLeases;
@@ -22,17 +23,14 @@ async fn get_or_create(
     replicas: usize,
     description: &str,
 ) -> Result<kv::Store, jetstream::context::CreateKeyValueError> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: bucket.to_string(),
         history: 1,
         num_replicas: replicas,
         description: description.into(),
         ..Default::default()
-    })
-    .await
+    };
+    tickmesh_service::stream::open_or_create_bucket(js, config).await
 }
 
 /// Opens the latest-value bucket, creating it (history 1, `replicas` copies) if it does
@@ -163,7 +161,8 @@ pub(super) async fn trades_stream(
 ) -> anyhow::Result<()> {
     let config = kept_per_subject(name, "tr.>", keep, replicas);
     let description = "TickMesh time and sales: the recent prints of each symbol";
-    open_or_create(js, config, description).await
+    open_or_create(js, config, description).await?;
+    Ok(())
 }
 
 /// Opens the bars stream (subjects `bar.>`), creating it if missing: the last `keep`
@@ -182,7 +181,8 @@ pub(super) async fn bars_stream(
         ..kept_per_subject(name, "bar.>", keep, replicas)
     };
     let description = "TickMesh bars: the closed bars of each symbol and timeframe";
-    open_or_create(js, config, description).await
+    open_or_create(js, config, description).await?;
+    Ok(())
 }
 
 /// A stream of `subjects` in memory that keeps the last `keep` messages of each subject.
@@ -201,23 +201,4 @@ fn kept_per_subject(
         discard: jetstream::stream::DiscardPolicy::Old,
         ..Default::default()
     }
-}
-
-/// Opens the stream `config` names, or creates it.
-async fn open_or_create(
-    js: &jetstream::Context,
-    config: jetstream::stream::Config,
-    description: &str,
-) -> anyhow::Result<()> {
-    if js.get_stream(&config.name).await.is_ok() {
-        return Ok(());
-    }
-    let (name, replicas) = (config.name.clone(), config.num_replicas);
-    js.create_stream(jetstream::stream::Config {
-        description: Some(description.into()),
-        ..config
-    })
-    .await
-    .with_context(|| format!("creating stream {name} with {replicas} replicas"))?;
-    Ok(())
 }

@@ -76,6 +76,7 @@ module "hub" {
 
   tls_secret_arn             = var.secrets.hub_tls
   ingest_password_secret_arn = var.secrets.ingest_password
+  oms_password_secret_arn    = var.secrets.oms_password
   admin_password_secret_arn  = var.secrets.admin_password
   secrets_kms_key_arns       = var.secrets_kms_key_arns
 

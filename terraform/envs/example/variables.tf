@@ -89,6 +89,7 @@ variable "secrets" {
     leaf_tls        = map(string)
     edge_tls        = map(string)
     ingest_password = string
+    oms_password    = string
     edge_password   = string
     admin_password  = string
     jwt_key         = string
@@ -97,7 +98,7 @@ variable "secrets" {
   validation {
     condition = alltrue([
       for arn in concat(
-        [var.secrets.hub_tls, var.secrets.ingest_password, var.secrets.edge_password, var.secrets.admin_password, var.secrets.jwt_key],
+        [var.secrets.hub_tls, var.secrets.ingest_password, var.secrets.oms_password, var.secrets.edge_password, var.secrets.admin_password, var.secrets.jwt_key],
         values(var.secrets.leaf_tls),
         values(var.secrets.edge_tls),
       ) : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:", arn))

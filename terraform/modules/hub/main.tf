@@ -30,12 +30,13 @@ module "nats" {
   tls_secret_arn      = var.tls_secret_arn
   password_secret_arns = {
     ingest = var.ingest_password_secret_arn
+    oms    = var.oms_password_secret_arn
     admin  = var.admin_password_secret_arn
   }
   secrets_kms_key_arns = var.secrets_kms_key_arns
   leaf_identity        = var.leaf_identity
 
-  client_source_security_group_ids   = { ingest = aws_security_group.ingest.id }
+  client_source_security_group_ids   = merge(var.oms_client_security_group_ids, { ingest = aws_security_group.ingest.id })
   leafnode_source_security_group_ids = { leaf_nlb = aws_security_group.leaf_nlb.id }
   monitoring_cidr_blocks             = var.monitoring_cidr_blocks
 

@@ -104,6 +104,22 @@ variable "ingest_password_secret_arn" {
   }
 }
 
+variable "oms_password_secret_arn" {
+  description = "Secrets Manager secret holding the NATS password of user oms (the order system, the single writer of the account stream acct)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:", var.oms_password_secret_arn))
+    error_message = "oms_password_secret_arn must be a Secrets Manager secret ARN."
+  }
+}
+
+variable "oms_client_security_group_ids" {
+  description = "Security groups of the order system's hosts, allowed to reach the hub's client port, keyed by a static name (e.g. { oms = sg-... }). Empty: no order system connects yet."
+  type        = map(string)
+  default     = {}
+}
+
 variable "admin_password_secret_arn" {
   description = "Secrets Manager secret holding the NATS password of user admin."
   type        = string

@@ -193,12 +193,12 @@ variable "tls_secret_arn" {
 }
 
 variable "password_secret_arns" {
-  description = "Secrets Manager secrets holding NATS user passwords, keyed by user. The hub needs ingest and admin; a leaf cluster needs edge and admin."
+  description = "Secrets Manager secrets holding NATS user passwords, keyed by user. The hub needs ingest, oms and admin; a leaf cluster needs edge and admin."
   type        = map(string)
 
   validation {
-    condition     = alltrue([for k, a in var.password_secret_arns : contains(["ingest", "edge", "admin"], k) && can(regex("^arn:aws[a-z-]*:secretsmanager:", a))])
-    error_message = "password_secret_arns keys must be ingest, edge or admin, and values Secrets Manager secret ARNs."
+    condition     = alltrue([for k, a in var.password_secret_arns : contains(["ingest", "oms", "edge", "admin"], k) && can(regex("^arn:aws[a-z-]*:secretsmanager:", a))])
+    error_message = "password_secret_arns keys must be ingest, oms, edge or admin, and values Secrets Manager secret ARNs."
   }
 }
 

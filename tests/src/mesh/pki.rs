@@ -8,7 +8,7 @@ use anyhow::Context;
 use tickmesh_service::nats::{NatsAuth, NatsTls};
 
 /// The NATS users the mesh's configs define.
-pub const USERS: [&str; 3] = ["ingest", "edge", "admin"];
+pub const USERS: [&str; 4] = ["ingest", "edge", "admin", "oms"];
 
 #[derive(Debug, Clone)]
 pub struct Pki {
