@@ -165,5 +165,5 @@ async fn connect(config: &NatsConfig, capacity: usize) -> anyhow::Result<async_n
 }
 
 fn now_ms() -> u64 {
-    crate::writer::now_us() / 1000
+    tickmesh_core::tick::now_us() / 1000
 }

@@ -350,11 +350,3 @@ pub async fn publish(
         .await?
         .await
 }
-
-/// Now, µs since the Unix epoch.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or_default()
-}

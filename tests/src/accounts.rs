@@ -6,13 +6,14 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use tickmesh_core::account::{
     self, AccountState, Balance, Data, Event, Fill, Order, OrderStatus, OrderType, Position, Side,
     Snapshot,
 };
+use tickmesh_oms::writer::StreamConfig;
 
 /// An HS256 token of `sub` for every symbol, naming `acct`, valid for ten minutes.
 pub fn token(secret: &str, sub: &str, acct: &[&str]) -> String {
@@ -26,8 +27,10 @@ pub fn token(secret: &str, sub: &str, acct: &[&str]) -> String {
     .expect("a token encodes")
 }
 
-/// Appends accounts' events as their single writer does: the next seq, the stream's
-/// acknowledgement, then the snapshot as of that event.
+/// Appends accounts' events as their single writer does (the next seq, the stream's
+/// acknowledgement, then the snapshot as of that event), but many at a time: without the
+/// order system's expected-last-sequence check, which needs each acknowledgement before
+/// the next append. Tests that check that path use `tickmesh_oms::writer`.
 pub struct Writer {
     pub js: jetstream::Context,
     snapshots: kv::Store,
@@ -40,22 +43,13 @@ impl Writer {
         Writer::on(jetstream::new(async_nats::connect(url).await?)).await
     }
 
-    /// Creates the stream `acct` and the bucket `acct_snap` through `js` (e.g. an
-    /// operator's connection to the hub).
+    /// Opens (or creates) the stream `acct` and the bucket `acct_snap` through `js` (e.g.
+    /// an operator's connection to the hub) as the order system does, with its defaults.
     pub async fn on(js: jetstream::Context) -> anyhow::Result<Writer> {
-        js.create_stream(stream::Config {
-            name: account::STREAM.into(),
-            subjects: vec!["acct.>".into()],
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await?;
-        let snapshots = js
-            .create_key_value(kv::Config {
-                bucket: account::SNAPSHOTS.into(),
-                ..Default::default()
-            })
-            .await?;
+        let oms = tickmesh_oms::writer::Writer::open(js.clone(), &StreamConfig::default())
+            .await
+            .context("opening the account stream")?;
+        let snapshots = oms.jetstream().get_key_value(account::SNAPSHOTS).await?;
         Ok(Writer {
             js,
             snapshots,

@@ -206,6 +206,33 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
     drop(s.nats);
 }
 
+/// A subscribe to an account the session already holds replaces its follower: the
+/// edge's count of account subscriptions (what an operator's dashboard shows) stays one,
+/// and is back at zero after the unsubscribe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_twice_to_an_account_counts_one_subscription() {
+    let mut s = setup(|_| {}).await;
+    s.writer.append_many("DEMO1", 3).await.unwrap();
+    let mut c = signed_in(s.addr, &["DEMO1"]).await;
+    for id in 1..=3 {
+        c.send(json!({"op":"subscribe","id":id,"account":"DEMO1","from_seq":1}))
+            .await
+            .unwrap();
+        let got = until_seq(&mut c, 3).await;
+        assert_eq!(seqs(&got, "DEMO1"), vec![1, 2, 3], "subscribe {id}");
+    }
+    let held = metric(s.addr, "tickmesh_edge_account_subscriptions").await;
+    c.send(json!({"op":"unsubscribe","id":4,"account":"DEMO1"}))
+        .await
+        .unwrap();
+    let bye = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(bye["type"], "unsubscribed", "{bye}");
+    let after = metric(s.addr, "tickmesh_edge_account_subscriptions").await;
+    assert_eq!((held, after), (1.0, 0.0), "account subscriptions counted");
+    s.edge.stop().await.unwrap();
+    drop(s.nats);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_from_seq_the_stream_no_longer_keeps_gets_unavailable_and_a_fresh_snapshot() {
     let mut s = setup(|_| {}).await;

@@ -340,7 +340,7 @@ async fn a_stale_append_is_refused_and_a_retried_one_is_not_doubled() {
     let event = |seq, data| Event {
         account: "T1".into(),
         seq,
-        ts: writer::now_us(),
+        ts: tickmesh_core::tick::now_us(),
         data,
     };
     let third = event(3, deposit(3.0));

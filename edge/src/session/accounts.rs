@@ -53,8 +53,11 @@ impl HeldAccounts {
             .edge
             .nats
             .follow_account(account.to_string(), from_seq, out.clone());
-        self.held.insert(account.to_string(), pump);
-        metrics::gauge!("tickmesh_edge_account_subscriptions").increment(1.0);
+        // A subscribe to an account already held replaces its follower (dropping the old
+        // one stops it): still one subscription.
+        if self.held.insert(account.to_string(), pump).is_none() {
+            metrics::gauge!("tickmesh_edge_account_subscriptions").increment(1.0);
+        }
     }
 
     /// Stops following `account`; whether it was held.

@@ -8,7 +8,8 @@ use tickmesh_core::account::{
     self, AccountError, AccountState, Data, Event, MAX_WIRE_EVENT, Snapshot,
 };
 
-use super::{Writer, WriterError, invalid, now_us, publish};
+use super::{Writer, WriterError, invalid, publish};
+use tickmesh_core::tick::now_us;
 
 /// One account: its state as of its last event, and its appends.
 #[derive(Debug)]
