@@ -410,7 +410,10 @@ type Acked = Arc<Mutex<Vec<(u64, Data, Instant)>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_hub_node_that_leads_acct_pauses_appends_and_loses_or_doubles_none() {
     const ACCOUNTS: [&str; 2] = ["R1", "R2"];
-    let mut mesh = Mesh::start(&[], 0).await.unwrap();
+    const REGION: &str = "region-a";
+    const SECRET: &str = "an-order-system-suite-hs256-secret-of-32-bytes";
+    let mut mesh = Mesh::start(&[REGION], 2).await.unwrap();
+    let ingest = start_ingest(mesh.ingest_config(50));
     let client = mesh.pki.connect("oms", &mesh.hub_urls()).await.unwrap();
     let js = jetstream::new(client);
     let config = StreamConfig {
@@ -418,6 +421,39 @@ async fn losing_the_hub_node_that_leads_acct_pauses_appends_and_loses_or_doubles
         ..StreamConfig::default()
     };
     let writer = Writer::open(js.clone(), &config).await.unwrap();
+    // A trader of R1 on a region's edge, reading from seq 1 throughout.
+    let mut edge_config = mesh.edge_config(REGION);
+    edge_config.auth.hs256_secret = Some(SECRET.into());
+    let (edge, addr) = start_edge(edge_config).await.unwrap();
+    let token = tickmesh_tests::accounts::token(SECRET, "trader", &["R1"]);
+    let mut trader = Client::connect_with(addr, tickmesh_core::Format::Json, Some(&token))
+        .await
+        .unwrap();
+    trader
+        .send(serde_json::json!({"op":"subscribe","id":1,"account":"R1","from_seq":1}))
+        .await
+        .unwrap();
+    let shown: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let reading = {
+        let shown = shown.clone();
+        tokio::spawn(async move {
+            // Bounded: a few minutes at most, or until the socket ends.
+            let deadline = Instant::now() + 180 * SECOND;
+            while Instant::now() < deadline {
+                match trader.next_event(deadline - Instant::now()).await {
+                    Ok(tickmesh_tests::Event::Msg(v)) if v["type"] == "account" => {
+                        shown.lock().unwrap().push(v)
+                    }
+                    Ok(tickmesh_tests::Event::Msg(v)) if v["type"] == "error" => {
+                        panic!("the trader was told {v}")
+                    }
+                    Ok(tickmesh_tests::Event::Msg(_)) => {}
+                    Ok(tickmesh_tests::Event::Closed(code)) => panic!("closed: {code:?}"),
+                    Err(_) => return,
+                }
+            }
+        })
+    };
     // One appender per account, each appending as soon as its last append is acknowledged.
     let stop = CancellationToken::new();
     let mut appenders = Vec::new();
@@ -512,4 +548,43 @@ async fn losing_the_hub_node_that_leads_acct_pauses_appends_and_loses_or_doubles
         let rebuilt = writer.account(account).await.unwrap();
         assert_eq!(rebuilt.state(), &state);
     }
+
+    // The trader saw every acknowledged event of R1 once, in order, with its data.
+    let acked_r1: Vec<(u64, Data)> = acked[0]
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(seq, data, _)| (*seq, data.clone()))
+        .collect();
+    let last = acked_r1.last().unwrap().0;
+    // Its edge's consumer lived on the lost leader: made anew, it goes on within seconds.
+    wait_for(15 * SECOND, "the trader's last event", || async {
+        let seen = shown.lock().unwrap().last().and_then(|v| v["seq"].as_u64());
+        match seen {
+            Some(s) if s >= last => Ok(()),
+            s => Err(format!("at {s:?} of {last}")),
+        }
+    })
+    .await;
+    reading.abort();
+    let seen: Vec<(u64, Data)> = shown
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let event: Event = serde_json::from_value(v.clone()).unwrap();
+            (event.seq, event.data)
+        })
+        .collect();
+    if let Some(i) = (0..seen.len().max(acked_r1.len())).find(|&i| seen.get(i) != acked_r1.get(i)) {
+        panic!(
+            "the trader saw {} events, {} were acknowledged; from #{i} it saw {:?}, the acknowledgements say {:?}",
+            seen.len(),
+            acked_r1.len(),
+            seen.get(i).map(|e| e.0),
+            acked_r1.get(i).map(|e| e.0),
+        );
+    }
+    edge.stop().await.unwrap();
+    ingest.stop().await.unwrap();
 }

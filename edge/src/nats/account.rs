@@ -19,6 +19,13 @@ use crate::account::{AccountItem, AccountOut};
 /// The longest the snapshot read or the search for `from_seq` may take.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long one pull of an account's consumer waits for events. The server sends an idle
+/// heartbeat every half of it, and the consumer is made anew after two missed ones: when
+/// the hub node holding it dies (it lives with the stream's leader), the account's events
+/// flow again about two pulls after a new leader is elected, not after the client
+/// library's default of 30 s. Each idle account costs a pull and two heartbeats per pull.
+const PULL_EXPIRES: Duration = Duration::from_secs(4);
+
 /// Where a subscription's events start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -164,6 +171,7 @@ impl NatsLink {
             .create_consumer(pull::OrderedConfig {
                 filter_subject: filter,
                 deliver_policy: policy,
+                max_expires: PULL_EXPIRES,
                 ..Default::default()
             })
             .await;
