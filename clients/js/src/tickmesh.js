@@ -733,7 +733,11 @@ export class TickMeshClient extends ClientApi {
     if (msg.account && ACCOUNT_REFUSAL_CODES.has(msg.code) && (id == null || p?.msg.op === 'subscribe')) this._ledger.dropAccount(msg.account);
     if (msg.account && msg.code === 'unavailable') this._ledger.resyncAccount(msg.account);
     // A refused symbol does not fail its subscribe: `subscribed` lists what was accepted.
-    if (id != null && p && !(p.msg.op === 'subscribe' && msg.symbol)) {
+    // Nor does a summary of refusals (`count`, no `symbol`): which entries it stands for
+    // is told by what `subscribed` leaves out (see `_settle`).
+    const summary = msg.count != null && !msg.symbol;
+    if (summary && p?.msg.op === 'subscribe') p.summarized = true;
+    if (id != null && p && !(p.msg.op === 'subscribe' && (msg.symbol || summary))) {
       this._finish(id);
       p.reject(new TickMeshError(msg.code, msg.message, { server: msg }));
     }
@@ -747,6 +751,14 @@ export class TickMeshClient extends ClientApi {
     if (!p || REPLY_TYPE[p.msg.op] !== msg.type) return;
     this._finish(msg.id);
     if (msg.type === 'authed') this.token = p.msg.token;
+    // Entries refused in a summary are the request's that `subscribed` does not list:
+    // they are not asked for again after a reconnect.
+    if (msg.type === 'subscribed' && p.summarized) {
+      const accepted = new Set(msg.symbols ?? []);
+      const expanded = new Set(msg.chains ?? []);
+      for (const s of p.msg.symbols ?? []) if (!accepted.has(s)) this._ledger.drop(p.msg.stream ?? 'ticks', s, p.msg.tf);
+      for (const c of p.msg.chains ?? []) if (!expanded.has(c)) this._ledger.drop('ticks', c);
+    }
     p.resolve(msg);
   }
 

@@ -83,6 +83,21 @@ test('refused symbols are not replayed after a reconnect', async () => {
   assert.deepEqual(subscribedOn(h.ws), { AAPL: 'quote/250' });
 });
 
+test('a summary of refusals resolves the subscribe, and what it stands for is not replayed', async () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  const reply = h.client.subscribe({ symbols: ['AAPL', 'BAD1', 'BAD2'] });
+  const { id } = h.ws.lastOp('subscribe');
+  // Past max_errors_per_request the edge sums refusals up: a count, no symbol.
+  h.ws.deliver({ type: 'error', id, code: 'unknown_symbol', message: 'no such instrument', count: 2 });
+  h.ws.deliver({ type: 'subscribed', id, symbols: ['AAPL'], mode: 'quote', interval_ms: 250 });
+  assert.deepEqual((await reply).symbols, ['AAPL'], 'the accepted part resolves');
+  assert.equal(h.of('error')[0].count, 2, 'the summary is an error event');
+  await reconnect(h);
+  assert.deepEqual(subscribedOn(h.ws), { AAPL: 'quote/250' }, 'only AAPL is asked for again');
+});
+
 test('an error about a symbol in another request does not drop its subscription', async () => {
   const h = harness();
   h.client.connect();
