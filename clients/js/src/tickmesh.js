@@ -344,6 +344,7 @@ export function backoffDelay(attempt, baseMs, maxMs, r) {
  * @property {(v: any) => void} resolve
  * @property {(e: Error) => void} reject
  * @property {any} timer
+ * @property {boolean} [summarized] a summary of refusals (`count`) came for this subscribe
  */
 
 export class TickMeshClient extends ClientApi {
