@@ -195,6 +195,8 @@ export interface ServerError {
   account?: string;
   interval_ms?: number;
   retry_ms?: number;
+  /** in a summary of refusals (no `symbol`): how many entries it stands for */
+  count?: number;
 }
 
 export interface Gap {

@@ -194,6 +194,7 @@ const REPLY_TYPE = Object.freeze({
  *   follows), `not_entitled` (the subscription ended)
  * @property {number} [interval_ms] with `slow_consumer`: the interval the session was moved to
  * @property {number} [retry_ms] with `unavailable`: when to ask again
+ * @property {number} [count] in a summary of refusals (no `symbol`): how many entries it stands for
  *
  * @typedef {object} Gap ticks of a subscribed symbol that never reached the gateway
  * @property {'gap'} type
