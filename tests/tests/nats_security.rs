@@ -689,7 +689,7 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
     let third = Event {
         account: "ACC1".into(),
         seq: 3,
-        ts: writer::now_us(),
+        ts: tickmesh_core::tick::now_us(),
         data: deposit(3.0),
     };
     writer::publish(&oms_js, &third, log.stream_seq())
