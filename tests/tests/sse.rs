@@ -406,3 +406,24 @@ async fn sse_client_that_stops_reading_is_cut_with_4008_and_a_reader_carries_on(
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_edge_tells_the_stream_to_reconnect_then_ends_it_with_4001() {
+    let s = Setup::start(500, |_| {}).await;
+    let mut sse = s.sse("/v1/sse?symbols=AAPL&interval_ms=100").await;
+    sse.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let Setup {
+        _nats,
+        ingest,
+        edge,
+        ..
+    } = s;
+    let stopping = tokio::spawn(edge.stop());
+    // `reconnect` within the window (200 ms), data until then, then the close and the end.
+    let reconnect = sse.next_of("reconnect", 5 * SECOND).await.unwrap();
+    assert!(reconnect["after_ms"].as_u64().unwrap() < 200, "{reconnect}");
+    let (code, ended) = sse.closed_within(5 * SECOND, |_| {}).await.unwrap();
+    assert_eq!((code, ended), (4001, true));
+    stopping.await.unwrap().unwrap();
+    ingest.stop().await.unwrap();
+}
