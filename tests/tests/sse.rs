@@ -173,6 +173,10 @@ async fn sse_conflates_at_the_interval_it_asked_for() {
             arrivals.entry(symbol).or_default().push(at);
         }
     }
+    // 600 ticks/s per symbol for 3.2 s, one update per 500 ms at most: 6 or 7. Arrival
+    // times carry the delivery's jitter (the events pass from the session to the
+    // response's task, then the socket, on a loaded machine): a gap may look up to a fifth
+    // shorter than the edge's flushes were, never the half that a second flush would be.
     for symbol in ["AAPL", "MSFT", "SPY"] {
         let times = &arrivals[symbol];
         assert!(
@@ -183,7 +187,7 @@ async fn sse_conflates_at_the_interval_it_asked_for() {
         for pair in times.windows(2) {
             let gap = pair[1] - pair[0];
             assert!(
-                gap >= Duration::from_millis(490),
+                gap >= Duration::from_millis(400),
                 "{symbol}: two updates {gap:?} apart"
             );
         }
@@ -242,12 +246,19 @@ async fn sse_takes_the_same_tokens_entitlements_and_tiers() {
         events.iter().all(|e| e.1 == "AAPL"),
         "a tick of another symbol"
     );
+    // 200 ticks/s of AAPL for 2 s at the tier's 250 ms: at most 9 updates, none a
+    // second flush within an interval (arrival jitter aside, as above).
     let live: Vec<_> = events.iter().filter(|e| !e.3).map(|e| e.0).collect();
-    assert!(live.len() >= 4, "{} updates of AAPL in 2 s", live.len());
+    assert!(
+        (4..=9).contains(&live.len()),
+        "{} updates of AAPL in 2 s",
+        live.len()
+    );
     for pair in live.windows(2) {
         assert!(
-            pair[1] - pair[0] >= Duration::from_millis(240),
-            "the tier's interval was not kept"
+            pair[1] - pair[0] >= Duration::from_millis(200),
+            "the tier's interval was not kept: {:?}",
+            pair[1] - pair[0]
         );
     }
 

@@ -92,6 +92,7 @@ struct Session<T> {
     member: EdgeMember,
     format: Format,
     edge: Arc<Edge>,
+    /// Its connection: a WebSocket, or an SSE response ([`crate::sse`]).
     ws: T,
     grant: Grant,
     admission: Admission,
