@@ -289,7 +289,13 @@ async fn sse_takes_the_same_tokens_entitlements_and_tiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_requests_with_a_bad_field_are_refused_whole_and_one_without_symbols_holds_none() {
-    let s = Setup::start(200, |_| {}).await;
+    // A WebSocket that said nothing for 600 ms would be closed as idle; a stream's client
+    // never speaks, and is not.
+    let s = Setup::start(200, |c| {
+        c.session.ping_interval_ms = 200;
+        c.session.idle_timeout_ms = 600;
+    })
+    .await;
     let refused = SseClient::open(s.addr, "/v1/sse?symbols=AAPL&interval_ms=soon", None)
         .await
         .unwrap()
@@ -310,7 +316,7 @@ async fn sse_requests_with_a_bad_field_are_refused_whole_and_one_without_symbols
         (&error["code"], &error["symbol"]),
         (&json!("invalid_symbol"), &json!("aapl"))
     );
-    // Without symbols: the welcome, then heartbeats only.
+    // Without symbols: the welcome, then heartbeats only, past the idle timeout.
     let mut bare = s.sse("/v1/sse").await;
     assert_eq!(bare.next_msg(5 * SECOND).await.unwrap()["type"], "welcome");
     let msgs = bare.collect(Duration::from_millis(2500)).await.unwrap();
