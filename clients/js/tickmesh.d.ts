@@ -338,8 +338,10 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** `poll`: the least time between two snapshots, ms, default 1000 */
   pollIntervalMs?: number;
-  /** `poll`: after this long, ms, the WebSocket (then SSE) is tried again, default 60000 */
-  streamRetryMs?: number;
+  /** failed attempts of the first transport in a row before the others are tried, default 2 */
+  fallbackAfter?: number;
+  /** `sse`, `poll`: after this long, ms, the connection ends and the first transport is tried again, default 60000 */
+  retryWebSocketMs?: number;
   setTimeout?: (fn: () => void, ms: number) => any;
   clearTimeout?: (handle: any) => void;
   random?: () => number;

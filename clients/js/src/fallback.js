@@ -44,8 +44,8 @@ export function httpUrl(url, path) {
  * @property {(fn: () => void, ms: number) => any} setTimeout
  * @property {(handle: any) => void} clearTimeout
  * @property {number} [pollIntervalMs] polling: the least time between two snapshots, default 1000
- * @property {number} [streamRetryMs] polling: after this, the poll ends (1000) so that the
- *   client tries a stream again, default 60000
+ * @property {number} [retryWebSocketMs] after this long a fallback connection ends (1000)
+ *   so that the client tries the WebSocket again, default 60000
  */
 
 /** What both fallbacks share: the WebSocket look-alike and the tick subscriptions held. */
@@ -67,6 +67,15 @@ class Fallback {
     this.chains = new Map();
     /** Subscribes waiting for what the next stream or poll accepts. @type {any[]} */
     this.waiting = [];
+    /** Ends the connection so that the WebSocket is tried again. @type {any} */
+    this._retry = null;
+  }
+
+  /** Opened: the connection ends after `retryWebSocketMs`, for the WebSocket to be tried again. */
+  _opened() {
+    this.readyState = 1;
+    this._retry = this._o.setTimeout(() => this._closed(1000, 'trying the WebSocket again'), this._o.retryWebSocketMs ?? 60000);
+    this.onopen?.();
   }
 
   /** @param {Record<string, any>} msg */
@@ -82,8 +91,7 @@ class Fallback {
   /** @param {number} code @param {string} reason */
   _closed(code, reason) {
     if (this.readyState === 3) return;
-    this.readyState = 3;
-    this._stop();
+    this.close();
     this.onclose?.({ code, reason, wasClean: code !== 1006 });
   }
 
@@ -174,6 +182,8 @@ class Fallback {
   /** @param {number} [_code] @param {string} [_reason] */
   close(_code, _reason) {
     this.readyState = 3;
+    if (this._retry !== null) this._o.clearTimeout(this._retry);
+    this._retry = null;
     this._stop();
   }
 }
@@ -214,9 +224,7 @@ export class SseSocket extends Fallback {
     const es = new this._EventSource(u.toString());
     this._es = es;
     es.onopen = () => {
-      if (es !== this._es || this.readyState !== 0) return;
-      this.readyState = 1;
-      this.onopen?.();
+      if (es === this._es && this.readyState === 0) this._opened();
     };
     // A failed or broken stream is the connection's end: the client reconnects its own
     // way (the EventSource's own retry would skip the client's backoff and replay).
@@ -283,7 +291,6 @@ export class PollSocket extends Fallback {
     this._fetch = options.fetch ?? /** @type {any} */ (globalThis).fetch?.bind(globalThis);
     this._pollMs = options.pollIntervalMs ?? 1000;
     this._timer = null;
-    this._ends = null;
     this._start();
   }
 
@@ -296,12 +303,10 @@ export class PollSocket extends Fallback {
     }
     if (this.readyState !== 0) return;
     if (!ready) return this._closed(1006, 'the edge did not answer over HTTP');
-    this.readyState = 1;
-    this.onopen?.();
+    this._opened();
     const u = new URL(this.url);
     // No session on the edge: heartbeat_ms 0 turns the client's watch for silence off.
     this._deliver({ type: 'welcome', protocol: 1, session: 'poll', edge: u.host, heartbeat_ms: 0, limits: {} });
-    this._ends = this._o.setTimeout(() => this._closed(1000, 'polling: trying a stream again'), this._o.streamRetryMs ?? 60000);
     this._schedule(0);
   }
 
@@ -362,7 +367,6 @@ export class PollSocket extends Fallback {
 
   _stop() {
     if (this._timer !== null) this._o.clearTimeout(this._timer);
-    if (this._ends !== null) this._o.clearTimeout(this._ends);
-    this._timer = this._ends = null;
+    this._timer = null;
   }
 }

@@ -22,7 +22,7 @@ import { Ledger } from './ledger.js';
 import { TickMeshClient, TickMeshError } from './tickmesh.js';
 
 /** The options of a `TickMeshClient` that the worker's connection is made with (the first tab's). */
-const CONFIG = ['url', 'token', 'encoding', 'backoffBaseMs', 'backoffMaxMs', 'requestTimeoutMs', 'maxQueued', 'connectTimeoutMs', 'idleHeartbeats', 'transports', 'pollIntervalMs', 'streamRetryMs'];
+const CONFIG = ['url', 'token', 'encoding', 'backoffBaseMs', 'backoffMaxMs', 'requestTimeoutMs', 'maxQueued', 'connectTimeoutMs', 'idleHeartbeats', 'transports', 'fallbackAfter', 'pollIntervalMs', 'retryWebSocketMs'];
 
 /**
  * @typedef {import('./tickmesh.js').ClientOptions} ClientOptions

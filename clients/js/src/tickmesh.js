@@ -16,9 +16,11 @@
  * history passes on only the bars from the newest one delivered on, and never a bar
  * after its `final`.
  *
- * Each connection tries the WebSocket first; where it fails before `welcome`, Server-Sent
- * Events (`/v1/sse`), then polling (`/v1/snapshot`) are tried at once, in that order
- * (fallback.js); `transport` says which one carries the session.
+ * Each connection tries the WebSocket first; once it has failed before `welcome`
+ * `fallbackAfter` times in a row, Server-Sent Events (`/v1/sse`), then polling
+ * (`/v1/snapshot`) are tried at once after it, in that order (fallback.js); `transport`
+ * says which one carries the session. A fallback connection ends after
+ * `retryWebSocketMs`, so that the WebSocket is tried again.
  *
  * Reconnects use exponential backoff with full jitter, except after a `reconnect` notice
  * (the gateway is draining: wait its `after_ms`). Close codes 4400-4499 are terminal for
@@ -317,8 +319,10 @@ const REPLY_TYPE = Object.freeze({
  * @property {any} [EventSource] for `sse`, default the global one
  * @property {typeof fetch} [fetch] for `poll`, default the global one
  * @property {number} [pollIntervalMs] `poll`: the least time between two snapshots, default 1000
- * @property {number} [streamRetryMs] `poll`: after this long the client tries the
- *   WebSocket (then SSE) again, default 60000
+ * @property {number} [fallbackAfter] failed attempts of the first transport in a row
+ *   before the others are tried after it, default 2 (a gateway that restarts fails once)
+ * @property {number} [retryWebSocketMs] `sse`, `poll`: after this long the connection
+ *   ends and the first transport is tried again, default 60000
  * @property {(fn: () => void, ms: number) => any} [setTimeout]
  * @property {(handle: any) => void} [clearTimeout]
  * @property {() => number} [random] in [0, 1)
@@ -388,7 +392,7 @@ export class TickMeshClient extends ClientApi {
       EventSource: options.EventSource,
       fetch: options.fetch,
       pollIntervalMs: options.pollIntervalMs,
-      streamRetryMs: options.streamRetryMs,
+      retryWebSocketMs: options.retryWebSocketMs,
     };
     /** The transport tried next (an index in `_transports`). */
     this._tried = 0;
@@ -396,6 +400,9 @@ export class TickMeshClient extends ClientApi {
     this._kind = 'websocket';
     /** Whether the current attempt was welcomed. */
     this._welcomedHere = false;
+    this._fallbackAfter = options.fallbackAfter ?? 2;
+    /** Attempts of the first transport that failed before `welcome`, in a row. */
+    this._firstFailed = 0;
     this._setTimeout = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
     this._clearTimeout = options.clearTimeout ?? ((h) => clearTimeout(h));
     this._random = options.random ?? Math.random;
@@ -550,7 +557,13 @@ export class TickMeshClient extends ClientApi {
   async _afterClose({ code, reason, wasClean }) {
     this._failPending(new TickMeshError('disconnected', `connection closed (${code})`, { code, reason }));
     const terminal = isTerminalClose(code);
-    const fallBack = !terminal && !this._welcomedHere && this._drainUntil === null && this._tried + 1 < this._transports.length;
+    if (this._tried === 0 && !this._welcomedHere) this._firstFailed++;
+    const fallBack =
+      !terminal &&
+      !this._welcomedHere &&
+      this._drainUntil === null &&
+      this._tried + 1 < this._transports.length &&
+      (this._tried > 0 || this._firstFailed >= this._fallbackAfter);
     // Every connection after a welcomed one, or after every transport failed, starts over
     // with the first.
     if (!fallBack) this._tried = 0;
@@ -756,6 +769,7 @@ export class TickMeshClient extends ClientApi {
     this.welcome = msg;
     this._ready = true;
     this._welcomedHere = true;
+    if (this._tried === 0) this._firstFailed = 0;
     this._attempt = 0;
     if (this.transport !== this._kind) {
       const previous = this.transport;

@@ -52,16 +52,22 @@ function fakeFetch(routes) {
   return { fetch, calls };
 }
 
-test('a WebSocket that fails before open falls back on SSE, which carries the subscriptions and says so', async () => {
+test('a WebSocket that fails before open twice in a row falls back on SSE, which carries the subscriptions and says so', async () => {
   const ES = fakeEventSourceClass();
   const h = harness({ transports: ['websocket', 'sse', 'poll'], EventSource: ES, token: 'jwt.1' });
   const transports = [];
   h.client.on('transport', (t) => transports.push(t));
   h.client.connect();
   const sub = h.client.subscribe({ symbols: ['AAPL', 'MSFT'], interval_ms: 500 });
+  // Once (a gateway restarting): the WebSocket again, after the backoff.
   h.ws.serverClose(1006);
   await h.clock.advance(0);
-  assert.equal(ES.instances.length, 1, 'SSE tried at once after the WebSocket failed');
+  assert.equal(ES.instances.length, 0, 'no fallback after one failure');
+  await h.clock.advance(h.of('reconnecting').at(-1).delayMs);
+  assert.equal(h.WS.instances.length, 2);
+  h.ws.serverClose(1006);
+  await h.clock.advance(0);
+  assert.equal(ES.instances.length, 1, 'SSE tried at once after the second failure');
   let es = ES.instances[0];
   assert.equal(es.url.pathname, '/v1/sse');
   assert.equal(es.url.protocol, 'http:');
@@ -91,7 +97,7 @@ test('a WebSocket that fails before open falls back on SSE, which carries the su
   assert.deepEqual(h.of('error').map((e) => [e.code, e.symbol]), [['not_entitled', 'MSFT']]);
 
   // The stream ends with the edge's close: the next connection tries the WebSocket first.
-  const before = h.WS.instances.length;
+  let before = h.WS.instances.length;
   es.event({ code: 4008, reason: 'slow consumer' }, 'close');
   assert.deepEqual(h.of('close').at(-1), { code: 4008, reason: 'slow consumer', wasClean: true, terminal: false, willReconnect: true });
   await h.clock.advance(h.of('reconnecting').at(-1).delayMs);
@@ -99,6 +105,35 @@ test('a WebSocket that fails before open falls back on SSE, which carries the su
   h.ws.accept();
   assert.deepEqual(transports.at(-1), { transport: 'websocket', previous: 'sse' });
   assert.deepEqual(h.ws.lastOp('subscribe').symbols, ['AAPL'], 'what SSE accepted is replayed');
+
+  // Welcomed, the WebSocket counts its failures afresh: one drop and one failure do not
+  // move it to SSE again.
+  before = ES.instances.length;
+  h.ws.serverClose(1006);
+  await h.clock.advance(h.of('reconnecting').at(-1).delayMs);
+  h.ws.serverClose(1006);
+  await h.clock.advance(0);
+  assert.equal(ES.instances.length, before, 'one failed attempt after a welcome is not two');
+});
+
+test('a fallback stream ends after retryWebSocketMs so that the WebSocket is tried again', async () => {
+  const ES = fakeEventSourceClass();
+  const h = harness({ transports: ['websocket', 'sse'], EventSource: ES, fallbackAfter: 1, retryWebSocketMs: 5000 });
+  h.client.connect();
+  h.ws.serverClose(1006);
+  await h.clock.advance(0);
+  const es = ES.instances[0];
+  es.open();
+  es.welcome();
+  assert.equal(h.client.transport, 'sse');
+  const before = h.WS.instances.length;
+  await h.clock.advance(5000);
+  assert.ok(es.closed, 'the stream was closed');
+  assert.deepEqual(h.of('close').at(-1), { code: 1000, reason: 'trying the WebSocket again', wasClean: true, terminal: false, willReconnect: true });
+  await h.clock.advance(h.of('reconnecting').at(-1).delayMs);
+  assert.equal(h.WS.instances.length, before + 1);
+  h.ws.accept();
+  assert.equal(h.client.transport, 'websocket');
 });
 
 test('where neither stream gets through, snapshots are polled and passed on, and the poll makes way for a stream again', async () => {
@@ -115,7 +150,7 @@ test('where neither stream gets through, snapshots are polled and passed on, and
       },
     }),
   });
-  const h = harness({ transports: ['websocket', 'sse', 'poll'], EventSource: ES, fetch, token: 'jwt.2', pollIntervalMs: 1000, streamRetryMs: 10000 });
+  const h = harness({ transports: ['websocket', 'sse', 'poll'], EventSource: ES, fetch, token: 'jwt.2', fallbackAfter: 1, pollIntervalMs: 1000, retryWebSocketMs: 10000 });
   const transports = [];
   h.client.on('transport', (t) => transports.push(t.transport));
   h.client.connect();
@@ -142,7 +177,7 @@ test('where neither stream gets through, snapshots are polled and passed on, and
   assert.deepEqual(h.of('snapshot').map((t) => t.last), [1.5, 1.7]);
   assert.equal(calls.filter((c) => c.url.pathname === '/v1/snapshot').at(-1).url.searchParams.get('symbols'), 'AAPL', 'a refused symbol is not asked for again');
 
-  // After `streamRetryMs` the poll ends and the WebSocket is tried first again.
+  // After `retryWebSocketMs` the poll ends and the WebSocket is tried first again.
   const before = h.WS.instances.length;
   await h.clock.advance(10000);
   await h.clock.advance(h.of('reconnecting').at(-1).delayMs);

@@ -33,7 +33,7 @@ off();
 client.on('transport', ({ transport, previous }) => console.warn(`now over ${transport}, was ${previous ?? 'none'}`));
 const via: 'websocket' | 'sse' | 'poll' | null = client.transport;
 console.log(via);
-const polled = new TickMeshClient({ url: 'ws://127.0.0.1:8080/v1/stream', transports: ['sse', 'poll'], pollIntervalMs: 2000 });
+const polled = new TickMeshClient({ url: 'ws://127.0.0.1:8080/v1/stream', transports: ['sse', 'poll'], fallbackAfter: 3, pollIntervalMs: 2000, retryWebSocketMs: 120000 });
 // @ts-expect-error: not a transport
 new TickMeshClient({ transports: ['carrier-pigeon'] });
 console.log(polled.transport);
