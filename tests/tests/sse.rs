@@ -444,3 +444,30 @@ async fn a_draining_edge_tells_the_stream_to_reconnect_then_ends_it_with_4001() 
     stopping.await.unwrap().unwrap();
     ingest.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_carries_a_tape_its_history_first_then_every_print_once() {
+    let s = Setup::start(1000, |_| {}).await;
+    // Prints pile up in the stream before the stream asks.
+    tokio::time::sleep(SECOND).await;
+    let mut sse = s.sse("/v1/sse?symbols=AAPL&stream=trades&history=10").await;
+    let subscribed = sse.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(subscribed["symbols"], json!(["AAPL"]));
+    let history = sse.next_of("trades", 5 * SECOND).await.unwrap();
+    assert_eq!(history["snapshot"], true);
+    let n = history["trades"].as_array().unwrap().len();
+    assert!((1..=10).contains(&n), "{n} prints of history");
+    let msgs = sse.collect(2 * SECOND).await.unwrap();
+    let mut prints: Vec<(u64, u64)> = Vec::new();
+    for v in std::iter::once(&history).chain(msgs.iter().map(|(_, v)| v)) {
+        for t in v["trades"].as_array().into_iter().flatten() {
+            assert_eq!(t["symbol"], "AAPL");
+            prints.push((t["seq"].as_u64().unwrap(), t["trade_id"].as_u64().unwrap()));
+        }
+    }
+    assert!(prints.len() > n + 20, "{} prints in 2 s", prints.len() - n);
+    for pair in prints.windows(2) {
+        assert!(pair[1] > pair[0], "print {:?} after {:?}", pair[1], pair[0]);
+    }
+    s.stop().await;
+}
