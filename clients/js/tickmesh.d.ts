@@ -229,6 +229,14 @@ export interface ReconnectInfo {
   code: number;
 }
 
+/** What carries a session: a WebSocket, Server-Sent Events, or polling of snapshots. */
+export type Transport = 'websocket' | 'sse' | 'poll';
+
+export interface TransportInfo {
+  transport: Transport;
+  previous: Transport | null;
+}
+
 export interface StatusInfo {
   status: Status;
   code?: number;
@@ -239,6 +247,8 @@ export interface StatusInfo {
 
 export interface EventMap {
   open: { url: string; protocol: string };
+  /** the session is carried by another transport than the last one (before its `welcome`) */
+  transport: TransportInfo;
   welcome: Welcome;
   snapshot: Tick;
   tick: Tick;
@@ -322,6 +332,16 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   idleHeartbeats?: number;
   WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
+  /** tried in this order at each connection until one welcomes; default all three */
+  transports?: Transport[];
+  EventSource?: any;
+  fetch?: typeof fetch;
+  /** `poll`: the least time between two snapshots, ms, default 1000 */
+  pollIntervalMs?: number;
+  /** failed attempts of the first transport in a row before the others are tried, default 2 */
+  fallbackAfter?: number;
+  /** `sse`, `poll`: after this long, ms, the connection ends and the first transport is tried again, default 60000 */
+  retryWebSocketMs?: number;
   setTimeout?: (fn: () => void, ms: number) => any;
   clearTimeout?: (handle: any) => void;
   random?: () => number;
@@ -335,6 +355,8 @@ export interface TickMesh {
   readonly encoding: 'json' | 'msgpack';
   status: Status;
   welcome: Welcome | null;
+  /** what carries the session, once welcomed */
+  transport: Transport | null;
   lagMs: number | null;
   stats: Stats;
   on<K extends keyof EventMap>(type: K, fn: (detail: EventMap[K]) => void): () => void;

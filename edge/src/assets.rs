@@ -46,6 +46,7 @@ const FILES: &[(&str, &str, &str)] = &[
     client_module!("holders.js"),
     client_module!("pace.js"),
     client_module!("replay.js"),
+    client_module!("fallback.js"),
 ];
 
 /// What the page may load and where it may connect: its own scripts, styles and images

@@ -16,7 +16,8 @@
 //! - [`clock`]: one timer for the whole edge that wakes sessions whose flush is due.
 //! - [`checks`]: the checks of a request's symbols, shared by sessions and REST.
 //! - [`gate`]: the token of an HTTP request (an upgrade, a REST request), verified.
-//! - [`session`]: one WebSocket session, the only code that touches a client socket.
+//! - [`session`]: one session, the only code that touches a client connection, through
+//!   a transport: a WebSocket, or Server-Sent Events ([`sse`], `GET /v1/sse`).
 //! - [`rest`]: `GET /v1/snapshot`, `/v1/chains/{underlying}`, `/v1/bars/{symbol}` and
 //!   their OpenAPI description, answered with the session's objects and checks.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
@@ -51,6 +52,7 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod sse;
 pub mod state;
 pub mod tape;
 pub mod telemetry;

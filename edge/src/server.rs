@@ -38,7 +38,7 @@ use crate::rest::Rest;
 use crate::session::Identity;
 use crate::state::Edge;
 use crate::tls::ReloadingCert;
-use crate::{control, revocations, session, telemetry, tls};
+use crate::{control, revocations, session, sse, telemetry, tls};
 
 /// Listen backlog: a connection storm needs more than tokio's default 128.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -306,6 +306,8 @@ impl Connections {
                 async move {
                     if req.uri().path() == "/v1/stream" {
                         Ok::<_, Infallible>(upgrade(req, edge, peer, &sessions))
+                    } else if req.uri().path() == "/v1/sse" {
+                        Ok(sse::serve(req, edge, peer, &sessions))
                     } else if Rest::serves(req.uri().path()) {
                         Ok(rest.serve(req, peer).await)
                     } else {
@@ -453,51 +455,9 @@ fn upgrade(
         );
     };
     let accept = derive_accept_key(key.as_bytes());
-    if edge.shutdown.is_cancelled() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining: connect to another edge",
-        );
-    }
-    // From `Authorization: Bearer`, else the `token` query parameter.
-    let token = gate::bearer(req.headers()).or_else(|| gate::query_token(req.uri()));
-    let grant = match gate::admit(&edge, peer.ip(), token.as_deref()) {
-        Ok(grant) => grant,
-        Err(Denied::Throttled(left)) => {
-            let mut res = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed authentications from this address: retry later",
-            );
-            res.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(left.as_secs().max(1)),
-            );
-            return res;
-        }
-        Err(Denied::Refused(e)) => {
-            // The reason and the peer; never the token.
-            tracing::debug!(%peer, reason = e.label(), "upgrade refused: bad token");
-            return refuse_auth(e);
-        }
-    };
-    let limits = &edge.config.limits;
-    let admission = match edge.registry.admit(peer.ip(), grant.sub.as_deref(), limits) {
-        Ok(a) => a,
-        Err(refusal) => {
-            let (status, label) = match refusal {
-                Refusal::Process => (StatusCode::SERVICE_UNAVAILABLE, "process"),
-                Refusal::Ip => (StatusCode::TOO_MANY_REQUESTS, "ip"),
-                Refusal::User => (StatusCode::TOO_MANY_REQUESTS, "user"),
-            };
-            metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => label)
-                .increment(1);
-            return warp::reply::with_status(refusal.to_string(), status).into_response();
-        }
-    };
-    let who = Identity {
-        grant,
-        admission,
-        peer: Some(peer),
+    let who = match admit_session(&req, &edge, peer) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max = edge.config.session.max_message_bytes;
@@ -543,4 +503,63 @@ fn upgrade(
         );
     }
     res
+}
+
+/// Who a new session (a WebSocket upgrade, an SSE request) is, or the HTTP answer that
+/// refuses it: a draining edge (503), a refused token (401, or 429 after too many from
+/// the address), a connection limit (503 for the process, 429 for the address or user).
+/// The token comes from `Authorization: Bearer`, else the `token` query parameter
+/// (browsers can set no header on a WebSocket or an `EventSource`).
+pub(crate) fn admit_session(
+    req: &Request<Incoming>,
+    edge: &Edge,
+    peer: SocketAddr,
+) -> Result<Identity, Box<Response>> {
+    if edge.shutdown.is_cancelled() {
+        return Err(Box::new(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: connect to another edge",
+        )));
+    }
+    let token = gate::bearer(req.headers()).or_else(|| gate::query_token(req.uri()));
+    let grant = match gate::admit(edge, peer.ip(), token.as_deref()) {
+        Ok(grant) => grant,
+        Err(Denied::Throttled(left)) => {
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address: retry later",
+            );
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(left.as_secs().max(1)),
+            );
+            return Err(Box::new(res));
+        }
+        Err(Denied::Refused(e)) => {
+            // The reason and the peer; never the token.
+            tracing::debug!(%peer, reason = e.label(), "upgrade refused: bad token");
+            return Err(Box::new(refuse_auth(e)));
+        }
+    };
+    let limits = &edge.config.limits;
+    let admission = match edge.registry.admit(peer.ip(), grant.sub.as_deref(), limits) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let (status, label) = match refusal {
+                Refusal::Process => (StatusCode::SERVICE_UNAVAILABLE, "process"),
+                Refusal::Ip => (StatusCode::TOO_MANY_REQUESTS, "ip"),
+                Refusal::User => (StatusCode::TOO_MANY_REQUESTS, "user"),
+            };
+            metrics::counter!("tickmesh_edge_admission_refusals_total", "reason" => label)
+                .increment(1);
+            return Err(Box::new(
+                warp::reply::with_status(refusal.to_string(), status).into_response(),
+            ));
+        }
+    };
+    Ok(Identity {
+        grant,
+        admission,
+        peer: Some(peer),
+    })
 }

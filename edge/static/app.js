@@ -60,11 +60,15 @@ const TIME_STEPS = [1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 10800, 21600, 43
 const TF_SECONDS = { '1s': 1, '1m': 60, '5m': 300, '1h': 3600, '1d': 86400 };
 
 const params = new URLSearchParams(location.search);
-// One connection for all of this origin's tabs of the page (a SharedWorker), unless `?shared=0`.
+// One connection for all of this origin's tabs of the page (a SharedWorker), unless
+// `?shared=0`. The client tries a WebSocket, then Server-Sent Events, then polling;
+// `?transports=sse,poll` (say) picks among them.
+const transports = /** @type {any} */ (params.get('transports')?.split(',').filter(Boolean));
 const client = createClient({
   token: params.get('token'),
   encoding: params.get('enc') === 'msgpack' ? 'msgpack' : 'json',
   shared: params.get('shared') !== '0',
+  ...(transports?.length ? { transports } : {}),
 });
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -750,7 +754,8 @@ function renderStatus(now) {
     state.textContent = client.status;
   }
   put($('status-edge'), client.welcome?.edge ?? '—');
-  put($('status-enc'), client.encoding === 'msgpack' ? 'msgpack' : 'json');
+  put($('status-enc'), client.encoding === 'msgpack' && client.transport === 'websocket' ? 'msgpack' : 'json');
+  put($('status-transport'), client.transport ?? '—');
   put($('status-lag'), client.lagMs == null ? '—' : `${client.lagMs} ms`);
   put($('status-ups'), String(status.ups));
   put($('status-reconnects'), String(client.stats.reconnects));
@@ -785,6 +790,10 @@ client.on('tick', onTick);
 client.on('trades', onTrades);
 client.on('bars', onBars);
 client.on('welcome', (w) => log(`connected to ${w.edge} (session ${w.session})`));
+client.on('transport', (t) => {
+  const why = t.transport === 'websocket' ? '' : ': no WebSocket got through';
+  log(`live data over ${t.transport === 'poll' ? 'polling (snapshots every second or so)' : t.transport}${why}`, t.transport === 'websocket' ? 'info' : 'warn');
+});
 client.on('accountsnapshot', (snap) => blotter?.onSnapshot(snap));
 client.on('account', (e) => blotter?.onEvent(e));
 client.on('accountcontinuity', (c) => log(`${c.account}: events ${c.had + 1}–${c.seq - 1} never came`, 'error'));

@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod mesh;
 pub mod oms;
 pub mod proxy;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -63,6 +63,8 @@ export class ClientApi extends Emitter {
     this.welcome = null;
     /** Latest `lag_ms` from a heartbeat. @type {number | null} */
     this.lagMs = null;
+    /** What carries the session (`websocket`, `sse` or `poll`), once welcomed. @type {import('./tickmesh.js').Transport | null} */
+    this.transport = null;
   }
 
   /** @param {Status} status @param {Omit<import('./tickmesh.js').StatusInfo, 'status'>} [detail] */

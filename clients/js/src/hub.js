@@ -24,7 +24,7 @@ import { Pacer } from './pace.js';
 import { Replay } from './replay.js';
 
 /** Events about the connection, sent to every tab with the connection's state. */
-const CONNECTION_EVENTS = ['open', 'welcome', 'heartbeat', 'reconnecting', 'close', 'status'];
+const CONNECTION_EVENTS = ['open', 'transport', 'welcome', 'heartbeat', 'reconnecting', 'close', 'status'];
 
 /**
  * @typedef {{id: number, port: MessagePort, out: any[], getToken: boolean, raw: boolean}} Tab
@@ -123,7 +123,7 @@ export class Hub {
 
   _state() {
     const c = this.client;
-    return { status: c.status, welcome: c.welcome, lagMs: c.lagMs, stats: { ...c.stats } };
+    return { status: c.status, welcome: c.welcome, transport: c.transport, lagMs: c.lagMs, stats: { ...c.stats } };
   }
 
   /** A fresh token from the first tab that has `getToken`, or null. */

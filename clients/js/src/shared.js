@@ -22,7 +22,7 @@ import { Ledger } from './ledger.js';
 import { TickMeshClient, TickMeshError } from './tickmesh.js';
 
 /** The options of a `TickMeshClient` that the worker's connection is made with (the first tab's). */
-const CONFIG = ['url', 'token', 'encoding', 'backoffBaseMs', 'backoffMaxMs', 'requestTimeoutMs', 'maxQueued', 'connectTimeoutMs', 'idleHeartbeats'];
+const CONFIG = ['url', 'token', 'encoding', 'backoffBaseMs', 'backoffMaxMs', 'requestTimeoutMs', 'maxQueued', 'connectTimeoutMs', 'idleHeartbeats', 'transports', 'fallbackAfter', 'pollIntervalMs', 'retryWebSocketMs'];
 
 /**
  * @typedef {import('./tickmesh.js').ClientOptions} ClientOptions
@@ -207,9 +207,10 @@ export class SharedClient extends ClientApi {
     }
   }
 
-  /** @param {{welcome: any, lagMs: number | null, stats: Record<string, number>}} st */
+  /** @param {{welcome: any, transport: any, lagMs: number | null, stats: Record<string, number>}} st */
   _onState(st) {
     this.welcome = st.welcome;
+    this.transport = st.transport ?? null;
     this.lagMs = st.lagMs;
     Object.assign(this.stats, st.stats);
   }
@@ -242,6 +243,9 @@ export class SharedClient extends ClientApi {
         break;
       case 'welcome':
         this.welcome = detail;
+        break;
+      case 'transport':
+        this.transport = detail.transport;
         break;
     }
     this._emit(type, detail);

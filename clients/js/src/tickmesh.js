@@ -16,6 +16,12 @@
  * history passes on only the bars from the newest one delivered on, and never a bar
  * after its `final`.
  *
+ * Each connection tries the WebSocket first; once it has failed before `welcome`
+ * `fallbackAfter` times in a row, Server-Sent Events (`/v1/sse`), then polling
+ * (`/v1/snapshot`) are tried at once after it, in that order (fallback.js); `transport`
+ * says which one carries the session. A fallback connection ends after
+ * `retryWebSocketMs`, so that the WebSocket is tried again.
+ *
  * Reconnects use exponential backoff with full jitter, except after a `reconnect` notice
  * (the gateway is draining: wait its `after_ms`). Close codes 4400-4499 are terminal for
  * the token that was used: the client reconnects only if `getToken` yields a different one.
@@ -26,6 +32,7 @@
 import { encode as msgpackEncode, decode as msgpackDecode } from './msgpack.js';
 import { ClientApi, SUBPROTOCOLS } from './api.js';
 import { ACCOUNT_REFUSAL_CODES, Ledger, REFUSAL_CODES } from './ledger.js';
+import { PollSocket, SseSocket } from './fallback.js';
 
 export { SUBPROTOCOLS, streamUrl } from './api.js';
 export { DEFAULT_MODE, DEFAULT_INTERVAL_MS, DEFAULT_TRADES_HISTORY, DEFAULT_BARS_HISTORY, TIMEFRAMES } from './ledger.js';
@@ -250,6 +257,12 @@ const REPLY_TYPE = Object.freeze({
  *
  * @typedef {'idle' | 'connecting' | 'open' | 'draining' | 'reconnecting' | 'closed'} Status
  *
+ * @typedef {'websocket' | 'sse' | 'poll'} Transport
+ *
+ * @typedef {object} TransportInfo
+ * @property {Transport} transport what carries the session since its `welcome`
+ * @property {Transport | null} previous what carried the one before
+ *
  * @typedef {object} StatusInfo
  * @property {Status} status
  * @property {number} [code]
@@ -284,6 +297,8 @@ const REPLY_TYPE = Object.freeze({
  * @property {AccountContinuity} accountcontinuity right before an account event that
  *   skips seqs
  * @property {Record<string, any>} message every decoded server message, before the others
+ * @property {TransportInfo} transport the session is carried by another transport than
+ *   the last one (before its `welcome` event)
  *
  * @typedef {object} ClientOptions
  * @property {string} [url] `ws(s)://host/v1/stream`; default: the page's host
@@ -299,6 +314,15 @@ const REPLY_TYPE = Object.freeze({
  * @property {number} [idleHeartbeats] heartbeat periods without any message before the
  *   connection is declared dead and replaced, default 3
  * @property {new (url: string, protocols?: string | string[]) => WebSocket} [WebSocket]
+ * @property {Transport[]} [transports] tried in this order at each connection until one
+ *   welcomes, default `['websocket', 'sse', 'poll']`
+ * @property {any} [EventSource] for `sse`, default the global one
+ * @property {typeof fetch} [fetch] for `poll`, default the global one
+ * @property {number} [pollIntervalMs] `poll`: the least time between two snapshots, default 1000
+ * @property {number} [fallbackAfter] failed attempts of the first transport in a row
+ *   before the others are tried after it, default 2 (a gateway that restarts fails once)
+ * @property {number} [retryWebSocketMs] `sse`, `poll`: after this long the connection
+ *   ends and the first transport is tried again, default 60000
  * @property {(fn: () => void, ms: number) => any} [setTimeout]
  * @property {(handle: any) => void} [clearTimeout]
  * @property {() => number} [random] in [0, 1)
@@ -362,6 +386,23 @@ export class TickMeshClient extends ClientApi {
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
     this.idleHeartbeats = options.idleHeartbeats ?? 3;
     this._WebSocket = options.WebSocket ?? g.WebSocket;
+    /** @type {Transport[]} */
+    this._transports = options.transports?.length ? [...options.transports] : ['websocket', 'sse', 'poll'];
+    this._fallback = {
+      EventSource: options.EventSource,
+      fetch: options.fetch,
+      pollIntervalMs: options.pollIntervalMs,
+      retryWebSocketMs: options.retryWebSocketMs,
+    };
+    /** The transport tried next (an index in `_transports`). */
+    this._tried = 0;
+    /** The transport of the current attempt. @type {Transport} */
+    this._kind = 'websocket';
+    /** Whether the current attempt was welcomed. */
+    this._welcomedHere = false;
+    this._fallbackAfter = options.fallbackAfter ?? 2;
+    /** Attempts of the first transport that failed before `welcome`, in a row. */
+    this._firstFailed = 0;
     this._setTimeout = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
     this._clearTimeout = options.clearTimeout ?? ((h) => clearTimeout(h));
     this._random = options.random ?? Math.random;
@@ -413,6 +454,7 @@ export class TickMeshClient extends ClientApi {
     this._stopped = false;
     this._generation++;
     this._attempt = 0;
+    this._tried = 0;
     this._drainUntil = null;
     this._dial(this.token == null);
     return this;
@@ -459,14 +501,23 @@ export class TickMeshClient extends ClientApi {
     }
     const url = new URL(this.url);
     if (this.token) url.searchParams.set('token', this.token);
+    const kind = this._transports[this._tried] ?? 'websocket';
     /** @type {WebSocket} */
     let ws;
     try {
-      ws = new this._WebSocket(url.toString(), [SUBPROTOCOLS[this.encoding]]);
+      if (kind === 'websocket') {
+        ws = new this._WebSocket(url.toString(), [SUBPROTOCOLS[this.encoding]]);
+      } else {
+        const options = { ...this._fallback, token: this.token, setTimeout: this._setTimeout, clearTimeout: this._clearTimeout };
+        const Fallback = kind === 'sse' ? SseSocket : PollSocket;
+        ws = /** @type {any} */ (new Fallback(this.url, options));
+      }
     } catch {
-      this._afterClose({ code: 1006, reason: 'could not create WebSocket', wasClean: false });
+      this._afterClose({ code: 1006, reason: `could not open ${kind}`, wasClean: false });
       return;
     }
+    this._kind = kind;
+    this._welcomedHere = false;
     ws.binaryType = 'arraybuffer';
     this._ws = ws;
     this._ready = false;
@@ -506,6 +557,16 @@ export class TickMeshClient extends ClientApi {
   async _afterClose({ code, reason, wasClean }) {
     this._failPending(new TickMeshError('disconnected', `connection closed (${code})`, { code, reason }));
     const terminal = isTerminalClose(code);
+    if (this._tried === 0 && !this._welcomedHere) this._firstFailed++;
+    const fallBack =
+      !terminal &&
+      !this._welcomedHere &&
+      this._drainUntil === null &&
+      this._tried + 1 < this._transports.length &&
+      (this._tried > 0 || this._firstFailed >= this._fallbackAfter);
+    // Every connection after a welcomed one, or after every transport failed, starts over
+    // with the first.
+    if (!fallBack) this._tried = 0;
     let delayMs;
     if (terminal) {
       const gen = this._generation;
@@ -529,6 +590,10 @@ export class TickMeshClient extends ClientApi {
       }
       this.token = fresh;
       delayMs = this._nextBackoff();
+    } else if (fallBack) {
+      // Never welcomed on this transport: the next one is tried at once.
+      this._tried++;
+      delayMs = 0;
     } else if (this._drainUntil !== null) {
       delayMs = Math.max(0, this._drainUntil - this._now());
       this._attempt = 0; // a drain is not a failure
@@ -703,7 +768,14 @@ export class TickMeshClient extends ClientApi {
   _onWelcome(msg) {
     this.welcome = msg;
     this._ready = true;
+    this._welcomedHere = true;
+    if (this._tried === 0) this._firstFailed = 0;
     this._attempt = 0;
+    if (this.transport !== this._kind) {
+      const previous = this.transport;
+      this.transport = this._kind;
+      this._emit('transport', { transport: this._kind, previous });
+    }
     this._armIdle(msg.heartbeat_ms > 0 ? msg.heartbeat_ms * this.idleHeartbeats : 0);
     this._resubscribe();
     for (const p of this._outbox.splice(0)) this._send(p);
@@ -820,6 +892,6 @@ export class TickMeshClient extends ClientApi {
       p.reject(new TickMeshError('timeout', `no reply to ${msg.op} within ${this.requestTimeoutMs} ms`));
     }, this.requestTimeoutMs);
     const ws = /** @type {WebSocket} */ (this._ws);
-    ws.send(this.encoding === 'msgpack' ? msgpackEncode(msg) : JSON.stringify(msg));
+    ws.send(this._kind === 'websocket' && this.encoding === 'msgpack' ? msgpackEncode(msg) : JSON.stringify(msg));
   }
 }

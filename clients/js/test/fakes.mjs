@@ -160,6 +160,8 @@ export function harness(options = {}) {
   const client = new TickMeshClient({
     url: 'ws://edge.test/v1/stream',
     WebSocket: WS,
+    // The WebSocket alone, unless a test asks for the fallbacks (fallback.test.mjs).
+    transports: ['websocket'],
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     now: clock.now,
@@ -249,7 +251,7 @@ export function sharedHarness(options = {}) {
   const WS = fakeWebSocketClass();
   const locks = new FakeLocks();
   const hubs = new Map();
-  const env = { WebSocket: WS, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: clock.now, random: () => 0.5, locks };
+  const env = { WebSocket: WS, transports: ['websocket'], setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: clock.now, random: () => 0.5, locks };
   const ports = [];
   /** Every request answered so far, by socket. */
   const answered = new WeakMap();

@@ -29,6 +29,14 @@ client.on('account', (e: AccountEvent) => {
 client.on('accountcontinuity', (c) => console.warn(c.account, c.had + 1, c.seq - 1));
 const off: () => void = client.on('status', (s) => s.status === 'open');
 off();
+// Where no WebSocket gets through: which transport carries the session, and when it changes.
+client.on('transport', ({ transport, previous }) => console.warn(`now over ${transport}, was ${previous ?? 'none'}`));
+const via: 'websocket' | 'sse' | 'poll' | null = client.transport;
+console.log(via);
+const polled = new TickMeshClient({ url: 'ws://127.0.0.1:8080/v1/stream', transports: ['sse', 'poll'], fallbackAfter: 3, pollIntervalMs: 2000, retryWebSocketMs: 120000 });
+// @ts-expect-error: not a transport
+new TickMeshClient({ transports: ['carrier-pigeon'] });
+console.log(polled.transport);
 client.connect();
 
 async function start(): Promise<void> {

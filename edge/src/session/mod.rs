@@ -1,8 +1,9 @@
-//! One WebSocket session: the only module that touches a client socket.
+//! One session: the only module that touches a client connection, through its
+//! [`Transport`] (a WebSocket, or Server-Sent Events).
 //!
 //! A session is one task. It reads client requests ([`requests`]), and when the fan-out
 //! core wakes it (or its next flush is due) it drains its frames and writes them: every
-//! ready frame is fed, then the socket is flushed once. A write that does not finish
+//! ready frame is fed, then the transport is flushed once. A write that does not finish
 //! within `session.write_timeout_ms` closes the session with 4008, so a client that stops
 //! reading holds at most its socket buffers and its conflation state.
 
@@ -12,24 +13,20 @@ mod requests;
 mod tapes;
 #[cfg(test)]
 mod tests;
+pub mod transport;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tickmesh_core::codec::{ticks_frame, with_from_seq};
 use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
 use tickmesh_core::subject::shard;
 use tickmesh_core::tick::{State, now_us};
 use tickmesh_core::{Format, Symbol};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::account::AccountItem;
@@ -45,6 +42,7 @@ use tapes::HeldTapes;
 use tickmesh_core::account;
 use tickmesh_core::bar::Timeframe;
 use tickmesh_core::trade::trades_frame;
+pub use transport::Transport;
 
 /// Why a session ends.
 enum End {
@@ -88,13 +86,14 @@ pub struct Identity {
     pub peer: Option<SocketAddr>,
 }
 
-struct Session<S> {
+struct Session<T> {
     id: SessionId,
     /// Its place in the runtime, for drains.
     member: EdgeMember,
     format: Format,
     edge: Arc<Edge>,
-    ws: WebSocketStream<S>,
+    /// Its connection: a WebSocket, or an SSE response ([`crate::sse`]).
+    ws: T,
     grant: Grant,
     admission: Admission,
     /// The interval each subscription asked for, before the tier's minimum.
@@ -138,9 +137,9 @@ impl Counted {
 }
 
 /// Runs a session until the client leaves, it is closed, or the edge drains.
-pub async fn run<S>(ws: WebSocketStream<S>, edge: Arc<Edge>, format: Format, who: Identity)
+pub async fn run<T>(ws: T, edge: Arc<Edge>, format: Format, who: Identity)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
 {
     let notify = Arc::new(Notify::new());
     let encoding = match format {
@@ -224,9 +223,9 @@ impl Drop for Joined {
     }
 }
 
-impl<S> Session<S>
+impl<T> Session<T>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
 {
     fn welcome(&self) -> ServerMsg {
         ServerMsg::Welcome {
@@ -346,7 +345,7 @@ where
                     let _ = self.send(vec![self.message(&msg)]).await;
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
-                msg = self.ws.next() => match self.on_message(msg).await {
+                msg = self.ws.read() => match self.on_message(msg).await {
                     Ok(()) if stale.watching(&quiet.borrow()) => {
                         let quiet = quiet.borrow().clone();
                         self.restale(&quiet, &mut stale, "feed back").await
@@ -363,7 +362,7 @@ where
                 }
                 _ = heartbeat.tick() => self.heartbeat().await,
                 _ = ping.tick() => {
-                    if self.last_heard.elapsed() > idle_timeout {
+                    if self.ws.answers_pings() && self.last_heard.elapsed() > idle_timeout {
                         return End::Close(close::NORMAL, "idle timeout");
                     }
                     self.send(vec![Message::Ping(Default::default())]).await
@@ -418,14 +417,7 @@ where
             return Ok(());
         }
         let timeout = Duration::from_millis(self.edge.config.session.write_timeout_ms);
-        let ws = &mut self.ws;
-        let write = async move {
-            for m in msgs {
-                ws.feed(m).await?;
-            }
-            ws.flush().await
-        };
-        match tokio::time::timeout(timeout, write).await {
+        match tokio::time::timeout(timeout, self.ws.write_all(msgs)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => Err(End::Close(close::SLOW_CONSUMER, "slow consumer")),
@@ -458,33 +450,10 @@ where
             .await;
     }
 
-    /// Writes `last` and the close frame behind what is already queued, then reads (and
-    /// drops) what the client had sent until its close reply, then shuts the write side
-    /// down, all within `wait`.
+    /// Writes `last` and the close behind what is already queued, and ends the
+    /// connection, within `wait`.
     async fn close(&mut self, code: u16, reason: &'static str, last: Vec<Message>, wait: Duration) {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        // Input left unread when the socket closes makes the kernel answer with a reset,
-        // and the client would lose what was still on its way to it: the close frame and
-        // its code among it. Hence the read to the close reply, and a shutdown of the
-        // write side (a FIN behind the data) rather than a bare drop. A client that
-        // stopped reading may never take the frame: bound the wait.
-        let ws = &mut self.ws;
-        let handshake = async {
-            for msg in last {
-                ws.feed(msg).await?;
-            }
-            ws.close(Some(frame)).await?;
-            while let Some(msg) = ws.next().await {
-                msg?;
-            }
-            Ok::<_, tungstenite::Error>(())
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        let _ = tokio::time::timeout_at(deadline, handshake).await;
-        let _ = tokio::time::timeout_at(deadline, self.ws.get_mut().shutdown()).await;
+        self.ws.close_with(code, reason, last, wait).await;
     }
 
     /// Tells the client to reconnect after a delay drawn from the reconnect window (so that
@@ -860,8 +829,7 @@ where
             Message::Text(t) => (Format::Json, t.as_bytes()),
             Message::Binary(b) => (Format::MsgPack, &b[..]),
             Message::Close(_) => {
-                // Answer the close so that the client sees a clean 1000, not 1006.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.flush()).await;
+                self.ws.answer_close().await;
                 return Err(End::Gone);
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
@@ -950,9 +918,9 @@ fn read_error_end(e: &tungstenite::Error) -> End {
     End::Close(close::PROTOCOL_ERROR, reason)
 }
 
-impl<S> Session<S>
+impl<T> Session<T>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
 {
     /// Refuses a message over the rate with `rate_limited`; after
     /// `limits.rate_limit_strikes` refusals in a row, closes with 4029.

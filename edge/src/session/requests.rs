@@ -13,7 +13,6 @@ use tickmesh_core::Symbol;
 use tickmesh_core::protocol::{
     self, ClientMsg, ErrorCode, Request, ServerMsg, StreamKind, Subscribe, SubscriptionInfo, close,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::tapes::HeldTapes;
@@ -62,9 +61,9 @@ enum EdgeFull {
     Rate(u64),
 }
 
-impl<S> Session<S>
+impl<T> Session<T>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    T: super::Transport,
 {
     /// Handles one request; returns the replies still to send.
     pub(super) async fn on_request(
