@@ -51,6 +51,8 @@ pub struct Workload {
     /// Subscribe to the symbols' prints (`stream: "trades"`, `tr.*` on NATS) instead of
     /// their ticks.
     pub trades: bool,
+    /// Follow one account each instead of symbols.
+    pub accounts: Option<crate::account::Accounts>,
 }
 
 /// When things happen, the same for every process of a run.
@@ -134,34 +136,10 @@ pub async fn run(
         return;
     }
     let start = tl.t0 + tl.spacing * u32::try_from(i).unwrap_or(u32::MAX);
-    tokio::time::sleep_until(start).await;
-    let dial = Dial {
-        server: w.server,
-        source: (!w.sources.is_empty()).then(|| w.sources[i as usize % w.sources.len()]),
-        path: w.path.clone(),
-        subprotocol: match w.protocol {
-            Protocol::TickMesh(Format::Json) => Some(tickmesh_core::protocol::SUBPROTOCOL_JSON),
-            Protocol::TickMesh(Format::MsgPack) => {
-                Some(tickmesh_core::protocol::SUBPROTOCOL_MSGPACK)
-            }
-            Protocol::Nats => None,
-        },
-        rcvbuf: if slow { w.slow_rcvbuf } else { None },
+    let rcvbuf = if slow { w.slow_rcvbuf } else { None };
+    let Some(mut ws) = open(i, &w, start, rcvbuf, None, &stats, &progress).await else {
+        return;
     };
-    let connect = tokio::time::timeout(Duration::from_secs(30), WsClient::connect(&dial, i as u32));
-    let mut ws = match connect.await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return failed(&stats, &progress, format!("connect: {e:#}")),
-        Err(_) => return failed(&stats, &progress, "connect: timed out after 30 s".into()),
-    };
-    progress.connected.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut s = stats.borrow_mut();
-        s.counts.connected += 1;
-        let took = Instant::now().saturating_duration_since(start);
-        s.connect
-            .saturating_record((took.as_micros() as u64).max(1));
-    }
 
     let universe = w.symbols.len();
     let per_conn = if slow { w.slow_per_conn } else { w.per_conn };
@@ -242,6 +220,53 @@ pub async fn run(
     if !conn.full_picture_done {
         stats.borrow_mut().counts.full_picture_never += 1;
     }
+}
+
+/// Opens connection `i` at `start` (counted as connected, or as failed): None if it
+/// could not be opened.
+pub async fn open(
+    i: u64,
+    w: &Workload,
+    start: Instant,
+    rcvbuf: Option<u32>,
+    token: Option<String>,
+    stats: &RefCell<Stats>,
+    progress: &Progress,
+) -> Option<WsClient> {
+    tokio::time::sleep_until(start).await;
+    let dial = Dial {
+        server: w.server,
+        source: (!w.sources.is_empty()).then(|| w.sources[i as usize % w.sources.len()]),
+        path: w.path.clone(),
+        subprotocol: match w.protocol {
+            Protocol::TickMesh(Format::Json) => Some(tickmesh_core::protocol::SUBPROTOCOL_JSON),
+            Protocol::TickMesh(Format::MsgPack) => {
+                Some(tickmesh_core::protocol::SUBPROTOCOL_MSGPACK)
+            }
+            Protocol::Nats => None,
+        },
+        rcvbuf,
+        token,
+    };
+    let connect = tokio::time::timeout(Duration::from_secs(30), WsClient::connect(&dial, i as u32));
+    let ws = match connect.await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            failed(stats, progress, format!("connect: {e:#}"));
+            return None;
+        }
+        Err(_) => {
+            failed(stats, progress, "connect: timed out after 30 s".into());
+            return None;
+        }
+    };
+    progress.connected.fetch_add(1, Ordering::Relaxed);
+    let mut s = stats.borrow_mut();
+    s.counts.connected += 1;
+    let took = Instant::now().saturating_duration_since(start);
+    s.connect
+        .saturating_record((took.as_micros() as u64).max(1));
+    Some(ws)
 }
 
 fn failed(stats: &RefCell<Stats>, progress: &Progress, why: String) {
@@ -445,25 +470,38 @@ fn on_nats(
     tl: Timeline,
 ) -> bool {
     let wall = now_unix_us();
+    nats_ops(buf, s, |op, s| match op {
+        NatsOp::Msg { payload, .. } => match scan::mp_tick(&mut scan::Mp::new(payload)) {
+            Some((t, _)) if w.trades => on_print(t, w, conn, s, now, wall, tl),
+            Some((t, _)) => on_tick(t, false, w, conn, s, now, wall, tl),
+            None => s.counts.sample("unreadable NATS payload"),
+        },
+        NatsOp::Err(line) => {
+            let text = String::from_utf8_lossy(line).into_owned();
+            *s.counts.errors_by_code.entry(text.clone()).or_default() += 1;
+            s.counts.sample(text);
+        }
+        NatsOp::Ping | NatsOp::Other => {}
+    })
+}
+
+/// Hands every complete NATS operation in `buf` but PING to `on`, and takes them out of
+/// `buf`; true if the server pinged (the caller answers PONG).
+pub fn nats_ops(
+    buf: &mut Vec<u8>,
+    s: &mut Stats,
+    mut on: impl FnMut(NatsOp<'_>, &mut Stats),
+) -> bool {
     let mut pos = 0;
     let mut ping = false;
     loop {
         match scan::nats_op(&buf[pos..]) {
+            Ok(Some((NatsOp::Ping, n))) => {
+                ping = true;
+                pos += n;
+            }
             Ok(Some((op, n))) => {
-                match op {
-                    NatsOp::Msg { payload } => match scan::mp_tick(&mut scan::Mp::new(payload)) {
-                        Some((t, _)) if w.trades => on_print(t, w, conn, s, now, wall, tl),
-                        Some((t, _)) => on_tick(t, false, w, conn, s, now, wall, tl),
-                        None => s.counts.sample("unreadable NATS payload"),
-                    },
-                    NatsOp::Ping => ping = true,
-                    NatsOp::Err(line) => {
-                        let text = String::from_utf8_lossy(line).into_owned();
-                        *s.counts.errors_by_code.entry(text.clone()).or_default() += 1;
-                        s.counts.sample(text);
-                    }
-                    NatsOp::Other => {}
-                }
+                on(op, s);
                 pos += n;
             }
             Ok(None) => break,

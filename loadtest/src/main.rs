@@ -6,6 +6,8 @@
 //! - [`ws`]: a minimal WebSocket client with small buffers.
 //! - [`scan`]: lean readers of TickMesh JSON/MessagePack messages and NATS `MSG`s.
 //! - [`conn`]: one connection's life and its checks.
+//! - [`account`]: an account-channel connection (`--accounts`) and its checks.
+//! - [`append`]: `tickmesh-loadgen append`, the account events' writer.
 //! - [`stats`]: counters and histograms; the JSON summary is the library's
 //!   [`tickmesh_loadgen::summary`].
 //! - [`procfs`]: CPU and RSS from /proc.
@@ -15,6 +17,8 @@
 //! runs `--threads` single-threaded runtimes. Children report progress and their counts
 //! on stdout; the parent merges them and samples the servers.
 
+mod account;
+mod append;
 mod conn;
 mod procfs;
 mod scan;
@@ -160,6 +164,24 @@ struct Args {
     out: Option<PathBuf>,
     #[arg(long)]
     no_progress: bool,
+    /// Follow accounts instead of symbols: connection i subscribes to account
+    /// `<account-prefix><i % accounts>` (on nats-server: `SUB acct.<account>.>`). JSON only.
+    #[arg(long)]
+    accounts: Option<u64>,
+    #[arg(long, default_value = "B")]
+    account_prefix: String,
+    /// Subscribe to the account with `from_seq` (on nats-server: a JetStream consumer of
+    /// every event of the account kept).
+    #[arg(long)]
+    from_seq: Option<u64>,
+    /// A connection is caught up when this seq of its account arrives; the time from its
+    /// subscribe is reported as its "full picture".
+    #[arg(long)]
+    caught_up_seq: Option<u64>,
+    /// HS256 secret the edge checks tokens with: each connection gets a token naming its
+    /// account.
+    #[arg(long)]
+    token_secret: Option<String>,
     /// Internal: run as a child over connections START:COUNT, starting at this Unix µs.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -168,6 +190,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("append") {
+        return append::main(std::env::args().skip(1));
+    }
     let args = Args::parse();
     raise_nofile_limit();
     check(&args)?;
@@ -219,6 +244,12 @@ fn check(args: &Args) -> anyhow::Result<()> {
             args.per_conn.max(args.slow_per_conn.unwrap_or(0)),
             args.symbols.len()
         );
+    }
+    if args.accounts.is_some() && args.format != Encoding::Json {
+        bail!("--accounts is measured in JSON only");
+    }
+    if args.accounts == Some(0) {
+        bail!("--accounts must be at least 1");
     }
     if args.procs == 0 || args.threads == 0 || args.source_addrs == 0 {
         bail!("--procs, --threads and --source-addrs must be at least 1");
@@ -312,6 +343,13 @@ fn workload(args: &Args) -> Workload {
         resubscribe_every: (args.resubscribe_per_s > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / args.resubscribe_per_s)),
         trades: args.stream == StreamArg::Trades,
+        accounts: args.accounts.map(|count| account::Accounts {
+            prefix: args.account_prefix.clone(),
+            count,
+            from_seq: args.from_seq,
+            caught_up_seq: args.caught_up_seq,
+            secret: args.token_secret.clone(),
+        }),
     }
 }
 
@@ -354,6 +392,14 @@ fn run_connections(
                         let w = Rc::new(workload(&args));
                         let mut tasks = Vec::new();
                         for i in range.filter(|i| i % u64::from(args.threads) == u64::from(t)) {
+                            if w.accounts.is_some() {
+                                let (w, s, p) = (w.clone(), s.clone(), progress.clone());
+                                tasks.push(tokio::task::spawn_local(async move {
+                                    let a = w.accounts.as_ref().expect("checked above");
+                                    account::run(i, &w, a, tl, &s, p).await;
+                                }));
+                                continue;
+                            }
                             tasks.push(tokio::task::spawn_local(conn::run(
                                 i,
                                 w.clone(),

@@ -408,6 +408,8 @@ pub fn mp_message<'a>(
 #[derive(Debug, PartialEq, Eq)]
 pub enum NatsOp<'a> {
     Msg {
+        /// The subscription id it came for.
+        sid: &'a [u8],
         payload: &'a [u8],
     },
     Ping,
@@ -449,7 +451,9 @@ pub fn nats_op(b: &[u8]) -> Result<Option<(NatsOp<'_>, usize)>, String> {
             return Ok(None);
         }
         let payload = &b[after + header_len..after + total];
-        return Ok(Some((NatsOp::Msg { payload }, after + total + 2)));
+        // MSG/HMSG <subject> <sid> [reply-to] ...
+        let sid = parts.get(2).copied().unwrap_or_default();
+        return Ok(Some((NatsOp::Msg { sid, payload }, after + total + 2)));
     }
     let op = if line == b"PING" {
         NatsOp::Ping
@@ -624,7 +628,7 @@ mod tests {
         b.extend_from_slice(&payload);
         b.extend_from_slice(b"\r\nPING\r\n");
         let (op, n) = nats_op(&b).unwrap().unwrap();
-        let NatsOp::Msg { payload: p } = op else {
+        let NatsOp::Msg { payload: p, .. } = op else {
             panic!("{op:?}")
         };
         let (t, _) = mp_tick(&mut Mp::new(p)).unwrap();

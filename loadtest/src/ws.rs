@@ -28,6 +28,8 @@ pub struct Dial {
     pub subprotocol: Option<&'static str>,
     /// SO_RCVBUF, for clients that are meant to fall behind.
     pub rcvbuf: Option<u32>,
+    /// A token for `Authorization: Bearer`, if any.
+    pub token: Option<String>,
 }
 
 /// What a read produced.
@@ -96,6 +98,11 @@ impl WsClient {
         if let Some(p) = dial.subprotocol {
             req.push_str("Sec-WebSocket-Protocol: ");
             req.push_str(p);
+            req.push_str("\r\n");
+        }
+        if let Some(t) = &dial.token {
+            req.push_str("Authorization: Bearer ");
+            req.push_str(t);
             req.push_str("\r\n");
         }
         req.push_str("\r\n");

@@ -27,12 +27,13 @@ use serde::Serialize;
 
 use crate::{root, run, tools};
 use report::{
-    BEGIN, CURVE_BEGIN, CURVE_END, END, MARKET_OPEN_BEGIN, MARKET_OPEN_END, RESUBSCRIBE_BEGIN,
-    RESUBSCRIBE_END, TRADES_BEGIN, TRADES_END, with_section,
+    ACCOUNTS_BEGIN, ACCOUNTS_END, BEGIN, CURVE_BEGIN, CURVE_END, END, MARKET_OPEN_BEGIN,
+    MARKET_OPEN_END, RESUBSCRIBE_BEGIN, RESUBSCRIBE_END, TRADES_BEGIN, TRADES_END, with_section,
 };
 use results::Stored;
 use runner::Env;
 
+mod accounts;
 mod conflation;
 mod curve;
 mod idle;
@@ -51,9 +52,9 @@ mod trades;
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
 scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve,
-market-open, trades (default: all)";
+market-open, trades, accounts (default: all)";
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "idle",
     "throughput",
     "latency",
@@ -65,11 +66,12 @@ const SCENARIOS: [&str; 11] = [
     "curve",
     "market-open",
     "trades",
+    "accounts",
 ];
 
 /// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
 /// running one alone leaves the main block as it is.
-const OWN_SECTION: [&str; 4] = ["resubscribe", "curve", "market-open", "trades"];
+const OWN_SECTION: [&str; 5] = ["resubscribe", "curve", "market-open", "trades", "accounts"];
 
 struct Opts {
     quick: bool,
@@ -168,6 +170,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "curve" => curve::run(&env).and_then(|r| keep.write(r)),
             "market-open" => market_open::run(&env).and_then(|r| keep.write(r)),
             "trades" => trades::run(&env).and_then(|r| keep.write(r)),
+            "accounts" => accounts::run(&env).and_then(|r| keep.write(r)),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         result.with_context(|| format!("scenario {name}"))?;
@@ -234,6 +237,11 @@ fn rebuild(
         let section = trades::report(&v)
             .with_context(|| results::path(dir, "trades").display().to_string())?;
         page = with_section(&page, TRADES_BEGIN, TRADES_END, &section);
+    }
+    if let Some(v) = results::load(dir, "accounts")? {
+        let section = accounts::report(&v)
+            .with_context(|| results::path(dir, "accounts").display().to_string())?;
+        page = with_section(&page, ACCOUNTS_BEGIN, ACCOUNTS_END, &section);
     }
     let mut svg = None;
     if let Some(v) = results::load(dir, "curve")? {

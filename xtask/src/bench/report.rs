@@ -27,6 +27,9 @@ pub const MARKET_OPEN_END: &str = "<!-- bench:market-open:end -->";
 pub const TRADES_BEGIN: &str =
     "<!-- bench:trades:begin: written by `cargo xtask bench --scenario trades` -->";
 pub const TRADES_END: &str = "<!-- bench:trades:end -->";
+pub const ACCOUNTS_BEGIN: &str =
+    "<!-- bench:accounts:begin: written by `cargo xtask bench --scenario accounts` -->";
+pub const ACCOUNTS_END: &str = "<!-- bench:accounts:end -->";
 
 /// `page` with the text between `begin` and `end` replaced by `body` (appended, with the
 /// markers, when they are missing).

@@ -35,12 +35,16 @@ impl Env {
 pub struct Mesh {
     procs: Procs,
     pub nats_pid: u32,
+    /// nats-server's client port.
+    pub nats_port: u16,
     pub ingest_pid: u32,
     pub edge_pids: Vec<u32>,
     pub edge_port: u16,
     pub ws_port: u16,
     /// Ingest's /metrics.
     pub ingest_port: u16,
+    /// More processes for the load generator to sample, NAME=PID.
+    pub extra_targets: Vec<String>,
     _store: TempDir,
 }
 
@@ -248,11 +252,13 @@ pub fn start_mesh(env: &Env, spec: &MeshSpec) -> anyhow::Result<Mesh> {
     Ok(Mesh {
         procs,
         nats_pid,
+        nats_port: port,
         ingest_pid,
         edge_pids,
         edge_port,
         ws_port,
         ingest_port,
+        extra_targets: Vec::new(),
         _store: store,
     })
 }
@@ -289,6 +295,7 @@ impl Mesh {
         for (k, pid) in self.edge_pids.iter().enumerate() {
             v.push(format!("edge{}={pid}", k + 1));
         }
+        v.extend(self.extra_targets.iter().cloned());
         v
     }
 
