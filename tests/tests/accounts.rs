@@ -206,6 +206,75 @@ async fn a_snapshot_then_every_event_and_a_replay_from_seq_goes_on_live_each_seq
     drop(s.nats);
 }
 
+/// Past a thousand accounts followed at once (nats-server's default bound on a stream's
+/// consumers, when the stream names none), every follower still gets its events: 1,008
+/// accounts, 8 on each of 126 sessions, each account's first event reaches its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_thousand_accounts_followed_at_once_all_get_their_events() {
+    const SESSIONS: usize = 126;
+    const EACH: usize = 8;
+    let mut s = setup(|_| {}).await;
+    let name = |i: usize, j: usize| format!("K{}", i * EACH + j);
+    let mut clients = Vec::new();
+    for i in 0..SESSIONS {
+        let names: Vec<String> = (0..EACH).map(|j| name(i, j)).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let token = accounts::token(SECRET, &format!("trader{i}"), &refs);
+        let mut c = Client::connect_with(s.addr, Format::Json, Some(&token))
+            .await
+            .unwrap();
+        for (j, account) in names.iter().enumerate() {
+            c.send(json!({"op":"subscribe","id":j,"account":account}))
+                .await
+                .unwrap();
+        }
+        clients.push(c);
+    }
+    // Every session has its 8 snapshots: each follower is reading its account.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut snapshots = 0;
+        let deadline = std::time::Instant::now() + 60 * SECOND;
+        while snapshots < EACH {
+            let v = c
+                .next_non_hb(deadline - std::time::Instant::now())
+                .await
+                .unwrap_or_else(|e| panic!("session {i}: {snapshots} snapshots: {e}"));
+            assert_ne!(v["type"], "error", "session {i}: {v}");
+            snapshots += usize::from(v["type"] == "account_snapshot");
+        }
+    }
+    // Give the last consumers a moment to exist, then one event of each account.
+    tokio::time::sleep(2 * SECOND).await;
+    for i in 0..SESSIONS {
+        for j in 0..EACH {
+            s.writer.append(&name(i, j)).await.unwrap();
+        }
+    }
+    let mut silent = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut got = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + 20 * SECOND;
+        while got.len() < EACH && std::time::Instant::now() < deadline {
+            let Ok(v) = c.next_non_hb(deadline - std::time::Instant::now()).await else {
+                break;
+            };
+            if v["type"] == "account" {
+                got.insert(v["account"].as_str().unwrap().to_string());
+            }
+        }
+        silent.extend((0..EACH).map(|j| name(i, j)).filter(|a| !got.contains(a)));
+    }
+    assert!(
+        silent.is_empty(),
+        "{} of {} accounts never got their event: {:?}",
+        silent.len(),
+        SESSIONS * EACH,
+        &silent[..silent.len().min(10)]
+    );
+    s.edge.stop().await.unwrap();
+    drop(s.nats);
+}
+
 /// A subscribe to an account the session already holds replaces its follower: the
 /// edge's count of account subscriptions (what an operator's dashboard shows) stays one,
 /// and is back at zero after the unsubscribe.

@@ -23,6 +23,11 @@ pub struct StreamConfig {
     pub max_bytes: i64,
     /// How long the stream remembers an event's `Nats-Msg-Id`, seconds. Default 120.
     pub duplicate_window_s: u64,
+    /// The most consumers the stream may have at once. Each account a client follows is
+    /// one consumer of an edge while it is held, across the whole mesh; nats-server's own
+    /// default, when a stream names none, is 1,000, past which a follow fails. -1: no
+    /// bound. Default 100000.
+    pub max_consumers: i32,
     /// How long one append is retried (no leader, no answer, a lost acknowledgement)
     /// before the writer gives up on it, ms; the account's trading waits meanwhile.
     /// Default 60000.
@@ -36,6 +41,7 @@ impl Default for StreamConfig {
             max_age_s: 7 * 24 * 3600,
             max_bytes: 512 * 1024 * 1024,
             duplicate_window_s: 120,
+            max_consumers: 100_000,
             append_timeout_ms: 60_000,
         }
     }
@@ -71,6 +77,15 @@ impl StreamConfig {
                 ),
             ));
         }
+        if self.max_consumers != -1 && self.max_consumers < 1 {
+            return Err((
+                "max_consumers",
+                format!(
+                    "must be -1 (no bound) or at least 1, got {}",
+                    self.max_consumers
+                ),
+            ));
+        }
         if !(100..=3_600_000).contains(&self.append_timeout_ms) {
             return Err((
                 "append_timeout_ms",
@@ -92,6 +107,7 @@ impl StreamConfig {
             max_bytes: self.max_bytes,
             duplicate_window: Duration::from_secs(self.duplicate_window_s),
             num_replicas: self.replicas,
+            max_consumers: self.max_consumers,
             // Edges read an account's snapshot position and replays from any replica.
             allow_direct: true,
             ..Default::default()
@@ -111,6 +127,7 @@ mod tests {
         assert_eq!(s.max_age, Duration::from_secs(604_800));
         assert_eq!((s.storage, s.allow_direct), (StorageType::File, true));
         assert_eq!(s.subjects, ["acct.>"]);
+        assert_eq!(s.max_consumers, 100_000);
         let bad = [
             (
                 StreamConfig {
@@ -139,6 +156,13 @@ mod tests {
                     ..c.clone()
                 },
                 "duplicate_window_s",
+            ),
+            (
+                StreamConfig {
+                    max_consumers: 0,
+                    ..c.clone()
+                },
+                "max_consumers",
             ),
             (
                 StreamConfig {
