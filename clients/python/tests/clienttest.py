@@ -21,6 +21,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+import tickmesh
+
 P = ParamSpec("P")
 
 
@@ -40,6 +42,17 @@ def deadline(seconds: float) -> Callable[[Callable[P, Awaitable[None]]], Callabl
         return run
 
     return wrap
+
+
+async def until(client: tickmesh.Client, match: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
+    """The events up to and including the first that ``match`` accepts."""
+    seen: list[Any] = []
+    async with asyncio.timeout(timeout):
+        async for event in client:
+            seen.append(event)
+            if match(event):
+                return seen
+    raise AssertionError(f"the events ended before the one awaited: {seen}")
 
 
 def welcome(heartbeat_ms: int = 1000, session: str = "fake-1") -> dict[str, Any]:

@@ -14,6 +14,10 @@ Python process exits.
 from __future__ import annotations
 
 import atexit
+import base64
+import contextlib
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -23,7 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,9 +51,38 @@ def nats_server_bin() -> str:
     return str(local) if local.exists() else "nats-server"
 
 
+def hs256_token(secret: bytes, **claims: Any) -> str:
+    """A JWT signed with ``secret`` (HS256), as `cargo xtask token` mints them; ``exp``
+    an hour from now unless given."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    body = {"iat": now, "exp": now + 3600, **claims}
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(body).encode())
+    return head + "." + b64(hmac.new(secret, head.encode(), hashlib.sha256).digest())
+
+
 def missing_binaries() -> list[str]:
     """The service binaries that are not there, as paths."""
     return [str(BIN_DIR / b) for b in ("tickmesh-ingest", "tickmesh-edge") if not (BIN_DIR / b).exists()]
+
+
+@contextlib.contextmanager
+def running(**options: Any) -> Iterator[Mesh]:
+    """A started :class:`Mesh` (``options`` are its own), stopped on the way out; fails at
+    once, saying what to build, when a binary is missing."""
+    missing = missing_binaries()
+    if missing:
+        raise RuntimeError(
+            f"{', '.join(missing)} missing: run `cargo build -p tickmesh-ingest -p tickmesh-edge` (or set TICKMESH_BIN_DIR)"
+        )
+    m = Mesh(**options).start()
+    try:
+        yield m
+    finally:
+        m.stop()
 
 
 # Taken below the kernel's ephemeral range (32768-60999), as the Rust test kit does: a
@@ -160,8 +193,14 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
 class Mesh:
     """nats-server, one ingest (the simulator) and one edge, on loopback ports."""
 
-    def __init__(self, ticks_per_sec: int = 1000) -> None:
+    def __init__(
+        self, ticks_per_sec: int = 1000, edge_env: dict[str, str] | None = None, token: str | None = None
+    ) -> None:
+        """``edge_env``: more ``TICKMESH_EDGE_*`` variables (an edge that wants tokens);
+        ``token``: the one the mesh's own readiness checks send."""
         self.ticks_per_sec = ticks_per_sec
+        self.edge_env = edge_env or {}
+        self.token = token
         self.store = tempfile.mkdtemp(prefix="tickmesh-py-client-")
         self.nats_port = free_port()
         self.nats_http_port = free_port()
@@ -242,6 +281,7 @@ class Mesh:
                 "TICKMESH_EDGE_AUTH__ALLOW_OPEN_ANONYMOUS": "true",
                 "TICKMESH_EDGE_AUTH__ANONYMOUS_ENT": '["*"]',
                 "TICKMESH_EDGE_AUTH__ANONYMOUS_TIER": "realtime",
+                **self.edge_env,
             },
         )
         edge = self.edge
@@ -260,7 +300,8 @@ class Mesh:
         it answers `unknown_symbol` for instruments not written yet."""
         replies: dict[int, dict[str, Any]] = {}
         try:
-            with ws_connect(self.ws_url, open_timeout=2, proxy=None) as ws:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            with ws_connect(self.ws_url, open_timeout=2, proxy=None, additional_headers=headers) as ws:
                 ws.send(json.dumps({"op": "subscribe", "id": 1, "symbols": LISTED, "mode": "ltp"}))
                 ws.send(json.dumps({"op": "chains", "id": 2, "underlying": "AAPL"}))
                 while len(replies) < 2:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from clienttest import FakeGateway, deadline, tick
+from clienttest import FakeGateway, deadline, tick, until
 
 import tickmesh
 from tickmesh import (
@@ -24,17 +23,6 @@ from tickmesh import (
     TickMeshError,
     Welcome,
 )
-
-
-async def until(client: tickmesh.Client, match: Callable[[Any], bool], timeout: float = 5.0) -> list[Any]:
-    """The events up to and including the first that ``match`` accepts."""
-    seen: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for event in client:
-            seen.append(event)
-            if match(event):
-                return seen
-    raise AssertionError(f"the events ended before the one awaited: {seen}")
 
 
 def fast(**options: Any) -> dict[str, Any]:
@@ -119,12 +107,19 @@ async def test_failed_attempts_back_off_exponentially_up_to_the_cap_then_start_o
         port = gw.port
         await gw.stop()
         (await gw.connection()).drop() if not gw.connections.empty() else None
-        delays = []
-        for _ in range(6):
+        delays: list[float] = []
+        fallbacks = 0
+        while len(delays) < 6:
             gone = (await until(client, lambda e: isinstance(e, Disconnected)))[-1]
-            delays.append(round(gone.reconnect_in, 3))
-        # The first is the session that ended; then every attempt is refused.
+            assert gone.reconnect_in is not None
+            if gone.reconnect_in == 0:
+                fallbacks += 1  # SSE, then polling, tried at once: not a backoff
+            else:
+                delays.append(round(gone.reconnect_in, 3))
+        # The first is the session that ended; then every attempt is refused. From the
+        # second failed WebSocket on, each round also tries SSE and polling.
         assert delays == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
+        assert fallbacks == 2 * 4
         gw = await FakeGateway(port=port).start()
         await until(client, lambda e: isinstance(e, Welcome))
         (await gw.connection()).drop()

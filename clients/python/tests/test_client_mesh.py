@@ -44,16 +44,8 @@ OPTIONS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[meshkit.Mesh]:
-    missing = meshkit.missing_binaries()
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: run `cargo build -p tickmesh-ingest -p tickmesh-edge` (or set TICKMESH_BIN_DIR)"
-        )
-    m = meshkit.Mesh().start()
-    try:
+    with meshkit.running() as m:
         yield m
-    finally:
-        m.stop()
 
 
 @pytest.fixture

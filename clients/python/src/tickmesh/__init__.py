@@ -16,7 +16,9 @@ Modules: :mod:`~tickmesh.client` (the connection: reconnects, replays, requests)
 checks and continuity accounting), :mod:`~tickmesh.registry` (what is replayed),
 :mod:`~tickmesh.requests` (requests built and checked), :mod:`~tickmesh.reconnect`
 (when to dial again) with :mod:`~tickmesh.backoff`, :mod:`~tickmesh.events` (what the
-app sees), :mod:`~tickmesh.codec`.
+app sees), :mod:`~tickmesh.codec`; where no WebSocket gets through,
+:mod:`~tickmesh.fallback` (Server-Sent Events, polling) over :mod:`~tickmesh.httpget` and
+:mod:`~tickmesh.eventstream`.
 """
 
 from .backoff import Backoff, full_jitter
@@ -44,6 +46,7 @@ from .events import (
     Tick,
     Trade,
     Trades,
+    TransportChanged,
     Unsubscribed,
     Welcome,
 )
@@ -77,6 +80,7 @@ __all__ = [
     "TickMeshError",
     "Trade",
     "Trades",
+    "TransportChanged",
     "Unsubscribed",
     "Welcome",
     "connect",

@@ -39,10 +39,12 @@ from .events import (
     ServerError,
     Subscribed,
     Subscription,
+    TransportChanged,
     Unsubscribed,
     Welcome,
 )
-from .reconnect import CLOSE_ABNORMAL, Ended, Reconnect
+from .fallback import Fallback, LinkClosed, PollLink, Refused, SseLink
+from .reconnect import CLOSE_ABNORMAL, TRANSPORTS, Ended, Reconnect, Transports
 from .requests import (
     DEFAULT_INTERVAL_MS,
     DEFAULT_MODE,
@@ -92,7 +94,15 @@ class Client:
         compression: offer permessage-deflate; used when the gateway accepts it.
         random: a source of numbers in [0, 1), for the jitter.
         websocket_options: passed on to ``websockets.asyncio.client.connect`` (``ssl``,
-            ``proxy``, ...).
+            ``proxy``, ...); its ``ssl`` also serves the fallbacks' ``https``.
+        transports: tried in this order where the one before does not get through:
+            ``"websocket"``, then Server-Sent Events (``"sse"``), then polling
+            (``"poll"``); ``("websocket",)`` never falls back.
+        fallback_after: failed WebSocket attempts in a row before the next transport is
+            tried (a gateway that restarts makes one fail).
+        poll_interval: seconds: the least time between two polls.
+        retry_websocket: seconds after which a fallback connection ends (1000), for the
+            WebSocket to be tried again.
     """
 
     def __init__(
@@ -112,6 +122,10 @@ class Client:
         compression: bool = True,
         random: Callable[[], float] = _random.random,
         websocket_options: dict[str, Any] | None = None,
+        transports: tuple[str, ...] = TRANSPORTS,
+        fallback_after: int = 2,
+        poll_interval: float = 1.0,
+        retry_websocket: float = 60.0,
     ) -> None:
         try:
             parse_uri(url)
@@ -134,6 +148,14 @@ class Client:
             "max_size": 16 * 2**20,
             **(websocket_options or {}),
         }
+        self._transports = Transports(tuple(transports), fallback_after)
+        self.poll_interval = poll_interval
+        self.retry_websocket = retry_websocket
+        #: What carries the session since its ``welcome``; ``None`` before the first.
+        self.transport: str | None = None
+        #: Why the transport tried now is not the WebSocket.
+        self._fallback_reason = ""
+        self._welcomed_here = False
         self._session = Session()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_events)
         self._pending: dict[int, _Pending] = {}
@@ -142,7 +164,7 @@ class Client:
         #: Sends started from timers: held here, or the loop could drop them half-done.
         self._tasks: set[asyncio.Task[None]] = set()
         self._replay_timer: asyncio.TimerHandle | None = None
-        self._ws: ClientConnection | None = None
+        self._ws: ClientConnection | Fallback | None = None
         self._ready = False
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -387,7 +409,10 @@ class Client:
         if ws is None:
             return  # the reader is ending; it fails what is in flight
         try:
-            await ws.send(self._codec.encode(msg))
+            if isinstance(ws, Fallback):
+                await ws.request(msg)
+            else:
+                await ws.send(self._codec.encode(msg))
         except ConnectionClosed:
             pass  # the reader sees the close and fails what is in flight
 
@@ -474,10 +499,17 @@ class Client:
         while not self._stopping:
             if refresh:
                 await self._refresh_token()
-            ended = await self._connect_once()
+            kind = self._transports.current
+            self._welcomed_here = False
+            ended = await self._connect_once(kind)
             if self._stopping:
                 break
-            delay = await self._delay_after(ended)
+            if self._transports.ended(ended, self._welcomed_here):
+                # Not welcomed on this transport: the next one is tried at once.
+                self._fallback_reason = f"{kind} failed: {ended.reason}"
+                delay: float | None = 0.0
+            else:
+                delay = await self._delay_after(ended)
             await self._events.put(
                 Disconnected(ended.code, ended.reason, ended.terminal, delay, ended.http_status)
             )
@@ -513,7 +545,9 @@ class Client:
             return self._reconnect.backoff.next_delay()
         return self._reconnect.delay(ended, asyncio.get_running_loop().time())
 
-    async def _connect_once(self) -> Ended:
+    async def _connect_once(self, kind: str) -> Ended:
+        if kind != "websocket":
+            return await self._fallback_once(kind)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             ws = await ws_connect(
@@ -529,6 +563,27 @@ class Client:
             return Ended(CLOSE_ABNORMAL, body or f"HTTP {status}", status, _retry_after(err))
         except (OSError, TimeoutError, InvalidHandshake) as err:
             return Ended(CLOSE_ABNORMAL, str(err) or type(err).__name__)
+        return await self._serve_link(ws)
+
+    async def _fallback_once(self, kind: str) -> Ended:
+        link_type = SseLink if kind == "sse" else PollLink
+        extra = {"poll_interval": self.poll_interval} if kind == "poll" else {}
+        link = link_type(
+            self.url,
+            self.token,
+            retry_websocket=self.retry_websocket,
+            timeout=self.connect_timeout,
+            ssl=self._ws_options.get("ssl"),
+            **extra,
+        )
+        try:
+            await link.open()
+        except Refused as err:
+            link.abort()
+            return Ended(CLOSE_ABNORMAL, err.reason, err.status, err.retry_after)
+        return await self._serve_link(link)
+
+    async def _serve_link(self, ws: ClientConnection | Fallback) -> Ended:
         self._ws = ws
         try:
             return await self._serve(ws)
@@ -549,9 +604,12 @@ class Client:
                 self._replay_timer.cancel()
                 self._timers.discard(self._replay_timer)
                 self._replay_timer = None
-            ws.transport.abort()
+            if isinstance(ws, Fallback):
+                ws.abort()
+            else:
+                ws.transport.abort()
 
-    async def _serve(self, ws: ClientConnection) -> Ended:
+    async def _serve(self, ws: ClientConnection | Fallback) -> Ended:
         loop = asyncio.get_running_loop()
         welcome_by = loop.time() + self.connect_timeout
         welcomed = False
@@ -575,16 +633,18 @@ class Client:
             if err.rcvd is not None:
                 return Ended(err.rcvd.code, err.rcvd.reason)
             return Ended(CLOSE_ABNORMAL, "connection lost")
+        except LinkClosed as err:
+            return Ended(err.code, err.reason)
         except TimeoutError:
             if not welcomed:
                 return Ended(CLOSE_ABNORMAL, f"no welcome within {self.connect_timeout:g} s")
             return Ended(CLOSE_ABNORMAL, f"no data within {idle:g} s")
 
-    async def _handle(self, data: str | bytes) -> Welcome | None:
-        """One message: its events to the app, its reply to the waiting request. Returns
-        the ``welcome`` if it was one."""
+    async def _handle(self, data: str | bytes | dict[str, Any]) -> Welcome | None:
+        """One message (a fallback's comes decoded): its events to the app, its reply to
+        the waiting request. Returns the ``welcome`` if it was one."""
         try:
-            msg = self._codec.decode(data)
+            msg = data if isinstance(data, dict) else self._codec.decode(data)
         except ValueError as err:
             await self._events.put(ServerError("client_decode", f"undecodable frame: {err}"))
             return None
@@ -607,6 +667,13 @@ class Client:
 
     async def _on_welcome(self) -> None:
         self._ready = True
+        self._welcomed_here = True
+        self._transports.welcomed()
+        kind = self._transports.current
+        if kind != (self.transport or "websocket"):
+            reason = self._fallback_reason if kind != "websocket" else "the WebSocket got through again"
+            await self._events.put(TransportChanged(kind, self.transport, reason))
+        self.transport = kind
         self._reconnect.opened()
         await self._replay()
         while self._outbox and self._ready:

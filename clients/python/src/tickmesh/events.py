@@ -225,9 +225,12 @@ class Heartbeat(_FromMsg):
 
 @dataclass(frozen=True, slots=True)
 class Limits(_FromMsg):
-    max_symbols: int
-    max_msgs_per_s: int
-    min_interval_ms: int
+    """The session's tier; ``None`` where polling carries the session (no session on
+    the gateway to tell them)."""
+
+    max_symbols: int | None = None
+    max_msgs_per_s: int | None = None
+    min_interval_ms: int | None = None
     delay_ms: int | None = None
 
 
@@ -288,6 +291,17 @@ class Disconnected:
     http_status: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TransportChanged:
+    """Another transport carries the session from the ``Welcome`` that follows:
+    ``"sse"`` or ``"poll"`` where no WebSocket got through, ``"websocket"`` again once
+    one did. ``previous`` is ``None`` for the first session; ``reason`` says why."""
+
+    transport: str
+    previous: str | None
+    reason: str
+
+
 Event = (
     Tick
     | Trades
@@ -297,6 +311,7 @@ Event = (
     | ContinuityBreak
     | Heartbeat
     | Welcome
+    | TransportChanged
     | ServerError
     | Draining
     | Disconnected

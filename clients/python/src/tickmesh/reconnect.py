@@ -62,3 +62,50 @@ class Reconnect:
         if ended.code == CLOSE_RATE_LIMITED:
             return self.backoff.slow_delay()
         return max(self.backoff.next_delay(), ended.retry_after or 0.0)
+
+
+#: Upgrade refusals that are the gateway's answer, not a way blocked: a token refused
+#: (401, 403), a limit (429) or a drain (503). Server-Sent Events would get the same.
+GATEWAY_REFUSALS = frozenset((401, 403, 429, 503))
+
+TRANSPORTS = ("websocket", "sse", "poll")
+
+
+class Transports:
+    """Which transport the next attempt uses. The first (the WebSocket) until
+    ``fallback_after`` of its attempts in a row failed before their ``welcome``; from then
+    on each further failed one is followed at once by the next transport, and so on down
+    the list. A connection after one that opened, or after every transport failed,
+    starts with the first again; a ``welcome`` on the first sets the count back to 0."""
+
+    def __init__(self, kinds: tuple[str, ...] = TRANSPORTS, fallback_after: int = 2) -> None:
+        unknown = [k for k in kinds if k not in TRANSPORTS]
+        if not kinds or unknown or kinds[0] != "websocket":
+            raise ValueError(f"transports start with 'websocket', among {TRANSPORTS}: not {kinds!r}")
+        self.kinds = kinds
+        self.fallback_after = fallback_after
+        self.index = 0
+        self.failed_in_a_row = 0
+
+    @property
+    def current(self) -> str:
+        return self.kinds[self.index]
+
+    def welcomed(self) -> None:
+        if self.index == 0:
+            self.failed_in_a_row = 0
+
+    def ended(self, ended: Ended, welcomed: bool) -> bool:
+        """The attempt ended; ``True``: the next transport is tried at once."""
+        blocked = not welcomed and not ended.terminal and ended.code != CLOSE_DRAINING
+        if self.index == 0:
+            blocked = blocked and ended.http_status not in GATEWAY_REFUSALS
+            if blocked:
+                self.failed_in_a_row += 1
+        fall_back = (
+            blocked
+            and self.index + 1 < len(self.kinds)
+            and (self.index > 0 or self.failed_in_a_row >= self.fallback_after)
+        )
+        self.index = self.index + 1 if fall_back else 0
+        return fall_back
