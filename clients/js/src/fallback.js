@@ -104,6 +104,12 @@ class Fallback {
       case 'subscribe':
         return this._subscribe(req);
       case 'unsubscribe': {
+        // Tapes, bars and accounts are not carried here (the client keeps them for its
+        // next WebSocket): stopping one leaves the symbols' ticks as they are.
+        if (req.account) return this._reply({ type: 'unsubscribed', id: req.id, account: req.account });
+        if (req.stream && req.stream !== 'ticks') {
+          return this._reply({ type: 'unsubscribed', id: req.id, symbols: req.symbols ?? [], stream: req.stream, ...(req.tf ? { tf: req.tf } : {}) });
+        }
         for (const s of req.symbols ?? []) this.symbols.delete(s);
         for (const c of req.chains ?? []) this.chains.delete(c);
         this._reply({ type: 'unsubscribed', id: req.id, symbols: req.symbols ?? [], ...(req.chains ? { chains: req.chains } : {}) });

@@ -201,3 +201,28 @@ test('a refused token over the poll is a terminal close', async () => {
   assert.deepEqual(h.of('close').at(-1), { code: 4401, reason: 'token revoked', wasClean: true, terminal: true, willReconnect: false });
   assert.equal(h.client.status, 'closed');
 });
+
+test('over SSE, stopping the tape or bars of a symbol leaves its ticks on the stream', async () => {
+  const ES = fakeEventSourceClass();
+  const h = harness({ transports: ['websocket', 'sse'], EventSource: ES, fallbackAfter: 1 });
+  h.client.connect();
+  h.ws.serverClose(1006);
+  await h.clock.advance(0);
+  ES.instances[0].open();
+  ES.instances[0].welcome();
+  const sub = h.client.subscribe({ symbols: ['AAPL'] });
+  await h.clock.advance(0);
+  let es = ES.instances.at(-1);
+  assert.equal(es.url.searchParams.get('symbols'), 'AAPL');
+  es.open();
+  es.welcome();
+  es.event({ type: 'subscribed', id: 1, symbols: ['AAPL'], interval_ms: 250, mode: 'quote' });
+  await sub;
+  const streams = ES.instances.length;
+  await h.client.unsubscribe({ symbols: ['AAPL'], stream: 'trades' }).catch(() => {});
+  await h.client.unsubscribe({ symbols: ['AAPL'], stream: 'bars', tf: '1m' }).catch(() => {});
+  await h.clock.advance(0);
+  assert.equal(ES.instances.length, streams, 'the stream is not opened again without AAPL');
+  assert.ok(!es.closed, 'the stream carrying AAPL stays open');
+  assert.deepEqual(Object.keys(h.client.subscriptions().symbols), ['AAPL']);
+});
