@@ -421,3 +421,20 @@ enum Frame {
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflates_messages_as_rfc_7692_writes_them() {
+        let mut out = Vec::new();
+        // "Hello", compressed, its tail dropped (RFC 7692 §7.2.3.1), twice: the
+        // decompressor starts afresh for each message.
+        for _ in 0..2 {
+            inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out).unwrap();
+            assert_eq!(out, b"Hello");
+        }
+        assert!(inflate(&[0xff; 8], &mut out).is_err());
+    }
+}
