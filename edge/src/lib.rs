@@ -22,6 +22,8 @@
 //!   their OpenAPI description, answered with the session's objects and checks.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
+//! - [`deflate`]: permessage-deflate: the offer, outbound messages compressed once for
+//!   every session sending them, inbound ones inflated before tungstenite reads them.
 //! - `fault` (feature `fault-injection`, for the end-to-end tests): faults a test can arm.
 //!
 //! Flow: NATS `md.<shard>.<symbol>` → pump decodes once → [`fanout::TickSink`] (the
@@ -37,6 +39,7 @@ pub mod checks;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod deflate;
 pub mod fanout;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

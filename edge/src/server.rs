@@ -4,7 +4,7 @@
 //!
 //! The upgrade is done here rather than with warp's `ws()` filter so that the
 //! WebSocket's buffers can be sized: warp's filter allocates tungstenite's 128 KiB read
-//! buffer per connection.
+//! buffer per connection. It also negotiates permessage-deflate ([`crate::deflate`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,7 +38,7 @@ use crate::rest::Rest;
 use crate::session::Identity;
 use crate::state::Edge;
 use crate::tls::ReloadingCert;
-use crate::{control, revocations, session, sse, telemetry, tls};
+use crate::{control, deflate, revocations, session, sse, telemetry, tls};
 
 /// Listen backlog: a connection storm needs more than tokio's default 128.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -455,6 +455,12 @@ fn upgrade(
         );
     };
     let accept = derive_accept_key(key.as_bytes());
+    let deflate = deflate::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let who = match admit_session(&req, &edge, peer) {
         Ok(who) => who,
         Err(refused) => return *refused,
@@ -477,13 +483,17 @@ fn upgrade(
             Ok(upgraded) => {
                 metrics::histogram!("tickmesh_edge_handshake_seconds")
                     .record(requested_at.elapsed().as_secs_f64());
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                session::run(ws, edge, format, who).await;
+                let io = TokioIo::new(upgraded);
+                if deflate {
+                    let io = deflate::stream::Inflating::new(io, max);
+                    let ws =
+                        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+                    session::run(deflate::Compressing(ws), edge, format, who).await;
+                } else {
+                    let ws =
+                        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+                    session::run(ws, edge, format, who).await;
+                }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -496,6 +506,13 @@ fn upgrade(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
+    if deflate {
+        metrics::counter!("tickmesh_edge_deflate_sessions_total").increment(1);
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(deflate::RESPONSE),
+        );
+    }
     if subprotocol_offered {
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,

@@ -158,6 +158,8 @@ fn zero_series() {
         "tickmesh_edge_account_events_in_total",
         "tickmesh_edge_account_events_out_total",
         "tickmesh_edge_account_events_invalid_total",
+        "tickmesh_edge_deflate_sessions_total",
+        "tickmesh_edge_deflate_inflated_total",
     ] {
         counter!(total).increment(0);
     }

@@ -369,3 +369,47 @@ pub fn itch(data: &[u8]) {
         }
     }
 }
+
+/// permessage-deflate input: with an even first byte, the rest is one compressed message's
+/// payload for `deflate::inflate`; with an odd one, a client's byte stream read through
+/// `deflate::stream::Inflating` (what tungstenite reads on a session that negotiated it).
+pub fn deflate(data: &[u8]) {
+    use tickmesh_edge::deflate::stream::{Inflating, refusal};
+    use tickmesh_edge::deflate::{compress, inflate};
+    use tokio::io::AsyncReadExt;
+    const LIMIT: usize = 64 * 1024;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        if let Ok(out) = inflate(rest.to_vec(), LIMIT) {
+            assert!(out.len() <= LIMIT);
+            assert_eq!(inflate(compress(&out), LIMIT).as_deref(), Ok(&out[..]));
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime builds");
+    rt.block_on(async {
+        let mut s = Inflating::new(rest, LIMIT);
+        let mut buf = [0u8; 1024];
+        let mut out = 0usize;
+        let mut refused = 0usize;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => out += n,
+                Err(e) => {
+                    // The input never fails; only refusals may, one per frame at most.
+                    assert!(refusal(&e).is_some(), "{e}");
+                    refused += 1;
+                    assert!(refused <= rest.len() / 2 + 1);
+                }
+            }
+        }
+        // What comes out is the plain frames as they came, and inflated messages of at
+        // most LIMIT bytes each (one per 2-byte frame header at most).
+        assert!(out <= rest.len() + (rest.len() / 2 + 1) * (LIMIT + 14));
+    });
+}

@@ -53,6 +53,8 @@ pub struct Workload {
     pub trades: bool,
     /// Follow one account each instead of symbols.
     pub accounts: Option<crate::account::Accounts>,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
 }
 
 /// When things happen, the same for every process of a run.
@@ -247,6 +249,7 @@ pub async fn open(
         },
         rcvbuf,
         token,
+        deflate: w.deflate,
     };
     let connect = tokio::time::timeout(Duration::from_secs(30), WsClient::connect(&dial, i as u32));
     let ws = match connect.await {
@@ -263,6 +266,7 @@ pub async fn open(
     progress.connected.fetch_add(1, Ordering::Relaxed);
     let mut s = stats.borrow_mut();
     s.counts.connected += 1;
+    s.counts.deflate_connections += u64::from(ws.deflate());
     let took = Instant::now().saturating_duration_since(start);
     s.connect
         .saturating_record((took.as_micros() as u64).max(1));
@@ -354,6 +358,8 @@ async fn read(
     let mut again = tokio::time::interval_at(Instant::now() + every, every);
     again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // What the last message cost on the wire (its borrow of `ws` has ended).
+        stats.borrow_mut().counts.wire_bytes += ws.take_wire_bytes();
         let pong = tokio::select! {
             biased;
             _ = &mut deadline => return Ended::Deadline,
@@ -383,6 +389,7 @@ async fn read(
                     Event::Closed(code) => return Ended::Closed(code),
                     Event::Text(p) | Event::Binary(p) => p,
                 };
+
                 let now = Instant::now();
                 let mut s = stats.borrow_mut();
                 s.counts.frames += 1;

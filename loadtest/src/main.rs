@@ -103,6 +103,10 @@ struct Args {
     /// TickMesh encoding.
     #[arg(long, value_enum, default_value = "json")]
     format: Encoding,
+    /// Offer permessage-deflate (RFC 7692) to a TickMesh edge, as browsers do; the
+    /// summary counts bytes on the wire (`wire_bytes`) and the connections that got it.
+    #[arg(long)]
+    deflate: bool,
     /// Subject shards (md.<fnv1a_32(symbol) % shards>.<symbol>) for --target nats.
     #[arg(long, default_value_t = 64)]
     shards: u32,
@@ -229,6 +233,9 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if args.symbols.is_empty() {
         bail!("--symbols is empty");
     }
+    if args.deflate && args.target == Target::Nats {
+        bail!("--deflate is for --target tickmesh (nats-server's listener is measured plain)");
+    }
     if !(0.0..=1000.0).contains(&args.resubscribe_per_s) {
         bail!(
             "--resubscribe-per-s must be 0..=1000, got {}",
@@ -350,6 +357,7 @@ fn workload(args: &Args) -> Workload {
             caught_up_seq: args.caught_up_seq,
             secret: args.token_secret.clone(),
         }),
+        deflate: args.deflate,
     }
 }
 
@@ -700,7 +708,10 @@ fn parent(args: &Args) -> anyhow::Result<Summary> {
         * 1024.0;
     Ok(Summary {
         protocol: match args.target {
-            Target::Tickmesh => format!("tickmesh-{:?}", args.format).to_lowercase(),
+            Target::Tickmesh => {
+                let deflate = if args.deflate { "-deflate" } else { "" };
+                format!("tickmesh-{:?}{deflate}", args.format).to_lowercase()
+            }
             Target::Nats => "nats-websocket".into(),
         },
         connections: args.conns,

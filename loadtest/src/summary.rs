@@ -19,7 +19,15 @@ pub struct Counts {
     /// Subscriptions sent again (`--resubscribe-per-s`).
     pub resubscribes: u64,
     pub frames: u64,
+    /// Payload bytes of the messages received (inflated, when compressed).
     pub bytes: u64,
+    /// Bytes read off the sockets after the upgrade response: frames as sent, compressed
+    /// or not.
+    #[serde(default)]
+    pub wire_bytes: u64,
+    /// Connections on which permessage-deflate was negotiated (`--deflate`).
+    #[serde(default)]
+    pub deflate_connections: u64,
     /// Ticks missing between two every-tick updates of a symbol in the same epoch.
     pub seq_missing: u64,
     /// Places where ticks were missing.
@@ -88,6 +96,8 @@ impl Counts {
         self.resubscribes += o.resubscribes;
         self.frames += o.frames;
         self.bytes += o.bytes;
+        self.wire_bytes += o.wire_bytes;
+        self.deflate_connections += o.deflate_connections;
         self.seq_missing += o.seq_missing;
         self.seq_gaps += o.seq_gaps;
         self.conflated += o.conflated;

@@ -27,8 +27,9 @@ use serde::Serialize;
 
 use crate::{root, run, tools};
 use report::{
-    ACCOUNTS_BEGIN, ACCOUNTS_END, BEGIN, CURVE_BEGIN, CURVE_END, END, MARKET_OPEN_BEGIN,
-    MARKET_OPEN_END, RESUBSCRIBE_BEGIN, RESUBSCRIBE_END, TRADES_BEGIN, TRADES_END, with_section,
+    ACCOUNTS_BEGIN, ACCOUNTS_END, BEGIN, CURVE_BEGIN, CURVE_END, DEFLATE_BEGIN, DEFLATE_END, END,
+    MARKET_OPEN_BEGIN, MARKET_OPEN_END, RESUBSCRIBE_BEGIN, RESUBSCRIBE_END, TRADES_BEGIN,
+    TRADES_END, with_section,
 };
 use results::Stored;
 use runner::Env;
@@ -36,6 +37,7 @@ use runner::Env;
 mod accounts;
 mod conflation;
 mod curve;
+mod deflate;
 mod idle;
 mod ingest;
 mod latency;
@@ -52,9 +54,9 @@ mod trades;
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
 scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve,
-market-open, trades, accounts (default: all)";
+market-open, trades, accounts, deflate (default: all)";
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "idle",
     "throughput",
     "latency",
@@ -67,11 +69,19 @@ const SCENARIOS: [&str; 12] = [
     "market-open",
     "trades",
     "accounts",
+    "deflate",
 ];
 
 /// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
 /// running one alone leaves the main block as it is.
-const OWN_SECTION: [&str; 5] = ["resubscribe", "curve", "market-open", "trades", "accounts"];
+const OWN_SECTION: [&str; 6] = [
+    "resubscribe",
+    "curve",
+    "market-open",
+    "trades",
+    "accounts",
+    "deflate",
+];
 
 struct Opts {
     quick: bool,
@@ -171,6 +181,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "market-open" => market_open::run(&env).and_then(|r| keep.write(r)),
             "trades" => trades::run(&env).and_then(|r| keep.write(r)),
             "accounts" => accounts::run(&env).and_then(|r| keep.write(r)),
+            "deflate" => deflate::run(&env).and_then(|r| keep.write(r)),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         result.with_context(|| format!("scenario {name}"))?;
@@ -242,6 +253,11 @@ fn rebuild(
         let section = accounts::report(&v)
             .with_context(|| results::path(dir, "accounts").display().to_string())?;
         page = with_section(&page, ACCOUNTS_BEGIN, ACCOUNTS_END, &section);
+    }
+    if let Some(v) = results::load(dir, "deflate")? {
+        let section = deflate::report(&v)
+            .with_context(|| results::path(dir, "deflate").display().to_string())?;
+        page = with_section(&page, DEFLATE_BEGIN, DEFLATE_END, &section);
     }
     let mut svg = None;
     if let Some(v) = results::load(dir, "curve")? {

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 
 /// Every fuzz target; `fuzz/Cargo.toml` has a `[[bin]]` for each.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "client_json",
     "client_msgpack",
     "wire_tick",
@@ -26,6 +26,7 @@ pub const TARGETS: [&str; 10] = [
     "md_ref",
     "revocation",
     "itch",
+    "deflate",
 ];
 
 /// Seconds per target when `--seconds` is not given.

@@ -281,6 +281,20 @@ async def test_msgpack_full_mode_against_the_edge(live: meshkit.Mesh) -> None:
 
 
 @deadline(45)
+async def test_the_connection_is_compressed_both_ways(live: meshkit.Mesh) -> None:
+    """The client offers permessage-deflate (websockets' own): the edge takes it, its
+    compressed frames read as every tick, and the client's compressed requests are
+    inflated and served."""
+    negotiated = live.metric("tickmesh_edge_deflate_sessions_total") or 0.0
+    inflated = live.metric("tickmesh_edge_deflate_inflated_total") or 0.0
+    async with tickmesh.connect(live.ws_url, **OPTIONS) as client:
+        rec = await following_aapl(client, 10, mode="quote", interval_ms=0)
+    accounted(client, rec.ticks("AAPL"))
+    assert live.metric("tickmesh_edge_deflate_sessions_total") == negotiated + 1
+    assert (live.metric("tickmesh_edge_deflate_inflated_total") or 0.0) > inflated
+
+
+@deadline(45)
 async def test_requests_refusals_and_chains(live: meshkit.Mesh) -> None:
     async with tickmesh.connect(live.ws_url, **OPTIONS) as client:
         rec = Recorder(client)

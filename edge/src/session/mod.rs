@@ -894,10 +894,21 @@ where
 /// RFC 6455's close code and the reason before the socket closes, not a bare reset; one
 /// whose connection broke is gone.
 fn read_error_end(e: &tungstenite::Error) -> End {
+    use crate::deflate::InflateError;
     use tungstenite::error::ProtocolError as P;
     let reason = match e {
         tungstenite::Error::Capacity(_) => {
             return End::Close(close::TOO_LARGE, "message too large");
+        }
+        // A compressed message refused by permessage-deflate's inflater, or a broken socket.
+        tungstenite::Error::Io(io) => {
+            return match crate::deflate::stream::refusal(io) {
+                Some(InflateError::TooLarge) => End::Close(close::TOO_LARGE, "message too large"),
+                Some(InflateError::Corrupt) => {
+                    End::Close(close::PROTOCOL_ERROR, "bad compressed message")
+                }
+                None => End::Gone,
+            };
         }
         tungstenite::Error::Utf8(_) => {
             return End::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8");

@@ -24,30 +24,6 @@ pub fn run(env: &Env) -> anyhow::Result<Idle> {
     let procs_one = env.pick("2", "1");
     let mut runs = Vec::new();
     let mesh = start_mesh(env, &MeshSpec::new("idle", &universe(10), 100))?;
-    let common = |n: u64, procs: &str, net: &str| {
-        args(&[
-            "--conns",
-            &n.to_string(),
-            "--per-conn",
-            "0",
-            "--symbols",
-            "S0000",
-            "--procs",
-            procs,
-            "--source-addrs",
-            "8",
-            "--source-net",
-            net,
-            "--connect-rate",
-            "3000",
-            "--settle-s",
-            "3",
-            "--warmup-s",
-            "3",
-            "--duration-s",
-            "5",
-        ])
-    };
     for (label, nats, net) in [
         ("tickmesh-1-edge", false, "11"),
         ("nats-1-server", true, "12"),
@@ -59,7 +35,7 @@ pub fn run(env: &Env) -> anyhow::Result<Idle> {
             &Load {
                 label,
                 nats,
-                args: common(one, procs_one, net),
+                args: idle_args(one, procs_one, net),
             },
         )?);
     }
@@ -70,7 +46,7 @@ pub fn run(env: &Env) -> anyhow::Result<Idle> {
     };
     let mesh = start_mesh(env, &spec)?;
     let procs = many.div_ceil(17_000).max(1).to_string();
-    let mut a = common(many, &procs, "13");
+    let mut a = idle_args(many, &procs, "13");
     a.extend(args(&["--source-addrs", "16"]));
     runs.push(loadgen(
         env,
@@ -91,9 +67,36 @@ pub fn run(env: &Env) -> anyhow::Result<Idle> {
     })
 }
 
+/// The load generator's arguments for `n` connections with no subscription, over `procs`
+/// processes, from source net `net`: opened at 3,000/s and held for a 5 s window.
+pub(super) fn idle_args(n: u64, procs: &str, net: &str) -> Vec<String> {
+    args(&[
+        "--conns",
+        &n.to_string(),
+        "--per-conn",
+        "0",
+        "--symbols",
+        "S0000",
+        "--procs",
+        procs,
+        "--source-addrs",
+        "8",
+        "--source-net",
+        net,
+        "--connect-rate",
+        "3000",
+        "--settle-s",
+        "3",
+        "--warmup-s",
+        "3",
+        "--duration-s",
+        "5",
+    ])
+}
+
 /// Server RSS growth from before the first connect to the window start, per connection
 /// open, bytes.
-fn per_conn(r: &Run, who: &str) -> anyhow::Result<f64> {
+pub(super) fn per_conn(r: &Run, who: &str) -> anyhow::Result<f64> {
     let conns = (r.summary.counts.connected as f64).max(1.0);
     Ok(
         (r.kib(who, |t| t.rss_window_start_kib)? - r.kib(who, |t| t.rss_before_kib)?) * 1024.0

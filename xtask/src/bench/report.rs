@@ -30,6 +30,9 @@ pub const TRADES_END: &str = "<!-- bench:trades:end -->";
 pub const ACCOUNTS_BEGIN: &str =
     "<!-- bench:accounts:begin: written by `cargo xtask bench --scenario accounts` -->";
 pub const ACCOUNTS_END: &str = "<!-- bench:accounts:end -->";
+pub const DEFLATE_BEGIN: &str =
+    "<!-- bench:deflate:begin: written by `cargo xtask bench --scenario deflate` -->";
+pub const DEFLATE_END: &str = "<!-- bench:deflate:end -->";
 
 /// `page` with the text between `begin` and `end` replaced by `body` (appended, with the
 /// markers, when they are missing).

@@ -22,30 +22,6 @@ pub fn run(env: &Env) -> anyhow::Result<Throughput> {
     let rate = 1500;
     let mesh = start_mesh(env, &MeshSpec::new("throughput", &symbols, rate))?;
     let duration = env.pick("15", "5");
-    let common = |format: &str, net: &str| {
-        args(&[
-            "--conns",
-            &conns.to_string(),
-            "--symbols",
-            &join(&symbols),
-            "--per-conn",
-            "50",
-            "--interval-ms",
-            "0",
-            "--mode",
-            "quote",
-            "--format",
-            format,
-            "--threads",
-            "2",
-            "--source-net",
-            net,
-            "--warmup-s",
-            "3",
-            "--duration-s",
-            duration,
-        ])
-    };
     let mut runs = Vec::new();
     for (label, nats, format, net) in [
         ("tickmesh-msgpack", false, "msgpack", "21"),
@@ -59,7 +35,7 @@ pub fn run(env: &Env) -> anyhow::Result<Throughput> {
             &Load {
                 label,
                 nats,
-                args: common(format, net),
+                args: busy_args(conns, &symbols, "0", format, net, duration),
             },
         )?);
     }
@@ -69,6 +45,40 @@ pub fn run(env: &Env) -> anyhow::Result<Throughput> {
         conns,
         runs,
     })
+}
+
+/// The load generator's arguments for `conns` clients on every one of `symbols`, each
+/// every `interval_ms` (0: every tick), `quote` in `format`, from source net `net`.
+pub(super) fn busy_args(
+    conns: u64,
+    symbols: &[String],
+    interval_ms: &str,
+    format: &str,
+    net: &str,
+    duration: &str,
+) -> Vec<String> {
+    args(&[
+        "--conns",
+        &conns.to_string(),
+        "--symbols",
+        &join(symbols),
+        "--per-conn",
+        &symbols.len().to_string(),
+        "--interval-ms",
+        interval_ms,
+        "--mode",
+        "quote",
+        "--format",
+        format,
+        "--threads",
+        "2",
+        "--source-net",
+        net,
+        "--warmup-s",
+        "3",
+        "--duration-s",
+        duration,
+    ])
 }
 
 pub fn report(v: &Stored<Throughput>, md: &mut String, d: &mut String) -> anyhow::Result<()> {
