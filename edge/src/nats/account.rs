@@ -183,6 +183,12 @@ impl NatsLink {
                 );
             }
         };
+        // What the stream held for the account when the consumer was made is the replay:
+        // it waits for the session. Every event after it is live, and a live event that
+        // finds the session's queue full cuts the session (4008). (Counting, not waiting
+        // for a moment with nothing pending: a stalled client's follower under a steady
+        // writer may never see one, and would then wait for it for ever.)
+        let mut replay_left = consumer.cached_info().num_pending;
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(e) => {
@@ -191,8 +197,6 @@ impl NatsLink {
                 );
             }
         };
-        // Until the consumer has nothing pending, this is a replay: it waits for the session.
-        let mut caught_up = false;
         let events_in = metrics::counter!("tickmesh_edge_account_events_in_total");
         while let Some(msg) = messages.next().await {
             let msg = match msg {
@@ -204,6 +208,11 @@ impl NatsLink {
                 }
             };
             let pending = msg.info().map_or(0, |i| i.pending);
+            let replaying = replay_left > 0;
+            replay_left = match pending {
+                0 => 0,
+                _ => replay_left.saturating_sub(1),
+            };
             let event = match account::decode_wire(&msg.payload) {
                 Ok(e) if e.account == account => e,
                 Ok(_) | Err(_) => {
@@ -228,14 +237,13 @@ impl NatsLink {
             last = event.seq;
             *start = Start::From(last + 1);
             let item = AccountItem::Event(event);
-            let handed = match caught_up {
-                true => out.live(item),
-                false => out.replay(item).await,
+            let handed = match replaying {
+                false => out.live(item),
+                true => out.replay(item).await,
             };
             if !handed {
                 return Restart::Gone;
             }
-            caught_up |= pending == 0;
         }
         Restart::Failed(anyhow::anyhow!("the account consumer ended"))
     }
