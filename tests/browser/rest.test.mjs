@@ -84,15 +84,18 @@ before(
         TICKMESH_EDGE_LIMITS__REST_REQUESTS_PER_S_PER_USER: String(RATE_PER_USER),
       },
     });
-    // Ready as it is once it read `md_ref`, the edge may not know every symbol yet.
+    // Ready as it is once it read `md_ref`, the edge may not know every symbol yet. Each
+    // poll as a user of its own: one user polling every 50 ms would be held at 429 by
+    // its own rate (RATE_PER_USER) for as long as it polls.
+    let polls = 0;
     await waitFor(
       'the three symbols over REST',
-      async () => (await rest(`/v1/snapshot?symbols=${SYMBOLS.join(',')}`, 'ready')).body.snapshots?.length === 3,
-      20000,
+      async () => (await rest(`/v1/snapshot?symbols=${SYMBOLS.join(',')}`, `ready-${++polls}`)).body.snapshots?.length === 3,
+      40000,
       mesh.procs(),
     );
   },
-  { timeout: 60000 },
+  { timeout: 90000 },
 );
 
 after(() => mesh?.stop(), { timeout: 30000 });
