@@ -478,6 +478,10 @@ fn upgrade(
         .max_message_size(Some(max + 1))
         .max_frame_size(Some(max + 1));
     let requested_at = std::time::Instant::now();
+    let sessions = tracker.clone();
+    // The upgrade and the session are two tasks: the session's is spawned once the
+    // upgrade is done, so that what only the upgrade needed (the request's identity, the
+    // upgrade's own future) is freed rather than held for the session's whole life.
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -488,11 +492,11 @@ fn upgrade(
                     let io = deflate::stream::Inflating::new(io, max);
                     let ws =
                         WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-                    session::run(deflate::Compressing(ws), edge, format, who).await;
+                    sessions.spawn(session::run(deflate::Compressing(ws), edge, format, who));
                 } else {
                     let ws =
                         WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-                    session::run(ws, edge, format, who).await;
+                    sessions.spawn(session::run(ws, edge, format, who));
                 }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),

@@ -136,8 +136,11 @@ impl Counted {
     }
 }
 
-/// Runs a session until the client leaves, it is closed, or the edge drains.
-pub async fn run<T>(ws: T, edge: Arc<Edge>, format: Format, who: Identity)
+/// A session that runs until the client leaves, it is closed, or the edge drains. Its
+/// state is made here, outside the future, so that the future holds it once (an async
+/// fn would keep its arguments' room beside the session for the session's whole life:
+/// about 1 KiB of every idle connection).
+pub fn run<T>(ws: T, edge: Arc<Edge>, format: Format, who: Identity) -> impl Future<Output = ()>
 where
     T: Transport,
 {
@@ -170,23 +173,26 @@ where
         tapes: HeldTapes::new(edge.clone(), id),
         accounts: HeldAccounts::new(edge.clone()),
     };
-    let end = session.serve(&notify).await;
-    drop(joined);
-    if let End::Close(code, reason) = end {
-        if code == close::SLOW_CONSUMER {
-            metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "closed")
+    async move {
+        let end = session.serve(&notify).await;
+        drop(joined);
+        if let End::Close(code, reason) = end {
+            if code == close::SLOW_CONSUMER {
+                metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "closed")
+                    .increment(1);
+            }
+            metrics::counter!("tickmesh_edge_closes_total", "code" => code.to_string())
                 .increment(1);
+            if code == close::SLOW_CONSUMER {
+                session.cut_slow_consumer().await;
+            } else {
+                session
+                    .close(code, reason, Vec::new(), Duration::from_secs(1))
+                    .await;
+            }
         }
-        metrics::counter!("tickmesh_edge_closes_total", "code" => code.to_string()).increment(1);
-        if code == close::SLOW_CONSUMER {
-            session.cut_slow_consumer().await;
-        } else {
-            session
-                .close(code, reason, Vec::new(), Duration::from_secs(1))
-                .await;
-        }
+        tracing::debug!(session = id, %user, "session closed");
     }
-    tracing::debug!(session = id, %user, "session closed");
 }
 
 /// A session's place in the edge: its fan-out state (and through it the NATS interest of
@@ -326,7 +332,7 @@ where
                     } else {
                         let state = *upstream.borrow_and_update();
                         let quiet = quiet.borrow().clone();
-                        self.on_upstream(state, &quiet, &mut stale, &mut leave_at).await
+                        Box::pin(self.on_upstream(state, &quiet, &mut stale, &mut leave_at)).await
                     }
                 }
                 changed = quiet.changed(), if quiet_open => {
@@ -345,7 +351,9 @@ where
                     let _ = self.send(vec![self.message(&msg)]).await;
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
-                msg = self.ws.read() => match self.on_message(msg).await {
+                // Boxed: a client's request is rare next to the session's life, and its
+                // future is the largest of the loop's (kept out of every idle session).
+                msg = self.ws.read() => match Box::pin(self.on_message(msg)).await {
                     Ok(()) if stale.watching(&quiet.borrow()) => {
                         let quiet = quiet.borrow().clone();
                         self.restale(&quiet, &mut stale, "feed back").await
