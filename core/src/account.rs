@@ -93,6 +93,19 @@ pub fn filter(account: &str) -> String {
     format!("acct.{account}.>")
 }
 
+/// Where the stream republishes each event once it is stored (`acct.<account>.<kind>`
+/// becomes `acctlive.<account>.<kind>`): a reader follows an account live with a plain
+/// subscription, which sees only stored events (an append the stream refuses is never
+/// republished), and reads the stream only to catch up.
+pub const LIVE_SOURCE: &str = "acct.>";
+/// See [`LIVE_SOURCE`].
+pub const LIVE_DESTINATION: &str = "acctlive.>";
+
+/// `acctlive.<account>.>`: every event of one account, live, as the stream republishes it.
+pub fn live_filter(account: &str) -> String {
+    format!("acctlive.{account}.>")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {

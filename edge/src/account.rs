@@ -2,9 +2,9 @@
 //! rule for a slow reader.
 //!
 //! Each account a session holds has its own follower (see `nats::account`): it reads the
-//! account's snapshot (or finds where `from_seq` starts in the stream) and then every
-//! event, through one ordered consumer filtered to the account, checking that each seq
-//! is the last one + 1. The session writes what it is handed, in order. Account events
+//! account's snapshot (or finds where `from_seq` starts in the stream), the events the
+//! stream holds after it, and then every live event as the stream republishes it,
+//! checking that each seq is the last one + 1 (and reading the stream when one is not). The session writes what it is handed, in order. Account events
 //! are never conflated or dropped: while a follower replays what the stream kept it
 //! waits for the session; once it has caught up, an event that finds the session's queue
 //! full ([`crate::config::SessionConfig::account_queue`]) cuts the session (4008), and

@@ -74,8 +74,9 @@ pub struct NatsConfig {
     /// The stream that keeps each symbol's bars (in `js_domain`), read once per followed
     /// (symbol, timeframe) for its history. Default `md_bars`.
     pub bars_stream: String,
-    /// The stream of the accounts' events (in `js_domain`), read by an ordered consumer
-    /// per account subscription. Default `acct`.
+    /// The stream of the accounts' events (in `js_domain`): read (direct gets, an ordered
+    /// consumer) to start and catch up an account subscription, and followed live on
+    /// `acctlive.>`, where it republishes what it stores. Default `acct`.
     pub accounts_stream: String,
     /// The KV bucket of each account's state as of its writer's last event (in
     /// `js_domain`), where an account subscription without `from_seq` starts. Default

@@ -83,10 +83,17 @@ pub struct NatsLink {
     connected: Arc<watch::Sender<bool>>,
     /// JetStream in `nats.js_domain`, for tapes' history.
     hub_js: async_nats::jetstream::Context,
+    /// The JetStream API's subject prefix in `nats.js_domain` (`$JS.<domain>.API`), for
+    /// the requests async-nats has no call for (a batched direct get of the last event of
+    /// each of an account's subjects).
+    hub_api: String,
     trades_stream: String,
     bars_stream: String,
     accounts_stream: String,
     account_snapshots: String,
+    /// The bucket `account_snapshots`, opened once (opening asks for the stream's info, a
+    /// JetStream API call that 10,000 subscribes at once would queue behind).
+    account_snapshots_store: Arc<tokio::sync::OnceCell<async_nats::jetstream::kv::Store>>,
 }
 
 /// A symbol's pump: its NATS subscription ends when this is dropped.
@@ -160,12 +167,18 @@ impl NatsLink {
             Some(domain) => async_nats::jetstream::with_domain(client.clone(), domain),
             None => async_nats::jetstream::new(client.clone()),
         };
+        let hub_api = match &config.js_domain {
+            Some(domain) => format!("$JS.{domain}.API"),
+            None => "$JS.API".to_string(),
+        };
         Ok(NatsLink {
             hub_js,
+            hub_api,
             trades_stream: config.trades_stream.clone(),
             bars_stream: config.bars_stream.clone(),
             accounts_stream: config.accounts_stream.clone(),
             account_snapshots: config.account_snapshots.clone(),
+            account_snapshots_store: Arc::default(),
             io: Arc::new(io),
             client,
             shards,

@@ -163,7 +163,7 @@ fn zero_series() {
     ] {
         counter!(total).increment(0);
     }
-    let labelled: [(&'static str, &'static str, &[&'static str]); 8] = [
+    let labelled: [(&'static str, &'static str, &[&'static str]); 9] = [
         (
             "tickmesh_edge_slow_consumer_total",
             "action",
@@ -173,6 +173,11 @@ fn zero_series() {
             "tickmesh_edge_account_restarts_total",
             "reason",
             &["fresh", "failed"],
+        ),
+        (
+            "tickmesh_edge_account_catch_ups_total",
+            "reason",
+            &["gap", "reconnect", "quiet"],
         ),
         (
             "tickmesh_edge_trades_dropped_total",

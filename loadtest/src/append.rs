@@ -10,9 +10,11 @@
 //! the acknowledgements allow, without the expected-sequence check (an acknowledgement
 //! may still be out when the next event of the account goes), for a replay to read.
 //!
-//! It creates the stream and the bucket `acct_snap` if they are missing, and writes no
-//! snapshot: a subscriber without `from_seq` starts from an empty account (seq 0) and
-//! reads every event after it.
+//! It creates the stream and the bucket `acct_snap` if they are missing, and keeps each
+//! account's snapshot there as the order system does (paced: after every
+//! `--snapshot-every` acknowledged events of the account; bulk: none), so that a
+//! subscriber without `from_seq` starts from a recent state and reads only the events
+//! after it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +54,10 @@ struct AppendArgs {
     /// Append this many events of each account as fast as possible instead.
     #[arg(long)]
     bulk: Option<u64>,
+    /// Put the account's snapshot after every this many of its acknowledged events
+    /// (paced only; 0: never). The order system puts one after each.
+    #[arg(long, default_value_t = 1)]
+    snapshot_every: u64,
     /// JSON summary file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -113,10 +119,16 @@ async fn open(js: &jetstream::Context) -> anyhow::Result<()> {
         subjects: vec!["acct.>".into()],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(3600),
-        // One ordered consumer per account subscription: past nats-server's default
-        // of 1,000 consumers a stream (2.15), an explicit bound.
+        // As the order system's stream: an explicit bound past nats-server's default of
+        // 1,000 consumers a stream (2.15); an edge's replay makes one.
         max_consumers: MAX_CONSUMERS,
         allow_direct: true,
+        // Edges follow accounts live on the republished events.
+        republish: Some(stream::Republish {
+            source: account::LIVE_SOURCE.into(),
+            destination: account::LIVE_DESTINATION.into(),
+            headers_only: false,
+        }),
         ..Default::default()
     })
     .await
@@ -133,8 +145,8 @@ async fn open(js: &jetstream::Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An acknowledgement to wait for: the account's index, when its event went.
-type Pending = (usize, Instant, jetstream::context::PublishAckFuture);
+/// An acknowledgement to wait for: the account's index, when its event went, the event.
+type Pending = (usize, Instant, Event, jetstream::context::PublishAckFuture);
 
 async fn append(args: &AppendArgs) -> anyhow::Result<AppendSummary> {
     let client = async_nats::connect(format!("nats://{}", args.nats)).await?;
@@ -146,7 +158,11 @@ async fn append(args: &AppendArgs) -> anyhow::Result<AppendSummary> {
     // Each account's last stream sequence, as its acknowledgement said.
     let last: Arc<Vec<AtomicU64>> = Arc::new(names.iter().map(|_| AtomicU64::new(0)).collect());
     let (tx, rx) = mpsc::channel::<Pending>(ACKS_QUEUED);
-    let acks = tokio::spawn(await_acks(rx, last.clone()));
+    let snapshot_every = match args.bulk {
+        Some(_) => 0,
+        None => args.snapshot_every,
+    };
+    let acks = tokio::spawn(await_acks(rx, last.clone(), js.clone(), snapshot_every));
 
     let started = Instant::now();
     let mut seqs = vec![0u64; names.len()];
@@ -165,8 +181,8 @@ async fn append(args: &AppendArgs) -> anyhow::Result<AppendSummary> {
             let i = (appended % args.accounts) as usize;
             seqs[i] += 1;
             let expected = check.then(|| last[i].load(Ordering::Acquire));
-            let ack = publish(&js, &names[i], seqs[i], expected).await?;
-            tx.send((i, Instant::now(), ack))
+            let (event, ack) = publish(&js, &names[i], seqs[i], expected).await?;
+            tx.send((i, Instant::now(), event, ack))
                 .await
                 .context("the acknowledgement task ended")?;
             appended += 1;
@@ -193,7 +209,7 @@ async fn publish(
     account: &str,
     seq: u64,
     expected: Option<u64>,
-) -> anyhow::Result<jetstream::context::PublishAckFuture> {
+) -> anyhow::Result<(Event, jetstream::context::PublishAckFuture)> {
     let event = Event {
         account: account.into(),
         seq,
@@ -214,23 +230,54 @@ async fn publish(
         );
     }
     let payload = account::encode_wire(&event);
-    Ok(js
+    let ack = js
         .publish_with_headers(event.subject(), headers, payload.into())
-        .await?)
+        .await?;
+    Ok((event, ack))
 }
 
 /// Awaits acknowledgements in the order of the appends, keeping each account's last
-/// stream sequence.
-async fn await_acks(mut rx: mpsc::Receiver<Pending>, last: Arc<Vec<AtomicU64>>) -> AppendSummary {
+/// stream sequence and, every `snapshot_every` events of an account (0: never), its
+/// snapshot: a plain publish to the bucket's subject, without an acknowledgement (a lost
+/// one only makes a subscriber read a few more events). Not a JetStream publish: that
+/// would wait for room among the acknowledgements in flight, which the events queued
+/// before it hold until this task awaits them.
+async fn await_acks(
+    mut rx: mpsc::Receiver<Pending>,
+    last: Arc<Vec<AtomicU64>>,
+    js: jetstream::Context,
+    snapshot_every: u64,
+) -> AppendSummary {
     let mut s = AppendSummary::default();
+    let mut states: Vec<Option<account::AccountState>> = (0..last.len()).map(|_| None).collect();
     let mut rtt = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .expect("static histogram bounds are valid");
-    while let Some((i, sent, ack)) = rx.recv().await {
+    while let Some((i, sent, event, ack)) = rx.recv().await {
         match ack.await {
             Ok(ack) => {
                 last[i].store(ack.sequence, Ordering::Release);
                 s.acknowledged += 1;
                 rtt.saturating_record((sent.elapsed().as_micros() as u64).max(1));
+                if snapshot_every > 0 {
+                    let state =
+                        states[i].get_or_insert_with(|| account::AccountState::new(&event.account));
+                    // An event whose predecessor failed leaves the state behind: no more
+                    // snapshots of that account (its subscribers read from the last one).
+                    if state.apply(&event).is_ok() && event.seq % snapshot_every == 0 {
+                        let snap = account::Snapshot {
+                            state: state.clone(),
+                            stream_seq: ack.sequence,
+                        };
+                        let subject = format!("$KV.{}.{}", account::SNAPSHOTS, event.account);
+                        let bytes = serde_json::to_vec(&snap).expect("a snapshot serializes");
+                        if let Err(e) = js.client().publish(subject, bytes.into()).await {
+                            s.failed += 1;
+                            if s.samples.len() < 10 {
+                                s.samples.push(format!("snapshot: {e}"));
+                            }
+                        }
+                    }
+                }
             }
             Err(e) => {
                 s.failed += 1;

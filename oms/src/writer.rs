@@ -109,7 +109,7 @@ pub struct Writer {
 
 impl Writer {
     /// Opens `acct` and `acct_snap`, creating them if missing; an existing stream whose
-    /// age, size, duplicate window, replicas or consumer bound differ from `config` is updated to them.
+    /// age, size, duplicate window, replicas, consumer bound or republishing differ from `config` is updated to them.
     /// Tried again for `append_timeout_ms` while the servers cannot answer (a cluster
     /// still electing its leaders).
     pub async fn open(js: jetstream::Context, config: &StreamConfig) -> Result<Self, WriterError> {
@@ -135,6 +135,7 @@ impl Writer {
             num_replicas: want.num_replicas,
             max_consumers: want.max_consumers,
             allow_direct: true,
+            republish: want.republish.clone(),
             ..have.clone()
         };
         if updated != have {

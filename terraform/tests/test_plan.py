@@ -245,7 +245,7 @@ def test_hub_leaf_user_reading_other_replies_is_reported(broken):
     "template, old, new, expected",
     [
         ("templates/hub.conf.tftpl", '"md.>", "ctl.alive", "$JS.API.INFO",', '"md.>", "ctl.alive", "$JS.API.>",', "user 'ingest' may"),
-        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>", "tr.>", "bar.>"]', 'subscribe: [">"]', "user 'edge' may"),
+        ("templates/leaf.conf.tftpl", 'subscribe: ["md.>", "ctl.>", "_INBOX_edge.>", "tr.>", "bar.>", "acctlive.>"]', 'subscribe: [">"]', "user 'edge' may"),
         ("templates/leaf.conf.tftpl", '"$JS.API.INFO", "$JS.*.API.INFO",', '"$JS.API.INFO", "$JS.*.API.INFO", "md.>",', "user 'edge' may"),
         ("templates/hub.conf.tftpl", 'publish: ["ctl.>", "$JS.API.>"', 'publish: ["md.>", "ctl.>", "$JS.API.>"', "user 'admin' may"),
         ("templates/hub.conf.tftpl", '"acct.>", "$JS.API.INFO", "$JS.FC.>",', '"acct.>", "$JS.API.>", "$JS.FC.>",', "user 'oms' may"),
@@ -273,9 +273,11 @@ def test_extra_nats_user_is_reported(broken):
     assert any("user 'debug' is not in nats/include (leaf)" in p for p in problems), problems
 
 
-@pytest.mark.parametrize("exported", ['"md.>", ', '"acct.>", '], ids=["ticks", "account-events"])
+@pytest.mark.parametrize(
+    "exported", ['"md.>", ', '"acct.>", ', '"acctlive.>", '], ids=["ticks", "account-events", "live-account-events"]
+)
 def test_leaf_link_exporting_ticks_or_account_events_is_reported(broken, exported):
-    line = '        "md.>", "tr.>", "bar.>", "ctl.>", "acct.>", "$KV.>",\n'
+    line = '        "md.>", "tr.>", "bar.>", "ctl.>", "acct.>", "acctlive.>", "$KV.>",\n'
     broken.edit("templates/leaf.conf.tftpl", line, line.replace(exported, ""))
     problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
     assert any("leafnodes.remotes[0] deny_exports" in p for p in problems), problems

@@ -652,8 +652,9 @@ async fn a_leaf_link_cannot_inject_into_or_manage_the_hub() {
 
 /// The account stream: only the order system (user `oms`) appends to `acct` and writes
 /// `acct_snap`, and it can purge or delete neither; an edge in a region reads an account
-/// through the hub's domain (its events through an ordered consumer, an event by
-/// sequence, its snapshot) and can change nothing; ingest and operators append nothing.
+/// through the hub's domain (its events by direct gets, an ordered consumer and live as
+/// republished, its snapshot) and changes nothing; ingest and operators append nothing,
+/// and nobody publishes a live event but the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
     use tickmesh_core::account::{self, Balance, Data, Event};
@@ -707,13 +708,17 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
         .unwrap();
     violation(&mut oms_errors, "$KV.md_last.AAPL").await;
 
-    // An edge in region A reads the account through the hub's domain...
+    // An edge in region A reads the account through the hub's domain: its events by
+    // direct gets (one, the next on the account's subjects, a batch) and live as the
+    // stream republishes them...
     let (edge, mut edge_errors) = client_as(&mesh, "edge", &mesh.region(A).urls()).await;
     let hub_js = jetstream::ContextBuilder::new()
         .domain(HUB_DOMAIN)
         .timeout(5 * SECOND)
         .build(edge.clone());
-    let events = stored_events(&hub_js, "ACC1").await.unwrap();
+    let events = stored_events(&jetstream::new(oms.clone()), "ACC1")
+        .await
+        .unwrap();
     assert_eq!(seqs(&events), [1, 2, 3]);
     let stream = hub_js.get_stream(account::STREAM).await.unwrap();
     let first = stream.direct_get(events[0].stream_seq).await.unwrap();
@@ -729,7 +734,36 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
         account::decode_wire(&next.payload).unwrap(),
         events[1].event
     );
-    // A pull consumer too (its fetches are requests of their own).
+    let inbox = edge.new_inbox();
+    let mut batch = edge.subscribe(inbox.clone()).await.unwrap();
+    let request = format!(
+        r#"{{"seq":1,"next_by_subj":"{}","batch":10}}"#,
+        account::filter("ACC1")
+    );
+    edge.publish_with_reply("$JS.hub.API.DIRECT.GET.acct", inbox, request.into())
+        .await
+        .unwrap();
+    for want in &events {
+        let msg = tokio::time::timeout(5 * SECOND, batch.next())
+            .await
+            .expect("a batched event within 5 s")
+            .unwrap();
+        assert_eq!(account::decode_wire(&msg.payload).unwrap(), want.event);
+    }
+    let mut live = edge.subscribe(account::live_filter("ACC1")).await.unwrap();
+    edge.flush().await.unwrap();
+    // Interest crosses the leaf link after the subscription: append once it has.
+    tokio::time::sleep(SECOND).await;
+    let mut log = writer.account("ACC1").await.unwrap();
+    log.append(deposit(4.0)).await.unwrap();
+    let msg = tokio::time::timeout(5 * SECOND, live.next())
+        .await
+        .expect("the appended event live within 5 s")
+        .unwrap();
+    let fourth = account::decode_wire(&msg.payload).unwrap();
+    assert_eq!((fourth.account.as_str(), fourth.seq), ("ACC1", 4));
+    // An ordered consumer filtered to the account (its fetches are requests of their
+    // own).
     let pulled = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: account::filter("ACC1"),
@@ -738,15 +772,15 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
         .await
         .unwrap();
     let mut messages = pulled.messages().await.unwrap();
-    for want in &events {
+    for want in [1, 2, 3, 4] {
         let msg = tokio::time::timeout(5 * SECOND, messages.next())
             .await
             .expect("a pulled event within 5 s")
             .unwrap()
             .unwrap();
-        assert_eq!(account::decode_wire(&msg.payload).unwrap(), want.event);
+        assert_eq!(account::decode_wire(&msg.payload).unwrap().seq, want);
     }
-    assert_eq!(snapshot(&hub_js, "ACC1").await.unwrap().state.seq, 2);
+    assert_eq!(snapshot(&hub_js, "ACC1").await.unwrap().state.seq, 4);
     // ...and changes nothing: no append, no core subscription, no purge, no snapshot.
     edge.publish("acct.ACC1.balance", account::encode_wire(&third).into())
         .await
@@ -760,6 +794,10 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
     let snaps = hub_js.get_key_value(account::SNAPSHOTS).await.unwrap();
     assert!(snaps.put("ACC1", "{}".into()).await.is_err());
     violation(&mut edge_errors, "$JS.hub.API.$KV.acct_snap.ACC1").await;
+    edge.publish("acctlive.ACC1.balance", account::encode_wire(&third).into())
+        .await
+        .unwrap();
+    violation(&mut edge_errors, "acctlive.ACC1.balance").await;
 
     // Ingest neither appends nor reads; an operator does not append.
     let (ingest, mut ingest_errors) = client_as(&mesh, "ingest", &hub).await;
@@ -773,6 +811,10 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
     let (admin, mut admin_errors) = client_as(&mesh, "admin", &hub).await;
     admin.publish("acct.ACC1.fill", "{}".into()).await.unwrap();
     violation(&mut admin_errors, "acct.ACC1.fill").await;
+    oms.publish("acctlive.ACC1.fill", "{}".into())
+        .await
+        .unwrap();
+    violation(&mut oms_errors, "acctlive.ACC1.fill").await;
     admin
         .publish("$KV.acct_snap.ACC1", "{}".into())
         .await
@@ -783,7 +825,7 @@ async fn only_the_order_system_appends_to_accounts_and_edges_only_read_them() {
     let operator = jetstream::new(admin);
     assert_eq!(
         seqs(&stored_events(&operator, "ACC1").await.unwrap()),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
-    assert_eq!(snapshot(&operator, "ACC1").await.unwrap().state.seq, 2);
+    assert_eq!(snapshot(&operator, "ACC1").await.unwrap().state.seq, 4);
 }

@@ -1,17 +1,33 @@
-//! An account subscription's NATS side: its snapshot from the bucket `acct_snap`, or the
-//! place of `from_seq` in the stream `acct`, then every event through an ordered
-//! consumer filtered to `acct.<account>.>`, all in `nats.js_domain` (the hub's, from a
-//! region: accounts are few events and must be the writer's own, so they are read where
-//! they are written rather than from a regional copy that could lag).
+//! An account subscription's NATS side, all in `nats.js_domain` (the hub's, from a region:
+//! accounts are few events and must be the writer's own, so they are read where they are
+//! written rather than from a regional copy that could lag):
+//!
+//! 1. a plain subscription to `acctlive.<account>.>`, where the stream republishes each
+//!    event once it is stored;
+//! 2. the snapshot from the bucket `acct_snap`, or the place of `from_seq` in the stream
+//!    `acct`;
+//! 3. a catch-up: the events the stream holds after that (the replay, which waits for
+//!    the session): whether there are any, from the last event of each of the account's
+//!    subjects (one batched direct get); the first few by direct gets; the rest through an
+//!    ordered consumer filtered to the account, dropped once it has read them;
+//! 4. then the live events, each checked to be the last seq + 1. A gap, a reconnect of the
+//!    NATS link, or a quiet spell after an event is followed by another catch-up, so an
+//!    event the subscription lost is read from the stream instead.
+//!
+//! A subscription whose snapshot is current costs the servers one interest on a subject
+//! and two direct gets, and no JetStream state while it is held: 10,000 subscribes in
+//! five seconds made 10,000 consumers when every subscription had one, which nats-server's
+//! JetStream API could not keep up with (docs/benchmarks.md, "Account channels").
 
 use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryFutureExt};
 use tickmesh_core::account::{self, AccountState, Snapshot};
 use tickmesh_core::protocol::ErrorCode;
+use tokio::time::Instant;
 
 use super::{NatsLink, PUMP_RESTART_DELAY, Pump};
 use crate::account::{AccountItem, AccountOut};
@@ -19,20 +35,103 @@ use crate::account::{AccountItem, AccountOut};
 /// The longest the snapshot read or the search for `from_seq` may take.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long one pull of an account's consumer waits for events. The server sends an idle
+/// How long an account may be quiet (no event, after a catch-up or an event) before its
+/// follower asks the stream whether it missed one.
+const QUIET_CHECK: Duration = Duration::from_secs(3);
+
+/// The longest a batch of the stream's events may take to arrive.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Events a catch-up reads one direct get each before it makes a consumer for the rest.
+const SINGLE_READS: usize = 8;
+
+/// Most messages in one batched direct get (the last event of each of an account's
+/// subjects: four).
+const READ_BATCH: usize = 64;
+
+/// How long one pull of a catch-up's consumer waits for events. The server sends an idle
 /// heartbeat every half of it, and the consumer is made anew after two missed ones: when
-/// the hub node holding it dies (it lives with the stream's leader), the account's events
-/// flow again about two pulls after a new leader is elected, not after the client
-/// library's default of 30 s. Each idle account costs a pull and two heartbeats per pull.
+/// the hub node holding it dies (it lives with the stream's leader), the read goes on
+/// about two pulls after a new leader is elected, not after the client library's default
+/// of 30 s.
 const PULL_EXPIRES: Duration = Duration::from_secs(4);
+
+/// Where a follower is: the last seq handed to the session, and the stream sequence to
+/// read from next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    last: u64,
+    next_stream_seq: u64,
+}
+
+/// How an event goes to the session: one the stream held when the subscription started
+/// waits for room; a later one finds room or cuts the session.
+#[derive(Clone, Copy)]
+enum Hand {
+    Replay,
+    Live,
+}
+
+/// What a catch-up hands each event it reads to.
+struct Take<'a> {
+    account: &'a str,
+    filter: &'a str,
+    out: &'a AccountOut,
+    hand: Hand,
+    events_in: metrics::Counter,
+}
+
+impl Take<'_> {
+    /// The event at `stream_seq`: handed to the session if it is the next seq, skipped if
+    /// it was handed already, and a restart from a snapshot if seqs are missing from the
+    /// stream.
+    async fn event(
+        &self,
+        at: &mut Position,
+        start: &mut Start,
+        stream_seq: u64,
+        payload: &[u8],
+    ) -> Result<(), Restart> {
+        let account = self.account;
+        at.next_stream_seq = at.next_stream_seq.max(stream_seq + 1);
+        let Some(event) = decode(account, payload, self.filter) else {
+            return Ok(());
+        };
+        if event.seq <= at.last {
+            return Ok(());
+        }
+        if event.seq != at.last + 1 {
+            let why = format!(
+                "events {} to {} of {account} are not in the stream: starting again from a snapshot",
+                at.last + 1,
+                event.seq - 1
+            );
+            return Err(Restart::Fresh(ErrorCode::Unavailable, why));
+        }
+        self.events_in.increment(1);
+        at.last = event.seq;
+        *start = Start::At(*at);
+        let item = AccountItem::Event(event);
+        let handed = match self.hand {
+            Hand::Replay => self.out.replay(item).await,
+            Hand::Live => self.out.live(item),
+        };
+        match handed {
+            true => Ok(()),
+            false => Err(Restart::Gone),
+        }
+    }
+}
 
 /// Where a subscription's events start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
     /// Read the snapshot; the events after it follow.
     Snapshot,
-    /// Every event from this seq.
+    /// Every event from this seq (the client's `from_seq`): found in the stream first.
     From(u64),
+    /// Where a run left off: read on from there (no snapshot, no search).
+    At(Position),
 }
 
 /// Why a follower starts over.
@@ -119,6 +218,17 @@ impl NatsLink {
     /// One run of a follower: from `start` until the session is gone or something fails;
     /// `start` is kept at the next seq due.
     async fn account_run(&self, account: &str, start: &mut Start, out: &AccountOut) -> Restart {
+        // Live first, so that an event stored from now on is either read by the catch-up
+        // below or delivered here (the subscription reaches the hub before the first read
+        // does: both go out on this connection, in order).
+        let mut live = match self.client.subscribe(account::live_filter(account)).await {
+            Ok(s) => s,
+            Err(e) => {
+                return Restart::Failed(
+                    anyhow::Error::new(e).context("subscribing to the account's live events"),
+                );
+            }
+        };
         let stream = match self.hub_js.get_stream_no_info(&self.accounts_stream).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -128,7 +238,7 @@ impl NatsLink {
             }
         };
         let filter = account::filter(account);
-        let (policy, mut last) = match *start {
+        let mut at = match *start {
             Start::Snapshot => {
                 let snap = tokio::time::timeout(START_TIMEOUT, self.account_snapshot(account))
                     .await
@@ -142,24 +252,24 @@ impl NatsLink {
                 if !out.replay(AccountItem::Snapshot(snap.state)).await {
                     return Restart::Gone;
                 }
-                *start = Start::From(seq + 1);
-                let policy = match stream_seq {
-                    0 => DeliverPolicy::All,
-                    s => DeliverPolicy::ByStartSequence {
-                        start_sequence: s + 1,
-                    },
+                let at = Position {
+                    last: seq,
+                    next_stream_seq: stream_seq + 1,
                 };
-                (policy, seq)
+                *start = Start::At(at);
+                at
             }
+            Start::At(at) => at,
             Start::From(n) => {
                 let located = tokio::time::timeout(START_TIMEOUT, locate(&stream, &filter, n))
                     .await
                     .context("finding from_seq timed out")
                     .and_then(|r| r);
                 match located {
-                    Ok(Located::At(s)) => {
-                        (DeliverPolicy::ByStartSequence { start_sequence: s }, n - 1)
-                    }
+                    Ok(Located::At(s)) => Position {
+                        last: n - 1,
+                        next_stream_seq: s,
+                    },
                     Ok(Located::Unavailable(why)) => {
                         return Restart::Fresh(ErrorCode::Unavailable, why);
                     }
@@ -167,92 +277,231 @@ impl NatsLink {
                 }
             }
         };
+        // What the stream holds now is the replay: it waits for the session. Every event
+        // after it is live, and a live event that finds the session's queue full cuts the
+        // session (4008).
+        if let Err(restart) = self
+            .catch_up(account, &mut at, start, out, Hand::Replay)
+            .await
+        {
+            return restart;
+        }
+        let events_in = metrics::counter!("tickmesh_edge_account_events_in_total");
+        let mut reconnects = self.reconnects();
+        reconnects.borrow_and_update();
+        // When to ask the stream whether an event was missed: the live subscription can
+        // lose one (while the link was down, or the stream changed leader), and when no
+        // later event follows, only the stream can tell.
+        let mut check_at = Some(Instant::now() + QUIET_CHECK);
+        loop {
+            let due = check_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                msg = live.next() => {
+                    let Some(msg) = msg else {
+                        return Restart::Failed(anyhow::anyhow!("the live subscription ended"));
+                    };
+                    let stream_seq = header_u64(&msg, "Nats-Sequence");
+                    let Some(event) = decode(account, &msg.payload, &msg.subject) else {
+                        continue;
+                    };
+                    check_at = Some(Instant::now() + QUIET_CHECK);
+                    if event.seq <= at.last {
+                        continue;
+                    }
+                    if event.seq != at.last + 1 {
+                        // Missed live: read the stream up to it.
+                        metrics::counter!("tickmesh_edge_account_catch_ups_total", "reason" => "gap")
+                            .increment(1);
+                        if let Err(restart) = self.catch_up(account, &mut at, start, out, Hand::Live).await {
+                            return restart;
+                        }
+                        if event.seq > at.last + 1 {
+                            return Restart::Failed(anyhow::anyhow!(
+                                "seq {} arrived live, but the stream answered only up to seq {}",
+                                event.seq,
+                                at.last
+                            ));
+                        }
+                        continue;
+                    }
+                    events_in.increment(1);
+                    at.last = event.seq;
+                    if let Some(s) = stream_seq {
+                        at.next_stream_seq = s + 1;
+                    }
+                    *start = Start::At(at);
+                    if !out.live(AccountItem::Event(event)) {
+                        return Restart::Gone;
+                    }
+                }
+                changed = reconnects.changed() => {
+                    if changed.is_err() {
+                        return Restart::Gone;
+                    }
+                    metrics::counter!("tickmesh_edge_account_catch_ups_total", "reason" => "reconnect")
+                        .increment(1);
+                    if let Err(restart) = self.catch_up(account, &mut at, start, out, Hand::Live).await {
+                        return restart;
+                    }
+                    check_at = Some(Instant::now() + QUIET_CHECK);
+                }
+                () = tokio::time::sleep_until(due), if check_at.is_some() => {
+                    check_at = None;
+                    metrics::counter!("tickmesh_edge_account_catch_ups_total", "reason" => "quiet")
+                        .increment(1);
+                    if let Err(restart) = self.catch_up(account, &mut at, start, out, Hand::Live).await {
+                        return restart;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the account's events from the stream, from `at` until the stream has no
+    /// more, handing each to the session as `hand` says; `at` and `start` follow.
+    async fn catch_up(
+        &self,
+        account: &str,
+        at: &mut Position,
+        start: &mut Start,
+        out: &AccountOut,
+        hand: Hand,
+    ) -> Result<(), Restart> {
+        let filter = account::filter(account);
+        let events_in = metrics::counter!("tickmesh_edge_account_events_in_total");
+        let stream = self
+            .hub_js
+            .get_stream_no_info(&self.accounts_stream)
+            .map_err(|e| anyhow::Error::new(e).context("opening the accounts stream"))
+            .await?;
+        // Nothing after where the follower is (the usual answer, at a subscribe and at a
+        // quiet check): one look at the last event of each of the account's subjects.
+        let last = tokio::time::timeout(READ_TIMEOUT, self.last_stream_seq(&filter))
+            .await
+            .context("reading the account's last event timed out")
+            .and_then(|r| r)?;
+        if last.is_none_or(|last| last < at.next_stream_seq) {
+            return Ok(());
+        }
+        // The first few events one direct get each (a single get finds the account's
+        // next event from the stream's index of subjects, cheap for the usual catch-up of
+        // a few events), the rest through an ordered consumer filtered to the account.
+        let take = Take {
+            account,
+            filter: &filter,
+            out,
+            hand,
+            events_in,
+        };
+        for _ in 0..SINGLE_READS {
+            let next = tokio::time::timeout(
+                READ_TIMEOUT,
+                next_message(&stream, &filter, at.next_stream_seq),
+            )
+            .await
+            .context("reading the account's next event timed out")
+            .and_then(|r| r)?;
+            let Some((stream_seq, payload)) = next else {
+                return Ok(());
+            };
+            take.event(at, start, stream_seq, &payload).await?;
+        }
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
-                filter_subject: filter,
-                deliver_policy: policy,
+                filter_subject: filter.clone(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: at.next_stream_seq,
+                },
                 max_expires: PULL_EXPIRES,
                 ..Default::default()
             })
-            .await;
-        let consumer = match consumer {
-            Ok(c) => c,
-            Err(e) => {
-                return Restart::Failed(
-                    anyhow::Error::new(e).context("creating the account consumer"),
-                );
-            }
-        };
-        // What the stream held for the account when the consumer was made is the replay:
-        // it waits for the session. Every event after it is live, and a live event that
-        // finds the session's queue full cuts the session (4008). (Counting, not waiting
-        // for a moment with nothing pending: a stalled client's follower under a steady
-        // writer may never see one, and would then wait for it for ever.)
-        let mut replay_left = consumer.cached_info().num_pending;
-        let mut messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                return Restart::Failed(
-                    anyhow::Error::new(e).context("reading the account consumer"),
-                );
-            }
-        };
-        let events_in = metrics::counter!("tickmesh_edge_account_events_in_total");
-        while let Some(msg) = messages.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    return Restart::Failed(
-                        anyhow::Error::new(e).context("reading an account event"),
-                    );
-                }
-            };
-            let pending = msg.info().map_or(0, |i| i.pending);
-            let replaying = replay_left > 0;
-            replay_left = match pending {
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("creating the account consumer"))?;
+        // What the stream held when the consumer was made; later events come live.
+        let mut left = consumer.cached_info().num_pending;
+        if left == 0 {
+            return Ok(());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("reading the account consumer"))?;
+        while left > 0 {
+            let msg = tokio::time::timeout(READ_TIMEOUT, messages.next())
+                .await
+                .context("reading the account consumer timed out")?
+                .context("the account consumer ended")?
+                .map_err(|e| anyhow::Error::new(e).context("reading an account event"))?;
+            let info = msg
+                .info()
+                .map_err(|e| anyhow::anyhow!("an account event without its metadata: {e}"))?;
+            let stream_seq = info.stream_sequence;
+            left = match info.pending {
                 0 => 0,
-                _ => replay_left.saturating_sub(1),
+                _ => left - 1,
             };
-            let event = match account::decode_wire(&msg.payload) {
-                Ok(e) if e.account == account => e,
-                Ok(_) | Err(_) => {
-                    // Its seq is then missing, which the next event's check tells.
-                    metrics::counter!("tickmesh_edge_account_events_invalid_total").increment(1);
-                    tracing::warn!(%account, subject = %msg.subject, "dropped an invalid account event");
-                    continue;
+            take.event(at, start, stream_seq, &msg.payload).await?;
+        }
+        Ok(())
+    }
+
+    /// The stream sequence of the account's last event (the last of each of its subjects,
+    /// in one batched direct get: the stream's index of subjects answers it without
+    /// reading the messages between); `None` when the stream holds none.
+    async fn last_stream_seq(&self, filter: &str) -> anyhow::Result<Option<u64>> {
+        let request = serde_json::json!({ "multi_last": [filter], "batch": READ_BATCH });
+        let events = self.direct_get_batch(request).await?;
+        Ok(events.iter().map(|(seq, _)| *seq).max())
+    }
+
+    /// A batched direct get (nats-server 2.11 and later), answered by any of the stream's
+    /// replicas: its messages (stream sequence, payload), up to the end of the batch.
+    async fn direct_get_batch(
+        &self,
+        request: serde_json::Value,
+    ) -> anyhow::Result<Vec<(u64, bytes::Bytes)>> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .context("subscribing to a direct get's replies")?;
+        let subject = format!("{}.DIRECT.GET.{}", self.hub_api, self.accounts_stream);
+        self.client
+            .publish_with_reply(subject, inbox, request.to_string().into())
+            .await
+            .context("sending a direct get")?;
+        let mut events = Vec::new();
+        loop {
+            let msg = replies
+                .next()
+                .await
+                .context("the direct get's replies ended")?;
+            match msg.status.map(|s| s.as_u16()) {
+                None | Some(200) => {
+                    let seq = header_u64(&msg, "Nats-Sequence")
+                        .context("a direct get's reply without Nats-Sequence")?;
+                    events.push((seq, msg.payload));
+                    if events.len() > READ_BATCH {
+                        anyhow::bail!("a direct get answered more than the {READ_BATCH} asked for");
+                    }
                 }
-            };
-            if event.seq <= last {
-                continue;
-            }
-            if event.seq != last + 1 {
-                let why = format!(
-                    "events {} to {} of {account} are not in the stream: starting again from a snapshot",
-                    last + 1,
-                    event.seq - 1
-                );
-                return Restart::Fresh(ErrorCode::Unavailable, why);
-            }
-            events_in.increment(1);
-            last = event.seq;
-            *start = Start::From(last + 1);
-            let item = AccountItem::Event(event);
-            let handed = match replaying {
-                false => out.live(item),
-                true => out.replay(item).await,
-            };
-            if !handed {
-                return Restart::Gone;
+                // The end of the batch, or nothing to send.
+                Some(204) | Some(404) => return Ok(events),
+                Some(code) => anyhow::bail!(
+                    "a direct get from {} answered {code} {}",
+                    self.accounts_stream,
+                    msg.description.unwrap_or_default()
+                ),
             }
         }
-        Restart::Failed(anyhow::anyhow!("the account consumer ended"))
     }
 
     /// The account's state as of its writer's last event: none yet is an empty state.
     async fn account_snapshot(&self, account: &str) -> anyhow::Result<Snapshot> {
         let bucket = self
-            .hub_js
-            .get_key_value(&self.account_snapshots)
+            .account_snapshots_store
+            .get_or_try_init(|| self.hub_js.get_key_value(&self.account_snapshots))
             .await
             .with_context(|| format!("opening bucket {}", self.account_snapshots))?;
         let entry = bucket
@@ -275,6 +524,41 @@ impl NatsLink {
     }
 }
 
+/// `payload` as an event of `account`; an invalid one is counted, logged and skipped (its
+/// seq is then missing, which the next event's check tells).
+fn decode(account: &str, payload: &[u8], subject: &str) -> Option<account::Event> {
+    match account::decode_wire(payload) {
+        Ok(e) if e.account == account => Some(e),
+        Ok(_) | Err(_) => {
+            metrics::counter!("tickmesh_edge_account_events_invalid_total").increment(1);
+            tracing::warn!(%account, subject, "dropped an invalid account event");
+            None
+        }
+    }
+}
+
+/// A numeric header of `msg`.
+fn header_u64(msg: &async_nats::Message, name: &str) -> Option<u64> {
+    msg.headers.as_ref()?.get(name)?.as_str().parse().ok()
+}
+
+/// The message of `filter` at or after stream sequence `at`: (its stream sequence, its
+/// payload); `None` past the last one.
+async fn next_message(
+    stream: &Stream<()>,
+    filter: &str,
+    at: u64,
+) -> anyhow::Result<Option<(u64, bytes::Bytes)>> {
+    match stream
+        .direct_get_next_for_subject(filter, Some(at.max(1)))
+        .await
+    {
+        Ok(msg) => Ok(Some((msg.sequence, msg.payload))),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("a direct get from the accounts stream")),
+    }
+}
+
 /// The event of `filter` at or after stream sequence `at`: (its stream sequence, its
 /// seq); `None` past the last one.
 async fn next_event(
@@ -282,18 +566,12 @@ async fn next_event(
     filter: &str,
     at: u64,
 ) -> anyhow::Result<Option<(u64, u64)>> {
-    match stream
-        .direct_get_next_for_subject(filter, Some(at.max(1)))
-        .await
-    {
-        Ok(msg) => {
-            let event = account::decode_wire(&msg.payload)
-                .with_context(|| format!("event at stream sequence {}", msg.sequence))?;
-            Ok(Some((msg.sequence, event.seq)))
-        }
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e).context("a direct get from the accounts stream")),
-    }
+    let Some((sequence, payload)) = next_message(stream, filter, at).await? else {
+        return Ok(None);
+    };
+    let event = account::decode_wire(&payload)
+        .with_context(|| format!("event at stream sequence {sequence}"))?;
+    Ok(Some((sequence, event.seq)))
 }
 
 /// Where the events from `from_seq` on start in the stream: a search over stream

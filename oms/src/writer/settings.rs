@@ -23,10 +23,10 @@ pub struct StreamConfig {
     pub max_bytes: i64,
     /// How long the stream remembers an event's `Nats-Msg-Id`, seconds. Default 120.
     pub duplicate_window_s: u64,
-    /// The most consumers the stream may have at once. Each account a client follows is
-    /// one consumer of an edge while it is held, across the whole mesh; nats-server's own
-    /// default, when a stream names none, is 1,000, past which a follow fails. -1: no
-    /// bound. Default 100000.
+    /// The most consumers the stream may have at once: an edge's catch-ups of more than a
+    /// few events (a replay, a long gap), operators' tools and this writer's rebuild.
+    /// nats-server's own default, when a stream names none, is 1,000. -1: no bound.
+    /// Default 100000.
     pub max_consumers: i32,
     /// How long one append is retried (no leader, no answer, a lost acknowledgement)
     /// before the writer gives up on it, ms; the account's trading waits meanwhile.
@@ -110,8 +110,19 @@ impl StreamConfig {
             max_consumers: self.max_consumers,
             // Edges read an account's snapshot position and replays from any replica.
             allow_direct: true,
+            republish: Some(republish()),
             ..Default::default()
         }
+    }
+}
+
+/// Each stored event again on `acctlive.<account>.<kind>`, where edges follow accounts
+/// live (see [`tickmesh_core::account::LIVE_SOURCE`]).
+pub(super) fn republish() -> stream::Republish {
+    stream::Republish {
+        source: tickmesh_core::account::LIVE_SOURCE.into(),
+        destination: tickmesh_core::account::LIVE_DESTINATION.into(),
+        headers_only: false,
     }
 }
 
@@ -127,6 +138,11 @@ mod tests {
         assert_eq!(s.max_age, Duration::from_secs(604_800));
         assert_eq!((s.storage, s.allow_direct), (StorageType::File, true));
         assert_eq!(s.subjects, ["acct.>"]);
+        let live = s.republish.expect("stored events are republished");
+        assert_eq!(
+            (live.source.as_str(), live.destination.as_str()),
+            ("acct.>", "acctlive.>")
+        );
         assert_eq!(s.max_consumers, 100_000);
         let bad = [
             (
