@@ -182,7 +182,9 @@ pub struct SnapshotConfig {
     /// `kv_timeout_ms` is abandoned and the first live tick is the snapshot. Default 64.
     pub max_kv_reads: usize,
     /// How long a symbol found to have no value in KV is not read again, ms: its sessions'
-    /// snapshot is then the first live tick. Default 30000.
+    /// snapshot is then the first live tick, and a REST snapshot answers without it. No
+    /// longer than a value is kept (`cache_ttl_ms`), so that a symbol's first value is
+    /// in a REST answer as soon as a change of value would be. Default 1000.
     pub negative_ttl_ms: u64,
 }
 
@@ -483,7 +485,7 @@ impl Default for SnapshotConfig {
             cache_capacity: 100_000,
             kv_timeout_ms: 2000,
             max_kv_reads: 64,
-            negative_ttl_ms: 30_000,
+            negative_ttl_ms: 1000,
         }
     }
 }

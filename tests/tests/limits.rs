@@ -451,6 +451,9 @@ async fn address_and_edge_bounds_and_negative_caching() {
     config.limits.max_symbols_per_ip = 3;
     config.limits.max_carried_symbols = 4;
     config.limits.retry_after_ms = 1234;
+    // Longer than the positive cache's second (the default is that second), so that a
+    // resubscription past it shows the negative entry at work.
+    config.snapshot.negative_ttl_ms = 30_000;
     let (edge, addr) = start_edge(config).await.unwrap();
 
     let mut a = client_from("127.0.0.2", addr).await;

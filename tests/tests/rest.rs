@@ -560,3 +560,50 @@ async fn past_its_rate_a_sender_gets_429_with_retry_after() {
     })
     .await;
 }
+
+/// A symbol that had no value when a snapshot first asked for it gets one: the next
+/// snapshot a second or so later has it. "No value" is cached no longer than a value is
+/// (`snapshot.negative_ttl_ms` = `snapshot.cache_ttl_ms`, 1 s); it was 30 s, which left
+/// a poller without the symbol's first value for half a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbols_first_value_is_in_a_snapshot_within_seconds_of_a_no_value_answer() {
+    use tickmesh_core::Tick;
+    use tickmesh_core::codec::encode_wire;
+    within_deadline(async {
+        let nats = NatsServer::start().unwrap();
+        create_refdata(&nats.url(), &["S1"]).await.unwrap();
+        let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+        let path = "/v1/snapshot?symbols=S1";
+        let before = get(addr, path, None).await;
+        assert_eq!(before.status, 200, "{}", before.body);
+        assert_eq!(before.body, r#"{"snapshots":[],"errors":[]}"#);
+
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let last = js.get_key_value("md_last").await.unwrap();
+        let tick = Tick {
+            symbol: "S1".into(),
+            epoch: 1,
+            seq: 1,
+            ts: 1,
+            last: Some(10.0),
+            ..Tick::default()
+        };
+        last.put("S1", encode_wire(&tick).into()).await.unwrap();
+        let put_at = Instant::now();
+        loop {
+            let now = get(addr, path, None).await;
+            if now.status == 200 && now.body.contains(r#""symbol":"S1""#) {
+                break;
+            }
+            assert!(
+                put_at.elapsed() < 5 * SECOND,
+                "no value 5 s after the first was written: {} {}",
+                now.status,
+                now.body
+            );
+            tokio::time::sleep(SECOND / 4).await;
+        }
+        edge.stop().await.unwrap();
+    })
+    .await;
+}

@@ -39,7 +39,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// follower asks the stream whether it missed one.
 const QUIET_CHECK: Duration = Duration::from_secs(3);
 
-/// The longest a batch of the stream's events may take to arrive.
+/// The longest one read of the stream may take (a direct get, a consumer's next event).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Events a catch-up reads one direct get each before it makes a consumer for the rest.
