@@ -434,3 +434,38 @@ async fn a_revoked_user_is_closed_with_4403_within_a_second() {
     );
     s.edge.stop().await.unwrap();
 }
+
+/// When live events do not arrive (here the stream no longer republishes them; in a mesh,
+/// a link that lost them), a subscriber still gets every event, in order, a few seconds
+/// late: each quiet-time read of the stream that finds events is followed by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_live_events_the_stream_reads_keep_a_subscriber_going() {
+    let mut s = setup(|_| {}).await;
+    s.writer.append("DEMO1").await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(s.nats.url()).await.unwrap());
+    let mut stream = js.get_stream(account::STREAM).await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    assert!(
+        config.republish.is_some(),
+        "the writer's stream republishes"
+    );
+    config.republish = None;
+    js.update_stream(config).await.unwrap();
+
+    let mut c = signed_in(s.addr, &["DEMO1"]).await;
+    c.send(json!({"op":"subscribe","id":1,"account":"DEMO1"}))
+        .await
+        .unwrap();
+    let snap = c.next_of("account_snapshot", 5 * SECOND).await.unwrap();
+    assert_eq!(snap["seq"], 1, "{snap}");
+    // One event in each of three quiet spells (a quiet-time read comes 3 s after the
+    // last event or read).
+    for _ in 0..3 {
+        tokio::time::sleep(SECOND / 2).await;
+        s.writer.append("DEMO1").await.unwrap();
+        tokio::time::sleep(3 * SECOND).await;
+    }
+    let got = until_seq(&mut c, 4).await;
+    assert_seqs(&seqs(&got, "DEMO1"), 2..=4);
+    s.edge.stop().await.unwrap();
+}

@@ -349,8 +349,14 @@ impl NatsLink {
                     check_at = None;
                     metrics::counter!("tickmesh_edge_account_catch_ups_total", "reason" => "quiet")
                         .increment(1);
+                    let before = at.last;
                     if let Err(restart) = self.catch_up(account, &mut at, start, out, Hand::Live).await {
                         return restart;
+                    }
+                    // It found events the live subscription did not bring: look again
+                    // after the next quiet spell, for as long as that goes on.
+                    if at.last != before {
+                        check_at = Some(Instant::now() + QUIET_CHECK);
                     }
                 }
             }
