@@ -253,13 +253,25 @@ async fn it_reconnects_to_a_new_edge_and_resubscribes_by_itself() {
     config.name = "edge-second".into();
     let (edge2, _) = start_edge(config).await.unwrap();
 
+    let last_before = before.last().unwrap()["seq"].as_u64().unwrap();
     let after = tokio::task::block_in_place(|| {
         let mut after = w.collect(Duration::from_millis(500));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !w.stderr().contains("connected to edge-second") && Instant::now() < deadline {
             after.extend(w.collect(Duration::from_millis(100)));
         }
-        after.extend(w.collect(Duration::from_millis(1500)));
+        // The new edge may take the client before it has read the reference data: it then
+        // answers `unavailable` with `retry_ms` (2 s), and the client asks again.
+        let newer = |lines: &[Value]| {
+            lines
+                .iter()
+                .filter(|l| l["symbol"] == "SPY" && l["seq"].as_u64() > Some(last_before))
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while newer(&after) < 5 && Instant::now() < deadline {
+            after.extend(w.collect(Duration::from_millis(250)));
+        }
         after
     });
     let stderr = tokio::task::block_in_place(|| w.stderr_with("draining", Duration::from_secs(5)));
@@ -267,7 +279,6 @@ async fn it_reconnects_to_a_new_edge_and_resubscribes_by_itself() {
     assert!(stderr.contains("connected to edge-second"), "{stderr}");
     let all: Vec<Value> = before.iter().chain(&after).cloned().collect();
     let per = by_symbol(&all, &["SPY"]);
-    let last_before = before.last().unwrap()["seq"].as_u64().unwrap();
     let newer = per["SPY"]
         .iter()
         .filter(|l| l["seq"].as_u64().unwrap() > last_before)
