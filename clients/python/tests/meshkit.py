@@ -339,6 +339,38 @@ class Mesh:
                 return float(line[len(series) + 1 :])
         return None
 
+    def count_messages(self, subject: str, seconds: float, at_least: int = 1) -> int:
+        """How many messages nats-server carries on ``subject`` (wildcards allowed) from
+        now until ``at_least`` have come or ``seconds`` have passed, read by a plain
+        subscriber speaking the NATS text protocol. Tells a test what happened while
+        no edge was there to see it."""
+        seen = 0
+        deadline = time.monotonic() + seconds
+        with socket.create_connection(("127.0.0.1", self.nats_port), timeout=seconds) as sock:
+            sock.sendall(f'CONNECT {{"verbose":false}}\r\nSUB {subject} 1\r\nPING\r\n'.encode())
+            buf = b""
+            while seen < at_least and (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\r\n" in buf:
+                    line, rest = buf.split(b"\r\n", 1)
+                    if line.startswith(b"MSG "):
+                        size = int(line.split()[-1])
+                        if len(rest) < size + 2:
+                            break
+                        rest = rest[size + 2 :]
+                        seen += 1
+                    elif line == b"PING":
+                        sock.sendall(b"PONG\r\n")
+                    buf = rest
+        return seen
+
     def stop(self) -> None:
         """Newest first (nats-server last, so the others drain into it)."""
         for p in reversed(self.procs()):

@@ -173,6 +173,9 @@ async def test_an_edge_killed_and_restarted_is_resumed_without_a_duplicate_or_an
         await rec.wait("the drop", lambda: bool(rec.of(Disconnected)))
         cut = rec.mark()
         ticks_before, prints_before = len(rec.ticks("AAPL")), len(rec.prints())
+        # AAPL prints while no edge is up, so that the resumed history has news to tell.
+        printed = await asyncio.to_thread(live.count_messages, "tr.*.AAPL", 20)
+        assert printed == 1, "AAPL printed during the outage"
         await asyncio.to_thread(live.start_edge)
         await rec.wait(
             "a session on the new edge", lambda: any(w.edge == live.edge_name for w in rec.of(Welcome))
