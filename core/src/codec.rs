@@ -113,7 +113,24 @@ pub fn non_finite(tick: &Tick) -> Option<&'static str> {
 /// Encodes one tick object for clients, with only the fields of `mode`. With `tag`, the
 /// object also carries `"type": tag` first (a `snapshot` message is a tagged tick).
 pub fn encode_client(tick: &Tick, format: Format, mode: Mode, tag: Option<&str>) -> Vec<u8> {
-    let view = TickView { tick, mode, tag };
+    encode_client_delayed(tick, format, mode, tag, None)
+}
+
+/// [`encode_client`] of a tick delivered `delayed_ms` late (a delayed entitlement):
+/// the object then carries `delayed_ms`.
+pub fn encode_client_delayed(
+    tick: &Tick,
+    format: Format,
+    mode: Mode,
+    tag: Option<&str>,
+    delayed_ms: Option<u64>,
+) -> Vec<u8> {
+    let view = TickView {
+        tick,
+        mode,
+        tag,
+        delayed_ms,
+    };
     match format {
         Format::Json => serde_json::to_vec(&view).expect("a tick view always serializes to JSON"),
         Format::MsgPack => {
@@ -318,11 +335,12 @@ struct TickView<'a> {
     tick: &'a Tick,
     mode: Mode,
     tag: Option<&'a str>,
+    delayed_ms: Option<u64>,
 }
 
 impl Serialize for TickView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut n = usize::from(self.tag.is_some());
+        let mut n = usize::from(self.tag.is_some()) + usize::from(self.delayed_ms.is_some());
         visit(self.tick, self.mode, |_, _| {
             n += 1;
             Ok::<(), S::Error>(())
@@ -332,6 +350,9 @@ impl Serialize for TickView<'_> {
             map.serialize_entry("type", tag)?;
         }
         visit(self.tick, self.mode, |k, v| map.serialize_entry(k, &v))?;
+        if let Some(delayed_ms) = self.delayed_ms {
+            map.serialize_entry("delayed_ms", &delayed_ms)?;
+        }
         map.end()
     }
 }
@@ -378,6 +399,25 @@ mod tests {
             std::str::from_utf8(&json).unwrap(),
             r#"{"symbol":"AAPL","seq":1700000000000001,"epoch":1700000000000000,"ts":1700000000123456,"last":189.12}"#
         );
+    }
+
+    #[test]
+    fn a_delayed_tick_carries_delayed_ms_in_every_mode() {
+        let t = aapl();
+        let json = encode_client_delayed(&t, Format::Json, Mode::Ltp, None, Some(900_000));
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"symbol":"AAPL","seq":1700000000000001,"epoch":1700000000000000,"ts":1700000000123456,"last":189.12,"delayed_ms":900000}"#
+        );
+        for mode in [Mode::Quote, Mode::Full] {
+            let bytes =
+                encode_client_delayed(&t, Format::MsgPack, mode, Some("snapshot"), Some(60_000));
+            let v: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(
+                (v["delayed_ms"].as_u64(), v["type"].as_str()),
+                (Some(60_000), Some("snapshot"))
+            );
+        }
     }
 
     #[test]
@@ -587,6 +627,7 @@ mod tests {
                     tick: &t,
                     mode,
                     tag: None,
+                    delayed_ms: None,
                 })
                 .unwrap();
                 want["from_seq"] = from.into();

@@ -301,6 +301,9 @@ pub struct Limits {
     pub max_symbols: u32,
     pub max_msgs_per_s: u32,
     pub min_interval_ms: u32,
+    /// How late symbols covered only by the token's `dly` are served, ms.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// One entry of `subscriptions`.
@@ -343,6 +346,9 @@ pub enum ServerMsg {
         /// `bars` only.
         #[serde(skip_serializing_if = "Option::is_none")]
         tf: Option<crate::bar::Timeframe>,
+        /// Those of `symbols` served delayed (covered by the token's `dly` only).
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        delayed: Vec<String>,
     },
     /// The answer to an `account` subscribe.
     #[serde(rename = "subscribed")]

@@ -28,6 +28,15 @@ pub fn tick_subject(symbol: &Symbol, shards: u32) -> String {
     format!("md.{}.{}", shard(symbol.as_str(), shards), symbol)
 }
 
+/// The stream of delayed samples: at most one tick per symbol per step, kept for the
+/// longest delay served plus a margin; edges read it at now − delay.
+pub const DELAYED_STREAM: &str = "md_delayed";
+
+/// `mdd.<shard>.<symbol>`: a symbol's delayed samples, in [`DELAYED_STREAM`].
+pub fn delayed_subject(symbol: &str, shards: u32) -> String {
+    format!("mdd.{}.{}", shard(symbol, shards), symbol)
+}
+
 /// The symbol named by a tick subject, if `subject` is one.
 pub fn symbol_of_subject(subject: &str) -> Option<&str> {
     let rest = subject.strip_prefix("md.")?;

@@ -37,6 +37,10 @@ pub struct Grant {
     pub tier: String,
     /// Entitlement patterns (see [`Pattern`]).
     pub ent: Vec<String>,
+    /// Patterns of symbols the user may see delayed only (claim `dly`, the grammar of
+    /// `ent`): a symbol `ent` does not cover but `dly` does is served `delayed.delay_ms`
+    /// late.
+    pub dly: Vec<String>,
     /// The accounts whose events the user may read, by exact name (claim `acct`).
     pub acct: Vec<String>,
     pub min_interval_ms: u32,
@@ -109,15 +113,42 @@ impl Grant {
     /// underlying only when a family pattern needs it; a symbol it does not know is in
     /// no family but its own.
     pub fn allows(&self, symbol: &str, families: &impl Families) -> bool {
-        let mut underlying: Option<Option<String>> = None;
-        self.ent.iter().any(|p| match Pattern::parse(p) {
-            Pattern::Family(name) if name != symbol => {
-                let u = underlying.get_or_insert_with(|| families.underlying(symbol));
-                Pattern::Family(name).covers(symbol, u.as_deref())
-            }
-            pattern => pattern.covers(symbol, None),
-        })
+        covered(&self.ent, symbol, families)
     }
+
+    /// How the grant covers `symbol`: in real time (`ent`), delayed only (`dly` and not
+    /// `ent`), or not at all.
+    pub fn coverage(&self, symbol: &str, families: &impl Families) -> Coverage {
+        if covered(&self.ent, symbol, families) {
+            Coverage::RealTime
+        } else if covered(&self.dly, symbol, families) {
+            Coverage::Delayed
+        } else {
+            Coverage::None
+        }
+    }
+}
+
+/// How a grant covers a symbol ([`Grant::coverage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    RealTime,
+    Delayed,
+    None,
+}
+
+/// Whether one of `patterns` covers `symbol`. The reference data is asked for the
+/// symbol's underlying only when a family pattern needs it; a symbol it does not know is
+/// in no family but its own.
+fn covered(patterns: &[String], symbol: &str, families: &impl Families) -> bool {
+    let mut underlying: Option<Option<String>> = None;
+    patterns.iter().any(|p| match Pattern::parse(p) {
+        Pattern::Family(name) if name != symbol => {
+            let u = underlying.get_or_insert_with(|| families.underlying(symbol));
+            Pattern::Family(name).covers(symbol, u.as_deref())
+        }
+        pattern => pattern.covers(symbol, None),
+    })
 }
 
 /// Why a token was refused. `Display` is the reason sent to the client.
@@ -194,6 +225,8 @@ struct Claims {
     jti: Option<String>,
     #[serde(default)]
     ent: Vec<String>,
+    #[serde(default)]
+    dly: Vec<String>,
     #[serde(default)]
     acct: Vec<String>,
     #[serde(default)]
@@ -362,6 +395,7 @@ impl Verifier {
             key: None,
             tier: name.clone(),
             ent: self.config.anonymous_ent.clone(),
+            dly: Vec::new(),
             acct: Vec::new(),
             min_interval_ms: tier.min_interval_ms,
             max_symbols: tier.max_symbols,
@@ -458,6 +492,7 @@ impl Verifier {
             max_msgs_per_s: tier.max_msgs_per_s,
             tier: name,
             ent: claims.ent,
+            dly: claims.dly,
             acct: claims.acct,
         })
     }
@@ -600,6 +635,7 @@ pub(crate) mod test_keys {
             key: None,
             tier: "pro".into(),
             ent: ent.iter().map(|s| s.to_string()).collect(),
+            dly: Vec::new(),
             acct: Vec::new(),
             min_interval_ms: 0,
             max_symbols,

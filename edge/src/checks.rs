@@ -142,8 +142,29 @@ pub fn first_checks(
     holder: &str,
     refusals: &mut Refusals,
 ) -> Checked {
+    let covered = grant.allows(symbol.as_str(), refdata);
+    first_checks_covered(
+        grant,
+        refdata,
+        symbol,
+        (covered, held, room),
+        holder,
+        refusals,
+    )
+}
+
+/// [`first_checks`] of a symbol whose entitlement the caller decided (`covered`: in
+/// real time or delayed).
+pub fn first_checks_covered(
+    grant: &Grant,
+    refdata: &RefData,
+    symbol: &Symbol,
+    (covered, held, room): (bool, bool, usize),
+    holder: &str,
+    refusals: &mut Refusals,
+) -> Checked {
     let max = grant.max_symbols;
-    if !grant.allows(symbol.as_str(), refdata) {
+    if !covered {
         refusals.symbol(ErrorCode::NotEntitled, symbol.as_str(), || {
             "your entitlements do not cover this symbol".into()
         });

@@ -35,6 +35,32 @@ pub struct EdgeConfig {
     /// Serve `wss://` when set.
     pub tls: Option<TlsConfig>,
     pub shutdown: ShutdownConfig,
+    pub delayed: DelayedConfig,
+}
+
+/// `[delayed]`: symbols a token covers only by `dly` are served `delay_ms` late, from
+/// the stream of delayed samples ingest keeps (`md_delayed`), read at now − delay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DelayedConfig {
+    /// How late delayed data is, ms: nothing fresher reaches a delayed-only user.
+    /// Default 900000 (15 minutes); the demo runs with 60000.
+    pub delay_ms: u64,
+    /// The stream of delayed samples, in `nats.js_domain`. Default `md_delayed`.
+    pub stream: String,
+    /// How often the edge reads the samples now due, ms (one batched read for all the
+    /// delayed symbols it carries, however many clients hold them). Default 250.
+    pub poll_ms: u64,
+}
+
+impl Default for DelayedConfig {
+    fn default() -> Self {
+        DelayedConfig {
+            delay_ms: 900_000,
+            stream: tickmesh_core::subject::DELAYED_STREAM.into(),
+            poll_ms: 250,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +173,12 @@ pub struct SessionConfig {
     pub account_queue: usize,
     /// Most accounts one session may hold. Default 8.
     pub max_accounts: usize,
+    /// Account subscribes (first or repeated) one session may make per minute, past a
+    /// burst of twice `max_accounts`: each reads the account's stream on the hub (a
+    /// replay from an old `from_seq` reads all of it), so a client re-subscribing at its
+    /// message rate would cost the hub far more than itself. Over it: `rate_limited`
+    /// with `retry_ms`. Default 30.
+    pub account_subscribes_per_min: u32,
     /// A write to a client that does not finish in this long closes it with 4008, ms.
     /// Default 5000.
     pub write_timeout_ms: u64,
@@ -430,6 +462,7 @@ impl Default for EdgeConfig {
             auth: AuthConfig::default(),
             tls: None,
             shutdown: ShutdownConfig::default(),
+            delayed: DelayedConfig::default(),
         }
     }
 }
@@ -470,6 +503,7 @@ impl Default for SessionConfig {
             tape_queue: 4096,
             account_queue: 1024,
             max_accounts: 8,
+            account_subscribes_per_min: 30,
             write_timeout_ms: 5000,
             close_linger_ms: 5000,
             max_ticks_per_frame: 500,
@@ -538,6 +572,19 @@ impl EdgeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.session;
         check(
+            (1000..=86_400_000).contains(&self.delayed.delay_ms),
+            "delayed.delay_ms",
+            || format!("must be 1000..=86400000, got {}", self.delayed.delay_ms),
+        )?;
+        check(
+            (50..=5000).contains(&self.delayed.poll_ms),
+            "delayed.poll_ms",
+            || format!("must be 50..=5000, got {}", self.delayed.poll_ms),
+        )?;
+        check(!self.delayed.stream.is_empty(), "delayed.stream", || {
+            "must not be empty".into()
+        })?;
+        check(
             !self.name.is_empty() && self.name.len() <= 64,
             "name",
             || format!("must be 1 to 64 characters, got {:?}", self.name),
@@ -587,6 +634,16 @@ impl EdgeConfig {
             (1..=1000).contains(&self.session.max_accounts),
             "session.max_accounts",
             || format!("must be 1..=1000, got {}", self.session.max_accounts),
+        )?;
+        check(
+            (1..=6000).contains(&self.session.account_subscribes_per_min),
+            "session.account_subscribes_per_min",
+            || {
+                format!(
+                    "must be 1..=6000, got {}",
+                    self.session.account_subscribes_per_min
+                )
+            },
         )?;
         check(
             (16..=1_000_000).contains(&self.session.tape_queue),

@@ -28,7 +28,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tickmesh_core::codec::{encode_client, ticks_frame};
+use tickmesh_core::codec::{encode_client_delayed, ticks_frame};
 use tickmesh_core::tick::State;
 use tickmesh_core::{Format, Mode, Symbol, Tick};
 
@@ -100,6 +100,9 @@ pub struct SharedTick {
     /// The first tick of its symbol since the edge's NATS connection came back: seqs
     /// missing before it were lost to the reconnect.
     pub after_reconnect: bool,
+    /// A delayed sample (`delayed_ms` behind): it stands for every tick of its symbol
+    /// since the sample before, so seqs skipped before it are folded, not lost.
+    pub delayed_ms: Option<u64>,
     live: [[OnceLock<Bytes>; 3]; 2],
     snapshot: [[OnceLock<Bytes>; 3]; 2],
     /// Whole `ticks` frames holding this tick alone, made when first asked for.
@@ -113,6 +116,7 @@ impl SharedTick {
             wire_len,
             arrived: Instant::now(),
             after_reconnect: false,
+            delayed_ms: None,
             live: Default::default(),
             snapshot: Default::default(),
             alone: OnceLock::new(),
@@ -125,8 +129,9 @@ impl SharedTick {
 
     /// The tick object for a `ticks` frame.
     pub fn encoded(&self, format: Format, mode: Mode) -> &Bytes {
-        self.live[format.index()][mode.index()]
-            .get_or_init(|| encode_client(&self.tick, format, mode, None).into())
+        self.live[format.index()][mode.index()].get_or_init(|| {
+            encode_client_delayed(&self.tick, format, mode, None, self.delayed_ms).into()
+        })
     }
 
     /// The whole `ticks` frame of this tick alone: built once, whoever sends it (every
@@ -139,8 +144,10 @@ impl SharedTick {
 
     /// The whole `snapshot` message.
     pub fn snapshot(&self, format: Format, mode: Mode) -> &Bytes {
-        self.snapshot[format.index()][mode.index()]
-            .get_or_init(|| encode_client(&self.tick, format, mode, Some("snapshot")).into())
+        self.snapshot[format.index()][mode.index()].get_or_init(|| {
+            encode_client_delayed(&self.tick, format, mode, Some("snapshot"), self.delayed_ms)
+                .into()
+        })
     }
 }
 
@@ -365,8 +372,8 @@ impl Stream {
     }
 
     /// A tick came (whether or not it is newer than the symbol's latest value); seqs
-    /// missing before it are a run lost for `why`.
-    fn received(&mut self, tick: &Tick, why: GapReason) {
+    /// missing before it are a run lost for `why` (`None`: folded into it, not lost).
+    fn received(&mut self, tick: &Tick, why: Option<GapReason>) {
         let (epoch, seq) = (tick.epoch, tick.seq);
         if epoch != self.epoch {
             // A new epoch: seqs jump forward, and nothing of the old one is owed.
@@ -383,7 +390,9 @@ impl Stream {
             self.states.push_back((seq, state, tick.ts));
             self.state = Some(state);
         }
-        if seq > self.last + 1 {
+        if let Some(why) = why
+            && seq > self.last + 1
+        {
             if self.gaps.len() == GAPS_KEPT
                 && let Some((_, to, _)) = self.gaps.pop_front()
             {
@@ -496,6 +505,22 @@ pub struct Drained {
     pub next_due: Option<Instant>,
     /// Bytes that were waiting in the every-tick queue (for the queue-size histogram).
     pub queued_bytes: usize,
+}
+
+impl Drained {
+    /// Adds what another core had for the same session (delayed data): its snapshots,
+    /// gaps and frames after these, the sooner of the two next drains.
+    pub fn merge(&mut self, other: Drained) {
+        self.snapshots.extend(other.snapshots);
+        self.gaps.extend(other.gaps);
+        self.frames.extend(other.frames);
+        self.slow_consumer = self.slow_consumer.or(other.slow_consumer);
+        self.next_due = match (self.next_due, other.next_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.queued_bytes += other.queued_bytes;
+    }
 }
 
 /// Sizes of the collections the core keeps, summed over symbols and sessions: what a
@@ -916,9 +941,10 @@ impl<W: Wake> Fanout<W> {
             .symbols
             .get_mut(&symbol)
             .expect("slot looked up just above");
-        let why = match tick.after_reconnect {
-            true => GapReason::Reconnect,
-            false => GapReason::Upstream,
+        let why = match (tick.delayed_ms, tick.after_reconnect) {
+            (Some(_), _) => None,
+            (None, true) => Some(GapReason::Reconnect),
+            (None, false) => Some(GapReason::Upstream),
         };
         match &mut slot.stream {
             Some(stream) => stream.received(&tick.tick, why),

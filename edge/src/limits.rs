@@ -186,6 +186,17 @@ impl TokenBucket {
         }
     }
 
+    /// `per_min` tokens a minute, bursts of `burst`, starting full.
+    pub fn per_minute(per_min: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate: f64::from(per_min.max(1)) / 60.0,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
     /// Changes the rate (a new tier), keeping the tokens it has.
     pub fn set_rate(&mut self, rate_per_s: u32) {
         self.rate = f64::from(rate_per_s.max(1));

@@ -9,6 +9,7 @@
 //! re-sends every subscription on reconnect.
 
 mod account;
+pub mod delayed;
 pub mod kv;
 mod tape;
 
@@ -37,6 +38,9 @@ const RESYNC_READS: usize = 32;
 /// as long as the symbol is still carried: one try per symbol per interval, never a
 /// symbol left silently frozen.
 const PUMP_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a batched direct get may take, all of its replies together.
+const DIRECT_GET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The thread that runs the NATS connection, the pumps and the KV reads on a runtime of its
 /// own. However many sessions are runnable on the main runtime (a reconnect storm, a
@@ -188,6 +192,56 @@ impl NatsLink {
             resync_reads: Arc::new(Semaphore::new(RESYNC_READS)),
             connected,
         })
+    }
+
+    /// A batched direct get (nats-server 2.11 and later) from `stream` in
+    /// `nats.js_domain`, answered by any of the stream's replicas: its messages, up to
+    /// the end of the batch (at most `max`), within [`DIRECT_GET_TIMEOUT`].
+    pub(crate) async fn direct_get_batch(
+        &self,
+        stream: &str,
+        request: serde_json::Value,
+        max: usize,
+    ) -> anyhow::Result<Vec<async_nats::Message>> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .context("subscribing to a direct get's replies")?;
+        let subject = format!("{}.DIRECT.GET.{stream}", self.hub_api);
+        self.client
+            .publish_with_reply(subject, inbox, request.to_string().into())
+            .await
+            .context("sending a direct get")?;
+        let read = async {
+            let mut msgs = Vec::new();
+            loop {
+                let msg = replies
+                    .next()
+                    .await
+                    .context("the direct get's replies ended")?;
+                match msg.status.map(|s| s.as_u16()) {
+                    None | Some(200) => {
+                        msgs.push(msg);
+                        if msgs.len() > max {
+                            anyhow::bail!("a direct get answered more than the {max} asked for");
+                        }
+                    }
+                    // The end of the batch, or nothing to send.
+                    Some(204) | Some(404) => return Ok(msgs),
+                    Some(code) => anyhow::bail!(
+                        "a direct get from {stream} answered {code} {}",
+                        msg.description.unwrap_or_default()
+                    ),
+                }
+            }
+        };
+        tokio::time::timeout(DIRECT_GET_TIMEOUT, read)
+            .await
+            .with_context(|| {
+                format!("a direct get from {stream} took over {DIRECT_GET_TIMEOUT:?}")
+            })?
     }
 
     /// The resync generation: it grows by one each time the edge's NATS connection comes

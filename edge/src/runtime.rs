@@ -62,6 +62,11 @@ impl<W> Member<W> {
     pub fn id(&self) -> SessionId {
         self.id
     }
+
+    /// What wakes the session: another runtime it joins wakes it the same way.
+    pub fn waker(&self) -> &W {
+        &self.waker
+    }
 }
 
 #[derive(Debug)]
@@ -100,6 +105,8 @@ pub struct Runtime<U: Upstream, W> {
     /// Symbols carried, all shards together; raised before a new symbol is admitted, so
     /// that an edge-wide bound holds exactly however many shards admit at once.
     carried: AtomicUsize,
+    /// The gauge of the symbols carried (`tickmesh_edge_symbols` for the real-time core).
+    symbols_gauge: &'static str,
 }
 
 /// The number of shards for this machine: one per core, at least 1.
@@ -116,6 +123,16 @@ fn min_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
     pub fn new(config: FanoutConfig, shards: usize, upstream: U) -> Arc<Self> {
+        Self::with_gauge(config, shards, upstream, "tickmesh_edge_symbols")
+    }
+
+    /// [`Runtime::new`], counting the symbols it carries in `symbols_gauge`.
+    pub fn with_gauge(
+        config: FanoutConfig,
+        shards: usize,
+        upstream: U,
+        symbols_gauge: &'static str,
+    ) -> Arc<Self> {
         let max_ticks_per_frame = config.max_ticks_per_frame.max(1);
         let shards = (0..shards.clamp(1, MAX_SHARDS))
             .map(|_| {
@@ -131,6 +148,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
             max_ticks_per_frame,
             next_id: AtomicU64::new(1),
             carried: AtomicUsize::new(0),
+            symbols_gauge,
         })
     }
 
@@ -300,7 +318,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
         if outcome.new_interest {
             let pump = self.upstream.start_pump(self.sink(), symbol.clone());
             shard.pumps.insert(symbol.clone(), pump);
-            metrics::gauge!("tickmesh_edge_symbols").set(self.symbol_count() as f64);
+            metrics::gauge!(self.symbols_gauge).set(self.symbol_count() as f64);
         } else if new_symbol {
             // Admitted, but nothing was carried after all (the session is gone).
             self.carried.fetch_sub(1, Ordering::Relaxed);
@@ -318,7 +336,7 @@ impl<U: Upstream, W: Wake + Clone + Send + 'static> Runtime<U, W> {
         if shard.pumps.remove(symbol).is_some() {
             self.carried.fetch_sub(1, Ordering::Relaxed);
         }
-        metrics::gauge!("tickmesh_edge_symbols").set(self.symbol_count() as f64);
+        metrics::gauge!(self.symbols_gauge).set(self.symbol_count() as f64);
     }
 
     /// Unsubscribes; returns the symbols that were subscribed, in order.

@@ -19,6 +19,7 @@ use crate::limits::peers::AuthThrottle;
 use crate::limits::{Registry, TokenBucket};
 use crate::liveness::Owners;
 use crate::nats::NatsLink;
+use crate::nats::delayed::DelayedLink;
 use crate::refdata::RefData;
 use crate::runtime::{Member, Runtime, default_shards};
 use crate::snapshot::Snapshots;
@@ -33,6 +34,10 @@ pub const CLOCK_SLOTS: u32 = 32;
 /// The sharded fan-out core over NATS, as sessions use it.
 pub type EdgeRuntime = Runtime<NatsLink, Arc<tokio::sync::Notify>>;
 
+/// The fan-out core of delayed data (symbols a token covers only by `dly`), fed from
+/// the stream of delayed samples.
+pub type DelayedRuntime = Runtime<DelayedLink, Arc<tokio::sync::Notify>>;
+
 /// A session's place in the edge's runtime.
 pub type EdgeMember = Member<Arc<tokio::sync::Notify>>;
 
@@ -41,6 +46,9 @@ pub type EdgeMember = Member<Arc<tokio::sync::Notify>>;
 pub struct Edge {
     pub config: EdgeConfig,
     pub runtime: Arc<EdgeRuntime>,
+    /// Delayed data, served `delayed.delay_ms` late: its own core, so that a delayed
+    /// symbol and the same symbol in real time never share a value.
+    pub delayed: Arc<DelayedRuntime>,
     pub nats: NatsLink,
     pub snapshots: Snapshots,
     pub verifier: Verifier,
@@ -82,19 +90,22 @@ impl Edge {
         let kv_timeout = Duration::from_millis(config.snapshot.kv_timeout_ms);
         let nats = NatsLink::connect(&config.nats, config.shards, kv_timeout).await?;
         nats.open_kv();
-        let runtime = Runtime::new(
-            FanoutConfig {
-                live_budget_bytes: config.session.live_budget_bytes,
-                slow_interval_ms: config.session.slow_interval_ms,
-                max_ticks_per_frame: config.session.max_ticks_per_frame,
-                beats: if config.session.shared_clock {
-                    Beats::shared(std::time::Instant::now(), CLOCK_SLOTS)
-                } else {
-                    Beats::default()
-                },
+        let fanout = FanoutConfig {
+            live_budget_bytes: config.session.live_budget_bytes,
+            slow_interval_ms: config.session.slow_interval_ms,
+            max_ticks_per_frame: config.session.max_ticks_per_frame,
+            beats: if config.session.shared_clock {
+                Beats::shared(std::time::Instant::now(), CLOCK_SLOTS)
+            } else {
+                Beats::default()
             },
+        };
+        let runtime = Runtime::new(fanout.clone(), default_shards(), nats.clone());
+        let delayed = Runtime::with_gauge(
+            fanout,
             default_shards(),
-            nats.clone(),
+            DelayedLink::start(&nats, &config.delayed, config.shards),
+            "tickmesh_edge_delayed_symbols",
         );
         let owners = Owners::new(
             config.shards,
@@ -120,6 +131,7 @@ impl Edge {
         Ok(Arc::new(Edge {
             config,
             runtime,
+            delayed,
             nats: nats.clone(),
             snapshots,
             verifier,

@@ -140,6 +140,7 @@ fn zero_series() {
         "tickmesh_edge_connections",
         "tickmesh_edge_subscriptions",
         "tickmesh_edge_symbols",
+        "tickmesh_edge_delayed_symbols",
         "tickmesh_edge_handshakes_in_flight",
         "tickmesh_edge_tapes",
         "tickmesh_edge_bar_feeds",
@@ -158,6 +159,8 @@ fn zero_series() {
         "tickmesh_edge_account_events_in_total",
         "tickmesh_edge_account_events_out_total",
         "tickmesh_edge_account_events_invalid_total",
+        "tickmesh_edge_delayed_read_errors_total",
+        "tickmesh_edge_delayed_invalid_total",
         "tickmesh_edge_deflate_sessions_total",
         "tickmesh_edge_deflate_inflated_total",
     ] {

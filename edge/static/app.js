@@ -276,6 +276,13 @@ function renderWatch(now) {
     put(cells.bid, price(q.bid));
     put(cells.ask, price(q.ask));
     put(cells.vol, volume(q.volume));
+    // Delayed data (the token covers the symbol by `dly` only): marked, and how late.
+    const delayed = typeof q.delayed_ms === 'number' ? q.delayed_ms : 0;
+    if (row.tr.classList.contains('delayed') !== delayed > 0) {
+      row.tr.classList.toggle('delayed', delayed > 0);
+      cells.sym.textContent = delayed > 0 ? `${sym} ·${Math.round(delayed / 1000)}s` : sym;
+      cells.sym.title = delayed > 0 ? `delayed ${Math.round(delayed / 1000)} s` : '';
+    }
     // The trading state: halted rows are marked, pre-open and closed ones noted.
     const state = typeof q.state === 'string' ? q.state : '';
     if (row.tr.dataset.state !== state) row.tr.dataset.state = state;
@@ -770,6 +777,8 @@ function onTick(tick) {
   let q = quotes.get(sym);
   if (!q) quotes.set(sym, (q = {}));
   const before = q.last;
+  // A symbol moved to real time sends ticks without `delayed_ms`.
+  if (!('delayed_ms' in tick)) delete q.delayed_ms;
   Object.assign(q, tick);
   if (watch.rows.has(sym)) {
     if (typeof before === 'number' && typeof q.last === 'number' && q.last !== before) {

@@ -29,6 +29,7 @@ pub struct IngestConfig {
     pub refdata: RefDataConfig,
     pub trades: TradesConfig,
     pub bars: crate::bars::BarsConfig,
+    pub delayed: DelayedConfig,
     pub lease: LeaseConfig,
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); not served when unset.
     pub metrics_listen: Option<SocketAddr>,
@@ -72,6 +73,35 @@ pub struct TradesConfig {
     pub stream: String,
     /// Prints kept per symbol. Default 500 (the most a client's history asks for).
     pub keep: i64,
+}
+
+/// `[delayed]`: the stream edges serve delayed data from: at most one tick per symbol
+/// per `step_ms` (the latest at each step), kept `keep_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DelayedConfig {
+    /// Publish delayed samples. Default true.
+    pub enabled: bool,
+    /// The stream (subjects `mdd.>`, file storage, direct gets), created with
+    /// `kv.replicas` copies if missing. Default `md_delayed`.
+    pub stream: String,
+    /// At most one sample per symbol this often, ms: the step of delayed data. Default
+    /// 1000.
+    pub step_ms: u64,
+    /// How long samples are kept, ms: the longest delay an edge serves plus a margin.
+    /// Default 1200000 (20 minutes, for the 15-minute delay).
+    pub keep_ms: u64,
+}
+
+impl Default for DelayedConfig {
+    fn default() -> Self {
+        DelayedConfig {
+            enabled: true,
+            stream: tickmesh_core::subject::DELAYED_STREAM.into(),
+            step_ms: 1000,
+            keep_ms: 1_200_000,
+        }
+    }
 }
 
 impl Default for TradesConfig {
@@ -139,6 +169,7 @@ impl Default for IngestConfig {
             refdata: RefDataConfig::default(),
             trades: TradesConfig::default(),
             bars: crate::bars::BarsConfig::default(),
+            delayed: DelayedConfig::default(),
             lease: LeaseConfig::default(),
             metrics_listen: None,
             liveness_ms: 500,
@@ -231,6 +262,18 @@ impl IngestConfig {
             return Err(bad(
                 "trades.keep",
                 format!("must be 1..=10000, got {}", self.trades.keep),
+            ));
+        }
+        if !(100..=60_000).contains(&self.delayed.step_ms) {
+            return Err(bad(
+                "delayed.step_ms",
+                format!("must be 100..=60000, got {}", self.delayed.step_ms),
+            ));
+        }
+        if !(10_000..=604_800_000).contains(&self.delayed.keep_ms) {
+            return Err(bad(
+                "delayed.keep_ms",
+                format!("must be 10000..=604800000, got {}", self.delayed.keep_ms),
             ));
         }
         if !(10..=60_000).contains(&self.kv.interval_ms) {

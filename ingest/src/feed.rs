@@ -120,6 +120,16 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
                 .await?;
         }
     }
+    if config.delayed.enabled {
+        let d = &config.delayed;
+        client
+            .delayed_stream(
+                &d.stream,
+                Duration::from_millis(d.keep_ms),
+                config.kv.replicas,
+            )
+            .await?;
+    }
     let lease = match config.lease.enabled {
         true => Some(Lease::open(&client, &config.lease, config.kv.replicas).await?),
         false => None,
@@ -154,6 +164,20 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
         SourceKind::Itch => "itch",
     };
     let mut publisher = Publisher::new(client.clone(), config.shards, name, slots.clone());
+    let sampler = match config.delayed.enabled {
+        true => {
+            let delayed = Arc::new(Slots::new());
+            publisher = publisher.with_delayed(delayed.clone());
+            Some(tokio::spawn(crate::delayed::run_sampler(
+                client.clone(),
+                delayed,
+                config.shards,
+                Duration::from_millis(config.delayed.step_ms),
+                background.clone(),
+            )))
+        }
+        false => None,
+    };
     if config.trades.enabled && config.bars.enabled {
         publisher = publisher.with_bars(&config.bars);
     }
@@ -260,6 +284,9 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
     writer.await.context("KV writer task")?;
     if let Some(task) = ref_task {
         task.await.context("reference-data writer task")?;
+    }
+    if let Some(task) = sampler {
+        task.await.context("delayed sampler task")?;
     }
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
         tracing::warn!(error = %e, "flushing NATS at shutdown timed out");

@@ -27,6 +27,7 @@
 pub mod bars;
 pub mod bench;
 pub mod config;
+pub mod delayed;
 pub mod feed;
 pub mod kv;
 pub mod lease;

@@ -153,6 +153,17 @@ impl Client {
         buckets::bars_stream(&self.js, name, keep, replicas).await
     }
 
+    /// The stream of delayed samples, created if missing: see
+    /// [`buckets::delayed_stream`].
+    pub async fn delayed_stream(
+        &self,
+        name: &str,
+        keep: std::time::Duration,
+        replicas: usize,
+    ) -> anyhow::Result<()> {
+        buckets::delayed_stream(&self.js, name, keep, replicas).await
+    }
+
     /// Waits until the server has everything published so far.
     pub async fn flush(&self) -> anyhow::Result<()> {
         Ok(self.client.flush().await?)

@@ -91,7 +91,7 @@ impl TickSink for nats::Client {
 /// hands NATS a static subject: no reference count shared with the connection's thread
 /// (it would bounce between the two cores on every tick). Subjects are few (one per
 /// symbol ever published) and each is leaked once.
-fn intern(subject: String) -> &'static str {
+pub(crate) fn intern(subject: String) -> &'static str {
     static SUBJECTS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
     let mut set = SUBJECTS
         .get_or_init(Mutex::default)
@@ -211,6 +211,8 @@ pub struct Publisher<S = nats::Client> {
     bars: Option<BarFeed>,
     sequencer: Sequencer,
     slots: Arc<Slots>,
+    /// The delayed sampler's slots (none: no delayed samples), indexed as `slots`.
+    delayed: Option<Arc<Slots>>,
     /// A copy of the latest bytes of each symbol in the current batch, offered to KV at
     /// its end. A copy, not a clone of the published `Bytes`: the clones' reference count
     /// would bounce between this thread and the NATS connection's on every tick.
@@ -235,6 +237,7 @@ impl<S: TickSink> Publisher<S> {
             bars: None,
             sequencer: Sequencer::new(0, 0),
             slots,
+            delayed: None,
             latest: Vec::new(),
             touched: Vec::new(),
             encoder: Encoder::new(),
@@ -260,6 +263,17 @@ impl<S: TickSink> Publisher<S> {
         &self.sequencer
     }
 
+    /// Also offers the latest value of each symbol to the delayed sampler's `slots`
+    /// ([`crate::delayed::run_sampler`]). Before any symbol is registered.
+    pub fn with_delayed(mut self, slots: Arc<Slots>) -> Self {
+        debug_assert!(
+            self.is_empty(),
+            "the delayed slots share the symbols' indices"
+        );
+        self.delayed = Some(slots);
+        self
+    }
+
     /// The index of `symbol`, registering it if new: (index, new).
     pub fn index_of(&mut self, symbol: &str) -> Result<(usize, bool), SymbolError> {
         if let Some(&i) = self.names.get(symbol) {
@@ -280,6 +294,10 @@ impl<S: TickSink> Publisher<S> {
         self.latest.push(Vec::new());
         let slot = self.slots.add_key(symbol);
         debug_assert_eq!(slot, i, "slots and subjects share indices");
+        if let Some(delayed) = &self.delayed {
+            let slot = delayed.add_key(symbol);
+            debug_assert_eq!(slot, i, "delayed slots and subjects share indices");
+        }
         Ok((i, true))
     }
 
@@ -473,11 +491,19 @@ impl<S: TickSink> Publisher<S> {
     /// the metrics.
     pub fn end_batch(&mut self) {
         let latest = &mut self.latest;
-        self.slots.offer_batch(self.touched.drain(..).map(|i| {
+        let batch = self.touched.drain(..).map(|i| {
             let bytes = Bytes::copy_from_slice(&latest[i]);
             latest[i].clear();
             (i, bytes)
-        }));
+        });
+        match &self.delayed {
+            Some(delayed) => {
+                let batch: Vec<(usize, Bytes)> = batch.collect();
+                delayed.offer_batch(batch.iter().cloned());
+                self.slots.offer_batch(batch);
+            }
+            None => self.slots.offer_batch(batch),
+        }
         let (now, before) = (self.counts, self.flushed);
         let source = self.source;
         metrics::counter!("tickmesh_ingest_ticks_in_total", "source" => source)

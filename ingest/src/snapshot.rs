@@ -119,6 +119,14 @@ impl Slots {
         }
     }
 
+    /// Takes every pending value: (index, key, bytes).
+    pub fn take_all(&self) -> Vec<(usize, Arc<str>, Bytes)> {
+        self.take_due(|_| true)
+            .into_iter()
+            .map(|(i, key, p)| (i, key, p.bytes))
+            .collect()
+    }
+
     /// Takes the pending values whose symbol is `due`, leaving the others.
     fn take_due(&self, mut due: impl FnMut(usize) -> bool) -> Vec<(usize, Arc<str>, Pending)> {
         let mut inner = self.lock();

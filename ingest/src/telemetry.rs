@@ -11,6 +11,7 @@
 //! | `tickmesh_ingest_kv_writes_total`, `_kv_errors_total` | counter | `md_last` puts |
 //! | `tickmesh_ingest_kv_round_seconds` | histogram | one round of the `md_last` writer |
 //! | `tickmesh_ingest_kv_pending` | gauge | symbols waiting for a `md_last` write |
+//! | `tickmesh_ingest_delayed_samples_total`, `_delayed_errors_total` | counter | samples published on `mdd.*` (delayed data) |
 //! | `tickmesh_ingest_refdata_writes_total`, `_refdata_errors_total` | counter | `md_ref` writes |
 //! | `tickmesh_ingest_lease_held` | gauge | 1 while this node holds the feed's lease |
 //! | `tickmesh_ingest_lease_events_total{event}` | counter | `acquired`, `lost`, `released` |

@@ -550,7 +550,7 @@ MUST_NEVER = {
             "acct.DEMO1.fill", "$KV.acct_snap.DEMO1", "$JS.{hub}.API.STREAM.UPDATE.acct",
             "$JS.{hub}.API.STREAM.PURGE.acct", "$JS.{hub}.API.STREAM.MSG.DELETE.acct",
             "$JS.{hub}.API.CONSUMER.DELETE.acct.c", "$JS.{hub}.API.STREAM.DELETE.KV_acct_snap",
-            "acctlive.DEMO1.fill",
+            "acctlive.DEMO1.fill", "mdd.0.AAPL", "$JS.{hub}.API.STREAM.PURGE.md_delayed",
         ],
         "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill"],
     },
@@ -565,9 +565,10 @@ MUST_NEVER = {
             "acct.DEMO1.fill", "$KV.acct_snap.DEMO1", "$JS.{hub}.API.STREAM.CREATE.acct",
             "$JS.{hub}.API.STREAM.UPDATE.acct", "$JS.{hub}.API.STREAM.PURGE.acct",
             "$JS.{hub}.API.STREAM.MSG.DELETE.acct", "$JS.{hub}.API.STREAM.DELETE.KV_acct_snap",
-            "acctlive.DEMO1.fill",
+            "acctlive.DEMO1.fill", "mdd.0.AAPL", "$JS.{hub}.API.STREAM.PURGE.md_delayed",
+            "$JS.{hub}.API.STREAM.CREATE.md_delayed",
         ],
-        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill"],
+        "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill", "mdd.0.AAPL"],
     },
     "ingest": {
         "publish": [
@@ -585,11 +586,11 @@ MUST_NEVER = {
             "$JS.API.STREAM.DELETE.KV_acct_snap", "$JS.API.STREAM.PURGE.KV_acct_snap",
             "$JS.API.STREAM.CREATE.md_trades", "$JS.API.STREAM.INFO.KV_md_last", "$JS.API.CONSUMER.CREATE.md_trades",
             "$JS.API.META.LEADER.STEPDOWN", "$JS.API.STREAM.LEADER.STEPDOWN.acct", "$JS.API.STREAM.PEER.REMOVE.acct",
-            "acctlive.DEMO1.fill",
+            "acctlive.DEMO1.fill", "mdd.0.AAPL",
         ],
         "subscribe": ["md.0.AAPL", "ctl.revoke", "_INBOX.x", "_INBOX_edge.x", "_INBOX_ingest.x", "_INBOX_admin.x"],
     },
-    "admin": {"publish": ["md.0.AAPL", "$KV.md_last.AAPL", "acct.DEMO1.fill", "$KV.acct_snap.DEMO1"], "subscribe": []},
+    "admin": {"publish": ["md.0.AAPL", "mdd.0.AAPL", "$KV.md_last.AAPL", "acct.DEMO1.fill", "$KV.acct_snap.DEMO1"], "subscribe": []},
 }
 
 

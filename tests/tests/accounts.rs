@@ -302,6 +302,64 @@ async fn subscribing_twice_to_an_account_counts_one_subscription() {
     drop(s.nats);
 }
 
+/// Each account subscribe reads the stream on the hub (a replay from an old `from_seq`
+/// reads all of it): a client re-subscribing at its message rate is held to the
+/// session's account-subscribe rate, told `rate_limited` with `retry_ms`, and served
+/// again once that has passed; the account it holds keeps streaming meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_resubscribes_past_the_sessions_rate_are_refused_with_retry_ms() {
+    let mut s = setup(|c| {
+        c.session.max_accounts = 2;
+        c.session.account_subscribes_per_min = 60;
+    })
+    .await;
+    s.writer.append_many("DEMO1", 5).await.unwrap();
+    let mut c = signed_in(s.addr, &["DEMO1"]).await;
+    // A burst of twice max_accounts, then one a second.
+    for id in 1..=4 {
+        c.send(json!({"op":"subscribe","id":id,"account":"DEMO1","from_seq":1}))
+            .await
+            .unwrap();
+        let got = until_seq(&mut c, 5).await;
+        assert_eq!(seqs(&got, "DEMO1"), vec![1, 2, 3, 4, 5], "subscribe {id}");
+    }
+    c.send(json!({"op":"subscribe","id":5,"account":"DEMO1","from_seq":1}))
+        .await
+        .unwrap();
+    let refused = c.next_non_hb(5 * SECOND).await.unwrap();
+    assert_eq!(
+        (
+            refused["type"].as_str(),
+            refused["id"].as_i64(),
+            refused["code"].as_str(),
+            refused["account"].as_str()
+        ),
+        (Some("error"), Some(5), Some("rate_limited"), Some("DEMO1")),
+        "{refused}"
+    );
+    let retry_ms = refused["retry_ms"].as_u64().unwrap();
+    assert!((1..=1000).contains(&retry_ms), "{refused}");
+    // The account held goes on live.
+    s.writer.append("DEMO1").await.unwrap();
+    let got = until_seq(&mut c, 6).await;
+    assert_eq!(
+        seqs(&got, "DEMO1"),
+        vec![6],
+        "the live event after the refusal"
+    );
+    tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+    c.send(json!({"op":"subscribe","id":6,"account":"DEMO1","from_seq":1}))
+        .await
+        .unwrap();
+    let got = until_seq(&mut c, 6).await;
+    assert_eq!(
+        got.first().map(|(_, v)| v["type"].clone()),
+        Some(json!("subscribed"))
+    );
+    assert_seqs(&seqs(&got, "DEMO1"), 1..=6);
+    s.edge.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_from_seq_the_stream_no_longer_keeps_gets_unavailable_and_a_fresh_snapshot() {
     let mut s = setup(|_| {}).await;

@@ -327,7 +327,7 @@ async fn entitlements_and_tiers_decide_symbols_and_intervals() {
         .unwrap();
     assert_eq!(
         tom.welcome["limits"],
-        json!({"max_symbols": 2000, "max_msgs_per_s": 100, "min_interval_ms": 0})
+        json!({"max_symbols": 2000, "max_msgs_per_s": 100, "min_interval_ms": 0, "delay_ms": 900_000})
     );
     drop(tom);
     let mut c = claims("carol", &["MSFT", "AAPL*"], "delayed");
@@ -337,7 +337,7 @@ async fn entitlements_and_tiers_decide_symbols_and_intervals() {
         .unwrap();
     assert_eq!(
         carol.welcome["limits"],
-        json!({"max_symbols": 3, "max_msgs_per_s": 10, "min_interval_ms": 1000})
+        json!({"max_symbols": 3, "max_msgs_per_s": 10, "min_interval_ms": 1000, "delay_ms": 900_000})
     );
     // Two AAPL options: in the AAPL* family, by the reference data.
     let call = first_option(&mut carol, "AAPL").await;

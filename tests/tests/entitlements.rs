@@ -69,6 +69,7 @@ fn grant(ent: &str) -> Grant {
         key: None,
         tier: "pro".into(),
         ent: vec![ent.to_string()],
+        dly: Vec::new(),
         acct: Vec::new(),
         min_interval_ms: 0,
         max_symbols: 1,

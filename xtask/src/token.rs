@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
-const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--acct ACCOUNT,...] [--tier NAME] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
+const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--dly PATTERN,...] [--acct ACCOUNT,...] [--tier NAME] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
 
 /// How long the demo's dashboard token lasts: a working day of demo.
 const DEMO_TTL_S: &str = "43200";
@@ -39,10 +39,27 @@ pub fn token(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The token the demo's dashboard URLs carry: every symbol, and the account `DEMO1` of the
-/// simulated order system (its blotter), for twelve hours.
+/// Families the demo token has in real time: the dashboard's default watchlist but TSLA,
+/// which it has delayed (like every other symbol), so that a visitor sees the difference.
+const DEMO_REAL_TIME: &str = "AAPL*,MSFT*,NVDA*,SPY*,QQQ*,AMZN*,GOOGL*,META*,AMD*";
+
+/// The token the demo's dashboard URLs carry: the watchlist in real time but TSLA, every
+/// other symbol delayed (`dly`), and the account `DEMO1` of the simulated order system
+/// (its blotter), for twelve hours.
 pub fn demo_token(root: &Path) -> anyhow::Result<String> {
-    let args = ["--sub", "demo", "--acct", "DEMO1", "--ttl", DEMO_TTL_S].map(String::from);
+    let args = [
+        "--sub",
+        "demo",
+        "--ent",
+        DEMO_REAL_TIME,
+        "--dly",
+        "*",
+        "--acct",
+        "DEMO1",
+        "--ttl",
+        DEMO_TTL_S,
+    ]
+    .map(String::from);
     mint(root, &args)?.context("a demo token")
 }
 
@@ -51,6 +68,7 @@ pub fn demo_token(root: &Path) -> anyhow::Result<String> {
 fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let mut sub = "dev".to_string();
     let mut ent = vec!["*".to_string()];
+    let mut dly: Vec<String> = Vec::new();
     let mut acct: Vec<String> = Vec::new();
     let mut tier = "realtime".to_string();
     let mut ttl: u64 = 3600;
@@ -65,6 +83,7 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
         match flag.as_str() {
             "--sub" => sub = value()?.clone(),
             "--ent" => ent = value()?.split(',').map(|s| s.trim().to_string()).collect(),
+            "--dly" => dly = value()?.split(',').map(|s| s.trim().to_string()).collect(),
             "--acct" => acct = value()?.split(',').map(|s| s.trim().to_string()).collect(),
             "--tier" => tier = value()?.clone(),
             "--ttl" => ttl = value()?.parse().context("--ttl takes seconds")?,
@@ -84,6 +103,9 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let mut claims = serde_json::json!({
         "sub": sub, "iat": now, "exp": now + ttl, "ent": ent, "tier": tier,
     });
+    if !dly.is_empty() {
+        claims["dly"] = dly.into();
+    }
     if !acct.is_empty() {
         claims["acct"] = acct.into();
     }
@@ -137,8 +159,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    /// The demo's dashboard token names the account DEMO1 (its blotter) and every symbol,
-    /// and lasts the twelve hours of a demo.
+    /// The demo's dashboard token names the account DEMO1 (its blotter), the watchlist in
+    /// real time but TSLA, every symbol delayed, and lasts the twelve hours of a demo.
     #[test]
     fn the_demo_token_names_demo1_for_twelve_hours() {
         let root = std::env::temp_dir().join(format!("xtask-demo-token-{}", std::process::id()));
@@ -150,7 +172,9 @@ mod tests {
         };
         let grant = Verifier::new(&config).unwrap().verify(&token).unwrap();
         assert_eq!(grant.acct, ["DEMO1"]);
-        assert_eq!(grant.ent, ["*"]);
+        assert!(grant.ent.iter().all(|p| p.ends_with('*') && p != "*"));
+        assert!(!grant.ent.iter().any(|p| p == "TSLA*"));
+        assert_eq!(grant.dly, ["*"]);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

@@ -81,6 +81,8 @@ const REPLY_TYPE = Object.freeze({
  * @property {number} [theta]
  * @property {number} [vega]
  * @property {'pre_open' | 'open' | 'halted' | 'closed'} [state] the instrument's trading state
+ * @property {number} [delayed_ms] present on delayed data (a symbol the token covers by
+ *   `dly` only): how late it is served
  *
  * @typedef {object} Trade one print of a symbol's tape
  * @property {string} symbol

@@ -456,51 +456,15 @@ impl NatsLink {
     /// reading the messages between); `None` when the stream holds none.
     async fn last_stream_seq(&self, filter: &str) -> anyhow::Result<Option<u64>> {
         let request = serde_json::json!({ "multi_last": [filter], "batch": READ_BATCH });
-        let events = self.direct_get_batch(request).await?;
-        Ok(events.iter().map(|(seq, _)| *seq).max())
-    }
-
-    /// A batched direct get (nats-server 2.11 and later), answered by any of the stream's
-    /// replicas: its messages (stream sequence, payload), up to the end of the batch.
-    async fn direct_get_batch(
-        &self,
-        request: serde_json::Value,
-    ) -> anyhow::Result<Vec<(u64, bytes::Bytes)>> {
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .context("subscribing to a direct get's replies")?;
-        let subject = format!("{}.DIRECT.GET.{}", self.hub_api, self.accounts_stream);
-        self.client
-            .publish_with_reply(subject, inbox, request.to_string().into())
-            .await
-            .context("sending a direct get")?;
-        let mut events = Vec::new();
-        loop {
-            let msg = replies
-                .next()
-                .await
-                .context("the direct get's replies ended")?;
-            match msg.status.map(|s| s.as_u16()) {
-                None | Some(200) => {
-                    let seq = header_u64(&msg, "Nats-Sequence")
-                        .context("a direct get's reply without Nats-Sequence")?;
-                    events.push((seq, msg.payload));
-                    if events.len() > READ_BATCH {
-                        anyhow::bail!("a direct get answered more than the {READ_BATCH} asked for");
-                    }
-                }
-                // The end of the batch, or nothing to send.
-                Some(204) | Some(404) => return Ok(events),
-                Some(code) => anyhow::bail!(
-                    "a direct get from {} answered {code} {}",
-                    self.accounts_stream,
-                    msg.description.unwrap_or_default()
-                ),
-            }
+        let stream = &self.accounts_stream;
+        let events = self.direct_get_batch(stream, request, READ_BATCH).await?;
+        let mut last = None;
+        for msg in &events {
+            let seq = header_u64(msg, "Nats-Sequence")
+                .context("a direct get's reply without Nats-Sequence")?;
+            last = last.max(Some(seq));
         }
+        Ok(last)
     }
 
     /// The account's state as of its writer's last event: none yet is an empty state.

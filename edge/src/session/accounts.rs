@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::account::{AccountItem, AccountOut};
+use crate::limits::TokenBucket;
 use crate::nats::Pump;
 use crate::state::Edge;
 
@@ -18,6 +19,9 @@ pub(super) struct HeldAccounts {
     edge: Arc<Edge>,
     held: HashMap<String, Pump>,
     out: Option<(AccountOut, mpsc::Receiver<AccountItem>)>,
+    /// The session's account subscribes, `session.account_subscribes_per_min`; made with
+    /// the first (boxed: most sessions hold no account).
+    rate: Option<Box<TokenBucket>>,
 }
 
 impl HeldAccounts {
@@ -26,6 +30,26 @@ impl HeldAccounts {
             edge,
             held: HashMap::new(),
             out: None,
+            rate: None,
+        }
+    }
+
+    /// Takes one account subscribe of the session's rate: bursts of twice
+    /// `max_accounts`, then `account_subscribes_per_min`. Over it, how long until the
+    /// next is allowed, ms.
+    pub(super) fn admit(&mut self, now: std::time::Instant) -> Result<(), u64> {
+        let config = &self.edge.config.session;
+        let rate = self.rate.get_or_insert_with(|| {
+            let burst = u32::try_from(config.max_accounts.saturating_mul(2)).unwrap_or(u32::MAX);
+            Box::new(TokenBucket::per_minute(
+                config.account_subscribes_per_min,
+                burst,
+                now,
+            ))
+        });
+        match rate.take(now) {
+            true => Ok(()),
+            false => Err(rate.wait_ms(1).max(1)),
         }
     }
 

@@ -116,6 +116,21 @@ struct Session<T> {
     tapes: HeldTapes,
     /// Its account subscriptions and their queue.
     accounts: HeldAccounts,
+    /// Its place in the delayed core, made with its first delayed subscription (boxed:
+    /// most sessions hold none).
+    delayed: Option<Box<DelayedPlace>>,
+}
+
+/// A session's place in the delayed core ([`Edge::delayed`]), left on drop.
+struct DelayedPlace {
+    edge: Arc<Edge>,
+    member: EdgeMember,
+}
+
+impl Drop for DelayedPlace {
+    fn drop(&mut self) {
+        self.edge.delayed.leave(&self.member);
+    }
 }
 
 struct Counted {
@@ -172,6 +187,7 @@ where
         counted: Counted::new(),
         tapes: HeldTapes::new(edge.clone(), id),
         accounts: HeldAccounts::new(edge.clone()),
+        delayed: None,
     };
     async move {
         let end = session.serve(&notify).await;
@@ -243,8 +259,56 @@ where
                 max_symbols: self.grant.max_symbols,
                 max_msgs_per_s: self.grant.max_msgs_per_s,
                 min_interval_ms: self.grant.min_interval_ms,
+                delay_ms: self.edge.config.delayed.delay_ms,
             },
         }
+    }
+
+    /// The session's place in the delayed core, joined on first use.
+    fn delayed_member(&mut self) -> EdgeMember {
+        let edge = &self.edge;
+        let member = &self.member;
+        let max_symbols = self.grant.max_symbols;
+        let place = self.delayed.get_or_insert_with(|| {
+            Box::new(DelayedPlace {
+                edge: edge.clone(),
+                member: edge.delayed.join(member.waker().clone(), max_symbols),
+            })
+        });
+        place.member.clone()
+    }
+
+    /// The session's tick subscriptions, real-time and delayed, each with whether it is
+    /// delayed.
+    fn tick_subscriptions(&self) -> Vec<(Symbol, crate::fanout::Sub, bool)> {
+        let live = self.edge.runtime.subscriptions(self.id);
+        let delayed = match &self.delayed {
+            Some(place) => self.edge.delayed.subscriptions(place.member.id()),
+            None => Vec::new(),
+        };
+        let live = live.into_iter().map(|(s, sub)| (s, sub, false));
+        live.chain(delayed.into_iter().map(|(s, sub)| (s, sub, true)))
+            .collect()
+    }
+
+    /// How many tick subscriptions the session holds, real-time and delayed.
+    fn tick_subscription_count(&self) -> usize {
+        self.edge.runtime.subscription_count(self.id)
+            + self.delayed.as_ref().map_or(0, |place| {
+                self.edge.delayed.subscription_count(place.member.id())
+            })
+    }
+
+    /// Ends the tick subscriptions to `symbols`, real-time or delayed; returns those it
+    /// held, in order.
+    fn unsubscribe_ticks(&mut self, symbols: &[Symbol]) -> Vec<Symbol> {
+        let mut removed = self.edge.runtime.unsubscribe(self.id, symbols);
+        if let Some(place) = &self.delayed {
+            let delayed = self.edge.delayed.unsubscribe(place.member.id(), symbols);
+            removed.extend(delayed);
+            removed.sort_by_key(|s| symbols.iter().position(|x| x == s));
+        }
+        removed
     }
 
     async fn serve(&mut self, notify: &Arc<Notify>) -> End {
@@ -591,7 +655,7 @@ where
             slow_consumer,
             next_due,
             queued_bytes,
-        } = self.edge.runtime.drain(&self.member, Instant::now());
+        } = self.drain();
         if queued_bytes > 0 {
             self.counted.queue_bytes.record(queued_bytes as f64);
         }
@@ -668,6 +732,17 @@ where
             self.counted.dwell.record(arrived.elapsed().as_secs_f64());
         }
         Ok(next_due.map(tokio::time::Instant::from_std))
+    }
+
+    /// What the cores have for the session now: the real-time one's, then the delayed
+    /// one's.
+    fn drain(&self) -> Drained {
+        let now = Instant::now();
+        let mut drained = self.edge.runtime.drain(&self.member, now);
+        if let Some(place) = &self.delayed {
+            drained.merge(self.edge.delayed.drain(&place.member, now));
+        }
+        drained
     }
 
     /// Writes what the session's account followers handed it, in order: snapshots,

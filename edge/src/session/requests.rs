@@ -17,8 +17,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::tapes::HeldTapes;
 use super::{End, Session};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Coverage};
 use crate::checks::{self, Checked, Refusals, cap_entries, count_error, parse_symbols};
+use crate::fanout::Subscribed;
 use tickmesh_core::bar::Timeframe;
 
 /// `bad_request` for a `bars` request without `tf`.
@@ -102,7 +103,7 @@ where
                 let chains = self.expand_chains(chains, &mut symbols, max, &mut refusals);
                 let removed: Vec<Symbol> = match (unsub.stream, unsub.tf) {
                     (StreamKind::Ticks, _) => {
-                        let removed = self.edge.runtime.unsubscribe(self.id, &symbols);
+                        let removed = self.unsubscribe_ticks(&symbols);
                         for s in &removed {
                             self.requested.remove(s);
                             self.admission.release(s);
@@ -131,11 +132,9 @@ where
             Request::Ping => vec![ServerMsg::Pong { id }],
             Request::List => {
                 let subscriptions =
-                    self.edge
-                        .runtime
-                        .subscriptions(self.id)
+                    self.tick_subscriptions()
                         .into_iter()
-                        .map(|(symbol, sub)| SubscriptionInfo {
+                        .map(|(symbol, sub, _)| SubscriptionInfo {
                             symbol: symbol.to_string(),
                             mode: sub.mode,
                             interval_ms: sub.interval_ms,
@@ -215,6 +214,19 @@ where
                 format!("a session may hold at most {max} accounts"),
             );
         }
+        if let Err(retry_ms) = self.accounts.admit(Instant::now()) {
+            let per_min = self.edge.config.session.account_subscribes_per_min;
+            let mut refused = refuse(
+                ErrorCode::RateLimited,
+                format!(
+                    "over {per_min} account subscribes a minute: retry after retry_ms (account {account} stays as it was)"
+                ),
+            );
+            if let Some(ServerMsg::Error { retry_ms: r, .. }) = refused.first_mut() {
+                *r = Some(retry_ms);
+            }
+            return refused;
+        }
         self.accounts.subscribe(account, sub.from_seq);
         vec![ServerMsg::AccountSubscribed {
             id,
@@ -266,14 +278,36 @@ where
 
         let runtime = &edge.runtime;
         // Tapes and ticks share the session's `max_symbols`.
-        let mut room = max.saturating_sub(runtime.subscription_count(self.id) + self.tapes.len());
-        let held = runtime.holds(self.id, &candidates);
+        let mut room = max.saturating_sub(self.tick_subscription_count() + self.tapes.len());
+        // Each symbol in real time (`ent`) or delayed (`dly` only), held in that core.
+        let coverage: Vec<Coverage> = candidates
+            .iter()
+            .map(|s| self.grant.coverage(s.as_str(), &edge.refdata))
+            .collect();
+        let held_live = runtime.holds(self.id, &candidates);
+        let held_delayed = match &self.delayed {
+            Some(place) => edge.delayed.holds(place.member.id(), &candidates),
+            None => vec![false; candidates.len()],
+        };
         let mut wanted = Vec::with_capacity(candidates.len());
-        for (symbol, held) in candidates.into_iter().zip(held) {
-            match self.first_checks(&symbol, held, room, &mut refusals) {
+        let mut wanted_delayed = Vec::new();
+        for (i, symbol) in candidates.into_iter().enumerate() {
+            let delayed = coverage[i] == Coverage::Delayed;
+            let held = if delayed {
+                held_delayed[i]
+            } else {
+                held_live[i]
+            };
+            let covered = coverage[i] != Coverage::None;
+            let into = if delayed {
+                &mut wanted_delayed
+            } else {
+                &mut wanted
+            };
+            match self.first_checks(&symbol, covered, held, room, &mut refusals) {
                 Checked::Refused => continue,
                 Checked::Held => {
-                    wanted.push(symbol);
+                    into.push((i, symbol));
                     continue;
                 }
                 Checked::New => {}
@@ -282,35 +316,63 @@ where
                 refusals.symbol(ErrorCode::TooManySymbols, symbol.as_str(), || e.to_string());
             } else {
                 room -= 1;
-                wanted.push(symbol);
+                into.push((i, symbol));
             }
         }
+        let (mut at, mut wanted): (Vec<usize>, Vec<Symbol>) = wanted.into_iter().unzip();
+        let (at_delayed, wanted_delayed): (Vec<usize>, Vec<Symbol>) =
+            wanted_delayed.into_iter().unzip();
         // Whether the edge may carry one more symbol: decided by the runtime, so that the
         // bounds hold however many sessions subscribe at once.
-        let results = runtime.subscribe_admitted(
-            &self.member,
-            &wanted,
-            (req.mode, interval_ms),
-            Instant::now(),
-            |_, carried| {
-                if carried >= limits.max_carried_symbols {
-                    return Err(EdgeFull::Carried(limits.max_carried_symbols));
-                }
-                let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
-                if rate.take(Instant::now()) {
-                    Ok(())
-                } else {
-                    Err(EdgeFull::Rate(rate.wait_ms(1).max(1)))
-                }
-            },
-        );
-        let mut accepted = Vec::with_capacity(wanted.len());
-        let mut outcomes = Vec::with_capacity(wanted.len());
-        for (symbol, result) in wanted.into_iter().zip(results) {
+        let admit = |_: &Symbol, carried: usize| {
+            if carried >= limits.max_carried_symbols {
+                return Err(EdgeFull::Carried(limits.max_carried_symbols));
+            }
+            let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
+            if rate.take(Instant::now()) {
+                Ok(())
+            } else {
+                Err(EdgeFull::Rate(rate.wait_ms(1).max(1)))
+            }
+        };
+        let how = (req.mode, interval_ms);
+        let mut is_delayed = vec![false; wanted.len()];
+        let mut results =
+            runtime.subscribe_admitted(&self.member, &wanted, how, Instant::now(), admit);
+        if !wanted_delayed.is_empty() {
+            let member = self.delayed_member();
+            let delayed = &edge.delayed;
+            results.extend(delayed.subscribe_admitted(
+                &member,
+                &wanted_delayed,
+                how,
+                Instant::now(),
+                admit,
+            ));
+            is_delayed.resize(wanted.len() + wanted_delayed.len(), true);
+            wanted.extend(wanted_delayed);
+            at.extend(at_delayed);
+        }
+        // Back in the order the client named them.
+        let mut in_order: Vec<(usize, Symbol, Result<Subscribed, EdgeFull>, bool)> = at
+            .into_iter()
+            .zip(wanted)
+            .zip(results)
+            .zip(is_delayed)
+            .map(|(((at, s), r), d)| (at, s, r, d))
+            .collect();
+        in_order.sort_by_key(|(at, ..)| *at);
+        let mut accepted = Vec::with_capacity(in_order.len());
+        let mut outcomes = Vec::with_capacity(in_order.len());
+        let mut delayed = Vec::new();
+        for (_, symbol, result, is_delayed) in in_order {
             match result {
                 Ok(outcome) => {
+                    if is_delayed {
+                        delayed.push(symbol.to_string());
+                    }
                     accepted.push(symbol);
-                    outcomes.push(outcome);
+                    outcomes.push((outcome, is_delayed));
                 }
                 Err(full) => {
                     self.admission.release(&symbol);
@@ -345,6 +407,7 @@ where
             mode: req.mode,
             stream: StreamKind::Ticks,
             tf: None,
+            delayed,
         });
         let replies: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
         self.send(replies).await?;
@@ -356,7 +419,7 @@ where
         let mut local = 0u64;
         let mut awaited = false;
         let mut ticks = Vec::with_capacity(accepted.len());
-        for (symbol, outcome) in accepted.iter().zip(&outcomes) {
+        for (symbol, (outcome, delayed)) in accepted.iter().zip(&outcomes) {
             if !outcome.new_subscription {
                 // Held already: mode and interval changed in place, no second snapshot.
                 continue;
@@ -374,7 +437,9 @@ where
             } else {
                 self.awaiting_since = Some(started);
                 awaited = true;
-                if outcome.fetch {
+                // A delayed symbol's first value is its first sample due, never the
+                // KV's latest one.
+                if outcome.fetch && !delayed {
                     let runtime = Arc::downgrade(runtime);
                     edge.snapshots
                         .fetch_for(symbol.clone(), move |symbol, candidate| {
@@ -405,13 +470,15 @@ where
     fn first_checks(
         &self,
         symbol: &Symbol,
+        covered: bool,
         held: bool,
         room: usize,
         refusals: &mut Refusals,
     ) -> Checked {
         let (grant, refdata) = (&self.grant, &self.edge.refdata);
         let holder = "a session may hold";
-        checks::first_checks(grant, refdata, symbol, (held, room), holder, refusals)
+        let at = (covered, held, room);
+        checks::first_checks_covered(grant, refdata, symbol, at, holder, refusals)
     }
 
     /// `subscribe` with `stream: "trades"` (`tf` none): each symbol's tape, its last
@@ -466,12 +533,13 @@ where
         let (symbols, chains) = cap_entries(&req.symbols, &req.chains, cap, &mut refusals);
         let mut candidates = parse_symbols(symbols, &mut refusals);
         let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
-        let mut room =
-            max.saturating_sub(edge.runtime.subscription_count(self.id) + self.tapes.len());
+        let mut room = max.saturating_sub(self.tick_subscription_count() + self.tapes.len());
         let mut accepted = Vec::with_capacity(candidates.len());
         for symbol in candidates {
             let is_held = held(&self.tapes, &symbol);
-            match self.first_checks(&symbol, is_held, room, &mut refusals) {
+            // Trades and bars are served in real time only: `ent`.
+            let covered = self.grant.allows(symbol.as_str(), &edge.refdata);
+            match self.first_checks(&symbol, covered, is_held, room, &mut refusals) {
                 Checked::Refused => continue,
                 Checked::Held => {
                     if let Some(tf) = tf {
@@ -530,6 +598,7 @@ where
             mode: req.mode,
             stream: req.stream,
             tf,
+            delayed: Vec::new(),
         });
         replies
     }
@@ -572,14 +641,18 @@ where
         // Drop what the new token no longer covers: symbols outside its entitlements, then
         // (in symbol order) those past its `max_symbols`. One `error` per symbol dropped, so
         // at most as many as the session held.
-        let (mut kept, lost): (Vec<_>, Vec<_>) = self
-            .edge
-            .runtime
-            .subscriptions(self.id)
+        let mut subs = self.tick_subscriptions();
+        subs.sort_by(|a, b| a.0.cmp(&b.0));
+        // Each kept (in the core the new token says: real-time or delayed) or lost.
+        let (mut kept, lost): (Vec<_>, Vec<_>) = subs
             .into_iter()
-            .partition(|(s, _)| grant.allows(s.as_str(), &self.edge.refdata));
+            .map(|(s, sub, was_delayed)| {
+                let coverage = grant.coverage(s.as_str(), &self.edge.refdata);
+                (s, sub, was_delayed, coverage)
+            })
+            .partition(|(_, _, _, coverage)| *coverage != Coverage::None);
         let excess = kept.split_off(kept.len().min(grant.max_symbols as usize));
-        for (s, _) in &lost {
+        for (s, ..) in &lost {
             count_error(ErrorCode::NotEntitled, 1);
             replies.push(ServerMsg::symbol_error(
                 id,
@@ -588,7 +661,7 @@ where
                 "no longer entitled: unsubscribed",
             ));
         }
-        for (s, _) in &excess {
+        for (s, ..) in &excess {
             count_error(ErrorCode::TooManySymbols, 1);
             replies.push(ServerMsg::symbol_error(
                 id,
@@ -600,12 +673,12 @@ where
                 ),
             ));
         }
-        let dropped: Vec<Symbol> = lost.into_iter().chain(excess).map(|(s, _)| s).collect();
+        let dropped: Vec<Symbol> = lost.into_iter().chain(excess).map(|(s, ..)| s).collect();
         for s in &dropped {
             self.requested.remove(s);
             self.admission.release(s);
         }
-        self.edge.runtime.unsubscribe(self.id, &dropped);
+        self.unsubscribe_ticks(&dropped);
         // Tapes: those outside the new entitlements go, then those past `max_symbols`
         // (ticks count first).
         let mut tapes: Vec<(Symbol, Option<Timeframe>)> = self
@@ -648,22 +721,56 @@ where
                 Some(tf) => self.tapes.unsubscribe_bars(&symbol, tf),
             };
         }
-        // Intervals follow the new tier, tighter or looser.
-        for (symbol, sub) in &kept {
+        // Intervals follow the new tier, tighter or looser; a symbol the new token moves
+        // between real time and delayed moves core in place: the client is told by a
+        // `subscribed` of it (with `delayed` when now delayed) and gets the snapshot of
+        // the core it is now in, and nothing of the other again.
+        let mut moved_snapshots = Vec::new();
+        for (symbol, sub, was_delayed, coverage) in &kept {
             let requested = self
                 .requested
                 .get(symbol)
                 .copied()
                 .unwrap_or(sub.interval_ms);
             let wanted = requested.max(grant.min_interval_ms);
-            if wanted != sub.interval_ms {
-                self.edge.runtime.subscribe(
-                    &self.member,
-                    std::slice::from_ref(symbol),
-                    (sub.mode, wanted),
-                    Instant::now(),
-                );
+            let delayed = *coverage == Coverage::Delayed;
+            if delayed == *was_delayed {
+                if wanted != sub.interval_ms {
+                    let member = match delayed {
+                        true => self.delayed_member(),
+                        false => self.member.clone(),
+                    };
+                    let one = std::slice::from_ref(symbol);
+                    let how = (sub.mode, wanted);
+                    match delayed {
+                        true => self
+                            .edge
+                            .delayed
+                            .subscribe(&member, one, how, Instant::now()),
+                        false => self
+                            .edge
+                            .runtime
+                            .subscribe(&member, one, how, Instant::now()),
+                    };
+                }
+                continue;
             }
+            if let Some(snapshot) = self.move_core(symbol, (sub.mode, wanted), delayed) {
+                moved_snapshots.push((snapshot, sub.mode));
+            }
+            replies.push(ServerMsg::Subscribed {
+                id,
+                symbols: vec![symbol.to_string()],
+                chains: Vec::new(),
+                interval_ms: wanted,
+                mode: sub.mode,
+                stream: StreamKind::Ticks,
+                tf: None,
+                delayed: match delayed {
+                    true => vec![symbol.to_string()],
+                    false => Vec::new(),
+                },
+            });
         }
         // Accounts the new token does not name go.
         for account in self.accounts.names() {
@@ -682,7 +789,55 @@ where
         let exp = grant.exp.unwrap_or_default();
         self.grant = grant;
         replies.push(ServerMsg::Authed { id, exp });
-        Ok(replies)
+        if moved_snapshots.is_empty() {
+            return Ok(replies);
+        }
+        // The snapshots of moved symbols follow their `subscribed`.
+        let mut out: Vec<Message> = replies.iter().map(|m| self.message(m)).collect();
+        for (tick, mode) in &moved_snapshots {
+            out.push(self.frame(tick.snapshot(self.format, *mode).clone()));
+        }
+        self.send(out).await?;
+        Ok(Vec::new())
+    }
+
+    /// Moves the session's subscription to `symbol` into the delayed core (`delayed`) or
+    /// out of it into the real-time one, as `how`; returns the snapshot to send now, if
+    /// the new core has one (else it comes out of a later flush: the KV value or the
+    /// first tick for real time, the first sample due for delayed).
+    fn move_core(
+        &mut self,
+        symbol: &Symbol,
+        how: (tickmesh_core::Mode, u32),
+        delayed: bool,
+    ) -> Option<Arc<crate::fanout::SharedTick>> {
+        let one = std::slice::from_ref(symbol);
+        let edge = self.edge.clone();
+        let outcome = if delayed {
+            edge.runtime.unsubscribe(self.id, one);
+            let member = self.delayed_member();
+            edge.delayed.subscribe(&member, one, how, Instant::now())
+        } else {
+            if let Some(place) = &self.delayed {
+                edge.delayed.unsubscribe(place.member.id(), one);
+            }
+            edge.runtime
+                .subscribe(&self.member, one, how, Instant::now())
+        };
+        let outcome = outcome.into_iter().next()?;
+        if outcome.latest.is_none() {
+            self.awaiting_since = Some(std::time::Instant::now());
+            if outcome.fetch && !delayed {
+                let runtime = Arc::downgrade(&edge.runtime);
+                edge.snapshots
+                    .fetch_for(symbol.clone(), move |symbol, candidate| {
+                        runtime
+                            .upgrade()
+                            .map_or(0, |r| r.offer_snapshot(symbol, candidate))
+                    });
+            }
+        }
+        outcome.snapshot
     }
 
     /// Answers a refused `auth` and ends the session with 4401.

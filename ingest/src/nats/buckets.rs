@@ -165,6 +165,30 @@ pub(super) async fn trades_stream(
     Ok(())
 }
 
+/// Opens the stream of delayed samples (subjects `mdd.>`), creating it if missing:
+/// every sample kept `keep`, on file (a delay of minutes over many symbols outgrows
+/// memory), with direct gets, which is how edges read it at now − delay.
+pub(super) async fn delayed_stream(
+    js: &jetstream::Context,
+    name: &str,
+    keep: std::time::Duration,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    let config = jetstream::stream::Config {
+        name: name.to_string(),
+        subjects: vec!["mdd.>".into()],
+        max_age: keep,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let description =
+        "TickMesh delayed data: a sample of each symbol per step, read at now - delay";
+    open_or_create(js, config, description).await?;
+    Ok(())
+}
+
 /// Opens the bars stream (subjects `bar.>`), creating it if missing: the last `keep`
 /// bars of each subject, `replicas` copies, in memory, with per-message TTLs (a bar in
 /// progress is kept only a while) and direct gets (a new owner reads the last bar of each

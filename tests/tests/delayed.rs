@@ -1,0 +1,260 @@
+//! Delayed data end to end, against a real nats-server, the real ingest (the simulator,
+//! whose sampler fills the stream `md_delayed`) and an edge serving a 3 s delay: a symbol
+//! a token covers only by `dly` reaches its client `delay_ms` late, never fresher, on the
+//! same connection as real-time symbols; an `auth` that moves a symbol between real time
+//! and delayed takes effect in place; trades of a delayed-only symbol are refused.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_tests::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+const SECRET: &str = "a-delayed-suite-hs256-secret-of-32-bytes";
+const DELAY_MS: u64 = 3000;
+/// The sampler's step: a sample is at most this much older than the instant it serves.
+const STEP_MS: u64 = 1000;
+
+fn token(ent: &[&str], dly: &[&str]) -> String {
+    let now = tickmesh_edge::auth::now_s();
+    hs256_token(
+        SECRET,
+        &json!({"sub": "viewer", "iat": now - 1, "exp": now + 600, "ent": ent, "dly": dly, "tier": "pro"}),
+    )
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+struct Setup {
+    _nats: NatsServer,
+    ingest: Service,
+    edge: Service,
+    addr: SocketAddr,
+    url: String,
+}
+
+async fn setup() -> Setup {
+    let nats = NatsServer::start().unwrap();
+    let mut ingest = ingest_config(&nats.url(), 500);
+    ingest.delayed.step_ms = STEP_MS;
+    let ingest = start_ingest(ingest);
+    let mut config = edge_config(&nats.url());
+    config.auth.hs256_secret = Some(SECRET.into());
+    config.auth.anonymous = false;
+    config.delayed.delay_ms = DELAY_MS;
+    config.delayed.poll_ms = 100;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    let url = nats.url();
+    Setup {
+        _nats: nats,
+        ingest,
+        edge,
+        addr,
+        url,
+    }
+}
+
+/// Reads for `dur`; each message with the wall-clock time (µs) it arrived at.
+async fn read_for(c: &mut Client, dur: Duration) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    let until = Instant::now() + dur;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match c.next_non_hb(left).await {
+            Ok(v) => out.push((now_us(), v)),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// The tick objects of `symbol` in `msgs` (snapshots and live), each with its arrival.
+fn ticks_of<'a>(msgs: &'a [(u64, Value)], symbol: &str) -> Vec<(u64, &'a Value)> {
+    let mut out = Vec::new();
+    for (at, v) in msgs {
+        match v["type"].as_str() {
+            Some("snapshot") if v["symbol"] == symbol => out.push((*at, v)),
+            Some("ticks") => {
+                for t in v["ticks"].as_array().unwrap() {
+                    if t["symbol"] == symbol {
+                        out.push((*at, t));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every tick is `delay_ms` old when it arrives (never fresher; at most a step and a
+/// little more older than that) and says so.
+fn assert_delayed(ticks: &[(u64, &Value)], what: &str) {
+    assert!(!ticks.is_empty(), "{what}: no delayed tick");
+    for (at, t) in ticks {
+        let ts = t["ts"].as_u64().unwrap();
+        let age_ms = at.saturating_sub(ts) / 1000;
+        assert_eq!(t["delayed_ms"].as_u64(), Some(DELAY_MS), "{what}: {t}");
+        assert!(
+            ts + DELAY_MS * 1000 <= *at,
+            "{what}: a tick {age_ms} ms old reached a delayed-only client: {t}"
+        );
+        assert!(
+            age_ms <= DELAY_MS + STEP_MS + 1000,
+            "{what}: a tick {age_ms} ms old, more than a step behind the delay: {t}"
+        );
+    }
+}
+
+/// Every tick is fresh (real time) and carries no `delayed_ms`.
+fn assert_real_time(ticks: &[(u64, &Value)], what: &str) {
+    assert!(!ticks.is_empty(), "{what}: no tick");
+    for (at, t) in ticks {
+        let age_ms = at.saturating_sub(t["ts"].as_u64().unwrap()) / 1000;
+        assert!(t.get("delayed_ms").is_none(), "{what}: {t}");
+        assert!(
+            age_ms < 1000,
+            "{what}: a real-time tick {age_ms} ms old: {t}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dly_symbol_is_exactly_delay_ms_old_beside_real_time_ones_and_auth_moves_it_in_place() {
+    let s = setup().await;
+    let mut c = Client::connect_with(s.addr, Format::Json, Some(&token(&["MSFT"], &["AAPL"])))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.welcome["limits"]["delay_ms"].as_u64(),
+        Some(DELAY_MS),
+        "{}",
+        c.welcome
+    );
+    // The delayed stream has samples older than the delay only after the delay.
+    tokio::time::sleep(Duration::from_millis(DELAY_MS + STEP_MS)).await;
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL","MSFT","SPY"],"mode":"quote"}))
+        .await
+        .unwrap();
+    let msgs = read_for(&mut c, 5 * SECOND).await;
+    let refused = msgs
+        .iter()
+        .find(|(_, v)| v["type"] == "error")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(
+        (refused["code"].as_str(), refused["symbol"].as_str()),
+        (Some("not_entitled"), Some("SPY")),
+        "{refused}"
+    );
+    let subscribed = msgs
+        .iter()
+        .find(|(_, v)| v["type"] == "subscribed")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(
+        subscribed["symbols"],
+        json!(["AAPL", "MSFT"]),
+        "{subscribed}"
+    );
+    assert_eq!(subscribed["delayed"], json!(["AAPL"]), "{subscribed}");
+    let aapl = ticks_of(&msgs, "AAPL");
+    assert_delayed(&aapl, "AAPL, delayed");
+    assert!(aapl.len() >= 3, "about a sample a second: {}", aapl.len());
+    assert_eq!(
+        aapl[0].1["type"], "snapshot",
+        "AAPL's delayed snapshot first: {}",
+        aapl[0].1
+    );
+    assert_real_time(&ticks_of(&msgs, "MSFT"), "MSFT, real time");
+    // Samples stand for the ticks between them: no gap is told.
+    let gaps: Vec<&Value> = msgs
+        .iter()
+        .filter(|(_, v)| v["type"] == "gap" && v["symbol"] == "AAPL")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(gaps.is_empty(), "gaps told of AAPL: {gaps:?}");
+    // Trades of a delayed-only symbol are not served.
+    c.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"trades"}))
+        .await
+        .unwrap();
+    let refused = c.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(refused["code"], "not_entitled", "{refused}");
+    let none = c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(none["symbols"], json!([]), "{none}");
+
+    // Upgraded in place: `subscribed` without `delayed`, then real time.
+    c.send(json!({"op":"auth","id":3,"token":token(&["MSFT", "AAPL"], &[])}))
+        .await
+        .unwrap();
+    let msgs = read_for(&mut c, 3 * SECOND).await;
+    let moved = msgs
+        .iter()
+        .find(|(_, v)| v["type"] == "subscribed")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(
+        (&moved["symbols"], moved.get("delayed")),
+        (&json!(["AAPL"]), None),
+        "{moved}"
+    );
+    assert!(msgs.iter().any(|(_, v)| v["type"] == "authed"));
+    let aapl = ticks_of(&msgs, "AAPL");
+    // Frames already on their way may still be delayed; from the first fresh one on,
+    // all are.
+    let fresh = aapl
+        .iter()
+        .position(|(_, t)| t.get("delayed_ms").is_none())
+        .unwrap();
+    assert_real_time(&aapl[fresh..], "AAPL, upgraded");
+
+    // And back: from the `subscribed` with `delayed` on, nothing fresher than the delay.
+    c.send(json!({"op":"auth","id":4,"token":token(&["MSFT"], &["AAPL"])}))
+        .await
+        .unwrap();
+    let msgs = read_for(&mut c, 4 * SECOND).await;
+    let at = msgs
+        .iter()
+        .position(|(_, v)| v["type"] == "subscribed")
+        .unwrap();
+    assert_eq!(msgs[at].1["delayed"], json!(["AAPL"]), "{}", msgs[at].1);
+    assert_delayed(&ticks_of(&msgs[at..], "AAPL"), "AAPL, downgraded");
+    assert_real_time(&ticks_of(&msgs, "MSFT"), "MSFT, through both moves");
+
+    // The stream keeps at most a sample per symbol per step.
+    let js = async_nats::jetstream::new(async_nats::connect(&s.url).await.unwrap());
+    let mut stream = js
+        .get_stream(tickmesh_core::subject::DELAYED_STREAM)
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    let running_s = info.state.last_timestamp - info.state.first_timestamp;
+    let subject =
+        tickmesh_core::subject::delayed_subject("AAPL", tickmesh_core::subject::DEFAULT_SHARDS);
+    let per_subject = stream
+        .info_with_subjects(subject.clone())
+        .await
+        .unwrap()
+        .try_next()
+        .await
+        .unwrap()
+        .unwrap();
+    let allowed = running_s.whole_seconds() as usize + 2;
+    assert!(
+        per_subject.1 <= allowed,
+        "{} samples of AAPL in {running_s}: more than one a step",
+        per_subject.1
+    );
+    drop(c);
+    s.edge.stop().await.unwrap();
+    s.ingest.stop().await.unwrap();
+}
