@@ -395,7 +395,7 @@ impl Verifier {
             key: None,
             tier: name.clone(),
             ent: self.config.anonymous_ent.clone(),
-            dly: Vec::new(),
+            dly: self.config.anonymous_dly.clone(),
             acct: Vec::new(),
             min_interval_ms: tier.min_interval_ms,
             max_symbols: tier.max_symbols,

@@ -326,6 +326,9 @@ pub struct AuthConfig {
     /// Entitlement patterns of anonymous sessions. Default empty: with `anonymous = true`
     /// they must be listed, or the edge refuses to start.
     pub anonymous_ent: Vec<String>,
+    /// Patterns of symbols anonymous sessions may see delayed only (the token claim
+    /// `dly`): free delayed data for visitors, say. Default empty.
+    pub anonymous_dly: Vec<String>,
     /// Lets anonymous sessions have `*` in `anonymous_ent`, or a tier whose
     /// `min_interval_ms` is 0: every symbol, or every tick, to anyone who can connect.
     /// Default false: with anonymous access on, such a config is refused at start.
@@ -431,6 +434,7 @@ impl Default for AuthConfig {
             anonymous: false,
             anonymous_tier: "anonymous".into(),
             anonymous_ent: Vec::new(),
+            anonymous_dly: Vec::new(),
             allow_open_anonymous: false,
             hs256_secret: None,
             hs256_secret_file: None,
@@ -960,9 +964,15 @@ impl EdgeConfig {
                 reason: format!("{name:?} is not in auth.tiers"),
             });
         };
-        check(!a.anonymous_ent.is_empty(), "auth.anonymous_ent", || {
-            "anonymous access is on, but no pattern says what anonymous sessions may see".into()
-        })?;
+        check(
+            !a.anonymous_ent.is_empty() || !a.anonymous_dly.is_empty(),
+            "auth.anonymous_ent",
+            || {
+                "anonymous access is on, but no pattern (anonymous_ent or anonymous_dly) says \
+                 what anonymous sessions may see"
+                    .into()
+            },
+        )?;
         if a.allow_open_anonymous {
             return Ok(());
         }
@@ -1027,6 +1037,14 @@ mod tests {
         assert_eq!(
             anonymous(|a| a.anonymous_ent = Vec::new()),
             Err("auth.anonymous_ent")
+        );
+        // Delayed data alone is something to see.
+        assert_eq!(
+            anonymous(|a| {
+                a.anonymous_ent = Vec::new();
+                a.anonymous_dly = vec!["*".into()];
+            }),
+            Ok(())
         );
         assert_eq!(
             anonymous(|a| a.anonymous_ent.push("*".into())),

@@ -27,11 +27,14 @@ async fn subscribe_all(url: &str) -> async_nats::Subscriber {
     sub
 }
 
-/// Payloads received until the subscription stays quiet for `quiet`.
+/// Payloads received until the subscription stays quiet for `quiet`, after the first
+/// (waited for up to 5 s: on a loaded machine the first may take longer than `quiet`).
 async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Bytes> {
     let mut out = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(quiet, sub.next()).await {
+    let mut wait = quiet.max(Duration::from_secs(5));
+    while let Ok(Some(msg)) = tokio::time::timeout(wait, sub.next()).await {
         out.push(msg.payload);
+        wait = quiet;
     }
     out
 }

@@ -27,9 +27,9 @@ use serde::Serialize;
 
 use crate::{root, run, tools};
 use report::{
-    ACCOUNTS_BEGIN, ACCOUNTS_END, BEGIN, CURVE_BEGIN, CURVE_END, DEFLATE_BEGIN, DEFLATE_END, END,
-    MARKET_OPEN_BEGIN, MARKET_OPEN_END, RESUBSCRIBE_BEGIN, RESUBSCRIBE_END, TRADES_BEGIN,
-    TRADES_END, with_section,
+    ACCOUNTS_BEGIN, ACCOUNTS_END, BEGIN, CURVE_BEGIN, CURVE_END, DEFLATE_BEGIN, DEFLATE_END,
+    DELAYED_BEGIN, DELAYED_END, END, MARKET_OPEN_BEGIN, MARKET_OPEN_END, RESUBSCRIBE_BEGIN,
+    RESUBSCRIBE_END, TRADES_BEGIN, TRADES_END, with_section,
 };
 use results::Stored;
 use runner::Env;
@@ -38,6 +38,7 @@ mod accounts;
 mod conflation;
 mod curve;
 mod deflate;
+mod delayed;
 mod idle;
 mod ingest;
 mod latency;
@@ -54,9 +55,9 @@ mod trades;
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--scenario NAME]... [--no-build] [--report-only]
 scenarios: idle, throughput, latency, conflation, slow, storm, ingest, resubscribe, curve,
-market-open, trades, accounts, deflate (default: all)";
+market-open, trades, accounts, deflate, delayed (default: all)";
 
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "idle",
     "throughput",
     "latency",
@@ -70,17 +71,19 @@ const SCENARIOS: [&str; 13] = [
     "trades",
     "accounts",
     "deflate",
+    "delayed",
 ];
 
 /// Scenarios with a section of their own in docs/benchmarks.md, outside the main block:
 /// running one alone leaves the main block as it is.
-const OWN_SECTION: [&str; 6] = [
+const OWN_SECTION: [&str; 7] = [
     "resubscribe",
     "curve",
     "market-open",
     "trades",
     "accounts",
     "deflate",
+    "delayed",
 ];
 
 struct Opts {
@@ -182,6 +185,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             "trades" => trades::run(&env).and_then(|r| keep.write(r)),
             "accounts" => accounts::run(&env).and_then(|r| keep.write(r)),
             "deflate" => deflate::run(&env).and_then(|r| keep.write(r)),
+            "delayed" => delayed::run(&env).and_then(|r| keep.write(r)),
             _ => unreachable!("scenario names are checked when parsed"),
         };
         result.with_context(|| format!("scenario {name}"))?;
@@ -258,6 +262,11 @@ fn rebuild(
         let section = deflate::report(&v)
             .with_context(|| results::path(dir, "deflate").display().to_string())?;
         page = with_section(&page, DEFLATE_BEGIN, DEFLATE_END, &section);
+    }
+    if let Some(v) = results::load(dir, "delayed")? {
+        let section = delayed::report(&v)
+            .with_context(|| results::path(dir, "delayed").display().to_string())?;
+        page = with_section(&page, DELAYED_BEGIN, DELAYED_END, &section);
     }
     let mut svg = None;
     if let Some(v) = results::load(dir, "curve")? {

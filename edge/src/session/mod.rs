@@ -192,6 +192,7 @@ where
     async move {
         let end = session.serve(&notify).await;
         drop(joined);
+        session.delayed = None;
         if let End::Close(code, reason) = end {
             if code == close::SLOW_CONSUMER {
                 metrics::counter!("tickmesh_edge_slow_consumer_total", "action" => "closed")

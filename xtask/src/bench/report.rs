@@ -33,6 +33,9 @@ pub const ACCOUNTS_END: &str = "<!-- bench:accounts:end -->";
 pub const DEFLATE_BEGIN: &str =
     "<!-- bench:deflate:begin: written by `cargo xtask bench --scenario deflate` -->";
 pub const DEFLATE_END: &str = "<!-- bench:deflate:end -->";
+pub const DELAYED_BEGIN: &str =
+    "<!-- bench:delayed:begin: written by `cargo xtask bench --scenario delayed` -->";
+pub const DELAYED_END: &str = "<!-- bench:delayed:end -->";
 
 /// `page` with the text between `begin` and `end` replaced by `body` (appended, with the
 /// markers, when they are missing).
