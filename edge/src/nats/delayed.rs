@@ -165,10 +165,16 @@ impl Reader {
             }
             // Not holding the link while asleep: once it is dropped, the next turn ends.
             drop(followed);
+            let read_at = tokio::time::Instant::now();
             let added = self.added.notified();
             tokio::select! {
                 () = tokio::time::sleep(self.poll) => {}
-                () = added => {}
+                () = added => {
+                    // A new symbol is read at once, but every read covers them all: reads
+                    // woken by new symbols are spaced by a fifth of the poll at least, so
+                    // that symbols added faster cost no more reads.
+                    tokio::time::sleep_until(read_at + self.poll / 5).await;
+                }
             }
         }
     }

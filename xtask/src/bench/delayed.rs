@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::idle::per_conn;
 use super::report::{commands, ms, num, run_table};
 use super::results::{Run, Stored};
-use super::runner::{Env, Load, MeshSpec, args, join, loadgen, start_mesh, universe};
+use super::runner::{Env, Load, MeshSpec, args, loadgen, start_mesh, subscribers, universe};
 
 const TICKS_PER_SEC: u32 = 5000;
 const SYMBOLS: usize = 500;
@@ -28,17 +28,8 @@ pub struct Delayed {
 }
 
 fn clients(conns: u64, symbols: &[String], net: &str, duration: &str) -> Vec<String> {
-    args(&[
-        "--conns",
-        &conns.to_string(),
-        "--symbols",
-        &join(symbols),
-        "--per-conn",
-        "5",
-        "--interval-ms",
-        "1000",
-        "--mode",
-        "quote",
+    let mut a = subscribers(conns, symbols, 5, 1000, "quote");
+    a.extend(args(&[
         "--threads",
         "2",
         "--source-net",
@@ -50,7 +41,8 @@ fn clients(conns: u64, symbols: &[String], net: &str, duration: &str) -> Vec<Str
         "8",
         "--duration-s",
         duration,
-    ])
+    ]));
+    a
 }
 
 pub fn run(env: &Env) -> anyhow::Result<Delayed> {
