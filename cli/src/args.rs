@@ -1,4 +1,4 @@
-//! The command line: `tickmesh watch [OPTIONS] SYMBOL...`.
+//! The command line: `tickmesh watch [OPTIONS] SYMBOL...` and `tickmesh usage [OPTIONS]`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tickmesh_core::{Format, Mode};
@@ -22,6 +22,61 @@ pub struct Cli {
 pub enum Command {
     /// Live quotes of SYMBOLs from an edge gateway: a table redrawn in place, or JSON lines.
     Watch(WatchArgs),
+    /// The month's usage report: unique users per feed, class (real time or delayed) and
+    /// use (display or not), from the usage records the edges keep in NATS.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// The month, YYYY-MM; default: this month (UTC).
+    #[arg(long)]
+    pub month: Option<String>,
+
+    /// text (a table), csv, or json.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+
+    /// One line per user, feed, class and use (first and last seen, sessions), instead of
+    /// the counts.
+    #[arg(long)]
+    pub users: bool,
+
+    /// A NATS server of a domain whose edges keep records (each region keeps its own);
+    /// repeat for every region: a user seen in several is counted once.
+    #[arg(
+        long = "nats",
+        value_name = "URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats: Vec<String>,
+
+    /// The stream the edges write to.
+    #[arg(long, default_value = "usage")]
+    pub stream: String,
+
+    /// NATS user (with --password-file).
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// File holding the NATS user's password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+
+    /// NATS credentials file (operator mode), instead of --user.
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<std::path::PathBuf>,
+
+    /// CA that signed the NATS servers' certificates (TLS).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -58,26 +58,28 @@ impl Continuity {
 
 /// Passes a tick only if its seq is above the last one passed for its symbol: no
 /// duplicate, no reordering, no stale snapshot after a fresher tick, on this connection or
-/// the next (the gate outlives reconnects).
+/// the next (the gate outlives reconnects). A symbol's ticks that move between real time
+/// and delayed (an `auth` moved it) start over: the other side's seqs may be lower.
 #[derive(Debug, Default)]
 pub struct SeqGate {
-    last: HashMap<String, u64>,
+    /// The last seq passed per symbol, and whether it was delayed.
+    last: HashMap<String, (u64, bool)>,
     stale: u64,
 }
 
 impl SeqGate {
-    pub fn admit(&mut self, symbol: &str, seq: u64) -> bool {
+    pub fn admit(&mut self, symbol: &str, seq: u64, delayed: bool) -> bool {
         match self.last.get_mut(symbol) {
-            Some(last) if seq <= *last => {
+            Some((last, side)) if seq <= *last && *side == delayed => {
                 self.stale += 1;
                 false
             }
             Some(last) => {
-                *last = seq;
+                *last = (seq, delayed);
                 true
             }
             None => {
-                self.last.insert(symbol.to_string(), seq);
+                self.last.insert(symbol.to_string(), (seq, delayed));
                 true
             }
         }
@@ -89,7 +91,7 @@ impl SeqGate {
     }
 
     pub fn last(&self, symbol: &str) -> Option<u64> {
-        self.last.get(symbol).copied()
+        self.last.get(symbol).map(|(seq, _)| *seq)
     }
 }
 
@@ -202,14 +204,19 @@ mod tests {
     #[test]
     fn the_gate_passes_only_newer_seqs_per_symbol() {
         let mut g = SeqGate::default();
-        assert!(g.admit("AAPL", 10));
-        assert!(!g.admit("AAPL", 10), "duplicate");
-        assert!(!g.admit("AAPL", 9), "older");
-        assert!(g.admit("MSFT", 3), "another symbol has its own seq");
-        assert!(g.admit("AAPL", 12), "a gap is fine");
-        assert!(!g.admit("AAPL", 11));
-        assert_eq!(g.stale(), 3);
-        assert_eq!(g.last("AAPL"), Some(12));
+        assert!(g.admit("AAPL", 10, false));
+        assert!(!g.admit("AAPL", 10, false), "duplicate");
+        assert!(!g.admit("AAPL", 9, false), "older");
+        assert!(g.admit("MSFT", 3, false), "another symbol has its own seq");
+        assert!(g.admit("AAPL", 12, false), "a gap is fine");
+        assert!(!g.admit("AAPL", 11, false));
+        // Moved to delayed: samples 15 minutes behind, lower seqs; then back.
+        assert!(g.admit("AAPL", 5, true), "the delayed side starts over");
+        assert!(!g.admit("AAPL", 5, true));
+        assert!(g.admit("AAPL", 6, true));
+        assert!(g.admit("AAPL", 14, false), "and so does real time");
+        assert_eq!(g.stale(), 4);
+        assert_eq!(g.last("AAPL"), Some(14));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   without a terminal.
 //! - [`view`]: where events go: the table redrawn in place, or one JSON line per tick.
 //! - [`watch`]: the `watch` command: connect, subscribe, read, reconnect, until Ctrl-C.
+//! - [`usage`]: the `usage` command: a month of usage records read from NATS, merged
+//!   into the report.
 //! - [`account`]: an account followed with `--account`: resumed with `from_seq` after
 //!   every reconnect, each event shown once.
 //!
@@ -22,5 +24,6 @@ pub mod backoff;
 pub mod board;
 pub mod conn;
 pub mod render;
+pub mod usage;
 pub mod view;
 pub mod watch;

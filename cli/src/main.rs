@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickmesh_cli::args::{self, Cli, Command, WatchArgs};
+use tickmesh_cli::args::{self, Cli, Command, UsageArgs, WatchArgs};
 use tickmesh_cli::watch::{self, Options};
+use tickmesh_core::usage::Month;
 use tokio_util::sync::CancellationToken;
 
 /// Exit status for bad arguments (as clap uses).
@@ -12,6 +13,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Watch(a) => watch_command(a),
+        Command::Usage(a) => usage_command(a),
+    }
+}
+
+fn usage_command(a: UsageArgs) -> ExitCode {
+    let month = match a.month.as_deref().map(Month::parse).transpose() {
+        Ok(m) => m.unwrap_or_else(|| Month::of_unix_us(tickmesh_core::tick::now_us())),
+        Err(e) => return usage(&e),
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(tickmesh_cli::usage::report(&a, month)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tickmesh: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -51,15 +74,9 @@ fn watch_command(a: WatchArgs) -> ExitCode {
         json: a.json,
         account: a.account.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tickmesh: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -73,6 +90,17 @@ fn watch_command(a: WatchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command's runtime: one thread is plenty for one connection.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("tickmesh: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn usage(message: &str) -> ExitCode {

@@ -515,7 +515,8 @@ impl Watch {
         let (Some(symbol), Some(seq)) = (symbol, seq) else {
             return Ok(());
         };
-        if !self.gate.admit(symbol, seq) {
+        let delayed = fields.contains_key("delayed_ms");
+        if !self.gate.admit(symbol, seq, delayed) {
             self.view.status.stale = self.gate.stale();
             return Ok(());
         }

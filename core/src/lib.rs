@@ -12,6 +12,7 @@
 //! - [`date`]: calendar dates (`YYYY-MM-DD`) for option expiries.
 //! - [`occ`]: OCC option symbols ⇄ (root, expiry, right, strike).
 //! - [`refdata`]: the schema of the reference-data bucket `md_ref` (instruments, chains).
+//! - [`usage`]: usage records (who saw which feed, real time or delayed) and the monthly report.
 //! - [`revocation`]: the schema of the revocation bucket `ctl_revoked` (keys, values).
 //! - `dev_pki` (feature `dev-pki`): a CA and a server certificate for the demo and tests.
 //!
@@ -35,6 +36,7 @@ pub mod subject;
 pub mod symbol;
 pub mod tick;
 pub mod trade;
+pub mod usage;
 
 pub use protocol::Format;
 pub use symbol::{Symbol, SymbolError};

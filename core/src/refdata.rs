@@ -105,6 +105,10 @@ pub struct Instrument {
     pub strike: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub right: Option<Right>,
+    /// The exchange or feed the data comes from (ingest's `refdata.feed`), as usage
+    /// reports name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
 }
 
 /// The listed strikes of one expiry. Serialized as the `chains` reply entry of the client
@@ -318,6 +322,7 @@ mod tests {
             expiry: None,
             strike: None,
             right: None,
+            feed: None,
         };
         let json = serde_json::to_string(&i).unwrap();
         assert!(!json.contains("null") && !json.contains("strike"), "{json}");

@@ -43,6 +43,11 @@ pub struct Grant {
     pub dly: Vec<String>,
     /// The accounts whose events the user may read, by exact name (claim `acct`).
     pub acct: Vec<String>,
+    /// The account of record that usage is reported under (claim `org`); the user when
+    /// absent.
+    pub org: Option<String>,
+    /// What the data is for (claim `use`): `display` (default) or `non_display`.
+    pub usage: tickmesh_core::usage::Use,
     pub min_interval_ms: u32,
     pub max_symbols: u32,
     pub max_msgs_per_s: u32,
@@ -230,6 +235,10 @@ struct Claims {
     #[serde(default)]
     acct: Vec<String>,
     #[serde(default)]
+    org: Option<String>,
+    #[serde(default, rename = "use")]
+    usage: tickmesh_core::usage::Use,
+    #[serde(default)]
     tier: Option<String>,
     #[serde(default)]
     max_symbols: Option<u32>,
@@ -397,6 +406,8 @@ impl Verifier {
             ent: self.config.anonymous_ent.clone(),
             dly: self.config.anonymous_dly.clone(),
             acct: Vec::new(),
+            org: None,
+            usage: tickmesh_core::usage::Use::Display,
             min_interval_ms: tier.min_interval_ms,
             max_symbols: tier.max_symbols,
             max_msgs_per_s: tier.max_msgs_per_s,
@@ -494,6 +505,8 @@ impl Verifier {
             ent: claims.ent,
             dly: claims.dly,
             acct: claims.acct,
+            org: claims.org,
+            usage: claims.usage,
         })
     }
 
@@ -637,6 +650,8 @@ pub(crate) mod test_keys {
             ent: ent.iter().map(|s| s.to_string()).collect(),
             dly: Vec::new(),
             acct: Vec::new(),
+            org: None,
+            usage: tickmesh_core::usage::Use::Display,
             min_interval_ms: 0,
             max_symbols,
             max_msgs_per_s: 10,
@@ -743,6 +758,21 @@ mod tests {
         assert!(g.allows("AAPL", &refs) && g.allows("AAPL261218C00150000", &refs));
         assert!(g.allows("SPY", &refs));
         assert!(!g.allows("SPYX", &refs) && !g.allows("MSFT", &refs));
+    }
+
+    #[test]
+    fn org_and_use_say_how_usage_is_reported_and_a_bad_use_is_malformed() {
+        use tickmesh_core::usage::Use;
+        let v = verifier(|_| {});
+        let g = v.verify(&token(claims())).unwrap();
+        assert_eq!((g.org, g.usage), (None, Use::Display));
+        let mut c = claims();
+        c["org"] = json!("ACME");
+        c["use"] = json!("non_display");
+        let g = v.verify(&token(c.clone())).unwrap();
+        assert_eq!((g.org.as_deref(), g.usage), (Some("ACME"), Use::NonDisplay));
+        c["use"] = json!("sometimes");
+        assert_eq!(v.verify(&token(c)), Err(AuthError::Malformed));
     }
 
     #[test]

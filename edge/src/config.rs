@@ -36,6 +36,43 @@ pub struct EdgeConfig {
     pub tls: Option<TlsConfig>,
     pub shutdown: ShutdownConfig,
     pub delayed: DelayedConfig,
+    pub usage: UsageConfig,
+}
+
+/// `[usage]`: every session's usage (user, account of record, feed, real time or
+/// delayed, display or not, first and last seen, sessions), kept in a JetStream stream of
+/// the edge's own NATS domain for the monthly report (`tickmesh usage`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Record usage. Default true.
+    pub enabled: bool,
+    /// The stream, made by the edge when missing (file storage, subjects `usage.>`, one
+    /// message kept per subject). Default `usage`.
+    pub stream: String,
+    /// Copies of the stream when the edge makes it. Default 1.
+    pub replicas: usize,
+    /// How long records are kept when the edge makes the stream, days. Default 400.
+    pub keep_days: u64,
+    /// How often changed records are written, ms: a crash loses at most this much new
+    /// usage. Default 5000.
+    pub flush_ms: u64,
+    /// How often a session still holding data is seen again (its `last_seen`), ms.
+    /// Default 60000.
+    pub touch_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            enabled: true,
+            stream: "usage".into(),
+            replicas: 1,
+            keep_days: 400,
+            flush_ms: 5000,
+            touch_ms: 60_000,
+        }
+    }
 }
 
 /// `[delayed]`: symbols a token covers only by `dly` are served `delay_ms` late, from
@@ -467,6 +504,7 @@ impl Default for EdgeConfig {
             tls: None,
             shutdown: ShutdownConfig::default(),
             delayed: DelayedConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -588,6 +626,32 @@ impl EdgeConfig {
         check(!self.delayed.stream.is_empty(), "delayed.stream", || {
             "must not be empty".into()
         })?;
+        let u = &self.usage;
+        check(
+            !u.stream.is_empty()
+                && u.stream.len() <= 64
+                && u.stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "usage.stream",
+            || format!("{:?}: 1 to 64 letters, digits, '-' or '_'", u.stream),
+        )?;
+        check((1..=5).contains(&u.replicas), "usage.replicas", || {
+            format!("must be 1..=5, got {}", u.replicas)
+        })?;
+        check((1..=3650).contains(&u.keep_days), "usage.keep_days", || {
+            format!("must be 1..=3650, got {}", u.keep_days)
+        })?;
+        check(
+            (100..=60_000).contains(&u.flush_ms),
+            "usage.flush_ms",
+            || format!("must be 100..=60000, got {}", u.flush_ms),
+        )?;
+        check(
+            (1000..=3_600_000).contains(&u.touch_ms),
+            "usage.touch_ms",
+            || format!("must be 1000..=3600000, got {}", u.touch_ms),
+        )?;
         check(
             !self.name.is_empty() && self.name.len() <= 64,
             "name",
@@ -1185,6 +1249,17 @@ mod tests {
             limits(|l| l.rest_max_reads = 0),
             Err("limits.rest_max_reads")
         );
+        let usage = |f: fn(&mut UsageConfig)| {
+            let mut c = with_key();
+            f(&mut c.usage);
+            c.validate().map_err(|e| e.key)
+        };
+        assert_eq!(usage(|_| {}), Ok(()));
+        assert_eq!(usage(|u| u.flush_ms = 0), Err("usage.flush_ms"));
+        assert_eq!(usage(|u| u.touch_ms = 10), Err("usage.touch_ms"));
+        assert_eq!(usage(|u| u.stream = "us.age".into()), Err("usage.stream"));
+        assert_eq!(usage(|u| u.replicas = 0), Err("usage.replicas"));
+        assert_eq!(usage(|u| u.keep_days = 0), Err("usage.keep_days"));
     }
 
     #[test]

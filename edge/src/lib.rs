@@ -20,6 +20,8 @@
 //!   a transport: a WebSocket, or Server-Sent Events ([`sse`], `GET /v1/sse`).
 //! - [`rest`]: `GET /v1/snapshot`, `/v1/chains/{underlying}`, `/v1/bars/{symbol}` and
 //!   their OpenAPI description, answered with the session's objects and checks.
+//! - [`usage`]: usage records (who saw which feed, real time or delayed), written to a
+//!   JetStream stream for the monthly report.
 //! - [`state`]: what every session shares (built by the server, read by sessions).
 //! - [`server`]: the listener, the hand-built upgrade, and the warp routes.
 //! - [`deflate`]: permessage-deflate: the offer, outbound messages compressed once for
@@ -63,6 +65,7 @@ pub mod telemetry;
 mod testlog;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 
 pub use config::EdgeConfig;
 pub use server::{bind, run};

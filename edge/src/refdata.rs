@@ -194,6 +194,20 @@ impl RefData {
             .and_then(|i| i.underlying.clone())
     }
 
+    /// The feed of each of `symbols` as usage reports name it: the instrument's `feed`,
+    /// or [`tickmesh_core::usage::UNKNOWN_FEED`]. One lock for them all.
+    pub fn feeds_of<'a>(&self, symbols: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let cache = self.read();
+        symbols
+            .into_iter()
+            .map(|s| {
+                let feed = cache.instruments.get(s).and_then(|i| i.feed.as_deref());
+                feed.unwrap_or(tickmesh_core::usage::UNKNOWN_FEED)
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// The instrument `symbol`, if listed.
     pub fn instrument(&self, symbol: &str) -> Option<Instrument> {
         self.read().instruments.get(symbol).cloned()

@@ -90,6 +90,8 @@ pub async fn run(
         telemetry::serve(listener, prometheus, metrics_stop);
     }
     revocations::spawn(edge.clone());
+    let usage_stop = CancellationToken::new();
+    let usage_task = edge.usage.spawn(nats.client().clone(), usage_stop.clone());
     let routes = routes(edge.clone(), prometheus);
     let rest = Rest::new(edge.clone());
     let tracker = TaskTracker::new();
@@ -157,6 +159,19 @@ pub async fn run(
         }
     }
     drop(listener);
+    // The usage the sessions reported as they closed, written before NATS goes.
+    usage_stop.cancel();
+    if let Some(task) = usage_task {
+        let _ = task.await;
+        let js = async_nats::jetstream::new(nats.client().clone());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, edge.usage.flush(&js))
+            .await
+            .is_err()
+        {
+            tracing::warn!("usage records not written before the grace period ended");
+        }
+    }
     // Bounded by what is left of the grace period (at most 2 s): a NATS server that went
     // away must not hold the exit past `shutdown.grace_ms`.
     let left = deadline

@@ -24,6 +24,7 @@ use crate::refdata::RefData;
 use crate::runtime::{Member, Runtime, default_shards};
 use crate::snapshot::Snapshots;
 use crate::tape::Tapes;
+use crate::usage::Usage;
 
 /// Instants per interval the shared flush clock spreads sessions over: those of one slot
 /// flush together and share their frames, and no instant wakes more than a
@@ -80,6 +81,8 @@ pub struct Edge {
     pub tapes: Arc<Tapes<NatsLink>>,
     /// The (symbol, timeframe) bars (`bars` subscriptions) this edge follows.
     pub bar_feeds: Arc<BarFeeds<NatsLink>>,
+    /// Usage records (`[usage]`).
+    pub usage: Arc<Usage>,
 }
 
 impl Edge {
@@ -128,8 +131,10 @@ impl Edge {
             config.nats.stale_after_ms,
             config.nats.move_clients_after_ms,
         );
+        let usage = Usage::new(&config.name, &config.usage);
         Ok(Arc::new(Edge {
             config,
+            usage,
             runtime,
             delayed,
             nats: nats.clone(),

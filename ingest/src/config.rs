@@ -52,6 +52,17 @@ pub enum SourceKind {
     Itch,
 }
 
+impl SourceKind {
+    /// The feed named in reference data when `refdata.feed` is unset.
+    pub fn default_feed(self) -> &'static str {
+        match self {
+            SourceKind::Sim => "SIM",
+            SourceKind::Replay => "REPLAY",
+            SourceKind::Itch => "XNAS",
+        }
+    }
+}
+
 /// `[refdata]`: the reference-data bucket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +71,9 @@ pub struct RefDataConfig {
     pub bucket: String,
     /// Write instruments and chains. Default true.
     pub enabled: bool,
+    /// The exchange or feed named on every instrument written, for usage reports.
+    /// Default: by `source`, `SIM`, `REPLAY` or `XNAS` (ITCH is NASDAQ's feed).
+    pub feed: Option<String>,
 }
 
 /// `[trades]`: every print on `tr.<shard>.<symbol>`, the recent ones kept in a stream.
@@ -119,6 +133,7 @@ impl Default for RefDataConfig {
         RefDataConfig {
             bucket: tickmesh_core::refdata::BUCKET.into(),
             enabled: true,
+            feed: None,
         }
     }
 }
@@ -239,6 +254,18 @@ impl IngestConfig {
             if !valid_bucket(bucket) {
                 return Err(bad(key, format!("{bucket:?} is not a valid bucket name")));
             }
+        }
+        if let Some(feed) = &self.refdata.feed
+            && (feed.is_empty()
+                || feed.len() > 32
+                || !feed
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(bad(
+                "refdata.feed",
+                format!("{feed:?}: 1 to 32 letters, digits, '-' or '_'"),
+            ));
         }
         if !(1..=100_000).contains(&self.bars.keep) {
             return Err(bad(

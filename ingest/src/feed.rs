@@ -135,7 +135,13 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
         false => None,
     };
     let refs = Arc::new(match config.refdata.enabled {
-        true => RefWriter::new(),
+        true => RefWriter::with_feed(
+            config
+                .refdata
+                .feed
+                .as_deref()
+                .unwrap_or(config.source.default_feed()),
+        ),
         false => RefWriter::disabled(),
     });
     let ref_task = match config.refdata.enabled {

@@ -47,6 +47,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct RefWriter {
     enabled: bool,
+    /// Stamped on every instrument written without one (`refdata.feed`).
+    feed: Option<String>,
     pending: Mutex<Pending>,
     notify: Notify,
 }
@@ -61,8 +63,17 @@ impl RefWriter {
     pub fn new() -> Self {
         RefWriter {
             enabled: true,
+            feed: None,
             pending: Mutex::default(),
             notify: Notify::new(),
+        }
+    }
+
+    /// A writer that names `feed` as the feed of every instrument it writes without one.
+    pub fn with_feed(feed: &str) -> Self {
+        RefWriter {
+            feed: Some(feed.to_string()),
+            ..RefWriter::new()
         }
     }
 
@@ -85,7 +96,14 @@ impl RefWriter {
                 p.ops.insert(instrument_key(symbol), None);
             }
             for i in &update.instruments {
-                p.ops.insert(instrument_key(&i.symbol), Some(json(i)));
+                let value = match (&i.feed, &self.feed) {
+                    (None, Some(feed)) => json(&Instrument {
+                        feed: Some(feed.clone()),
+                        ..i.clone()
+                    }),
+                    _ => json(i),
+                };
+                p.ops.insert(instrument_key(&i.symbol), Some(value));
             }
             for c in &update.chains {
                 p.ops.insert(chain_key(&c.underlying), Some(json(c)));
@@ -209,6 +227,7 @@ impl Catalog {
             expiry: None,
             strike: None,
             right: None,
+            feed: None,
         };
         let Some(o) = option else {
             return RefUpdate {
@@ -294,6 +313,7 @@ mod tests {
             expiry: None,
             strike: None,
             right: None,
+            feed: None,
         };
         w.submit(&RefUpdate {
             instruments: vec![instrument(Kind::Equity)],

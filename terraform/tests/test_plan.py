@@ -275,11 +275,11 @@ def test_extra_nats_user_is_reported(broken):
 
 @pytest.mark.parametrize(
     "exported",
-    ['"md.>", ', '"mdd.>", ', '"acct.>", ', '"acctlive.>", '],
-    ids=["ticks", "delayed-samples", "account-events", "live-account-events"],
+    ['"md.>", ', '"mdd.>", ', '"acct.>", ', '"acctlive.>", ', '"usage.>", '],
+    ids=["ticks", "delayed-samples", "account-events", "live-account-events", "usage-records"],
 )
 def test_leaf_link_exporting_ticks_or_account_events_is_reported(broken, exported):
-    line = '        "md.>", "mdd.>", "tr.>", "bar.>", "ctl.>", "acct.>", "acctlive.>", "$KV.>",\n'
+    line = '        "md.>", "mdd.>", "tr.>", "bar.>", "ctl.>", "acct.>", "acctlive.>", "usage.>", "$KV.>",\n'
     broken.edit("templates/leaf.conf.tftpl", line, line.replace(exported, ""))
     problems = tfcheck.nats_permission_problems(broken.plan(), broken.root)
     assert any("leafnodes.remotes[0] deny_exports" in p for p in problems), problems

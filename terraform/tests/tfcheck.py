@@ -534,7 +534,8 @@ TEMPLATE_USERS = {"hub": {"ingest", "oms", "admin", "leaf"}, "leaf": {"edge", "a
 # What each user must never be allowed, whatever else changes: {user: {publish|subscribe:
 # [subject]}}, "{hub}" standing for the hub's JetStream domain. A leaf link injects no tick,
 # control message or KV write, and changes, deletes, steps down or removes nothing in the
-# hub's JetStream; an edge makes and deletes no stream or bucket; no user but oms appends
+# hub's JetStream (nor a usage record into it); an edge makes no stream or bucket but the
+# usage stream of its own domain, and deletes or purges none; no user but oms appends
 # an account event or writes an account snapshot, and oms purges or deletes nothing; no
 # user but admin (who subscribes to everything) reads another user's replies.
 MUST_NEVER = {
@@ -551,6 +552,7 @@ MUST_NEVER = {
             "$JS.{hub}.API.STREAM.PURGE.acct", "$JS.{hub}.API.STREAM.MSG.DELETE.acct",
             "$JS.{hub}.API.CONSUMER.DELETE.acct.c", "$JS.{hub}.API.STREAM.DELETE.KV_acct_snap",
             "acctlive.DEMO1.fill", "mdd.0.AAPL", "$JS.{hub}.API.STREAM.PURGE.md_delayed",
+            "usage.2026-12.edge-1.1", "$JS.{hub}.API.STREAM.CREATE.usage",
         ],
         "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill"],
     },
@@ -567,6 +569,8 @@ MUST_NEVER = {
             "$JS.{hub}.API.STREAM.MSG.DELETE.acct", "$JS.{hub}.API.STREAM.DELETE.KV_acct_snap",
             "acctlive.DEMO1.fill", "mdd.0.AAPL", "$JS.{hub}.API.STREAM.PURGE.md_delayed",
             "$JS.{hub}.API.STREAM.CREATE.md_delayed",
+            "$JS.{hub}.API.STREAM.CREATE.usage", "$JS.API.STREAM.DELETE.usage",
+            "$JS.API.STREAM.PURGE.usage", "$JS.API.STREAM.UPDATE.usage", "$JS.API.STREAM.MSG.DELETE.usage",
         ],
         "subscribe": ["_INBOX.x", "_INBOX_ingest.x", "_INBOX_admin.x", "_INBOX_oms.x", "acct.DEMO1.fill", "mdd.0.AAPL"],
     },

@@ -71,6 +71,8 @@ fn grant(ent: &str) -> Grant {
         ent: vec![ent.to_string()],
         dly: Vec::new(),
         acct: Vec::new(),
+        org: None,
+        usage: tickmesh_core::usage::Use::Display,
         min_interval_ms: 0,
         max_symbols: 1,
         max_msgs_per_s: 1,

@@ -169,6 +169,61 @@ async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
     edge.stop().await.unwrap();
 }
 
+/// Delayed symbols are told too: without NATS the edge cannot read their samples, so it
+/// cannot vouch for them either; and fresh again when the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_symbols_are_told_stale_when_the_edge_loses_nats() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 400));
+    let link = Proxy::start(vec![SocketAddr::from(([127, 0, 0, 1], nats.port))])
+        .await
+        .unwrap();
+    let mut config = edge_config(&format!("nats://{}", link.addr()));
+    config.nats.stale_after_ms = 500;
+    config.nats.move_clients_after_ms = 60_000;
+    // Anonymous sessions see AAPL in real time and every other symbol 1 s late.
+    config.auth.anonymous_ent = vec!["AAPL".into()];
+    config.auth.anonymous_dly = vec!["*".into()];
+    config.delayed.delay_ms = 1000;
+    config.delayed.poll_ms = 100;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    // Samples older than the delay exist only after it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op": "subscribe", "id": 1, "symbols": SYMBOLS, "interval_ms": 0}))
+        .await
+        .unwrap();
+    let subscribed = c
+        .next_of("subscribed", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(subscribed["delayed"], json!(["MSFT"]), "{subscribed}");
+    let snapshot = c.next_of("snapshot", Duration::from_secs(5)).await.unwrap();
+    let snapshot2 = c.next_of("snapshot", Duration::from_secs(5)).await.unwrap();
+    assert!(
+        [&snapshot, &snapshot2]
+            .iter()
+            .any(|s| s["symbol"] == "MSFT" && s["delayed_ms"] == 1000),
+        "{snapshot} {snapshot2}"
+    );
+
+    link.black_hole();
+    link.reset();
+    assert_eq!(
+        statuses(&mut c, Duration::from_secs(5), 2).await,
+        all(true, "upstream lost"),
+        "the delayed MSFT as well as the real-time AAPL"
+    );
+    link.pass();
+    assert_eq!(
+        statuses(&mut c, Duration::from_secs(5), 2).await,
+        all(false, "upstream back")
+    );
+
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}
+
 /// A symbol's NATS subscription that ends under the edge (here: unsubscribed by its pump,
 /// as a server or client closing it would) is taken again: the client's ticks resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,9 @@ mod pki;
 mod revoke;
 mod token;
 mod tools;
+mod usage;
 
-const USAGE: &str = "usage: cargo xtask <demo [--release] [--tls] [--feed sim|itch[:FILE]] | test [nextest args...] | token [--help] | revoke [--help] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
+const USAGE: &str = "usage: cargo xtask <demo [--release] [--tls] [--feed sim|itch[:FILE]] | test [nextest args...] | token [--help] | revoke [--help] | usage [--month YYYY-MM] [--format text|csv|json] [--users] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Some("token") => token::token(&root(), &args[1..]),
         Some("revoke") => revoke::revoke(&root(), &args[1..]),
         Some("fuzz") => fuzz::fuzz(&root(), &args[1..]),
+        Some("usage") => usage::usage(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -460,6 +462,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
             pki.ca.display()
         );
     }
+    println!("  usage report: cargo xtask usage  (this month's, both regions; docs/operations.md)");
     println!("  A nats-server may be killed to watch the fail-over (docs/operations.md).");
     println!("Press Ctrl-C to stop.");
     let services = ["edge-a", "edge-b", "tickmesh-ingest", "tickmesh-oms"];

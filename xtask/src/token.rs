@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
-const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--dly PATTERN,...] [--acct ACCOUNT,...] [--tier NAME] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
+const USAGE: &str = "usage: cargo xtask token [--sub USER] [--ent PATTERN,...] [--dly PATTERN,...] [--acct ACCOUNT,...] [--tier NAME] [--org ACCOUNT] [--use display|non_display] [--ttl SECONDS] [--max-symbols N] [--jti ID]";
 
 /// How long the demo's dashboard token lasts: a working day of demo.
 const DEMO_TTL_S: &str = "43200";
@@ -74,6 +74,8 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let mut ttl: u64 = 3600;
     let mut max_symbols: Option<u32> = None;
     let mut jti: Option<String> = None;
+    let mut org: Option<String> = None;
+    let mut usage: Option<String> = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -91,6 +93,11 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
                 max_symbols = Some(value()?.parse().context("--max-symbols takes a number")?)
             }
             "--jti" => jti = Some(value()?.clone()),
+            "--org" => org = Some(value()?.clone()),
+            "--use" => match value()?.as_str() {
+                u @ ("display" | "non_display") => usage = Some(u.to_string()),
+                other => bail!("--use takes display or non_display, not {other:?}"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -114,6 +121,12 @@ fn mint(root: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     }
     if let Some(j) = jti {
         claims["jti"] = j.into();
+    }
+    if let Some(o) = org {
+        claims["org"] = o.into();
+    }
+    if let Some(u) = usage {
+        claims["use"] = u.into();
     }
     let token = encode(
         &Header::new(Algorithm::HS256),

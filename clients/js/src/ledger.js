@@ -150,6 +150,8 @@ export class Ledger {
     this.bars = new Map();
     /** Last seq passed on per symbol. @type {Map<string, number>} */
     this.seq = new Map();
+    /** Whether the last tick passed on per symbol was delayed (`delayed_ms`). @type {Map<string, boolean>} */
+    this.delayed = new Map();
     /** Seq of the last print passed on per symbol. @type {Map<string, number>} */
     this.tradeSeq = new Map();
     /** The newest bar passed on per `barKey`: its start and whether it was final. @type {Map<string, {t: number, final: boolean}>} */
@@ -285,6 +287,23 @@ export class Ledger {
       bars,
       accounts: [...this.accounts.keys()].sort(),
     };
+  }
+
+  /**
+   * Notes which side a tick of its symbol comes from, real time or delayed (`delayed_ms`),
+   * and forgets the symbol's seq when it changed: an `auth` that moves a symbol between
+   * them starts it over from the other side's snapshot, whose seqs may be lower (delayed)
+   * or far higher (real time). True if the side changed.
+   * @param {Tick} tick
+   */
+  side(tick) {
+    if (!tick || typeof tick.symbol !== 'string') return false;
+    const delayed = typeof tick.delayed_ms === 'number';
+    const was = this.delayed.get(tick.symbol);
+    this.delayed.set(tick.symbol, delayed);
+    if (was === undefined || was === delayed) return false;
+    this.seq.delete(tick.symbol);
+    return true;
   }
 
   /**

@@ -681,6 +681,7 @@ export class TickMeshClient extends ClientApi {
       case 'ticks':
         if (Array.isArray(msg.ticks)) {
           for (const tick of msg.ticks) {
+            if (this._ledger.side(tick)) this._startOver(tick.symbol);
             const had = this._ledger.seq.get(tick?.symbol);
             if (!this._ledger.fresh(tick)) continue;
             this._continuity(tick, had);
@@ -717,6 +718,7 @@ export class TickMeshClient extends ClientApi {
       }
       case 'snapshot': {
         const { type, ...tick } = msg;
+        if (this._ledger.side(tick)) this._startOver(tick.symbol);
         if (this._ledger.fresh(tick)) {
           this._told.delete(tick.symbol);
           this._epoch.set(tick.symbol, tick.epoch);
@@ -741,6 +743,15 @@ export class TickMeshClient extends ClientApi {
       default:
         this._settle(msg);
     }
+  }
+
+  /**
+   * A symbol moved between real time and delayed: nothing is owed across the move.
+   * @param {string} symbol
+   */
+  _startOver(symbol) {
+    this._told.delete(symbol);
+    this._epoch.delete(symbol);
   }
 
   /**

@@ -221,6 +221,26 @@ test('every seq between two updates is accounted for: folded (from_seq) or told 
   assert.deepEqual(h.of('continuity'), [{ symbol: 'AAPL', seq: 23, from_seq: 23, had: 20 }]);
 });
 
+test('a symbol moved to delayed and back starts over from each side: nothing dropped, nothing owed', () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  const delayed = (seq) => ({ ...tick('AAPL', seq), delayed_ms: 900000 });
+  h.ws.deliver({ type: 'snapshot', ...tick('AAPL', 5000) });
+  h.ws.deliver({ type: 'ticks', ticks: [{ from_seq: 5001, ...tick('AAPL', 5002) }] });
+  // An `auth` moved AAPL to delayed: its snapshot and samples are 15 minutes behind.
+  h.ws.deliver({ type: 'subscribed', symbols: ['AAPL'], delayed: ['AAPL'] });
+  h.ws.deliver({ type: 'snapshot', ...delayed(1200) });
+  h.ws.deliver({ type: 'ticks', ticks: [{ from_seq: 1201, ...delayed(1230) }] });
+  // And back to real time.
+  h.ws.deliver({ type: 'subscribed', symbols: ['AAPL'] });
+  h.ws.deliver({ type: 'snapshot', ...tick('AAPL', 5100) });
+  h.ws.deliver({ type: 'ticks', ticks: [{ from_seq: 5101, ...tick('AAPL', 5103) }] });
+  assert.deepEqual(h.of('snapshot').map((t) => t.seq), [5000, 1200, 5100]);
+  assert.deepEqual(h.of('tick').map((t) => t.seq), [5002, 1230, 5103]);
+  assert.deepEqual([h.client.stats.stale, h.client.stats.broken], [0, 0]);
+});
+
 test("the server's status of a symbol is its own event, not the connection's", () => {
   const h = harness();
   h.client.connect();

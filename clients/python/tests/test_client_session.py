@@ -355,3 +355,25 @@ def test_unknown_fields_are_ignored() -> None:
     subscribed(s, symbols=["AAPL"])
     events = feed(s, ticks(tick("AAPL", 3, some_future_field={"x": 1})))
     assert seqs(events) == [3]
+
+
+def test_a_symbol_moved_to_delayed_and_back_starts_over_from_each_side() -> None:
+    s = Session()
+    subscribed(s, symbols=["AAPL"], interval_ms=250)
+    late = {"delayed_ms": 900000}
+    events = feed(
+        s,
+        snapshot("AAPL", 5000),
+        ticks(tick("AAPL", 5002, from_seq=5001)),
+        # An ``auth`` moved AAPL to delayed: its snapshot and samples are 15 minutes behind.
+        {"type": "subscribed", "symbols": ["AAPL"], "delayed": ["AAPL"]},
+        {**snapshot("AAPL", 1200), **late},
+        ticks(tick("AAPL", 1230, from_seq=1201, **late)),
+        # And back to real time.
+        {"type": "subscribed", "symbols": ["AAPL"]},
+        snapshot("AAPL", 5100),
+        ticks(tick("AAPL", 5103, from_seq=5101)),
+    )
+    assert seqs(events) == [5000, 5002, 1200, 1230, 5100, 5103]
+    assert [e.delayed_ms for e in events if isinstance(e, Tick)][2:4] == [900000, 900000]
+    assert (s.stats.stale, s.stats.broken) == (0, 0)

@@ -37,11 +37,13 @@ use crate::liveness::Quiet;
 use crate::state::{Edge, EdgeMember};
 use crate::tape::{SharedBar, SharedTrade, TapeItem};
 use crate::upstream::Upstream;
+use crate::usage::SessionUsage;
 use accounts::HeldAccounts;
 use tapes::HeldTapes;
 use tickmesh_core::account;
 use tickmesh_core::bar::Timeframe;
 use tickmesh_core::trade::trades_frame;
+use tickmesh_core::usage::Class;
 pub use transport::Transport;
 
 /// Why a session ends.
@@ -119,6 +121,8 @@ struct Session<T> {
     /// Its place in the delayed core, made with its first delayed subscription (boxed:
     /// most sessions hold none).
     delayed: Option<Box<DelayedPlace>>,
+    /// Its part of the usage records.
+    usage: SessionUsage,
 }
 
 /// A session's place in the delayed core ([`Edge::delayed`]), left on drop.
@@ -169,8 +173,10 @@ where
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
     let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
     tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
+    let usage = edge.usage.session(&who.grant, id);
     let mut session = Session {
         id,
+        usage,
         member: joined.member.clone(),
         format,
         edge: edge.clone(),
@@ -191,6 +197,8 @@ where
     };
     async move {
         let end = session.serve(&notify).await;
+        // Its last sight of what it held, before letting go of it.
+        session.report_usage();
         drop(joined);
         session.delayed = None;
         if let End::Close(code, reason) = end {
@@ -312,6 +320,32 @@ where
         removed
     }
 
+    /// Reports to the usage records the feed and class (real time or delayed) of every
+    /// symbol the session holds.
+    fn report_usage(&mut self) {
+        let edge = self.edge.clone();
+        if !edge.usage.enabled() {
+            return;
+        }
+        let ticks = self.tick_subscriptions();
+        let symbols = ticks.iter().map(|(s, _, _)| s.as_str());
+        let symbols = symbols.chain(self.tapes.all_symbols().map(Symbol::as_str));
+        let classes = ticks
+            .iter()
+            .map(|(_, _, delayed)| match delayed {
+                true => Class::Delayed,
+                false => Class::RealTime,
+            })
+            .chain(std::iter::repeat(Class::RealTime));
+        let feeds = edge.refdata.feeds_of(symbols);
+        let held: std::collections::BTreeSet<(&str, Class)> =
+            feeds.iter().map(String::as_str).zip(classes).collect();
+        if held.is_empty() {
+            return;
+        }
+        edge.usage.touch(&mut self.usage, held, Instant::now());
+    }
+
     async fn serve(&mut self, notify: &Arc<Notify>) -> End {
         let edge = self.edge.clone();
         let cfg = &edge.config.session;
@@ -418,7 +452,7 @@ where
                 }
                 // Boxed: a client's request is rare next to the session's life, and its
                 // future is the largest of the loop's (kept out of every idle session).
-                msg = self.ws.read() => match Box::pin(self.on_message(msg)).await {
+                msg = self.ws.read() => match Box::pin(self.on_message(msg)).await.inspect(|()| self.report_usage()) {
                     Ok(()) if stale.watching(&quiet.borrow()) => {
                         let quiet = quiet.borrow().clone();
                         self.restale(&quiet, &mut stale, "feed back").await
@@ -433,7 +467,12 @@ where
                     flush_armed = None;
                     self.flush(&mut heartbeat, &stale.told).await.map(|next| due = next)
                 }
-                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = heartbeat.tick() => {
+                    if self.usage.due(self.edge.usage.touch_every(), Instant::now()) {
+                        self.report_usage();
+                    }
+                    self.heartbeat().await
+                }
                 _ = ping.tick() => {
                     if self.ws.answers_pings() && self.last_heard.elapsed() > idle_timeout {
                         return End::Close(close::NORMAL, "idle timeout");
@@ -585,17 +624,21 @@ where
             return Ok(());
         }
         let shards = self.edge.config.shards;
-        let subs = self.edge.runtime.subscriptions(self.id);
+        // Delayed symbols too: without NATS the edge cannot read their samples either. A
+        // quiet feed is news of now, not of `delay_ms` ago: delayed symbols are not told.
+        let subs = self.tick_subscriptions();
         let states: HashMap<Symbol, State> = subs
             .iter()
-            .filter_map(|(s, sub)| Some((s.clone(), sub.state()?)))
+            .filter_map(|(s, sub, _)| Some((s.clone(), sub.state()?)))
             .collect();
-        let subscribed: HashSet<Symbol> = subs.into_iter().map(|(s, _)| s).collect();
-        let now_stale: HashSet<Symbol> = subscribed
+        let now_stale: HashSet<Symbol> = subs
             .iter()
-            .filter(|s| upstream_down || quiet.contains(shard(s.as_str(), shards)))
-            .cloned()
+            .filter(|(s, _, delayed)| {
+                upstream_down || (!delayed && quiet.contains(shard(s.as_str(), shards)))
+            })
+            .map(|(s, _, _)| s.clone())
             .collect();
+        let subscribed: HashSet<Symbol> = subs.into_iter().map(|(s, _, _)| s).collect();
         let newly: Vec<Symbol> = now_stale.difference(&stale.told).cloned().collect();
         let fresh: Vec<Symbol> = stale
             .told

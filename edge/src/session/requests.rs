@@ -787,6 +787,12 @@ where
         }
         self.bucket.set_rate(grant.max_msgs_per_s);
         let exp = grant.exp.unwrap_or_default();
+        if (&grant.sub, &grant.org, grant.usage)
+            != (&self.grant.sub, &self.grant.org, self.grant.usage)
+        {
+            // Another user (or account of record, or use) from here on, counted as such.
+            self.usage = self.edge.usage.session(&grant, self.id);
+        }
         self.grant = grant;
         replies.push(ServerMsg::Authed { id, exp });
         if moved_snapshots.is_empty() {

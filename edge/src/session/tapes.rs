@@ -45,6 +45,11 @@ impl HeldTapes {
         self.held.len() + self.bars.len()
     }
 
+    /// The symbols of every tape and bars held (a symbol may come more than once).
+    pub(super) fn all_symbols(&self) -> impl Iterator<Item = &Symbol> {
+        self.held.iter().chain(self.bars.keys().map(|(s, _)| s))
+    }
+
     pub(super) fn holds_bars(&self, symbol: &Symbol, tf: Timeframe) -> bool {
         self.bars.contains_key(&(symbol.clone(), tf))
     }

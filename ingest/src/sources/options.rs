@@ -370,6 +370,7 @@ impl OptionState {
             expiry: Some(self.id.expiry),
             strike: Some(self.id.strike()),
             right: Some(self.id.right),
+            feed: None,
         }
     }
 }

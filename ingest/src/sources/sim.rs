@@ -634,6 +634,7 @@ impl Simulator {
             expiry: None,
             strike: None,
             right: None,
+            feed: None,
         });
         let live = self.opts.iter().filter(|o| !o.expired);
         let instruments = listed.chain(live.map(OptionState::instrument)).collect();

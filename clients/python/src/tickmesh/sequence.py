@@ -82,9 +82,23 @@ class TickSeqs:
         self.last: dict[str, int] = {}
         self._epoch: dict[str, int | None] = {}
         self._told: dict[str, _Told] = {}
+        # Whether the last tick passed on per symbol was delayed (``delayed_ms``).
+        self._delayed: dict[str, bool] = {}
+
+    def _side(self, tick: Tick) -> None:
+        """Forgets a symbol's seqs when its ticks move between real time and delayed: an
+        ``auth`` that moves it starts it over from the other side's snapshot, whose seqs
+        may be lower (delayed) or far higher (real time); nothing is owed across."""
+        delayed = tick.delayed_ms is not None
+        was = self._delayed.get(tick.symbol)
+        self._delayed[tick.symbol] = delayed
+        if was is not None and was != delayed:
+            self.forget(tick.symbol)
+            self._delayed[tick.symbol] = delayed
 
     def update(self, tick: Tick) -> tuple[bool, ContinuityBreak | None]:
         """A live update: whether to pass it on, and the break it shows, if any."""
+        self._side(tick)
         had = self.last.get(tick.symbol)
         if not self._fresh(tick):
             return False, None
@@ -106,6 +120,7 @@ class TickSeqs:
     def snapshot(self, tick: Tick) -> bool:
         """A snapshot: whether to pass it on. It folds nothing and owes nothing, but the
         seqs it passes over within an epoch (after a reconnect) are counted as skipped."""
+        self._side(tick)
         had = self.last.get(tick.symbol)
         if not self._fresh(tick):
             return False
@@ -134,6 +149,7 @@ class TickSeqs:
         self.last.pop(symbol, None)
         self._epoch.pop(symbol, None)
         self._told.pop(symbol, None)
+        self._delayed.pop(symbol, None)
 
     def _fresh(self, tick: Tick) -> bool:
         if advance(self.last, tick.symbol, tick.seq, lambda last: tick.seq <= last):
