@@ -96,6 +96,9 @@ struct Shared {
     cache: RwLock<Cache>,
     loaded: AtomicBool,
     changed: Notify,
+    /// Bumped whenever instruments leave the reference data (an option expired, a symbol
+    /// was delisted): sessions then drop what they hold of them.
+    delisted: tokio::sync::watch::Sender<u64>,
 }
 
 /// The edge's view of `md_ref`. Cheap to clone; the watch stops when the last clone is
@@ -153,6 +156,12 @@ impl RefData {
             shared,
             _task: None,
         }
+    }
+
+    /// Changes whenever instruments leave the reference data: holders of a symbol no
+    /// longer listed ([`RefData::is_known`] false) drop it.
+    pub fn delistings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.delisted.subscribe()
     }
 
     /// True once the bucket has been read in full.
@@ -298,12 +307,18 @@ async fn sync(js: &jetstream::Context, bucket: &str, shared: &Shared) -> anyhow:
                 }
             }
             None => {
-                shared
+                let mut cache = shared
                     .cache
                     .write()
-                    .expect("reference-data lock is never poisoned")
-                    .apply(&entry);
+                    .expect("reference-data lock is never poisoned");
+                let before = cache.instruments.len();
+                cache.apply(&entry);
+                let gone = cache.instruments.len() < before;
+                drop(cache);
                 shared.changed.notify_waiters();
+                if gone {
+                    shared.delisted.send_modify(|n| *n += 1);
+                }
             }
         }
     }
@@ -313,10 +328,26 @@ async fn sync(js: &jetstream::Context, bucket: &str, shared: &Shared) -> anyhow:
 fn publish(shared: &Shared, cache: Option<Cache>) {
     if let Some(cache) = cache {
         let (instruments, chains) = (cache.instruments.len(), cache.chains.len());
-        *shared
-            .cache
-            .write()
-            .expect("reference-data lock is never poisoned") = cache;
+        let old = std::mem::replace(
+            &mut *shared
+                .cache
+                .write()
+                .expect("reference-data lock is never poisoned"),
+            cache,
+        );
+        // A reload after an outage: what left meanwhile is delisted now.
+        let gone = {
+            let now = shared
+                .cache
+                .read()
+                .expect("reference-data lock is never poisoned");
+            old.instruments
+                .keys()
+                .any(|s| !now.instruments.contains_key(s))
+        };
+        if gone {
+            shared.delisted.send_modify(|n| *n += 1);
+        }
         shared.loaded.store(true, Ordering::Release);
         shared.changed.notify_waiters();
         tracing::info!(instruments, chains, "reference data loaded");

@@ -389,6 +389,7 @@ async fn sim_term(
     loop {
         if let Some(update) = sim.take_ref_update() {
             refs.submit(&update);
+            p.delist(&update.removed);
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(End::Shutdown),

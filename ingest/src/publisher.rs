@@ -265,6 +265,12 @@ impl<S: TickSink> Publisher<S> {
 
     /// Also offers the latest value of each symbol to the delayed sampler's `slots`
     /// ([`crate::delayed::run_sampler`]). Before any symbol is registered.
+    /// Symbols that left the reference data (expired options): their `md_last` values
+    /// are deleted by the KV writer.
+    pub fn delist(&self, symbols: &[String]) {
+        self.slots.delist(symbols);
+    }
+
     pub fn with_delayed(mut self, slots: Arc<Slots>) -> Self {
         debug_assert!(
             self.is_empty(),

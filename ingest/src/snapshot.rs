@@ -40,6 +40,8 @@ struct Inner {
     pending: Vec<Option<Pending>>,
     /// Indices with a pending value, each once.
     dirty: Vec<usize>,
+    /// Keys to delete (delisted symbols: expired options), after the round's writes.
+    delisted: Vec<Arc<str>>,
 }
 
 /// Latest encoded tick per symbol index, not yet written to KV.
@@ -99,6 +101,28 @@ impl Slots {
     /// Records `bytes` as the latest value of symbol `i`.
     pub fn offer(&self, i: usize, bytes: Bytes) {
         self.offer_batch([(i, bytes)]);
+    }
+
+    /// Delists `symbols`: their unwritten values are dropped and their keys deleted by
+    /// the writer's next round, after any write already in flight (an expired option
+    /// ticks no more, so nothing puts them back).
+    pub fn delist(&self, symbols: &[String]) {
+        if symbols.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        for symbol in symbols {
+            if let Some(i) = inner.keys.iter().position(|k| **k == **symbol) {
+                inner.pending[i] = None;
+                inner.dirty.retain(|&d| d != i);
+            }
+            inner.delisted.push(Arc::from(symbol.as_str()));
+        }
+    }
+
+    fn take_delisted(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.lock().delisted)
     }
 
     /// Symbols with a value not yet written.
@@ -184,6 +208,15 @@ pub async fn run_writer(
             return;
         }
         round.await;
+        for key in slots.take_delisted() {
+            match kv.delete(&key).await {
+                Ok(()) => metrics::counter!("tickmesh_ingest_kv_delisted_total").increment(1),
+                Err(e) => {
+                    // Left as it is: edges refuse the symbol anyway (it left md_ref).
+                    tracing::warn!(%key, error = %e, "deleting a delisted symbol's value failed")
+                }
+            }
+        }
         metrics::histogram!("tickmesh_ingest_kv_round_seconds").record(now.elapsed().as_secs_f64());
     }
 }
@@ -376,6 +409,43 @@ mod tests {
         assert_eq!(seq(kv.value("A")), Some(104));
         assert_eq!(stats.writes.load(Ordering::Relaxed), 3);
         assert_eq!(slots.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_delisted_symbol_loses_its_value_and_its_unwritten_offer() {
+        let kv = Memory::default();
+        let slots = Arc::new(Slots::new());
+        slots.add_key("OPT");
+        slots.add_key("B");
+        slots.offer_batch([(0, tick(100, 1)), (1, tick(100, 1))]);
+        let cancel = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            kv.clone(),
+            slots.clone(),
+            Duration::from_millis(20),
+            4,
+            cancel.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kv.value("OPT").is_none() {
+            assert!(Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Its closing tick offered, then the day roll delists it.
+        slots.offer(0, tick(100, 2));
+        slots.delist(&["OPT".to_string()]);
+        while kv.value("OPT").is_some() {
+            assert!(Instant::now() < deadline, "still in md_last");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+        writer.await.unwrap();
+        assert_eq!(
+            kv.value("OPT"),
+            None,
+            "the final flush does not bring it back"
+        );
+        assert_eq!(seq(kv.value("B")), Some(101));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tickmesh_core::codec::{ticks_frame, with_from_seq};
-use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, close};
+use tickmesh_core::protocol::{self, ErrorCode, Limits, ServerMsg, StreamKind, close};
 use tickmesh_core::subject::shard;
 use tickmesh_core::tick::{State, now_us};
 use tickmesh_core::{Format, Symbol};
@@ -398,6 +398,8 @@ where
         let mut quiet_open = true;
         let mut tape_items = Vec::new();
         let mut account_items = Vec::new();
+        let mut delistings = edge.refdata.delistings();
+        let mut delistings_open = true;
         loop {
             if shared_clock {
                 if let Some(at) = due
@@ -441,6 +443,15 @@ where
                     } else {
                         let quiet = quiet.borrow_and_update().clone();
                         self.restale(&quiet, &mut stale, "feed back").await
+                    }
+                }
+                changed = delistings.changed(), if delistings_open => {
+                    if changed.is_err() {
+                        delistings_open = false;
+                        Ok(())
+                    } else {
+                        delistings.borrow_and_update();
+                        self.drop_delisted().await
                     }
                 }
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
@@ -656,6 +667,86 @@ where
             .await?;
         self.send_status(fresh.into_iter(), &states, false, back)
             .await
+    }
+
+    /// Ends every subscription to a symbol that left the reference data (an option that
+    /// expired at the day roll, a delisting): for each, a `status` with state `closed`,
+    /// then an `unsubscribed` per stream, with no `id` (the edge's doing).
+    async fn drop_delisted(&mut self) -> Result<(), End> {
+        let edge = self.edge.clone();
+        if !edge.refdata.is_loaded() {
+            return Ok(());
+        }
+        let gone = |s: &Symbol| !edge.refdata.is_known(s.as_str());
+        let ticks: Vec<Symbol> = self
+            .tick_subscriptions()
+            .into_iter()
+            .map(|(s, _, _)| s)
+            .filter(|s| gone(s))
+            .collect();
+        let tapes: Vec<Symbol> = self
+            .tapes
+            .symbols()
+            .into_iter()
+            .filter(|s| gone(s))
+            .collect();
+        let bars: Vec<(Symbol, Timeframe)> = self
+            .tapes
+            .bars()
+            .into_iter()
+            .filter(|(s, _, _)| gone(s))
+            .map(|(s, tf, _)| (s, tf))
+            .collect();
+        if ticks.is_empty() && tapes.is_empty() && bars.is_empty() {
+            return Ok(());
+        }
+        let mut closed: Vec<&Symbol> = ticks
+            .iter()
+            .chain(&tapes)
+            .chain(bars.iter().map(|(s, _)| s))
+            .collect();
+        closed.sort();
+        closed.dedup();
+        let ts = now_us();
+        let mut msgs: Vec<Message> = closed
+            .into_iter()
+            .map(|symbol| {
+                self.message(&ServerMsg::Status {
+                    state: Some(State::Closed),
+                    symbol: symbol.to_string(),
+                    stale: false,
+                    reason: "delisted".into(),
+                    ts,
+                })
+            })
+            .collect();
+        let unsubscribed = |symbols: &[Symbol], stream, tf| ServerMsg::Unsubscribed {
+            id: None,
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            chains: Vec::new(),
+            stream,
+            tf,
+        };
+        if !ticks.is_empty() {
+            for s in self.unsubscribe_ticks(&ticks) {
+                self.requested.remove(&s);
+                self.admission.release(&s);
+            }
+            msgs.push(self.message(&unsubscribed(&ticks, StreamKind::Ticks, None)));
+        }
+        if !tapes.is_empty() {
+            for s in &tapes {
+                self.tapes.unsubscribe(s.as_str());
+            }
+            msgs.push(self.message(&unsubscribed(&tapes, StreamKind::Trades, None)));
+        }
+        for (s, tf) in bars {
+            self.tapes.unsubscribe_bars(&s, tf);
+            let one = [s];
+            msgs.push(self.message(&unsubscribed(&one, StreamKind::Bars, Some(tf))));
+        }
+        metrics::counter!("tickmesh_edge_delisted_unsubscribes_total").increment(1);
+        self.send(msgs).await
     }
 
     async fn send_status(

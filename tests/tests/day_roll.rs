@@ -1,0 +1,167 @@
+//! The trading-day roll on an accelerated clock, end to end: the simulator trades a Friday
+//! that is an option expiry, ten times faster than real time, from a minute before the
+//! close. At the close the day rolls to Monday: the Friday options leave `md_ref` and
+//! `md_last`, the chains list only live expiries, and a client holding an expired option
+//! is told `status` closed (`delisted`), then `unsubscribed`; the options still live, and
+//! the underlying, carry on into the new day, whose `prev_close` is the last close.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tickmesh_core::Format;
+use tickmesh_core::date::Date;
+use tickmesh_tests::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+const EXPIRING: &str = "2026-12-11";
+const LIVE: &str = "2026-12-18";
+
+fn expiries(chains: &Value) -> Vec<String> {
+    chains["expiries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["expiry"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn of_expiry(symbols: &Value, yymmdd: &str) -> Vec<String> {
+    symbols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .filter(|s| s.len() > 10 && s[4..10] == *yymmdd)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_then_unsubscribed() {
+    let nats = NatsServer::start().unwrap();
+    let mut ingest = ingest_config(&nats.url(), 200);
+    // Friday 2026-12-11, a weekly expiry; the monthly is the 18th. A minute before the
+    // close at ten times real time: the close comes about 6 s after the start.
+    ingest.sim.session.date = Some(Date::new(2026, 12, 11).unwrap());
+    ingest.sim.session.start = Some("15:59:00".into());
+    ingest.sim.session.speed = 10.0;
+    ingest.kv.interval_ms = 50;
+    let _ingest = start_ingest(ingest);
+    let (_edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    let mut c = Client::connect(addr, Format::Json).await.unwrap();
+    c.send(json!({"op": "chains", "id": 1, "underlying": "AAPL"}))
+        .await
+        .unwrap();
+    let before = c.next_of("chains", 5 * SECOND).await.unwrap();
+    assert_eq!(expiries(&before), [EXPIRING, LIVE], "{before}");
+    c.send(json!({"op": "subscribe", "id": 2, "symbols": ["AAPL"],
+        "chains": [format!("AAPL:{EXPIRING}"), format!("AAPL:{LIVE}")], "interval_ms": 0}))
+        .await
+        .unwrap();
+    let subscribed = c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    let expiring = of_expiry(&subscribed["symbols"], "261211");
+    let live = of_expiry(&subscribed["symbols"], "261218");
+    assert_eq!((expiring.len(), live.len()), (10, 10), "{subscribed}");
+
+    // Until the roll: AAPL's last price (nothing trades after the close: it is the close),
+    // then what the edge says of the expired options.
+    let deadline = Instant::now() + 30 * SECOND;
+    let mut last_close = None;
+    let mut delisted = Vec::new();
+    let unsubscribed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = c.next_non_hb(left).await.unwrap_or_else(|e| {
+            panic!(
+                "no unsubscribed by the roll ({} delisted so far): {e}",
+                delisted.len()
+            )
+        });
+        match m["type"].as_str() {
+            Some("ticks") => {
+                for t in m["ticks"].as_array().unwrap() {
+                    if t["symbol"] == "AAPL" {
+                        last_close = t["last"].as_f64();
+                    }
+                }
+            }
+            Some("status") if m["reason"] == "delisted" => {
+                assert_eq!(m["state"], "closed", "{m}");
+                assert!(
+                    expiring.contains(&m["symbol"].as_str().unwrap().to_string()),
+                    "only expired options are delisted: {m}"
+                );
+                delisted.push(m["symbol"].as_str().unwrap().to_string());
+            }
+            Some("unsubscribed") => break m,
+            _ => {}
+        }
+    };
+    delisted.sort();
+    let mut want = expiring.clone();
+    want.sort();
+    assert_eq!(
+        delisted, want,
+        "each expired option told closed before the unsubscribed"
+    );
+    assert!(unsubscribed.get("id").is_none(), "{unsubscribed}");
+    let mut gone: Vec<String> = unsubscribed["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    gone.sort();
+    assert_eq!(gone, want, "{unsubscribed}");
+    let last_close = last_close.expect("AAPL ticked before the close");
+
+    // The new day: live options and the underlying carry on; prev_close is the last close.
+    let mut next_day = None;
+    let mut live_ticked = false;
+    let deadline = Instant::now() + 10 * SECOND;
+    while next_day.is_none() || !live_ticked {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = c.next_of("ticks", left).await.unwrap();
+        for t in m["ticks"].as_array().unwrap() {
+            let symbol = t["symbol"].as_str().unwrap().to_string();
+            assert!(!expiring.contains(&symbol), "an expired option ticked: {t}");
+            live_ticked |= live.contains(&symbol);
+            if symbol == "AAPL" && t["state"] != "closed" {
+                next_day = Some(t.clone());
+            }
+        }
+    }
+    let next_day = next_day.unwrap();
+    assert_eq!(
+        next_day["prev_close"].as_f64(),
+        Some(last_close),
+        "{next_day}"
+    );
+
+    c.send(json!({"op": "chains", "id": 3, "underlying": "AAPL"}))
+        .await
+        .unwrap();
+    let after = c.next_of("chains", 5 * SECOND).await.unwrap();
+    let listed = expiries(&after);
+    assert!(!listed.contains(&EXPIRING.to_string()), "{after}");
+    assert_eq!(listed.first().map(String::as_str), Some(LIVE), "{after}");
+    c.send(json!({"op": "subscribe", "id": 4, "symbols": [expiring[0]]}))
+        .await
+        .unwrap();
+    let refused = c.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(refused["code"], "unknown_symbol", "{refused}");
+
+    // md_last no longer holds an expired option's value.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let md_last = js.get_key_value("md_last").await.unwrap();
+    let deadline = Instant::now() + 5 * SECOND;
+    while md_last.get(&expiring[0]).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still in md_last",
+            expiring[0]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(md_last.get(&live[0]).await.unwrap().is_some());
+}
