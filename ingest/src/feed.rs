@@ -327,7 +327,7 @@ fn open_source(config: &IngestConfig) -> Source {
                 session: &sim.session,
                 options: &sim.options,
                 depth: sim.depth,
-                today: tickmesh_core::date::Date::from_unix_us(now_us()),
+                today: config.sim.session.today(now_us()),
             })))
         }
         SourceKind::Replay => replayed(

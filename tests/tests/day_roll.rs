@@ -3,7 +3,8 @@
 //! close. At the close the day rolls to Monday: the Friday options leave `md_ref` and
 //! `md_last`, the chains list only live expiries, and a client holding an expired option
 //! is told `status` closed (`delisted`), then `unsubscribed`; the options still live, and
-//! the underlying, carry on into the new day, whose `prev_close` is the last close.
+//! the underlying, carry on into the new day, whose `prev_close` is the last close and
+//! whose volume starts again.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
@@ -68,6 +69,7 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
     // then what the edge says of the expired options.
     let deadline = Instant::now() + 30 * SECOND;
     let mut last_close = None;
+    let mut day_volume = None;
     let mut delisted = Vec::new();
     let unsubscribed = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -82,6 +84,8 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
                 for t in m["ticks"].as_array().unwrap() {
                     if t["symbol"] == "AAPL" {
                         last_close = t["last"].as_f64();
+                        // Cumulative over the day: its largest is the day's volume.
+                        day_volume = day_volume.max(t["volume"].as_u64());
                     }
                 }
             }
@@ -132,6 +136,13 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
         }
     }
     let next_day = next_day.unwrap();
+    // Volume restarts with the day.
+    let day_volume = day_volume.expect("AAPL carried its volume");
+    let volume = next_day["volume"].as_u64().unwrap_or(0);
+    assert!(
+        volume < day_volume,
+        "{volume} after a day of {day_volume}: {next_day}"
+    );
     assert_eq!(
         next_day["prev_close"].as_f64(),
         Some(last_close),

@@ -19,7 +19,7 @@ mod token;
 mod tools;
 mod usage;
 
-const USAGE: &str = "usage: cargo xtask <demo [--release] [--tls] [--feed sim|itch[:FILE]] | test [nextest args...] | token [--help] | revoke [--help] | usage [--month YYYY-MM] [--format text|csv|json] [--users] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
+const USAGE: &str = "usage: cargo xtask <demo [--release] [--tls] [--feed sim|itch[:FILE]] [--day-speed N] | test [nextest args...] | token [--help] | revoke [--help] | usage [--month YYYY-MM] [--format text|csv|json] [--users] | bench [--quick] [--scenario NAME] | fuzz [--seconds N] [TARGET]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -265,6 +265,7 @@ fn conf_list(items: impl IntoIterator<Item = String>) -> String {
 /// on :8080, region B on :8081).
 fn demo(args: &[String]) -> anyhow::Result<()> {
     let (mut release, mut tls, mut feed) = (false, false, feed::Feed::Sim);
+    let mut day_speed: Option<f64> = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -274,9 +275,18 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
                 let value = rest.next().context("--feed needs sim, itch or itch:FILE")?;
                 feed = feed::Feed::parse(value)?;
             }
+            "--day-speed" => {
+                let value = rest.next().context("--day-speed needs a number, e.g. 60")?;
+                let speed: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| (1.0..=10_000.0).contains(s))
+                    .context("--day-speed takes 1 to 10000 (simulated seconds per second)")?;
+                day_speed = Some(speed);
+            }
             other => bail!(
-                "unknown demo option {other}: the options are --release, --tls (wss:// edges) \
-                 and --feed sim|itch[:FILE]"
+                "unknown demo option {other}: the options are --release, --tls (wss:// edges), \
+                 --feed sim|itch[:FILE] and --day-speed N (the simulated day N times faster)"
             ),
         }
     }
@@ -385,6 +395,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         .args(["--config", "config/ingest.toml"])
         .env("TICKMESH_INGEST_NATS__URLS", &hub_urls)
         .env("TICKMESH_INGEST_KV__REPLICAS", "3")
+        .envs(day_speed.map(|v| ("TICKMESH_INGEST_SIM__SESSION__SPEED", v.to_string())))
         .envs(pki.service_env("TICKMESH_INGEST_", "ingest"))
         .current_dir(&root)
         .spawn()

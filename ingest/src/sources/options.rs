@@ -110,24 +110,33 @@ impl OptionsConfig {
     }
 }
 
-/// The listed expiries as of `today`, ascending.
-pub fn expiries(today: Date, weeklies: u32, monthlies: u32) -> Vec<Date> {
+/// The listed expiries as of `today`, ascending: Fridays, each moved to the trading day
+/// before it when it is one of `holidays` (a Good Friday's options expire on Thursday).
+pub fn expiries(today: Date, weeklies: u32, monthlies: u32, holidays: &[Date]) -> Vec<Date> {
+    let before_holiday = |mut d: Date| {
+        while holidays.contains(&d) || d.is_weekend() {
+            d = d.add_days(-1);
+        }
+        d
+    };
     let to_friday = (Weekday::Fri as i64 - today.weekday() as i64).rem_euclid(7);
     let first = today.add_days(to_friday);
     let mut out: Vec<Date> = (0..i64::from(weeklies))
-        .map(|k| first.add_days(7 * k))
+        .map(|k| before_holiday(first.add_days(7 * k)))
         .collect();
     let mut month = today.first_of_month();
     let mut monthly = 0;
     while monthly < monthlies {
-        let third = month.third_friday();
+        let third = before_holiday(month.third_friday());
         if third >= today && !out.contains(&third) {
             out.push(third);
             monthly += 1;
         }
         month = month.next_month();
     }
+    out.retain(|e| *e >= today);
     out.sort();
+    out.dedup();
     out
 }
 
@@ -398,20 +407,26 @@ mod tests {
     #[test]
     fn expiries_are_fridays_weeklies_then_monthlies() {
         // Monday 2026-03-02: Fridays 03-06 and 03-13; third Fridays 03-20 and 04-17.
-        let e: Vec<String> = expiries(day("2026-03-02"), 2, 2)
+        let e: Vec<String> = expiries(day("2026-03-02"), 2, 2, &[])
             .iter()
             .map(Date::to_string)
             .collect();
         assert_eq!(e, ["2026-03-06", "2026-03-13", "2026-03-20", "2026-04-17"]);
         // A Friday lists itself; a weekly that is also the monthly is not listed twice.
-        let e: Vec<String> = expiries(day("2026-03-13"), 2, 2)
+        let e: Vec<String> = expiries(day("2026-03-13"), 2, 2, &[])
             .iter()
             .map(Date::to_string)
             .collect();
         assert_eq!(e, ["2026-03-13", "2026-03-20", "2026-04-17", "2026-05-15"]);
-        for d in expiries(day("2026-12-29"), 3, 3) {
+        for d in expiries(day("2026-12-29"), 3, 3, &[]) {
             assert_eq!(d.weekday(), Weekday::Fri);
         }
+        // Christmas on a Friday: that week's options expire on Thursday.
+        let e: Vec<String> = expiries(day("2026-12-21"), 2, 1, &[day("2026-12-25")])
+            .iter()
+            .map(Date::to_string)
+            .collect();
+        assert_eq!(e, ["2026-12-24", "2027-01-01", "2027-01-15"]);
     }
 
     #[test]

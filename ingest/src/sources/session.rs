@@ -1,5 +1,7 @@
 //! The simulated session clock: a trading day from the open (or a pre-open before it) to
-//! the close, then the next weekday's pre-open (no overnight, no holiday calendar).
+//! the close, then the next trading day's pre-open (no overnight). Trading days follow
+//! the market calendar: weekdays that are not `holidays`, dated in the exchange's
+//! `time_zone` ("today" is the exchange's today, not UTC's).
 //!
 //! Single names halt now and then: `halts_per_hour` volatility halts across the
 //! universe per simulated hour of the regular session, each `halt_s` simulated seconds.
@@ -17,9 +19,15 @@ use tickmesh_core::tick::State;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
-    /// The simulated trading day, `YYYY-MM-DD`. Default: today (UTC); a weekend moves to
-    /// the next Monday. Expiries are listed from this date.
+    /// The simulated trading day, `YYYY-MM-DD`. Default: today in `time_zone`; a weekend
+    /// or a holiday moves to the next trading day. Expiries are listed from this date.
     pub date: Option<Date>,
+    /// The exchange's time zone (IANA name), which dates its days. Default
+    /// `America/New_York`.
+    pub time_zone: String,
+    /// Days the market is closed besides weekends, `YYYY-MM-DD`: the day roll passes over
+    /// them. Default none.
+    pub holidays: Vec<Date>,
     /// Regular session open, `HH:MM` (exchange time). Default `09:30`.
     pub open: String,
     /// Regular session close, `HH:MM`. Default `16:00`.
@@ -50,6 +58,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             date: None,
+            time_zone: "America/New_York".into(),
+            holidays: Vec::new(),
             open: "09:30".into(),
             close: "16:00".into(),
             start: None,
@@ -83,6 +93,10 @@ pub fn parse_time(s: &str) -> Result<f64, String> {
 impl SessionConfig {
     /// Checks the values; errors name the key below `sim.session`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.zone().map_err(|e| ("time_zone", e))?;
+        if self.holidays.len() > 10_000 {
+            return Err(("holidays", "at most 10000 days".into()));
+        }
         let open = parse_time(&self.open).map_err(|e| ("open", e))?;
         let close = parse_time(&self.close).map_err(|e| ("close", e))?;
         if open >= close {
@@ -137,10 +151,28 @@ impl SessionConfig {
     }
 }
 
-/// Moves a weekend date to the following Monday.
-pub fn trading_day(date: Date) -> Date {
+impl SessionConfig {
+    fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        jiff::tz::TimeZone::get(&self.time_zone)
+            .map_err(|_| format!("{:?} is not an IANA time zone", self.time_zone))
+    }
+
+    /// Today in the exchange's time zone, at `unix_us` (µs since the Unix epoch).
+    pub fn today(&self, unix_us: u64) -> Date {
+        let utc = Date::from_unix_us(unix_us);
+        let Ok(zone) = self.zone() else { return utc };
+        let Ok(at) = jiff::Timestamp::from_microsecond(unix_us as i64) else {
+            return utc;
+        };
+        let d = at.to_zoned(zone).date();
+        Date::new(i32::from(d.year()), d.month() as u32, d.day() as u32).unwrap_or(utc)
+    }
+}
+
+/// The first trading day from `date` on: not a weekend, not one of `holidays`.
+pub fn trading_day(date: Date, holidays: &[Date]) -> Date {
     let mut d = date;
-    while d.is_weekend() {
+    while d.is_weekend() || holidays.contains(&d) {
         d = d.add_days(1);
     }
     d
@@ -150,6 +182,7 @@ pub fn trading_day(date: Date) -> Date {
 #[derive(Debug, Clone)]
 pub struct SessionClock {
     date: Date,
+    holidays: Vec<Date>,
     open: f64,
     close: f64,
     /// Seconds since midnight.
@@ -171,7 +204,8 @@ impl SessionClock {
             .and_then(|s| parse_time(s).ok())
             .unwrap_or(open);
         SessionClock {
-            date: trading_day(config.date.unwrap_or(today)),
+            date: trading_day(config.date.unwrap_or(today), &config.holidays),
+            holidays: config.holidays.clone(),
             open,
             close,
             secs: start,
@@ -184,6 +218,11 @@ impl SessionClock {
 
     pub fn date(&self) -> Date {
         self.date
+    }
+
+    /// The market's holidays.
+    pub fn holidays(&self) -> &[Date] {
+        &self.holidays
     }
 
     /// Seconds since midnight, simulated.
@@ -219,13 +258,13 @@ impl SessionClock {
     }
 
     /// Advances by `wall` seconds of real time. Returns true when the session closed and
-    /// the clock moved to the next weekday's pre-open.
+    /// the clock moved to the next trading day's pre-open.
     pub fn advance(&mut self, wall: f64) -> bool {
         self.secs += wall * self.speed;
         if self.secs < self.close {
             return false;
         }
-        self.date = trading_day(self.date.add_days(1));
+        self.date = trading_day(self.date.add_days(1), &self.holidays);
         self.secs = self.open - self.pre_open;
         true
     }
@@ -244,6 +283,52 @@ mod tests {
 
     fn day(s: &str) -> Date {
         Date::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_calendar_dates_days_in_the_exchanges_zone_and_passes_over_holidays() {
+        let c = SessionConfig {
+            holidays: vec![day("2026-12-25"), day("2027-01-01")],
+            ..SessionConfig::default()
+        };
+        // 03:00 UTC on Tuesday the 8th is still Monday the 7th in New York.
+        assert_eq!(c.today(1_796_698_800_000_000), day("2026-12-07"));
+        let tokyo = SessionConfig {
+            time_zone: "Asia/Tokyo".into(),
+            ..SessionConfig::default()
+        };
+        assert_eq!(tokyo.today(1_796_698_800_000_000), day("2026-12-08"));
+        assert_eq!(
+            trading_day(day("2026-12-25"), &c.holidays),
+            day("2026-12-28")
+        );
+        // Thursday the 24th rolls to Monday the 28th: Christmas, then the weekend.
+        let mut clock = SessionClock::new(
+            &SessionConfig {
+                date: Some(day("2026-12-24")),
+                start: Some("15:59:00".into()),
+                ..c.clone()
+            },
+            day("2026-12-24"),
+        );
+        assert!(clock.advance(61.0));
+        assert_eq!(clock.date(), day("2026-12-28"));
+        // And the 31st to Monday 2027-01-04.
+        let mut clock = SessionClock::new(
+            &SessionConfig {
+                date: Some(day("2026-12-31")),
+                start: Some("15:59:00".into()),
+                ..c
+            },
+            day("2026-12-31"),
+        );
+        assert!(clock.advance(61.0));
+        assert_eq!(clock.date(), day("2027-01-04"));
+        let bad = SessionConfig {
+            time_zone: "Mars/Olympus_Mons".into(),
+            ..SessionConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "time_zone");
     }
 
     #[test]

@@ -555,7 +555,12 @@ impl Simulator {
     /// the expired ones. Returns the symbols delisted.
     fn list_expiries(&mut self) -> Vec<String> {
         let today = self.clock.date();
-        let wanted = options::expiries(today, self.options.weeklies, self.options.monthlies);
+        let wanted = options::expiries(
+            today,
+            self.options.weeklies,
+            self.options.monthlies,
+            self.clock.holidays(),
+        );
         let mut removed = Vec::new();
         for c in 0..self.chains.len() {
             let chain = &self.chains[c];
