@@ -258,3 +258,35 @@ async fn a_dly_symbol_is_exactly_delay_ms_old_beside_real_time_ones_and_auth_mov
     s.edge.stop().await.unwrap();
     s.ingest.stop().await.unwrap();
 }
+
+/// `GET /v1/snapshot` answers a delayed-only symbol with its value of `delay_ms` ago, in
+/// the order asked, beside real-time ones and a refusal; from the stream of samples when
+/// the edge carries no delayed value of it, and never from `md_last`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_snapshot_of_a_dly_symbol_is_its_value_of_delay_ms_ago() {
+    let s = setup().await;
+    tokio::time::sleep(Duration::from_millis(DELAY_MS + STEP_MS)).await;
+    let bearer = format!("Bearer {}", token(&["MSFT"], &["AAPL"]));
+    let answer = http_get_with(
+        s.addr,
+        "/v1/snapshot?symbols=AAPL,MSFT,SPY",
+        &[("authorization", bearer.as_str())],
+    )
+    .await
+    .unwrap();
+    let at = now_us();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    let snapshots = body["snapshots"].as_array().unwrap();
+    let symbols: Vec<&str> = snapshots
+        .iter()
+        .map(|t| t["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(symbols, ["AAPL", "MSFT"], "{body}");
+    assert_delayed(&[(at, &snapshots[0])], "AAPL over REST");
+    assert_real_time(&[(at, &snapshots[1])], "MSFT over REST");
+    assert_eq!(body["errors"][0]["code"], "not_entitled", "{body}");
+    assert_eq!(body["errors"][0]["symbol"], "SPY", "{body}");
+    s.edge.stop().await.unwrap();
+    s.ingest.stop().await.unwrap();
+}

@@ -29,7 +29,7 @@ use crate::config::DelayedConfig;
 use crate::fanout::{SharedTick, TickSink, Upstream};
 
 /// Subjects asked for in one batched direct get.
-const SUBJECTS_PER_READ: usize = 256;
+pub const SUBJECTS_PER_READ: usize = 256;
 
 /// The delayed symbols an edge carries and the reader of their samples.
 #[derive(Debug, Clone)]
@@ -186,49 +186,68 @@ impl Reader {
         symbols: &[(Symbol, Weak<dyn TickSink>)],
         delay_ms: u64,
     ) -> anyhow::Result<()> {
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let due_us = now_us.saturating_sub(delay_ms.saturating_mul(1000));
-        let subjects: Vec<String> = symbols
-            .iter()
-            .map(|(s, _)| delayed_subject(s.as_str(), self.shards))
-            .collect();
-        let request = serde_json::json!({
-            "multi_last": subjects,
-            "up_to_time": rfc3339(due_us),
-            "batch": symbols.len(),
-        });
-        let msgs = self
-            .nats
-            .direct_get_batch(&self.stream, request, symbols.len())
-            .await?;
+        let names: Vec<&str> = symbols.iter().map(|(s, _)| s.as_str()).collect();
+        let samples = samples_due(&self.nats, &self.stream, self.shards, &names, delay_ms).await?;
         let sinks: HashMap<&str, &Weak<dyn TickSink>> =
             symbols.iter().map(|(s, sink)| (s.as_str(), sink)).collect();
-        for msg in msgs {
-            let tick = match decode_wire(&msg.payload) {
-                Ok(tick) => tick,
-                Err(e) => {
-                    metrics::counter!("tickmesh_edge_delayed_invalid_total").increment(1);
-                    tracing::debug!(error = %e, "dropped an invalid delayed sample");
-                    continue;
-                }
-            };
-            if tick.ts > due_us {
-                // Stamped after the instant being served: the hub's clock runs ahead of
-                // ours. Held back until it is due here.
-                continue;
+        for sample in samples {
+            if let Some(sink) = sinks
+                .get(sample.tick.symbol.as_str())
+                .and_then(|s| s.upgrade())
+            {
+                sink.publish(sample);
             }
-            let Some(sink) = sinks.get(tick.symbol.as_str()).and_then(|s| s.upgrade()) else {
-                continue;
-            };
-            let wire_len = msg.payload.len();
-            let mut shared = SharedTick::new(tick, wire_len);
-            shared.delayed_ms = Some(delay_ms);
-            sink.publish(Arc::new(shared));
         }
         Ok(())
     }
+}
+
+/// The sample of each of `symbols` (at most [`SUBJECTS_PER_READ`]) that was current
+/// `delay_ms` ago: the last stored at or before now − delay, in one batched direct get of
+/// `stream`; each marked `delayed_ms`. A symbol with no such sample is left out, and so is
+/// one stamped later than that instant (the hub's clock ahead of ours: it is due later).
+pub async fn samples_due(
+    nats: &NatsLink,
+    stream: &str,
+    shards: u32,
+    symbols: &[&str],
+    delay_ms: u64,
+) -> anyhow::Result<Vec<Arc<SharedTick>>> {
+    if symbols.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let due_us = now_us.saturating_sub(delay_ms.saturating_mul(1000));
+    let subjects: Vec<String> = symbols.iter().map(|s| delayed_subject(s, shards)).collect();
+    let request = serde_json::json!({
+        "multi_last": subjects,
+        "up_to_time": rfc3339(due_us),
+        "batch": symbols.len(),
+    });
+    let msgs = nats
+        .direct_get_batch(stream, request, symbols.len())
+        .await?;
+    let mut out = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        let tick = match decode_wire(&msg.payload) {
+            Ok(tick) => tick,
+            Err(e) => {
+                metrics::counter!("tickmesh_edge_delayed_invalid_total").increment(1);
+                tracing::debug!(error = %e, "dropped an invalid delayed sample");
+                continue;
+            }
+        };
+        if tick.ts > due_us || !symbols.contains(&tick.symbol.as_str()) {
+            continue;
+        }
+        let wire_len = msg.payload.len();
+        let mut shared = SharedTick::new(tick, wire_len);
+        shared.delayed_ms = Some(delay_ms);
+        out.push(Arc::new(shared));
+    }
+    Ok(out)
 }
 
 /// `us` (µs since the Unix epoch) as RFC 3339 in UTC, to the microsecond.

@@ -14,9 +14,10 @@ use tickmesh_core::{Format, Mode, Symbol};
 
 use super::query::{BarsPath, BarsQuery, SnapshotQuery};
 use super::{Reply, Rest};
-use crate::auth::Grant;
+use crate::auth::{Coverage, Grant};
 use crate::checks::{self, Checked, Refusals};
 use crate::fanout::SharedTick;
+use crate::nats::delayed::{SUBJECTS_PER_READ, samples_due};
 use crate::tape::SharedBar;
 
 /// What a snapshot request read of one symbol.
@@ -32,7 +33,8 @@ enum Value {
 impl Rest {
     /// `GET /v1/snapshot`: each symbol checked as a `subscribe` of a new session would
     /// check it (at most `max_symbols` accepted), then its value: the edge's own when it
-    /// carries the symbol, else KV's through the snapshot cache.
+    /// carries the symbol, else KV's through the snapshot cache; for a symbol the token
+    /// covers only by `dly`, the value of `delayed.delay_ms` ago, with `delayed_ms`.
     pub(super) async fn snapshot(&self, grant: &Grant, q: SnapshotQuery) -> Reply {
         let edge = &self.edge;
         let limits = &edge.config.limits;
@@ -44,25 +46,39 @@ impl Rest {
         let cap = checks::read_cap(grant, limits);
         let (symbols, _) = checks::cap_entries(&entries, &[], cap, &mut refusals);
         let mut room = grant.max_symbols as usize;
-        let mut wanted = Vec::new();
+        // In the order asked: each symbol, and whether only `dly` covers it (its value is
+        // then the one of `delayed.delay_ms` ago).
+        let mut asked: Vec<(Symbol, bool)> = Vec::new();
         for symbol in checks::parse_symbols(symbols, &mut refusals) {
             let holder = "a snapshot may ask for";
-            let checked = checks::first_checks(
+            let coverage = grant.coverage(symbol.as_str(), &edge.refdata);
+            let checked = checks::first_checks_covered(
                 grant,
                 &edge.refdata,
                 &symbol,
-                (false, room),
+                (coverage != Coverage::None, false, room),
                 holder,
                 &mut refusals,
             );
             if checked == Checked::New {
                 room -= 1;
-                wanted.push(symbol);
+                asked.push((symbol, coverage == Coverage::Delayed));
             }
         }
         let mode = q.mode.unwrap_or_default();
-        let mut ticks = Vec::with_capacity(wanted.len());
-        for (symbol, value) in wanted.iter().zip(self.values(&wanted).await) {
+        let of = |delayed: bool| -> Vec<Symbol> {
+            let side = asked.iter().filter(|(_, d)| *d == delayed);
+            side.map(|(s, _)| s.clone()).collect()
+        };
+        let mut live = self.values(&of(false)).await.into_iter();
+        let mut late = self.delayed_values(&of(true)).await.into_iter();
+        let mut ticks = Vec::with_capacity(asked.len());
+        for (symbol, delayed) in &asked {
+            let value = match delayed {
+                true => late.next(),
+                false => live.next(),
+            };
+            let value = value.unwrap_or(Value::Failed);
             match value {
                 Value::Found(tick) => ticks.push(tick),
                 Value::Nothing => {}
@@ -75,6 +91,54 @@ impl Rest {
             }
         }
         Reply::ok(snapshot_body(&ticks, mode, &refusals.finish()))
+    }
+
+    /// The delayed values of `symbols`, in order: the edge's delayed core's when it
+    /// carries the symbol, else the sample due now from the stream of delayed samples
+    /// (never anything fresher, and never `md_last`).
+    async fn delayed_values(&self, symbols: &[Symbol]) -> Vec<Value> {
+        let edge = &self.edge;
+        let local: Vec<Option<Arc<SharedTick>>> = symbols
+            .iter()
+            .map(|s| edge.delayed.latest(s.as_str()))
+            .collect();
+        let missing: Vec<&str> = symbols
+            .iter()
+            .zip(&local)
+            .filter(|(_, l)| l.is_none())
+            .map(|(s, _)| s.as_str())
+            .collect();
+        let cfg = &edge.config.delayed;
+        let mut read: Option<Vec<Arc<SharedTick>>> = Some(Vec::new());
+        for chunk in missing.chunks(SUBJECTS_PER_READ) {
+            let got = samples_due(
+                &edge.nats,
+                &cfg.stream,
+                edge.config.shards,
+                chunk,
+                cfg.delay_ms,
+            );
+            match (got.await, read.as_mut()) {
+                (Ok(samples), Some(all)) => all.extend(samples),
+                (Err(e), _) => {
+                    tracing::debug!(error = %e, "delayed samples not read for REST");
+                    read = None;
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        local
+            .into_iter()
+            .zip(symbols)
+            .map(|(l, symbol)| match (l, &read) {
+                (Some(tick), _) => Value::Found(tick),
+                (None, None) => Value::Failed,
+                (None, Some(read)) => read
+                    .iter()
+                    .find(|t| t.tick.symbol.as_str() == symbol.as_str())
+                    .map_or(Value::Nothing, |t| Value::Found(t.clone())),
+            })
+            .collect()
     }
 
     /// The values of `symbols`, in order: the edge's own, else KV reads (at most

@@ -92,7 +92,8 @@ struct BarsReply {
     bars: Vec<ClientBar<'static>>,
 }
 
-/// The latest value of each symbol.
+/// The latest value of each symbol; for a symbol the token covers only by `dly`, its value
+/// of the edge's delay ago, with `delayed_ms`.
 #[utoipa::path(
     get,
     path = "/v1/snapshot",
