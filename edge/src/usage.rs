@@ -77,9 +77,18 @@ pub struct SessionUsage {
     who: Who,
     counted: HashSet<(Month, Arc<str>, Class)>,
     last_touch: Option<Instant>,
+    /// What the session held when it last reported, as counts (see [`SessionUsage::held`]).
+    held: Option<(usize, usize, usize)>,
 }
 
 impl SessionUsage {
+    /// Notes what the session holds now (counts of real-time symbols, delayed symbols,
+    /// tapes and bars); true if it differs from what it held when it last noted it. A
+    /// request that changes nothing held (a ping, a list) need not report.
+    pub fn held(&mut self, counts: (usize, usize, usize)) -> bool {
+        self.held.replace(counts) != Some(counts)
+    }
+
     /// Whether the session should report again: it never has, or `touch_ms` passed.
     pub fn due(&self, every: Duration, now: Instant) -> bool {
         self.last_touch
@@ -129,6 +138,7 @@ impl Usage {
             },
             counted: HashSet::new(),
             last_touch: None,
+            held: None,
         }
     }
 
@@ -359,6 +369,10 @@ mod tests {
         assert!(r[0].edge.starts_with("edge_a-"), "{}", r[0].edge);
         // Written: nothing changed since.
         assert!(records(&u).is_empty());
+        // A request that changes nothing held need not report; a move to delayed does.
+        assert!(other.held((1, 0, 0)));
+        assert!(!other.held((1, 0, 0)));
+        assert!(other.held((0, 1, 0)));
     }
 
     #[test]

@@ -198,7 +198,7 @@ where
     async move {
         let end = session.serve(&notify).await;
         // Its last sight of what it held, before letting go of it.
-        session.report_usage();
+        session.report_usage(true);
         drop(joined);
         session.delayed = None;
         if let End::Close(code, reason) = end {
@@ -321,10 +321,22 @@ where
     }
 
     /// Reports to the usage records the feed and class (real time or delayed) of every
-    /// symbol the session holds.
-    fn report_usage(&mut self) {
+    /// symbol the session holds: when `due` (the session ends, or `usage.touch_ms` passed),
+    /// or when what it holds changed.
+    fn report_usage(&mut self, due: bool) {
         let edge = self.edge.clone();
         if !edge.usage.enabled() {
+            return;
+        }
+        let delayed = self.delayed.as_ref().map_or(0, |place| {
+            edge.delayed.subscription_count(place.member.id())
+        });
+        let counts = (
+            edge.runtime.subscription_count(self.id),
+            delayed,
+            self.tapes.len(),
+        );
+        if (!self.usage.held(counts) && !due) || counts == (0, 0, 0) {
             return;
         }
         let ticks = self.tick_subscriptions();
@@ -463,7 +475,7 @@ where
                 }
                 // Boxed: a client's request is rare next to the session's life, and its
                 // future is the largest of the loop's (kept out of every idle session).
-                msg = self.ws.read() => match Box::pin(self.on_message(msg)).await.inspect(|()| self.report_usage()) {
+                msg = self.ws.read() => match Box::pin(self.on_message(msg)).await.inspect(|()| self.report_usage(false)) {
                     Ok(()) if stale.watching(&quiet.borrow()) => {
                         let quiet = quiet.borrow().clone();
                         self.restale(&quiet, &mut stale, "feed back").await
@@ -480,7 +492,7 @@ where
                 }
                 _ = heartbeat.tick() => {
                     if self.usage.due(self.edge.usage.touch_every(), Instant::now()) {
-                        self.report_usage();
+                        self.report_usage(true);
                     }
                     self.heartbeat().await
                 }
