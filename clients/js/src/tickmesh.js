@@ -740,6 +740,19 @@ export class TickMeshClient extends ClientApi {
       }
       case 'error':
         return this._onError(msg);
+      case 'unsubscribed':
+        // Without an id, the gateway's doing: the symbols left the reference data (an
+        // option that expired at the day roll; a `status` with reason "delisted" came
+        // first). They are not asked for again.
+        if (msg.id == null) {
+          for (const s of msg.symbols ?? []) {
+            this._ledger.drop(msg.stream ?? 'ticks', s, msg.tf);
+            if ((msg.stream ?? 'ticks') === 'ticks') this._ledger.seq.delete(s);
+          }
+          return;
+        }
+        this._settle(msg);
+        return;
       default:
         this._settle(msg);
     }

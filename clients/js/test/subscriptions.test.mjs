@@ -241,6 +241,19 @@ test('a symbol moved to delayed and back starts over from each side: nothing dro
   assert.deepEqual([h.client.stats.stale, h.client.stats.broken], [0, 0]);
 });
 
+test('symbols the gateway unsubscribes (delisted at the day roll) are not replayed', async () => {
+  const h = harness();
+  h.client.connect();
+  h.ws.accept();
+  const option = 'AAPL261211C00230000';
+  inFlight(h.client.subscribe({ symbols: [option, 'AAPL'] }));
+  h.ws.deliver({ type: 'status', symbol: option, state: 'closed', stale: false, reason: 'delisted', ts: 1 });
+  h.ws.deliver({ type: 'unsubscribed', symbols: [option] });
+  assert.deepEqual(h.of('symbolstatus').map((m) => m.reason), ['delisted']);
+  await reconnect(h);
+  assert.deepEqual(subscribedOn(h.ws), { AAPL: 'quote/250' });
+});
+
 test("the server's status of a symbol is its own event, not the connection's", () => {
   const h = harness();
   h.client.connect();

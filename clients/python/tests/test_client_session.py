@@ -377,3 +377,18 @@ def test_a_symbol_moved_to_delayed_and_back_starts_over_from_each_side() -> None
     assert seqs(events) == [5000, 5002, 1200, 1230, 5100, 5103]
     assert [e.delayed_ms for e in events if isinstance(e, Tick)][2:4] == [900000, 900000]
     assert (s.stats.stale, s.stats.broken) == (0, 0)
+
+
+def test_symbols_the_gateway_unsubscribes_are_not_replayed() -> None:
+    s = Session()
+    subscribed(s, symbols=["AAPL261211C00230000", "AAPL"])
+    # At the day roll the option expired: told closed, then unsubscribed (no id).
+    events = feed(
+        s,
+        {"type": "status", "symbol": "AAPL261211C00230000", "state": "closed", "stale": False,
+         "reason": "delisted", "ts": 1},
+        {"type": "unsubscribed", "symbols": ["AAPL261211C00230000"]},
+    )
+    assert [e.reason for e in events] == ["delisted"]
+    replayed = [sym for m in s.replay() for sym in m.get("symbols", [])]
+    assert replayed == ["AAPL"]

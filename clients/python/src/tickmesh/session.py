@@ -155,6 +155,16 @@ class Session:
                     return [Draining(int(msg.get("after_ms") or 0), str(msg.get("reason") or ""))], None
                 case "error":
                     return self._on_error(ServerError.from_msg(msg))
+                case "unsubscribed" if msg.get("id") is None:
+                    # The gateway's doing: the symbols left the reference data (an option
+                    # that expired at the day roll; a `status` with reason "delisted" came
+                    # first). They are not asked for again.
+                    stream = msg.get("stream", "ticks")
+                    for symbol in msg.get("symbols") or ():
+                        self.registry.drop(stream, symbol, msg.get("tf"))
+                        if stream == "ticks":
+                            self.ticks.forget(symbol)
+                    return [], None
                 case _:
                     return [], self._settle(msg)
         except (KeyError, TypeError, ValueError) as err:
