@@ -290,3 +290,35 @@ async fn a_rest_snapshot_of_a_dly_symbol_is_its_value_of_delay_ms_ago() {
     s.edge.stop().await.unwrap();
     s.ingest.stop().await.unwrap();
 }
+
+/// A delayed-only session's `hb.lag_ms` (the age of the freshest tick it was sent) says
+/// its data is `delay_ms` old: nothing fresher reached it, and the heartbeat does not
+/// pretend otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_only_sessions_heartbeat_lag_is_at_least_the_delay() {
+    let s = setup().await;
+    tokio::time::sleep(Duration::from_millis(DELAY_MS + STEP_MS)).await;
+    let mut c = Client::connect_with(s.addr, Format::Json, Some(&token(&[], &["AAPL"])))
+        .await
+        .unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"mode":"quote"}))
+        .await
+        .unwrap();
+    let subscribed = c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(subscribed["delayed"], json!(["AAPL"]), "{subscribed}");
+    c.next_of("snapshot", 5 * SECOND).await.unwrap();
+    // `lag_ms` comes once a live update went out (a snapshot does not count).
+    let mut lags = Vec::new();
+    let deadline = Instant::now() + 10 * SECOND;
+    while lags.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let hb = c.next_of("hb", left).await.unwrap();
+        lags.extend(hb["lag_ms"].as_u64());
+    }
+    assert!(
+        lags.iter().all(|&lag| lag >= DELAY_MS),
+        "hb.lag_ms {lags:?} under the delay of {DELAY_MS} ms"
+    );
+    s.edge.stop().await.unwrap();
+    s.ingest.stop().await.unwrap();
+}
