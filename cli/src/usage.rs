@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use serde_json::json;
+use tickmesh_core::date;
 use tickmesh_core::usage::{self, Month, Record, Report};
 use tickmesh_service::nats::{NatsAuth, NatsTls};
 
@@ -136,8 +137,8 @@ pub fn render(report: &Report, format: ReportFormat, users: bool) -> String {
                     .iter()
                     .map(|u| {
                         json!({"feed": u.feed, "class": u.class, "use": u.usage, "user": u.user,
-                            "accounts": u.orgs, "first_seen": usage::rfc3339(u.first_us),
-                            "last_seen": usage::rfc3339(u.last_us), "sessions": u.sessions})
+                            "accounts": u.orgs, "first_seen": date::rfc3339_seconds(u.first_us),
+                            "last_seen": date::rfc3339_seconds(u.last_us), "sessions": u.sessions})
                     })
                     .collect();
             }

@@ -207,8 +207,45 @@ impl<'de> Deserialize<'de> for Date {
     }
 }
 
+/// `us` (µs since the Unix epoch) in RFC 3339, UTC, to the microsecond:
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (JetStream's `up_to_time`).
+pub fn rfc3339_micros(us: u64) -> String {
+    format!("{}.{:06}Z", rfc3339_prefix(us), us % 1_000_000)
+}
+
+/// `us` (µs since the Unix epoch) in RFC 3339, UTC, to the second: `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339_seconds(us: u64) -> String {
+    format!("{}Z", rfc3339_prefix(us))
+}
+
+fn rfc3339_prefix(us: u64) -> String {
+    let secs = us / 1_000_000 % 86_400;
+    format!(
+        "{}T{:02}:{:02}:{:02}",
+        Date::from_unix_us(us),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_is_utc_to_the_second_or_the_microsecond() {
+        use super::{rfc3339_micros, rfc3339_seconds};
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-12-07T18:03:45.123456Z
+        assert_eq!(
+            rfc3339_micros(1_796_666_625_123_456),
+            "2026-12-07T18:03:45.123456Z"
+        );
+        assert_eq!(
+            rfc3339_seconds(1_796_677_200_999_999),
+            "2026-12-07T21:00:00Z"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::date::Date;
+use crate::date::{self, Date};
 
 /// The stream's subjects.
 pub const SUBJECTS: &str = "usage.>";
@@ -130,8 +130,8 @@ pub fn subject_token(s: &str) -> String {
 pub struct Record {
     /// `YYYY-MM`.
     pub month: String,
-    /// The token's `sub`; for an anonymous session `anonymous:<session>`, so that each
-    /// anonymous session counts as a user.
+    /// The token's `sub`; `anonymous` for every anonymous session (counted in
+    /// `sessions`).
     pub user: String,
     /// The account of record (claim `org`), or the user when the token names none.
     pub org: String,
@@ -299,8 +299,8 @@ impl Report {
                 u.usage.as_str(),
                 csv_field(&u.user),
                 csv_field(&orgs.join(";")),
-                rfc3339(u.first_us),
-                rfc3339(u.last_us),
+                date::rfc3339_seconds(u.first_us),
+                date::rfc3339_seconds(u.last_us),
                 u.sessions
             );
         }
@@ -343,18 +343,6 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(us: u64) -> String {
-    let d = Date::from_unix_us(us);
-    let secs = (us / 1_000_000) % 86_400;
-    format!(
-        "{d}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,7 +378,6 @@ mod tests {
         }
         // 2026-12-07T21:00:00Z.
         assert_eq!(Month::of_unix_us(1_796_677_200_000_000), DEC);
-        assert_eq!(rfc3339(1_796_677_200_000_000), "2026-12-07T21:00:00Z");
     }
 
     #[test]

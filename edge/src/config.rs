@@ -628,11 +628,7 @@ impl EdgeConfig {
         })?;
         let u = &self.usage;
         check(
-            !u.stream.is_empty()
-                && u.stream.len() <= 64
-                && u.stream
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            tickmesh_service::config::is_name(&u.stream, 64),
             "usage.stream",
             || format!("{:?}: 1 to 64 letters, digits, '-' or '_'", u.stream),
         )?;

@@ -256,11 +256,7 @@ impl IngestConfig {
             }
         }
         if let Some(feed) = &self.refdata.feed
-            && (feed.is_empty()
-                || feed.len() > 32
-                || !feed
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            && !tickmesh_service::config::is_name(feed, 32)
         {
             return Err(bad(
                 "refdata.feed",
@@ -384,10 +380,7 @@ impl IngestConfig {
 }
 
 fn valid_bucket(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    tickmesh_service::config::is_name(name, 255)
 }
 
 #[cfg(test)]

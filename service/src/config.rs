@@ -26,6 +26,15 @@ pub fn bad(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Whether `name` is usable as a stream or bucket name, or as one token of a subject: 1
+/// to `max` ASCII letters, digits, `-` or `_`.
+pub fn is_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// `defaults`, then `file` (if given; it must exist), then the variables named
 /// `<env_prefix><KEY>`. Not validated: the caller checks the values next.
 pub fn load<T: Serialize + DeserializeOwned>(

@@ -64,6 +64,24 @@ async fn streaming(addr: SocketAddr, symbols: &[&str]) -> Client {
     c
 }
 
+/// A nats-server with ingest publishing, and the config of an edge that reaches it through
+/// a link the test can cut (stale after 500 ms without it).
+async fn behind_a_link() -> (
+    NatsServer,
+    Service,
+    Proxy,
+    tickmesh_edge::config::EdgeConfig,
+) {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 400));
+    let link = Proxy::start(vec![SocketAddr::from(([127, 0, 0, 1], nats.port))])
+        .await
+        .unwrap();
+    let mut config = edge_config(&format!("nats://{}", link.addr()));
+    config.nats.stale_after_ms = 500;
+    (nats, ingest, link, config)
+}
+
 fn all(stale: bool, reason: &str) -> BTreeMap<String, (bool, String)> {
     SYMBOLS
         .iter()
@@ -73,13 +91,7 @@ fn all(stale: bool, reason: &str) -> BTreeMap<String, (bool, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
-    let nats = NatsServer::start().unwrap();
-    let ingest = start_ingest(ingest_config(&nats.url(), 400));
-    let link = Proxy::start(vec![SocketAddr::from(([127, 0, 0, 1], nats.port))])
-        .await
-        .unwrap();
-    let mut config = edge_config(&format!("nats://{}", link.addr()));
-    config.nats.stale_after_ms = 500;
+    let (_nats, ingest, link, mut config) = behind_a_link().await;
     config.nats.move_clients_after_ms = 6000;
     let window = config.shutdown.reconnect_window_ms;
     let (edge, addr) = start_edge(config).await.unwrap();
@@ -173,13 +185,7 @@ async fn sessions_are_told_their_data_is_stale_fresh_again_and_then_to_move() {
 /// cannot vouch for them either; and fresh again when the link is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_symbols_are_told_stale_when_the_edge_loses_nats() {
-    let nats = NatsServer::start().unwrap();
-    let ingest = start_ingest(ingest_config(&nats.url(), 400));
-    let link = Proxy::start(vec![SocketAddr::from(([127, 0, 0, 1], nats.port))])
-        .await
-        .unwrap();
-    let mut config = edge_config(&format!("nats://{}", link.addr()));
-    config.nats.stale_after_ms = 500;
+    let (_nats, ingest, link, mut config) = behind_a_link().await;
     config.nats.move_clients_after_ms = 60_000;
     // Anonymous sessions see AAPL in real time and every other symbol 1 s late.
     config.auth.anonymous_ent = vec!["AAPL".into()];

@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tickmesh_core::Symbol;
 use tickmesh_core::codec::decode_wire;
-use tickmesh_core::date::Date;
 use tickmesh_core::subject::delayed_subject;
 use tokio::sync::Notify;
 
@@ -223,7 +222,7 @@ pub async fn samples_due(
     let subjects: Vec<String> = symbols.iter().map(|s| delayed_subject(s, shards)).collect();
     let request = serde_json::json!({
         "multi_last": subjects,
-        "up_to_time": rfc3339(due_us),
+        "up_to_time": tickmesh_core::date::rfc3339_micros(due_us),
         "batch": symbols.len(),
     });
     let msgs = nats
@@ -248,37 +247,4 @@ pub async fn samples_due(
         out.push(Arc::new(shared));
     }
     Ok(out)
-}
-
-/// `us` (µs since the Unix epoch) as RFC 3339 in UTC, to the microsecond.
-fn rfc3339(us: u64) -> String {
-    let date = Date::from_unix_us(us);
-    let in_day = us % 86_400_000_000;
-    let (h, m, s, micros) = (
-        in_day / 3_600_000_000,
-        in_day / 60_000_000 % 60,
-        in_day / 1_000_000 % 60,
-        in_day % 1_000_000,
-    );
-    format!(
-        "{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}.{micros:06}Z",
-        date.year(),
-        date.month(),
-        date.day()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_is_utc_to_the_microsecond() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        // 2026-12-07T18:03:45.123456Z
-        assert_eq!(
-            rfc3339(1_796_666_625_123_456),
-            "2026-12-07T18:03:45.123456Z"
-        );
-    }
 }

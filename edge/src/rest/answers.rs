@@ -3,6 +3,7 @@
 //! the shared encodings of the WebSocket's `snapshot` messages without `type`, a chain
 //! the `chains` reply, bars a `bars` message of the bar objects the WebSocket sends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,25 +109,29 @@ impl Rest {
             .filter(|(_, l)| l.is_none())
             .map(|(s, _)| s.as_str())
             .collect();
+        // Each batched read takes one of the `limits.rest_max_reads` places every REST read
+        // shares, and all of them end by `snapshot.kv_timeout_ms`, as KV reads do.
         let cfg = &edge.config.delayed;
-        let mut read: Option<Vec<Arc<SharedTick>>> = Some(Vec::new());
-        for chunk in missing.chunks(SUBJECTS_PER_READ) {
-            let got = samples_due(
-                &edge.nats,
-                &cfg.stream,
-                edge.config.shards,
-                chunk,
-                cfg.delay_ms,
-            );
-            match (got.await, read.as_mut()) {
-                (Ok(samples), Some(all)) => all.extend(samples),
-                (Err(e), _) => {
-                    tracing::debug!(error = %e, "delayed samples not read for REST");
-                    read = None;
-                }
-                (Ok(_), None) => {}
+        let timeout = Duration::from_millis(edge.config.snapshot.kv_timeout_ms);
+        let reads = async {
+            let mut found: HashMap<String, Arc<SharedTick>> = HashMap::new();
+            for chunk in missing.chunks(SUBJECTS_PER_READ) {
+                let _place = self.reads.acquire().await?;
+                let shards = edge.config.shards;
+                let samples =
+                    samples_due(&edge.nats, &cfg.stream, shards, chunk, cfg.delay_ms).await?;
+                found.extend(samples.into_iter().map(|t| (t.tick.symbol.to_string(), t)));
             }
-        }
+            anyhow::Ok(found)
+        };
+        let read = match tokio::time::timeout(timeout, reads).await {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "delayed samples not read for REST");
+                None
+            }
+            Err(_) => None,
+        };
         local
             .into_iter()
             .zip(symbols)
@@ -134,8 +139,7 @@ impl Rest {
                 (Some(tick), _) => Value::Found(tick),
                 (None, None) => Value::Failed,
                 (None, Some(read)) => read
-                    .iter()
-                    .find(|t| t.tick.symbol.as_str() == symbol.as_str())
+                    .get(symbol.as_str())
                     .map_or(Value::Nothing, |t| Value::Found(t.clone())),
             })
             .collect()

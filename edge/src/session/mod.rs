@@ -173,7 +173,7 @@ where
     metrics::counter!("tickmesh_edge_sessions_total", "encoding" => encoding).increment(1);
     let user = who.grant.sub.clone().unwrap_or_else(|| "-".into());
     tracing::debug!(session = id, peer = ?who.peer, %user, encoding, "session opened");
-    let usage = edge.usage.session(&who.grant, id);
+    let usage = edge.usage.session(&who.grant);
     let mut session = Session {
         id,
         usage,

@@ -791,7 +791,7 @@ where
             != (&self.grant.sub, &self.grant.org, self.grant.usage)
         {
             // Another user (or account of record, or use) from here on, counted as such.
-            self.usage = self.edge.usage.session(&grant, self.id);
+            self.usage = self.edge.usage.session(&grant);
         }
         self.grant = grant;
         replies.push(ServerMsg::Authed { id, exp });
