@@ -492,9 +492,15 @@ async fn address_and_edge_bounds_and_negative_caching() {
     let (errors, ok) = subscribe(&mut a, 5, &["S3"]).await;
     assert_eq!((errors.len(), ok), (0, json!(["S3"])));
 
-    // None of S1..S4 has a value: each was read once. Past the positive cache's second, a
-    // resubscription reads nothing more.
-    let reads = metric(addr, "tickmesh_edge_kv_reads_total").await;
+    // None of S1..S4 has a value: each was read once (the reads answer after the
+    // `subscribed`; on a busy machine they may still be on their way). Past the positive
+    // cache's second, a resubscription reads nothing more.
+    let deadline = std::time::Instant::now() + 5 * SECOND;
+    let mut reads = metric(addr, "tickmesh_edge_kv_reads_total").await;
+    while reads < 4.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reads = metric(addr, "tickmesh_edge_kv_reads_total").await;
+    }
     assert_eq!(reads, 4.0, "KV reads of S1..S4");
     c.send(json!({"op":"unsubscribe","id":6,"symbols":["S4"]}))
         .await
