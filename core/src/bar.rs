@@ -201,10 +201,18 @@ pub struct ClientBar<'a> {
     /// The bar closed: this is its last word.
     #[serde(rename = "final")]
     pub closed: bool,
+    /// The delay applied, ms: present when the bar is served delayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delayed_ms: Option<u64>,
 }
 
 /// The client encoding of one bar object.
 pub fn encode_client(b: &Bar, format: Format) -> Vec<u8> {
+    encode_client_delayed(b, format, None)
+}
+
+/// The client encoding of one bar object, with `delayed_ms` when it is served delayed.
+pub fn encode_client_delayed(b: &Bar, format: Format, delayed_ms: Option<u64>) -> Vec<u8> {
     let view = ClientBar {
         symbol: &b.symbol,
         t: b.t,
@@ -215,6 +223,7 @@ pub fn encode_client(b: &Bar, format: Format) -> Vec<u8> {
         volume: b.volume,
         trades: b.trades,
         closed: b.closed,
+        delayed_ms,
     };
     match format {
         Format::Json => serde_json::to_vec(&view).expect("a bar always serializes to JSON"),

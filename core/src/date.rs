@@ -218,6 +218,29 @@ pub fn rfc3339_seconds(us: u64) -> String {
     format!("{}Z", rfc3339_prefix(us))
 }
 
+/// An RFC 3339 UTC instant as JetStream writes it (`YYYY-MM-DDTHH:MM:SS[.f…]Z`, up to
+/// nanoseconds) in µs since the Unix epoch; `None` for anything else.
+pub fn parse_rfc3339_utc(s: &str) -> Option<u64> {
+    let (date, time) = s.split_once('T')?;
+    let days = u64::try_from(Date::parse(date).ok()?.days()).ok()?;
+    let time = time.strip_suffix('Z')?;
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut parts = hms.split(':');
+    let mut field = |max: u64| -> Option<u64> {
+        let p = parts.next()?;
+        let v: u64 =
+            (p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok())??;
+        (v <= max).then_some(v)
+    };
+    let (h, m, sec) = (field(23)?, field(59)?, field(60)?);
+    if parts.next().is_some() || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let micros = format!("{fraction:0<6}")[..6].parse::<u64>().ok()?;
+    Some(((days * 86_400 + h * 3600 + m * 60 + sec) * 1_000_000) + micros)
+}
+
 fn rfc3339_prefix(us: u64) -> String {
     let secs = us / 1_000_000 % 86_400;
     format!(
@@ -231,6 +254,31 @@ fn rfc3339_prefix(us: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jetstream_time_stamps_parse_to_the_microsecond() {
+        use super::{parse_rfc3339_utc, rfc3339_micros};
+        let us = 1_796_666_625_123_456;
+        assert_eq!(
+            parse_rfc3339_utc("2026-12-07T18:03:45.123456789Z"),
+            Some(us)
+        );
+        assert_eq!(parse_rfc3339_utc(&rfc3339_micros(us)), Some(us));
+        assert_eq!(
+            parse_rfc3339_utc("2026-12-07T18:03:45Z"),
+            Some(us - 123_456)
+        );
+        for bad in [
+            "2026-12-07 18:03:45Z",
+            "2026-12-07T18:03:45+01:00",
+            "2026-12-07T24:00:00Z",
+            "2026-12-07T18:03Z",
+            "2026-12-07T18:03:45.1234567890Z",
+            "2026-12-07T18:03:45.x1Z",
+        ] {
+            assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn rfc3339_is_utc_to_the_second_or_the_microsecond() {
         use super::{rfc3339_micros, rfc3339_seconds};

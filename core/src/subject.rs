@@ -32,6 +32,11 @@ pub fn tick_subject(symbol: &Symbol, shards: u32) -> String {
 /// longest delay served plus a margin; edges read it at now − delay.
 pub const DELAYED_STREAM: &str = "md_delayed";
 
+/// The stream of delayed trades and bars: every message of the trades and bars streams
+/// (sourced from them, subjects as they are), kept for the longest delay served plus a
+/// margin; edges read each followed subject of it at now − delay.
+pub const DELAYED_TAPE_STREAM: &str = "md_delayed_tape";
+
 /// `mdd.<shard>.<symbol>`: a symbol's delayed samples, in [`DELAYED_STREAM`].
 pub fn delayed_subject(symbol: &str, shards: u32) -> String {
     format!("mdd.{}.{}", shard(symbol, shards), symbol)

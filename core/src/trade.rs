@@ -95,9 +95,31 @@ pub fn decode_wire(bytes: &[u8]) -> Result<Trade, TradeError> {
 
 /// The client encoding of one print object.
 pub fn encode_client(t: &Trade, format: Format) -> Vec<u8> {
+    encode_client_delayed(t, format, None)
+}
+
+/// The client encoding of one print object, with `delayed_ms` (the delay applied) when
+/// it is served delayed.
+pub fn encode_client_delayed(t: &Trade, format: Format, delayed_ms: Option<u64>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Delayed<'a> {
+        #[serde(flatten)]
+        trade: &'a Trade,
+        delayed_ms: u64,
+    }
+    let Some(delayed_ms) = delayed_ms else {
+        return match format {
+            Format::Json => serde_json::to_vec(t).expect("a trade always serializes to JSON"),
+            Format::MsgPack => rmp_serde::to_vec_named(t).expect("a trade always serializes"),
+        };
+    };
+    let view = Delayed {
+        trade: t,
+        delayed_ms,
+    };
     match format {
-        Format::Json => serde_json::to_vec(t).expect("a trade always serializes to JSON"),
-        Format::MsgPack => rmp_serde::to_vec_named(t).expect("a trade always serializes"),
+        Format::Json => serde_json::to_vec(&view).expect("a trade always serializes to JSON"),
+        Format::MsgPack => rmp_serde::to_vec_named(&view).expect("a trade always serializes"),
     }
 }
 
@@ -200,6 +222,25 @@ mod tests {
             assert_eq!(v["trades"].as_array().unwrap().len(), 20);
             assert_eq!(v["snapshot"].as_bool().unwrap_or(false), snapshot);
             assert_eq!(v["trades"][19]["size"], 300);
+        }
+    }
+
+    #[test]
+    fn a_delayed_print_carries_the_delay_in_both_formats() {
+        let t = print();
+        for format in [Format::Json, Format::MsgPack] {
+            let read = |bytes: Vec<u8>| -> serde_json::Value {
+                match format {
+                    Format::Json => serde_json::from_slice(&bytes).unwrap(),
+                    Format::MsgPack => rmp_serde::from_slice(&bytes).unwrap(),
+                }
+            };
+            let delayed = read(encode_client_delayed(&t, format, Some(60_000)));
+            assert_eq!(delayed["delayed_ms"], 60_000, "{format:?}");
+            assert_eq!(delayed["trade_id"], 42);
+            assert_eq!(delayed["conditions"][0], "opening");
+            let live = read(encode_client(&t, format));
+            assert!(live.get("delayed_ms").is_none(), "{format:?}");
         }
     }
 }

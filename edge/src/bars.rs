@@ -68,6 +68,8 @@ type Dues = BTreeSet<Due>;
 type Place<'a> = (&'a (Symbol, Timeframe), &'a mut Dues);
 
 struct Feed<F> {
+    /// Served delayed by this much, ms.
+    delayed_ms: Option<u64>,
     closed: VecDeque<Arc<SharedBar>>,
     live: Option<Arc<SharedBar>>,
     loaded: bool,
@@ -97,7 +99,7 @@ impl<F> Feed<F> {
         if self.live.as_ref().is_some_and(|l| l.item.t > bar.t) {
             return;
         }
-        let bar = Arc::new(Shared::new(bar));
+        let bar = Arc::new(Shared::delayed(bar, self.delayed_ms));
         if bar.item.closed {
             if self.closed.len() == KEEP {
                 self.closed.pop_front();
@@ -143,6 +145,8 @@ struct Book<F> {
 /// Every (symbol, timeframe) this edge follows.
 pub struct BarFeeds<S: TapeSource> {
     source: S,
+    /// Served delayed by this much, ms: the bars of delayed-only symbols.
+    delayed_ms: Option<u64>,
     book: Mutex<Book<S::Follower>>,
     me: Weak<BarFeeds<S>>,
 }
@@ -184,7 +188,10 @@ fn decode_all(key: &FeedKey, payloads: &[Bytes]) -> Vec<Bar> {
 /// What a stream kept of one (symbol, timeframe), `kept` as [`decode_all`] orders it:
 /// the last [`KEEP`] closed bars, and the newest bar in progress if it is later than
 /// they.
-fn first_load(kept: Vec<Bar>) -> (VecDeque<Arc<SharedBar>>, Option<Arc<SharedBar>>) {
+fn first_load(
+    kept: Vec<Bar>,
+    delayed_ms: Option<u64>,
+) -> (VecDeque<Arc<SharedBar>>, Option<Arc<SharedBar>>) {
     let mut closed: VecDeque<Arc<SharedBar>> = VecDeque::new();
     let mut live = None;
     for bar in kept {
@@ -196,9 +203,9 @@ fn first_load(kept: Vec<Bar>) -> (VecDeque<Arc<SharedBar>>, Option<Arc<SharedBar
             if closed.len() == KEEP {
                 closed.pop_front();
             }
-            closed.push_back(Arc::new(Shared::new(bar)));
+            closed.push_back(Arc::new(Shared::delayed(bar, delayed_ms)));
         } else {
-            live = Some(Arc::new(Shared::new(bar)));
+            live = Some(Arc::new(Shared::delayed(bar, delayed_ms)));
         }
     }
     if let (Some(l), Some(last)) = (&live, closed.back())
@@ -221,15 +228,21 @@ pub fn closed_in(
         symbol: symbol.clone(),
         tf: Some(tf),
     };
-    let (closed, _) = first_load(decode_all(&key, payloads));
+    let (closed, _) = first_load(decode_all(&key, payloads), None);
     let skip = closed.len().saturating_sub(n);
     closed.into_iter().skip(skip).collect()
 }
 
 impl<S: TapeSource> BarFeeds<S> {
     pub fn new(source: S) -> Arc<Self> {
+        Self::delayed(source, None)
+    }
+
+    /// Bars told as served `delayed_ms` late (when that is some).
+    pub fn delayed(source: S, delayed_ms: Option<u64>) -> Arc<Self> {
         Arc::new_cyclic(|me| BarFeeds {
             source,
+            delayed_ms,
             book: Mutex::new(Book {
                 feeds: HashMap::new(),
                 due: BTreeSet::new(),
@@ -319,6 +332,7 @@ impl<S: TapeSource> BarFeeds<S> {
         feeds.insert(
             key,
             Feed {
+                delayed_ms: self.delayed_ms,
                 closed: VecDeque::new(),
                 live: None,
                 loaded: false,
@@ -418,7 +432,7 @@ impl<S: TapeSource> FollowSink for BarFeeds<S> {
             return;
         }
         if !feed.ever_loaded {
-            (feed.closed, feed.live) = first_load(std::mem::take(&mut kept));
+            (feed.closed, feed.live) = first_load(std::mem::take(&mut kept), feed.delayed_ms);
         }
         (feed.loaded, feed.ever_loaded) = (true, true);
         for sub in feed.subs.values_mut() {

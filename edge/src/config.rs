@@ -88,6 +88,9 @@ pub struct DelayedConfig {
     /// How often the edge reads the samples now due, ms (one batched read for all the
     /// delayed symbols it carries, however many clients hold them). Default 250.
     pub poll_ms: u64,
+    /// The stream of delayed trades and bars (every print and bar message, kept for the
+    /// delay plus a margin), in `nats.js_domain`. Default `md_delayed_tape`.
+    pub tape_stream: String,
 }
 
 impl Default for DelayedConfig {
@@ -96,6 +99,7 @@ impl Default for DelayedConfig {
             delay_ms: 900_000,
             stream: tickmesh_core::subject::DELAYED_STREAM.into(),
             poll_ms: 250,
+            tape_stream: tickmesh_core::subject::DELAYED_TAPE_STREAM.into(),
         }
     }
 }
@@ -623,9 +627,14 @@ impl EdgeConfig {
             "delayed.poll_ms",
             || format!("must be 50..=5000, got {}", self.delayed.poll_ms),
         )?;
-        check(!self.delayed.stream.is_empty(), "delayed.stream", || {
-            "must not be empty".into()
-        })?;
+        for (key, name) in [
+            ("delayed.stream", &self.delayed.stream),
+            ("delayed.tape_stream", &self.delayed.tape_stream),
+        ] {
+            check(tickmesh_service::config::is_name(name, 64), key, || {
+                format!("{name:?}: 1 to 64 letters, digits, '-' or '_'")
+            })?;
+        }
         let u = &self.usage;
         check(
             tickmesh_service::config::is_name(&u.stream, 64),

@@ -10,6 +10,7 @@
 
 mod account;
 pub mod delayed;
+pub mod delayed_tape;
 pub mod kv;
 mod tape;
 

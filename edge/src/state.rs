@@ -20,10 +20,11 @@ use crate::limits::{Registry, TokenBucket};
 use crate::liveness::Owners;
 use crate::nats::NatsLink;
 use crate::nats::delayed::DelayedLink;
+use crate::nats::delayed_tape::DelayedTapes;
 use crate::refdata::RefData;
 use crate::runtime::{Member, Runtime, default_shards};
 use crate::snapshot::Snapshots;
-use crate::tape::Tapes;
+use crate::tape::{TapeSource, Tapes};
 use crate::usage::Usage;
 
 /// Instants per interval the shared flush clock spreads sessions over: those of one slot
@@ -81,6 +82,10 @@ pub struct Edge {
     pub tapes: Arc<Tapes<NatsLink>>,
     /// The (symbol, timeframe) bars (`bars` subscriptions) this edge follows.
     pub bar_feeds: Arc<BarFeeds<NatsLink>>,
+    /// The tapes of delayed-only symbols, read from the delayed stream at now − delay.
+    pub delayed_tapes: Arc<Tapes<DelayedTapes>>,
+    /// The bars of delayed-only symbols, likewise.
+    pub delayed_bar_feeds: Arc<BarFeeds<DelayedTapes>>,
     /// Usage records (`[usage]`).
     pub usage: Arc<Usage>,
 }
@@ -132,6 +137,8 @@ impl Edge {
             config.nats.move_clients_after_ms,
         );
         let usage = Usage::new(&config.name, &config.usage);
+        let delayed_tapes = DelayedTapes::new(&nats, &config.delayed);
+        let delay_ms = config.delayed.delay_ms;
         Ok(Arc::new(Edge {
             config,
             usage,
@@ -160,13 +167,15 @@ impl Edge {
             owners,
             tapes: Tapes::new(nats.clone()),
             bar_feeds: release_bars(BarFeeds::new(nats.clone())),
+            delayed_tapes: Tapes::delayed(delayed_tapes.clone(), Some(delay_ms)),
+            delayed_bar_feeds: release_bars(BarFeeds::delayed(delayed_tapes, Some(delay_ms))),
         }))
     }
 }
 
 /// Sends bars in progress held back by their subscribers' intervals, every 50 ms, while
 /// the edge lives.
-fn release_bars(feeds: Arc<BarFeeds<NatsLink>>) -> Arc<BarFeeds<NatsLink>> {
+fn release_bars<S: TapeSource>(feeds: Arc<BarFeeds<S>>) -> Arc<BarFeeds<S>> {
     let weak = Arc::downgrade(&feeds);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(50));

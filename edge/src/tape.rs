@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use tickmesh_core::bar::{Bar, Timeframe};
-use tickmesh_core::trade::{Trade, encode_client};
+use tickmesh_core::trade::{Trade, encode_client_delayed};
 use tickmesh_core::{Format, Symbol};
 use tokio::sync::mpsc;
 
@@ -34,18 +34,19 @@ const EARLY_KEPT: usize = 10_000;
 
 /// What a client gets an object of: a print or a bar.
 pub trait ClientObject {
-    fn encode(&self, format: Format) -> Vec<u8>;
+    /// The client object in `format`, with `delayed_ms` when served delayed.
+    fn encode(&self, format: Format, delayed_ms: Option<u64>) -> Vec<u8>;
 }
 
 impl ClientObject for Trade {
-    fn encode(&self, format: Format) -> Vec<u8> {
-        encode_client(self, format)
+    fn encode(&self, format: Format, delayed_ms: Option<u64>) -> Vec<u8> {
+        encode_client_delayed(self, format, delayed_ms)
     }
 }
 
 impl ClientObject for Bar {
-    fn encode(&self, format: Format) -> Vec<u8> {
-        tickmesh_core::bar::encode_client(self, format)
+    fn encode(&self, format: Format, delayed_ms: Option<u64>) -> Vec<u8> {
+        tickmesh_core::bar::encode_client_delayed(self, format, delayed_ms)
     }
 }
 
@@ -54,17 +55,30 @@ impl ClientObject for Bar {
 #[derive(Debug)]
 pub struct Shared<T> {
     pub item: T,
+    /// Served delayed by this much, ms (told as `delayed_ms`).
+    delayed_ms: Option<u64>,
     json: OnceLock<Bytes>,
     msgpack: OnceLock<Bytes>,
 }
 
 impl<T: ClientObject> Shared<T> {
     pub fn new(item: T) -> Self {
+        Self::delayed(item, None)
+    }
+
+    /// `item`, served `delayed_ms` late when that is some.
+    pub fn delayed(item: T, delayed_ms: Option<u64>) -> Self {
         Shared {
             item,
+            delayed_ms,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
         }
+    }
+
+    /// Whether it is served delayed.
+    pub fn is_delayed(&self) -> bool {
+        self.delayed_ms.is_some()
     }
 
     /// The object in `format`.
@@ -73,7 +87,7 @@ impl<T: ClientObject> Shared<T> {
             Format::Json => &self.json,
             Format::MsgPack => &self.msgpack,
         };
-        cell.get_or_init(|| self.item.encode(format).into())
+        cell.get_or_init(|| self.item.encode(format, self.delayed_ms).into())
     }
 }
 
@@ -285,6 +299,8 @@ struct Tape<F> {
 /// Every tape this edge follows.
 pub struct Tapes<S: TapeSource> {
     source: S,
+    /// Served delayed by this much, ms: the tapes of delayed-only symbols.
+    delayed_ms: Option<u64>,
     tapes: Mutex<HashMap<Symbol, Tape<S::Follower>>>,
     me: Weak<Tapes<S>>,
 }
@@ -299,8 +315,14 @@ impl<S: TapeSource> std::fmt::Debug for Tapes<S> {
 
 impl<S: TapeSource> Tapes<S> {
     pub fn new(source: S) -> Arc<Self> {
+        Self::delayed(source, None)
+    }
+
+    /// Tapes whose prints are told as served `delayed_ms` late (when that is some).
+    pub fn delayed(source: S, delayed_ms: Option<u64>) -> Arc<Self> {
         Arc::new_cyclic(|me| Tapes {
             source,
+            delayed_ms,
             tapes: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
@@ -402,7 +424,7 @@ impl<S: TapeSource> FollowSink for Tapes<S> {
         let trades = trades
             .into_iter()
             .skip(skip)
-            .map(|t| Arc::new(Shared::new(t)));
+            .map(|t| Arc::new(Shared::delayed(t, self.delayed_ms)));
         let catch_up: Vec<Arc<SharedTrade>> = match tape.ever_loaded {
             false => {
                 tape.ring = trades.collect();
@@ -432,7 +454,7 @@ impl<S: TapeSource> FollowSink for Tapes<S> {
         let Some(tape) = tapes.get_mut(trade.symbol.as_str()) else {
             return;
         };
-        let trade = Arc::new(Shared::new(trade));
+        let trade = Arc::new(Shared::delayed(trade, self.delayed_ms));
         if !tape.loaded {
             if tape.early.len() == EARLY_KEPT {
                 tape.early.pop_front();

@@ -102,9 +102,14 @@ pub struct DelayedConfig {
     /// At most one sample per symbol this often, ms: the step of delayed data. Default
     /// 1000.
     pub step_ms: u64,
-    /// How long samples are kept, ms: the longest delay an edge serves plus a margin.
-    /// Default 1200000 (20 minutes, for the 15-minute delay).
+    /// How long samples (and delayed trades and bars) are kept, ms: the longest delay an
+    /// edge serves plus a margin. Default 1200000 (20 minutes, for the 15-minute delay).
     pub keep_ms: u64,
+    /// The stream of delayed trades and bars: every message of `trades.stream` and
+    /// `bars.stream`, sourced from them and kept `keep_ms` on file, with direct gets;
+    /// created (with `kv.replicas` copies) when trades are published. Default
+    /// `md_delayed_tape`.
+    pub tape_stream: String,
 }
 
 impl Default for DelayedConfig {
@@ -114,6 +119,7 @@ impl Default for DelayedConfig {
             stream: tickmesh_core::subject::DELAYED_STREAM.into(),
             step_ms: 1000,
             keep_ms: 1_200_000,
+            tape_stream: tickmesh_core::subject::DELAYED_TAPE_STREAM.into(),
         }
     }
 }
@@ -250,6 +256,8 @@ impl IngestConfig {
             ("lease.bucket", &self.lease.bucket),
             ("trades.stream", &self.trades.stream),
             ("bars.stream", &self.bars.stream),
+            ("delayed.stream", &self.delayed.stream),
+            ("delayed.tape_stream", &self.delayed.tape_stream),
         ] {
             if !valid_bucket(bucket) {
                 return Err(bad(key, format!("{bucket:?} is not a valid bucket name")));

@@ -129,6 +129,16 @@ async fn node(config: &IngestConfig, stop: &CancellationToken) -> anyhow::Result
                 config.kv.replicas,
             )
             .await?;
+        if config.trades.enabled {
+            let mut origins = vec![config.trades.stream.as_str()];
+            if config.bars.enabled {
+                origins.push(config.bars.stream.as_str());
+            }
+            let keep = Duration::from_millis(d.keep_ms);
+            client
+                .delayed_tape_stream(&d.tape_stream, &origins, keep, config.kv.replicas)
+                .await?;
+        }
     }
     let lease = match config.lease.enabled {
         true => Some(Lease::open(&client, &config.lease, config.kv.replicas).await?),

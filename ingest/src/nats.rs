@@ -164,6 +164,18 @@ impl Client {
         buckets::delayed_stream(&self.js, name, keep, replicas).await
     }
 
+    /// The stream of delayed trades and bars, created if missing: see
+    /// [`buckets::delayed_tape_stream`].
+    pub async fn delayed_tape_stream(
+        &self,
+        name: &str,
+        origins: &[&str],
+        keep: std::time::Duration,
+        replicas: usize,
+    ) -> anyhow::Result<()> {
+        buckets::delayed_tape_stream(&self.js, name, origins, keep, replicas).await
+    }
+
     /// Waits until the server has everything published so far.
     pub async fn flush(&self) -> anyhow::Result<()> {
         Ok(self.client.flush().await?)

@@ -2,7 +2,7 @@
 //! whose sampler fills the stream `md_delayed`) and an edge serving a 3 s delay: a symbol
 //! a token covers only by `dly` reaches its client `delay_ms` late, never fresher, on the
 //! same connection as real-time symbols; an `auth` that moves a symbol between real time
-//! and delayed takes effect in place; trades of a delayed-only symbol are refused.
+//! and delayed takes effect in place; its trades and bars are as delayed as its ticks.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
@@ -183,14 +183,6 @@ async fn a_dly_symbol_is_exactly_delay_ms_old_beside_real_time_ones_and_auth_mov
         .map(|(_, v)| v)
         .collect();
     assert!(gaps.is_empty(), "gaps told of AAPL: {gaps:?}");
-    // Trades of a delayed-only symbol are not served.
-    c.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"trades"}))
-        .await
-        .unwrap();
-    let refused = c.next_of("error", 5 * SECOND).await.unwrap();
-    assert_eq!(refused["code"], "not_entitled", "{refused}");
-    let none = c.next_of("subscribed", 5 * SECOND).await.unwrap();
-    assert_eq!(none["symbols"], json!([]), "{none}");
 
     // Upgraded in place: `subscribed` without `delayed`, then real time.
     c.send(json!({"op":"auth","id":3,"token":token(&["MSFT", "AAPL"], &[])}))
@@ -267,16 +259,15 @@ async fn a_rest_snapshot_of_a_dly_symbol_is_its_value_of_delay_ms_ago() {
     let s = setup().await;
     tokio::time::sleep(Duration::from_millis(DELAY_MS + STEP_MS)).await;
     let bearer = format!("Bearer {}", token(&["MSFT"], &["AAPL"]));
-    let answer = http_get_with(
-        s.addr,
-        "/v1/snapshot?symbols=AAPL,MSFT,SPY",
-        &[("authorization", bearer.as_str())],
-    )
-    .await
-    .unwrap();
-    let at = now_us();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    // The answer to `GET path` with the token, and when it came.
+    let get = async |path: &str| {
+        let headers = [("authorization", bearer.as_str())];
+        let answer = http_get_with(s.addr, path, &headers).await.unwrap();
+        let at = now_us();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        (at, serde_json::from_str::<Value>(&answer.body).unwrap())
+    };
+    let (at, body) = get("/v1/snapshot?symbols=AAPL,MSFT,SPY").await;
     let snapshots = body["snapshots"].as_array().unwrap();
     let symbols: Vec<&str> = snapshots
         .iter()
@@ -287,6 +278,20 @@ async fn a_rest_snapshot_of_a_dly_symbol_is_its_value_of_delay_ms_ago() {
     assert_real_time(&[(at, &snapshots[1])], "MSFT over REST");
     assert_eq!(body["errors"][0]["code"], "not_entitled", "{body}");
     assert_eq!(body["errors"][0]["symbol"], "SPY", "{body}");
+
+    // `GET /v1/bars`: the bars that had closed delay_ms ago, told as delayed.
+    tokio::time::sleep(6 * SECOND).await;
+    let (at, body) = get("/v1/bars/AAPL?tf=1s&n=3").await;
+    let bars = body["bars"].as_array().unwrap();
+    assert_eq!(bars.len(), 3, "{body}");
+    for b in bars {
+        assert_eq!(b["delayed_ms"].as_u64(), Some(DELAY_MS), "{b}");
+        let end = b["t"].as_u64().unwrap() + 1_000_000;
+        assert!(
+            end + DELAY_MS * 1000 <= at,
+            "a bar closed sooner than delay_ms: {b}"
+        );
+    }
     s.edge.stop().await.unwrap();
     s.ingest.stop().await.unwrap();
 }
@@ -319,6 +324,217 @@ async fn a_delayed_only_sessions_heartbeat_lag_is_at_least_the_delay() {
         lags.iter().all(|&lag| lag >= DELAY_MS),
         "hb.lag_ms {lags:?} under the delay of {DELAY_MS} ms"
     );
+    s.edge.stop().await.unwrap();
+    s.ingest.stop().await.unwrap();
+}
+
+/// The prints of `symbol` in the `trades` messages of `msgs`: (arrival µs, in a snapshot,
+/// print).
+fn prints_of<'a>(msgs: &'a [(u64, Value)], symbol: &str) -> Vec<(u64, bool, &'a Value)> {
+    let mut out = Vec::new();
+    for (at, v) in msgs.iter().filter(|(_, v)| v["type"] == "trades") {
+        let snapshot = v["snapshot"] == true;
+        for t in v["trades"].as_array().unwrap() {
+            if t["symbol"] == symbol {
+                out.push((*at, snapshot, t));
+            }
+        }
+    }
+    out
+}
+
+/// The bars of `msgs`' `bars` messages: (arrival µs, bar).
+fn bars_in(msgs: &[(u64, Value)]) -> Vec<(u64, &Value)> {
+    let bars = msgs.iter().filter(|(_, v)| v["type"] == "bars");
+    bars.flat_map(|(at, v)| v["bars"].as_array().unwrap().iter().map(|b| (*at, b)))
+        .collect()
+}
+
+/// Trades and bars of a delayed-only symbol come from the stream of delayed prints and
+/// bars at now − delay: the same prints a real-time client saw, in order and none
+/// missing, each reaching the client `delay_ms` after its `ts` (never sooner, within a
+/// second after), with `delayed_ms`; the bars are those the real-time client saw close,
+/// told `delay_ms` late. An `auth` moves both in place, told by a `subscribed` each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trades_and_bars_of_a_dly_symbol_are_exactly_delay_ms_old() {
+    let s = setup().await;
+    let mut live = Client::connect_with(s.addr, Format::Json, Some(&token(&["AAPL"], &[])))
+        .await
+        .unwrap();
+    live.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"stream":"trades","history":0}))
+        .await
+        .unwrap();
+    live.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"bars","tf":"1s","history":0,"interval_ms":250}))
+        .await
+        .unwrap();
+    // The delayed client comes once the delayed stream holds prints older than the delay.
+    let live_read = tokio::spawn(async move {
+        let msgs = read_for(&mut live, Duration::from_millis(DELAY_MS) + 12 * SECOND).await;
+        (live, msgs)
+    });
+    tokio::time::sleep(Duration::from_millis(DELAY_MS) + 2 * SECOND).await;
+    let mut c = Client::connect_with(s.addr, Format::Json, Some(&token(&["MSFT"], &["AAPL"])))
+        .await
+        .unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"stream":"trades","history":20}))
+        .await
+        .unwrap();
+    c.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"bars","tf":"1s","history":3,"interval_ms":250}))
+        .await
+        .unwrap();
+    let msgs = read_for(&mut c, 6 * SECOND).await;
+    let (mut live, live_msgs) = live_read.await.unwrap();
+    let subscribed: Vec<&Value> = msgs
+        .iter()
+        .filter(|(_, v)| v["type"] == "subscribed")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(subscribed.len(), 2, "{subscribed:?}");
+    for sub in &subscribed {
+        assert_eq!(
+            (&sub["symbols"], &sub["delayed"]),
+            (&json!(["AAPL"]), &json!(["AAPL"])),
+            "{sub}"
+        );
+    }
+
+    // Prints: exactly delay_ms old, the history as much as the live ones.
+    let prints = prints_of(&msgs, "AAPL");
+    let history = prints.iter().filter(|(_, snap, _)| *snap).count();
+    assert_eq!(history, 20, "a history of 20 prints of delay_ms ago");
+    assert!(
+        prints.len() > history + 5,
+        "live delayed prints: {}",
+        prints.len() - history
+    );
+    for (at, snapshot, t) in &prints {
+        let ts = t["ts"].as_u64().unwrap();
+        assert_eq!(t["delayed_ms"].as_u64(), Some(DELAY_MS), "{t}");
+        assert!(
+            ts + DELAY_MS * 1000 <= *at,
+            "a print {} ms old reached a delayed-only client: {t}",
+            (at - ts) / 1000
+        );
+        if !snapshot {
+            assert!(
+                *at <= ts + DELAY_MS * 1000 + 1_000_000,
+                "a live print {} ms old: more than a second past the delay: {t}",
+                (at - ts) / 1000
+            );
+        }
+    }
+    // The same prints as in real time, in order, none missing.
+    let ids: Vec<u64> = prints
+        .iter()
+        .map(|(_, _, t)| t["trade_id"].as_u64().unwrap())
+        .collect();
+    let live_ids: Vec<u64> = prints_of(&live_msgs, "AAPL")
+        .iter()
+        .map(|(_, _, t)| t["trade_id"].as_u64().unwrap())
+        .collect();
+    let from = live_ids
+        .iter()
+        .position(|id| *id == ids[0])
+        .expect("the delayed history's first print was seen live");
+    assert_eq!(
+        ids,
+        live_ids[from..from + ids.len()],
+        "the delayed tape is the real-time tape, delay_ms later"
+    );
+
+    // Bars: the history, then updates and finals, each as of delay_ms ago.
+    let bars = bars_in(&msgs);
+    let first = msgs.iter().find(|(_, v)| v["type"] == "bars").unwrap();
+    assert_eq!(first.1["snapshot"], true, "{}", first.1);
+    let finals: std::collections::HashMap<u64, &Value> = bars_in(&live_msgs)
+        .into_iter()
+        .filter(|(_, b)| b["final"] == true)
+        .map(|(_, b)| (b["t"].as_u64().unwrap(), b))
+        .collect();
+    let mut compared = 0;
+    for (at, b) in &bars {
+        let t = b["t"].as_u64().unwrap();
+        assert_eq!(b["delayed_ms"].as_u64(), Some(DELAY_MS), "{b}");
+        let due = at - DELAY_MS * 1000;
+        assert!(t <= due, "a bar that started after now - delay: {b}");
+        if b["final"] == true {
+            assert!(
+                t + 1_000_000 <= due,
+                "a bar closed sooner than delay_ms: {b}"
+            );
+            if let Some(live) = finals.get(&t) {
+                let fields = ["open", "high", "low", "close", "volume", "trades"];
+                for k in fields {
+                    assert_eq!(b[k], live[k], "{k} of the bar at {t}: {b} vs {live}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(
+        compared >= 3,
+        "delayed finals compared with real time: {compared}"
+    );
+
+    // Moved to real time in place: a `subscribed` without `delayed` per stream, then
+    // fresh prints and bars.
+    c.send(json!({"op":"auth","id":3,"token":token(&["MSFT", "AAPL"], &[])}))
+        .await
+        .unwrap();
+    let msgs = read_for(&mut c, 3 * SECOND).await;
+    let moved: Vec<&Value> = msgs
+        .iter()
+        .filter(|(_, v)| v["type"] == "subscribed")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    for m in &moved {
+        assert_eq!(
+            (&m["symbols"], m.get("delayed")),
+            (&json!(["AAPL"]), None),
+            "{m}"
+        );
+    }
+    let after = msgs
+        .iter()
+        .position(|(_, v)| v["type"] == "subscribed")
+        .unwrap();
+    let prints = prints_of(&msgs[after..], "AAPL");
+    assert!(!prints.is_empty(), "no print after the move to real time");
+    for (at, snapshot, t) in &prints {
+        assert!(t.get("delayed_ms").is_none(), "{t}");
+        if !snapshot {
+            let age_ms = (at - t["ts"].as_u64().unwrap()) / 1000;
+            assert!(age_ms < 1000, "a real-time print {age_ms} ms old: {t}");
+        }
+    }
+
+    // And back: from its `subscribed` on, nothing fresher than the delay.
+    c.send(json!({"op":"auth","id":4,"token":token(&["MSFT"], &["AAPL"])}))
+        .await
+        .unwrap();
+    let msgs = read_for(&mut c, 3 * SECOND).await;
+    let after = msgs
+        .iter()
+        .position(|(_, v)| v["type"] == "subscribed")
+        .unwrap();
+    assert_eq!(
+        msgs[after].1["delayed"],
+        json!(["AAPL"]),
+        "{}",
+        msgs[after].1
+    );
+    let prints = prints_of(&msgs[after..], "AAPL");
+    assert!(!prints.is_empty(), "no print after the move back");
+    for (at, _, t) in &prints {
+        assert_eq!(t["delayed_ms"].as_u64(), Some(DELAY_MS), "{t}");
+        assert!(t["ts"].as_u64().unwrap() + DELAY_MS * 1000 <= *at, "{t}");
+    }
+    for (at, b) in bars_in(&msgs[after..]) {
+        assert_eq!(b["delayed_ms"].as_u64(), Some(DELAY_MS), "{b}");
+        assert!(b["t"].as_u64().unwrap() + DELAY_MS * 1000 <= at, "{b}");
+    }
+    drop((c, live.send(json!({"op":"ping"})).await));
     s.edge.stop().await.unwrap();
     s.ingest.stop().await.unwrap();
 }

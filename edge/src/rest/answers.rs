@@ -16,10 +16,12 @@ use tickmesh_core::{Format, Mode, Symbol};
 use super::query::{BarsPath, BarsQuery, SnapshotQuery};
 use super::{Reply, Rest};
 use crate::auth::{Coverage, Grant};
+use crate::bars;
 use crate::checks::{self, Checked, Refusals};
 use crate::fanout::SharedTick;
 use crate::nats::delayed::{SUBJECTS_PER_READ, samples_due};
-use crate::tape::SharedBar;
+use crate::nats::delayed_tape::{closed_by, now_us};
+use crate::tape::{Shared, SharedBar};
 
 /// What a snapshot request read of one symbol.
 enum Value {
@@ -231,15 +233,28 @@ impl Rest {
         let [symbol] = &checks::parse_symbols(&[path.symbol], &mut refusals)[..] else {
             return Reply::refused(refusals);
         };
+        let coverage = grant.coverage(symbol.as_str(), &edge.refdata);
+        let covered = coverage != Coverage::None;
+        let at = (covered, false, 1);
         let checked =
-            checks::first_checks(grant, &edge.refdata, symbol, (false, 1), "", &mut refusals);
+            checks::first_checks_covered(grant, &edge.refdata, symbol, at, "", &mut refusals);
         if checked != Checked::New {
             return Reply::refused(refusals);
         }
         let n = q.n.unwrap_or(bar::DEFAULT_HISTORY) as usize;
-        let closed = match edge.bar_feeds.closed(symbol, q.tf, n) {
+        let delayed = coverage == Coverage::Delayed;
+        let held = match delayed {
+            false => edge.bar_feeds.closed(symbol, q.tf, n),
+            true => edge.delayed_bar_feeds.closed(symbol, q.tf, n),
+        };
+        let closed = match held {
             Some(closed) => closed,
-            None => match self.read_bars(symbol, q.tf, n).await {
+            // A delayed read keeps those closed by now - delay: read them all.
+            None => match self
+                .read_bars(symbol, q.tf, if delayed { bars::KEEP } else { n })
+                .await
+            {
+                Ok(closed) if delayed => delayed_bars(closed, n, edge.config.delayed.delay_ms),
                 Ok(closed) => closed,
                 Err(why) => {
                     refusals.symbol_retry(
@@ -283,6 +298,22 @@ impl Rest {
         tracing::trace!(elapsed = ?started.elapsed(), "bars read for REST");
         read
     }
+}
+
+/// The last `n` of `closed` (closed bars, oldest first) that had closed `delay_ms` ago,
+/// told as delayed.
+fn delayed_bars(closed: Vec<Arc<SharedBar>>, n: usize, delay_ms: u64) -> Vec<Arc<SharedBar>> {
+    let due_us = now_us().saturating_sub(delay_ms.saturating_mul(1000));
+    let by_then: Vec<&Arc<SharedBar>> = closed
+        .iter()
+        .filter(|b| closed_by(&b.item, due_us))
+        .collect();
+    let skip = by_then.len().saturating_sub(n);
+    by_then
+        .into_iter()
+        .skip(skip)
+        .map(|b| Arc::new(Shared::delayed(b.item.clone(), Some(delay_ms))))
+        .collect()
 }
 
 /// `{"snapshots":[tick objects],"errors":[error messages]}`.

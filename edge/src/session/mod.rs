@@ -340,15 +340,13 @@ where
             return;
         }
         let ticks = self.tick_subscriptions();
-        let symbols = ticks.iter().map(|(s, _, _)| s.as_str());
-        let symbols = symbols.chain(self.tapes.all_symbols().map(Symbol::as_str));
-        let classes = ticks
-            .iter()
-            .map(|(_, _, delayed)| match delayed {
-                true => Class::Delayed,
-                false => Class::RealTime,
-            })
-            .chain(std::iter::repeat(Class::RealTime));
+        let ticks = ticks.iter().map(|(s, _, delayed)| (s, *delayed));
+        let held: Vec<(&Symbol, bool)> = ticks.chain(self.tapes.all_symbols()).collect();
+        let symbols = held.iter().map(|(s, _)| s.as_str());
+        let classes = held.iter().map(|(_, delayed)| match delayed {
+            true => Class::Delayed,
+            false => Class::RealTime,
+        });
         let feeds = edge.refdata.feeds_of(symbols);
         let held: std::collections::BTreeSet<(&str, Class)> =
             feeds.iter().map(String::as_str).zip(classes).collect();
@@ -940,6 +938,7 @@ where
             items.clear();
             return Err(End::Close(close::SLOW_CONSUMER, "fell behind a tape"));
         }
+        items.retain(|item| self.tapes.wants(item));
         let format = self.format;
         let mut out = Vec::new();
         let mut run: Vec<Arc<SharedTrade>> = Vec::new();

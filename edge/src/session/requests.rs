@@ -6,6 +6,7 @@
 //! is expanded once, refusals go out through [`Refusals`], and a request costs its
 //! sender's rate by its entries ([`cost`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -523,9 +524,17 @@ where
             None => tapes.holds(s.as_str()),
             Some(tf) => tapes.holds_bars(s, tf),
         };
-        let followed = |s: &Symbol| match tf {
-            None => (edge.tapes.followed(), edge.tapes.is_followed(s.as_str())),
-            Some(tf) => (edge.bar_feeds.followed(), edge.bar_feeds.is_followed(s, tf)),
+        let followed = |s: &Symbol, delayed: bool| match (tf, delayed) {
+            (None, false) => (edge.tapes.followed(), edge.tapes.is_followed(s.as_str())),
+            (None, true) => {
+                let tapes = &edge.delayed_tapes;
+                (tapes.followed(), tapes.is_followed(s.as_str()))
+            }
+            (Some(tf), false) => (edge.bar_feeds.followed(), edge.bar_feeds.is_followed(s, tf)),
+            (Some(tf), true) => {
+                let feeds = &edge.delayed_bar_feeds;
+                (feeds.followed(), feeds.is_followed(s, tf))
+            }
         };
         let max = self.grant.max_symbols as usize;
         let cap = self.read_cap();
@@ -535,23 +544,30 @@ where
         let chains = self.expand_chains(chains, &mut candidates, cap, &mut refusals);
         let mut room = max.saturating_sub(self.tick_subscription_count() + self.tapes.len());
         let mut accepted = Vec::with_capacity(candidates.len());
+        let mut delayed_symbols = Vec::new();
         for symbol in candidates {
             let is_held = held(&self.tapes, &symbol);
-            // Trades and bars are served in real time only: `ent`.
-            let covered = self.grant.allows(symbol.as_str(), &edge.refdata);
+            // Real time where `ent` covers the symbol, delayed where only `dly` does.
+            let coverage = self.grant.coverage(symbol.as_str(), &edge.refdata);
+            let covered = coverage != Coverage::None;
+            let delayed = coverage == Coverage::Delayed;
             match self.first_checks(&symbol, covered, is_held, room, &mut refusals) {
                 Checked::Refused => continue,
                 Checked::Held => {
                     if let Some(tf) = tf {
                         // A change of interval, in place.
-                        self.tapes.subscribe_bars(&symbol, tf, history, interval_ms);
+                        let how = (interval_ms, delayed);
+                        self.tapes.subscribe_bars(&symbol, tf, history, how);
+                    }
+                    if delayed {
+                        delayed_symbols.push(symbol.to_string());
                     }
                     accepted.push(symbol);
                     continue;
                 }
                 Checked::New => {}
             }
-            let (count, is_followed) = followed(&symbol);
+            let (count, is_followed) = followed(&symbol, delayed);
             if count >= limits.max_carried_symbols && !is_followed {
                 refusals.symbol_retry(
                     ErrorCode::Unavailable,
@@ -580,11 +596,15 @@ where
                 room -= 1;
                 match tf {
                     None => {
-                        self.tapes.subscribe(&symbol, history);
+                        self.tapes.subscribe(&symbol, history, delayed);
                     }
                     Some(tf) => {
-                        self.tapes.subscribe_bars(&symbol, tf, history, interval_ms);
+                        let how = (interval_ms, delayed);
+                        self.tapes.subscribe_bars(&symbol, tf, history, how);
                     }
+                }
+                if delayed {
+                    delayed_symbols.push(symbol.to_string());
                 }
                 accepted.push(symbol);
             }
@@ -598,7 +618,7 @@ where
             mode: req.mode,
             stream: req.stream,
             tf,
-            delayed: Vec::new(),
+            delayed: delayed_symbols,
         });
         replies
     }
@@ -695,9 +715,16 @@ where
             .collect();
         tapes.sort();
         let mut room = (grant.max_symbols as usize).saturating_sub(kept.len());
+        let bar_intervals: HashMap<(Symbol, Timeframe), u32> = self
+            .tapes
+            .bars()
+            .into_iter()
+            .map(|(s, tf, ms)| ((s, tf), ms))
+            .collect();
         for (symbol, tf) in tapes {
             let what = if tf.is_some() { "bars" } else { "trades" };
-            let (code, message) = if !grant.allows(symbol.as_str(), &self.edge.refdata) {
+            let coverage = grant.coverage(symbol.as_str(), &self.edge.refdata);
+            let (code, message) = if coverage == Coverage::None {
                 (
                     ErrorCode::NotEntitled,
                     format!("no longer entitled: {what} unsubscribed"),
@@ -712,6 +739,12 @@ where
                 )
             } else {
                 room -= 1;
+                // Moved between real time and delayed: in place, told by a `subscribed`
+                // of it, then its history from the side it is now on.
+                let delayed = coverage == Coverage::Delayed;
+                if self.tapes.is_delayed(&symbol, tf) == Some(!delayed) {
+                    replies.push(self.move_tape(id, &symbol, tf, &bar_intervals, delayed));
+                }
                 continue;
             };
             count_error(code, 1);
@@ -805,6 +838,47 @@ where
         }
         self.send(out).await?;
         Ok(Vec::new())
+    }
+
+    /// Moves the session's tape of `symbol` (`tf` none) or its `tf` bars to the delayed
+    /// side (`delayed`) or to real time, with a history of the default length from there;
+    /// the `subscribed` that tells the client.
+    fn move_tape(
+        &mut self,
+        id: Option<i64>,
+        symbol: &Symbol,
+        tf: Option<Timeframe>,
+        bar_intervals: &HashMap<(Symbol, Timeframe), u32>,
+        delayed: bool,
+    ) -> ServerMsg {
+        let (stream, interval_ms) = match tf {
+            None => {
+                let history = protocol::DEFAULT_TRADES_HISTORY as usize;
+                self.tapes.subscribe(symbol, history, delayed);
+                (StreamKind::Trades, 0)
+            }
+            Some(tf) => {
+                let held = bar_intervals.get(&(symbol.clone(), tf)).copied();
+                let ms = held.unwrap_or(protocol::DEFAULT_INTERVAL_MS);
+                let history = tickmesh_core::bar::DEFAULT_HISTORY as usize;
+                self.tapes
+                    .subscribe_bars(symbol, tf, history, (ms, delayed));
+                (StreamKind::Bars, ms)
+            }
+        };
+        ServerMsg::Subscribed {
+            id,
+            symbols: vec![symbol.to_string()],
+            chains: Vec::new(),
+            interval_ms,
+            mode: Default::default(),
+            stream,
+            tf,
+            delayed: match delayed {
+                true => vec![symbol.to_string()],
+                false => Vec::new(),
+            },
+        }
     }
 
     /// Moves the session's subscription to `symbol` into the delayed core (`delayed`) or

@@ -1,9 +1,10 @@
 //! A session's `trades` and `bars` subscriptions: which tapes and (symbol, timeframe)
-//! bars it holds, and its inbox of prints and bars (made with its first one). Given back
+//! bars it holds, real-time or delayed (followed by the edge's real-time tapes and bars,
+//! or its delayed ones), and its inbox of prints and bars (made with its first one). Given back
 //! to the edge when dropped, so that a session that ends in any way, a panic included,
 //! leaves no subscriber behind.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::fanout::SessionId;
@@ -23,9 +24,10 @@ const BARS_ROOM: usize = crate::bars::KEEP + 1;
 pub(super) struct HeldTapes {
     edge: Arc<Edge>,
     id: SessionId,
-    held: HashSet<Symbol>,
-    /// Bars held, with their interval.
-    bars: HashMap<(Symbol, Timeframe), u32>,
+    /// Tapes held, and whether delayed.
+    held: HashMap<Symbol, bool>,
+    /// Bars held, with their interval, and whether delayed.
+    bars: HashMap<(Symbol, Timeframe), (u32, bool)>,
     inbox: Option<(Inbox, InboxRx)>,
 }
 
@@ -34,7 +36,7 @@ impl HeldTapes {
         HeldTapes {
             edge,
             id,
-            held: HashSet::new(),
+            held: HashMap::new(),
             bars: HashMap::new(),
             inbox: None,
         }
@@ -45,9 +47,19 @@ impl HeldTapes {
         self.held.len() + self.bars.len()
     }
 
-    /// The symbols of every tape and bars held (a symbol may come more than once).
-    pub(super) fn all_symbols(&self) -> impl Iterator<Item = &Symbol> {
-        self.held.iter().chain(self.bars.keys().map(|(s, _)| s))
+    /// The symbols of every tape and bars held, and whether delayed (a symbol may come
+    /// more than once).
+    pub(super) fn all_symbols(&self) -> impl Iterator<Item = (&Symbol, bool)> {
+        let tapes = self.held.iter().map(|(s, delayed)| (s, *delayed));
+        tapes.chain(self.bars.iter().map(|((s, _), (_, delayed))| (s, *delayed)))
+    }
+
+    /// Whether the tape (`tf` none) or bars of `symbol` held are delayed; none if not held.
+    pub(super) fn is_delayed(&self, symbol: &Symbol, tf: Option<Timeframe>) -> Option<bool> {
+        match tf {
+            None => self.held.get(symbol).copied(),
+            Some(tf) => self.bars.get(&(symbol.clone(), tf)).map(|(_, d)| *d),
+        }
     }
 
     pub(super) fn holds_bars(&self, symbol: &Symbol, tf: Timeframe) -> bool {
@@ -57,68 +69,116 @@ impl HeldTapes {
     /// The (symbol, timeframe) bars held and their intervals, in no order.
     pub(super) fn bars(&self) -> Vec<(Symbol, Timeframe, u32)> {
         let held = self.bars.iter();
-        held.map(|((s, tf), ms)| (s.clone(), *tf, *ms)).collect()
+        held.map(|((s, tf), (ms, _))| (s.clone(), *tf, *ms))
+            .collect()
     }
 
-    /// Subscribes to `symbol`'s `tf` bars (or changes the interval of those held); true if
-    /// the edge starts following them.
+    /// Subscribes to `symbol`'s `tf` bars, real-time or `delayed` (or changes the
+    /// interval of those held on that side; held on the other, they move); true if the
+    /// edge starts following them.
     pub(super) fn subscribe_bars(
         &mut self,
         symbol: &Symbol,
         tf: Timeframe,
         history: usize,
-        interval_ms: u32,
+        (interval_ms, delayed): (u32, bool),
     ) -> bool {
+        if self.is_delayed(symbol, Some(tf)) == Some(!delayed) {
+            self.unsubscribe_bars(symbol, tf);
+        }
         let inbox = self.inbox();
-        if self
-            .bars
-            .insert((symbol.clone(), tf), interval_ms)
-            .is_none()
-        {
+        let key = (symbol.clone(), tf);
+        if self.bars.insert(key, (interval_ms, delayed)).is_none() {
             inbox.allow(BARS_ROOM, true);
         }
-        self.edge
-            .bar_feeds
-            .subscribe(self.id, symbol, tf, history, interval_ms, &inbox)
+        let (id, edge) = (self.id, &self.edge);
+        match delayed {
+            false => edge
+                .bar_feeds
+                .subscribe(id, symbol, tf, history, interval_ms, &inbox),
+            true => edge
+                .delayed_bar_feeds
+                .subscribe(id, symbol, tf, history, interval_ms, &inbox),
+        }
     }
 
     /// Gives `symbol`'s `tf` bars back; whether they were held.
     pub(super) fn unsubscribe_bars(&mut self, symbol: &Symbol, tf: Timeframe) -> bool {
-        if self.bars.remove(&(symbol.clone(), tf)).is_none() {
+        let Some((_, delayed)) = self.bars.remove(&(symbol.clone(), tf)) else {
             return false;
-        }
-        self.edge.bar_feeds.unsubscribe(self.id, symbol, tf);
+        };
+        match delayed {
+            false => self.edge.bar_feeds.unsubscribe(self.id, symbol, tf),
+            true => self.edge.delayed_bar_feeds.unsubscribe(self.id, symbol, tf),
+        };
         self.inbox().allow(BARS_ROOM, false);
         true
     }
 
     pub(super) fn holds(&self, symbol: &str) -> bool {
-        self.held.contains(symbol)
+        self.held.contains_key(symbol)
     }
 
     /// The symbols held, in no order.
     pub(super) fn symbols(&self) -> Vec<Symbol> {
-        self.held.iter().cloned().collect()
+        self.held.keys().cloned().collect()
     }
 
-    /// Subscribes to `symbol`'s tape (not held yet) with `history` prints first; true if
-    /// the edge starts following it.
-    pub(super) fn subscribe(&mut self, symbol: &Symbol, history: usize) -> bool {
+    /// Subscribes to `symbol`'s tape, real-time or `delayed`, with `history` prints first
+    /// (held on the other side, it moves); true if the edge starts following it.
+    pub(super) fn subscribe(&mut self, symbol: &Symbol, history: usize, delayed: bool) -> bool {
+        if self.is_delayed(symbol, None) == Some(!delayed) {
+            self.unsubscribe(symbol.as_str());
+        }
         let inbox = self.inbox();
-        if self.held.insert(symbol.clone()) {
+        if self.held.insert(symbol.clone(), delayed).is_none() {
             inbox.allow(TAPE_ROOM, true);
         }
-        self.edge.tapes.subscribe(self.id, symbol, history, &inbox)
+        match delayed {
+            false => self.edge.tapes.subscribe(self.id, symbol, history, &inbox),
+            true => self
+                .edge
+                .delayed_tapes
+                .subscribe(self.id, symbol, history, &inbox),
+        }
     }
 
     /// Gives `symbol`'s tape back; whether it was held.
     pub(super) fn unsubscribe(&mut self, symbol: &str) -> bool {
-        if !self.held.remove(symbol) {
+        let Some(delayed) = self.held.remove(symbol) else {
             return false;
-        }
-        self.edge.tapes.unsubscribe(self.id, symbol);
+        };
+        match delayed {
+            false => self.edge.tapes.unsubscribe(self.id, symbol),
+            true => self.edge.delayed_tapes.unsubscribe(self.id, symbol),
+        };
         self.inbox().allow(TAPE_ROOM, false);
         true
+    }
+
+    /// Whether `item` is of a tape or bars the session holds, on the side (real time or
+    /// delayed) it holds them now: what was queued before an unsubscribe, or before an
+    /// `auth` moved the symbol to the other side, is not written.
+    pub(super) fn wants(&self, item: &TapeItem) -> bool {
+        let is = |symbol: &str, tf: Option<Timeframe>, delayed: bool| {
+            let held = match tf {
+                None => self.held.get(symbol),
+                Some(tf) => Symbol::parse(symbol)
+                    .ok()
+                    .and_then(|s| self.bars.get(&(s, tf)).map(|(_, d)| d)),
+            };
+            held == Some(&delayed)
+        };
+        match item {
+            TapeItem::Trade(t) => is(&t.item.symbol, None, t.is_delayed()),
+            TapeItem::History(h) => h
+                .first()
+                .is_none_or(|t| is(&t.item.symbol, None, t.is_delayed())),
+            TapeItem::Bar(b) => is(&b.item.symbol, Some(b.item.tf), b.is_delayed()),
+            TapeItem::BarHistory(tf, h) => h
+                .first()
+                .is_none_or(|b| is(&b.item.symbol, Some(*tf), b.is_delayed())),
+        }
     }
 
     /// The session's inbox, made with its first tape or bars.
@@ -157,11 +217,18 @@ impl HeldTapes {
 
 impl Drop for HeldTapes {
     fn drop(&mut self) {
-        for symbol in self.held.drain() {
-            self.edge.tapes.unsubscribe(self.id, symbol.as_str());
+        let edge = &self.edge;
+        for (symbol, delayed) in self.held.drain() {
+            match delayed {
+                false => edge.tapes.unsubscribe(self.id, symbol.as_str()),
+                true => edge.delayed_tapes.unsubscribe(self.id, symbol.as_str()),
+            };
         }
-        for ((symbol, tf), _) in self.bars.drain() {
-            self.edge.bar_feeds.unsubscribe(self.id, &symbol, tf);
+        for ((symbol, tf), (_, delayed)) in self.bars.drain() {
+            match delayed {
+                false => edge.bar_feeds.unsubscribe(self.id, &symbol, tf),
+                true => edge.delayed_bar_feeds.unsubscribe(self.id, &symbol, tf),
+            };
         }
     }
 }

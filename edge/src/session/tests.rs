@@ -253,13 +253,13 @@ async fn a_tape_queue_is_bounded_by_prints_not_by_messages() {
     // Another session keeps the tapes followed; each has 500 prints kept.
     let mut keeper = HeldTapes::new(edge.clone(), 1);
     for symbol in &symbols {
-        keeper.subscribe(symbol, 0);
+        keeper.subscribe(symbol, 0, false);
         load_tape(&edge, symbol, 500);
     }
 
     let mut holder = HeldTapes::new(edge.clone(), 2);
     for symbol in &symbols {
-        holder.subscribe(symbol, 500);
+        holder.subscribe(symbol, 500, false);
     }
     assert!(!holder.overflowed(), "three full histories fit");
 
@@ -267,7 +267,7 @@ async fn a_tape_queue_is_bounded_by_prints_not_by_messages() {
     let aapl = &symbols[0];
     let mut rounds = 0;
     while !looper.overflowed() && rounds < 100 {
-        looper.subscribe(aapl, 500);
+        looper.subscribe(aapl, 500, false);
         looper.unsubscribe(aapl.as_str());
         rounds += 1;
     }

@@ -189,6 +189,53 @@ pub(super) async fn delayed_stream(
     Ok(())
 }
 
+/// Opens the stream of delayed trades and bars, creating it if missing: every message of
+/// the `origins` (the trades and bars streams), sourced from them from now on with their
+/// subjects, kept `keep` on file, with direct gets (edges read each followed subject of
+/// it at now − delay).
+pub(super) async fn delayed_tape_stream(
+    js: &jetstream::Context,
+    name: &str,
+    origins: &[&str],
+    keep: std::time::Duration,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    if js.get_stream(name).await.is_ok() {
+        return Ok(());
+    }
+    let mut sources = Vec::with_capacity(origins.len());
+    for origin in origins {
+        let mut stream = js
+            .get_stream(*origin)
+            .await
+            .with_context(|| format!("opening stream {origin}"))?;
+        let last = stream
+            .info()
+            .await
+            .with_context(|| format!("reading the state of stream {origin}"))?
+            .state
+            .last_sequence;
+        // What the origin kept before is not copied: it would be stored as new.
+        sources.push(jetstream::stream::Source {
+            name: origin.to_string(),
+            start_sequence: Some(last + 1),
+            ..Default::default()
+        });
+    }
+    let config = jetstream::stream::Config {
+        name: name.to_string(),
+        sources: Some(sources),
+        max_age: keep,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let description = "TickMesh delayed trades and bars: every print and bar, read at now - delay";
+    open_or_create(js, config, description).await?;
+    Ok(())
+}
+
 /// Opens the bars stream (subjects `bar.>`), creating it if missing: the last `keep`
 /// bars of each subject, `replicas` copies, in memory, with per-message TTLs (a bar in
 /// progress is kept only a while) and direct gets (a new owner reads the last bar of each
