@@ -86,7 +86,8 @@ impl Timeframe {
 pub struct Bar {
     pub symbol: String,
     pub tf: Timeframe,
-    /// Bar start, µs since the Unix epoch.
+    /// Bar start, µs since the Unix epoch: the start of its period (days are UTC), or
+    /// the start of the trading session when that began within the period.
     pub t: u64,
     pub open: f64,
     pub high: f64,
@@ -115,6 +116,12 @@ impl Bar {
             trades: 1,
             closed: false,
         }
+    }
+
+    /// When the bar's period ends, µs: its start is the period's, or (the first bar of a
+    /// trading session that began within the period) the session's start.
+    pub fn end(&self) -> u64 {
+        self.tf.start_of(self.t) + self.tf.micros()
     }
 
     /// Folds one more print of the bar in.
@@ -150,12 +157,10 @@ pub fn check(b: &Bar) -> Result<(), String> {
     if b.trades == 0 || b.t > MAX_SAFE_INTEGER || b.volume > MAX_SAFE_INTEGER {
         return Err("no prints, or a number not below 2^53".into());
     }
-    if !b.t.is_multiple_of(b.tf.micros()) {
-        return Err(format!(
-            "t {} is not the start of a {} bar",
-            b.t,
-            b.tf.as_str()
-        ));
+    // A bar starts at its period's start, or later in the period where a trading session
+    // started (see [`Bar::end`]): always on a whole second.
+    if !b.t.is_multiple_of(Timeframe::S1.micros()) {
+        return Err(format!("t {} is not a whole second", b.t));
     }
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! - A bar in progress that changed goes out at most every `bars.update_ms`.
 //! - A print older than the bar in progress (its `ts` went back) is refused for that
 //!   timeframe: counted and logged, never folded into the wrong bar.
+//! - A new trading session restarts the bars ([`Bars::restart`]): every bar in progress
+//!   closes, and the session's first bar of each timeframe starts at the session's start
+//!   (rounded up to a whole second) when that is later than its period's start, so that
+//!   no bar holds prints of two sessions and starts stay in order.
 //! - A new term (a node that took the feed over, or the start) goes on from what the
 //!   stream holds: before the first print of a symbol, the last bar of each of its
 //!   subjects is read ([`Bars::resume`]). A bar in progress of the same period is
@@ -72,6 +76,9 @@ pub struct Bars {
     /// The symbol's stream was read this term.
     resumed: Vec<bool>,
     update_us: u64,
+    /// When the trading session began, µs (a whole second; 0: not known): no bar starts
+    /// before it.
+    session_start: u64,
 }
 
 impl Bars {
@@ -112,10 +119,14 @@ impl Bars {
         self.resumed[i] = true;
         for (k, bar) in last.into_iter().enumerate() {
             let Some(mut bar) = bar else { continue };
-            let tf = bar.tf;
             if bar.closed {
                 self.closed[i][k] = self.closed[i][k].max(bar.t);
-            } else if bar.t + tf.micros() <= now {
+                if bar.end() > now + RESTART_SKEW_US {
+                    // Closed well before its time (more than two owners' clocks can
+                    // differ by): by a session's restart, which this term goes on after.
+                    self.session_start = self.session_start.max(whole_second(now));
+                }
+            } else if bar.end() <= now {
                 bar.closed = true;
                 self.closed[i][k] = bar.t;
                 out.push(bar);
@@ -130,7 +141,8 @@ impl Bars {
     }
 
     /// Folds a print of symbol `i` (`symbol`) at `ts` into its bars; bars it closes go
-    /// into `out`.
+    /// into `out`. A print before the session's start (in the second it started in)
+    /// counts from that start.
     pub fn on_print(
         &mut self,
         i: usize,
@@ -144,13 +156,18 @@ impl Bars {
         let mut folded = Folded::default();
         for tf in Timeframe::ALL {
             let k = tf.index();
-            let start = tf.start_of(ts);
+            // A print in the rest of the second a session restarted in counts from
+            // the session's start.
+            let at = ts.max(self.session_start);
+            let period = tf.start_of(at);
+            let start = period.max(self.session_start);
             if self.closed[i][k] >= start && self.closed[i][k] != 0 {
                 folded.refused += 1;
                 continue;
             }
             match &mut self.open[i][k] {
-                Some(open) if open.bar.t == start => {
+                // The bar of this period (which may have started with the session).
+                Some(open) if tf.start_of(open.bar.t) == period && open.bar.t <= at => {
                     open.bar.add(price, size);
                     open.dirty = true;
                 }
@@ -162,7 +179,10 @@ impl Bars {
                         out.push(done.bar);
                     }
                     *slot = Some(Open {
-                        bar: Bar::open_with(symbol, tf, ts, price, size),
+                        bar: Bar {
+                            t: start,
+                            ..Bar::open_with(symbol, tf, ts, price, size)
+                        },
                         dirty: true,
                         sent_at: 0,
                     });
@@ -172,13 +192,29 @@ impl Bars {
         folded
     }
 
+    /// A new trading session begins at `now` (µs): every bar in progress closes (final)
+    /// into `out`, and no bar starts before `now` (rounded up to a whole second).
+    pub fn restart(&mut self, now: u64, out: &mut Vec<Bar>) {
+        for (i, bars) in self.open.iter_mut().enumerate() {
+            for (k, slot) in bars.iter_mut().enumerate() {
+                if let Some(open) = slot.take() {
+                    let mut done = open.bar;
+                    done.closed = true;
+                    self.closed[i][k] = done.t;
+                    out.push(done);
+                }
+            }
+        }
+        self.session_start = self.session_start.max(whole_second(now));
+    }
+
     /// At `now` (µs): bars whose time is up close (final) into `out`, and bars in
     /// progress that changed and last went out at least `update_ms` ago go out.
     pub fn close_due(&mut self, now: u64, out: &mut Vec<Bar>) {
         for (i, bars) in self.open.iter_mut().enumerate() {
             for (k, slot) in bars.iter_mut().enumerate() {
                 let Some(open) = slot else { continue };
-                if open.bar.t + open.bar.tf.micros() <= now {
+                if open.bar.end() <= now {
                     let mut done = slot.take().expect("matched just above").bar;
                     done.closed = true;
                     self.closed[i][k] = done.t;
@@ -191,6 +227,15 @@ impl Bars {
             }
         }
     }
+}
+
+/// A closed bar read back whose period ends later than this after now was closed by a
+/// session's restart, not by an owner whose clock was ahead.
+const RESTART_SKEW_US: u64 = 5_000_000;
+
+/// `us` rounded up to a whole second.
+fn whole_second(us: u64) -> u64 {
+    us.div_ceil(1_000_000) * 1_000_000
 }
 
 #[cfg(test)]
@@ -291,5 +336,53 @@ mod tests {
                 .refused,
             1
         );
+    }
+
+    #[test]
+    fn a_new_session_closes_every_bar_and_starts_its_own_at_the_session_start() {
+        let mut bars = Bars::new(0);
+        let mut out = Vec::new();
+        bars.on_print(0, "AAPL", T0 + 10 * S, 10.0, 100, &mut out);
+        // The session restarts 20.5 s into the minute (and the hour, and the day).
+        bars.restart(T0 + 20 * S + 500_000, &mut out);
+        let closed: Vec<Bar> = out.iter().filter(|b| b.closed).cloned().collect();
+        assert_eq!(closed.len(), 5, "every bar in progress closes: {out:?}");
+        assert!(
+            closed
+                .iter()
+                .all(|b| b.trades == 1 && b.t == Timeframe::S1.start_of(b.t))
+        );
+        out.clear();
+        // A print in the rest of that second counts from the session's start (21 s).
+        let folded = bars.on_print(0, "AAPL", T0 + 20 * S + 700_000, 11.0, 5, &mut out);
+        assert_eq!(folded.refused, 0);
+        bars.on_print(0, "AAPL", T0 + 30 * S, 12.0, 5, &mut out);
+        bars.close_due(T0 + 60 * S, &mut out);
+        let m1 = finals(&out, Timeframe::M1);
+        assert_eq!(
+            (m1[0].t, m1[0].open, m1[0].close, m1[0].trades),
+            (T0 + 21 * S, 11.0, 12.0, 2),
+            "the session's first minute bar starts with it and ends with the minute"
+        );
+        assert!(tickmesh_core::bar::check(m1[0]).is_ok());
+        // The next minute's bar is the minute's own again; the day's bar goes on.
+        bars.on_print(0, "AAPL", T0 + 61 * S, 13.0, 1, &mut out);
+        bars.close_due(T0 + 120 * S, &mut out);
+        assert_eq!(finals(&out, Timeframe::M1).last().unwrap().t, T0 + 60 * S);
+        bars.close_due(T0 + 121 * S, &mut out);
+        let day = out.iter().rfind(|b| b.tf == Timeframe::D1).unwrap();
+        assert_eq!((day.t, day.closed, day.trades), (T0 + 21 * S, false, 3));
+
+        // A new owner that reads the bars the restart closed goes on with the session.
+        let mut last: [Option<Bar>; 5] = Default::default();
+        for b in closed {
+            let k = b.tf.index();
+            last[k] = Some(b);
+        }
+        let mut new = Bars::new(0);
+        let mut out = Vec::new();
+        new.resume(0, last, T0 + 25 * S, &mut out);
+        let folded = new.on_print(0, "AAPL", T0 + 26 * S, 11.0, 1, &mut out);
+        assert_eq!(folded.refused, 0, "none refused as if in a closed bar");
     }
 }

@@ -417,6 +417,10 @@ async fn sim_term(
         let mut n = 0u32;
         while sim.next_due() <= wall {
             let i = sim.next_tick_into(&mut tick);
+            if sim.take_day_rolled() {
+                now = now_us();
+                p.restart_bars(now).await.context("publishing bars")?;
+            }
             while p.len() <= i {
                 p.index_of(sim.symbol(p.len()))
                     .context("simulated symbols are valid")?;

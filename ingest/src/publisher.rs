@@ -337,6 +337,16 @@ impl<S: TickSink> Publisher<S> {
         self
     }
 
+    /// A new trading session begins at `now_us`: every bar in progress closes and goes
+    /// out final, and the session's bars start anew (see [`Bars::restart`]).
+    pub async fn restart_bars(&mut self, now_us: u64) -> Result<(), S::Error> {
+        let Some(feed) = &mut self.bars else {
+            return Ok(());
+        };
+        feed.bars.restart(now_us, &mut feed.out);
+        self.send_bars().await
+    }
+
     /// Closes the bars whose time is up and sends the bars in progress that changed, as
     /// of `now_us`.
     pub async fn flush_bars(&mut self, now_us: u64) -> Result<(), S::Error> {

@@ -4,7 +4,8 @@
 //! `md_last`, the chains list only live expiries, and a client holding an expired option
 //! is told `status` closed (`delisted`), then `unsubscribed`; the options still live, and
 //! the underlying, carry on into the new day, whose `prev_close` is the last close and
-//! whose volume starts again.
+//! whose volume starts again, as do its bars: the day's bar closes at the roll and the
+//! next session's begins then.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
@@ -61,6 +62,16 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
         .await
         .unwrap();
     let subscribed = c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    // Another client follows AAPL's daily bars through the roll.
+    let mut daily = Client::connect(addr, Format::Json).await.unwrap();
+    daily
+        .send(
+            json!({"op": "subscribe", "id": 1, "symbols": ["AAPL"], "stream": "bars",
+            "tf": "1d", "history": 1, "interval_ms": 250}),
+        )
+        .await
+        .unwrap();
+    let daily = tokio::spawn(async move { day_bars_through_the_roll(&mut daily).await });
     let expiring = of_expiry(&subscribed["symbols"], "261211");
     let live = of_expiry(&subscribed["symbols"], "261218");
     assert_eq!((expiring.len(), live.len()), (10, 10), "{subscribed}");
@@ -175,4 +186,42 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(md_last.get(&live[0]).await.unwrap().is_some());
+
+    // Bars restart with the session: the day's bar closed at the roll, and the new
+    // session's began then, not at the next UTC midnight.
+    let (closed, new) = daily.await.unwrap();
+    let t = |b: &Value| b["t"].as_u64().unwrap();
+    assert!(t(&new) > t(&closed), "{new} after {closed}");
+    assert_eq!(
+        t(&new) % 1_000_000,
+        0,
+        "a session starts on a whole second: {new}"
+    );
+    assert!(
+        new["volume"].as_u64() < closed["volume"].as_u64(),
+        "the new session's volume starts again: {new} after {closed}"
+    );
+}
+
+/// Reads `c`'s daily bars of AAPL until the day's bar closes and the next session's bar
+/// begins: (the last final, the first bar after it).
+async fn day_bars_through_the_roll(c: &mut Client) -> (Value, Value) {
+    let deadline = Instant::now() + 40 * SECOND;
+    let mut closed: Option<Value> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = c
+            .next_of("bars", left)
+            .await
+            .unwrap_or_else(|e| panic!("no new day's bar after {closed:?}: {e}"));
+        for b in m["bars"].as_array().unwrap() {
+            match (&closed, b["final"] == true) {
+                (_, true) => closed = Some(b.clone()),
+                (Some(c), false) if b["t"].as_u64() > c["t"].as_u64() => {
+                    return (c.clone(), b.clone());
+                }
+                _ => {}
+            }
+        }
+    }
 }

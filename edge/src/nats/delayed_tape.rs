@@ -272,5 +272,5 @@ impl Follower {
 /// Whether `bar`, as the bars stream keeps it, had surely closed by `due_us` (µs since
 /// the Unix epoch): it is a final that ended [`CLOSED_MARGIN_US`] before then at least.
 pub fn closed_by(bar: &Bar, due_us: u64) -> bool {
-    bar.closed && bar.t + bar.tf.micros() + CLOSED_MARGIN_US <= due_us
+    bar.closed && bar.end() + CLOSED_MARGIN_US <= due_us
 }

@@ -137,6 +137,8 @@ pub struct Simulator {
     /// The print of the tick returned last, if it printed.
     print: Option<Print>,
     ref_update: Option<RefUpdate>,
+    /// The day rolled (see [`Simulator::take_day_rolled`]).
+    day_rolled: bool,
     /// The market's phase: pre-open or open (an instrument may be halted within it).
     phase: State,
     /// Mean simulated seconds between halts (infinite: none).
@@ -173,6 +175,7 @@ impl Simulator {
             pending: VecDeque::new(),
             print: None,
             ref_update: None,
+            day_rolled: false,
             phase: SessionClock::new(p.session, p.today).phase(),
             halt_every: match p.session.halts_per_hour > 0.0 {
                 true => 3600.0 / p.session.halts_per_hour,
@@ -280,6 +283,12 @@ impl Simulator {
     /// Reference data changed since the last call (the whole set at the start).
     pub fn take_ref_update(&mut self) -> Option<RefUpdate> {
         self.ref_update.take()
+    }
+
+    /// Whether the trading day rolled since this was last asked: a new session begins,
+    /// and bars restart.
+    pub fn take_day_rolled(&mut self) -> bool {
+        std::mem::take(&mut self.day_rolled)
     }
 
     /// The next tick: (symbol index, tick without seq, epoch or ts).
@@ -610,6 +619,7 @@ impl Simulator {
     }
 
     fn roll_day(&mut self) {
+        self.day_rolled = true;
         for l in &mut self.listed {
             l.prev_close = l.last;
             l.halted_until = None;
