@@ -6,6 +6,7 @@
 pub mod refusals;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use tickmesh_core::Symbol;
 use tickmesh_core::protocol::{ErrorCode, ServerMsg};
@@ -185,14 +186,19 @@ pub fn first_checks_covered(
 }
 
 /// The answer to `chains` for `underlying` (looked up as sent): the `chains` reply, or
-/// `error` `unknown_symbol`, or `unavailable` before the reference data is read.
+/// `error` `unknown_symbol`, or `unavailable` before the reference data is read; with a
+/// `delay`, the chain as it was that long ago (for a user who sees it delayed only).
 pub fn chains(
     refdata: &RefData,
     limits: &LimitsConfig,
-    id: Option<i64>,
+    (id, delay): (Option<i64>, Option<Duration>),
     underlying: String,
 ) -> ServerMsg {
-    match refdata.chains(&underlying) {
+    let expiries = match delay {
+        Some(ago) => refdata.chains_as_of(&underlying, ago),
+        None => refdata.chains(&underlying),
+    };
+    match expiries {
         Some(expiries) => ServerMsg::Chains {
             id,
             underlying,

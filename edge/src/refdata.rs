@@ -9,10 +9,10 @@
 //! if nothing were known: requests are then answered `unavailable` (a client never decides
 //! what the edge carries), and `/readyz` says 503.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
@@ -91,9 +91,22 @@ impl Cache {
     }
 }
 
+/// A chain as it was before a change, and when it changed: what a delayed-only user is
+/// told of it until the delay has passed.
+#[derive(Debug)]
+struct ChainChange {
+    at: Instant,
+    underlying: String,
+    before: Option<Chain>,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     cache: RwLock<Cache>,
+    /// Chain changes of the last `keep_changes_ms`, oldest first (see
+    /// [`RefData::chains_as_of`]).
+    chain_changes: Mutex<VecDeque<ChainChange>>,
+    keep_changes_ms: AtomicU64,
     loaded: AtomicBool,
     changed: Notify,
     /// Bumped whenever instruments leave the reference data (an option expired, a symbol
@@ -231,6 +244,34 @@ impl RefData {
         self.len() == 0
     }
 
+    /// Keeps what chains were for `keep` after they change, for
+    /// [`RefData::chains_as_of`] (the longest delay served).
+    pub fn keep_chain_changes(&self, keep: Duration) {
+        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        self.shared.keep_changes_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// [`RefData::chains`] as it was `ago` (at most the `keep` of
+    /// [`RefData::keep_chain_changes`]): the chain before the first change since then, if
+    /// it changed.
+    pub fn chains_as_of(&self, underlying: &str, ago: Duration) -> Option<Vec<ChainExpiry>> {
+        if let Some(then) = Instant::now().checked_sub(ago) {
+            let changes = self
+                .shared
+                .chain_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let first = changes
+                .iter()
+                .find(|c| c.at > then && c.underlying == underlying);
+            if let Some(change) = first {
+                let before = change.before.as_ref().map(|c| c.expiries.clone());
+                return before.filter(|e| !e.is_empty());
+            }
+        }
+        self.chains(underlying)
+    }
+
     /// The expiries and strikes of `underlying`'s chain, ascending; `None` if it has no
     /// listed options. Each entry serializes as the protocol's
     /// `{"expiry": "YYYY-MM-DD", "strikes": [..]}`.
@@ -312,6 +353,10 @@ async fn sync(js: &jetstream::Context, bucket: &str, shared: &Shared) -> anyhow:
                     .write()
                     .expect("reference-data lock is never poisoned");
                 let before = cache.instruments.len();
+                if let Some(RefKey::Chain(underlying)) = refdata::parse_key(&entry.key) {
+                    let chain = cache.chains.get(underlying).cloned();
+                    shared.chain_changed(underlying, chain);
+                }
                 cache.apply(&entry);
                 let gone = cache.instruments.len() < before;
                 drop(cache);
@@ -323,6 +368,27 @@ async fn sync(js: &jetstream::Context, bucket: &str, shared: &Shared) -> anyhow:
         }
     }
     Ok(())
+}
+
+impl Shared {
+    /// `underlying`'s chain is about to change from `before`: kept while
+    /// `keep_changes_ms` asks (nothing kept when it is 0).
+    fn chain_changed(&self, underlying: &str, before: Option<Chain>) {
+        let keep = Duration::from_millis(self.keep_changes_ms.load(Ordering::Relaxed));
+        if keep.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut changes = self.chain_changes.lock().unwrap_or_else(|e| e.into_inner());
+        while changes.front().is_some_and(|c| c.at + keep < now) {
+            changes.pop_front();
+        }
+        changes.push_back(ChainChange {
+            at: now,
+            underlying: underlying.to_string(),
+            before,
+        });
+    }
 }
 
 fn publish(shared: &Shared, cache: Option<Cache>) {

@@ -252,7 +252,7 @@ impl Rest {
         match asked {
             Err(bad) => Reply::new_error(ErrorCode::BadRequest, bad.0, None),
             Ok(Ask::Snapshot(q)) => self.snapshot(&grant, q).await,
-            Ok(Ask::Chains(path)) => self.chains(path.underlying),
+            Ok(Ask::Chains(path)) => self.chains(&grant, path.underlying),
             Ok(Ask::Bars(path, q)) => self.bars(&grant, path, q).await,
             Ok(Ask::OpenApi) => Reply::ok(self.openapi.to_vec()),
         }

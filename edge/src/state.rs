@@ -138,6 +138,12 @@ impl Edge {
         );
         let usage = Usage::new(&config.name, &config.usage);
         let delayed_tapes = DelayedTapes::new(&nats, &config.delayed);
+        let refdata = RefData::new(match &config_js_domain {
+            Some(domain) => async_nats::jetstream::with_domain(nats.client().clone(), domain),
+            None => async_nats::jetstream::new(nats.client().clone()),
+        });
+        // A delayed-only user is told chains as they were `delay_ms` ago.
+        refdata.keep_chain_changes(Duration::from_millis(config.delayed.delay_ms));
         let delay_ms = config.delayed.delay_ms;
         Ok(Arc::new(Edge {
             config,
@@ -147,10 +153,7 @@ impl Edge {
             nats: nats.clone(),
             snapshots,
             verifier,
-            refdata: RefData::new(match &config_js_domain {
-                Some(domain) => async_nats::jetstream::with_domain(nats.client().clone(), domain),
-                None => async_nats::jetstream::new(nats.client().clone()),
-            }),
+            refdata,
             registry: Arc::new(Registry::default()),
             auth_throttle,
             new_interest,

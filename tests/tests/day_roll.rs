@@ -2,7 +2,8 @@
 //! that is an option expiry, ten times faster than real time, from a minute before the
 //! close. At the close the day rolls to Monday: the Friday options leave `md_ref` and
 //! `md_last`, the chains list only live expiries, and a client holding an expired option
-//! is told `status` closed (`delisted`), then `unsubscribed`; the options still live, and
+//! is told `status` closed (`delisted`), then `unsubscribed` (one holding it delayed,
+//! `delay_ms` later, as of when it went); the options still live, and
 //! the underlying, carry on into the new day, whose `prev_close` is the last close and
 //! whose volume starts again, as do its bars: the day's bar closes at the roll and the
 //! next session's begins then.
@@ -19,6 +20,7 @@ use tickmesh_tests::*;
 const SECOND: Duration = Duration::from_secs(1);
 const EXPIRING: &str = "2026-12-11";
 const LIVE: &str = "2026-12-18";
+const DELAY_MS: u64 = 3000;
 
 fn expiries(chains: &Value) -> Vec<String> {
     chains["expiries"]
@@ -51,6 +53,12 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
     ingest.kv.interval_ms = 50;
     let _ingest = start_ingest(ingest);
     let (_edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    // A second edge serves AAPL's family delayed only, 3 s late.
+    let mut config = edge_config(&nats.url());
+    config.auth.anonymous_ent = Vec::new();
+    config.auth.anonymous_dly = vec!["AAPL*".into()];
+    config.delayed.delay_ms = DELAY_MS;
+    let (_delayed_edge, delayed_addr) = start_edge(config).await.unwrap();
     let mut c = Client::connect(addr, Format::Json).await.unwrap();
     c.send(json!({"op": "chains", "id": 1, "underlying": "AAPL"}))
         .await
@@ -72,6 +80,13 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
         .await
         .unwrap();
     let daily = tokio::spawn(async move { day_bars_through_the_roll(&mut daily).await });
+    let mut late = Client::connect(delayed_addr, Format::Json).await.unwrap();
+    late.send(json!({"op": "subscribe", "id": 1, "chains": [format!("AAPL:{EXPIRING}")]}))
+        .await
+        .unwrap();
+    let held = late.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(held["delayed"].as_array().map(Vec::len), Some(10), "{held}");
+    let late = tokio::spawn(async move { delisted_late(&mut late).await });
     let expiring = of_expiry(&subscribed["symbols"], "261211");
     let live = of_expiry(&subscribed["symbols"], "261218");
     assert_eq!((expiring.len(), live.len()), (10, 10), "{subscribed}");
@@ -112,6 +127,21 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
             _ => {}
         }
     };
+    let told_at = now_us();
+    // Chains too: a delayed-only user is told them as they were delay_ms ago.
+    let mut asker = Client::connect(delayed_addr, Format::Json).await.unwrap();
+    let mut delayed_chains = async |id: i64| {
+        asker
+            .send(json!({"op": "chains", "id": id, "underlying": "AAPL"}))
+            .await
+            .unwrap();
+        expiries(&asker.next_of("chains", 5 * SECOND).await.unwrap())
+    };
+    assert_eq!(
+        delayed_chains(1).await,
+        [EXPIRING, LIVE],
+        "the chains of delay_ms ago, right after the roll"
+    );
     delisted.sort();
     let mut want = expiring.clone();
     want.sort();
@@ -187,6 +217,34 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
     }
     assert!(md_last.get(&live[0]).await.unwrap().is_some());
 
+    // A delayed holder is told delay_ms later, as of when the options went.
+    let (statuses, unsubscribed, late_at) = late.await.unwrap();
+    let mut gone: Vec<&str> = unsubscribed["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    gone.sort();
+    assert_eq!(gone, want, "{unsubscribed}");
+    assert_eq!(statuses.len(), 10, "{statuses:?}");
+    let lateness_ms = late_at.saturating_sub(told_at) / 1000;
+    assert!(
+        (DELAY_MS - 500..DELAY_MS + 2000).contains(&lateness_ms),
+        "the delayed holder was told {lateness_ms} ms after real time, not delay_ms"
+    );
+    for status in &statuses {
+        let ts = status["ts"].as_u64().unwrap();
+        assert!(ts + DELAY_MS * 1000 <= late_at, "{status}");
+        assert!(ts + DELAY_MS * 1000 >= told_at - 1_000_000, "{status}");
+    }
+    let listed = delayed_chains(2).await;
+    assert_eq!(
+        listed.first().map(String::as_str),
+        Some(LIVE),
+        "once delay_ms passed"
+    );
+
     // Bars restart with the session: the day's bar closed at the roll, and the new
     // session's began then, not at the next UTC midnight.
     let (closed, new) = daily.await.unwrap();
@@ -201,6 +259,30 @@ async fn at_the_roll_expired_options_leave_and_their_holders_are_told_closed_the
         new["volume"].as_u64() < closed["volume"].as_u64(),
         "the new session's volume starts again: {new} after {closed}"
     );
+}
+
+/// Reads `c` until the edge unsubscribes the options it holds delayed: the `status`es
+/// before, the `unsubscribed`, and when it came (µs).
+async fn delisted_late(c: &mut Client) -> (Vec<Value>, Value, u64) {
+    let deadline = Instant::now() + 40 * SECOND;
+    let mut statuses = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = c
+            .next_non_hb(left)
+            .await
+            .unwrap_or_else(|e| panic!("the delayed holder was not unsubscribed: {e}"));
+        match m["type"].as_str() {
+            Some("status") if m["reason"] == "delisted" => statuses.push(m),
+            Some("unsubscribed") => return (statuses, m, now_us()),
+            _ => {}
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.unwrap().as_micros() as u64
 }
 
 /// Reads `c`'s daily bars of AAPL until the day's bar closes and the next session's bar

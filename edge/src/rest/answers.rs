@@ -212,9 +212,16 @@ impl Rest {
     }
 
     /// `GET /v1/chains/{underlying}`: the WebSocket's `chains` answer.
-    pub(super) fn chains(&self, underlying: String) -> Reply {
+    pub(super) fn chains(&self, grant: &Grant, underlying: String) -> Reply {
         let edge = &self.edge;
-        match checks::chains(&edge.refdata, &edge.config.limits, None, underlying) {
+        let delayed = grant.coverage(&underlying, &edge.refdata) == Coverage::Delayed;
+        let delay = delayed.then(|| Duration::from_millis(edge.config.delayed.delay_ms));
+        match checks::chains(
+            &edge.refdata,
+            &edge.config.limits,
+            (None, delay),
+            underlying,
+        ) {
             reply @ ServerMsg::Chains { .. } => Reply::ok(reply.encode(Format::Json)),
             error => Reply::error(&error),
         }

@@ -123,6 +123,9 @@ struct Session<T> {
     delayed: Option<Box<DelayedPlace>>,
     /// Its part of the usage records.
     usage: SessionUsage,
+    /// Symbols it holds delayed that left the reference data, and when it saw them go:
+    /// a delayed holder is told `delayed.delay_ms` later (see `drop_delisted`).
+    delisted: HashMap<Symbol, tokio::time::Instant>,
 }
 
 /// A session's place in the delayed core ([`Edge::delayed`]), left on drop.
@@ -177,6 +180,7 @@ where
     let mut session = Session {
         id,
         usage,
+        delisted: HashMap::new(),
         member: joined.member.clone(),
         format,
         edge: edge.clone(),
@@ -464,6 +468,7 @@ where
                         self.drop_delisted().await
                     }
                 }
+                _ = sleep_until(self.delisted_due()) => self.drop_delisted().await,
                 _ = sleep_until(leave_at) => return End::Close(close::DRAINING, "draining"),
                 _ = revocations.changed() => self.check_grant().await,
                 _ = &mut expiry_timer, if expires => {
@@ -679,34 +684,62 @@ where
             .await
     }
 
+    /// When the next delisting of a symbol held delayed is due to be told.
+    fn delisted_due(&self) -> Option<tokio::time::Instant> {
+        let delay = Duration::from_millis(self.edge.config.delayed.delay_ms);
+        self.delisted.values().min().map(|at| *at + delay)
+    }
+
     /// Ends every subscription to a symbol that left the reference data (an option that
     /// expired at the day roll, a delisting): for each, a `status` with state `closed`,
     /// then an `unsubscribed` per stream, with no `id` (the edge's doing).
+    ///
+    /// A symbol held delayed is told `delayed.delay_ms` after the session saw it go, as
+    /// it is told of everything else: until then it goes on being served what was
+    /// current `delay_ms` ago.
     async fn drop_delisted(&mut self) -> Result<(), End> {
         let edge = self.edge.clone();
         if !edge.refdata.is_loaded() {
+            self.delisted.clear();
             return Ok(());
         }
-        let gone = |s: &Symbol| !edge.refdata.is_known(s.as_str());
+        let now = tokio::time::Instant::now();
+        let delay = Duration::from_millis(edge.config.delayed.delay_ms);
+        let mut seen = std::mem::take(&mut self.delisted);
+        // Symbols held delayed whose delisting is due: told as of `delay_ms` ago.
+        let mut late: HashSet<Symbol> = HashSet::new();
+        let mut gone = |s: &Symbol, delayed: bool| {
+            if edge.refdata.is_known(s.as_str()) {
+                return false;
+            }
+            let due = !delayed || *seen.entry(s.clone()).or_insert(now) + delay <= now;
+            if due && delayed {
+                late.insert(s.clone());
+            }
+            due
+        };
         let ticks: Vec<Symbol> = self
             .tick_subscriptions()
             .into_iter()
+            .filter(|(s, _, delayed)| gone(s, *delayed))
             .map(|(s, _, _)| s)
-            .filter(|s| gone(s))
             .collect();
         let tapes: Vec<Symbol> = self
             .tapes
             .symbols()
             .into_iter()
-            .filter(|s| gone(s))
+            .filter(|s| gone(s, self.tapes.is_delayed(s, None) == Some(true)))
             .collect();
         let bars: Vec<(Symbol, Timeframe)> = self
             .tapes
             .bars()
             .into_iter()
-            .filter(|(s, _, _)| gone(s))
+            .filter(|(s, tf, _)| gone(s, self.tapes.is_delayed(s, Some(*tf)) == Some(true)))
             .map(|(s, tf, _)| (s, tf))
             .collect();
+        // What is due now is dropped below; what is not yet due waits its turn.
+        seen.retain(|_, at| *at + delay > now);
+        self.delisted = seen;
         if ticks.is_empty() && tapes.is_empty() && bars.is_empty() {
             return Ok(());
         }
@@ -717,7 +750,9 @@ where
             .collect();
         closed.sort();
         closed.dedup();
+        // A delayed holder's status is of `delay_ms` ago, when the symbol went.
         let ts = now_us();
+        let delay_us = edge.config.delayed.delay_ms.saturating_mul(1000);
         let mut msgs: Vec<Message> = closed
             .into_iter()
             .map(|symbol| {
@@ -726,7 +761,10 @@ where
                     symbol: symbol.to_string(),
                     stale: false,
                     reason: "delisted".into(),
-                    ts,
+                    ts: match late.contains(symbol) {
+                        true => ts.saturating_sub(delay_us),
+                        false => ts,
+                    },
                 })
             })
             .collect();

@@ -170,10 +170,12 @@ where
             }
             Request::Chains { underlying } => {
                 let edge = &self.edge;
+                let delay = self.chains_delay(&underlying);
+                let limits = &edge.config.limits;
                 vec![checks::chains(
                     &edge.refdata,
-                    &edge.config.limits,
-                    id,
+                    limits,
+                    (id, delay),
                     underlying,
                 )]
             }
@@ -234,6 +236,14 @@ where
             account: account.to_string(),
             from_seq: sub.from_seq,
         }]
+    }
+
+    /// How old the chains of `underlying` this session is told are: the delay when its
+    /// token covers the underlying only by `dly`.
+    fn chains_delay(&self, underlying: &str) -> Option<std::time::Duration> {
+        let edge = &self.edge;
+        let delayed = self.grant.coverage(underlying, &edge.refdata) == Coverage::Delayed;
+        delayed.then(|| std::time::Duration::from_millis(edge.config.delayed.delay_ms))
     }
 
     fn read_cap(&self) -> usize {
