@@ -122,3 +122,74 @@ async fn halts_reach_every_client_as_status_before_the_ticks_in_the_new_state() 
     ingest.stop().await.unwrap();
     edge.stop().await.unwrap();
 }
+
+/// A client that sees the symbols delayed only is told each halt and resume `delay_ms`
+/// after a real-time client is, as of its tick's `ts`: never sooner, and within a sampling
+/// step and a second after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_only_client_is_told_halts_delay_ms_late() {
+    const DELAY_MS: u64 = 3000;
+    let nats = NatsServer::start().unwrap();
+    let mut config = ingest_config(&nats.url(), 1000);
+    // Halts of 30 simulated seconds (3 wall seconds): longer than a sampling step.
+    config.sim.session.speed = 10.0;
+    config.sim.session.halts_per_hour = 720.0;
+    config.sim.session.halt_s = 30.0;
+    let ingest = start_ingest(config);
+    let (edge, addr) = start_edge(edge_config(&nats.url())).await.unwrap();
+    let mut delayed_config = edge_config(&nats.url());
+    delayed_config.auth.anonymous_ent = Vec::new();
+    delayed_config.auth.anonymous_dly = vec!["*".into()];
+    delayed_config.delayed.delay_ms = DELAY_MS;
+    delayed_config.delayed.poll_ms = 100;
+    let (delayed_edge, delayed_addr) = start_edge(delayed_config).await.unwrap();
+    let mut live = subscribed(addr, 0).await;
+    let mut late = subscribed(delayed_addr, 0).await;
+    let (a, b) = tokio::join!(live.collect(12 * SECOND), late.collect(12 * SECOND));
+    let wall_us = |at: std::time::Instant| {
+        let ago = std::time::Instant::now().duration_since(at);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        (now.unwrap() - ago).as_micros() as u64
+    };
+    let halted = |msgs: &[(std::time::Instant, Value)]| -> Vec<(String, u64, u64)> {
+        msgs.iter()
+            .filter(|(_, v)| v["type"] == "status" && v["state"] == "halted")
+            .map(|(at, v)| {
+                let symbol = v["symbol"].as_str().unwrap().to_string();
+                (symbol, v["ts"].as_u64().unwrap(), wall_us(*at))
+            })
+            .collect()
+    };
+    let (live, late) = (halted(&a.unwrap()), halted(&b.unwrap()));
+    assert!(
+        !late.is_empty(),
+        "no halt told to the delayed client: live {live:?}"
+    );
+    let mut matched = 0;
+    for (symbol, ts, at) in &late {
+        assert!(
+            ts + DELAY_MS * 1000 <= *at,
+            "a halt of {symbol} told {} ms after it, sooner than delay_ms",
+            (at - ts) / 1000
+        );
+        // The same halt, told in real time: delay_ms (and at most a step and a second) later.
+        if let Some((_, _, live_at)) = live
+            .iter()
+            .find(|(s, t, _)| s == symbol && t.abs_diff(*ts) < 1_000_000)
+        {
+            let later_ms = (at - live_at) / 1000;
+            assert!(
+                (DELAY_MS - 1000..=DELAY_MS + 2000).contains(&later_ms),
+                "the halt of {symbol} reached the delayed client {later_ms} ms after the live one"
+            );
+            matched += 1;
+        }
+    }
+    assert!(
+        matched >= 1,
+        "no delayed halt matched a live one: {late:?} vs {live:?}"
+    );
+    ingest.stop().await.unwrap();
+    edge.stop().await.unwrap();
+    delayed_edge.stop().await.unwrap();
+}
