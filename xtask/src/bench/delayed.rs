@@ -2,7 +2,8 @@
 //! clients and symbols each time. Ingest publishes 500 symbols; every client subscribes
 //! to 5 of them at a 1 s interval, as real-time (`ent`) on one edge and as delayed-only
 //! (`dly`, a 5 s delay) on another; nats-server WS serves the real-time ticks (every tick:
-//! it cannot conflate) to the same number of clients in the same run. Its report is a
+//! it cannot conflate) to the same number of clients in the same run. The same clients
+//! then follow the same symbols' tapes (`stream: "trades"`), real-time and delayed. Its report is a
 //! section of its own in docs/benchmarks.md.
 
 use std::fmt::Write as _;
@@ -29,7 +30,21 @@ pub struct Delayed {
 
 fn clients(conns: u64, symbols: &[String], net: &str, duration: &str) -> Vec<String> {
     let mut a = subscribers(conns, symbols, 5, 1000, "quote");
-    a.extend(args(&[
+    a.extend(common(net, duration));
+    a
+}
+
+/// The same clients on the symbols' tapes (`stream: "trades"`): every print, never
+/// conflated.
+fn tape_clients(conns: u64, symbols: &[String], net: &str, duration: &str) -> Vec<String> {
+    let mut a = subscribers(conns, symbols, 5, 1000, "quote");
+    a.extend(args(&["--stream", "trades"]));
+    a.extend(common(net, duration));
+    a
+}
+
+fn common(net: &str, duration: &str) -> Vec<String> {
+    args(&[
         "--threads",
         "2",
         "--source-net",
@@ -41,8 +56,7 @@ fn clients(conns: u64, symbols: &[String], net: &str, duration: &str) -> Vec<Str
         "8",
         "--duration-s",
         duration,
-    ]));
-    a
+    ])
 }
 
 pub fn run(env: &Env) -> anyhow::Result<Delayed> {
@@ -64,6 +78,16 @@ pub fn run(env: &Env) -> anyhow::Result<Delayed> {
             },
         )?);
     }
+    runs.push(loadgen(
+        env,
+        &mesh,
+        "delayed",
+        &Load {
+            label: "real-time-trades",
+            nats: false,
+            args: tape_clients(conns, &symbols, "64", duration),
+        },
+    )?);
     mesh.stop();
     // Delayed only: anonymous sessions covered by `dly` alone.
     let spec = MeshSpec {
@@ -85,6 +109,16 @@ pub fn run(env: &Env) -> anyhow::Result<Delayed> {
             args: clients(conns, &symbols, "63", duration),
         },
     )?);
+    runs.push(loadgen(
+        env,
+        &mesh,
+        "delayed",
+        &Load {
+            label: "delayed-trades",
+            nats: false,
+            args: tape_clients(conns, &symbols, "65", duration),
+        },
+    )?);
     mesh.stop();
     Ok(Delayed {
         ticks_per_sec_in: TICKS_PER_SEC,
@@ -101,6 +135,8 @@ pub fn report(v: &Stored<Delayed>) -> anyhow::Result<String> {
     let rt = Run::find(&r.runs, "real-time")?;
     let dly = Run::find(&r.runs, "delayed")?;
     let nats = Run::find(&r.runs, "nats")?;
+    let rt_trades = Run::find(&r.runs, "real-time-trades")?;
+    let dly_trades = Run::find(&r.runs, "delayed-trades")?;
     let mut d = String::new();
     let _ = writeln!(d, "## Delayed data beside real time{quick}\n");
     let _ = writeln!(
@@ -118,7 +154,12 @@ pub fn report(v: &Stored<Delayed>) -> anyhow::Result<String> {
         d,
         "| run | updates/s delivered | age p50 | age p99 | edge cores | edge memory per client | nats-server cores |\n|---|---|---|---|---|---|---|"
     );
-    for (label, run) in [("real time", rt), ("delayed", dly)] {
+    for (label, run) in [
+        ("real time", rt),
+        ("delayed", dly),
+        ("real time, trades", rt_trades),
+        ("delayed, trades", dly_trades),
+    ] {
         let _ = writeln!(
             d,
             "| TickMesh, {label} | {} | {} | {} | {:.2} | {:.2} KiB | {:.2} |",
@@ -141,13 +182,18 @@ pub fn report(v: &Stored<Delayed>) -> anyhow::Result<String> {
     let _ = writeln!(
         d,
         "The age of a delayed update is the delay plus up to a sampling step (1 s) plus the \
-         edge's poll (250 ms): what was current `delay_ms` ago, never fresher.\n"
+         edge's poll (250 ms): what was current `delay_ms` ago, never fresher. The trades \
+         rows are the same clients on the same symbols' tapes (`stream: \"trades\"`, every \
+         print): real time from `tr.>`, delayed from `md_delayed_tape`, each print handed \
+         on when it is `delay_ms` old, by one follower per symbol.\n"
     );
     run_table(
         &mut d,
         &[
             ("TickMesh, real time", rt),
             ("TickMesh, delayed", dly),
+            ("TickMesh, real time, trades", rt_trades),
+            ("TickMesh, delayed, trades", dly_trades),
             ("nats-server WS", nats),
         ],
     )?;
