@@ -251,6 +251,14 @@ impl<S: TapeSource> BarFeeds<S> {
         })
     }
 
+    /// The gauge of the bars followed: real-time and delayed ones apart.
+    fn gauge(&self) -> &'static str {
+        match self.delayed_ms {
+            None => "tickmesh_edge_bar_feeds",
+            Some(_) => "tickmesh_edge_delayed_bar_feeds",
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Book<S::Follower>> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -342,7 +350,7 @@ impl<S: TapeSource> BarFeeds<S> {
                 _follower: follower,
             },
         );
-        metrics::gauge!("tickmesh_edge_bar_feeds").set(feeds.len() as f64);
+        metrics::gauge!(self.gauge()).set(feeds.len() as f64);
         true
     }
 
@@ -363,7 +371,7 @@ impl<S: TapeSource> BarFeeds<S> {
         };
         if feed.subs.is_empty() {
             feeds.remove(&key);
-            metrics::gauge!("tickmesh_edge_bar_feeds").set(feeds.len() as f64);
+            metrics::gauge!(self.gauge()).set(feeds.len() as f64);
         }
         held
     }

@@ -328,6 +328,14 @@ impl<S: TapeSource> Tapes<S> {
         })
     }
 
+    /// The gauge of the tapes followed: real-time and delayed ones apart.
+    fn gauge(&self) -> &'static str {
+        match self.delayed_ms {
+            None => "tickmesh_edge_tapes",
+            Some(_) => "tickmesh_edge_delayed_tapes",
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Symbol, Tape<S::Follower>>> {
         self.tapes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -381,7 +389,7 @@ impl<S: TapeSource> Tapes<S> {
                 _follower: follower,
             },
         );
-        metrics::gauge!("tickmesh_edge_tapes").set(tapes.len() as f64);
+        metrics::gauge!(self.gauge()).set(tapes.len() as f64);
         true
     }
 
@@ -395,7 +403,7 @@ impl<S: TapeSource> Tapes<S> {
         let held = tape.subs.remove(&id).is_some();
         if tape.subs.is_empty() {
             tapes.remove(symbol);
-            metrics::gauge!("tickmesh_edge_tapes").set(tapes.len() as f64);
+            metrics::gauge!(self.gauge()).set(tapes.len() as f64);
         }
         held
     }

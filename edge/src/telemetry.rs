@@ -144,6 +144,8 @@ fn zero_series() {
         "tickmesh_edge_handshakes_in_flight",
         "tickmesh_edge_tapes",
         "tickmesh_edge_bar_feeds",
+        "tickmesh_edge_delayed_tapes",
+        "tickmesh_edge_delayed_bar_feeds",
         "tickmesh_edge_account_subscriptions",
     ] {
         gauge!(gauge).increment(0.0);
