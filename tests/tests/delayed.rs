@@ -358,12 +358,14 @@ fn bars_in(msgs: &[(u64, Value)]) -> Vec<(u64, &Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trades_and_bars_of_a_dly_symbol_are_exactly_delay_ms_old() {
     let s = setup().await;
-    let mut live = Client::connect_with(s.addr, Format::Json, Some(&token(&["AAPL"], &[])))
+    let mut live = Client::connect_with(s.addr, Format::Json, Some(&token(&["AAPL", "MSFT"], &[])))
         .await
         .unwrap();
-    live.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"stream":"trades","history":0}))
-        .await
-        .unwrap();
+    live.send(
+        json!({"op":"subscribe","id":1,"symbols":["AAPL", "MSFT"],"stream":"trades","history":0}),
+    )
+    .await
+    .unwrap();
     live.send(json!({"op":"subscribe","id":2,"symbols":["AAPL"],"stream":"bars","tf":"1s","history":0,"interval_ms":250}))
         .await
         .unwrap();
@@ -383,6 +385,14 @@ async fn trades_and_bars_of_a_dly_symbol_are_exactly_delay_ms_old() {
         .await
         .unwrap();
     let msgs = read_for(&mut c, 6 * SECOND).await;
+    // The edge counts the tapes it follows in real time (2) and delayed (1) apart.
+    let (_, metrics) = http_get(s.addr, "/metrics").await.unwrap();
+    for line in ["tickmesh_edge_tapes 2", "tickmesh_edge_delayed_tapes 1"] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in {metrics}"
+        );
+    }
     let (mut live, live_msgs) = live_read.await.unwrap();
     let subscribed: Vec<&Value> = msgs
         .iter()

@@ -4,38 +4,55 @@
 //! are, kept for the delay plus a margin).
 //!
 //! The edge follows a delayed (symbol, stream) as it follows a real-time one, once for all
-//! the sessions that hold it ([`crate::tape::Tapes`], [`crate::bars::BarFeeds`]): one
-//! follower reads the subject from the stream in batched direct gets, in stream order, and
-//! hands each message on when it is due, `delay` after it was stored (for a print, after
-//! its own `ts` too, whichever is later). What it holds is at most one batch read ahead;
-//! no client and no symbol has a queue of the delay's length. What is due when the first
-//! session subscribes is the history (the last prints, or the bars closed by then and
-//! the bar in progress then); a bar closed long before the stream's window comes from
-//! the bars stream, which keeps the closed bars.
+//! the sessions that hold it ([`crate::tape::Tapes`], [`crate::bars::BarFeeds`]), and
+//! reads the stream in two ways:
 //!
-//! A follower reads again when what it read has gone out: at once when the batch was
-//! full, else when whatever was stored after that read could be due (the delay later,
-//! less a margin for the clocks). A read that fails is retried every `poll_ms`; nothing is
-//! lost meanwhile, since the stream keeps the messages and the follower goes on from its
-//! place in it.
+//! - **Live: one reader for the edge.** While the edge follows any delayed subject, one
+//!   task reads the stream in order (batched direct gets by sequence, no subject filter:
+//!   the cheapest read a stream has) from the instant now − delay on, and hands each
+//!   message on when it is due, `delay` after it was stored, to the follower of its
+//!   subject if there is one. It holds at most one batch read ahead, and trails the
+//!   stream by exactly the delay; its cost is the stream's rate, whatever the number of
+//!   subjects followed or of their clients.
+//! - **History: one read per subject followed.** When the edge starts following a
+//!   subject, what was due by then comes from one batched direct get of that subject from
+//!   [`HISTORY_LOOKBACK_US`] before the delayed instant (the last prints of that minute, or
+//!   the bars of it), a few at a time ([`HISTORY_READS`]); bars closed before that come
+//!   from the bars stream, which keeps the closed bars. History and live join as for
+//!   real-time tapes: live messages that come first are held back, and those the history
+//!   has too are dropped.
+//!
+//! A read that fails is retried every `poll_ms`: nothing is skipped, since the stream
+//! keeps the messages and the reader keeps its place in it.
 
-use std::collections::VecDeque;
-use std::sync::Weak;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
 use tickmesh_core::bar::{Bar, Timeframe, bar_subject};
-use tickmesh_core::date::parse_rfc3339_utc;
+use tickmesh_core::date::{parse_rfc3339_utc, rfc3339_micros};
 use tickmesh_core::trade::trade_subject;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
 
-use super::{NatsLink, Pump};
+use super::NatsLink;
 use crate::config::DelayedConfig;
 use crate::tape::{FeedKey, FollowSink, TapeSource};
 
-/// Messages asked for in one batched direct get: the most a follower holds read ahead.
+/// Messages asked for in one batched direct get of the live reader: the most it holds
+/// read ahead.
 const BATCH: usize = 256;
-/// A follower that caught up with the stream reads again this much before the earliest
+/// The most messages of one subject a history read asks for (a `history` asks for at
+/// most 500 prints, or 1000 bars: the newest of those read).
+const HISTORY_BATCH: usize = 1000;
+/// How far before the delayed instant a history read starts, µs.
+const HISTORY_LOOKBACK_US: u64 = 60_000_000;
+/// History reads in flight at once, for the whole edge: many subjects followed at once
+/// (a client subscribing to hundreds) queue rather than swamp the stream.
+const HISTORY_READS: usize = 8;
+/// A reader that caught up with the stream reads again this much before the earliest
 /// instant a message stored after that read could be due: room for the hub's clock
 /// being behind the edge's.
 const CLOCK_MARGIN_US: u64 = 1_000_000;
@@ -43,64 +60,117 @@ const CLOCK_MARGIN_US: u64 = 1_000_000;
 /// this long before it (its final goes out within about a second of its end); later ones
 /// come from the delayed stream, as they went out.
 const CLOSED_MARGIN_US: u64 = 5_000_000;
-/// The most messages a follower keeps while it reads its first history (the newest).
-const HISTORY_KEPT: usize = 10_000;
 
 /// Where delayed tapes and bars come from: `delayed.tape_stream`, read at now − delay.
 #[derive(Debug, Clone)]
-pub struct DelayedTapes {
+pub struct DelayedTapes(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     nats: NatsLink,
     stream: String,
     delay_us: u64,
     poll: Duration,
+    /// Followed subjects: the key, its sink, and the generation of the follower that
+    /// put it there.
+    followed: Mutex<HashMap<String, Followed>>,
+    next_generation: std::sync::atomic::AtomicU64,
+    /// Wakes the reader when it has nothing to follow and is given something.
+    added: Notify,
+    history_reads: Semaphore,
 }
 
-impl DelayedTapes {
-    pub fn new(nats: &NatsLink, config: &DelayedConfig) -> Self {
-        DelayedTapes {
-            nats: nats.clone(),
-            stream: config.tape_stream.clone(),
-            delay_us: config.delay_ms.saturating_mul(1000),
-            poll: Duration::from_millis(config.poll_ms),
-        }
-    }
-
-    /// The delay applied, ms.
-    pub fn delay_ms(&self) -> u64 {
-        self.delay_us / 1000
-    }
-}
-
-impl TapeSource for DelayedTapes {
-    type Follower = Pump;
-
-    fn follow(&self, sink: Weak<dyn FollowSink>, key: FeedKey) -> Pump {
-        let shards = self.nats.shards;
-        let subject = match key.tf {
-            None => trade_subject(&key.symbol, shards),
-            Some(tf) => bar_subject(tf, &key.symbol, shards),
-        };
-        let follower = Follower {
-            source: self.clone(),
-            subject,
-            key,
-            sink,
-        };
-        self.nats.spawn(follower.run()).abort_handle().into()
-    }
-}
-
-struct Follower {
-    source: DelayedTapes,
-    subject: String,
+#[derive(Debug)]
+struct Followed {
+    generation: u64,
     key: FeedKey,
     sink: Weak<dyn FollowSink>,
 }
 
-/// A message read ahead: when it is due (µs since the Unix epoch), and what it is.
-struct Due {
-    at_us: u64,
-    payload: Bytes,
+/// A followed subject's place in the reader: followed while this lives.
+#[derive(Debug)]
+pub struct DelayedFollower {
+    shared: Weak<Shared>,
+    subject: String,
+    generation: u64,
+    history: AbortHandle,
+}
+
+impl Drop for DelayedFollower {
+    fn drop(&mut self) {
+        self.history.abort();
+        if let Some(shared) = self.shared.upgrade() {
+            let mut followed = shared.followed.lock().unwrap_or_else(|e| e.into_inner());
+            if followed
+                .get(&self.subject)
+                .is_some_and(|f| f.generation == self.generation)
+            {
+                followed.remove(&self.subject);
+            }
+        }
+    }
+}
+
+impl DelayedTapes {
+    /// The source, and its live reader on the NATS thread (it ends with the source).
+    pub fn new(nats: &NatsLink, config: &DelayedConfig) -> Self {
+        let shared = Arc::new(Shared {
+            nats: nats.clone(),
+            stream: config.tape_stream.clone(),
+            delay_us: config.delay_ms.saturating_mul(1000),
+            poll: Duration::from_millis(config.poll_ms),
+            followed: Mutex::default(),
+            next_generation: Default::default(),
+            added: Notify::new(),
+            history_reads: Semaphore::new(HISTORY_READS),
+        });
+        nats.spawn(read_live(Arc::downgrade(&shared)));
+        DelayedTapes(shared)
+    }
+}
+
+impl TapeSource for DelayedTapes {
+    type Follower = DelayedFollower;
+
+    fn follow(&self, sink: Weak<dyn FollowSink>, key: FeedKey) -> DelayedFollower {
+        let shared = &self.0;
+        let shards = shared.nats.shards;
+        let subject = match key.tf {
+            None => trade_subject(&key.symbol, shards),
+            Some(tf) => bar_subject(tf, &key.symbol, shards),
+        };
+        let generation = shared
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let followed = Followed {
+            generation,
+            key: key.clone(),
+            sink: sink.clone(),
+        };
+        let first = {
+            let mut map = shared.followed.lock().unwrap_or_else(|e| e.into_inner());
+            map.insert(subject.clone(), followed);
+            map.len() == 1
+        };
+        if first {
+            shared.added.notify_one();
+        }
+        let history = shared
+            .nats
+            .spawn(read_history(
+                Arc::downgrade(shared),
+                subject.clone(),
+                key,
+                sink,
+            ))
+            .abort_handle();
+        DelayedFollower {
+            shared: Arc::downgrade(shared),
+            subject,
+            generation,
+            history,
+        }
+    }
 }
 
 pub(crate) fn now_us() -> u64 {
@@ -117,113 +187,23 @@ async fn sleep_until_us(at_us: u64) {
     }
 }
 
-impl Follower {
-    async fn run(self) {
-        let delay_us = self.source.delay_us;
-        // Bars closed before the delayed stream's window: from the bars stream.
-        let mut history: VecDeque<Bytes> = match self.key.tf {
-            Some(tf) => {
-                self.closed_bars(tf, now_us().saturating_sub(delay_us))
-                    .await
-            }
-            None => VecDeque::new(),
-        };
-        let closed_before = history.len();
-        let mut cursor = 1u64;
-        let mut ahead: VecDeque<Due> = VecDeque::new();
-        // The history was handed on; `floor_us`: messages due before it were history
-        // that could not be read (a read failed first) and are not told as live.
-        let mut loaded = false;
-        let mut floor_us = 0u64;
-        let mut failures = 0u32;
-        loop {
-            if self.sink.strong_count() == 0 {
-                return;
-            }
-            let read_at = now_us();
-            let full = match self.read(&mut cursor, &mut ahead).await {
-                Ok(full) => {
-                    failures = 0;
-                    full
-                }
-                Err(e) => {
-                    metrics::counter!("tickmesh_edge_delayed_read_errors_total").increment(1);
-                    let error = format!("{e:#}");
-                    match failures {
-                        0 => {
-                            tracing::warn!(subject = %self.subject, error, "reading delayed prints or bars failed")
-                        }
-                        n => {
-                            tracing::debug!(subject = %self.subject, error, failures = n + 1, "reading delayed prints or bars failed again")
-                        }
-                    }
-                    failures += 1;
-                    if !loaded {
-                        // The subscribers wait for no more than this read: on without it.
-                        loaded = true;
-                        floor_us = now_us();
-                        self.hand_history(std::mem::take(&mut history));
-                    }
-                    tokio::time::sleep(self.source.poll).await;
-                    continue;
-                }
-            };
-            if !loaded {
-                let now = now_us();
-                while ahead.front().is_some_and(|d| d.at_us <= now) {
-                    let Some(due) = ahead.pop_front() else { break };
-                    if history.len() == closed_before + HISTORY_KEPT {
-                        history.remove(closed_before);
-                    }
-                    history.push_back(due.payload);
-                }
-                if full && ahead.is_empty() {
-                    // The stream keeps more than one batch that is due already: read on.
-                    continue;
-                }
-                loaded = true;
-                self.hand_history(std::mem::take(&mut history));
-            }
-            while let Some(due) = ahead.pop_front() {
-                if due.at_us < floor_us {
-                    continue;
-                }
-                sleep_until_us(due.at_us).await;
-                let Some(sink) = self.sink.upgrade() else {
-                    return;
-                };
-                sink.publish(&self.key, &due.payload);
-            }
-            if full {
-                continue;
-            }
-            // Caught up at `read_at`: whatever was stored later is due after read_at + delay.
-            let poll = self.source.poll.as_micros() as u64;
-            let next = (read_at + delay_us).saturating_sub(CLOCK_MARGIN_US);
-            sleep_until_us(next.max(read_at + poll)).await;
-        }
-    }
+/// A message read: its stream sequence and subject, when it is due (µs since the Unix
+/// epoch: stored, plus the delay), and what it is.
+struct Read {
+    seq: u64,
+    subject: String,
+    due_us: u64,
+    payload: Bytes,
+}
 
-    fn hand_history(&self, history: VecDeque<Bytes>) {
-        if let Some(sink) = self.sink.upgrade() {
-            sink.history(&self.key, history.into());
-        }
-    }
-
-    /// Reads the next batch of the subject from `cursor` (a stream seq) into `ahead`;
-    /// whether the batch was full (more may follow at once).
-    async fn read(&self, cursor: &mut u64, ahead: &mut VecDeque<Due>) -> anyhow::Result<bool> {
-        let request = serde_json::json!({
-            "seq": *cursor,
-            "next_by_subj": self.subject,
-            "batch": BATCH,
-        });
-        let source = &self.source;
-        let msgs = source
+impl Shared {
+    /// One batched direct get of the stream, `request` its body; the messages read.
+    async fn read(&self, request: serde_json::Value, max: usize) -> anyhow::Result<Vec<Read>> {
+        let msgs = self
             .nats
-            .direct_get_batch(&source.stream, request, BATCH)
+            .direct_get_batch(&self.stream, request, max)
             .await?;
-        let n = msgs.len();
+        let mut out = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let header = |name: &str| {
                 let value = msg.headers.as_ref().and_then(|h| h.get(name));
@@ -235,37 +215,167 @@ impl Follower {
             let stored = header("Nats-Time-Stamp")
                 .and_then(|s| parse_rfc3339_utc(&s))
                 .context("a delayed message without its Nats-Time-Stamp")?;
-            *cursor = seq + 1;
-            // A print is due no sooner than its own time either (the hub's clock behind).
-            let at = match self.key.tf {
-                None => tickmesh_core::trade::decode_wire(&msg.payload)
-                    .map_or(stored, |t| t.ts.max(stored)),
-                Some(_) => stored,
-            };
-            ahead.push_back(Due {
-                at_us: at.saturating_add(source.delay_us),
+            let subject =
+                header("Nats-Subject").context("a delayed message without its subject")?;
+            out.push(Read {
+                seq,
+                subject,
+                due_us: stored.saturating_add(self.delay_us),
                 payload: msg.payload,
             });
         }
-        Ok(n == BATCH)
+        Ok(out)
     }
 
-    /// The bars of `tf` the bars stream keeps that had closed by `due_us` with room to
-    /// spare (see [`CLOSED_MARGIN_US`]), oldest first; none when it cannot be read.
-    async fn closed_bars(&self, tf: Timeframe, due_us: u64) -> VecDeque<Bytes> {
-        let kept = match self.source.nats.read_bars(&self.key.symbol, tf).await {
-            Ok(kept) => kept,
+    fn sink_of(&self, subject: &str) -> Option<(FeedKey, Arc<dyn FollowSink>)> {
+        let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        let f = followed.get(subject)?;
+        Some((f.key.clone(), f.sink.upgrade()?))
+    }
+
+    fn idle(&self) -> bool {
+        let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        followed.is_empty()
+    }
+}
+
+/// The live reader: while anything is followed, every message of the stream in order,
+/// each handed to its subject's follower (if any) when it is due.
+async fn read_live(shared: Weak<Shared>) {
+    // The next sequence to read; none: start at the delayed instant.
+    let mut cursor: Option<u64> = None;
+    let mut failures = 0u32;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.idle() {
+            cursor = None;
+            // Held while asleep, a poll at most: the reader ends at the next turn after
+            // the source is dropped.
+            tokio::select! {
+                () = s.added.notified() => {}
+                () = tokio::time::sleep(s.poll) => {}
+            }
+            continue;
+        }
+        let read_at = now_us();
+        let request = match cursor {
+            Some(seq) => serde_json::json!({"seq": seq, "batch": BATCH}),
+            None => serde_json::json!({
+                "start_time": rfc3339_micros(read_at.saturating_sub(s.delay_us)),
+                "batch": BATCH,
+            }),
+        };
+        let batch = match s.read(request, BATCH).await {
+            Ok(batch) => {
+                failures = 0;
+                batch
+            }
             Err(e) => {
-                metrics::counter!("tickmesh_edge_history_errors_total").increment(1);
-                tracing::warn!(subject = %self.subject, error = %e, "reading the closed bars failed");
-                return VecDeque::new();
+                metrics::counter!("tickmesh_edge_delayed_read_errors_total").increment(1);
+                let error = format!("{e:#}");
+                match failures {
+                    0 => tracing::warn!(error, "reading delayed prints and bars failed"),
+                    n => tracing::debug!(
+                        error,
+                        failures = n + 1,
+                        "reading delayed prints and bars failed again"
+                    ),
+                }
+                failures += 1;
+                let poll = s.poll;
+                drop(s);
+                tokio::time::sleep(poll).await;
+                continue;
             }
         };
-        kept.into_iter()
+        let full = batch.len() == BATCH;
+        let delay_us = s.delay_us;
+        let poll_us = s.poll.as_micros() as u64;
+        drop(s);
+        for read in batch {
+            cursor = Some(read.seq + 1);
+            // Every message waits for its time, followed or not: one whose subject is
+            // followed later must not have been passed over before it was due.
+            sleep_until_us(read.due_us).await;
+            let Some(s) = shared.upgrade() else { return };
+            if let Some((key, sink)) = s.sink_of(&read.subject) {
+                // A print is due no sooner than its own time either (the hub's clock
+                // behind the edge's): held back until then.
+                if key.tf.is_none()
+                    && let Ok(t) = tickmesh_core::trade::decode_wire(&read.payload)
+                {
+                    drop(s);
+                    sleep_until_us(t.ts.saturating_add(delay_us)).await;
+                }
+                sink.publish(&key, &read.payload);
+            }
+        }
+        if full {
+            continue;
+        }
+        // Caught up at `read_at`: whatever was stored later is due after read_at + delay.
+        let next = (read_at + delay_us).saturating_sub(CLOCK_MARGIN_US);
+        sleep_until_us(next.max(read_at + poll_us)).await;
+    }
+}
+
+/// What `subject` held by the delayed instant, handed to `sink` as its history: the
+/// messages stored in the [`HISTORY_LOOKBACK_US`] before it (and for bars, the closed
+/// bars of the bars stream before those); nothing, if it cannot be read.
+async fn read_history(
+    shared: Weak<Shared>,
+    subject: String,
+    key: FeedKey,
+    sink: Weak<dyn FollowSink>,
+) {
+    let Some(s) = shared.upgrade() else { return };
+    let delay_us = s.delay_us;
+    let mut history: Vec<Bytes> = match key.tf {
+        Some(tf) => closed_bars(&s.nats, &key, tf, now_us().saturating_sub(delay_us)).await,
+        None => Vec::new(),
+    };
+    let read = async {
+        let _permit = s.history_reads.acquire().await?;
+        let due = now_us().saturating_sub(delay_us);
+        let request = serde_json::json!({
+            "start_time": rfc3339_micros(due.saturating_sub(HISTORY_LOOKBACK_US)),
+            "next_by_subj": subject,
+            "batch": HISTORY_BATCH,
+        });
+        s.read(request, HISTORY_BATCH).await
+    };
+    match read.await {
+        Ok(kept) => {
+            let now = now_us();
+            let due = kept.into_iter().filter(|r| r.due_us <= now);
+            history.extend(due.map(|r| r.payload));
+        }
+        Err(e) => {
+            metrics::counter!("tickmesh_edge_history_errors_total").increment(1);
+            tracing::warn!(%subject, error = format!("{e:#}"), "reading a delayed history failed");
+        }
+    }
+    drop(s);
+    if let Some(sink) = sink.upgrade() {
+        sink.history(&key, history);
+    }
+}
+
+/// The bars of `tf` the bars stream keeps that had surely closed by `due_us`, oldest
+/// first; none when it cannot be read.
+async fn closed_bars(nats: &NatsLink, key: &FeedKey, tf: Timeframe, due_us: u64) -> Vec<Bytes> {
+    match nats.read_bars(&key.symbol, tf).await {
+        Ok(kept) => kept
+            .into_iter()
             .filter(|payload| {
                 tickmesh_core::bar::decode_wire(payload).is_ok_and(|b| closed_by(&b, due_us))
             })
-            .collect()
+            .collect(),
+        Err(e) => {
+            metrics::counter!("tickmesh_edge_history_errors_total").increment(1);
+            tracing::warn!(symbol = %key.symbol, error = %e, "reading the closed bars failed");
+            Vec::new()
+        }
     }
 }
 
