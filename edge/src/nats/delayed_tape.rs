@@ -292,19 +292,25 @@ async fn read_live(shared: Weak<Shared>) {
         let delay_us = s.delay_us;
         let poll_us = s.poll.as_micros() as u64;
         drop(s);
-        for read in batch {
-            cursor = Some(read.seq + 1);
+        let mut batch = std::collections::VecDeque::from(batch);
+        while let Some(first) = batch.front() {
             // Every message waits for its time, followed or not: one whose subject is
-            // followed later must not have been passed over before it was due.
-            sleep_until_us(read.due_us).await;
+            // followed later must not have been passed over before it was due. Those
+            // due by a wake-up go out together (a timer's resolution is a millisecond).
+            sleep_until_us(first.due_us).await;
+            let now = now_us();
             let Some(s) = shared.upgrade() else { return };
-            if let Some((key, sink)) = s.sink_of(&read.subject) {
+            while batch.front().is_some_and(|r| r.due_us <= now) {
+                let Some(read) = batch.pop_front() else { break };
+                cursor = Some(read.seq + 1);
+                let Some((key, sink)) = s.sink_of(&read.subject) else {
+                    continue;
+                };
                 // A print is due no sooner than its own time either (the hub's clock
                 // behind the edge's): held back until then.
                 if key.tf.is_none()
                     && let Ok(t) = tickmesh_core::trade::decode_wire(&read.payload)
                 {
-                    drop(s);
                     sleep_until_us(t.ts.saturating_add(delay_us)).await;
                 }
                 sink.publish(&key, &read.payload);
