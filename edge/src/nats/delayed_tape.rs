@@ -14,13 +14,15 @@
 //!   subject if there is one. It holds at most one batch read ahead, and trails the
 //!   stream by exactly the delay; its cost is the stream's rate, whatever the number of
 //!   subjects followed or of their clients.
-//! - **History: one read per subject followed.** When the edge starts following a
-//!   subject, what was due by then comes from one batched direct get of that subject from
-//!   [`HISTORY_LOOKBACK_US`] before the delayed instant (the last prints of that minute, or
-//!   the bars of it), a few at a time ([`HISTORY_READS`]); bars closed before that come
-//!   from the bars stream, which keeps the closed bars. History and live join as for
-//!   real-time tapes: live messages that come first are held back, and those the history
-//!   has too are dropped.
+//! - **History: from what the real-time streams keep.** When the edge starts following
+//!   a subject, its history is what the trades or bars stream (`md_trades`, `md_bars`:
+//!   in memory, per subject) keeps of it that was stored by the delayed instant: the last
+//!   prints it keeps (up to 500), the closed bars (up to 1000); a few such reads at a time
+//!   for the edge ([`HISTORY_READS`]). The bar in progress then is not kept there: it
+//!   comes with its next update. History and live join as for real-time tapes: live
+//!   messages that come first are held back, and those the history has too are dropped.
+//!   (Reading each subject's past from the delayed stream instead makes the server scan
+//!   that interleaved file stream per subject: too slow for hundreds of subjects.)
 //!
 //! A read that fails is retried every `poll_ms`: nothing is skipped, since the stream
 //! keeps the messages and the reader keeps its place in it.
@@ -31,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use tickmesh_core::bar::{Bar, Timeframe, bar_subject};
+use tickmesh_core::bar::bar_subject;
 use tickmesh_core::date::{parse_rfc3339_utc, rfc3339_micros};
 use tickmesh_core::trade::trade_subject;
 use tokio::sync::{Notify, Semaphore};
@@ -44,11 +46,6 @@ use crate::tape::{FeedKey, FollowSink, TapeSource};
 /// Messages asked for in one batched direct get of the live reader: the most it holds
 /// read ahead.
 const BATCH: usize = 256;
-/// The most messages of one subject a history read asks for (a `history` asks for at
-/// most 500 prints, or 1000 bars: the newest of those read).
-const HISTORY_BATCH: usize = 1000;
-/// How far before the delayed instant a history read starts, µs.
-const HISTORY_LOOKBACK_US: u64 = 60_000_000;
 /// History reads in flight at once, for the whole edge: many subjects followed at once
 /// (a client subscribing to hundreds) queue rather than swamp the stream.
 const HISTORY_READS: usize = 8;
@@ -56,10 +53,6 @@ const HISTORY_READS: usize = 8;
 /// instant a message stored after that read could be due: room for the hub's clock
 /// being behind the edge's.
 const CLOCK_MARGIN_US: u64 = 1_000_000;
-/// A bar of the bars stream counts as closed by the delayed instant only if it ended
-/// this long before it (its final goes out within about a second of its end); later ones
-/// come from the delayed stream, as they went out.
-const CLOSED_MARGIN_US: u64 = 5_000_000;
 
 /// Where delayed tapes and bars come from: `delayed.tape_stream`, read at now − delay.
 #[derive(Debug, Clone)]
@@ -157,12 +150,7 @@ impl TapeSource for DelayedTapes {
         }
         let history = shared
             .nats
-            .spawn(read_history(
-                Arc::downgrade(shared),
-                subject.clone(),
-                key,
-                sink,
-            ))
+            .spawn(read_history(Arc::downgrade(shared), key, sink))
             .abort_handle();
         DelayedFollower {
             shared: Arc::downgrade(shared),
@@ -325,68 +313,27 @@ async fn read_live(shared: Weak<Shared>) {
     }
 }
 
-/// What `subject` held by the delayed instant, handed to `sink` as its history: the
-/// messages stored in the [`HISTORY_LOOKBACK_US`] before it (and for bars, the closed
-/// bars of the bars stream before those); nothing, if it cannot be read.
-async fn read_history(
-    shared: Weak<Shared>,
-    subject: String,
-    key: FeedKey,
-    sink: Weak<dyn FollowSink>,
-) {
+/// What `key` held by the delayed instant, handed to `sink` as its history: what the
+/// (real-time) trades or bars stream keeps of it that was stored `delay` ago or earlier
+/// (the last prints it keeps, the closed bars); nothing, if it cannot be read.
+async fn read_history(shared: Weak<Shared>, key: FeedKey, sink: Weak<dyn FollowSink>) {
     let Some(s) = shared.upgrade() else { return };
-    let delay_us = s.delay_us;
-    let mut history: Vec<Bytes> = match key.tf {
-        Some(tf) => closed_bars(&s.nats, &key, tf, now_us().saturating_sub(delay_us)).await,
-        None => Vec::new(),
-    };
     let read = async {
         let _permit = s.history_reads.acquire().await?;
-        let due = now_us().saturating_sub(delay_us);
-        let request = serde_json::json!({
-            "start_time": rfc3339_micros(due.saturating_sub(HISTORY_LOOKBACK_US)),
-            "next_by_subj": subject,
-            "batch": HISTORY_BATCH,
-        });
-        s.read(request, HISTORY_BATCH).await
+        let by = now_us().saturating_sub(s.delay_us);
+        s.nats.kept_by(&key, by).await
     };
-    match read.await {
-        Ok(kept) => {
-            let now = now_us();
-            let due = kept.into_iter().filter(|r| r.due_us <= now);
-            history.extend(due.map(|r| r.payload));
-        }
+    let history = match read.await {
+        Ok(kept) => kept,
         Err(e) => {
             metrics::counter!("tickmesh_edge_history_errors_total").increment(1);
-            tracing::warn!(%subject, error = format!("{e:#}"), "reading a delayed history failed");
+            let error = format!("{e:#}");
+            tracing::warn!(symbol = %key.symbol, error, "reading a delayed history failed");
+            Vec::new()
         }
-    }
+    };
     drop(s);
     if let Some(sink) = sink.upgrade() {
         sink.history(&key, history);
     }
-}
-
-/// The bars of `tf` the bars stream keeps that had surely closed by `due_us`, oldest
-/// first; none when it cannot be read.
-async fn closed_bars(nats: &NatsLink, key: &FeedKey, tf: Timeframe, due_us: u64) -> Vec<Bytes> {
-    match nats.read_bars(&key.symbol, tf).await {
-        Ok(kept) => kept
-            .into_iter()
-            .filter(|payload| {
-                tickmesh_core::bar::decode_wire(payload).is_ok_and(|b| closed_by(&b, due_us))
-            })
-            .collect(),
-        Err(e) => {
-            metrics::counter!("tickmesh_edge_history_errors_total").increment(1);
-            tracing::warn!(symbol = %key.symbol, error = %e, "reading the closed bars failed");
-            Vec::new()
-        }
-    }
-}
-
-/// Whether `bar`, as the bars stream keeps it, had surely closed by `due_us` (µs since
-/// the Unix epoch): it is a final that ended [`CLOSED_MARGIN_US`] before then at least.
-pub fn closed_by(bar: &Bar, due_us: u64) -> bool {
-    bar.closed && bar.end() + CLOSED_MARGIN_US <= due_us
 }

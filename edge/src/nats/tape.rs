@@ -133,6 +133,33 @@ impl NatsLink {
 
     /// Every message `stream` keeps of `subject`, oldest first.
     async fn history(&self, subject: &str, stream: &str) -> anyhow::Result<Vec<Bytes>> {
+        let kept = self.history_stamped(subject, stream).await?;
+        Ok(kept.into_iter().map(|(payload, _)| payload).collect())
+    }
+
+    /// What the trades (`tf` none) or bars stream keeps of `key`'s subject and had stored
+    /// by `by_us` (µs since the Unix epoch), oldest first, within the time a history read
+    /// may take: a delayed tape's or bars' history.
+    pub async fn kept_by(&self, key: &FeedKey, by_us: u64) -> anyhow::Result<Vec<Bytes>> {
+        let (subject, stream) = match key.tf {
+            None => (trade_subject(&key.symbol, self.shards), &self.trades_stream),
+            Some(tf) => (bar_subject(tf, &key.symbol, self.shards), &self.bars_stream),
+        };
+        let read = self.history_stamped(&subject, stream);
+        let kept = tokio::time::timeout(HISTORY_TIMEOUT, read)
+            .await
+            .map_err(|_| anyhow::anyhow!("reading {subject} timed out"))??;
+        let by = kept.into_iter().filter(|(_, stored)| *stored <= by_us);
+        Ok(by.map(|(payload, _)| payload).collect())
+    }
+
+    /// Every message `stream` keeps of `subject`, oldest first, with when it was stored
+    /// (µs since the Unix epoch).
+    async fn history_stamped(
+        &self,
+        subject: &str,
+        stream: &str,
+    ) -> anyhow::Result<Vec<(Bytes, u64)>> {
         let stream = self
             .hub_js
             .get_stream(stream)
@@ -155,8 +182,12 @@ impl NatsLink {
         let mut messages = consumer.messages().await?;
         while let Some(msg) = messages.next().await {
             let msg = msg?;
-            let left = msg.info().map_or(0, |i| i.pending);
-            out.push(msg.payload.clone());
+            let info = msg.info();
+            let left = info.as_ref().map_or(0, |i| i.pending);
+            let stored = info.map_or(u64::MAX, |i| {
+                u64::try_from(i.published.unix_timestamp_nanos() / 1000).unwrap_or(0)
+            });
+            out.push((msg.payload.clone(), stored));
             if left == 0 {
                 break;
             }

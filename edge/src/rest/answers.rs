@@ -16,12 +16,11 @@ use tickmesh_core::{Format, Mode, Symbol};
 use super::query::{BarsPath, BarsQuery, SnapshotQuery};
 use super::{Reply, Rest};
 use crate::auth::{Coverage, Grant};
-use crate::bars;
 use crate::checks::{self, Checked, Refusals};
 use crate::fanout::SharedTick;
 use crate::nats::delayed::{SUBJECTS_PER_READ, samples_due};
-use crate::nats::delayed_tape::{closed_by, now_us};
-use crate::tape::{Shared, SharedBar};
+use crate::nats::delayed_tape::now_us;
+use crate::tape::{FeedKey, Shared, SharedBar};
 
 /// What a snapshot request read of one symbol.
 enum Value {
@@ -256,12 +255,7 @@ impl Rest {
         };
         let closed = match held {
             Some(closed) => closed,
-            // A delayed read keeps those closed by now - delay: read them all.
-            None => match self
-                .read_bars(symbol, q.tf, if delayed { bars::KEEP } else { n })
-                .await
-            {
-                Ok(closed) if delayed => delayed_bars(closed, n, edge.config.delayed.delay_ms),
+            None => match self.read_bars(symbol, q.tf, n, delayed).await {
                 Ok(closed) => closed,
                 Err(why) => {
                     refusals.symbol_retry(
@@ -278,13 +272,16 @@ impl Rest {
     }
 
     /// The last `n` closed bars the bars stream keeps, read on the NATS thread as one of
-    /// `limits.rest_max_reads`.
+    /// `limits.rest_max_reads`; `delayed`: those it had stored `delayed.delay_ms` ago,
+    /// told as delayed.
     async fn read_bars(
         &self,
         symbol: &Symbol,
         tf: Timeframe,
         n: usize,
+        delayed: bool,
     ) -> Result<Vec<Arc<SharedBar>>, &'static str> {
+        let delay_ms = delayed.then_some(self.edge.config.delayed.delay_ms);
         let timeout = Duration::from_millis(self.edge.config.snapshot.kv_timeout_ms);
         let (nats, reads, symbol) = (self.edge.nats.clone(), self.reads.clone(), symbol.clone());
         let started = Instant::now();
@@ -292,8 +289,28 @@ impl Rest {
             let Ok(Ok(_permit)) = tokio::time::timeout(timeout, reads.acquire()).await else {
                 return Err("too many reads in flight");
             };
-            match nats.read_bars(&symbol, tf).await {
-                Ok(payloads) => Ok(crate::bars::closed_in(&symbol, tf, &payloads, n)),
+            let read = match delay_ms {
+                None => nats.read_bars(&symbol, tf).await,
+                Some(ms) => {
+                    let key = FeedKey {
+                        symbol: symbol.clone(),
+                        tf: Some(tf),
+                    };
+                    let by = now_us().saturating_sub(ms.saturating_mul(1000));
+                    nats.kept_by(&key, by).await
+                }
+            };
+            match read {
+                Ok(payloads) => {
+                    let closed = crate::bars::closed_in(&symbol, tf, &payloads, n);
+                    Ok(match delay_ms {
+                        None => closed,
+                        Some(ms) => closed
+                            .into_iter()
+                            .map(|b| Arc::new(Shared::delayed(b.item.clone(), Some(ms))))
+                            .collect(),
+                    })
+                }
                 Err(e) => {
                     metrics::counter!("tickmesh_edge_history_errors_total").increment(1);
                     tracing::warn!(%symbol, error = %e, "reading bars for REST failed");
@@ -305,22 +322,6 @@ impl Rest {
         tracing::trace!(elapsed = ?started.elapsed(), "bars read for REST");
         read
     }
-}
-
-/// The last `n` of `closed` (closed bars, oldest first) that had closed `delay_ms` ago,
-/// told as delayed.
-fn delayed_bars(closed: Vec<Arc<SharedBar>>, n: usize, delay_ms: u64) -> Vec<Arc<SharedBar>> {
-    let due_us = now_us().saturating_sub(delay_ms.saturating_mul(1000));
-    let by_then: Vec<&Arc<SharedBar>> = closed
-        .iter()
-        .filter(|b| closed_by(&b.item, due_us))
-        .collect();
-    let skip = by_then.len().saturating_sub(n);
-    by_then
-        .into_iter()
-        .skip(skip)
-        .map(|b| Arc::new(Shared::delayed(b.item.clone(), Some(delay_ms))))
-        .collect()
 }
 
 /// `{"snapshots":[tick objects],"errors":[error messages]}`.
