@@ -14,7 +14,7 @@ use tickmesh_core::protocol::{ErrorCode, ServerMsg};
 use crate::auth::Grant;
 use crate::config::LimitsConfig;
 use crate::refdata::RefData;
-pub use refusals::{Refusals, count_error};
+pub use refusals::{Refusals, count_error, symbol_retry};
 
 /// The most entries of a request read, and symbols considered: `request_entries_factor`
 /// times the grant's `max_symbols`.

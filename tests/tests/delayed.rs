@@ -548,3 +548,52 @@ async fn trades_and_bars_of_a_dly_symbol_are_exactly_delay_ms_old() {
     s.edge.stop().await.unwrap();
     s.ingest.stop().await.unwrap();
 }
+
+/// An `auth` that moves a tape to the other side is held to the edge's bound on the tapes
+/// it follows, as a subscribe is: past it, the tape is dropped with `unavailable` (and
+/// `retry_ms`), not moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_move_of_a_tape_is_held_to_the_edges_bounds() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = start_ingest(ingest_config(&nats.url(), 500));
+    let mut config = edge_config(&nats.url());
+    config.auth.hs256_secret = Some(SECRET.into());
+    config.auth.anonymous = false;
+    config.delayed.delay_ms = DELAY_MS;
+    config.limits.max_carried_symbols = 1;
+    let (edge, addr) = start_edge(config).await.unwrap();
+    // One client holds MSFT's tape delayed: the edge follows its most delayed tapes.
+    let mut other = Client::connect_with(addr, Format::Json, Some(&token(&[], &["MSFT"])))
+        .await
+        .unwrap();
+    other
+        .send(json!({"op":"subscribe","id":1,"symbols":["MSFT"],"stream":"trades"}))
+        .await
+        .unwrap();
+    let held = other.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(held["delayed"], json!(["MSFT"]), "{held}");
+    let mut c = Client::connect_with(addr, Format::Json, Some(&token(&["AAPL"], &[])))
+        .await
+        .unwrap();
+    c.send(json!({"op":"subscribe","id":1,"symbols":["AAPL"],"stream":"trades"}))
+        .await
+        .unwrap();
+    let held = c.next_of("subscribed", 5 * SECOND).await.unwrap();
+    assert_eq!(held["symbols"], json!(["AAPL"]), "{held}");
+    c.send(json!({"op":"auth","id":2,"token":token(&[], &["AAPL"])}))
+        .await
+        .unwrap();
+    let refused = c.next_of("error", 5 * SECOND).await.unwrap();
+    assert_eq!(
+        (refused["code"].as_str(), refused["symbol"].as_str()),
+        (Some("unavailable"), Some("AAPL")),
+        "{refused}"
+    );
+    assert!(refused["retry_ms"].as_u64().is_some(), "{refused}");
+    c.send(json!({"op":"list","id":3})).await.unwrap();
+    let list = c.next_of("subscriptions", 5 * SECOND).await.unwrap();
+    assert_eq!(list["subscriptions"], json!([]), "{list}");
+    drop((c, other));
+    edge.stop().await.unwrap();
+    ingest.stop().await.unwrap();
+}

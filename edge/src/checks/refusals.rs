@@ -57,13 +57,7 @@ impl Refusals {
     /// Refuses one symbol with a `retry_ms`.
     pub fn symbol_retry(&mut self, code: ErrorCode, symbol: &str, retry_ms: u64, message: &str) {
         let id = self.id;
-        self.refuse(code, || {
-            let mut msg = ServerMsg::symbol_error(id, code, symbol, message);
-            if let ServerMsg::Error { retry_ms: r, .. } = &mut msg {
-                *r = Some(retry_ms);
-            }
-            msg
-        });
+        self.refuse(code, || symbol_retry(id, code, symbol, retry_ms, message));
     }
 
     fn refuse(&mut self, code: ErrorCode, make: impl FnOnce() -> ServerMsg) {
@@ -125,6 +119,21 @@ impl Refusals {
         shown.extend(notes);
         shown
     }
+}
+
+/// An error about `symbol` that says when to try again.
+pub fn symbol_retry(
+    id: Option<i64>,
+    code: ErrorCode,
+    symbol: &str,
+    retry_ms: u64,
+    message: &str,
+) -> ServerMsg {
+    let mut msg = ServerMsg::symbol_error(id, code, symbol, message);
+    if let ServerMsg::Error { retry_ms: r, .. } = &mut msg {
+        *r = Some(retry_ms);
+    }
+    msg
 }
 
 #[cfg(test)]

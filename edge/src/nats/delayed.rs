@@ -147,19 +147,7 @@ impl Reader {
             for chunk in symbols.chunks(SUBJECTS_PER_READ) {
                 match self.read(chunk, delay_ms).await {
                     Ok(()) => failures = 0,
-                    Err(e) => {
-                        metrics::counter!("tickmesh_edge_delayed_read_errors_total").increment(1);
-                        let error = format!("{e:#}");
-                        match failures {
-                            0 => tracing::warn!(error, "reading delayed samples failed"),
-                            n => tracing::debug!(
-                                error,
-                                failures = n + 1,
-                                "reading delayed samples failed again"
-                            ),
-                        }
-                        failures += 1;
-                    }
+                    Err(e) => read_failed(&mut failures, "delayed samples", &e),
                 }
             }
             // Not holding the link while asleep: once it is dropped, the next turn ends.
@@ -199,6 +187,18 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// Counts a failed read of delayed data (`what`) and logs it: the first of a streak as a
+/// warning, the rest at debug level.
+pub(super) fn read_failed(failures: &mut u32, what: &str, e: &anyhow::Error) {
+    metrics::counter!("tickmesh_edge_delayed_read_errors_total").increment(1);
+    let error = format!("{e:#}");
+    match *failures {
+        0 => tracing::warn!(error, "reading {what} failed"),
+        n => tracing::debug!(error, failures = n + 1, "reading {what} failed again"),
+    }
+    *failures += 1;
 }
 
 /// The sample of each of `symbols` (at most [`SUBJECTS_PER_READ`]) that was current

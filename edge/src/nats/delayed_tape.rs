@@ -259,17 +259,7 @@ async fn read_live(shared: Weak<Shared>) {
                 batch
             }
             Err(e) => {
-                metrics::counter!("tickmesh_edge_delayed_read_errors_total").increment(1);
-                let error = format!("{e:#}");
-                match failures {
-                    0 => tracing::warn!(error, "reading delayed prints and bars failed"),
-                    n => tracing::debug!(
-                        error,
-                        failures = n + 1,
-                        "reading delayed prints and bars failed again"
-                    ),
-                }
-                failures += 1;
+                super::delayed::read_failed(&mut failures, "delayed prints and bars", &e);
                 let poll = s.poll;
                 drop(s);
                 tokio::time::sleep(poll).await;

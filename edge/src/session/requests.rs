@@ -534,18 +534,6 @@ where
             None => tapes.holds(s.as_str()),
             Some(tf) => tapes.holds_bars(s, tf),
         };
-        let followed = |s: &Symbol, delayed: bool| match (tf, delayed) {
-            (None, false) => (edge.tapes.followed(), edge.tapes.is_followed(s.as_str())),
-            (None, true) => {
-                let tapes = &edge.delayed_tapes;
-                (tapes.followed(), tapes.is_followed(s.as_str()))
-            }
-            (Some(tf), false) => (edge.bar_feeds.followed(), edge.bar_feeds.is_followed(s, tf)),
-            (Some(tf), true) => {
-                let feeds = &edge.delayed_bar_feeds;
-                (feeds.followed(), feeds.is_followed(s, tf))
-            }
-        };
         let max = self.grant.max_symbols as usize;
         let cap = self.read_cap();
         let mut refusals = Refusals::new(id, limits.max_errors_per_request);
@@ -577,47 +565,24 @@ where
                 }
                 Checked::New => {}
             }
-            let (count, is_followed) = followed(&symbol, delayed);
-            if count >= limits.max_carried_symbols && !is_followed {
-                refusals.symbol_retry(
-                    ErrorCode::Unavailable,
-                    symbol.as_str(),
-                    limits.retry_after_ms,
-                    &format!(
-                        "this edge follows its most tapes ({}): retry after retry_ms, or use another edge",
-                        limits.max_carried_symbols
-                    ),
-                );
-            } else {
-                let new_interest = !is_followed;
-                let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
-                if new_interest && !rate.take(Instant::now()) {
-                    let retry_ms = rate.wait_ms(1).max(1);
-                    drop(rate);
-                    refusals.symbol_retry(
-                        ErrorCode::Unavailable,
-                        symbol.as_str(),
-                        retry_ms,
-                        "this edge takes on new symbols at a bounded rate: retry after retry_ms",
-                    );
-                    continue;
-                }
-                drop(rate);
-                room -= 1;
-                match tf {
-                    None => {
-                        self.tapes.subscribe(&symbol, history, delayed);
-                    }
-                    Some(tf) => {
-                        let how = (interval_ms, delayed);
-                        self.tapes.subscribe_bars(&symbol, tf, history, how);
-                    }
-                }
-                if delayed {
-                    delayed_symbols.push(symbol.to_string());
-                }
-                accepted.push(symbol);
+            if let Err((retry_ms, why)) = self.admit_tape(&symbol, tf, delayed) {
+                refusals.symbol_retry(ErrorCode::Unavailable, symbol.as_str(), retry_ms, &why);
+                continue;
             }
+            room -= 1;
+            match tf {
+                None => {
+                    self.tapes.subscribe(&symbol, history, delayed);
+                }
+                Some(tf) => {
+                    let how = (interval_ms, delayed);
+                    self.tapes.subscribe_bars(&symbol, tf, history, how);
+                }
+            }
+            if delayed {
+                delayed_symbols.push(symbol.to_string());
+            }
+            accepted.push(symbol);
         }
         let mut replies = refusals.finish();
         replies.push(ServerMsg::Subscribed {
@@ -748,14 +713,38 @@ where
                     ),
                 )
             } else {
-                room -= 1;
                 // Moved between real time and delayed: in place, told by a `subscribed`
-                // of it, then its history from the side it is now on.
+                // of it, then its history from the side it is now on; held to the edge's
+                // bounds on what it follows as a subscribe is (else dropped, to retry).
                 let delayed = coverage == Coverage::Delayed;
-                if self.tapes.is_delayed(&symbol, tf) == Some(!delayed) {
-                    replies.push(self.move_tape(id, &symbol, tf, &bar_intervals, delayed));
+                if self.tapes.is_delayed(&symbol, tf) != Some(!delayed) {
+                    room -= 1;
+                    continue;
                 }
-                continue;
+                match self.admit_tape(&symbol, tf, delayed) {
+                    Ok(()) => {
+                        room -= 1;
+                        replies.push(self.move_tape(id, &symbol, tf, &bar_intervals, delayed));
+                        continue;
+                    }
+                    Err((retry_ms, why)) => {
+                        count_error(ErrorCode::Unavailable, 1);
+                        let why = format!("{what} unsubscribed, not moved: {why}");
+                        let code = ErrorCode::Unavailable;
+                        replies.push(checks::symbol_retry(
+                            id,
+                            code,
+                            symbol.as_str(),
+                            retry_ms,
+                            &why,
+                        ));
+                        match tf {
+                            None => self.tapes.unsubscribe(symbol.as_str()),
+                            Some(tf) => self.tapes.unsubscribe_bars(&symbol, tf),
+                        };
+                        continue;
+                    }
+                }
             };
             count_error(code, 1);
             replies.push(ServerMsg::symbol_error(id, code, symbol.as_str(), message));
@@ -848,6 +837,54 @@ where
         }
         self.send(out).await?;
         Ok(Vec::new())
+    }
+
+    /// Whether the edge may follow `symbol`'s tape (`tf` none) or `tf` bars, real-time or
+    /// `delayed`, for this session: at once if it follows them already, else within
+    /// `limits.max_carried_symbols` and the rate of new interest
+    /// (`limits.max_new_symbols_per_s`, a token taken). Else when to retry and why.
+    fn admit_tape(
+        &self,
+        symbol: &Symbol,
+        tf: Option<Timeframe>,
+        delayed: bool,
+    ) -> Result<(), (u64, String)> {
+        let edge = &self.edge;
+        let limits = &edge.config.limits;
+        let (count, followed) = match (tf, delayed) {
+            (None, false) => (
+                edge.tapes.followed(),
+                edge.tapes.is_followed(symbol.as_str()),
+            ),
+            (None, true) => {
+                let tapes = &edge.delayed_tapes;
+                (tapes.followed(), tapes.is_followed(symbol.as_str()))
+            }
+            (Some(tf), false) => {
+                let feeds = &edge.bar_feeds;
+                (feeds.followed(), feeds.is_followed(symbol, tf))
+            }
+            (Some(tf), true) => {
+                let feeds = &edge.delayed_bar_feeds;
+                (feeds.followed(), feeds.is_followed(symbol, tf))
+            }
+        };
+        if followed {
+            return Ok(());
+        }
+        if count >= limits.max_carried_symbols {
+            let why = format!(
+                "this edge follows its most tapes ({}): retry after retry_ms, or use another edge",
+                limits.max_carried_symbols
+            );
+            return Err((limits.retry_after_ms, why));
+        }
+        let mut rate = edge.new_interest.lock().unwrap_or_else(|e| e.into_inner());
+        if !rate.take(Instant::now()) {
+            let why = "this edge takes on new symbols at a bounded rate: retry after retry_ms";
+            return Err((rate.wait_ms(1).max(1), why.into()));
+        }
+        Ok(())
     }
 
     /// Moves the session's tape of `symbol` (`tf` none) or its `tf` bars to the delayed
